@@ -1,0 +1,69 @@
+// SPDX-License-Identifier: Apache-2.0
+// Model: a loaded Pixtral checkpoint (Mistral native or Hugging Face layout) bound to a backend. Loaded once,
+// immutable afterwards; create one Session per conversation. Call from one thread at a time (the app's worker).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "pixtral/session.h"
+#include "pixtral/status.h"
+#include "pixtral/tokenizer.h"
+
+namespace pixtral {
+
+enum class Device { automatic, cpu, cuda };
+const char* device_name(Device d);  ///< "auto", "cpu", "cuda"
+
+/// Progress in [0,1] with a stage name ("mapping weights", "uploading layer 12/40"); return false to cancel.
+using ProgressCallback = std::function<bool(double fraction, std::string_view stage)>;
+
+struct LoadOptions {
+  Device device = Device::automatic;  ///< automatic: CUDA when usable, else CPU (logged with the reason)
+  int threads = 0;                    ///< CPU threads; 0 = all hardware threads
+  ProgressCallback on_progress;
+};
+
+struct ModelInfo {
+  std::string path;
+  std::string layout;        ///< "mistral" or "hf"
+  std::string weight_dtype;  ///< "bf16", "f16", "f32"
+  std::string backend;       ///< "cpu" or "cuda"
+  std::string device_name;   ///< "CPU (16 threads)", "NVIDIA H100 80GB HBM3"
+  std::string fallback_reason;  ///< why automatic chose the CPU, when it did
+  int dim = 0, n_layers = 0, n_heads = 0, n_kv_heads = 0, head_dim = 0, hidden_dim = 0, vocab_size = 0;
+  int vision_dim = 0, vision_layers = 0, patch_size = 0, max_image_size = 0;
+  int max_context = 0;  ///< longest context the model supports
+  std::uint64_t weight_bytes = 0;
+  std::uint64_t parameters = 0;
+};
+
+class Model {
+ public:
+  ~Model();
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
+
+  /// Load a model folder. Native layout (consolidated*.safetensors + params.json + tekken.json) wins when both
+  /// are present. Every expected tensor is checked for presence, dtype and shape.
+  static Result<std::shared_ptr<Model>> load(const std::string& dir, const LoadOptions& options = {});
+
+  const ModelInfo& info() const;
+  const Tokenizer& tokenizer() const;
+  /// Decoder tokens an image of w×h pixels costs after the model's resize: (Wp + 1) · Hp.
+  int image_token_count(int width, int height) const;
+  /// A new conversation; its KV cache is sized from options.context_length.
+  Result<std::unique_ptr<Session>> create_session(const SessionOptions& options = {}) const;
+
+  struct Impl;
+  explicit Model(std::unique_ptr<Impl> impl);
+  const Impl& impl() const { return *impl_; }
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace pixtral

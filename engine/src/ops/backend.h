@@ -1,0 +1,144 @@
+// SPDX-License-Identifier: Apache-2.0
+// ops::Backend — the op interface the model is written against, once. The CPU backend (cpu/) defines what each
+// op means in plain fp32 loops; the CUDA backend (cuda/) must match it within a per-op error budget.
+// Tensors here are 2-D row-major activations [rows, cols] living on the backend's device; views of a sub-range of
+// rows (e.g. a KV-cache slice) are plain pointer offsets. Weights are uploaded once and referenced by Weight.
+// Conventions: matmul(out, x, W) = x · Wᵀ (+ bias), W is [out_features, in_features] as stored.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "core/tensor.h"
+#include "pixtral/status.h"
+
+namespace pixtral::ops {
+
+/// An activation buffer or a view into one: [rows, cols], contiguous rows, on the backend's device.
+struct Tensor {
+  void* data = nullptr;
+  std::int64_t rows = 0;
+  std::int64_t cols = 0;
+  DType dtype = DType::f32;
+
+  std::size_t bytes() const { return std::size_t(rows * cols) * dtype_size(dtype); }
+  /// Rows [r0, r0 + n) as a view.
+  Tensor slice_rows(std::int64_t r0, std::int64_t n) const {
+    return {static_cast<char*>(data) + std::size_t(r0 * cols) * dtype_size(dtype), n, cols, dtype};
+  }
+  /// The same memory seen as [rows', cols'] (rows' * cols' must equal rows * cols).
+  Tensor reshaped(std::int64_t r, std::int64_t c) const { return {data, r, c, dtype}; }
+};
+
+/// A weight on the backend's device: [rows, cols] (a conv kernel [out, C, kh, kw] is viewed [out, C*kh*kw]).
+/// `impl` is backend-private (e.g. a device pointer); `host` keeps the source view for reference.
+struct Weight {
+  const void* data = nullptr;
+  DType dtype = DType::bf16;
+  std::int64_t rows = 0;
+  std::int64_t cols = 0;
+  std::string name;
+};
+
+/// How RoPE pairs the dims of a head: Mistral-native rotates adjacent pairs (2m, 2m+1); Hugging Face rotates
+/// halves (m, m + D/2). The angle of pair m is the same in both (spec §1.6), so each checkpoint keeps its own
+/// q/k row order and the backend rotates accordingly — no weight permutation copy at load.
+enum class RopePairs { interleaved, halves };
+
+/// Attention shape. Rows of q are queries, rows of k/v are keys (for the decoder: the KV cache rows 0..n_kv).
+struct AttentionParams {
+  int n_heads = 0;     ///< query heads; q is [n_q, n_heads * head_dim]
+  int n_kv_heads = 0;  ///< key/value heads (GQA: query head h uses kv head h / (n_heads / n_kv_heads))
+  int head_dim = 0;
+  float scale = 0;     ///< usually 1/sqrt(head_dim)
+  bool causal = false; ///< query i (absolute position q_offset + i) sees keys 0..q_offset + i
+  int q_offset = 0;
+  /// Block-diagonal (vision): lengths of consecutive segments; query and key rows attend only within their
+  /// own segment. Empty = one segment. Not combined with causal.
+  std::span<const int> segments;
+};
+
+using TraceFn = std::function<void(std::string_view name, std::span<const float> values, std::int64_t rows,
+                                   std::int64_t cols)>;
+
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;         ///< "cpu", "cuda"
+  virtual std::string device_name() const = 0;  ///< human-readable
+  /// Activation dtype this backend computes in (cpu: f32; cuda: bf16).
+  virtual DType activation_dtype() const = 0;
+
+  // ---- memory ---------------------------------------------------------------------------------------------
+  /// Allocate [rows, cols] of dtype; out_of_memory names `what`.
+  virtual Result<Tensor> alloc(std::int64_t rows, std::int64_t cols, DType dtype, std::string_view what) = 0;
+  virtual void free(Tensor& t) = 0;
+  /// Make a weight usable by this backend (CPU: view the mmap in place; CUDA: upload, converting to bf16).
+  virtual Result<Weight> upload_weight(const WeightView& w) = 0;
+  virtual void free_weight(Weight& w) = 0;
+  /// Host fp32 ↔ device tensor (converting to/from the tensor's dtype).
+  virtual Status upload(Tensor dst, const float* host) = 0;
+  virtual Status download(const Tensor& src, float* host) = 0;
+  /// dst = src (same shape; dtypes may differ).
+  virtual Status copy(Tensor dst, const Tensor& src) = 0;
+  /// Wait for queued work (no-op on CPU).
+  virtual Status synchronize() = 0;
+
+  // ---- ops (shapes in comments; T = rows) -----------------------------------------------------------------
+  /// out[T, D] = table[ids[t], :]
+  virtual Status embed(Tensor out, const Weight& table, std::span<const int> ids) = 0;
+  /// out[T, N] = x[T, K] · W[N, K]ᵀ (+ bias[N]); fp32 accumulation.
+  virtual Status matmul(Tensor out, const Tensor& x, const Weight& w, const Weight* bias = nullptr) = 0;
+  /// out[T, D] = w ⊙ x / sqrt(mean(x²) + eps), statistics in fp32. out may alias x.
+  virtual Status rms_norm(Tensor out, const Tensor& x, const Weight& w, float eps) = 0;
+  /// h += delta; out = rms_norm(h) (the fused residual step). out may not alias h.
+  virtual Status add_rms_norm(Tensor h, const Tensor& delta, Tensor out, const Weight& w, float eps) = 0;
+  /// h += delta
+  virtual Status add(Tensor h, const Tensor& delta) = 0;
+  /// 1-D RoPE in place on x[T, n_heads * head_dim]: pair m of the head at row t rotates by
+  /// positions[t] · inv_freq[m], inv_freq[m] = 1 / theta^(2m / head_dim) (fp32, torch's formula).
+  virtual Status rope(Tensor x, int n_heads, int head_dim, std::span<const int> positions, float theta,
+                      RopePairs pairs) = 0;
+  /// 2-D RoPE in place on x[N, n_heads * head_dim] (spec §6.3): pairs m < D/4 rotate by row[n] · f[2m],
+  /// pairs m ≥ D/4 by col[n] · f[2(m − D/4) + 1], f[k] = 1 / theta^(2k / head_dim).
+  virtual Status rope_2d(Tensor x, int n_heads, int head_dim, std::span<const int> rows, std::span<const int> cols,
+                         float theta, RopePairs pairs) = 0;
+  /// out[Tq, H*D] = softmax(q kᵀ · scale + mask) v, per head, softmax in fp32.
+  virtual Status attention(Tensor out, const Tensor& q, const Tensor& k, const Tensor& v,
+                           const AttentionParams& p) = 0;
+  /// out[T, F] = silu(gate) ⊙ up. out may alias gate.
+  virtual Status silu_mul(Tensor out, const Tensor& gate, const Tensor& up) = 0;
+  /// x = 0.5 x (1 + erf(x / √2)) in place.
+  virtual Status gelu(Tensor x) = 0;
+  /// dst[rows[i], :] = src[i, :]
+  virtual Status scatter_rows(Tensor dst, const Tensor& src, std::span<const int> rows) = 0;
+  /// Patch embedding (conv stride = kernel = P, no bias): pixels are one image, fp32 CHW [C, H, W] on the host,
+  /// H and W multiples of P. Each pixel is first rounded to conv's dtype (as the references cast to the weight
+  /// dtype). out[(H/P)*(W/P), dim] row-major over patches (r, c); patch vector order ch*P*P + ky*P + kx.
+  virtual Status patch_embed(Tensor out, const float* pixels_chw, int channels, int height, int width, int patch,
+                             const Weight& conv) = 0;
+
+  // ---- tracing ----------------------------------------------------------------------------------------------
+  /// When set, the model reports named activations (downloaded to fp32) through this hook. Slow; tests only.
+  void set_trace(TraceFn fn) { trace_ = std::move(fn); }
+  bool tracing() const { return static_cast<bool>(trace_); }
+  /// Called by the model after creating an activation.
+  void trace(std::string_view name, const Tensor& t);
+
+ protected:
+  TraceFn trace_;
+};
+
+/// The CPU reference backend (threads = 0: all hardware threads).
+std::unique_ptr<Backend> make_cpu_backend(int threads = 0);
+
+/// The CUDA backend, loaded at run time from libpixtral_cuda.so (next to the executable, or on the library
+/// path). Fails with a specific reason (library missing, no driver, no device) — callers fall back to the CPU.
+Result<std::unique_ptr<Backend>> load_cuda_backend(int device_index = 0);
+
+}  // namespace pixtral::ops

@@ -1,0 +1,1 @@
+namespace quire_ui_placeholder {}
