@@ -81,4 +81,9 @@ class Checkpoint {
   std::unique_ptr<Impl> impl_;
 };
 
+/// The tokenizer and the model must agree on the image grid: tekken.json's image block (patch_size,
+/// max_image_size) against the model's vision patch_size / image_size (params.json's vision block wins; a
+/// disagreeing tokenizer is a format error naming both values). The runtime calls this after loading both.
+Status check_tokenizer_agreement(const ModelConfig& config, int tekken_patch_size, int tekken_max_image_size);
+
 }  // namespace pixtral
