@@ -1,0 +1,188 @@
+// SPDX-License-Identifier: Apache-2.0
+// The forward pass. Each block reads like its reference; every activation is named through the trace hook.
+// ref: mistral_inference/vision_encoder.py VisionTransformer.forward, VisionLanguageAdapter;
+//      mistral_inference/transformer_layers.py TransformerBlock.forward; spec §6, §7.
+#include "model/forward.h"
+
+#include <cmath>
+#include <string>
+
+namespace pixtral {
+namespace {
+
+#define PX_TRY(expr) PIXTRAL_RETURN_IF_ERROR(expr)
+
+std::string lname(const char* prefix, int il, const char* what) {
+  return std::string(prefix) + std::to_string(il) + "." + what;
+}
+
+}  // namespace
+
+Status encode_images(ops::Backend& be, const ModelConfig& cfg, const VisionWeights& w, ops::RopePairs pairs,
+                     std::span<const VisionImage> images, TensorSet& owner, std::vector<ops::Tensor>& out) {
+  const VisionConfig& vc = cfg.vision;
+  const int P = vc.patch_size, vd = vc.hidden_size, hd = vc.head_dim, nh = vc.num_attention_heads;
+  const DType act = be.activation_dtype();
+
+  // Patch bookkeeping: positions (row, col) restart at (0, 0) for every image (spec §6.3).
+  std::vector<int> seg, prow, pcol;
+  int n = 0;
+  for (const VisionImage& im : images) {
+    const int hp = im.height / P, wp = im.width / P;
+    seg.push_back(hp * wp);
+    for (int r = 0; r < hp; ++r)
+      for (int c = 0; c < wp; ++c) {
+        prow.push_back(r);
+        pcol.push_back(c);
+      }
+    n += hp * wp;
+  }
+  if (n == 0) return {ErrorCode::invalid_argument, "no image patches to encode"};
+
+  TensorSet tmp(be);
+  ops::Tensor h, y, q, k, v, a, o, g, u, z;
+  PX_TRY(tmp.alloc(h, n, vd, act, "vision encoder activations"));  // (n_patches, hidden)
+  PX_TRY(tmp.alloc(y, n, vd, act, "vision encoder activations"));
+  PX_TRY(tmp.alloc(q, n, vd, act, "vision encoder activations"));
+  PX_TRY(tmp.alloc(k, n, vd, act, "vision encoder activations"));
+  PX_TRY(tmp.alloc(v, n, vd, act, "vision encoder activations"));
+  PX_TRY(tmp.alloc(a, n, vd, act, "vision encoder activations"));
+  PX_TRY(tmp.alloc(o, n, vd, act, "vision encoder activations"));
+  PX_TRY(tmp.alloc(g, n, vc.intermediate_size, act, "vision encoder activations"));  // (n_patches, intermediate)
+  PX_TRY(tmp.alloc(u, n, vc.intermediate_size, act, "vision encoder activations"));
+  PX_TRY(tmp.alloc(z, n, cfg.dim, act, "vision adapter activations"));  // (n_patches, dim)
+
+  // patch_conv: each image's patches → rows of y; ln_pre → h
+  int row = 0;
+  for (const VisionImage& im : images) {
+    const int np = (im.height / P) * (im.width / P);
+    PX_TRY(be.patch_embed(y.slice_rows(row, np), im.chw, vc.num_channels, im.height, im.width, P, w.patch_conv));
+    row += np;
+  }
+  be.trace("vision.patch_conv", y);
+  PX_TRY(be.rms_norm(h, y, w.ln_pre, vc.norm_eps));
+  be.trace("vision.ln_pre", h);
+
+  ops::AttentionParams ap;
+  ap.n_heads = nh;
+  ap.n_kv_heads = nh;
+  ap.head_dim = hd;
+  ap.scale = 1.0f / std::sqrt(float(hd));
+  ap.causal = false;
+  ap.segments = seg;
+  for (int il = 0; il < vc.num_hidden_layers; ++il) {
+    const BlockWeights& b = w.layers[il];
+    PX_TRY(be.rms_norm(y, h, b.attention_norm, vc.norm_eps));
+    PX_TRY(be.matmul(q, y, b.wq));
+    PX_TRY(be.matmul(k, y, b.wk));
+    PX_TRY(be.matmul(v, y, b.wv));
+    PX_TRY(be.rope_2d(q, nh, hd, prow, pcol, vc.rope_theta, pairs));
+    PX_TRY(be.rope_2d(k, nh, hd, prow, pcol, vc.rope_theta, pairs));
+    PX_TRY(be.attention(a, q, k, v, ap));
+    PX_TRY(be.matmul(o, a, b.wo));
+    PX_TRY(be.add_rms_norm(h, o, y, b.ffn_norm, vc.norm_eps));  // h += attn; y = ffn_norm(h)
+    PX_TRY(be.matmul(g, y, b.w1));
+    PX_TRY(be.matmul(u, y, b.w3));
+    PX_TRY(be.silu_mul(g, g, u));
+    PX_TRY(be.matmul(o, g, b.w2));
+    PX_TRY(be.add(h, o));
+    if (be.tracing()) be.trace(lname("vision.layers.", il, "out"), h);
+  }
+
+  // Adapter: gelu(h · w_inᵀ + b_in) · w_outᵀ + b_out (spec §6.5)
+  PX_TRY(be.matmul(z, h, w.w_in, w.has_bias ? &w.w_in_bias : nullptr));
+  PX_TRY(be.gelu(z));
+  out.clear();
+  row = 0;
+  for (int s : seg) {
+    ops::Tensor f;
+    PX_TRY(owner.alloc(f, s, cfg.dim, act, "image features"));  // (Hp * Wp, dim)
+    PX_TRY(be.matmul(f, z.slice_rows(row, s), w.w_out, w.has_bias ? &w.w_out_bias : nullptr));
+    be.trace("adapter.out", f);
+    out.push_back(f);
+    row += s;
+  }
+  return {};
+}
+
+Status alloc_decoder_state(ops::Backend& be, const ModelConfig& cfg, int context, int max_rows, TensorSet& owner,
+                           KvCache& kv, DecoderScratch& s) {
+  const DType act = be.activation_dtype();
+  const int kvd = cfg.n_kv_heads * cfg.head_dim, qd = cfg.n_heads * cfg.head_dim;
+  kv.k.assign(std::size_t(cfg.n_layers), {});
+  kv.v.assign(std::size_t(cfg.n_layers), {});
+  kv.context = context;
+  for (int il = 0; il < cfg.n_layers; ++il) {
+    PX_TRY(owner.alloc(kv.k[il], context, kvd, act, "KV cache"));
+    PX_TRY(owner.alloc(kv.v[il], context, kvd, act, "KV cache"));
+  }
+  s.max_rows = max_rows;
+  PX_TRY(owner.alloc(s.h, max_rows, cfg.dim, act, "decoder activations"));
+  PX_TRY(owner.alloc(s.xn, max_rows, cfg.dim, act, "decoder activations"));
+  PX_TRY(owner.alloc(s.q, max_rows, qd, act, "decoder activations"));
+  PX_TRY(owner.alloc(s.attn, max_rows, qd, act, "decoder activations"));
+  PX_TRY(owner.alloc(s.o, max_rows, cfg.dim, act, "decoder activations"));
+  PX_TRY(owner.alloc(s.gate, max_rows, cfg.hidden_dim, act, "decoder activations"));
+  PX_TRY(owner.alloc(s.up, max_rows, cfg.hidden_dim, act, "decoder activations"));
+  PX_TRY(owner.alloc(s.logits, 1, cfg.vocab_size, DType::f32, "logits"));
+  s.positions.reserve(std::size_t(max_rows));
+  return {};
+}
+
+Status decoder_forward(ops::Backend& be, const ModelConfig& cfg, const DecoderWeights& w, ops::RopePairs pairs,
+                       std::span<const int> tokens, int pos0, std::span<const ChunkImageRows> images, KvCache& kv,
+                       DecoderScratch& s, bool want_logits) {
+  const int T = int(tokens.size());
+  if (T == 0 || T > s.max_rows) return {ErrorCode::internal, "decoder chunk of " + std::to_string(T) + " rows"};
+  if (pos0 + T > kv.context) return {ErrorCode::context_overflow, "KV cache full"};
+  const int nh = cfg.n_heads, nkv = cfg.n_kv_heads, hd = cfg.head_dim;
+  ops::Tensor h = s.h.slice_rows(0, T), xn = s.xn.slice_rows(0, T), q = s.q.slice_rows(0, T),
+              attn = s.attn.slice_rows(0, T), o = s.o.slice_rows(0, T), gate = s.gate.slice_rows(0, T),
+              up = s.up.slice_rows(0, T);
+  s.positions.resize(std::size_t(T));
+  for (int t = 0; t < T; ++t) s.positions[t] = pos0 + t;
+
+  // Embeddings; [IMG] rows overwritten by the adapter outputs (spec §7.1).
+  PX_TRY(be.embed(h, w.tok_embeddings, tokens));
+  for (const ChunkImageRows& im : images)
+    PX_TRY(be.scatter_rows(h, im.features.slice_rows(im.src_row0, std::int64_t(im.local_rows.size())),
+                           im.local_rows));
+  be.trace("tok_embeddings", h);
+
+  ops::AttentionParams ap;
+  ap.n_heads = nh;
+  ap.n_kv_heads = nkv;
+  ap.head_dim = hd;
+  ap.scale = 1.0f / std::sqrt(float(hd));
+  ap.causal = true;
+  ap.q_offset = pos0;
+
+  PX_TRY(be.rms_norm(xn, h, w.layers[0].attention_norm, cfg.norm_eps));
+  for (int il = 0; il < cfg.n_layers; ++il) {
+    const BlockWeights& b = w.layers[il];
+    ops::Tensor k_new = kv.k[il].slice_rows(pos0, T), v_new = kv.v[il].slice_rows(pos0, T);  // (T, nkv*hd)
+    PX_TRY(be.matmul(q, xn, b.wq));
+    PX_TRY(be.matmul(k_new, xn, b.wk));
+    PX_TRY(be.matmul(v_new, xn, b.wv));
+    PX_TRY(be.rope(q, nh, hd, s.positions, cfg.rope_theta, pairs));
+    PX_TRY(be.rope(k_new, nkv, hd, s.positions, cfg.rope_theta, pairs));
+    PX_TRY(be.attention(attn, q, kv.k[il].slice_rows(0, pos0 + T), kv.v[il].slice_rows(0, pos0 + T), ap));
+    PX_TRY(be.matmul(o, attn, b.wo));
+    PX_TRY(be.add_rms_norm(h, o, xn, b.ffn_norm, cfg.norm_eps));  // h += attn out; xn = ffn_norm(h)
+    PX_TRY(be.matmul(gate, xn, b.w1));
+    PX_TRY(be.matmul(up, xn, b.w3));
+    PX_TRY(be.silu_mul(gate, gate, up));
+    PX_TRY(be.matmul(o, gate, b.w2));
+    const ops::Weight& next_norm = il + 1 < cfg.n_layers ? w.layers[il + 1].attention_norm : w.norm;
+    PX_TRY(be.add_rms_norm(h, o, xn, next_norm, cfg.norm_eps));  // h += ffn out; xn = next norm(h)
+    if (be.tracing()) be.trace(lname("layers.", il, "out"), h);
+  }
+  be.trace("norm", xn);
+  if (want_logits) {
+    PX_TRY(be.matmul(s.logits, xn.slice_rows(T - 1, 1), w.output));
+    be.trace("logits", s.logits);
+  }
+  return {};
+}
+
+}  // namespace pixtral

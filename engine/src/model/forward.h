@@ -1,0 +1,64 @@
+// SPDX-License-Identifier: Apache-2.0
+// The Pixtral forward pass, written once against ops::Backend: vision encoder + adapter (spec §6) and the
+// Mistral-Nemo decoder (spec §7) over a chunk of rows with a KV cache.
+// ref: mistral_inference/vision_encoder.py, transformer.py, transformer_layers.py; vllm pixtral.py
+#pragma once
+
+#include <span>
+#include <vector>
+
+#include "model/tensors.h"
+#include "model/weights.h"
+
+namespace pixtral {
+
+/// Normalised pixels of one image (CHW fp32, height and width multiples of the patch size).
+struct VisionImage {
+  const float* chw = nullptr;
+  int height = 0;
+  int width = 0;
+};
+
+/// Vision encoder + adapter over several images at once (block-diagonal attention: each image attends only to
+/// itself). out[i] receives image i's features (Hp_i * Wp_i, dim), allocated in `owner`.
+Status encode_images(ops::Backend& be, const ModelConfig& cfg, const VisionWeights& w, ops::RopePairs pairs,
+                     std::span<const VisionImage> images, TensorSet& owner, std::vector<ops::Tensor>& out);
+
+/// Per-layer KV cache: k[il], v[il] are (context, n_kv_heads * head_dim).
+struct KvCache {
+  std::vector<ops::Tensor> k, v;
+  int context = 0;
+};
+
+/// Decoder scratch for chunks of up to max_rows rows, allocated once per session.
+struct DecoderScratch {
+  int max_rows = 0;
+  ops::Tensor h;       // (max_rows, dim) residual stream
+  ops::Tensor xn;      // (max_rows, dim) normalised input of the current sub-block
+  ops::Tensor q;       // (max_rows, n_heads * head_dim)
+  ops::Tensor attn;    // (max_rows, n_heads * head_dim)
+  ops::Tensor o;       // (max_rows, dim) sub-block output
+  ops::Tensor gate;    // (max_rows, hidden_dim)
+  ops::Tensor up;      // (max_rows, hidden_dim)
+  ops::Tensor logits;  // (1, vocab_size)
+  std::vector<int> positions;  // host, reserved to max_rows (no allocation per token)
+};
+
+Status alloc_decoder_state(ops::Backend& be, const ModelConfig& cfg, int context, int max_rows, TensorSet& owner,
+                           KvCache& kv, DecoderScratch& s);
+
+/// Image features to place into the chunk: rows `local_rows` of the chunk get rows [src_row0, src_row0 + n) of
+/// `features`.
+struct ChunkImageRows {
+  ops::Tensor features;
+  int src_row0 = 0;
+  std::vector<int> local_rows;
+};
+
+/// Run the decoder over tokens at positions [pos0, pos0 + tokens.size()), writing their K/V rows into the cache,
+/// and compute the logits of the chunk's last row into s.logits when want_logits.
+Status decoder_forward(ops::Backend& be, const ModelConfig& cfg, const DecoderWeights& w, ops::RopePairs pairs,
+                       std::span<const int> tokens, int pos0, std::span<const ChunkImageRows> images, KvCache& kv,
+                       DecoderScratch& s, bool want_logits);
+
+}  // namespace pixtral

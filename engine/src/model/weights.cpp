@@ -1,0 +1,100 @@
+// SPDX-License-Identifier: Apache-2.0
+// Binds checkpoint tensors (canonical Mistral names) to backend weights, in the order the model uses them.
+#include "model/weights.h"
+
+#include <string>
+
+namespace pixtral {
+namespace {
+
+struct Uploader {
+  ops::Backend& backend;
+  const Checkpoint& ckpt;
+  const UploadProgress& progress;
+  std::size_t done = 0;
+  std::size_t total = 0;
+  std::vector<ops::Weight*> created;
+
+  Status bind(ops::Weight& dst, const std::string& name) {
+    if (!ckpt.has_tensor(name)) return {ErrorCode::not_found, "missing tensor " + name};
+    auto w = backend.upload_weight(ckpt.tensor(name));
+    if (!w.ok()) return w.status().with_context("uploading " + name);
+    dst = std::move(w.value());
+    dst.name = name;
+    created.push_back(&dst);
+    ++done;
+    if (progress && !progress(done, total, name)) return {ErrorCode::cancelled, "loading cancelled"};
+    return {};
+  }
+
+  Status bind_block(BlockWeights& b, const std::string& p) {
+    PIXTRAL_RETURN_IF_ERROR(bind(b.attention_norm, p + "attention_norm.weight"));
+    PIXTRAL_RETURN_IF_ERROR(bind(b.wq, p + "attention.wq.weight"));
+    PIXTRAL_RETURN_IF_ERROR(bind(b.wk, p + "attention.wk.weight"));
+    PIXTRAL_RETURN_IF_ERROR(bind(b.wv, p + "attention.wv.weight"));
+    PIXTRAL_RETURN_IF_ERROR(bind(b.wo, p + "attention.wo.weight"));
+    PIXTRAL_RETURN_IF_ERROR(bind(b.ffn_norm, p + "ffn_norm.weight"));
+    PIXTRAL_RETURN_IF_ERROR(bind(b.w1, p + "feed_forward.w1.weight"));
+    PIXTRAL_RETURN_IF_ERROR(bind(b.w2, p + "feed_forward.w2.weight"));
+    PIXTRAL_RETURN_IF_ERROR(bind(b.w3, p + "feed_forward.w3.weight"));
+    return {};
+  }
+};
+
+}  // namespace
+
+Result<ModelWeights> upload_weights(ops::Backend& backend, const Checkpoint& ckpt, const UploadProgress& progress) {
+  const ModelConfig& cfg = ckpt.config();
+  ModelWeights w;
+  Uploader up{backend, ckpt, progress, 0, 0, {}};
+  up.total = 3 + std::size_t(cfg.n_layers) * 9;
+  if (cfg.has_vision) up.total += 2 + std::size_t(cfg.vision.num_hidden_layers) * 9 + (cfg.vision.adapter_bias ? 4 : 2);
+
+  auto run = [&]() -> Status {
+    // Decoder first: the large part, and what text-only use needs.
+    PIXTRAL_RETURN_IF_ERROR(up.bind(w.decoder.tok_embeddings, "tok_embeddings.weight"));
+    w.decoder.layers.resize(std::size_t(cfg.n_layers));
+    for (int il = 0; il < cfg.n_layers; ++il)
+      PIXTRAL_RETURN_IF_ERROR(up.bind_block(w.decoder.layers[il], "layers." + std::to_string(il) + "."));
+    PIXTRAL_RETURN_IF_ERROR(up.bind(w.decoder.norm, "norm.weight"));
+    PIXTRAL_RETURN_IF_ERROR(up.bind(w.decoder.output, "output.weight"));
+    if (!cfg.has_vision) return {};
+    VisionWeights& v = w.vision;
+    PIXTRAL_RETURN_IF_ERROR(up.bind(v.patch_conv, "vision_encoder.patch_conv.weight"));
+    PIXTRAL_RETURN_IF_ERROR(up.bind(v.ln_pre, "vision_encoder.ln_pre.weight"));
+    v.layers.resize(std::size_t(cfg.vision.num_hidden_layers));
+    for (int j = 0; j < cfg.vision.num_hidden_layers; ++j)
+      PIXTRAL_RETURN_IF_ERROR(
+          up.bind_block(v.layers[j], "vision_encoder.transformer.layers." + std::to_string(j) + "."));
+    v.has_bias = cfg.vision.adapter_bias;
+    PIXTRAL_RETURN_IF_ERROR(up.bind(v.w_in, "vision_language_adapter.w_in.weight"));
+    PIXTRAL_RETURN_IF_ERROR(up.bind(v.w_out, "vision_language_adapter.w_out.weight"));
+    if (v.has_bias) {
+      PIXTRAL_RETURN_IF_ERROR(up.bind(v.w_in_bias, "vision_language_adapter.w_in.bias"));
+      PIXTRAL_RETURN_IF_ERROR(up.bind(v.w_out_bias, "vision_language_adapter.w_out.bias"));
+    }
+    return {};
+  };
+  Status st = run();
+  if (!st.ok()) {
+    for (ops::Weight* p : up.created) backend.free_weight(*p);
+    return st;
+  }
+  return w;
+}
+
+void free_weights(ops::Backend& backend, ModelWeights& w) {
+  auto block = [&](BlockWeights& b) {
+    for (ops::Weight* p : {&b.attention_norm, &b.wq, &b.wk, &b.wv, &b.wo, &b.ffn_norm, &b.w1, &b.w2, &b.w3})
+      if (p->data) backend.free_weight(*p);
+  };
+  for (auto& b : w.decoder.layers) block(b);
+  for (auto& b : w.vision.layers) block(b);
+  for (ops::Weight* p : {&w.decoder.tok_embeddings, &w.decoder.norm, &w.decoder.output, &w.vision.patch_conv,
+                         &w.vision.ln_pre, &w.vision.w_in, &w.vision.w_in_bias, &w.vision.w_out,
+                         &w.vision.w_out_bias})
+    if (p->data) backend.free_weight(*p);
+  w = {};
+}
+
+}  // namespace pixtral

@@ -1,0 +1,54 @@
+// SPDX-License-Identifier: Apache-2.0
+// The model's weights as the backend sees them, under the checkpoint's own names (spec §1.4).
+// ref: mistral_inference/transformer_layers.py (TransformerBlock), vision_encoder.py (VisionTransformer)
+#pragma once
+
+#include <vector>
+
+#include "io/checkpoint.h"
+#include "ops/backend.h"
+
+namespace pixtral {
+
+struct BlockWeights {
+  ops::Weight attention_norm;  // (dim)
+  ops::Weight wq;              // (n_heads * head_dim, dim)
+  ops::Weight wk;              // (n_kv_heads * head_dim, dim)
+  ops::Weight wv;              // (n_kv_heads * head_dim, dim)
+  ops::Weight wo;              // (dim, n_heads * head_dim)
+  ops::Weight ffn_norm;        // (dim)
+  ops::Weight w1;              // (hidden_dim, dim) gate
+  ops::Weight w2;              // (dim, hidden_dim) down
+  ops::Weight w3;              // (hidden_dim, dim) up
+};
+
+struct VisionWeights {
+  ops::Weight patch_conv;  // (hidden, C * P * P) — stored (hidden, C, P, P)
+  ops::Weight ln_pre;      // (hidden)
+  std::vector<BlockWeights> layers;
+  ops::Weight w_in, w_in_bias;    // (dim, hidden), (dim)
+  ops::Weight w_out, w_out_bias;  // (dim, dim), (dim)
+  bool has_bias = true;
+};
+
+struct DecoderWeights {
+  ops::Weight tok_embeddings;  // (vocab, dim)
+  std::vector<BlockWeights> layers;
+  ops::Weight norm;    // (dim)
+  ops::Weight output;  // (vocab, dim)
+};
+
+struct ModelWeights {
+  VisionWeights vision;
+  DecoderWeights decoder;
+};
+
+/// Progress per uploaded tensor; return false to cancel.
+using UploadProgress = std::function<bool(std::size_t done, std::size_t total, const std::string& name)>;
+
+/// Upload every tensor the model uses to the backend (CPU: views of the mmap).
+Result<ModelWeights> upload_weights(ops::Backend& backend, const Checkpoint& ckpt, const UploadProgress& progress);
+/// Release everything upload_weights created.
+void free_weights(ops::Backend& backend, ModelWeights& w);
+
+}  // namespace pixtral

@@ -1,0 +1,65 @@
+// SPDX-License-Identifier: Apache-2.0
+// Private state behind pixtral::Model and pixtral::Session.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+
+#include "io/checkpoint.h"
+#include "model/forward.h"
+#include "model/weights.h"
+#include "pixtral/model.h"
+#include "runtime/sampler.h"
+
+namespace pixtral {
+
+struct Model::Impl {
+  Checkpoint ckpt;
+  std::unique_ptr<Tokenizer> tokenizer;
+  std::unique_ptr<ops::Backend> backend;
+  ModelWeights weights;
+  ModelInfo info;
+
+  ~Impl() {
+    if (backend) free_weights(*backend, weights);
+  }
+};
+
+/// An image run of the cached token record and the content it was computed from.
+struct CachedImageRun {
+  std::size_t start = 0;
+  std::size_t length = 0;
+  std::uint64_t hash = 0;
+};
+
+struct Session::Impl {
+  const Model* model = nullptr;
+  const Model::Impl* m = nullptr;
+  SessionOptions options;
+  TensorSet state;  // KV cache + decoder scratch
+  KvCache kv;
+  DecoderScratch scratch;
+  std::vector<int> cached;                  // token ids whose K/V rows are in the cache
+  std::vector<CachedImageRun> cached_runs;  // image runs inside `cached`
+  Sampler sampler;
+  std::vector<float> host_logits;
+  std::atomic<bool> stop{false};
+
+  // Image features by content hash (adapter outputs, on the backend), kept while the conversation uses them.
+  struct Features {
+    std::shared_ptr<TensorSet> owner;  // shared by the images encoded in one batch
+    ops::Tensor rows;                  // (Hp * Wp, dim)
+  };
+  std::map<std::uint64_t, Features> features;
+
+  Impl(const Model& model_, const SessionOptions& o)
+      : model(&model_), m(&model_.impl()), options(o), state(*model_.impl().backend),
+        sampler(model_.impl().info.vocab_size) {}
+};
+
+/// FNV-1a over an image's size, format and pixels: the identity of its features.
+std::uint64_t image_hash(const Image& img);
+
+}  // namespace pixtral

@@ -1,0 +1,241 @@
+// SPDX-License-Identifier: Apache-2.0
+// Session::generate: prompt → longest common prefix with the cached record → image features (cached by content
+// hash) → chunked prefill → sample/decode loop with streaming, stop and cancellation.
+#include <algorithm>
+#include <chrono>
+
+#include "runtime/impl.h"
+#include "text/prompt.h"
+#include "vision/preprocess.h"
+
+namespace pixtral {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
+
+/// The image parts of a conversation in prompt order: the prompt builder's image-first rule only ever moves a
+/// message's single image, so the order of images is their order in the user messages.
+std::vector<const Image*> prompt_images(std::span<const Message> messages) {
+  std::vector<const Image*> out;
+  for (const Message& m : messages)
+    if (m.role == Role::user)
+      for (const ContentPart& p : m.parts)
+        if (p.kind == ContentPart::Kind::image) out.push_back(p.image.get());
+  return out;
+}
+
+}  // namespace
+
+std::uint64_t image_hash(const Image& img) {
+  std::uint64_t h = 0xcbf29ce484222325ull;
+  auto mix = [&](const void* p, std::size_t n) {
+    const auto* b = static_cast<const unsigned char*>(p);
+    for (std::size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 0x100000001b3ull;
+  };
+  mix(&img.width, sizeof img.width);
+  mix(&img.height, sizeof img.height);
+  mix(&img.format, sizeof img.format);
+  mix(img.pixels.data(), img.pixels.size());
+  return h;
+}
+
+const char* finish_reason_name(FinishReason r) {
+  switch (r) {
+    case FinishReason::stop: return "stop";
+    case FinishReason::length: return "length";
+    case FinishReason::cancelled: return "cancelled";
+  }
+  return "?";
+}
+
+Session::Session(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Session::~Session() = default;
+
+void Session::request_stop() { impl_->stop.store(true, std::memory_order_relaxed); }
+const std::vector<int>& Session::cached_tokens() const { return impl_->cached; }
+int Session::context_length() const { return impl_->options.context_length; }
+
+void Session::truncate(std::size_t n) {
+  Impl& s = *impl_;
+  if (n >= s.cached.size()) return;
+  s.cached.resize(n);
+  // A run cut in the middle stays recorded: its cached rows are still checked against the image's hash.
+  std::erase_if(s.cached_runs, [&](const CachedImageRun& r) { return r.start >= n; });
+}
+
+Result<Prompt> Session::build_prompt(std::span<const Message> messages) const {
+  const VisionConfig& vc = impl_->m->ckpt.config().vision;
+  ImageGridFn grid = [&](const Image& img) -> Result<std::pair<int, int>> {
+    auto g = vision::patch_grid(img.width, img.height, vc.patch_size, vc.image_size);
+    if (!g.ok()) return g.status();
+    return std::make_pair(g->width, g->height);
+  };
+  return build_prompt_v3(*impl_->m->tokenizer, messages, grid);
+}
+
+Result<Generation> Session::generate(std::span<const Message> messages, const GenerateParams& params,
+                                     const PieceCallback& on_piece, const LogitsCallback& on_logits) {
+  Impl& s = *impl_;
+  const Model::Impl& m = *s.m;
+  const ModelConfig& cfg = m.ckpt.config();
+  ops::Backend& be = *m.backend;
+  const auto t_start = Clock::now();
+  s.stop.store(false, std::memory_order_relaxed);
+  Generation gen;
+  Timings& tm = gen.timings;
+
+  auto prompt = build_prompt(messages);
+  if (!prompt.ok()) return prompt.status();
+  const std::vector<int>& ids = prompt->tokens;
+  gen.prompt_tokens = ids;
+  tm.prompt_tokens = int(ids.size());
+  if (params.max_tokens < 1) return Status(ErrorCode::invalid_argument, "max_tokens must be at least 1");
+  if (int(ids.size()) + 1 > s.options.context_length)
+    return Status(ErrorCode::context_overflow,
+                  "the prompt needs " + std::to_string(ids.size()) + " tokens but the context holds " +
+                      std::to_string(s.options.context_length) +
+                      "; remove an image or earlier messages, or use a longer context");
+
+  // Image identity per run.
+  std::vector<const Image*> images = prompt_images(messages);
+  if (images.size() != prompt->images.size())
+    return Status(ErrorCode::internal, "image runs and image parts disagree");
+  std::vector<std::uint64_t> hashes;
+  for (const Image* img : images) hashes.push_back(image_hash(*img));
+
+  // Longest common prefix with the cached record; an image run only matches with the same content.
+  std::size_t lcp = 0;
+  while (lcp < s.cached.size() && lcp < ids.size() && s.cached[lcp] == ids[lcp]) ++lcp;
+  for (const CachedImageRun& r : s.cached_runs) {
+    if (r.start >= lcp) continue;
+    bool same = false;
+    for (std::size_t i = 0; i < prompt->images.size(); ++i)
+      if (prompt->images[i].start == r.start && prompt->images[i].length() == r.length && hashes[i] == r.hash)
+        same = true;
+    if (!same) lcp = std::min(lcp, r.start);
+  }
+  if (lcp == ids.size()) --lcp;  // the last prompt row must run to produce logits
+  truncate(lcp);
+  tm.reused_tokens = int(lcp);
+
+  // Image features for runs that reach past the reused prefix; encode the missing ones in one batch.
+  const auto t_pre = Clock::now();
+  std::vector<vision::Pixels> pixels;
+  std::vector<std::uint64_t> to_encode;
+  for (std::size_t i = 0; i < images.size(); ++i) {
+    const ImageRun& run = prompt->images[i];
+    if (run.start + run.length() <= lcp || s.features.count(hashes[i])) continue;  // cached rows or features
+    if (std::find(to_encode.begin(), to_encode.end(), hashes[i]) != to_encode.end()) continue;
+    auto px = vision::preprocess(images[i]->view(), cfg.vision.patch_size, cfg.vision.image_size);
+    if (!px.ok()) return px.status().with_context("image " + std::to_string(i + 1));
+    pixels.push_back(std::move(px.value()));
+    to_encode.push_back(hashes[i]);
+  }
+  tm.preprocess_ms = ms_since(t_pre);
+  if (!pixels.empty()) {
+    const auto t_vis = Clock::now();
+    std::vector<VisionImage> vin;
+    for (const auto& p : pixels) vin.push_back({p.chw.data(), p.height, p.width});
+    auto owner = std::make_shared<TensorSet>(be);
+    std::vector<ops::Tensor> out;
+    Status st = encode_images(be, cfg, m.weights.vision, m.ckpt.rope_pairs(), vin, *owner, out);
+    if (!st.ok()) {
+      if (st.code() == ErrorCode::out_of_memory)
+        return Status(ErrorCode::out_of_memory, st.message() + " while encoding images — try a smaller image");
+      return st;
+    }
+    for (std::size_t i = 0; i < to_encode.size(); ++i) s.features[to_encode[i]] = Impl::Features{owner, out[i]};
+    PIXTRAL_RETURN_IF_ERROR(be.synchronize());
+    tm.vision_ms = ms_since(t_vis);
+  }
+
+  // Prefill [lcp, ids.size()) in chunks; [IMG] rows receive their image's features in order.
+  const auto t_prefill = Clock::now();
+  const int chunk = s.options.prefill_chunk;
+  std::vector<ChunkImageRows> chunk_images;
+  for (std::size_t c0 = lcp; c0 < ids.size(); c0 += std::size_t(chunk)) {
+    if (s.stop.load(std::memory_order_relaxed)) {
+      gen.finish = FinishReason::cancelled;
+      tm.prefill_ms = ms_since(t_prefill);
+      return gen;
+    }
+    const std::size_t c1 = std::min(ids.size(), c0 + std::size_t(chunk));
+    chunk_images.clear();
+    for (std::size_t i = 0; i < prompt->images.size(); ++i) {
+      const ImageRun& run = prompt->images[i];
+      if (run.start >= c1 || run.start + run.length() <= c0) continue;
+      ChunkImageRows rows;
+      rows.features = s.features.at(hashes[i]).rows;
+      rows.src_row0 = -1;
+      for (int r = 0; r < run.height_patches; ++r)
+        for (int c = 0; c < run.width_patches; ++c) {
+          const std::size_t pos = run.start + std::size_t(r) * (run.width_patches + 1) + c;
+          if (pos < c0 || pos >= c1) continue;
+          if (rows.src_row0 < 0) rows.src_row0 = r * run.width_patches + c;
+          rows.local_rows.push_back(int(pos - c0));
+        }
+      if (!rows.local_rows.empty()) chunk_images.push_back(std::move(rows));
+    }
+    std::span<const int> tokens(ids.data() + c0, c1 - c0);
+    PIXTRAL_RETURN_IF_ERROR(decoder_forward(be, cfg, m.weights.decoder, m.ckpt.rope_pairs(), tokens, int(c0),
+                                            chunk_images, s.kv, s.scratch, c1 == ids.size()));
+    s.cached.insert(s.cached.end(), tokens.begin(), tokens.end());
+    for (std::size_t i = 0; i < prompt->images.size(); ++i)
+      if (prompt->images[i].start >= c0 && prompt->images[i].start < c1)
+        s.cached_runs.push_back({prompt->images[i].start, prompt->images[i].length(), hashes[i]});
+  }
+  // Keep only the features of images this conversation still shows.
+  std::erase_if(s.features,
+                [&](const auto& kv) { return std::find(hashes.begin(), hashes.end(), kv.first) == hashes.end(); });
+
+  // Sample / decode loop.
+  Tokenizer::StreamDecoder stream(*m.tokenizer);
+  const int eos = m.tokenizer->special().eos;
+  auto t_decode = Clock::now();
+  for (int step = 0;; ++step) {
+    PIXTRAL_RETURN_IF_ERROR(be.download(s.scratch.logits, s.host_logits.data()));
+    if (on_logits) on_logits(s.host_logits);
+    const int tok = s.sampler.sample(s.host_logits, params, std::uint64_t(step));
+    gen.tokens.push_back(tok);
+    if (step == 0) {
+      tm.prefill_ms = ms_since(t_prefill);
+      tm.ttft_ms = ms_since(t_start);
+      t_decode = Clock::now();
+    }
+    if (tok == eos) {
+      gen.finish = FinishReason::stop;
+      break;
+    }
+    const std::string piece = stream.push(tok);
+    if (on_piece && !on_piece(piece, tok)) {
+      gen.finish = FinishReason::cancelled;
+      break;
+    }
+    if (s.stop.load(std::memory_order_relaxed)) {
+      gen.finish = FinishReason::cancelled;
+      break;
+    }
+    if (int(gen.tokens.size()) >= params.max_tokens) {
+      gen.finish = FinishReason::length;
+      break;
+    }
+    const int pos = int(s.cached.size());
+    if (pos + 1 >= s.options.context_length) {
+      gen.finish = FinishReason::length;
+      break;
+    }
+    const int one[1] = {tok};
+    PIXTRAL_RETURN_IF_ERROR(
+        decoder_forward(be, cfg, m.weights.decoder, m.ckpt.rope_pairs(), one, pos, {}, s.kv, s.scratch, true));
+    s.cached.push_back(tok);
+  }
+  const std::string tail = stream.finish();
+  if (!tail.empty() && on_piece) on_piece(tail, -1);
+  tm.generated_tokens = int(gen.tokens.size());
+  if (gen.tokens.size() > 1) tm.decode_ms_per_token = ms_since(t_decode) / double(gen.tokens.size() - 1);
+  gen.text = m.tokenizer->decode(gen.tokens);
+  return gen;
+}
+
+}  // namespace pixtral
