@@ -1,0 +1,126 @@
+// SPDX-License-Identifier: Apache-2.0
+// Shared helpers of the CUDA backend: checked CUDA/cuBLAS calls (file:line in every message), element type
+// conversion between fp32 math and the f32/bf16 storage types, deterministic warp/block reductions, and dtype
+// dispatch for launchers. Private to libpixtral_cuda.so (the engine's public headers never see CUDA types).
+// ref: llm.c llmc/cuda_common.h (cudaCheck), llmc/cuda_utils.cuh (blockReduce).
+#pragma once
+
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <string>
+
+#include "core/tensor.h"
+#include "pixtral/status.h"
+
+namespace pixtral::cuda {
+
+using bf16 = __nv_bfloat16;
+
+inline Status cuda_error(cudaError_t e, const char* expr, const char* file, int line) {
+  ErrorCode code = e == cudaErrorMemoryAllocation ? ErrorCode::out_of_memory : ErrorCode::device;
+  return Status(code, std::string(file) + ":" + std::to_string(line) + ": " + expr + " failed: " +
+                          cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")");
+}
+
+inline const char* cublas_status_name(cublasStatus_t s) {
+  switch (s) {
+    case CUBLAS_STATUS_SUCCESS: return "CUBLAS_STATUS_SUCCESS";
+    case CUBLAS_STATUS_NOT_INITIALIZED: return "CUBLAS_STATUS_NOT_INITIALIZED";
+    case CUBLAS_STATUS_ALLOC_FAILED: return "CUBLAS_STATUS_ALLOC_FAILED";
+    case CUBLAS_STATUS_INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
+    case CUBLAS_STATUS_ARCH_MISMATCH: return "CUBLAS_STATUS_ARCH_MISMATCH";
+    case CUBLAS_STATUS_MAPPING_ERROR: return "CUBLAS_STATUS_MAPPING_ERROR";
+    case CUBLAS_STATUS_EXECUTION_FAILED: return "CUBLAS_STATUS_EXECUTION_FAILED";
+    case CUBLAS_STATUS_INTERNAL_ERROR: return "CUBLAS_STATUS_INTERNAL_ERROR";
+    case CUBLAS_STATUS_NOT_SUPPORTED: return "CUBLAS_STATUS_NOT_SUPPORTED";
+    default: return "CUBLAS_STATUS_UNKNOWN";
+  }
+}
+
+inline Status cublas_error(cublasStatus_t s, const char* expr, const char* file, int line) {
+  ErrorCode code = s == CUBLAS_STATUS_ALLOC_FAILED ? ErrorCode::out_of_memory : ErrorCode::device;
+  return Status(code, std::string(file) + ":" + std::to_string(line) + ": " + expr + " failed: " +
+                          cublas_status_name(s));
+}
+
+}  // namespace pixtral::cuda
+
+/// Return a device Status naming file:line and the call when a CUDA runtime call fails.
+#define PIXTRAL_CUDA_CHECK(expr)                                                          \
+  do {                                                                                    \
+    cudaError_t _pixtral_e = (expr);                                                      \
+    if (_pixtral_e != cudaSuccess)                                                        \
+      return ::pixtral::cuda::cuda_error(_pixtral_e, #expr, __FILE__, __LINE__);         \
+  } while (0)
+
+/// Same for cuBLAS.
+#define PIXTRAL_CUBLAS_CHECK(expr)                                                        \
+  do {                                                                                    \
+    cublasStatus_t _pixtral_s = (expr);                                                   \
+    if (_pixtral_s != CUBLAS_STATUS_SUCCESS)                                              \
+      return ::pixtral::cuda::cublas_error(_pixtral_s, #expr, __FILE__, __LINE__);       \
+  } while (0)
+
+/// After a kernel launch: configuration errors surface here with the launch site.
+#define PIXTRAL_CUDA_LAUNCH_CHECK(name) PIXTRAL_CUDA_CHECK(cudaGetLastError())
+
+namespace pixtral::cuda {
+
+// ---- element access: storage type <-> fp32 math ----------------------------------------------------------
+__device__ __forceinline__ float to_f32(float x) { return x; }
+__device__ __forceinline__ float to_f32(bf16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ float to_f32(__half x) { return __half2float(x); }
+
+template <class T>
+__device__ __forceinline__ T from_f32(float x);
+template <>
+__device__ __forceinline__ float from_f32<float>(float x) { return x; }
+template <>
+__device__ __forceinline__ bf16 from_f32<bf16>(float x) { return __float2bfloat16_rn(x); }  // RNE, as torch
+
+// ---- deterministic reductions (fixed shuffle tree, no atomics) -------------------------------------------
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+/// Sum over the block (blockDim.x a multiple of 32, ≤ 1024); every thread gets the result. `scratch` ≥ 32 floats.
+__device__ __forceinline__ float block_sum(float v, float* scratch) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
+  v = warp_sum(v);
+  __syncthreads();  // scratch may still be read by a previous call
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  v = lane < n_warps ? scratch[lane] : 0.f;
+  return warp_sum(v);
+}
+
+// ---- dtype dispatch for launchers ------------------------------------------------------------------------
+template <class T>
+struct Tag {
+  using type = T;
+};
+
+/// Call f(Tag<float>{}) or f(Tag<bf16>{}) for an activation dtype; f16 activations are not supported.
+template <class F>
+Status dispatch_act(DType t, F&& f) {
+  switch (t) {
+    case DType::f32: return f(Tag<float>{});
+    case DType::bf16: return f(Tag<bf16>{});
+    default: return Status(ErrorCode::unsupported, std::string("cuda: activation dtype ") + dtype_name(t) +
+                                                       " is not supported (use f32 or bf16)");
+  }
+}
+
+inline int ceil_div(std::int64_t a, std::int64_t b) { return int((a + b - 1) / b); }
+
+}  // namespace pixtral::cuda

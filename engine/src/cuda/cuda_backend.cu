@@ -1,0 +1,343 @@
+// SPDX-License-Identifier: Apache-2.0
+// CudaBackend: device set-up, memory (allocation with named out-of-memory errors, growing scratch, pinned
+// staging ring), weight upload with conversion to bf16, host<->device transfers, CUDA graph capture, and the
+// C entry points the loader (core/cuda_loader.cpp) finds with dlsym. The ops themselves are in cuda_ops.cu.
+#include <dlfcn.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+
+#include "cuda/cuda_abi.h"
+#include "cuda/cuda_backend.h"
+
+namespace pixtral::cuda {
+namespace {
+
+constexpr std::size_t kStagingBytes = 2u << 20;        // pinned ring, two halves of 1 MiB
+constexpr std::size_t kUploadChunk = 64u << 20;        // weight conversion chunk
+constexpr std::size_t kCublasWorkspace = 32u << 20;    // fixed so graph capture never allocates
+
+std::string mib(std::size_t b) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f MiB", double(b) / (1 << 20));
+  return buf;
+}
+
+}  // namespace
+
+CudaBackend::~CudaBackend() {
+  if (stream_) cudaStreamSynchronize(stream_);
+  if (graph_exec_) cudaGraphExecDestroy(graph_exec_);
+  if (graph_) cudaGraphDestroy(graph_);
+  for (auto& t : rope_tables_) cudaFree(t.dev);
+  for (Scratch* s : {&cublas_ws_, &convert_, &im2col_, &pixels_, &attn_ws_, &staging_dev_})
+    if (s->ptr) cudaFree(s->ptr);
+  if (staging_host_) cudaFreeHost(staging_host_);
+  for (auto& e : staging_done_)
+    if (e) cudaEventDestroy(e);
+  if (cublas_) cublasDestroy(cublas_);
+  if (stream_) cudaStreamDestroy(stream_);
+}
+
+Result<CudaBackend*> CudaBackend::create(int device) {
+  auto* b = new CudaBackend();
+  Status st = b->init(device);
+  if (!st.ok()) {
+    delete b;
+    return st;
+  }
+  return b;
+}
+
+Status CudaBackend::init(int device) {
+  device_ = device;
+  PIXTRAL_CUDA_CHECK(cudaSetDevice(device));
+  cudaDeviceProp prop{};
+  PIXTRAL_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+  device_name_ = std::string(prop.name) + " (sm_" + std::to_string(prop.major) + std::to_string(prop.minor) +
+                 ", " + std::to_string(prop.multiProcessorCount) + " SMs, " + mib(prop.totalGlobalMem) + ")";
+  n_sms_ = prop.multiProcessorCount;
+  PIXTRAL_CUDA_CHECK(cudaDeviceGetAttribute(&max_smem_, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  PIXTRAL_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  PIXTRAL_CUBLAS_CHECK(cublasCreate(&cublas_));
+  PIXTRAL_CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
+  // Reductions inside cuBLAS stay in fp32 even with bf16 outputs (split-K), and no atomics: deterministic.
+  PIXTRAL_CUBLAS_CHECK(cublasSetMathMode(
+      cublas_, cublasMath_t(CUBLAS_DEFAULT_MATH | CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION)));
+  PIXTRAL_CUBLAS_CHECK(cublasSetAtomicsMode(cublas_, CUBLAS_ATOMICS_NOT_ALLOWED));
+  PIXTRAL_RETURN_IF_ERROR(ensure(cublas_ws_, kCublasWorkspace, "cuBLAS workspace"));
+  PIXTRAL_CUBLAS_CHECK(cublasSetWorkspace(cublas_, cublas_ws_.ptr, cublas_ws_.cap));
+  PIXTRAL_CUDA_CHECK(cudaMallocHost(&staging_host_, kStagingBytes));
+  PIXTRAL_RETURN_IF_ERROR(ensure(staging_dev_, kStagingBytes, "staging buffer"));
+  for (auto& e : staging_done_) PIXTRAL_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+  return {};
+}
+
+// ---- memory ------------------------------------------------------------------------------------------------
+
+Result<void*> CudaBackend::device_alloc(std::size_t bytes, std::string_view what) {
+  if (fail_after_ > 0 && --fail_after_ == 0)
+    return Status(ErrorCode::out_of_memory, "out of GPU memory allocating " + std::string(what) + " (" +
+                                                mib(bytes) + "; injected failure)");
+  void* p = nullptr;
+  cudaError_t e = cudaMalloc(&p, std::max<std::size_t>(bytes, 16));
+  if (e == cudaErrorMemoryAllocation) {
+    cudaGetLastError();  // clear the sticky-free error state
+    std::size_t free_b = 0, total_b = 0;
+    cudaMemGetInfo(&free_b, &total_b);
+    return Status(ErrorCode::out_of_memory, "out of GPU memory allocating " + std::string(what) + " (" +
+                                                mib(bytes) + " requested, " + mib(free_b) + " free of " +
+                                                mib(total_b) + ")");
+  }
+  if (e != cudaSuccess) return cuda_error(e, "cudaMalloc", __FILE__, __LINE__);
+  allocated_ += bytes;
+  peak_ = std::max(peak_, allocated_);
+  return p;
+}
+
+void CudaBackend::device_free(void* p, std::size_t bytes) {
+  if (!p) return;
+  cudaFree(p);
+  allocated_ -= std::min(allocated_, bytes);
+}
+
+Status CudaBackend::ensure(Scratch& s, std::size_t bytes, std::string_view what) {
+  if (bytes <= s.cap) return {};
+  if (capturing_)
+    return Status(ErrorCode::internal, "cuda: scratch '" + std::string(what) +
+                                           "' must grow during graph capture; run the step once before capturing");
+  PIXTRAL_CUDA_CHECK(cudaStreamSynchronize(stream_));  // queued work may still use the old buffer
+  const std::size_t want = std::max(bytes, s.cap + s.cap / 2);
+  device_free(s.ptr, s.cap);
+  s = {};
+  auto p = device_alloc(want, what);
+  if (!p.ok()) return p.status();
+  s.ptr = *p;
+  s.cap = want;
+  return {};
+}
+
+Result<void*> CudaBackend::stage(const void* host, std::size_t bytes) {
+  const std::size_t half = kStagingBytes / 2;
+  bytes = (bytes + 15) / 16 * 16;
+  if (bytes > half)
+    return Status(ErrorCode::invalid_argument,
+                  "cuda: " + mib(bytes) + " of host indices in one op exceeds the staging buffer (" + mib(half) + ")");
+  int h = int(staging_off_ / half);
+  if ((staging_off_ % half) + bytes > half) {  // move to the other half
+    if (!capturing_) {
+      PIXTRAL_CUDA_CHECK(cudaEventRecord(staging_done_[h], stream_));
+      staging_pending_[h] = true;
+    }
+    h ^= 1;
+    staging_off_ = std::size_t(h) * half;
+    if (staging_pending_[h]) {  // the previous lap's copies from this half must have run
+      PIXTRAL_CUDA_CHECK(cudaEventSynchronize(staging_done_[h]));
+      staging_pending_[h] = false;
+    }
+  }
+  std::memcpy(staging_host_ + staging_off_, host, bytes);
+  void* dev = static_cast<char*>(staging_dev_.ptr) + staging_off_;
+  PIXTRAL_CUDA_CHECK(cudaMemcpyAsync(dev, staging_host_ + staging_off_, bytes, cudaMemcpyHostToDevice, stream_));
+  staging_off_ += bytes;
+  return dev;
+}
+
+Result<ops::Tensor> CudaBackend::alloc(std::int64_t rows, std::int64_t cols, DType dtype, std::string_view what) {
+  if (rows < 0 || cols < 0) return Status(ErrorCode::invalid_argument, "cuda alloc: negative shape");
+  if (dtype != DType::f32 && dtype != DType::bf16)
+    return Status(ErrorCode::unsupported, std::string("cuda alloc ") + std::string(what) + ": dtype " +
+                                              dtype_name(dtype) + " (activations are f32 or bf16)");
+  ops::Tensor t{nullptr, rows, cols, dtype};
+  auto p = device_alloc(t.bytes(), what);
+  if (!p.ok()) return p.status();
+  t.data = *p;
+  return t;
+}
+
+void CudaBackend::free(ops::Tensor& t) {
+  device_free(t.data, t.bytes());
+  t.data = nullptr;
+}
+
+Result<ops::Weight> CudaBackend::upload_weight(const WeightView& w) {
+  if (w.dtype != DType::f32 && w.dtype != DType::bf16 && w.dtype != DType::f16)
+    return Status(ErrorCode::unsupported, "cuda upload " + w.name + ": dtype " + dtype_name(w.dtype));
+  const std::size_t n = std::size_t(w.numel());
+  auto p = device_alloc(n * 2, w.name);
+  if (!p.ok()) return p.status();
+  auto* dst = static_cast<bf16*>(*p);
+  if (w.dtype == DType::bf16) {
+    PIXTRAL_CUDA_CHECK(cudaMemcpyAsync(dst, w.data, n * 2, cudaMemcpyHostToDevice, stream_));
+  } else {
+    const std::size_t esz = dtype_size(w.dtype);
+    const std::size_t chunk = kUploadChunk / esz;
+    Status st = ensure(convert_, std::min(n, chunk) * esz, "weight conversion buffer");
+    if (!st.ok()) {
+      device_free(dst, n * 2);
+      return st;
+    }
+    for (std::size_t i = 0; i < n; i += chunk) {
+      const std::size_t m = std::min(chunk, n - i);
+      PIXTRAL_CUDA_CHECK(cudaMemcpyAsync(convert_.ptr, static_cast<const char*>(w.data) + i * esz, m * esz,
+                                         cudaMemcpyHostToDevice, stream_));
+      PIXTRAL_RETURN_IF_ERROR(launch_convert(dst + i, DType::bf16, convert_.ptr, w.dtype, std::int64_t(m), stream_));
+    }
+  }
+  PIXTRAL_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  ops::Weight out;
+  out.data = dst;
+  out.dtype = DType::bf16;
+  out.rows = w.rows();
+  out.cols = w.cols();
+  out.name = w.name;
+  return out;
+}
+
+void CudaBackend::free_weight(ops::Weight& w) {
+  device_free(const_cast<void*>(w.data), std::size_t(w.rows * w.cols) * 2);
+  w.data = nullptr;
+}
+
+Status CudaBackend::upload(ops::Tensor dst, const float* host) {
+  const std::size_t n = std::size_t(dst.rows * dst.cols);
+  if (dst.dtype == DType::f32) {
+    PIXTRAL_CUDA_CHECK(cudaMemcpyAsync(dst.data, host, n * 4, cudaMemcpyHostToDevice, stream_));
+  } else if (dst.dtype == DType::bf16) {
+    std::vector<std::uint16_t> tmp(n);
+    for (std::size_t i = 0; i < n; ++i) tmp[i] = f32_to_bf16(host[i]);
+    PIXTRAL_CUDA_CHECK(cudaMemcpyAsync(dst.data, tmp.data(), n * 2, cudaMemcpyHostToDevice, stream_));
+    PIXTRAL_CUDA_CHECK(cudaStreamSynchronize(stream_));  // tmp dies here
+  } else {
+    return Status(ErrorCode::unsupported, "cuda upload: tensor dtype must be f32 or bf16");
+  }
+  PIXTRAL_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  return {};
+}
+
+Status CudaBackend::download(const ops::Tensor& src, float* host) {
+  const std::size_t n = std::size_t(src.rows * src.cols);
+  if (src.dtype == DType::f32) {
+    PIXTRAL_CUDA_CHECK(cudaMemcpyAsync(host, src.data, n * 4, cudaMemcpyDeviceToHost, stream_));
+    PIXTRAL_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  } else if (src.dtype == DType::bf16) {
+    std::vector<std::uint16_t> tmp(n);
+    PIXTRAL_CUDA_CHECK(cudaMemcpyAsync(tmp.data(), src.data, n * 2, cudaMemcpyDeviceToHost, stream_));
+    PIXTRAL_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    for (std::size_t i = 0; i < n; ++i) host[i] = bf16_to_f32(tmp[i]);
+  } else {
+    return Status(ErrorCode::unsupported, "cuda download: tensor dtype must be f32 or bf16");
+  }
+  return {};
+}
+
+Status CudaBackend::copy(ops::Tensor dst, const ops::Tensor& src) {
+  if (dst.rows * dst.cols != src.rows * src.cols)
+    return Status(ErrorCode::invalid_argument, "cuda copy: shapes differ");
+  if (dst.dtype == src.dtype) {
+    PIXTRAL_CUDA_CHECK(cudaMemcpyAsync(dst.data, src.data, src.bytes(), cudaMemcpyDeviceToDevice, stream_));
+    return {};
+  }
+  return launch_convert(dst.data, dst.dtype, src.data, src.dtype, src.rows * src.cols, stream_);
+}
+
+Status CudaBackend::synchronize() {
+  PIXTRAL_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  PIXTRAL_CUDA_CHECK(cudaGetLastError());
+  return {};
+}
+
+// ---- extension ---------------------------------------------------------------------------------------------
+
+Status CudaBackend::memory_info(std::size_t* free_bytes, std::size_t* total_bytes) {
+  PIXTRAL_CUDA_CHECK(cudaMemGetInfo(free_bytes, total_bytes));
+  return {};
+}
+
+Status CudaBackend::begin_capture() {
+  if (capturing_) return Status(ErrorCode::invalid_argument, "cuda: already capturing");
+  PIXTRAL_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+  capturing_ = true;
+  return {};
+}
+
+Status CudaBackend::end_capture() {
+  if (!capturing_) return Status(ErrorCode::invalid_argument, "cuda: end_capture without begin_capture");
+  capturing_ = false;
+  cudaGraph_t g = nullptr;
+  PIXTRAL_CUDA_CHECK(cudaStreamEndCapture(stream_, &g));
+  if (graph_exec_) cudaGraphExecDestroy(graph_exec_);
+  if (graph_) cudaGraphDestroy(graph_);
+  graph_ = g;
+  graph_exec_ = nullptr;
+  PIXTRAL_CUDA_CHECK(cudaGraphInstantiate(&graph_exec_, graph_, 0));
+  return {};
+}
+
+Status CudaBackend::replay() {
+  if (!graph_exec_) return Status(ErrorCode::invalid_argument, "cuda: replay without a captured graph");
+  PIXTRAL_CUDA_CHECK(cudaGraphLaunch(graph_exec_, stream_));
+  return {};
+}
+
+}  // namespace pixtral::cuda
+
+// ---- C entry points ------------------------------------------------------------------------------------------
+
+namespace {
+
+int fail(char* err, std::size_t errlen, pixtral::ErrorCode code, const std::string& msg) {
+  if (err && errlen) std::snprintf(err, errlen, "%s", msg.c_str());
+  return int(code);
+}
+
+std::string cuda_version(int v) { return std::to_string(v / 1000) + "." + std::to_string(v % 1000 / 10); }
+
+}  // namespace
+
+extern "C" __attribute__((visibility("default"))) int pixtral_cuda_abi() { return pixtral::cuda::kCudaAbiVersion; }
+
+extern "C" __attribute__((visibility("default"))) int pixtral_cuda_create(int device, void** out, char* err,
+                                                                          std::size_t errlen) {
+  using pixtral::ErrorCode;
+  *out = nullptr;
+  // Name the driver problem precisely before cudart turns it into a generic error.
+  if (!dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL)) {
+    const char* e = dlerror();
+    return fail(err, errlen, ErrorCode::device,
+                std::string("no NVIDIA driver: libcuda.so.1 could not be loaded (") + (e ? e : "?") + ")");
+  }
+  int drv = 0, rt = 0;
+  cudaDriverGetVersion(&drv);
+  cudaRuntimeGetVersion(&rt);
+  if (drv == 0) return fail(err, errlen, ErrorCode::device, "no NVIDIA driver is installed");
+  if (drv < rt)
+    return fail(err, errlen, ErrorCode::device,
+                "NVIDIA driver too old: it supports CUDA " + cuda_version(drv) + ", this backend was built with CUDA " +
+                    cuda_version(rt) + "; update the driver");
+  int count = 0;
+  cudaError_t e = cudaGetDeviceCount(&count);
+  if (e == cudaErrorNoDevice || (e == cudaSuccess && count == 0))
+    return fail(err, errlen, ErrorCode::device, "no CUDA device found (driver CUDA " + cuda_version(drv) + ")");
+  if (e == cudaErrorInsufficientDriver)
+    return fail(err, errlen, ErrorCode::device,
+                "NVIDIA driver insufficient for CUDA " + cuda_version(rt) + " (driver supports " + cuda_version(drv) +
+                    ")");
+  if (e != cudaSuccess)
+    return fail(err, errlen, ErrorCode::device,
+                std::string("cudaGetDeviceCount failed: ") + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")");
+  if (device < 0 || device >= count)
+    return fail(err, errlen, ErrorCode::invalid_argument,
+                "CUDA device " + std::to_string(device) + " does not exist (" + std::to_string(count) + " found)");
+  auto r = pixtral::cuda::CudaBackend::create(device);
+  if (!r.ok()) return fail(err, errlen, r.status().code(), r.status().message());
+  *out = static_cast<pixtral::ops::Backend*>(*r);
+  return 0;
+}
+
+extern "C" __attribute__((visibility("default"))) void* pixtral_cuda_extension(void* backend) {
+  auto* b = static_cast<pixtral::ops::Backend*>(backend);
+  if (!b || b->name() != "cuda") return nullptr;
+  return static_cast<pixtral::ops::CudaExtension*>(static_cast<pixtral::cuda::CudaBackend*>(b));
+}

@@ -1,0 +1,115 @@
+// SPDX-License-Identifier: Apache-2.0
+// CudaBackend: ops::Backend on one CUDA device (private to libpixtral_cuda.so; CUDA types allowed here).
+// Activations are bf16 (f32 tensors are accepted everywhere, e.g. an fp32 residual stream); weights are bf16,
+// converted once at upload. Every op is queued on one non-blocking stream; host spans (ids, positions, ranges)
+// go through a pinned staging ring, so queuing an op never waits for the GPU. Scratch buffers grow on demand
+// and are then reused: steady-state decode allocates nothing.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "cuda/common.cuh"
+#include "cuda/cuda_ext.h"
+#include "cuda/kernels.cuh"
+#include "ops/backend.h"
+
+namespace pixtral::cuda {
+
+/// A device buffer that only grows.
+struct Scratch {
+  void* ptr = nullptr;
+  std::size_t cap = 0;
+};
+
+class CudaBackend final : public ops::Backend, public ops::CudaExtension {
+ public:
+  ~CudaBackend() override;
+  /// Create on `device` (cudaSetDevice, stream, cuBLAS handle, staging ring).
+  static Result<CudaBackend*> create(int device);
+
+  std::string name() const override { return "cuda"; }
+  std::string device_name() const override { return device_name_; }
+  DType activation_dtype() const override { return DType::bf16; }
+
+  Result<ops::Tensor> alloc(std::int64_t rows, std::int64_t cols, DType dtype, std::string_view what) override;
+  void free(ops::Tensor& t) override;
+  Result<ops::Weight> upload_weight(const WeightView& w) override;
+  void free_weight(ops::Weight& w) override;
+  Status upload(ops::Tensor dst, const float* host) override;
+  Status download(const ops::Tensor& src, float* host) override;
+  Status copy(ops::Tensor dst, const ops::Tensor& src) override;
+  Status synchronize() override;
+
+  Status embed(ops::Tensor out, const ops::Weight& table, std::span<const int> ids) override;
+  Status matmul(ops::Tensor out, const ops::Tensor& x, const ops::Weight& w, const ops::Weight* bias) override;
+  Status rms_norm(ops::Tensor out, const ops::Tensor& x, const ops::Weight& w, float eps) override;
+  Status add_rms_norm(ops::Tensor h, const ops::Tensor& delta, ops::Tensor out, const ops::Weight& w,
+                      float eps) override;
+  Status add(ops::Tensor h, const ops::Tensor& delta) override;
+  Status rope(ops::Tensor x, int n_heads, int head_dim, std::span<const int> positions, float theta,
+              ops::RopePairs pairs) override;
+  Status rope_2d(ops::Tensor x, int n_heads, int head_dim, std::span<const int> rows, std::span<const int> cols,
+                 float theta, ops::RopePairs pairs) override;
+  Status attention(ops::Tensor out, const ops::Tensor& q, const ops::Tensor& k, const ops::Tensor& v,
+                   const ops::AttentionParams& p) override;
+  Status silu_mul(ops::Tensor out, const ops::Tensor& gate, const ops::Tensor& up) override;
+  Status gelu(ops::Tensor x) override;
+  Status scatter_rows(ops::Tensor dst, const ops::Tensor& src, std::span<const int> rows) override;
+  Status patch_embed(ops::Tensor out, const float* pixels_chw, int channels, int height, int width, int patch,
+                     const ops::Weight& conv) override;
+
+  // ops::CudaExtension
+  void* stream() override { return stream_; }
+  Status memory_info(std::size_t* free_bytes, std::size_t* total_bytes) override;
+  std::size_t allocated_bytes() const override { return allocated_; }
+  std::size_t peak_allocated_bytes() const override { return peak_; }
+  Status begin_capture() override;
+  Status end_capture() override;
+  Status replay() override;
+  void fail_allocation_after(int n) override { fail_after_ = n; }
+
+ private:
+  CudaBackend() = default;
+  Status init(int device);
+  /// cudaMalloc with fault injection and an out_of_memory message naming `what` and the free memory.
+  Result<void*> device_alloc(std::size_t bytes, std::string_view what);
+  void device_free(void* p, std::size_t bytes);
+  /// Ensure `s` holds `bytes` (grows by 1.5× after a stream sync; contents are not kept).
+  Status ensure(Scratch& s, std::size_t bytes, std::string_view what);
+  /// Copy host bytes to device through the pinned staging ring; returns the device address (valid for ops
+  /// queued until the ring wraps, i.e. for the op being queued).
+  Result<void*> stage(const void* host, std::size_t bytes);
+  /// Device table of per-pair frequencies for RoPE (cached per theta/head_dim/kind).
+  Result<const float*> rope_freq(float theta, int head_dim, bool two_d);
+  /// x as bf16 for cuBLAS (x itself when already bf16, else converted into scratch).
+  Result<const bf16*> as_bf16(const ops::Tensor& x, Scratch& s, std::string_view what);
+  Status gemm(void* out, DType out_t, const bf16* x, const bf16* w, std::int64_t T, std::int64_t N, std::int64_t K);
+
+  int device_ = 0;
+  std::string device_name_;
+  int n_sms_ = 0;
+  int max_smem_ = 48 * 1024;
+  cudaStream_t stream_ = nullptr;
+  cublasHandle_t cublas_ = nullptr;
+  Scratch cublas_ws_, convert_, im2col_, pixels_, attn_ws_, staging_dev_;
+  char* staging_host_ = nullptr;  // pinned, kStagingBytes, two halves
+  std::size_t staging_off_ = 0;
+  cudaEvent_t staging_done_[2] = {nullptr, nullptr};
+  bool staging_pending_[2] = {false, false};
+  struct RopeTable {
+    float theta;
+    int head_dim;
+    bool two_d;
+    float* dev;
+  };
+  std::vector<RopeTable> rope_tables_;
+  std::vector<int> host_ints_;
+  std::size_t allocated_ = 0, peak_ = 0;
+  int fail_after_ = 0;
+  bool capturing_ = false;
+  cudaGraph_t graph_ = nullptr;
+  cudaGraphExec_t graph_exec_ = nullptr;
+};
+
+}  // namespace pixtral::cuda

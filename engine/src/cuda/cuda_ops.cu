@@ -1,0 +1,268 @@
+// SPDX-License-Identifier: Apache-2.0
+// CudaBackend ops: shape validation (specific invalid_argument messages), staging of host spans, and dispatch to
+// the launchers in kernels_*.cu or cuBLAS. Semantics are those of the CPU twin (engine/src/cpu); see
+// ops/backend.h for each op's contract.
+#include <cmath>
+#include <string>
+
+#include "cuda/cuda_backend.h"
+
+namespace pixtral::cuda {
+namespace {
+
+std::string shape(const ops::Tensor& t) {
+  return "[" + std::to_string(t.rows) + "," + std::to_string(t.cols) + "] " + dtype_name(t.dtype);
+}
+Status bad(const std::string& op, const std::string& msg) {
+  return Status(ErrorCode::invalid_argument, "cuda " + op + ": " + msg);
+}
+bool is_act(DType t) { return t == DType::f32 || t == DType::bf16; }
+const bf16* wptr(const ops::Weight& w) { return static_cast<const bf16*>(w.data); }
+
+}  // namespace
+
+Status CudaBackend::gemm(void* out, DType out_t, const bf16* x, const bf16* w, std::int64_t T, std::int64_t N,
+                         std::int64_t K) {
+  // Column-major view: outᵀ[N, T] = W[N, K] (stored as col-major [K, N], transposed) · xᵀ[K, T].
+  const float alpha = 1.f, beta = 0.f;
+  PIXTRAL_CUBLAS_CHECK(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, int(N), int(T), int(K), &alpha, w,
+                                    CUDA_R_16BF, int(K), x, CUDA_R_16BF, int(K), &beta, out,
+                                    out_t == DType::f32 ? CUDA_R_32F : CUDA_R_16BF, int(N), CUBLAS_COMPUTE_32F,
+                                    CUBLAS_GEMM_DEFAULT));
+  return {};
+}
+
+Result<const bf16*> CudaBackend::as_bf16(const ops::Tensor& x, Scratch& s, std::string_view what) {
+  if (x.dtype == DType::bf16) return static_cast<const bf16*>(x.data);
+  PIXTRAL_RETURN_IF_ERROR(ensure(s, std::size_t(x.rows * x.cols) * 2, what));
+  PIXTRAL_RETURN_IF_ERROR(launch_convert(s.ptr, DType::bf16, x.data, x.dtype, x.rows * x.cols, stream_));
+  return static_cast<const bf16*>(s.ptr);
+}
+
+Status CudaBackend::embed(ops::Tensor out, const ops::Weight& table, std::span<const int> ids) {
+  if (out.rows != std::int64_t(ids.size()) || out.cols != table.cols)
+    return bad("embed", "out " + shape(out) + " for " + std::to_string(ids.size()) + " ids of a table with " +
+                            std::to_string(table.cols) + " columns");
+  for (int id : ids)
+    if (id < 0 || id >= table.rows)
+      return bad("embed", "token id " + std::to_string(id) + " outside [0, " + std::to_string(table.rows) + ")");
+  if (ids.empty()) return {};
+  auto dev = stage(ids.data(), ids.size_bytes());
+  if (!dev.ok()) return dev.status();
+  return launch_embed(out.data, out.dtype, wptr(table), static_cast<const int*>(*dev), out.rows, out.cols,
+                      table.rows, stream_);
+}
+
+Status CudaBackend::matmul(ops::Tensor out, const ops::Tensor& x, const ops::Weight& w, const ops::Weight* bias) {
+  const std::int64_t T = x.rows, K = x.cols, N = w.rows;
+  if (w.cols != K || out.rows != T || out.cols != N || !is_act(x.dtype) || !is_act(out.dtype))
+    return bad("matmul", "x " + shape(x) + " · " + w.name + " [" + std::to_string(w.rows) + "," +
+                             std::to_string(w.cols) + "]ᵀ -> out " + shape(out));
+  if (bias && bias->rows * bias->cols != N)
+    return bad("matmul", "bias " + bias->name + " has " + std::to_string(bias->rows * bias->cols) + " values, need " +
+                             std::to_string(N));
+  if (T == 0) return {};
+  const bf16* b = bias ? wptr(*bias) : nullptr;
+  if (gemv_supported(T, K, x.data, x.dtype, w.data))
+    return launch_gemv(out.data, out.dtype, x.data, x.dtype, wptr(w), b, T, N, K, stream_);
+  auto xb = as_bf16(x, convert_, "matmul input conversion buffer");
+  if (!xb.ok()) return xb.status();
+  PIXTRAL_RETURN_IF_ERROR(gemm(out.data, out.dtype, *xb, wptr(w), T, N, K));
+  if (b) return launch_bias_add(out.data, out.dtype, b, T, N, stream_);
+  return {};
+}
+
+Status CudaBackend::rms_norm(ops::Tensor out, const ops::Tensor& x, const ops::Weight& w, float eps) {
+  if (out.rows != x.rows || out.cols != x.cols || w.rows * w.cols != x.cols || !is_act(x.dtype) ||
+      !is_act(out.dtype) || (out.data == x.data && out.dtype != x.dtype))
+    return bad("rms_norm", "x " + shape(x) + " out " + shape(out) + " weight " + w.name);
+  return launch_rms_norm(out.data, out.dtype, x.data, x.dtype, wptr(w), x.rows, x.cols, eps, stream_);
+}
+
+Status CudaBackend::add_rms_norm(ops::Tensor h, const ops::Tensor& delta, ops::Tensor out, const ops::Weight& w,
+                                 float eps) {
+  if (delta.rows != h.rows || delta.cols != h.cols || out.rows != h.rows || out.cols != h.cols ||
+      w.rows * w.cols != h.cols || out.data == h.data || !is_act(h.dtype) || !is_act(delta.dtype) ||
+      !is_act(out.dtype))
+    return bad("add_rms_norm", "h " + shape(h) + " delta " + shape(delta) + " out " + shape(out) + " weight " +
+                                   w.name + (out.data == h.data ? " (out aliases h)" : ""));
+  return launch_add_rms_norm(h.data, h.dtype, delta.data, delta.dtype, out.data, out.dtype, wptr(w), h.rows, h.cols,
+                             eps, stream_);
+}
+
+Status CudaBackend::add(ops::Tensor h, const ops::Tensor& delta) {
+  if (h.rows * h.cols != delta.rows * delta.cols || !is_act(h.dtype) || !is_act(delta.dtype))
+    return bad("add", "h " + shape(h) + " delta " + shape(delta));
+  return launch_add(h.data, h.dtype, delta.data, delta.dtype, h.rows * h.cols, stream_);
+}
+
+Result<const float*> CudaBackend::rope_freq(float theta, int head_dim, bool two_d) {
+  for (const auto& t : rope_tables_)
+    if (t.theta == theta && t.head_dim == head_dim && t.two_d == two_d) return static_cast<const float*>(t.dev);
+  // Per-pair frequency, computed exactly as the CPU twin: f[k] = 1 / powf(theta, float(2k) / float(head_dim)).
+  const int half = head_dim / 2;
+  std::vector<float> f(half), pair(half);
+  for (int k = 0; k < half; ++k) f[k] = 1.0f / std::pow(theta, float(2 * k) / float(head_dim));
+  for (int m = 0; m < half; ++m) {
+    if (!two_d) pair[m] = f[m];
+    else pair[m] = m < head_dim / 4 ? f[2 * m] : f[2 * (m - head_dim / 4) + 1];
+  }
+  auto p = device_alloc(half * sizeof(float), "RoPE frequency table");
+  if (!p.ok()) return p.status();
+  PIXTRAL_CUDA_CHECK(cudaMemcpy(*p, pair.data(), half * sizeof(float), cudaMemcpyHostToDevice));
+  rope_tables_.push_back({theta, head_dim, two_d, static_cast<float*>(*p)});
+  return static_cast<const float*>(*p);
+}
+
+Status CudaBackend::rope(ops::Tensor x, int n_heads, int head_dim, std::span<const int> positions, float theta,
+                         ops::RopePairs pairs) {
+  if (head_dim <= 0 || head_dim % 2 || x.cols != std::int64_t(n_heads) * head_dim ||
+      x.rows != std::int64_t(positions.size()) || !is_act(x.dtype))
+    return bad("rope", "x " + shape(x) + " for " + std::to_string(n_heads) + " heads of " + std::to_string(head_dim) +
+                           " and " + std::to_string(positions.size()) + " positions");
+  if (x.rows == 0) return {};
+  auto freq = rope_freq(theta, head_dim, false);
+  if (!freq.ok()) return freq.status();
+  auto pos = stage(positions.data(), positions.size_bytes());
+  if (!pos.ok()) return pos.status();
+  const int* p = static_cast<const int*>(*pos);
+  return launch_rope(x.data, x.dtype, x.rows, n_heads, head_dim, p, p, *freq, head_dim / 2,
+                     pairs == ops::RopePairs::halves, stream_);
+}
+
+Status CudaBackend::rope_2d(ops::Tensor x, int n_heads, int head_dim, std::span<const int> rows,
+                            std::span<const int> cols, float theta, ops::RopePairs pairs) {
+  if (head_dim <= 0 || head_dim % 4 || x.cols != std::int64_t(n_heads) * head_dim ||
+      x.rows != std::int64_t(rows.size()) || rows.size() != cols.size() || !is_act(x.dtype))
+    return bad("rope_2d", "x " + shape(x) + " for " + std::to_string(n_heads) + " heads of " +
+                              std::to_string(head_dim) + " and " + std::to_string(rows.size()) + "/" +
+                              std::to_string(cols.size()) + " positions");
+  if (x.rows == 0) return {};
+  auto freq = rope_freq(theta, head_dim, true);
+  if (!freq.ok()) return freq.status();
+  host_ints_.assign(rows.begin(), rows.end());
+  host_ints_.insert(host_ints_.end(), cols.begin(), cols.end());
+  auto pos = stage(host_ints_.data(), host_ints_.size() * sizeof(int));
+  if (!pos.ok()) return pos.status();
+  const int* p = static_cast<const int*>(*pos);
+  return launch_rope(x.data, x.dtype, x.rows, n_heads, head_dim, p, p + rows.size(), *freq, head_dim / 4,
+                     pairs == ops::RopePairs::halves, stream_);
+}
+
+Status CudaBackend::attention(ops::Tensor out, const ops::Tensor& q, const ops::Tensor& k, const ops::Tensor& v,
+                              const ops::AttentionParams& p) {
+  const std::int64_t qd = std::int64_t(p.n_heads) * p.head_dim, kd = std::int64_t(p.n_kv_heads) * p.head_dim;
+  if (q.cols != qd || k.cols != kd || v.cols != kd || k.rows != v.rows || out.rows != q.rows || out.cols != qd ||
+      !is_act(out.dtype))
+    return bad("attention", "q " + shape(q) + " k " + shape(k) + " v " + shape(v) + " out " + shape(out) + " for " +
+                                std::to_string(p.n_heads) + "/" + std::to_string(p.n_kv_heads) + " heads of " +
+                                std::to_string(p.head_dim));
+  if (p.causal && !p.segments.empty()) return bad("attention", "causal and segments cannot be combined");
+  const std::int64_t n_q = q.rows, n_kv = k.rows;
+  // Key range per query row: [lo, hi).
+  host_ints_.resize(std::size_t(2 * n_q));
+  if (!p.segments.empty()) {
+    std::int64_t total = 0;
+    for (int s : p.segments) total += s;
+    if (total != n_q || n_q != n_kv)
+      return bad("attention", "segments sum to " + std::to_string(total) + " but there are " + std::to_string(n_q) +
+                                  " queries and " + std::to_string(n_kv) + " keys");
+    std::int64_t r = 0;
+    for (int s : p.segments)
+      for (int i = 0; i < s; ++i, ++r) {
+        host_ints_[2 * r] = int(r - i);
+        host_ints_[2 * r + 1] = int(r - i + s);
+      }
+  } else {
+    for (std::int64_t i = 0; i < n_q; ++i) {
+      host_ints_[2 * i] = 0;
+      host_ints_[2 * i + 1] = p.causal ? int(std::min<std::int64_t>(n_kv, p.q_offset + i + 1)) : int(n_kv);
+    }
+  }
+  if (n_q == 0) return {};
+  int lo_min = int(n_kv), hi_max = 0;
+  for (std::int64_t i = 0; i < n_q; ++i) {
+    lo_min = std::min(lo_min, host_ints_[2 * i]);
+    hi_max = std::max(hi_max, host_ints_[2 * i + 1]);
+  }
+  auto rng = stage(host_ints_.data(), host_ints_.size() * sizeof(int));
+  if (!rng.ok()) return rng.status();
+  AttentionLaunch a;
+  a.out = out.data;
+  a.out_t = out.dtype;
+  a.q = q.data;
+  a.k = k.data;
+  a.v = v.data;
+  a.q_t = q.dtype;
+  a.k_t = k.dtype;
+  a.v_t = v.dtype;
+  a.n_q = n_q;
+  a.n_kv = n_kv;
+  a.n_heads = p.n_heads;
+  a.n_kv_heads = p.n_kv_heads;
+  a.head_dim = p.head_dim;
+  a.scale = p.scale;
+  a.key_range = static_cast<const int2*>(*rng);
+  a.key_lo_min = std::min(lo_min, hi_max);
+  a.key_hi_max = hi_max;
+  a.max_smem = max_smem_;
+  a.n_sms = n_sms_;
+  const std::int64_t ws = attention_workspace_floats(a);
+  if (ws > 0) {
+    PIXTRAL_RETURN_IF_ERROR(ensure(attn_ws_, std::size_t(ws) * 4, "attention split-KV workspace"));
+    a.partial = static_cast<float*>(attn_ws_.ptr);
+    a.partial_floats = std::int64_t(attn_ws_.cap / 4);
+  }
+  return launch_attention(a, stream_);
+}
+
+Status CudaBackend::silu_mul(ops::Tensor out, const ops::Tensor& gate, const ops::Tensor& up) {
+  const std::int64_t n = gate.rows * gate.cols;
+  if (up.rows * up.cols != n || out.rows * out.cols != n || !is_act(out.dtype) ||
+      (out.data == gate.data && out.dtype != gate.dtype))
+    return bad("silu_mul", "gate " + shape(gate) + " up " + shape(up) + " out " + shape(out));
+  return launch_silu_mul(out.data, out.dtype, gate.data, gate.dtype, up.data, up.dtype, n, stream_);
+}
+
+Status CudaBackend::gelu(ops::Tensor x) { return launch_gelu(x.data, x.dtype, x.rows * x.cols, stream_); }
+
+Status CudaBackend::scatter_rows(ops::Tensor dst, const ops::Tensor& src, std::span<const int> rows) {
+  if (src.cols != dst.cols || src.rows != std::int64_t(rows.size()))
+    return bad("scatter_rows", "src " + shape(src) + " dst " + shape(dst) + " with " + std::to_string(rows.size()) +
+                                   " row indices");
+  for (int r : rows)
+    if (r < 0 || r >= dst.rows)
+      return bad("scatter_rows", "row " + std::to_string(r) + " outside [0, " + std::to_string(dst.rows) + ")");
+  if (rows.empty()) return {};
+  auto dev = stage(rows.data(), rows.size_bytes());
+  if (!dev.ok()) return dev.status();
+  return launch_scatter_rows(dst.data, dst.dtype, src.data, src.dtype, static_cast<const int*>(*dev),
+                             std::int64_t(rows.size()), src.cols, stream_);
+}
+
+Status CudaBackend::patch_embed(ops::Tensor out, const float* pixels_chw, int channels, int height, int width,
+                                int patch, const ops::Weight& conv) {
+  if (patch <= 0 || height % patch || width % patch)
+    return bad("patch_embed", "image " + std::to_string(height) + "x" + std::to_string(width) +
+                                  " is not a multiple of the patch size " + std::to_string(patch));
+  const std::int64_t n_patches = std::int64_t(height / patch) * (width / patch);
+  const std::int64_t K = std::int64_t(channels) * patch * patch;
+  if (conv.cols != K || out.rows != n_patches || out.cols != conv.rows || !is_act(out.dtype))
+    return bad("patch_embed", "conv " + conv.name + " [" + std::to_string(conv.rows) + "," +
+                                  std::to_string(conv.cols) + "] for " + std::to_string(K) +
+                                  " values a patch, out " + shape(out) + " for " + std::to_string(n_patches) +
+                                  " patches");
+  if (n_patches == 0) return {};
+  const std::size_t n_pix = std::size_t(channels) * height * width;
+  PIXTRAL_RETURN_IF_ERROR(ensure(pixels_, n_pix * 4, "image pixels"));
+  PIXTRAL_RETURN_IF_ERROR(ensure(im2col_, std::size_t(n_patches * K) * 2, "patch matrix (im2col)"));
+  PIXTRAL_CUDA_CHECK(cudaMemcpyAsync(pixels_.ptr, pixels_chw, n_pix * 4, cudaMemcpyHostToDevice, stream_));
+  auto* cols = static_cast<bf16*>(im2col_.ptr);
+  PIXTRAL_RETURN_IF_ERROR(
+      launch_im2col(cols, static_cast<const float*>(pixels_.ptr), channels, height, width, patch, stream_));
+  if (gemv_supported(n_patches, K, cols, DType::bf16, conv.data))
+    return launch_gemv(out.data, out.dtype, cols, DType::bf16, wptr(conv), nullptr, n_patches, conv.rows, K, stream_);
+  return gemm(out.data, out.dtype, cols, wptr(conv), n_patches, conv.rows, K);
+}
+
+}  // namespace pixtral::cuda

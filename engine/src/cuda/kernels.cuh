@@ -1,0 +1,76 @@
+// SPDX-License-Identifier: Apache-2.0
+// Host launchers of the CUDA backend's kernels (one family per .cu file). Pointers are device pointers; dtypes
+// say how each buffer is stored (activations f32 or bf16, weights bf16); math is fp32 inside every kernel.
+// Each launcher checks its launch and returns a Status; none synchronises.
+#pragma once
+
+#include <cstdint>
+
+#include "cuda/common.cuh"
+
+namespace pixtral::cuda {
+
+// ---- kernels_elementwise.cu ------------------------------------------------------------------------------
+/// dst[n] = src[n] converted (src may be f32, bf16 or f16; dst f32 or bf16), rounding to nearest even.
+Status launch_convert(void* dst, DType dst_t, const void* src, DType src_t, std::int64_t n, cudaStream_t s);
+/// out[T, D] = table[ids[t], :]; ids outside [0, vocab) write NaN rows (the caller validated them on the host).
+Status launch_embed(void* out, DType out_t, const bf16* table, const int* ids, std::int64_t T, std::int64_t D,
+                    std::int64_t vocab, cudaStream_t s);
+/// out[T, D] = w ⊙ x / sqrt(mean(x²) + eps). out may alias x.
+Status launch_rms_norm(void* out, DType out_t, const void* x, DType x_t, const bf16* w, std::int64_t T,
+                       std::int64_t D, float eps, cudaStream_t s);
+/// h[T, D] += delta; out = rms_norm(h) computed from h as stored (rounded to h's dtype).
+Status launch_add_rms_norm(void* h, DType h_t, const void* delta, DType delta_t, void* out, DType out_t,
+                           const bf16* w, std::int64_t T, std::int64_t D, float eps, cudaStream_t s);
+/// h[n] += delta[n]
+Status launch_add(void* h, DType h_t, const void* delta, DType delta_t, std::int64_t n, cudaStream_t s);
+/// out[n] = silu(gate[n]) · up[n]
+Status launch_silu_mul(void* out, DType out_t, const void* gate, DType gate_t, const void* up, DType up_t,
+                       std::int64_t n, cudaStream_t s);
+/// x = 0.5 x (1 + erf(x / √2))
+Status launch_gelu(void* x, DType t, std::int64_t n, cudaStream_t s);
+/// dst[rows[i], :] = src[i, :] for i < n (cols each)
+Status launch_scatter_rows(void* dst, DType dst_t, const void* src, DType src_t, const int* rows, std::int64_t n,
+                           std::int64_t cols, cudaStream_t s);
+/// out[T, N] += bias[N]
+Status launch_bias_add(void* out, DType out_t, const bf16* bias, std::int64_t T, std::int64_t N, cudaStream_t s);
+/// RoPE in place on x[T, n_heads * head_dim]. Pair m (< head_dim/2) rotates by float(pos[t]) · freq[m] where pos is
+/// pos_a for m < split and pos_b otherwise (1-D RoPE: split = head_dim/2). halves: pair m = dims (m, m + D/2);
+/// else (interleaved) dims (2m, 2m + 1).
+Status launch_rope(void* x, DType t, std::int64_t T, int n_heads, int head_dim, const int* pos_a, const int* pos_b,
+                   const float* freq, int split, bool halves, cudaStream_t s);
+/// out[(H/P)*(W/P), C*P*P] (bf16) = patches of the fp32 CHW image, each pixel rounded to bf16.
+Status launch_im2col(bf16* out, const float* pixels, int C, int H, int W, int P, cudaStream_t s);
+
+// ---- kernels_gemv.cu -------------------------------------------------------------------------------------
+/// Largest row count the batch GEMV path handles (one pass over W for all rows).
+inline constexpr int kGemvMaxRows = 4;
+/// Whether launch_gemv can run this problem (K a multiple of 8, 16-byte aligned W rows and x).
+bool gemv_supported(std::int64_t T, std::int64_t K, const void* x, DType x_t, const void* w);
+/// out[T, N] = x[T, K] · W[N, K]ᵀ (+ bias[N]) for T ≤ kGemvMaxRows, streaming W once with 16-byte loads.
+Status launch_gemv(void* out, DType out_t, const void* x, DType x_t, const bf16* w, const bf16* bias,
+                   std::int64_t T, std::int64_t N, std::int64_t K, cudaStream_t s);
+
+// ---- kernels_attention.cu --------------------------------------------------------------------------------
+struct AttentionLaunch {
+  void* out = nullptr;  // [n_q, n_heads * head_dim]
+  DType out_t = DType::bf16;
+  const void* q = nullptr;  // [n_q, n_heads * head_dim]
+  const void* k = nullptr;  // [n_kv, n_kv_heads * head_dim]
+  const void* v = nullptr;  // [n_kv, n_kv_heads * head_dim]
+  DType q_t = DType::bf16, k_t = DType::bf16, v_t = DType::bf16;
+  std::int64_t n_q = 0, n_kv = 0;
+  int n_heads = 0, n_kv_heads = 0, head_dim = 0;
+  float scale = 0;
+  const int2* key_range = nullptr;  // [n_q] device: query i sees keys [x, y)
+  int key_lo_min = 0, key_hi_max = 0;  // over all queries (host-known), bounds the work
+  float* partial = nullptr;  // split-KV workspace (see attention_workspace_floats)
+  std::int64_t partial_floats = 0;
+  int max_smem = 48 * 1024;  // opt-in shared memory per block on this device
+  int n_sms = 132;
+};
+/// Floats of split-KV workspace the launch will need (0 when it needs none).
+std::int64_t attention_workspace_floats(const AttentionLaunch& a);
+Status launch_attention(const AttentionLaunch& a, cudaStream_t s);
+
+}  // namespace pixtral::cuda
