@@ -65,10 +65,13 @@ Loaded open_library() {
   return l;
 }
 
+// A successful load is kept for the process lifetime; a failed one is retried on the next call (the user may
+// have set PIXTRAL_CUDA_LIBRARY or installed the library meanwhile).
 Loaded& library() {
   static Loaded l;
-  static std::once_flag once;
-  std::call_once(once, [] { l = open_library(); });
+  static std::mutex mu;
+  std::lock_guard<std::mutex> lock(mu);
+  if (!l.handle) l = open_library();
   return l;
 }
 

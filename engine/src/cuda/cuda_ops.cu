@@ -158,6 +158,14 @@ Status CudaBackend::attention(ops::Tensor out, const ops::Tensor& q, const ops::
                                 std::to_string(p.n_heads) + "/" + std::to_string(p.n_kv_heads) + " heads of " +
                                 std::to_string(p.head_dim));
   if (p.causal && !p.segments.empty()) return bad("attention", "causal and segments cannot be combined");
+  if (out.data == q.data && q.rows > 0) return bad("attention", "out must not alias q");
+  if (p.causal && (p.q_offset < 0 || p.q_offset + q.rows > k.rows))
+    return bad("attention", "causal queries at " + std::to_string(p.q_offset) + ".." +
+                                std::to_string(p.q_offset + q.rows) + " need that many keys, k has " +
+                                std::to_string(k.rows));
+  if (k.rows == 0 && q.rows > 0) return bad("attention", "no keys");
+  for (int len : p.segments)
+    if (len <= 0) return bad("attention", "segment lengths must be positive");
   const std::int64_t n_q = q.rows, n_kv = k.rows;
   // Key range per query row: [lo, hi).
   host_ints_.resize(std::size_t(2 * n_q));

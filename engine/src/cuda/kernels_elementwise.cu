@@ -115,7 +115,8 @@ __global__ void bias_add_kernel(TO* out, const bf16* bias, std::int64_t n, std::
 }
 
 // One thread per (row, head, pair). The angle is float(pos) · freq[m] in fp32 (freq computed on the host with
-// the CPU twin's formula), then sin/cos in full-precision fp32 (no fast-math intrinsics).
+// the CPU twin's formula); cos/sin are evaluated in double and rounded once to fp32, and the four products are
+// rounded separately (no FMA contraction), exactly as the CPU twin (cpu/cpu_rope.cpp rope_apply) does.
 template <class T>
 __global__ void rope_kernel(T* x, std::int64_t n_pairs_total, int n_heads, int head_dim, const int* pos_a,
                             const int* pos_b, const float* freq, int split, bool halves) {
@@ -126,15 +127,16 @@ __global__ void rope_kernel(T* x, std::int64_t n_pairs_total, int n_heads, int h
     const std::int64_t th = i / half;  // row * n_heads + head
     const std::int64_t t = th / n_heads;
     const int pos = m < split ? pos_a[t] : pos_b[t];
-    const float angle = float(pos) * freq[m];
-    float sn, cs;
-    sincosf(angle, &sn, &cs);
+    const float angle = __fmul_rn(float(pos), freq[m]);
+    double sd, cd;
+    sincos(double(angle), &sd, &cd);
+    const float sn = float(sd), cs = float(cd);
     T* head = x + th * head_dim;
     const int i0 = halves ? m : 2 * m;
     const int i1 = halves ? m + half : 2 * m + 1;
     const float x0 = to_f32(head[i0]), x1 = to_f32(head[i1]);
-    head[i0] = from_f32<T>(x0 * cs - x1 * sn);
-    head[i1] = from_f32<T>(x0 * sn + x1 * cs);
+    head[i0] = from_f32<T>(__fsub_rn(__fmul_rn(x0, cs), __fmul_rn(x1, sn)));
+    head[i1] = from_f32<T>(__fadd_rn(__fmul_rn(x0, sn), __fmul_rn(x1, cs)));
   }
 }
 

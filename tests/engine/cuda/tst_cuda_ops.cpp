@@ -1,0 +1,334 @@
+// SPDX-License-Identifier: Apache-2.0
+// Ops parity, CPU reference backend vs CUDA backend: every op of ops::Backend on random inputs (bf16-exact, never
+// zero) over many shapes including odd sizes, each with its own NMSE budget; NaN/Inf always fail; outputs are
+// NaN-poisoned before each run so an unwritten element fails; each GPU op is run twice and must give identical
+// bits. Skips (with the loader's reason) where no CUDA backend can be loaded.
+// Budgets: the GPU stores activations in bf16 (unit roundoff 2^-9, so rounding alone gives NMSE ≈ 1.3e-6); the
+// CPU computes in fp32. 1e-5 allows that rounding plus fp32 reordering; ops whose inputs are also rounded inside
+// (matmul with an f32 x, attention's bf16 q/k/v products) get 3e-5. Pure data movement must be exact.
+// ref: llama.cpp tests/test-backend-ops.cpp.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <numeric>
+
+#include "cuda_test_util.h"
+
+namespace pixtral {
+namespace {
+
+using cuda_test::download;
+using cuda_test::expect_close;
+using cuda_test::expect_same_bits;
+using cuda_test::make_pair;
+using cuda_test::make_weight;
+using cuda_test::random_values;
+using cuda_test::reset;
+
+constexpr double kElem = 1e-5;   // one bf16 rounding of the output
+constexpr double kDot = 3e-5;    // rounded operands inside long dot products
+constexpr double kExact = 0.0;   // data movement
+
+class CudaOps : public ::testing::Test {
+ protected:
+  void SetUp() override { cpu_ = ops::make_cpu_backend(2); }
+  std::unique_ptr<ops::Backend> cpu_;
+  std::mt19937 rng_{1234};
+};
+
+// Runs `op(tensor_side)` on the GPU twice (restoring inputs with `restore` before each) and returns the first
+// download, after checking both are bit-identical.
+template <class Op, class Restore>
+std::vector<float> run_twice(ops::Backend* G, const ops::Tensor& out, Op op, Restore restore, const std::string& what) {
+  restore();
+  Status st = op();
+  EXPECT_TRUE(st.ok()) << what << ": " << st.to_string();
+  auto a = download(G, out);
+  restore();
+  st = op();
+  EXPECT_TRUE(st.ok()) << what << ": " << st.to_string();
+  auto b = download(G, out);
+  expect_same_bits(a, b, what);
+  return a;
+}
+
+TEST_F(CudaOps, Matmul) {
+  PIXTRAL_REQUIRE_GPU();
+  struct Case { std::int64_t T, K, N; bool bias; DType x_t, out_t; };
+  const Case cases[] = {
+      {1, 64, 96, false, DType::bf16, DType::bf16},   {1, 5120, 257, true, DType::bf16, DType::bf16},
+      {2, 136, 7, false, DType::bf16, DType::f32},    {3, 520, 33, true, DType::f32, DType::bf16},
+      {4, 1000, 129, false, DType::bf16, DType::bf16}, {5, 64, 96, true, DType::bf16, DType::bf16},
+      {17, 40, 1, false, DType::f32, DType::f32},     {64, 1024, 300, true, DType::bf16, DType::bf16},
+      {130, 200, 72, false, DType::bf16, DType::f32}, {1, 1001, 65, true, DType::bf16, DType::bf16},
+      {9, 13, 31, false, DType::bf16, DType::bf16},
+  };
+  for (const auto& c : cases) {
+    const std::string what = "matmul T=" + std::to_string(c.T) + " K=" + std::to_string(c.K) + " N=" +
+                             std::to_string(c.N) + (c.bias ? " +bias" : "") + " x " + dtype_name(c.x_t) + " out " +
+                             dtype_name(c.out_t);
+    SCOPED_TRACE(what);
+    auto xh = random_values(rng_, std::size_t(c.T * c.K));
+    auto x = make_pair(cpu_.get(), G, c.T, c.K, xh.data(), c.x_t);
+    auto out = make_pair(cpu_.get(), G, c.T, c.N, nullptr, c.out_t);
+    auto w = make_weight(cpu_.get(), G, rng_, c.N, c.K, "w", 1.0f / std::sqrt(float(c.K)));
+    auto b = make_weight(cpu_.get(), G, rng_, c.N, 1, "bias");
+    ASSERT_TRUE(cpu_->matmul(out->c, x->c, w->c, c.bias ? &b->c : nullptr).ok());
+    auto ref = download(cpu_.get(), out->c);
+    auto got = run_twice(G, out->g, [&] { return G->matmul(out->g, x->g, w->g, c.bias ? &b->g : nullptr); },
+                         [&] { reset(*out, nullptr); }, what);
+    expect_close(ref, got, kDot, what);
+  }
+}
+
+TEST_F(CudaOps, EmbedAndWeightConversion) {
+  PIXTRAL_REQUIRE_GPU();
+  for (std::int64_t D : {8, 100, 5120}) {
+    const std::string what = "embed D=" + std::to_string(D);
+    SCOPED_TRACE(what);
+    auto table = make_weight(cpu_.get(), G, rng_, 50, D, "tok_embeddings");
+    std::vector<int> ids = {3, 0, 49, 17, 17, 8, 1};
+    auto out = make_pair(cpu_.get(), G, std::int64_t(ids.size()), D, nullptr);
+    ASSERT_TRUE(cpu_->embed(out->c, table->c, ids).ok());
+    auto got = run_twice(G, out->g, [&] { return G->embed(out->g, table->g, ids); }, [&] { reset(*out, nullptr); },
+                         what);
+    expect_close(download(cpu_.get(), out->c), got, kExact, what);
+  }
+  // f32 and f16 checkpoints are converted to bf16 at upload (round to nearest even).
+  for (DType dt : {DType::f32, DType::f16}) {
+    const std::int64_t V = 7, D = 33;
+    auto vals = random_values(rng_, std::size_t(V * D), 3.0f);
+    for (auto& v : vals) v *= 1.0f + 1.0f / 1024;  // off the bf16 grid
+    std::vector<std::uint8_t> bytes(vals.size() * dtype_size(dt));
+    for (std::size_t i = 0; i < vals.size(); ++i) {
+      if (dt == DType::f32) std::memcpy(&bytes[4 * i], &vals[i], 4);
+      else {
+        const std::uint16_t h = f32_to_f16(vals[i]);
+        std::memcpy(&bytes[2 * i], &h, 2);
+      }
+    }
+    auto w = G->upload_weight(WeightView{"w", bytes.data(), dt, {V, D}});
+    ASSERT_TRUE(w.ok()) << w.status().to_string();
+    std::vector<int> ids(V);
+    std::iota(ids.begin(), ids.end(), 0);
+    auto out = G->alloc(V, D, DType::f32, "embed out");
+    ASSERT_TRUE(out.ok());
+    ASSERT_TRUE(G->embed(*out, *w, ids).ok());
+    auto got = download(G, *out);
+    std::vector<float> want(vals.size());
+    for (std::size_t i = 0; i < vals.size(); ++i) {
+      const float src = dt == DType::f32 ? vals[i] : f16_to_f32(f32_to_f16(vals[i]));
+      want[i] = round_to_dtype(src, DType::bf16);
+    }
+    expect_close(want, got, kExact, std::string("upload ") + dtype_name(dt) + " -> bf16");
+    G->free(*out);
+    G->free_weight(*w);
+  }
+}
+
+TEST_F(CudaOps, RmsNormAndFusedResidual) {
+  PIXTRAL_REQUIRE_GPU();
+  for (std::int64_t T : {1, 3, 33}) {
+    for (std::int64_t D : {8, 100, 1024, 5120}) {
+      for (DType ht : {DType::bf16, DType::f32}) {
+        const std::string what = "T=" + std::to_string(T) + " D=" + std::to_string(D) + " h " + dtype_name(ht);
+        SCOPED_TRACE(what);
+        auto xh = random_values(rng_, std::size_t(T * D), 2.0f);
+        auto dh = random_values(rng_, std::size_t(T * D), 0.5f);
+        auto w = make_weight(cpu_.get(), G, rng_, D, 1, "norm");
+        auto x = make_pair(cpu_.get(), G, T, D, xh.data(), ht);
+        auto delta = make_pair(cpu_.get(), G, T, D, dh.data());
+        auto out = make_pair(cpu_.get(), G, T, D, nullptr);
+        // rms_norm
+        ASSERT_TRUE(cpu_->rms_norm(out->c, x->c, w->c, 1e-5f).ok());
+        auto got = run_twice(G, out->g, [&] { return G->rms_norm(out->g, x->g, w->g, 1e-5f); },
+                             [&] { reset(*out, nullptr); }, "rms_norm " + what);
+        expect_close(download(cpu_.get(), out->c), got, kElem, "rms_norm " + what);
+        // add_rms_norm: both h and out compared
+        ASSERT_TRUE(cpu_->add_rms_norm(x->c, delta->c, out->c, w->c, 1e-5f).ok());
+        auto got_out = run_twice(G, out->g, [&] { return G->add_rms_norm(x->g, delta->g, out->g, w->g, 1e-5f); },
+                                 [&] { reset(*out, nullptr); reset(*x, xh.data()); }, "add_rms_norm " + what);
+        expect_close(download(cpu_.get(), out->c), got_out, kElem, "add_rms_norm out " + what);
+        expect_close(download(cpu_.get(), x->c), download(G, x->g), kElem, "add_rms_norm h " + what);
+        // add
+        reset(*x, xh.data());
+        ASSERT_TRUE(cpu_->add(x->c, delta->c).ok());
+        auto got_add = run_twice(G, x->g, [&] { return G->add(x->g, delta->g); }, [&] { reset(*x, xh.data()); },
+                                 "add " + what);
+        expect_close(download(cpu_.get(), x->c), got_add, kElem, "add " + what);
+        // rms_norm in place (out aliases x)
+        reset(*x, xh.data());
+        ASSERT_TRUE(cpu_->rms_norm(x->c, x->c, w->c, 1e-6f).ok());
+        auto got_ip = run_twice(G, x->g, [&] { return G->rms_norm(x->g, x->g, w->g, 1e-6f); },
+                                [&] { reset(*x, xh.data()); }, "rms_norm in place " + what);
+        expect_close(download(cpu_.get(), x->c), got_ip, kElem, "rms_norm in place " + what);
+      }
+    }
+  }
+}
+
+TEST_F(CudaOps, Rope1d) {
+  PIXTRAL_REQUIRE_GPU();
+  struct Case { std::int64_t T; int heads, D; float theta; };
+  for (const Case c : {Case{1, 32, 128, 1e6f}, Case{7, 3, 8, 10000.f}, Case{33, 2, 64, 1e6f}, Case{5, 8, 24, 10000.f}}) {
+    for (auto pairs : {ops::RopePairs::interleaved, ops::RopePairs::halves}) {
+      const std::string what = "rope T=" + std::to_string(c.T) + " heads=" + std::to_string(c.heads) + " D=" +
+                               std::to_string(c.D) + (pairs == ops::RopePairs::halves ? " halves" : " interleaved");
+      SCOPED_TRACE(what);
+      auto xh = random_values(rng_, std::size_t(c.T * c.heads * c.D));
+      std::vector<int> pos(std::size_t(c.T));
+      for (auto& p : pos) p = int(rng_() % 5000);
+      auto x = make_pair(cpu_.get(), G, c.T, c.heads * c.D, xh.data());
+      ASSERT_TRUE(cpu_->rope(x->c, c.heads, c.D, pos, c.theta, pairs).ok());
+      auto got = run_twice(G, x->g, [&] { return G->rope(x->g, c.heads, c.D, pos, c.theta, pairs); },
+                           [&] { reset(*x, xh.data()); }, what);
+      expect_close(download(cpu_.get(), x->c), got, kElem, what);
+    }
+  }
+}
+
+TEST_F(CudaOps, Rope2d) {
+  PIXTRAL_REQUIRE_GPU();
+  struct Case { std::int64_t N; int heads, D; };
+  for (const Case c : {Case{12, 16, 64}, Case{5, 1, 8}, Case{40, 2, 24}}) {
+    for (auto pairs : {ops::RopePairs::interleaved, ops::RopePairs::halves}) {
+      const std::string what = "rope_2d N=" + std::to_string(c.N) + " D=" + std::to_string(c.D);
+      SCOPED_TRACE(what);
+      auto xh = random_values(rng_, std::size_t(c.N * c.heads * c.D));
+      std::vector<int> rows(std::size_t(c.N)), cols(std::size_t(c.N));
+      for (std::size_t i = 0; i < rows.size(); ++i) {
+        rows[i] = int(rng_() % 64);
+        cols[i] = int(rng_() % 64);
+      }
+      auto x = make_pair(cpu_.get(), G, c.N, c.heads * c.D, xh.data());
+      ASSERT_TRUE(cpu_->rope_2d(x->c, c.heads, c.D, rows, cols, 10000.f, pairs).ok());
+      auto got = run_twice(G, x->g, [&] { return G->rope_2d(x->g, c.heads, c.D, rows, cols, 10000.f, pairs); },
+                           [&] { reset(*x, xh.data()); }, what);
+      expect_close(download(cpu_.get(), x->c), got, kElem, what);
+    }
+  }
+}
+
+TEST_F(CudaOps, Attention) {
+  PIXTRAL_REQUIRE_GPU();
+  struct Case { std::int64_t n_q, n_kv; int H, Hkv, D; bool causal; int q_offset; std::vector<int> segments; };
+  const std::vector<Case> cases = {
+      {37, 37, 4, 2, 16, true, 0, {}},           // prefill, GQA
+      {5, 70, 8, 2, 64, true, 65, {}},            // chunked prefill after a cached prefix
+      {1, 300, 8, 2, 128, true, 299, {}},         // decode: split-KV
+      {1, 4193, 32, 8, 128, true, 4192, {}},      // decode at the page-QA context, Pixtral's heads
+      {65, 65, 4, 4, 64, false, 0, {40, 24, 1}},  // vision: block-diagonal segments
+      {9, 33, 2, 1, 256, false, 0, {}},           // largest head_dim
+      {9, 33, 6, 3, 8, false, 0, {}},             // smallest head_dim
+      {20, 20, 3, 1, 24, true, 0, {}},            // head_dim not a power of two
+      {300, 300, 4, 1, 128, true, 0, {}},         // many tiles
+      {2, 129, 4, 2, 64, true, 127, {}},          // two decode rows
+  };
+  for (const auto& c : cases) {
+    const std::string what = "attention n_q=" + std::to_string(c.n_q) + " n_kv=" + std::to_string(c.n_kv) + " H=" +
+                             std::to_string(c.H) + "/" + std::to_string(c.Hkv) + " D=" + std::to_string(c.D) +
+                             (c.causal ? " causal" : "") + (c.segments.empty() ? "" : " segments");
+    SCOPED_TRACE(what);
+    auto qh = random_values(rng_, std::size_t(c.n_q * c.H * c.D));
+    auto kh = random_values(rng_, std::size_t(c.n_kv * c.Hkv * c.D));
+    auto vh = random_values(rng_, std::size_t(c.n_kv * c.Hkv * c.D));
+    auto q = make_pair(cpu_.get(), G, c.n_q, c.H * c.D, qh.data());
+    auto k = make_pair(cpu_.get(), G, c.n_kv, c.Hkv * c.D, kh.data());
+    auto v = make_pair(cpu_.get(), G, c.n_kv, c.Hkv * c.D, vh.data());
+    auto out = make_pair(cpu_.get(), G, c.n_q, c.H * c.D, nullptr);
+    ops::AttentionParams p;
+    p.n_heads = c.H;
+    p.n_kv_heads = c.Hkv;
+    p.head_dim = c.D;
+    p.scale = 1.0f / std::sqrt(float(c.D)) * 2.0f;  // sharper than usual: exercises the running max
+    p.causal = c.causal;
+    p.q_offset = c.q_offset;
+    p.segments = c.segments;
+    ASSERT_TRUE(cpu_->attention(out->c, q->c, k->c, v->c, p).ok());
+    auto got = run_twice(G, out->g, [&] { return G->attention(out->g, q->g, k->g, v->g, p); },
+                         [&] { reset(*out, nullptr); }, what);
+    expect_close(download(cpu_.get(), out->c), got, kDot, what);
+  }
+}
+
+TEST_F(CudaOps, Activations) {
+  PIXTRAL_REQUIRE_GPU();
+  for (std::int64_t n : {1, 7, 1000, 14336 * 3 + 5}) {
+    const std::string what = "n=" + std::to_string(n);
+    SCOPED_TRACE(what);
+    auto gh = random_values(rng_, std::size_t(n), 6.0f);
+    auto uh = random_values(rng_, std::size_t(n), 2.0f);
+    auto gate = make_pair(cpu_.get(), G, 1, n, gh.data());
+    auto up = make_pair(cpu_.get(), G, 1, n, uh.data());
+    auto out = make_pair(cpu_.get(), G, 1, n, nullptr);
+    ASSERT_TRUE(cpu_->silu_mul(out->c, gate->c, up->c).ok());
+    auto got = run_twice(G, out->g, [&] { return G->silu_mul(out->g, gate->g, up->g); }, [&] { reset(*out, nullptr); },
+                         "silu_mul " + what);
+    expect_close(download(cpu_.get(), out->c), got, kElem, "silu_mul " + what);
+    // out aliases gate
+    ASSERT_TRUE(cpu_->silu_mul(gate->c, gate->c, up->c).ok());
+    auto got_alias = run_twice(G, gate->g, [&] { return G->silu_mul(gate->g, gate->g, up->g); },
+                               [&] { reset(*gate, gh.data()); }, "silu_mul in place " + what);
+    expect_close(download(cpu_.get(), gate->c), got_alias, kElem, "silu_mul in place " + what);
+    // gelu in place
+    reset(*gate, gh.data());
+    ASSERT_TRUE(cpu_->gelu(gate->c).ok());
+    auto got_gelu = run_twice(G, gate->g, [&] { return G->gelu(gate->g); }, [&] { reset(*gate, gh.data()); },
+                              "gelu " + what);
+    expect_close(download(cpu_.get(), gate->c), got_gelu, kElem, "gelu " + what);
+  }
+}
+
+TEST_F(CudaOps, ScatterRowsAndCopy) {
+  PIXTRAL_REQUIRE_GPU();
+  const std::int64_t R = 20, C = 37;
+  auto dh = random_values(rng_, std::size_t(R * C));
+  auto sh = random_values(rng_, std::size_t(5 * C));
+  std::vector<int> rows = {19, 0, 7, 8, 3};
+  auto dst = make_pair(cpu_.get(), G, R, C, dh.data());
+  auto src = make_pair(cpu_.get(), G, 5, C, sh.data());
+  ASSERT_TRUE(cpu_->scatter_rows(dst->c, src->c, rows).ok());
+  auto got = run_twice(G, dst->g, [&] { return G->scatter_rows(dst->g, src->g, rows); },
+                       [&] { reset(*dst, dh.data()); }, "scatter_rows");
+  expect_close(download(cpu_.get(), dst->c), got, kExact, "scatter_rows");
+
+  // copy between dtypes: f32 -> bf16 rounds to nearest even, bf16 -> f32 is exact.
+  auto vals = random_values(rng_, 999);
+  for (auto& v : vals) v *= 1.0f + 1.0f / 512;
+  auto a = G->alloc(1, 999, DType::f32, "a");
+  auto b = G->alloc(1, 999, DType::bf16, "b");
+  auto c = G->alloc(1, 999, DType::f32, "c");
+  ASSERT_TRUE(a.ok() && b.ok() && c.ok());
+  ASSERT_TRUE(G->upload(*a, vals.data()).ok());
+  ASSERT_TRUE(G->copy(*b, *a).ok());
+  ASSERT_TRUE(G->copy(*c, *b).ok());
+  std::vector<float> want(vals.size());
+  for (std::size_t i = 0; i < vals.size(); ++i) want[i] = round_to_dtype(vals[i], DType::bf16);
+  expect_close(want, download(G, *c), kExact, "copy f32->bf16->f32");
+  expect_close(vals, download(G, *a), kExact, "upload/download f32");
+  for (auto* t : {&*a, &*b, &*c}) G->free(*t);
+}
+
+TEST_F(CudaOps, PatchEmbed) {
+  PIXTRAL_REQUIRE_GPU();
+  struct Case { int C, H, W, P, dim; };
+  for (const Case c : {Case{3, 16, 16, 4, 40}, Case{3, 48, 32, 16, 64}, Case{1, 8, 24, 8, 3}}) {
+    const std::string what = "patch_embed " + std::to_string(c.H) + "x" + std::to_string(c.W) + " P=" +
+                             std::to_string(c.P);
+    SCOPED_TRACE(what);
+    std::uniform_real_distribution<float> u(-1.8f, 2.2f);  // normalised pixels, not on the bf16 grid
+    std::vector<float> pix(std::size_t(c.C) * c.H * c.W);
+    for (auto& p : pix) p = u(rng_);
+    const std::int64_t n = std::int64_t(c.H / c.P) * (c.W / c.P);
+    auto conv = make_weight(cpu_.get(), G, rng_, c.dim, std::int64_t(c.C) * c.P * c.P, "patch_conv", 0.1f);
+    auto out = make_pair(cpu_.get(), G, n, c.dim, nullptr);
+    ASSERT_TRUE(cpu_->patch_embed(out->c, pix.data(), c.C, c.H, c.W, c.P, conv->c).ok());
+    auto got = run_twice(G, out->g, [&] { return G->patch_embed(out->g, pix.data(), c.C, c.H, c.W, c.P, conv->g); },
+                         [&] { reset(*out, nullptr); }, what);
+    expect_close(download(cpu_.get(), out->c), got, kDot, what);
+  }
+}
+
+}  // namespace
+}  // namespace pixtral
