@@ -5,7 +5,8 @@
 #include "text/bpe.h"
 
 #include <cstring>
-#include <queue>
+#include <algorithm>
+#include <functional>
 
 namespace pixtral::text {
 
@@ -93,55 +94,59 @@ void merge_linear(std::string_view piece, const RankTable& t, std::vector<std::u
   }
 }
 
-// Doubly linked parts + a min-heap of candidate pairs keyed (rank, start); stale entries carry an old version.
+// Doubly linked parts (a part is named by its start offset) + a min-heap of candidate pairs packed as
+// rank << 32 | start. An entry is current iff its part is alive and still has that pair rank; a stale entry with
+// the same rank describes the same bytes, so acting on it is the same merge.
 void merge_heap(std::string_view piece, const RankTable& t, std::vector<std::uint32_t>& out) {
-  const std::size_t n = piece.size();
+  const auto n = static_cast<std::int32_t>(piece.size());
+  constexpr std::int32_t kDead = -2;
   struct Node {
-    std::size_t start, end;
-    std::int64_t prev, next;
-    std::uint32_t version;
-    bool alive;
+    std::int32_t prev, next;  // next = -1 at the end, kDead once merged into its left neighbour
+    std::uint32_t pair_rank;  // rank of this part + the next one (kInf: none)
   };
-  std::vector<Node> nodes(n);
-  for (std::size_t i = 0; i < n; ++i) {
-    nodes[i] = {i, i + 1, std::int64_t(i) - 1, i + 1 < n ? std::int64_t(i + 1) : -1, 0, true};
-  }
-  struct Cand {
-    std::uint32_t rank;
-    std::size_t start;
-    std::size_t node;
-    std::uint32_t version;
-    bool operator>(const Cand& o) const { return rank != o.rank ? rank > o.rank : start > o.start; }
+  std::vector<Node> nodes(static_cast<std::size_t>(n));
+  for (std::int32_t i = 0; i < n; ++i) nodes[std::size_t(i)] = {i - 1, i + 1 < n ? i + 1 : -1, kInf};
+  auto end_of = [&](std::int32_t i) {
+    const std::int32_t nx = nodes[std::size_t(i)].next;
+    return nx >= 0 ? nx : n;
   };
-  std::priority_queue<Cand, std::vector<Cand>, std::greater<Cand>> heap;
-  auto push_pair = [&](std::size_t i) {
-    const Node& a = nodes[i];
+  std::vector<std::uint64_t> heap;
+  heap.reserve(std::size_t(n) * 2);
+  auto push_pair = [&](std::int32_t i) {
+    Node& a = nodes[std::size_t(i)];
+    a.pair_rank = kInf;
     if (a.next < 0) return;
-    const Node& b = nodes[std::size_t(a.next)];
-    const std::uint32_t r = t.find(piece.substr(a.start, b.end - a.start));
-    if (r != kInf) heap.push({r, a.start, i, a.version});
-  };
-  for (std::size_t i = 0; i + 1 < n; ++i) push_pair(i);
-  while (!heap.empty()) {
-    const Cand c = heap.top();
-    heap.pop();
-    Node& a = nodes[c.node];
-    if (!a.alive || a.version != c.version || a.next < 0) continue;
-    Node& b = nodes[std::size_t(a.next)];
-    a.end = b.end;
-    a.next = b.next;
-    b.alive = false;
-    if (a.next >= 0) nodes[std::size_t(a.next)].prev = std::int64_t(c.node);
-    ++a.version;
-    push_pair(c.node);
-    if (a.prev >= 0) {
-      ++nodes[std::size_t(a.prev)].version;
-      push_pair(std::size_t(a.prev));
+    const std::uint32_t r = t.find(piece.substr(std::size_t(i), std::size_t(end_of(a.next) - i)));
+    a.pair_rank = r;
+    if (r != kInf) {
+      heap.push_back((std::uint64_t(r) << 32) | std::uint32_t(i));
+      std::push_heap(heap.begin(), heap.end(), std::greater<>());
     }
+  };
+  for (std::int32_t i = 0; i + 1 < n; ++i) {
+    const std::uint32_t r = t.find(piece.substr(std::size_t(i), 2));
+    nodes[std::size_t(i)].pair_rank = r;
+    if (r != kInf) heap.push_back((std::uint64_t(r) << 32) | std::uint32_t(i));
   }
-  for (std::int64_t i = 0; i >= 0; i = nodes[std::size_t(i)].next) {
-    const Node& a = nodes[std::size_t(i)];
-    out.push_back(t.find(piece.substr(a.start, a.end - a.start)));
+  std::make_heap(heap.begin(), heap.end(), std::greater<>());
+  while (!heap.empty()) {
+    std::pop_heap(heap.begin(), heap.end(), std::greater<>());
+    const std::uint64_t top = heap.back();
+    heap.pop_back();
+    const auto i = static_cast<std::int32_t>(top & 0xFFFFFFFFu);
+    const auto r = static_cast<std::uint32_t>(top >> 32);
+    Node& a = nodes[std::size_t(i)];
+    if (a.next == kDead || a.next < 0 || a.pair_rank != r) continue;  // stale
+    Node& b = nodes[std::size_t(a.next)];
+    const std::int32_t after = b.next;
+    b.next = kDead;
+    a.next = after;
+    if (after >= 0) nodes[std::size_t(after)].prev = i;
+    push_pair(i);
+    if (a.prev >= 0) push_pair(a.prev);
+  }
+  for (std::int32_t i = 0; i >= 0; i = nodes[std::size_t(i)].next) {
+    out.push_back(t.find(piece.substr(std::size_t(i), std::size_t(end_of(i) - i))));
   }
 }
 
@@ -154,7 +159,7 @@ void bpe_encode_piece(std::string_view piece, const RankTable& table, std::vecto
     out.push_back(r);
     return;
   }
-  if (algo == MergeAlgo::automatic) algo = piece.size() <= 256 ? MergeAlgo::linear : MergeAlgo::heap;
+  if (algo == MergeAlgo::automatic) algo = piece.size() <= 256 || piece.size() >= 0x7FFFFFFF ? MergeAlgo::linear : MergeAlgo::heap;
   if (algo == MergeAlgo::linear) {
     merge_linear(piece, table, out);
   } else {

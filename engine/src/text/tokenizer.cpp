@@ -12,6 +12,7 @@
 #include <unordered_set>
 
 #include "text/bpe.h"
+#include "text/tekken_json.h"
 #include "text/utf8.h"
 
 #ifdef PIXTRAL_HAVE_PCRE2
@@ -123,12 +124,9 @@ Status Tokenizer::Impl::compile_pattern() {
 }
 
 Status Tokenizer::Impl::parse(std::string_view json_text) {
-  nlohmann::json doc;
-  try {
-    doc = nlohmann::json::parse(json_text);
-  } catch (const nlohmann::json::exception& e) {
-    return format_error(origin, std::string("not valid JSON: ") + e.what());
-  }
+  text::TekkenJson parsed;
+  PIXTRAL_RETURN_IF_ERROR(text::parse_tekken_json(json_text, origin, &parsed));
+  const nlohmann::json& doc = parsed.rest;
   if (!doc.is_object()) return format_error(origin, "top level is not a JSON object");
 
   // config
@@ -145,9 +143,8 @@ Status Tokenizer::Impl::parse(std::string_view json_text) {
   PIXTRAL_RETURN_IF_ERROR(get_int(cfg, "num_vocab_tokens", "config", origin, &num_vocab_tokens, false));
 
   // vocab: keep the first default_vocab_size - default_num_special_tokens entries (spec §2.1)
-  auto voc_it = doc.find("vocab");
-  if (voc_it == doc.end() || !voc_it->is_array()) return format_error(origin, "\"vocab\" array is missing");
-  const auto& vocab = *voc_it;
+  if (!parsed.has_vocab) return format_error(origin, "\"vocab\" array is missing");
+  const auto& vocab = parsed.vocab;
   if (num_vocab_tokens >= 0 && std::size_t(num_vocab_tokens) != vocab.size()) {
     return format_error(origin, "config.num_vocab_tokens is " + std::to_string(num_vocab_tokens) +
                                     " but \"vocab\" has " + std::to_string(vocab.size()) + " entries");
@@ -169,18 +166,14 @@ Status Tokenizer::Impl::parse(std::string_view json_text) {
   }
   std::string bytes;
   for (int r = 0; r < inner; ++r) {
-    const auto& e = vocab[std::size_t(r)];
+    const text::TekkenVocabEntry& e = vocab[std::size_t(r)];
     const std::string where = "vocab entry " + std::to_string(r);
-    if (!e.is_object()) return format_error(origin, where + " is not an object");
-    auto rk = e.find("rank");
-    if (rk == e.end() || !rk->is_number_integer() || rk->get<std::int64_t>() != r) {
-      return format_error(origin, where + ": \"rank\" must equal its index " + std::to_string(r));
-    }
-    auto tb = e.find("token_bytes");
-    if (tb == e.end() || !tb->is_string()) return format_error(origin, where + ": \"token_bytes\" is missing");
-    if (!base64_decode(tb->get_ref<const std::string&>(), bytes)) {
+    if (!e.is_object) return format_error(origin, where + " is not an object");
+    if (e.rank != r) return format_error(origin, where + ": \"rank\" must equal its index " + std::to_string(r));
+    if (!e.has_bytes) return format_error(origin, where + ": \"token_bytes\" is missing");
+    if (!base64_decode(parsed.b64(e), bytes)) {
       return format_error(origin, "vocab rank " + std::to_string(r) + ": token_bytes \"" +
-                                      tb->get<std::string>().substr(0, 40) + "\" is not valid base64");
+                                      std::string(parsed.b64(e).substr(0, 40)) + "\" is not valid base64");
     }
     if (r < 256 && (bytes.size() != 1 || static_cast<unsigned char>(bytes[0]) != r)) {
       return format_error(origin, "vocab rank " + std::to_string(r) + " must be the single byte " +

@@ -386,6 +386,26 @@ TEST(TokenizerErrors, RanksAndSizes) {
   j = fixture_json();
   j["config"].erase("pattern");
   EXPECT_FALSE(from(j).ok());
+  // Odd shapes of the streamed vocab array.
+  j = fixture_json();
+  j["vocab"][7] = 5;
+  r = from(j);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("vocab entry 7 is not an object"), std::string::npos) << r.status().message();
+  j = fixture_json();
+  j["vocab"][8]["token_bytes"] = json::array({"CA=="});
+  r = from(j);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("vocab entry 8"), std::string::npos) << r.status().message();
+  j = fixture_json();
+  j["vocab"][9]["extra"] = {{"rank", 12}, {"token_bytes", "QQ=="}};  // nested keys are not the entry's
+  EXPECT_TRUE(from(j).ok());
+  j = fixture_json();
+  j["vocab"] = {{"rank", 0}};
+  r = from(j);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("\"vocab\" array is missing"), std::string::npos) << r.status().message();
+  EXPECT_FALSE(Tokenizer::from_json("[1, 2]").ok());
   // An entry beyond the kept count may be anything: it is never read.
   j = fixture_json();
   j["vocab"][j["vocab"].size() - 1]["token_bytes"] = "@@";
