@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <ctime>
 #include <numeric>
 #include <vector>
 
@@ -221,18 +222,20 @@ TEST(Preprocess, RefusesBadImagesBeforeTouchingPixels) {
   EXPECT_FALSE(to_rgb8(ImageView{one, 20000, 20000, 0, PixelFormat::rgb8}).ok());
 }
 
-// A 4096×4096 photo-sized input must preprocess well under a second (spec'd budget; generous bound for a
-// loaded 2-core CI box, the time is printed).
+// A 4096×4096 photo-sized input must preprocess well under a second. Measured in CPU time (std::clock; the
+// pipeline is single-threaded) so a loaded CI box does not make it flaky; wall time is printed too.
 TEST(Preprocess, LargeImageIsFast) {
   const int n = 4096;
   std::vector<std::uint8_t> img(std::size_t(n) * n * 3);
   for (std::size_t i = 0; i < img.size(); ++i) img[i] = std::uint8_t((i * 2654435761u) >> 24);
   const auto t0 = std::chrono::steady_clock::now();
+  const std::clock_t c0 = std::clock();
   auto px = preprocess(ImageView{img.data(), n, n, 0, PixelFormat::rgb8}, 16, 1024);
+  const double cpu_ms = 1000.0 * double(std::clock() - c0) / CLOCKS_PER_SEC;
   const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   ASSERT_TRUE(px.ok());
   EXPECT_EQ(px->width, 1024);
   EXPECT_EQ(px->height, 1024);
-  std::printf("preprocess 4096x4096 -> 1024x1024: %.1f ms\n", ms);
-  EXPECT_LT(ms, 3000.0);
+  std::printf("preprocess 4096x4096 -> 1024x1024: %.1f ms CPU, %.1f ms wall\n", cpu_ms, ms);
+  EXPECT_LT(cpu_ms, 1000.0);
 }
