@@ -84,6 +84,7 @@ Status CpuBackend::rms_norm(Tensor out, const Tensor& x, const Weight& w, float 
 }
 
 Status CpuBackend::add_rms_norm(Tensor h, const Tensor& delta, Tensor out, const Weight& w, float eps) {
+  if (out.data == h.data && h.rows * h.cols > 0) return bad("add_rms_norm", "out must not alias h");
   PIXTRAL_RETURN_IF_ERROR(add(h, delta));
   return rms_norm(out, h, w, eps);
 }

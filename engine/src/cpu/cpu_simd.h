@@ -19,14 +19,16 @@
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define PIXTRAL_X86_DISPATCH 1
-#define PIXTRAL_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define PIXTRAL_TARGET_AVX2 __attribute__((target("avx2,fma")))
 #else
 #define PIXTRAL_X86_DISPATCH 0
 #define PIXTRAL_TARGET_AVX2
 #endif
 
-#if defined(__GNUC__) && !defined(__clang__)
 // The 32-byte vectors below never cross a non-inlined call boundary, so the ABI note does not apply.
+#if defined(__clang__)
+#pragma clang diagnostic ignored "-Wpsabi"
+#elif defined(__GNUC__)
 #pragma GCC diagnostic ignored "-Wpsabi"
 #endif
 
@@ -57,7 +59,7 @@ PIXTRAL_INLINE float hsum8(v8f a) {
   return ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));
 }
 
-/// Is the AVX2+FMA+F16C code path usable on this CPU?
+/// Is the AVX2+FMA code path usable on this CPU?
 bool have_avx2();
 
 /// fp32 value of every f16 bit pattern (built once).

@@ -25,6 +25,11 @@ struct AttnCase {
   std::vector<int> segments;
 };
 
+void PrintTo(const AttnCase& c, std::ostream* os) {
+  *os << "Tq=" << c.Tq << " Tk=" << c.Tk << " H=" << c.H << " Hkv=" << c.Hkv << " D=" << c.D
+      << (c.causal ? " causal q_offset=" + std::to_string(c.q_offset) : "") << " segments=" << c.segments.size();
+}
+
 std::vector<double> attention_ref(const std::vector<float>& q, const std::vector<float>& k,
                                   const std::vector<float>& v, const AttnCase& c, double scale) {
   std::vector<double> out(std::size_t(c.Tq * c.H * c.D));

@@ -92,6 +92,22 @@ TEST(MatmulDeterminism, OneAndFourThreadsBitIdentical) {
   cpu::set_blas_enabled(true);
 }
 
+// 4-byte aligned f32 weights are multiplied in place (no tile copy); misaligned ones are copied first.
+TEST(Matmul, AlignedF32WeightsInPlace) {
+  Rng rng(31);
+  auto be = backend(2);
+  for (std::int64_t T : {1, 40}) {
+    const std::int64_t K = 70, N = 50;
+    const auto xh = rng.uniform(std::size_t(T * K));
+    const auto wv = rng.uniform(std::size_t(N * K));
+    const StoredWeight ref_w(wv, DType::f32, N, K);
+    const WeightView view{"aligned", wv.data(), DType::f32, {N, K}};
+    DeviceTensor x(*be, T, K, &xh), out(*be, T, N);
+    ASSERT_TRUE(be->matmul(out.t, x.t, be->upload_weight(view).value()).ok());
+    EXPECT_LT(nmse(out.get(), matmul_ref(xh, ref_w, nullptr, T)), 1e-11);
+  }
+}
+
 TEST(Matmul, RejectsMismatchedShapes) {
   auto be = backend();
   const StoredWeight w(std::vector<float>(12, 1.0f), DType::bf16, 3, 4);
@@ -158,6 +174,7 @@ TEST(RmsNorm, MatchesReferenceInPlaceAndFused) {
       for (std::size_t i = 0; i < sum.size(); ++i) sum[i] = xh[i] + dh[i];
       EXPECT_EQ(h.get(), sum);
       EXPECT_LT(nmse(out.get(), rms_ref(to_double(sum), w, T, 1e-6f)), 1e-12);
+      EXPECT_EQ(be->add_rms_norm(h.t, delta.t, h.t, wd, 1e-6f).code(), ErrorCode::invalid_argument);
     }
   }
 }
