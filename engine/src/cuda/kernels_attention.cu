@@ -63,7 +63,7 @@ attention_kernel(TO* __restrict__ out, float* __restrict__ partial, const TI* __
                  const TI* __restrict__ k, const TI* __restrict__ v, const int2* __restrict__ key_range, int n_q,
                  int H, int Hkv, int D, float scale, int rows_per_block, int key_lo_min, int key_hi_max,
                  int split_len, int n_splits) {
-  extern __shared__ float smem[];
+  extern __shared__ __align__(16) float smem[];
   const int G = H / Hkv;
   const int r0 = blockIdx.x * rows_per_block;
   const int kvh = blockIdx.y;
@@ -71,7 +71,8 @@ attention_kernel(TO* __restrict__ out, float* __restrict__ partial, const TI* __
   const int nr = min(rows_per_block, n_q - r0);
   const int R = nr * G;  // query vectors in this block: qv = r * G + hh
   const int Rmax = rows_per_block * G;
-  float* Qs = smem;                        // [R][D]
+  int2* rng = reinterpret_cast<int2*>(smem);  // [rows_per_block] first: int2 needs 8-byte alignment
+  float* Qs = smem + 2 * rows_per_block;   // [R][D]
   float* Acc = Qs + Rmax * D;              // [R][D]
   float* Ks = Acc + Rmax * D;              // [kTile][D + 1] (padded: lanes read different keys)
   float* Vs = Ks + kTile * (D + 1);        // [kTile][D]
@@ -79,7 +80,6 @@ attention_kernel(TO* __restrict__ out, float* __restrict__ partial, const TI* __
   float* M = S + Rmax * kTile;             // [R] running max
   float* L = M + Rmax;                     // [R] running sum
   float* Alpha = L + Rmax;                 // [R] rescale of this tile
-  int2* rng = reinterpret_cast<int2*>(Alpha + Rmax);  // [rows_per_block]
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, n_warps = blockDim.x >> 5;
   const std::int64_t q_stride = std::int64_t(H) * D, kv_stride = std::int64_t(Hkv) * D;

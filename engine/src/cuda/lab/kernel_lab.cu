@@ -1,1 +1,170 @@
-int main() { return 0; }
+// SPDX-License-Identifier: Apache-2.0
+// Kernel lab (not a test): batch-1 GEMV (kernels_gemv.cu) vs cuBLAS on Pixtral-12B decoder shapes, next to the
+// card's measured copy bandwidth and bf16 GEMM rate. Validates first (NMSE vs cuBLAS on the same random bf16
+// data, never zeros), then times: warm-up, CUDA events, median of `reps`, weights rotated across copies totalling
+// ≥ 4× L2 so no run reads from cache.
+// Usage: pixtral_cuda_lab [reps=50]
+// ref: llm.c dev/cuda/*.cu (validate-then-benchmark mains).
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+#include "cuda/kernels.cuh"
+
+using namespace pixtral;
+using namespace pixtral::cuda;
+
+#define LAB_CHECK(expr)                                                                         \
+  do {                                                                                          \
+    cudaError_t e_ = (expr);                                                                    \
+    if (e_ != cudaSuccess) {                                                                    \
+      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
+      std::exit(1);                                                                             \
+    }                                                                                           \
+  } while (0)
+#define LAB_STATUS(expr)                                                                        \
+  do {                                                                                          \
+    Status s_ = (expr);                                                                         \
+    if (!s_.ok()) {                                                                             \
+      std::fprintf(stderr, "%s:%d: %s\n", __FILE__, __LINE__, s_.message().c_str());             \
+      std::exit(1);                                                                             \
+    }                                                                                           \
+  } while (0)
+#define LAB_CUBLAS(expr)                                                                        \
+  do {                                                                                          \
+    cublasStatus_t s_ = (expr);                                                                 \
+    if (s_ != CUBLAS_STATUS_SUCCESS) {                                                          \
+      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #expr, cublas_status_name(s_)); \
+      std::exit(1);                                                                             \
+    }                                                                                           \
+  } while (0)
+
+__global__ void fill_random(bf16* p, std::size_t n, unsigned seed, float scale) {
+  for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < n; i += std::size_t(gridDim.x) * blockDim.x) {
+    unsigned h = unsigned(i) * 2654435761u ^ (seed * 0x9E3779B9u) ^ unsigned(i >> 32);
+    h ^= h >> 16; h *= 0x7feb352du; h ^= h >> 15; h *= 0x846ca68bu; h ^= h >> 16;
+    float u = (float(h & 0xffffff) / float(1 << 24)) * 2.f - 1.f;
+    if (fabsf(u) < 1.f / 64) u = u < 0 ? -1.f / 64 : 1.f / 64;  // never zero
+    p[i] = __float2bfloat16_rn(u * scale);
+  }
+}
+
+template <class F>
+float median_ms(cudaStream_t s, int reps, F&& f) {
+  cudaEvent_t a, b;
+  LAB_CHECK(cudaEventCreate(&a));
+  LAB_CHECK(cudaEventCreate(&b));
+  for (int i = 0; i < 5; ++i) f(i);  // warm-up
+  std::vector<float> t(reps);
+  for (int i = 0; i < reps; ++i) {
+    LAB_CHECK(cudaEventRecord(a, s));
+    f(i);
+    LAB_CHECK(cudaEventRecord(b, s));
+    LAB_CHECK(cudaEventSynchronize(b));
+    LAB_CHECK(cudaEventElapsedTime(&t[i], a, b));
+  }
+  LAB_CHECK(cudaEventDestroy(a));
+  LAB_CHECK(cudaEventDestroy(b));
+  std::sort(t.begin(), t.end());
+  return t[reps / 2];
+}
+
+int main(int argc, char** argv) {
+  const int reps = argc > 1 ? std::max(3, std::atoi(argv[1])) : 50;
+  cudaDeviceProp prop{};
+  LAB_CHECK(cudaGetDeviceProperties(&prop, 0));
+  cudaStream_t s;
+  LAB_CHECK(cudaStreamCreate(&s));
+  cublasHandle_t h;
+  LAB_CUBLAS(cublasCreate(&h));
+  LAB_CUBLAS(cublasSetStream(h, s));
+  std::printf("device: %s, %d SMs, L2 %d MiB\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20);
+
+  // Ceiling 1: device-to-device copy of 2 GiB, bytes read + written.
+  const std::size_t copy_bytes = std::size_t(2) << 30;
+  void *c0, *c1;
+  LAB_CHECK(cudaMalloc(&c0, copy_bytes));
+  LAB_CHECK(cudaMalloc(&c1, copy_bytes));
+  fill_random<<<1024, 256, 0, s>>>(static_cast<bf16*>(c0), copy_bytes / 2, 1, 1.f);
+  const float copy_ms = median_ms(s, 10, [&](int) {
+    LAB_CHECK(cudaMemcpyAsync(c1, c0, copy_bytes, cudaMemcpyDeviceToDevice, s));
+  });
+  const double copy_bw = 2.0 * copy_bytes / (copy_ms * 1e-3);
+  std::printf("copy bandwidth: %.0f GB/s (read + write, 2 GiB, median of 10)\n", copy_bw / 1e9);
+  LAB_CHECK(cudaFree(c1));
+
+  // Ceiling 2: 8192^3 bf16 GEMM through cuBLAS on random data (reuses the copy buffer).
+  {
+    const int n = 8192;
+    bf16* A = static_cast<bf16*>(c0);
+    bf16* B = A + std::size_t(n) * n;
+    bf16* C = B + std::size_t(n) * n;
+    fill_random<<<1024, 256, 0, s>>>(A, std::size_t(3) * n * n, 2, 1.f);
+    const float alpha = 1.f, beta = 0.f;
+    const float ms = median_ms(s, 10, [&](int) {
+      LAB_CUBLAS(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, n, n, n, &alpha, A, CUDA_R_16BF, n, B, CUDA_R_16BF, n,
+                              &beta, C, CUDA_R_16BF, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    });
+    std::printf("bf16 GEMM 8192^3 (cuBLAS): %.0f TFLOP/s\n", 2.0 * n * n * double(n) / (ms * 1e-3) / 1e12);
+  }
+  LAB_CHECK(cudaFree(c0));
+
+  struct Shape { const char* name; int K, N; };
+  const Shape shapes[] = {
+      {"wq+wk+wv (fused QKV)", 5120, 4096 + 2048}, {"wq", 5120, 4096},      {"wo", 4096, 5120},
+      {"w1+w3 (fused gate+up)", 5120, 2 * 14336},  {"w2", 14336, 5120},     {"output (lm_head)", 5120, 131072},
+  };
+  std::printf("\n%-24s %8s %10s %8s %7s %10s %8s %7s %10s\n", "GEMV T=1 bf16", "MB", "ours us", "GB/s", "%copy",
+              "cuBLAS us", "GB/s", "%copy", "NMSE");
+  for (const auto& sh : shapes) {
+    const std::size_t wbytes = std::size_t(sh.K) * sh.N * 2;
+    const int copies = int(std::max<std::size_t>(2, (std::size_t(4) * prop.l2CacheSize + wbytes - 1) / wbytes));
+    std::vector<bf16*> W(copies);
+    for (int i = 0; i < copies; ++i) {
+      LAB_CHECK(cudaMalloc(&W[i], wbytes));
+      fill_random<<<1024, 256, 0, s>>>(W[i], wbytes / 2, 10 + i, 1.f / 64);
+    }
+    bf16 *x, *y0, *y1;
+    LAB_CHECK(cudaMalloc(&x, sh.K * 2));
+    LAB_CHECK(cudaMalloc(&y0, sh.N * 2));
+    LAB_CHECK(cudaMalloc(&y1, sh.N * 2));
+    fill_random<<<64, 256, 0, s>>>(x, sh.K, 3, 1.f);
+    const float alpha = 1.f, beta = 0.f;
+    auto ours = [&](int i) {
+      LAB_STATUS(launch_gemv(y0, DType::bf16, x, DType::bf16, W[i % copies], nullptr, 1, sh.N, sh.K, s));
+    };
+    auto ref = [&](int i) {
+      LAB_CUBLAS(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, sh.N, 1, sh.K, &alpha, W[i % copies], CUDA_R_16BF, sh.K,
+                              x, CUDA_R_16BF, sh.K, &beta, y1, CUDA_R_16BF, sh.N, CUBLAS_COMPUTE_32F,
+                              CUBLAS_GEMM_DEFAULT));
+    };
+    // validate on copy 0
+    ours(0);
+    ref(0);
+    std::vector<std::uint16_t> a(sh.N), b(sh.N);
+    LAB_CHECK(cudaMemcpyAsync(a.data(), y0, sh.N * 2, cudaMemcpyDeviceToHost, s));
+    LAB_CHECK(cudaMemcpyAsync(b.data(), y1, sh.N * 2, cudaMemcpyDeviceToHost, s));
+    LAB_CHECK(cudaStreamSynchronize(s));
+    double num = 0, den = 0;
+    for (int i = 0; i < sh.N; ++i) {
+      const double fa = bf16_to_f32(a[i]), fb = bf16_to_f32(b[i]);
+      num += (fa - fb) * (fa - fb);
+      den += fb * fb;
+    }
+    const double nmse = den > 0 ? num / den : 1e9;
+    const float t_ours = median_ms(s, reps, ours), t_ref = median_ms(s, reps, ref);
+    const double bytes = double(wbytes) + sh.K * 2 + sh.N * 2;
+    const double bw_o = bytes / (t_ours * 1e-3), bw_r = bytes / (t_ref * 1e-3);
+    std::printf("%-24s %8.1f %10.1f %8.0f %6.1f%% %10.1f %8.0f %6.1f%% %10.2e%s\n", sh.name, bytes / 1e6,
+                t_ours * 1e3, bw_o / 1e9, 100 * bw_o / copy_bw, t_ref * 1e3, bw_r / 1e9, 100 * bw_r / copy_bw, nmse,
+                nmse > 1e-4 ? "  <-- MISMATCH" : "");
+    for (auto* p : W) LAB_CHECK(cudaFree(p));
+    LAB_CHECK(cudaFree(x));
+    LAB_CHECK(cudaFree(y0));
+    LAB_CHECK(cudaFree(y1));
+  }
+  LAB_CHECK(cudaGetLastError());
+  cublasDestroy(h);
+  return 0;
+}
