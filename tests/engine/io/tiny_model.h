@@ -77,14 +77,17 @@ inline json tiny_hf_config_json(const TinySpec& s) {
                 {"hidden_act", "silu"}}}};
 }
 
-/// Every tensor of the tiny model under its Mistral-native name, in the spec §1.4 order, random values.
-inline std::vector<StTensor> tiny_tensors(const TinySpec& s, unsigned seed = 1) {
-  std::mt19937 rng(seed);
-  std::vector<StTensor> t;
-  auto add = [&](const std::string& name, std::vector<std::int64_t> shape) {
-    t.push_back(random_tensor(name, s.dtype, std::move(shape), rng));
-  };
-  const int q = s.n_heads * s.head_dim, kv = s.n_kv_heads * s.head_dim;
+struct NamedShape {
+  std::string name;
+  std::vector<std::int64_t> shape;
+};
+
+/// Every tensor of the model under its Mistral-native name with its shape, in the spec §1.4 order
+/// (written out here independently of the library's list).
+inline std::vector<NamedShape> model_shapes(const TinySpec& s) {
+  std::vector<NamedShape> t;
+  auto add = [&](const std::string& name, std::vector<std::int64_t> shape) { t.push_back({name, std::move(shape)}); };
+  const std::int64_t q = std::int64_t(s.n_heads) * s.head_dim, kv = std::int64_t(s.n_kv_heads) * s.head_dim;
   add("tok_embeddings.weight", {s.vocab, s.dim});
   for (int i = 0; i < s.n_layers; ++i) {
     const std::string p = "layers." + std::to_string(i) + ".";
@@ -115,6 +118,14 @@ inline std::vector<StTensor> tiny_tensors(const TinySpec& s, unsigned seed = 1) 
   if (s.adapter_bias) add("vision_language_adapter.w_in.bias", {s.dim});
   add("vision_language_adapter.w_out.weight", {s.dim, s.dim});
   if (s.adapter_bias) add("vision_language_adapter.w_out.bias", {s.dim});
+  return t;
+}
+
+/// Every tensor of the tiny model with random values in `s.dtype`.
+inline std::vector<StTensor> tiny_tensors(const TinySpec& s, unsigned seed = 1) {
+  std::mt19937 rng(seed);
+  std::vector<StTensor> t;
+  for (auto& ns : model_shapes(s)) t.push_back(random_tensor(ns.name, s.dtype, ns.shape, rng));
   return t;
 }
 
