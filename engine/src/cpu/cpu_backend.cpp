@@ -6,10 +6,24 @@
 #include <new>
 #include <thread>
 
+#include <unistd.h>
+
 #include "cpu/cpu_backend.h"
 #include "cpu/cpu_simd.h"
 
 namespace pixtral::cpu {
+
+std::int64_t physical_memory_bytes() {
+#if defined(_SC_PHYS_PAGES) && defined(_SC_PAGESIZE)
+  static const std::int64_t bytes = [] {
+    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    return pages > 0 && page > 0 ? std::int64_t(pages) * page : std::int64_t(0);
+  }();
+  return bytes;
+#else
+  return 0;
+#endif
+}
 
 // ---- embed, matmul ------------------------------------------------------------------------------------------
 

@@ -47,6 +47,9 @@ inline Status need_same(std::string_view op, const Tensor& a, std::string_view a
     return bad(op, std::string(an) + " " + shape(a) + " and " + std::string(bn) + " " + shape(b) + " differ");
   return Status::success();
 }
+/// Installed physical memory in bytes (0 if unknown). A single tensor larger than this is refused up front.
+std::int64_t physical_memory_bytes();
+
 inline float* fp(const Tensor& t) { return static_cast<float*>(t.data); }
 
 class CpuBackend final : public Backend {
@@ -70,6 +73,11 @@ class CpuBackend final : public Backend {
                                                   std::to_string(rows) + ", " + std::to_string(cols) + "]: too large");
     Tensor t{nullptr, rows, cols, dtype};
     if (bytes == 0) return t;
+    if (const std::int64_t ram = physical_memory_bytes(); ram > 0 && bytes > ram)
+      return Status(ErrorCode::out_of_memory, "cpu: " + std::string(what) + " [" + std::to_string(rows) + ", " +
+                                                  std::to_string(cols) + "] f32 needs " + std::to_string(bytes >> 20) +
+                                                  " MiB, more than this machine's " + std::to_string(ram >> 20) +
+                                                  " MiB of memory");
     // Not zeroed: a KV cache of several GB is only touched (committed) as it fills.
     t.data = ::operator new(std::size_t(bytes), kAlign, std::nothrow);
     if (!t.data)

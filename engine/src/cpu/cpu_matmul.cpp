@@ -119,14 +119,18 @@ PIXTRAL_TARGET_AVX2 void gemv_range_avx2(const MatmulArgs& a, const float* bias,
 #endif
 
 // ---- blocked fallback: out[tt, nn] (row stride N) = x[tt, K] · wt[nn, K]ᵀ, 2×4 register blocks ---------------
+// Lane sums → the canonical tail and bias. (A free always-inline function, not a lambda: a lambda would be an
+// out-of-line call at -O0 and pass a 32-byte vector across differently targeted functions.)
+PIXTRAL_INLINE void dot_finish(const v8f& c, const float* xr, const float* wr, std::int64_t K8, std::int64_t K,
+                               const float* bias, std::int64_t j, float* o) {
+  float s = hsum8(c);
+  for (std::int64_t k = K8; k < K; ++k) s += xr[k] * wr[k];
+  *o = bias ? s + bias[j] : s;
+}
+
 PIXTRAL_INLINE void gemm_tile_body(const float* x, std::int64_t tt, const float* wt, std::int64_t nn, std::int64_t K,
                                    float* out, std::int64_t N, const float* bias) {
   const std::int64_t K8 = K & ~std::int64_t(7);
-  auto finish = [&](v8f c, const float* xr, const float* wr, float* o, std::int64_t j) {
-    float s = hsum8(c);
-    for (std::int64_t k = K8; k < K; ++k) s += xr[k] * wr[k];
-    *o = bias ? s + bias[j] : s;
-  };
   std::int64_t t = 0;
   for (; t + 2 <= tt; t += 2) {
     const float* x0 = x + t * K;
@@ -152,10 +156,14 @@ PIXTRAL_INLINE void gemm_tile_body(const float* x, std::int64_t tt, const float*
       }
       float* o0 = out + t * N + j;
       float* o1 = o0 + N;
-      finish(c00, x0, w0, o0, j), finish(c01, x0, w0 + K, o0 + 1, j + 1);
-      finish(c02, x0, w0 + 2 * K, o0 + 2, j + 2), finish(c03, x0, w0 + 3 * K, o0 + 3, j + 3);
-      finish(c10, x1, w0, o1, j), finish(c11, x1, w0 + K, o1 + 1, j + 1);
-      finish(c12, x1, w0 + 2 * K, o1 + 2, j + 2), finish(c13, x1, w0 + 3 * K, o1 + 3, j + 3);
+      dot_finish(c00, x0, w0, K8, K, bias, j, o0);
+      dot_finish(c01, x0, w0 + K, K8, K, bias, j + 1, o0 + 1);
+      dot_finish(c02, x0, w0 + 2 * K, K8, K, bias, j + 2, o0 + 2);
+      dot_finish(c03, x0, w0 + 3 * K, K8, K, bias, j + 3, o0 + 3);
+      dot_finish(c10, x1, w0, K8, K, bias, j, o1);
+      dot_finish(c11, x1, w0 + K, K8, K, bias, j + 1, o1 + 1);
+      dot_finish(c12, x1, w0 + 2 * K, K8, K, bias, j + 2, o1 + 2);
+      dot_finish(c13, x1, w0 + 3 * K, K8, K, bias, j + 3, o1 + 3);
     }
     for (; j < nn; ++j) {
       const float* wr = wt + j * K;
@@ -165,8 +173,8 @@ PIXTRAL_INLINE void gemm_tile_body(const float* x, std::int64_t tt, const float*
         c0 += load8(x0 + k) * b;
         c1 += load8(x1 + k) * b;
       }
-      finish(c0, x0, wr, out + t * N + j, j);
-      finish(c1, x1, wr, out + (t + 1) * N + j, j);
+      dot_finish(c0, x0, wr, K8, K, bias, j, out + t * N + j);
+      dot_finish(c1, x1, wr, K8, K, bias, j, out + (t + 1) * N + j);
     }
   }
   for (; t < tt; ++t) {
@@ -175,10 +183,11 @@ PIXTRAL_INLINE void gemm_tile_body(const float* x, std::int64_t tt, const float*
       const float* wr = wt + j * K;
       v8f c = {};
       for (std::int64_t k = 0; k < K8; k += 8) c += load8(x0 + k) * load8(wr + k);
-      finish(c, x0, wr, out + t * N + j, j);
+      dot_finish(c, x0, wr, K8, K, bias, j, out + t * N + j);
     }
   }
 }
+
 void gemm_tile_generic(const float* x, std::int64_t tt, const float* wt, std::int64_t nn, std::int64_t K, float* out,
                        std::int64_t N, const float* bias) {
   gemm_tile_body(x, tt, wt, nn, K, out, N, bias);
