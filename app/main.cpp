@@ -1,19 +1,39 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
-// Quire's composition root: headless commands (--version, ask, serve) run without a display (no QApplication);
-// everything else starts the GUI.
+// Quire's composition root, the only file that sees both ui/ and app/. Headless commands (--version, --help;
+// later `ask` and `serve` in app/cli/) run before any QApplication exists, so they need no display.
+// Everything else starts the GUI — or hands the files to a Quire already running for this user.
+#include "cli/command_line.h"
+#include "instance/single_instance.h"
+#include "main_window.h"
+#include "theme.h"
+
 #include <QApplication>
-#include <QCoreApplication>
-#include <cstdio>
-#include <cstring>
 
 int main(int argc, char** argv) {
-  for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--version") == 0) {
-      std::printf("quire %s\n", QUIRE_VERSION);
-      return 0;
-    }
-  }
+  const quire::CommandLine cl = quire::parseCommandLine(argc, argv);
+  if (cl.mode != quire::CommandLine::Mode::Gui) return quire::runHeadless(cl);
+
   QApplication app(argc, argv);
   QApplication::setApplicationName(QStringLiteral("Quire"));
-  return 0;
+  QApplication::setOrganizationName(QStringLiteral("Quire"));
+  QApplication::setApplicationVersion(QStringLiteral(QUIRE_VERSION));
+  QApplication::setDesktopFileName(QStringLiteral("quire"));
+
+  quire::SingleInstance instance;
+  if (!cl.newInstance) {
+    if (instance.sendToRunning(cl.files)) return 0;  // the running Quire opens them
+    instance.listen();
+  }
+
+  quire::applyTheme(quire::savedTheme());
+  quire::MainWindow window;
+  QObject::connect(&instance, &quire::SingleInstance::filesReceived, &window, [&window](const QStringList& files) {
+    window.openFiles(files);
+    window.show();
+    window.raise();
+    window.activateWindow();
+  });
+  window.show();
+  window.openFiles(cl.files);
+  return app.exec();
 }

@@ -1,1 +1,0 @@
-namespace quire_ui_placeholder {}
