@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <fstream>
 #include <set>
 
@@ -95,7 +96,7 @@ TEST(ModelFixtures, ModelInfoMatchesFiles) {
     for (const char* layout : kLayouts) {
       SCOPED_TRACE(c.model + "/" + layout);
       auto model = fixture::load_model(c.model_dir / layout);
-      ASSERT_TRUE(model);
+      if (!model) continue;  // load_model reported the failure
       const auto& info = model->info();
       EXPECT_EQ(info.layout, std::string(layout) == "native" ? "mistral" : "hf");
       EXPECT_EQ(info.weight_dtype, c.dtype);
@@ -123,7 +124,7 @@ TEST(ModelFixtures, PromptTokensMatchReference) {
     for (const char* layout : kLayouts) {
       SCOPED_TRACE(c.id() + " [" + layout + "]");
       auto model = fixture::load_model(c.model_dir / layout);
-      ASSERT_TRUE(model);
+      if (!model) continue;  // load_model reported the failure
       auto session = model->create_session();
       ASSERT_TRUE(session.ok()) << session.status().to_string();
       auto prompt = (*session)->build_prompt(*msgs);
@@ -153,7 +154,7 @@ TEST(ModelFixtures, GreedyTokensAndLogitsMatchTransformersFloat64) {
     for (const char* layout : kLayouts) {
       SCOPED_TRACE(c.id() + " [" + layout + "]");
       auto model = fixture::load_model(c.model_dir / layout);
-      ASSERT_TRUE(model);
+      if (!model) continue;  // load_model reported the failure
       auto session = model->create_session();
       ASSERT_TRUE(session.ok()) << session.status().to_string();
       auto run = fixture::run_greedy(**session, *msgs, c.json.value("max_tokens", 32));
@@ -163,14 +164,18 @@ TEST(ModelFixtures, GreedyTokensAndLogitsMatchTransformersFloat64) {
       EXPECT_EQ(gen.tokens, c.greedy_tokens);
       EXPECT_STREQ(pixtral::finish_reason_name(gen.finish), c.finish_reason.c_str());
       ASSERT_EQ(run->logits.size(), gen.tokens.size()) << "one logits row per generated token";
+      double worst = 0;
       for (int i = 0; i < c.logits_rows && i < int(run->logits.size()); ++i) {
         ASSERT_EQ(run->logits[i].size(), std::size_t(c.vocab)) << "row " << i;
         const double e = fixture::rel_l2(run->logits[i], c.logits_row(i));
+        worst = std::max(worst, e);
         EXPECT_LT(e, kLogitsTol) << "logits row " << i << " (position " << c.prompt_tokens.size() + i << ")";
       }
+      std::printf("[   info   ] %-22s %-6s prompt %5zu  max rel err %.2e\n", c.id().c_str(), layout,
+                  c.prompt_tokens.size(), worst);
       runs.push_back(std::move(run.value()));
     }
-    ASSERT_EQ(runs.size(), 2u);
+    if (runs.size() != 2) continue;  // a layout failed above
     EXPECT_EQ(runs[0].gen.tokens, runs[1].gen.tokens) << c.id() << ": native and HF layouts disagree";
     for (std::size_t i = 0; i < std::min(runs[0].logits.size(), runs[1].logits.size()); ++i)
       EXPECT_LT(fixture::rel_l2(runs[1].logits[i], runs[0].logits[i]), kLayoutTol) << c.id() << " row " << i;
