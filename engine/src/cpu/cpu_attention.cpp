@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 // attention: out = softmax(q kᵀ · scale + mask) v per head, GQA, causal (with q_offset) or block-diagonal segments.
-// Work items are (head, block of kQBlock queries), fixed by the shapes; in an item the scores of 4 queries are
-// computed together against each key (each score with the canonical dot order of cpu_simd.h), the softmax is
-// fp32 with max subtraction (exp in fp32, the normaliser summed in double), and the output accumulates
-// p_j · v_j in fp32 in key order. Deterministic for any thread count.
+// Work items are (head, block of kQBlock queries), fixed by the shapes. Scores S = q kᵀ · scale of the block
+// against the union of its queries' key ranges; the softmax is fp32 with max subtraction over each query's own
+// keys (exp in fp32, the normaliser summed in double; masked keys get p = 0); then out = P v / Σp. The two
+// products run through OpenBLAS sgemm (single-threaded per item) or, without BLAS, an in-house kernel (scores 4
+// queries at a time with the canonical dot order of cpu_simd.h; p_j · v_j accumulated in fp32 in key order).
+// Deterministic for any thread count.
 // ref: mistral_inference/transformer_layers.py Attention (xformers memory_efficient_attention); the block-diagonal
 // mask of spec §6.4 (vLLM BlockDiagonalMask).
 #include <algorithm>
@@ -11,6 +13,10 @@
 
 #include "cpu/cpu_kernels.h"
 #include "cpu/cpu_simd.h"
+
+#if defined(PIXTRAL_HAVE_BLAS)
+#include <cblas.h>
+#endif
 
 namespace pixtral::cpu {
 
@@ -100,6 +106,47 @@ PIXTRAL_INLINE void attend_block(const AttnPlan& p, int h, std::int64_t i0, std:
   }
 }
 
+#if defined(PIXTRAL_HAVE_BLAS)
+// The same item through sgemm: S[nq, jb:je] = scale · Q Kᵀ, softmax per row, O[nq, D] = P V, then 1/Σp.
+void attend_block_blas(const AttnPlan& p, int h, std::int64_t i0, std::int64_t i1, float* scores, float* acc) {
+  const AttentionArgs& a = *p.a;
+  const std::int64_t D = a.head_dim, Tk = a.Tk, nq = i1 - i0;
+  const std::int64_t kvh = h / p.group;
+  std::int64_t jb = Tk, je = 0;
+  for (std::int64_t i = i0; i < i1; ++i) {
+    const KeyRange kr = key_range(p, i);
+    jb = std::min(jb, kr.begin), je = std::max(je, kr.end);
+  }
+  const std::int64_t nk = je - jb;
+  const float* q = a.q + i0 * p.q_stride + std::int64_t(h) * D;
+  const float* k = a.k + jb * p.kv_stride + kvh * D;
+  const float* v = a.v + jb * p.kv_stride + kvh * D;
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(nq), int(nk), int(D), a.scale, q, int(p.q_stride), k,
+              int(p.kv_stride), 0.0f, scores, int(nk));
+  double sums[kQBlock];
+  for (std::int64_t r = 0; r < nq; ++r) {
+    float* s = scores + r * nk;
+    const KeyRange kr = key_range(p, i0 + r);
+    float mx = -INFINITY;
+    for (std::int64_t j = kr.begin; j < kr.end; ++j) mx = std::max(mx, s[j - jb]);
+    double sum = 0;
+    for (std::int64_t j = jb; j < je; ++j) {
+      const bool in = j >= kr.begin && j < kr.end;
+      s[j - jb] = in ? std::exp(s[j - jb] - mx) : 0.0f;
+      sum += s[j - jb];
+    }
+    sums[r] = sum;
+  }
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(nq), int(D), int(nk), 1.0f, scores, int(nk), v,
+              int(p.kv_stride), 0.0f, acc, int(D));
+  for (std::int64_t r = 0; r < nq; ++r) {
+    const float inv = sums[r] > 0 ? float(1.0 / sums[r]) : 0.0f;
+    float* dst = a.out + (i0 + r) * p.q_stride + std::int64_t(h) * D;
+    for (std::int64_t d = 0; d < D; ++d) dst[d] = acc[r * D + d] * inv;
+  }
+}
+#endif
+
 PIXTRAL_INLINE void attend_items(const AttnPlan& p, std::int64_t it0, std::int64_t it1, float* scratch) {
   const AttentionArgs& a = *p.a;
   float* scores = scratch;
@@ -145,9 +192,20 @@ Status attention(ThreadPool& pool, Workspace& ws, const AttentionArgs& a) {
   const std::int64_t n_items = std::int64_t(a.n_heads) * p.n_qblocks;
   const std::int64_t work = kQBlock * std::max<std::int64_t>(1, a.Tk) * a.head_dim;
   const std::int64_t grain = std::max<std::int64_t>(1, 32768 / work);
-  const bool avx2 = have_avx2();
+  const bool avx2 = have_avx2(), use_blas = blas_enabled();
   pool.parallel_for(n_items, grain, [&](std::int64_t it0, std::int64_t it1, int worker) {
     float* scratch = ws.per_worker[std::size_t(worker)].data();
+#if defined(PIXTRAL_HAVE_BLAS)
+    if (use_blas) {
+      for (std::int64_t it = it0; it < it1; ++it) {
+        const int h = int(it / p.n_qblocks);
+        const std::int64_t i0 = (it % p.n_qblocks) * kQBlock, i1 = std::min(a.Tq, i0 + kQBlock);
+        attend_block_blas(p, h, i0, i1, scratch, scratch + kQBlock * a.Tk);
+      }
+      return;
+    }
+#endif
+    (void)use_blas;
 #if PIXTRAL_X86_DISPATCH
     if (avx2) return attend_avx2(p, it0, it1, scratch);
 #endif

@@ -47,12 +47,15 @@ inline constexpr std::int64_t kSmallT = 8;
 /// Use BLAS for prefill tiles (default when built with it) or the in-house blocked kernel (tests, and the
 /// environment variable PIXTRAL_CPU_NO_BLAS=1). Returns false when asked for BLAS in a build without it.
 bool set_blas_enabled(bool on);
+bool blas_enabled();
 
 /// Configure BLAS for our use (single-threaded calls; we parallelise over tiles). Returns a description
 /// ("OpenBLAS 0.3.21" or "no BLAS").
 std::string blas_init();
 
-/// Attention (see ops::AttentionParams): q [Tq, H*D], k/v [Tk, Hkv*D], out [Tq, H*D].
+/// Attention (see ops::AttentionParams): q [Tq, H*D], k/v [Tk, Hkv*D], out [Tq, H*D]. With BLAS, the two
+/// products of each (head, query block) item go through sgemm (single-threaded, fixed shapes); without, through
+/// the in-house kernel. Either way deterministic.
 struct AttentionArgs {
   float* out = nullptr;
   const float* q = nullptr;

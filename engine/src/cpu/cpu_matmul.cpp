@@ -307,6 +307,8 @@ Status matmul(ThreadPool& pool, Workspace& ws, const MatmulArgs& a) {
   return Status::success();
 }
 
+bool blas_enabled() { return g_use_blas.load(std::memory_order_relaxed); }
+
 bool set_blas_enabled(bool on) {
 #if defined(PIXTRAL_HAVE_BLAS)
   g_use_blas = on;

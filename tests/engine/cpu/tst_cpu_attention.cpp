@@ -7,6 +7,7 @@
 #include <cmath>
 #include <numeric>
 
+#include "cpu/cpu_kernels.h"
 #include "cpu_test_util.h"
 
 namespace pixtral::test {
@@ -87,9 +88,13 @@ class AttentionTest : public ::testing::TestWithParam<AttnCase> {};
 
 TEST_P(AttentionTest, MatchesDoubleReference) {
   auto be = ops::make_cpu_backend(3);
-  const AttnRun r = run_attention(*be, GetParam(), 42);
-  // fp32 dots over D and fp32 softmax/accumulation over ≤ 300 keys.
-  EXPECT_LT(nmse(r.out, r.ref), 1e-11);
+  for (bool blas : {true, false}) {  // sgemm products (when built with OpenBLAS) and the in-house kernel
+    if (!cpu::set_blas_enabled(blas)) continue;
+    const AttnRun r = run_attention(*be, GetParam(), 42);
+    // fp32 dots over D and fp32 softmax/accumulation over ≤ 300 keys.
+    EXPECT_LT(nmse(r.out, r.ref), 1e-11) << (blas ? "blas" : "in-house kernel");
+  }
+  cpu::set_blas_enabled(true);
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -106,11 +111,15 @@ INSTANTIATE_TEST_SUITE_P(
 
 TEST(AttentionDeterminism, OneAndFourThreadsBitIdentical) {
   auto be1 = ops::make_cpu_backend(1), be4 = ops::make_cpu_backend(4);
-  for (const AttnCase& c : {AttnCase{100, 130, 8, 2, 64, true, 30, {}}, AttnCase{90, 90, 4, 4, 32, false, 0, {40, 50}}}) {
-    const auto a = run_attention(*be1, c, 5).out, b = run_attention(*be4, c, 5).out;
-    ASSERT_EQ(a.size(), b.size());
-    EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * 4));
+  for (bool blas : {true, false}) {
+    if (!cpu::set_blas_enabled(blas)) continue;
+    for (const AttnCase& c : {AttnCase{100, 130, 8, 2, 64, true, 30, {}}, AttnCase{90, 90, 4, 4, 32, false, 0, {40, 50}}}) {
+      const auto a = run_attention(*be1, c, 5).out, b = run_attention(*be4, c, 5).out;
+      ASSERT_EQ(a.size(), b.size());
+      EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * 4)) << (blas ? "blas" : "in-house kernel");
+    }
   }
+  cpu::set_blas_enabled(true);
 }
 
 TEST(Attention, RejectsBadShapes) {
