@@ -281,7 +281,10 @@ Status read_rope(Obj& o, const std::string& label, const std::string& prefix, fl
     Obj r(rp, label, prefix + "rope_parameters.");
     std::string type;
     PIXTRAL_RETURN_IF_ERROR(r.get_string("rope_type", type, "default"));
-    if (type != "default") return r.unsupported("rope_type", "only the default RoPE is supported");
+    // transformers ≥ 5 writes rope_type "axial" for Pixtral's 2-D vision RoPE (the same math as the default).
+    const bool vision = prefix.rfind("vision_config", 0) == 0;
+    if (type != "default" && !(vision && type == "axial"))
+      return r.unsupported("rope_type", "only the default RoPE is supported");
     r.known({"type"});
     if (r.has("rope_theta")) {
       PIXTRAL_RETURN_IF_ERROR(r.get_float("rope_theta", theta, std::nullopt));
