@@ -4,6 +4,7 @@
 // image-first rule, exact assistant ids, trailing-space strip) and the errors.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <initializer_list>
 
 #include "pixtral/tokenizer.h"
@@ -274,4 +275,36 @@ TEST(PromptV3, Errors) {
   EXPECT_EQ(s.message(), "grid says no");
   EXPECT_EQ(build_error({user({I(8, 8), T("q")})}).code(), ErrorCode::invalid_argument);  // 0×0 patches
   EXPECT_EQ(build_error({user({I(), T("q")})}, ImageGridFn{}).code(), ErrorCode::invalid_argument);
+}
+
+// ---- opt-in: the real tekken_240911.json (spec §2.7, §3.3 vectors from mistral-common's own tests) ----
+
+TEST(PromptV3, RealTekkenVectors) {
+  const char* path = std::getenv("QUIRE_REAL_TEKKEN");
+  if (!path) GTEST_SKIP() << "set QUIRE_REAL_TEKKEN=/path/to/Pixtral-12B-2409/tekken.json to check the real file";
+  auto loaded = Tokenizer::load(path);
+  ASSERT_TRUE(loaded.ok()) << loaded.status().to_string();
+  const Tokenizer& real = *loaded;
+  if (!real.encode("a").ok()) GTEST_SKIP() << "engine built without PCRE2";
+  auto e = [&](std::string_view s) { return *real.encode(s); };
+  // spec §2.7
+  EXPECT_EQ(e("a"), Ids({1097}));
+  EXPECT_EQ(e("A B"), Ids({1065, 1398}));
+  EXPECT_EQ(e("\n\n"), Ids({1267}));
+  EXPECT_EQ(e("SYSTEM"), Ids({101289, 58343}));
+  EXPECT_EQ(real.vocab_size(), 131072);
+  // spec §3.3 table (test image of 2×2 patches)
+  auto b = [&](const std::vector<Message>& m) {
+    auto r = build_prompt_v3(real, m, [](const Image&) -> Result<std::pair<int, int>> { return std::pair{2, 2}; });
+    EXPECT_TRUE(r.ok()) << r.status().to_string();
+    return r.ok() ? r->tokens : Ids{};
+  };
+  EXPECT_EQ(b({user({T("a"), I()})}), cat({{1, 3}, IMG(), {1097, 4}}));
+  EXPECT_EQ(b({S("A B"), user({T("C"), I()})}), cat({{1, 3, 1065, 1398, 1267}, IMG(), {1067, 4}}));
+  EXPECT_EQ(b({S("A B"), user({I(), T("C")})}), cat({{1, 3, 1065, 1398, 1267}, IMG(), {1067, 4}}));
+  EXPECT_EQ(b({S("A B"), user({I(), I(), T("C")}), A("D"), user({I(), T("E"), I()})}),
+            cat({{1, 3}, IMG(), IMG(), {1067, 4, 1068, 2, 3, 1065, 1398, 1267}, IMG(), {1069}, IMG(), {4}}));
+  EXPECT_EQ(b({user({T("A"), I(), T("B"), T("C"), I(), T("D"), T("E")})}),
+            cat({{1, 3, 1065}, IMG(), {1066, 1267, 1067}, IMG(), {1068, 1267, 1069, 4}}));
+  EXPECT_EQ(b({U("a"), A("b"), S("SYSTEM"), U("c")}), Ids({1, 3, 1097, 4, 1098, 2, 3, 101289, 58343, 1267, 1099, 4}));
 }
