@@ -309,7 +309,9 @@ Status parse_hf_text(const json& j, const std::string& label, ModelConfig& c) {
   PIXTRAL_RETURN_IF_ERROR(o.get_int("intermediate_size", c.hidden_dim, 14336));
   PIXTRAL_RETURN_IF_ERROR(o.get_int("num_hidden_layers", c.n_layers, 32));
   PIXTRAL_RETURN_IF_ERROR(o.get_int("num_attention_heads", c.n_heads, 32));
-  PIXTRAL_RETURN_IF_ERROR(o.get_int("num_key_value_heads", c.n_kv_heads, 8));
+  // Absent: the class default 8; an explicit null means "same as num_attention_heads" (MistralConfig.__post_init__).
+  const bool kv_null = j.contains("num_key_value_heads") && j.at("num_key_value_heads").is_null();
+  PIXTRAL_RETURN_IF_ERROR(o.get_int("num_key_value_heads", c.n_kv_heads, kv_null ? c.n_heads : 8));
   if (!o.has("head_dim") && c.dim % c.n_heads != 0)
     return Status(ErrorCode::format, label + ": text_config.head_dim is absent and hidden_size " +
                                          std::to_string(c.dim) + " is not divisible by num_attention_heads " +

@@ -242,6 +242,10 @@ TEST(HfConfigJson, AbsentKeysTakeClassDefaults) {
   EXPECT_EQ(r->vocab_size, 32000);
   EXPECT_EQ(r->n_kv_heads, 8);
   EXPECT_EQ(r->head_dim, 5120 / 32);
+  c["text_config"]["num_key_value_heads"] = nullptr;  // explicit null: as many KV heads as query heads
+  auto mha = parse_hf_config_json(c.dump(), "config.json");
+  ASSERT_TRUE(mha.ok()) << mha.status().to_string();
+  EXPECT_EQ(mha->n_kv_heads, 32);
 }
 
 TEST(HfConfigJson, VisionActivationWarnsButStaysSilu) {
