@@ -34,9 +34,11 @@ int main(int argc, char** argv) {
       for (int r = 0; r < reps; ++r)
         if (!be->matmul(out, xt, wd).ok()) return 1;
       const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / reps;
-      std::printf("%s  T=%-4lld K=%lld N=%lld bf16: %8.2f ms  %7.1f GFLOP/s  (%.1f GB/s of weights)\n",
-                  be->device_name().c_str(), (long long)rows, (long long)K, (long long)N, s * 1e3,
-                  2.0 * double(rows) * double(K) * double(N) / s * 1e-9, double(N * K * 2) / s * 1e-9);
+      std::printf("%s  T=%-4lld K=%lld N=%lld bf16: %8.2f ms  %7.1f GFLOP/s", be->device_name().c_str(),
+                  (long long)rows, (long long)K, (long long)N, s * 1e3,
+                  2.0 * double(rows) * double(K) * double(N) / s * 1e-9);
+      if (rows == 1) std::printf("  (%.1f GB/s of bf16 weights)", double(N * K * 2) / s * 1e-9);  // decode: memory bound
+      std::printf("\n");
       be->free(xt);
       be->free(out);
     }
