@@ -31,9 +31,12 @@ CudaBackend::~CudaBackend() {
   if (graph_exec_) cudaGraphExecDestroy(graph_exec_);
   if (graph_) cudaGraphDestroy(graph_);
   for (auto& t : rope_tables_) cudaFree(t.dev);
-  for (Scratch* s : {&cublas_ws_, &convert_, &im2col_, &pixels_, &attn_ws_, &staging_dev_})
+  for (Scratch* s : {&cublas_ws_, &convert_, &im2col_, &pixels_, &attn_ws_, &staging_dev_, &decode_state_})
     if (s->ptr) cudaFree(s->ptr);
   if (staging_host_) cudaFreeHost(staging_host_);
+  if (decode_host_) cudaFreeHost(decode_host_);
+  for (auto& e : decode_done_)
+    if (e) cudaEventDestroy(e);
   for (auto& e : staging_done_)
     if (e) cudaEventDestroy(e);
   if (cublas_) cublasDestroy(cublas_);
@@ -71,7 +74,51 @@ Status CudaBackend::init(int device) {
   PIXTRAL_CUDA_CHECK(cudaMallocHost(&staging_host_, kStagingBytes));
   PIXTRAL_RETURN_IF_ERROR(ensure(staging_dev_, kStagingBytes, "staging buffer"));
   for (auto& e : staging_done_) PIXTRAL_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+  PIXTRAL_RETURN_IF_ERROR(ensure(decode_state_, kDecodeStateInts * sizeof(int), "decode state"));
+  PIXTRAL_CUDA_CHECK(cudaMemsetAsync(decode_state_.ptr, 0, kDecodeStateInts * sizeof(int), stream_));
+  PIXTRAL_CUDA_CHECK(cudaMallocHost(&decode_host_, sizeof(int) * kDecodeSlots * kDecodeStateInts));
+  for (auto& e : decode_done_) PIXTRAL_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
   return {};
+}
+
+// ---- device decode state -------------------------------------------------------------------------------------
+
+Status CudaBackend::write_decode_state(const int* values, int first, int n) {
+  if (capturing_)
+    return Status(ErrorCode::invalid_argument,
+                  "cuda: the decode state is set before replay, not inside a captured graph");
+  const int slot = decode_slot_;
+  decode_slot_ = (decode_slot_ + 1) % kDecodeSlots;
+  if (decode_pending_[slot]) {
+    PIXTRAL_CUDA_CHECK(cudaEventSynchronize(decode_done_[slot]));  // normally long done: 32 steps ago
+    decode_pending_[slot] = false;
+  }
+  int* host = decode_host_ + slot * kDecodeStateInts;
+  std::memcpy(host + first, values, sizeof(int) * std::size_t(n));
+  PIXTRAL_CUDA_CHECK(cudaMemcpyAsync(static_cast<int*>(decode_state_.ptr) + first, host + first,
+                                     sizeof(int) * std::size_t(n), cudaMemcpyHostToDevice, stream_));
+  PIXTRAL_CUDA_CHECK(cudaEventRecord(decode_done_[slot], stream_));
+  decode_pending_[slot] = true;
+  return {};
+}
+
+Status CudaBackend::set_decode_state(int position, int n_rows) {
+  if (position < 0 || n_rows < 1 || n_rows > kDecodeStateMaxRows)
+    return Status(ErrorCode::invalid_argument, "cuda set_decode_state: position " + std::to_string(position) +
+                                                   " with " + std::to_string(n_rows) + " rows (1.." +
+                                                   std::to_string(kDecodeStateMaxRows) + ")");
+  int v[kDecodeStatePositions + kDecodeStateMaxRows];
+  v[kDecodeStatePosition] = position;
+  v[kDecodeStateNKv] = position + n_rows;
+  for (int t = 0; t < kDecodeStateMaxRows; ++t) v[kDecodeStatePositions + t] = position + t;
+  return write_decode_state(v, 0, kDecodeStatePositions + kDecodeStateMaxRows);
+}
+
+Status CudaBackend::set_decode_tokens(std::span<const int> ids) {
+  if (ids.empty() || ids.size() > std::size_t(kDecodeStateMaxRows))
+    return Status(ErrorCode::invalid_argument, "cuda set_decode_tokens: " + std::to_string(ids.size()) +
+                                                   " ids (1.." + std::to_string(kDecodeStateMaxRows) + ")");
+  return write_decode_state(ids.data(), kDecodeStateTokens, int(ids.size()));
 }
 
 // ---- memory ------------------------------------------------------------------------------------------------
@@ -161,23 +208,17 @@ void CudaBackend::free(ops::Tensor& t) {
   t.data = nullptr;
 }
 
-Result<ops::Weight> CudaBackend::upload_weight(const WeightView& w) {
+// Copy one host tensor into device bf16 at dst (converting f16/f32 on the device, chunk by chunk).
+Status CudaBackend::upload_into(bf16* dst, const WeightView& w) {
   if (w.dtype != DType::f32 && w.dtype != DType::bf16 && w.dtype != DType::f16)
     return Status(ErrorCode::unsupported, "cuda upload " + w.name + ": dtype " + dtype_name(w.dtype));
   const std::size_t n = std::size_t(w.numel());
-  auto p = device_alloc(n * 2, w.name);
-  if (!p.ok()) return p.status();
-  auto* dst = static_cast<bf16*>(*p);
   if (w.dtype == DType::bf16) {
     PIXTRAL_CUDA_CHECK(cudaMemcpyAsync(dst, w.data, n * 2, cudaMemcpyHostToDevice, stream_));
   } else {
     const std::size_t esz = dtype_size(w.dtype);
     const std::size_t chunk = kUploadChunk / esz;
-    Status st = ensure(convert_, std::min(n, chunk) * esz, "weight conversion buffer");
-    if (!st.ok()) {
-      device_free(dst, n * 2);
-      return st;
-    }
+    PIXTRAL_RETURN_IF_ERROR(ensure(convert_, std::min(n, chunk) * esz, "weight conversion buffer"));
     for (std::size_t i = 0; i < n; i += chunk) {
       const std::size_t m = std::min(chunk, n - i);
       PIXTRAL_CUDA_CHECK(cudaMemcpyAsync(convert_.ptr, static_cast<const char*>(w.data) + i * esz, m * esz,
@@ -186,12 +227,43 @@ Result<ops::Weight> CudaBackend::upload_weight(const WeightView& w) {
     }
   }
   PIXTRAL_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  return {};
+}
+
+Result<ops::Weight> CudaBackend::upload_weight(const WeightView& w) {
+  const WeightView* one[1] = {&w};
+  return upload_weight_stacked(one, w.name);
+}
+
+Result<ops::Weight> CudaBackend::upload_weight_stacked(std::span<const WeightView* const> parts,
+                                                       const std::string& name) {
+  if (parts.empty()) return Status(ErrorCode::invalid_argument, "cuda upload " + name + ": no parts");
+  const std::int64_t cols = parts[0]->cols();
+  std::int64_t rows = 0;
+  for (const WeightView* p : parts) {
+    if (p->cols() != cols)
+      return Status(ErrorCode::invalid_argument, "cuda upload " + name + ": parts have different column counts");
+    rows += p->rows();
+  }
+  const std::size_t n = std::size_t(rows * cols);
+  auto mem = device_alloc(n * 2, name);
+  if (!mem.ok()) return mem.status();
+  auto* dst = static_cast<bf16*>(*mem);
+  std::size_t offset = 0;
+  for (const WeightView* p : parts) {
+    Status st = upload_into(dst + offset, *p);
+    if (!st.ok()) {
+      device_free(dst, n * 2);
+      return st;
+    }
+    offset += std::size_t(p->numel());
+  }
   ops::Weight out;
   out.data = dst;
   out.dtype = DType::bf16;
-  out.rows = w.rows();
-  out.cols = w.cols();
-  out.name = w.name;
+  out.rows = rows;
+  out.cols = cols;
+  out.name = name;
   return out;
 }
 

@@ -36,6 +36,8 @@ class CudaBackend final : public ops::Backend, public ops::CudaExtension {
   void free(ops::Tensor& t) override;
   Result<ops::Weight> upload_weight(const WeightView& w) override;
   void free_weight(ops::Weight& w) override;
+  Result<ops::Weight> upload_weight_stacked(std::span<const WeightView* const> parts,
+                                            const std::string& name) override;
   Status upload(ops::Tensor dst, const float* host) override;
   Status download(const ops::Tensor& src, float* host) override;
   Status copy(ops::Tensor dst, const ops::Tensor& src) override;
@@ -68,6 +70,11 @@ class CudaBackend final : public ops::Backend, public ops::CudaExtension {
   Status end_capture() override;
   Status replay() override;
   void fail_allocation_after(int n) override { fail_after_ = n; }
+  int* decode_state() override { return static_cast<int*>(decode_state_.ptr); }
+  Status set_decode_state(int position, int n_rows) override;
+  Status set_decode_tokens(std::span<const int> ids) override;
+  void set_device_state_mode(bool on) override { device_state_mode_ = on; }
+  bool device_state_mode() const override { return device_state_mode_; }
 
  private:
   CudaBackend() = default;
@@ -75,6 +82,8 @@ class CudaBackend final : public ops::Backend, public ops::CudaExtension {
   /// cudaMalloc with fault injection and an out_of_memory message naming `what` and the free memory.
   Result<void*> device_alloc(std::size_t bytes, std::string_view what);
   void device_free(void* p, std::size_t bytes);
+  /// Copy one host tensor into device bf16 at dst (f16/f32 converted on the device).
+  Status upload_into(bf16* dst, const WeightView& w);
   /// Ensure `s` holds `bytes` (grows by 1.5× after a stream sync; contents are not kept).
   Status ensure(Scratch& s, std::size_t bytes, std::string_view what);
   /// Copy host bytes to device through the pinned staging ring; returns the device address (valid for ops
@@ -85,6 +94,13 @@ class CudaBackend final : public ops::Backend, public ops::CudaExtension {
   /// x as bf16 for cuBLAS (x itself when already bf16, else converted into scratch).
   Result<const bf16*> as_bf16(const ops::Tensor& x, Scratch& s, std::string_view what);
   Status gemm(void* out, DType out_t, const bf16* x, const bf16* w, std::int64_t T, std::int64_t N, std::int64_t K);
+  /// attention() while in device-state mode (key ranges from the decode state).
+  Status attention_device_state(ops::Tensor out, const ops::Tensor& q, const ops::Tensor& k, const ops::Tensor& v,
+                                const ops::AttentionParams& p);
+  /// Workspace, tuning fields and launch shared by both attention paths.
+  Status run_attention(AttentionLaunch& a);
+  /// Queue a copy of host ints [first, first + n) of the decode state through a pinned slot.
+  Status write_decode_state(const int* values, int first, int n);
 
   int device_ = 0;
   std::string device_name_;
@@ -110,6 +126,15 @@ class CudaBackend final : public ops::Backend, public ops::CudaExtension {
   bool capturing_ = false;
   cudaGraph_t graph_ = nullptr;
   cudaGraphExec_t graph_exec_ = nullptr;
+  // Device decode state (cuda_ext.h) and the pinned slots its host copies come from (one event per slot, so a
+  // slot is rewritten only after its previous copy ran).
+  static constexpr int kDecodeSlots = 32;
+  Scratch decode_state_;
+  int* decode_host_ = nullptr;  // pinned, kDecodeSlots × kDecodeStateInts
+  cudaEvent_t decode_done_[kDecodeSlots] = {};
+  bool decode_pending_[kDecodeSlots] = {};
+  int decode_slot_ = 0;
+  bool device_state_mode_ = false;
 };
 
 }  // namespace pixtral::cuda

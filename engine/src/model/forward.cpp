@@ -125,6 +125,8 @@ Status alloc_decoder_state(ops::Backend& be, const ModelConfig& cfg, int context
   PX_TRY(owner.alloc(s.gate, max_rows, cfg.hidden_dim, act, "decoder activations"));
   PX_TRY(owner.alloc(s.up, max_rows, cfg.hidden_dim, act, "decoder activations"));
   PX_TRY(owner.alloc(s.logits, 1, cfg.vocab_size, DType::f32, "logits"));
+  PX_TRY(owner.alloc(s.qkv, 1, qd + 2 * kvd, act, "decoder activations"));
+  PX_TRY(owner.alloc(s.gu, 1, 2 * cfg.hidden_dim, act, "decoder activations"));
   s.positions.reserve(std::size_t(max_rows));
   return {};
 }
@@ -161,17 +163,41 @@ Status decoder_forward(ops::Backend& be, const ModelConfig& cfg, const DecoderWe
   for (int il = 0; il < cfg.n_layers; ++il) {
     const BlockWeights& b = w.layers[il];
     ops::Tensor k_new = kv.k[il].slice_rows(pos0, T), v_new = kv.v[il].slice_rows(pos0, T);  // (T, nkv*hd)
-    PX_TRY(be.matmul(q, xn, b.wq));
-    PX_TRY(be.matmul(k_new, xn, b.wk));
-    PX_TRY(be.matmul(v_new, xn, b.wv));
-    PX_TRY(be.rope(q, nh, hd, s.positions, cfg.rope_theta, pairs));
-    PX_TRY(be.rope(k_new, nkv, hd, s.positions, cfg.rope_theta, pairs));
+    if (T == 1 && b.stacked()) {
+      // Batch-1 decode: one pass over [wq; wk; wv], then k and v rows moved into the cache.
+      const std::size_t es = dtype_size(s.qkv.dtype);
+      const int qd = nh * hd, kvd = nkv * hd;
+      PX_TRY(be.matmul(s.qkv, xn, b.wqkv));
+      char* base = static_cast<char*>(s.qkv.data);
+      q = ops::Tensor{base, 1, qd, s.qkv.dtype};
+      const ops::Tensor k_row{base + std::size_t(qd) * es, 1, kvd, s.qkv.dtype};
+      const ops::Tensor v_row{base + std::size_t(qd + kvd) * es, 1, kvd, s.qkv.dtype};
+      PX_TRY(be.rope(q, nh, hd, s.positions, cfg.rope_theta, pairs));
+      PX_TRY(be.rope(k_row, nkv, hd, s.positions, cfg.rope_theta, pairs));
+      PX_TRY(be.copy(k_new, k_row));
+      PX_TRY(be.copy(v_new, v_row));
+    } else {
+      PX_TRY(be.matmul(q, xn, b.wq));
+      PX_TRY(be.matmul(k_new, xn, b.wk));
+      PX_TRY(be.matmul(v_new, xn, b.wv));
+      PX_TRY(be.rope(q, nh, hd, s.positions, cfg.rope_theta, pairs));
+      PX_TRY(be.rope(k_new, nkv, hd, s.positions, cfg.rope_theta, pairs));
+    }
     PX_TRY(be.attention(attn, q, kv.k[il].slice_rows(0, pos0 + T), kv.v[il].slice_rows(0, pos0 + T), ap));
     PX_TRY(be.matmul(o, attn, b.wo));
     PX_TRY(be.add_rms_norm(h, o, xn, b.ffn_norm, cfg.norm_eps));  // h += attn out; xn = ffn_norm(h)
-    PX_TRY(be.matmul(gate, xn, b.w1));
-    PX_TRY(be.matmul(up, xn, b.w3));
-    PX_TRY(be.silu_mul(gate, gate, up));
+    if (T == 1 && b.w13.data) {
+      const std::size_t es = dtype_size(s.gu.dtype);
+      PX_TRY(be.matmul(s.gu, xn, b.w13));
+      const ops::Tensor g_row{s.gu.data, 1, cfg.hidden_dim, s.gu.dtype};
+      const ops::Tensor u_row{static_cast<char*>(s.gu.data) + std::size_t(cfg.hidden_dim) * es, 1, cfg.hidden_dim,
+                              s.gu.dtype};
+      PX_TRY(be.silu_mul(gate, g_row, u_row));
+    } else {
+      PX_TRY(be.matmul(gate, xn, b.w1));
+      PX_TRY(be.matmul(up, xn, b.w3));
+      PX_TRY(be.silu_mul(gate, gate, up));
+    }
     PX_TRY(be.matmul(o, gate, b.w2));
     const ops::Weight& next_norm = il + 1 < cfg.n_layers ? w.layers[il + 1].attention_norm : w.norm;
     PX_TRY(be.add_rms_norm(h, o, xn, next_norm, cfg.norm_eps));  // h += ffn out; xn = next norm(h)

@@ -41,6 +41,8 @@ struct DecoderScratch {
   ops::Tensor gate;    // (max_rows, hidden_dim)
   ops::Tensor up;      // (max_rows, hidden_dim)
   ops::Tensor logits;  // (1, vocab_size)
+  ops::Tensor qkv;     // (1, n_heads*head_dim + 2*n_kv_heads*head_dim) batch-1 fused projection
+  ops::Tensor gu;      // (1, 2 * hidden_dim) batch-1 fused gate|up
   std::vector<int> positions;  // host, reserved to max_rows (no allocation per token)
 };
 

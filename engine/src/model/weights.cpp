@@ -27,16 +27,59 @@ struct Uploader {
     return {};
   }
 
-  Status bind_block(BlockWeights& b, const std::string& p) {
+  /// Row view [r0, r0 + rows) of a stacked weight.
+  static ops::Weight rows_of(const ops::Weight& w, std::int64_t r0, std::int64_t rows, const std::string& name) {
+    ops::Weight v = w;
+    v.data = static_cast<const char*>(w.data) + std::size_t(r0 * w.cols) * dtype_size(w.dtype);
+    v.rows = rows;
+    v.name = name;
+    return v;
+  }
+
+  /// Try the stacked upload of parts; on `unsupported` leave `stacked` empty (the caller binds them one by one).
+  Status bind_stacked(ops::Weight& stacked, const std::vector<std::string>& names, const std::string& name,
+                      std::vector<ops::Weight*> views) {
+    std::vector<const WeightView*> parts;
+    for (const auto& n : names) {
+      if (!ckpt.has_tensor(n)) return {ErrorCode::not_found, "missing tensor " + n};
+      parts.push_back(&ckpt.tensor(n));
+    }
+    auto w = backend.upload_weight_stacked(parts, name);
+    if (!w.ok()) return w.status().code() == ErrorCode::unsupported ? Status() : w.status();
+    stacked = std::move(w.value());
+    created.push_back(&stacked);
+    std::int64_t r0 = 0;
+    for (std::size_t i = 0; i < parts.size(); ++i) {
+      *views[i] = rows_of(stacked, r0, parts[i]->rows(), names[i]);
+      r0 += parts[i]->rows();
+    }
+    done += parts.size();
+    if (progress && !progress(done, total, name)) return {ErrorCode::cancelled, "loading cancelled"};
+    return {};
+  }
+
+  Status bind_block(BlockWeights& b, const std::string& p, bool try_stacked) {
+    if (try_stacked) {
+      PIXTRAL_RETURN_IF_ERROR(bind_stacked(b.wqkv,
+                                           {p + "attention.wq.weight", p + "attention.wk.weight",
+                                            p + "attention.wv.weight"},
+                                           p + "attention.wqkv", {&b.wq, &b.wk, &b.wv}));
+      PIXTRAL_RETURN_IF_ERROR(bind_stacked(b.w13, {p + "feed_forward.w1.weight", p + "feed_forward.w3.weight"},
+                                           p + "feed_forward.w13", {&b.w1, &b.w3}));
+    }
     PIXTRAL_RETURN_IF_ERROR(bind(b.attention_norm, p + "attention_norm.weight"));
-    PIXTRAL_RETURN_IF_ERROR(bind(b.wq, p + "attention.wq.weight"));
-    PIXTRAL_RETURN_IF_ERROR(bind(b.wk, p + "attention.wk.weight"));
-    PIXTRAL_RETURN_IF_ERROR(bind(b.wv, p + "attention.wv.weight"));
+    if (!b.stacked()) {
+      PIXTRAL_RETURN_IF_ERROR(bind(b.wq, p + "attention.wq.weight"));
+      PIXTRAL_RETURN_IF_ERROR(bind(b.wk, p + "attention.wk.weight"));
+      PIXTRAL_RETURN_IF_ERROR(bind(b.wv, p + "attention.wv.weight"));
+    }
     PIXTRAL_RETURN_IF_ERROR(bind(b.wo, p + "attention.wo.weight"));
     PIXTRAL_RETURN_IF_ERROR(bind(b.ffn_norm, p + "ffn_norm.weight"));
-    PIXTRAL_RETURN_IF_ERROR(bind(b.w1, p + "feed_forward.w1.weight"));
+    if (!b.w13.data) {
+      PIXTRAL_RETURN_IF_ERROR(bind(b.w1, p + "feed_forward.w1.weight"));
+      PIXTRAL_RETURN_IF_ERROR(bind(b.w3, p + "feed_forward.w3.weight"));
+    }
     PIXTRAL_RETURN_IF_ERROR(bind(b.w2, p + "feed_forward.w2.weight"));
-    PIXTRAL_RETURN_IF_ERROR(bind(b.w3, p + "feed_forward.w3.weight"));
     return {};
   }
 };
@@ -55,7 +98,7 @@ Result<ModelWeights> upload_weights(ops::Backend& backend, const Checkpoint& ckp
     PIXTRAL_RETURN_IF_ERROR(up.bind(w.decoder.tok_embeddings, "tok_embeddings.weight"));
     w.decoder.layers.resize(std::size_t(cfg.n_layers));
     for (int il = 0; il < cfg.n_layers; ++il)
-      PIXTRAL_RETURN_IF_ERROR(up.bind_block(w.decoder.layers[il], "layers." + std::to_string(il) + "."));
+      PIXTRAL_RETURN_IF_ERROR(up.bind_block(w.decoder.layers[il], "layers." + std::to_string(il) + ".", true));
     PIXTRAL_RETURN_IF_ERROR(up.bind(w.decoder.norm, "norm.weight"));
     PIXTRAL_RETURN_IF_ERROR(up.bind(w.decoder.output, "output.weight"));
     if (!cfg.has_vision) return {};
@@ -65,7 +108,7 @@ Result<ModelWeights> upload_weights(ops::Backend& backend, const Checkpoint& ckp
     v.layers.resize(std::size_t(cfg.vision.num_hidden_layers));
     for (int j = 0; j < cfg.vision.num_hidden_layers; ++j)
       PIXTRAL_RETURN_IF_ERROR(
-          up.bind_block(v.layers[j], "vision_encoder.transformer.layers." + std::to_string(j) + "."));
+          up.bind_block(v.layers[j], "vision_encoder.transformer.layers." + std::to_string(j) + ".", false));
     v.has_bias = cfg.vision.adapter_bias;
     PIXTRAL_RETURN_IF_ERROR(up.bind(v.w_in, "vision_language_adapter.w_in.weight"));
     PIXTRAL_RETURN_IF_ERROR(up.bind(v.w_out, "vision_language_adapter.w_out.weight"));
@@ -85,7 +128,11 @@ Result<ModelWeights> upload_weights(ops::Backend& backend, const Checkpoint& ckp
 
 void free_weights(ops::Backend& backend, ModelWeights& w) {
   auto block = [&](BlockWeights& b) {
-    for (ops::Weight* p : {&b.attention_norm, &b.wq, &b.wk, &b.wv, &b.wo, &b.ffn_norm, &b.w1, &b.w2, &b.w3})
+    // Row views into stacked weights are not allocations of their own.
+    if (b.wqkv.data) b.wq.data = b.wk.data = b.wv.data = nullptr;
+    if (b.w13.data) b.w1.data = b.w3.data = nullptr;
+    for (ops::Weight* p : {&b.attention_norm, &b.wq, &b.wk, &b.wv, &b.wo, &b.ffn_norm, &b.w1, &b.w2, &b.w3,
+                           &b.wqkv, &b.w13})
       if (p->data) backend.free_weight(*p);
   };
   for (auto& b : w.decoder.layers) block(b);

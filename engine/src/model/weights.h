@@ -20,6 +20,11 @@ struct BlockWeights {
   ops::Weight w1;              // (hidden_dim, dim) gate
   ops::Weight w2;              // (dim, hidden_dim) down
   ops::Weight w3;              // (hidden_dim, dim) up
+  // Stacked copies for batch-1 decoding, when the backend supports them (CUDA). Then wq/wk/wv and w1/w3 above
+  // are row views into these (not separate allocations).
+  ops::Weight wqkv;  // (n_heads*head_dim + 2*n_kv_heads*head_dim, dim) = [wq; wk; wv]
+  ops::Weight w13;   // (2 * hidden_dim, dim) = [w1; w3]
+  bool stacked() const { return wqkv.data != nullptr; }
 };
 
 struct VisionWeights {

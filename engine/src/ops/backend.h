@@ -81,6 +81,12 @@ class Backend {
   /// Make a weight usable by this backend (CPU: view the mmap in place; CUDA: upload, converting to bf16).
   virtual Result<Weight> upload_weight(const WeightView& w) = 0;
   virtual void free_weight(Weight& w) = 0;
+  /// Upload several weights with the same column count stacked by rows into one ([Σ rows, cols]) — used for
+  /// fused projections (wq|wk|wv, w1|w3) so a batch-1 step reads them in one pass. Backends that gain nothing
+  /// (the CPU views the mmap in place) return `unsupported` and the model keeps separate products.
+  virtual Result<Weight> upload_weight_stacked(std::span<const WeightView* const> parts, const std::string& name) {
+    return Status(ErrorCode::unsupported, "stacked weights are not used by the " + this->name() + " backend");
+  }
   /// Host fp32 ↔ device tensor (converting to/from the tensor's dtype).
   virtual Status upload(Tensor dst, const float* host) = 0;
   virtual Status download(const Tensor& src, float* host) = 0;
