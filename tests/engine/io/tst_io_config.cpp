@@ -226,6 +226,11 @@ TEST(HfConfigJson, NewRopeParametersAndImageTokenId) {
   EXPECT_EQ(r->rope_theta, 1e9f);
   EXPECT_EQ(r->vision.rope_theta, 20000.0f);
   EXPECT_EQ(r->vision.image_token_id, 11);
+  c["vision_config"]["rope_parameters"]["rope_type"] = "axial";  // transformers 5 for Pixtral's 2-D RoPE
+  ASSERT_TRUE(parse_hf_config_json(c.dump(), "config.json").ok());
+  c["text_config"]["rope_parameters"]["rope_type"] = "axial";  // but not for the decoder
+  expect_error(parse_hf_config_json(c.dump(), "config.json"), ErrorCode::unsupported,
+               "'text_config.rope_parameters.rope_type'");
   c["text_config"]["rope_parameters"]["rope_type"] = "yarn";
   expect_error(parse_hf_config_json(c.dump(), "config.json"), ErrorCode::unsupported,
                "'text_config.rope_parameters.rope_type'");
