@@ -75,7 +75,11 @@ LoadResult DocumentLoader::loadImage(const QString& path, QIODevice* device) con
   if (size.isValid()) {
     const double bytes = double(size.width()) * double(size.height()) * 4.0;
     if (bytes > double(m_imageBudget)) {
-      if (!reader.supportsOption(QImageIOHandler::ScaledSize))
+      // Only decoders that scale while decoding keep memory down (libjpeg's DCT scaling; SVG draws at any
+      // size). Others (PNG, TIFF, …) would decode at full size first, so those are refused.
+      const QByteArray format = reader.format();
+      const bool scalesWhileDecoding = format == "jpeg" || format == "jpg" || format == "svg" || format == "svgz";
+      if (!scalesWhileDecoding || !reader.supportsOption(QImageIOHandler::ScaledSize))
         return failure(DocumentError::TooLarge, path,
                        QCoreApplication::translate("quire::Document", "(%1 × %2 pixels; at most %3 MiB decoded)")
                            .arg(size.width()).arg(size.height()).arg(m_imageBudget >> 20));

@@ -23,6 +23,11 @@ void ThumbnailModel::setDocument(std::shared_ptr<const Document> doc) {
   m_document = std::move(doc);
   m_renderer.setDocument(m_document);
   m_pageCount = m_document ? m_document->pageCount() : 0;
+  m_longestSide = 0;
+  for (int i = 0; i < m_pageCount; ++i) {
+    const QSizeF s = m_document->pageSize(i);
+    m_longestSide = std::max({m_longestSide, s.width(), s.height()});
+  }
   endResetModel();
 }
 
@@ -34,17 +39,17 @@ void ThumbnailModel::setThumbnailSize(int pixels) {
 
 void ThumbnailModel::setDevicePixelRatio(qreal dpr) { m_dpr = dpr > 0 ? dpr : 1.0; }
 
-double ThumbnailModel::scaleFor(int page) const {
-  const QSizeF pts = m_document ? m_document->pageSize(page) : QSizeF();
-  if (pts.isEmpty()) return 0;
-  return m_size * m_dpr / std::max(pts.width(), pts.height());
+double ThumbnailModel::scaleFor(int /*page*/) const {
+  // One scale for the whole document, so one render request covers every visible row: the document's
+  // largest page gets thumbnailSize() on its longest side, smaller pages stay proportionally smaller.
+  if (!m_document || m_longestSide <= 0) return 0;
+  return m_size * m_dpr / m_longestSide;
 }
 
 void ThumbnailModel::requestVisible(int first, int last) {
   if (!m_document || m_pageCount == 0) return;
   first = std::clamp(first, 0, m_pageCount - 1);
   last = std::clamp(last, first, m_pageCount - 1);
-  // All thumbnails share a scale when pages share a size; group by the first page's scale otherwise.
   QList<int> pages;
   for (int p = first; p <= last; ++p) pages.append(p);
   m_renderer.request(pages, scaleFor(first), first);

@@ -45,6 +45,7 @@ class ThumbnailModel : public QAbstractListModel {
   PageRenderer m_renderer;
   std::shared_ptr<const Document> m_document;
   int m_pageCount = 0;
+  double m_longestSide = 0;  // points: the largest side of any page
   int m_size = 140;
   qreal m_dpr = 1.0;
 };

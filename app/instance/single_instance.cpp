@@ -48,16 +48,17 @@ bool SingleInstance::sendToRunning(const QStringList& files, int timeoutMs) cons
 
 bool SingleInstance::listen() {
   if (m_server) return m_server->isListening();
-  m_server = new QLocalServer(this);
-  m_server->setSocketOptions(QLocalServer::UserAccessOption);
-  if (!m_server->listen(m_name)) {
-    // A socket file left by a crashed instance: nobody answers on it, so remove it and try again.
+  // Someone answering on the name really is running. (Qt replaces an existing socket file when socket options
+  // are set, so listen() alone would not notice.) A file nobody answers on was left by a crash: remove it.
+  {
     QLocalSocket probe;
     probe.connectToServer(m_name);
-    if (probe.waitForConnected(200)) return false;  // someone really is running
-    QLocalServer::removeServer(m_name);
-    if (!m_server->listen(m_name)) return false;
+    if (probe.waitForConnected(200)) return false;
   }
+  QLocalServer::removeServer(m_name);
+  m_server = new QLocalServer(this);
+  m_server->setSocketOptions(QLocalServer::UserAccessOption);
+  if (!m_server->listen(m_name)) return false;
   connect(m_server, &QLocalServer::newConnection, this, &SingleInstance::acceptConnection);
   return true;
 }
