@@ -7,7 +7,7 @@
 #include <cstddef>
 
 namespace pixtral::cuda {
-inline constexpr int kCudaAbiVersion = 1;
+inline constexpr int kCudaAbiVersion = 2;  // 2: CudaExtension decode state
 }
 
 extern "C" {

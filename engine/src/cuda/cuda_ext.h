@@ -6,15 +6,53 @@
 // re-runs exactly the captured kernels with the same pointers and sizes. Ops that take host spans (ids,
 // positions, rows, segments) copy them to the device when called, so a replayed graph sees the values of capture
 // time: the runtime must put per-step values (token id, position, KV length) in device buffers it updates
-// before replay — see the proposal in the issue-4 report (device-side position/length arguments).
+// before replay. The device decode state below is that buffer.
+//
+// ---- Device decode state (API added for CUDA-graph replay of the decode step) ----------------------------------
+// The backend owns one device int buffer of kDecodeStateInts ints:
+//   [kDecodeStatePosition]           position of the step's first query row (= KV rows before this step)
+//   [kDecodeStateNKv]                KV rows after this step's rows are appended (position + rows)
+//   [kDecodeStatePositions + t]      position + t, t < kDecodeStateMaxRows (read by rope and scatter_rows)
+//   [kDecodeStateTokens + t]         token id of row t (read by embed)
+// Host side:
+//   int* decode_state()                       the device pointer (fixed for the backend's life; a GPU sampler
+//                                             may write the next token straight to decode_state() + kDecodeStateTokens)
+//   Status set_decode_state(position, n_rows) queues, on stream(), a copy from pinned host memory of position,
+//                                             n_kv = position + n_rows and the positions slots; call it before
+//                                             replay() (or before the eager ops); refused while capturing
+//   Status set_decode_tokens(ids)             same for the token slots (≤ kDecodeStateMaxRows ids)
+//   void set_device_state_mode(bool on)       while on, the following ops take their per-step values from the
+//                                             decode state instead of their host spans (the spans' sizes still
+//                                             give the row counts, their values are ignored; ≤ 4 rows each):
+//       embed(out, table, ids)             ids    = tokens[0 .. out.rows)
+//       rope(x, ..., positions, ...)       positions = positions[0 .. x.rows)
+//       scatter_rows(dst, src, rows)       rows   = positions[0 .. src.rows)   (KV append: dst = the layer's
+//                                                   whole cache, src = this step's k or v rows)
+//       attention(out, q, k, v, p)         p.causal required, p.q_offset ignored: query row i sees keys
+//                                             [0, position + i + 1); k and v may (and should) be views of the
+//                                             whole cache capacity the graph will serve: their row count only
+//                                             sizes the grid (blocks past the live keys exit at once)
+//                                          rope_2d, patch_embed and the rest are unaffected.
+//   bool device_state_mode() const
+// Typical decode loop: run one step eagerly in device-state mode (scratch grows outside capture), then
+// begin_capture(); the step's ops; end_capture(); and per token: set_decode_state(pos, 1);
+// set_decode_tokens({tok}) unless the sampler wrote it; replay(). Results are identical to the host-span path.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 
 #include "ops/backend.h"
 
 namespace pixtral::ops {
+
+inline constexpr int kDecodeStatePosition = 0;
+inline constexpr int kDecodeStateNKv = 1;
+inline constexpr int kDecodeStatePositions = 2;
+inline constexpr int kDecodeStateTokens = 6;
+inline constexpr int kDecodeStateMaxRows = 4;
+inline constexpr int kDecodeStateInts = 16;
 
 class CudaExtension {
  public:
@@ -35,6 +73,13 @@ class CudaExtension {
   /// Test hook: make the n-th device allocation from now fail with out_of_memory (n = 1: the next one);
   /// 0 disables. Lets a test inject a failure at every allocation site.
   virtual void fail_allocation_after(int n) = 0;
+
+  // ---- device decode state (see the top of this file) ----------------------------------------------------
+  virtual int* decode_state() = 0;
+  virtual Status set_decode_state(int position, int n_rows) = 0;
+  virtual Status set_decode_tokens(std::span<const int> ids) = 0;
+  virtual void set_device_state_mode(bool on) = 0;
+  virtual bool device_state_mode() const = 0;
 };
 
 /// The CUDA extension of `backend`, or nullptr when `backend` is not the loaded CUDA backend.

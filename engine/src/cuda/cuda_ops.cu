@@ -3,6 +3,8 @@
 // the launchers in kernels_*.cu or cuBLAS. Semantics are those of the CPU twin (engine/src/cpu); see
 // ops/backend.h for each op's contract.
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "cuda/cuda_backend.h"
@@ -18,6 +20,19 @@ Status bad(const std::string& op, const std::string& msg) {
 }
 bool is_act(DType t) { return t == DType::f32 || t == DType::bf16; }
 const bf16* wptr(const ops::Weight& w) { return static_cast<const bf16*>(w.data); }
+// PIXTRAL_CUDA_ATTENTION=generic|flash|decode forces one attention kernel (tests, A/B timing); unset: automatic.
+AttentionPath attention_path_override() {
+  const char* e = std::getenv("PIXTRAL_CUDA_ATTENTION");
+  if (!e) return AttentionPath::automatic;
+  if (!std::strcmp(e, "generic")) return AttentionPath::generic;
+  if (!std::strcmp(e, "flash")) return AttentionPath::flash;
+  if (!std::strcmp(e, "decode")) return AttentionPath::decode;
+  return AttentionPath::automatic;
+}
+Status too_many_rows(const std::string& op, std::int64_t rows) {
+  return bad(op, "device-state mode serves at most " + std::to_string(kDecodeStateMaxRows) + " rows, got " +
+                     std::to_string(rows));
+}
 
 }  // namespace
 
@@ -43,6 +58,11 @@ Status CudaBackend::embed(ops::Tensor out, const ops::Weight& table, std::span<c
   if (out.rows != std::int64_t(ids.size()) || out.cols != table.cols)
     return bad("embed", "out " + shape(out) + " for " + std::to_string(ids.size()) + " ids of a table with " +
                             std::to_string(table.cols) + " columns");
+  if (device_state_mode_ && !ids.empty()) {  // token ids from the decode state (cuda_ext.h)
+    if (out.rows > kDecodeStateMaxRows) return too_many_rows("embed", out.rows);
+    return launch_embed(out.data, out.dtype, wptr(table), decode_state() + kDecodeStateTokens, out.rows, out.cols,
+                        table.rows, stream_);
+  }
   for (int id : ids)
     if (id < 0 || id >= table.rows)
       return bad("embed", "token id " + std::to_string(id) + " outside [0, " + std::to_string(table.rows) + ")");
@@ -123,6 +143,12 @@ Status CudaBackend::rope(ops::Tensor x, int n_heads, int head_dim, std::span<con
   if (x.rows == 0) return {};
   auto freq = rope_freq(theta, head_dim, false);
   if (!freq.ok()) return freq.status();
+  if (device_state_mode_) {  // positions from the decode state (cuda_ext.h)
+    if (x.rows > kDecodeStateMaxRows) return too_many_rows("rope", x.rows);
+    const int* p = decode_state() + kDecodeStatePositions;
+    return launch_rope(x.data, x.dtype, x.rows, n_heads, head_dim, p, p, *freq, head_dim / 2,
+                       pairs == ops::RopePairs::halves, stream_);
+  }
   auto pos = stage(positions.data(), positions.size_bytes());
   if (!pos.ok()) return pos.status();
   const int* p = static_cast<const int*>(*pos);
@@ -159,6 +185,7 @@ Status CudaBackend::attention(ops::Tensor out, const ops::Tensor& q, const ops::
                                 std::to_string(p.head_dim));
   if (p.causal && !p.segments.empty()) return bad("attention", "causal and segments cannot be combined");
   if (out.data == q.data && q.rows > 0) return bad("attention", "out must not alias q");
+  if (device_state_mode_) return attention_device_state(out, q, k, v, p);
   if (p.causal && (p.q_offset < 0 || p.q_offset + q.rows > k.rows))
     return bad("attention", "causal queries at " + std::to_string(p.q_offset) + ".." +
                                 std::to_string(p.q_offset + q.rows) + " need that many keys, k has " +
@@ -213,8 +240,42 @@ Status CudaBackend::attention(ops::Tensor out, const ops::Tensor& q, const ops::
   a.key_range = static_cast<const int2*>(*rng);
   a.key_lo_min = std::min(lo_min, hi_max);
   a.key_hi_max = hi_max;
+  return run_attention(a);
+}
+
+Status CudaBackend::attention_device_state(ops::Tensor out, const ops::Tensor& q, const ops::Tensor& k,
+                                           const ops::Tensor& v, const ops::AttentionParams& p) {
+  // Decode under a CUDA graph: query row i sees keys [0, state.position + i + 1); k/v rows bound the grid.
+  if (!p.causal || !p.segments.empty())
+    return bad("attention", "device-state mode serves the causal decoder only");
+  if (q.rows > kDecodeStateMaxRows) return too_many_rows("attention", q.rows);
+  if (q.rows == 0) return {};
+  if (k.rows == 0) return bad("attention", "no keys");
+  AttentionLaunch a;
+  a.out = out.data;
+  a.out_t = out.dtype;
+  a.q = q.data;
+  a.k = k.data;
+  a.v = v.data;
+  a.q_t = q.dtype;
+  a.k_t = k.dtype;
+  a.v_t = v.dtype;
+  a.n_q = q.rows;
+  a.n_kv = k.rows;
+  a.n_heads = p.n_heads;
+  a.n_kv_heads = p.n_kv_heads;
+  a.head_dim = p.head_dim;
+  a.scale = p.scale;
+  a.dev_state = decode_state();
+  a.key_lo_min = 0;
+  a.key_hi_max = int(k.rows);
+  return run_attention(a);
+}
+
+Status CudaBackend::run_attention(AttentionLaunch& a) {
   a.max_smem = max_smem_;
   a.n_sms = n_sms_;
+  a.path = attention_path_override();
   const std::int64_t ws = attention_workspace_floats(a);
   if (ws > 0) {
     PIXTRAL_RETURN_IF_ERROR(ensure(attn_ws_, std::size_t(ws) * 4, "attention split-KV workspace"));
@@ -238,6 +299,11 @@ Status CudaBackend::scatter_rows(ops::Tensor dst, const ops::Tensor& src, std::s
   if (src.cols != dst.cols || src.rows != std::int64_t(rows.size()))
     return bad("scatter_rows", "src " + shape(src) + " dst " + shape(dst) + " with " + std::to_string(rows.size()) +
                                    " row indices");
+  if (device_state_mode_ && !rows.empty()) {  // rows = the step's positions (KV append; cuda_ext.h)
+    if (src.rows > kDecodeStateMaxRows) return too_many_rows("scatter_rows", src.rows);
+    return launch_scatter_rows(dst.data, dst.dtype, src.data, src.dtype, decode_state() + kDecodeStatePositions,
+                               src.rows, src.cols, stream_);
+  }
   for (int r : rows)
     if (r < 0 || r >= dst.rows)
       return bad("scatter_rows", "row " + std::to_string(r) + " outside [0, " + std::to_string(dst.rows) + ")");

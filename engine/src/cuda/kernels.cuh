@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "cuda/common.cuh"
+#include "cuda/cuda_ext.h"
 
 namespace pixtral::cuda {
 
@@ -51,7 +52,18 @@ bool gemv_supported(std::int64_t T, std::int64_t K, const void* x, DType x_t, co
 Status launch_gemv(void* out, DType out_t, const void* x, DType x_t, const bf16* w, const bf16* bias,
                    std::int64_t T, std::int64_t N, std::int64_t K, cudaStream_t s);
 
-// ---- kernels_attention.cu --------------------------------------------------------------------------------
+// ---- kernels_attention.cu (dispatch + generic), kernels_flash.cu, kernels_decode_attention.cu ---------------
+/// Layout of the device decode-state int buffer: see cuda_ext.h.
+using ops::kDecodeStateInts;
+using ops::kDecodeStateMaxRows;
+using ops::kDecodeStateNKv;
+using ops::kDecodeStatePosition;
+using ops::kDecodeStatePositions;
+using ops::kDecodeStateTokens;
+/// Which attention kernel runs: automatic picks decode (n_q ≤ kDecodeAttentionMaxRows), else flash (tensor
+/// cores), else generic, each only where it supports the launch; the others force one (tests, kernel lab).
+enum class AttentionPath { automatic, generic, flash, decode };
+inline constexpr int kDecodeAttentionMaxRows = 4;
 struct AttentionLaunch {
   void* out = nullptr;  // [n_q, n_heads * head_dim]
   DType out_t = DType::bf16;
@@ -63,14 +75,28 @@ struct AttentionLaunch {
   int n_heads = 0, n_kv_heads = 0, head_dim = 0;
   float scale = 0;
   const int2* key_range = nullptr;  // [n_q] device: query i sees keys [x, y)
+  /// Instead of key_range (graph replay): query i sees keys [0, dev_state[kDecodeStatePosition] + i + 1); then
+  /// key_lo_min = 0 and key_hi_max = the rows k/v may hold (capacity), which sizes the grid.
+  const int* dev_state = nullptr;
   int key_lo_min = 0, key_hi_max = 0;  // over all queries (host-known), bounds the work
+  AttentionPath path = AttentionPath::automatic;
   float* partial = nullptr;  // split-KV workspace (see attention_workspace_floats)
   std::int64_t partial_floats = 0;
   int max_smem = 48 * 1024;  // opt-in shared memory per block on this device
   int n_sms = 132;
 };
+/// The kernel launch_attention runs for `a` (never automatic; generic when the requested one cannot run it).
+AttentionPath attention_path(const AttentionLaunch& a);
 /// Floats of split-KV workspace the launch will need (0 when it needs none).
 std::int64_t attention_workspace_floats(const AttentionLaunch& a);
 Status launch_attention(const AttentionLaunch& a, cudaStream_t s);
+/// Tensor-core prefill (kernels_flash.cu): bf16 q/k/v, head_dim 64/128, 16-byte aligned.
+bool flash_attention_supported(const AttentionLaunch& a);
+std::size_t flash_attention_smem_bytes(int head_dim);
+Status launch_flash_attention(const AttentionLaunch& a, cudaStream_t s);
+/// Split-KV decode (kernels_decode_attention.cu): n_q ≤ kDecodeAttentionMaxRows, bf16, head_dim 64/128, G ≤ 4.
+bool decode_attention_supported(const AttentionLaunch& a);
+std::int64_t decode_attention_workspace_floats(const AttentionLaunch& a);
+Status launch_decode_attention(const AttentionLaunch& a, cudaStream_t s);
 
 }  // namespace pixtral::cuda

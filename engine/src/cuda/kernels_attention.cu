@@ -8,8 +8,9 @@
 // GPU (decode: 1 row × 8 KV heads), the key range is split across blocks (split-KV); each split writes its
 // unnormalised (acc, M, L) and a combine kernel merges the splits in a fixed order: deterministic, no atomics.
 // ref: FlashAttention-2 (Dao 2023) §3.1 online softmax; FlashDecoding split-KV (Dao et al. 2023).
-// TODO(#4): tensor-core (mma.sync) tiles for head_dim 64/128 prefill; this version is correct for any head_dim
-// that is a multiple of 8 up to 256 but runs on the FP32 pipes.
+// This generic kernel runs on the FP32 pipes and is the fallback for any head_dim that is a multiple of 8 up to
+// 256 (and f32 activations); launch_attention sends bf16 head_dim 64/128 work to the split-KV decode kernel
+// (kernels_decode_attention.cu, ≤ 4 query rows) or the tensor-core prefill kernel (kernels_flash.cu).
 #include <algorithm>
 #include <cmath>
 
@@ -60,7 +61,8 @@ Geometry plan(const AttentionLaunch& a) {
 template <class TI, class TO>
 __global__ void __launch_bounds__(kThreads)
 attention_kernel(TO* __restrict__ out, float* __restrict__ partial, const TI* __restrict__ q,
-                 const TI* __restrict__ k, const TI* __restrict__ v, const int2* __restrict__ key_range, int n_q,
+                 const TI* __restrict__ k, const TI* __restrict__ v, const int2* __restrict__ key_range,
+                 const int* __restrict__ dev_state, int n_q,
                  int H, int Hkv, int D, float scale, int rows_per_block, int key_lo_min, int key_hi_max,
                  int split_len, int n_splits) {
   extern __shared__ __align__(16) float smem[];
@@ -83,7 +85,8 @@ attention_kernel(TO* __restrict__ out, float* __restrict__ partial, const TI* __
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, n_warps = blockDim.x >> 5;
   const std::int64_t q_stride = std::int64_t(H) * D, kv_stride = std::int64_t(Hkv) * D;
-  for (int i = tid; i < nr; i += blockDim.x) rng[i] = key_range[r0 + i];
+  for (int i = tid; i < nr; i += blockDim.x)
+    rng[i] = dev_state ? make_int2(0, dev_state[kDecodeStatePosition] + r0 + i + 1) : key_range[r0 + i];
   for (int i = tid; i < R * D; i += blockDim.x) {
     const int qv = i / D, d = i % D;
     const int r = qv / G, h = kvh * G + qv % G;
@@ -209,7 +212,23 @@ __global__ void attention_combine_kernel(TO* __restrict__ out, const float* __re
 
 }  // namespace
 
+AttentionPath attention_path(const AttentionLaunch& a) {
+  const bool decode_ok = decode_attention_supported(a), flash_ok = flash_attention_supported(a);
+  switch (a.path) {
+    case AttentionPath::decode: return decode_ok ? AttentionPath::decode : AttentionPath::generic;
+    case AttentionPath::flash: return flash_ok ? AttentionPath::flash : AttentionPath::generic;
+    case AttentionPath::generic: return AttentionPath::generic;
+    case AttentionPath::automatic: break;
+  }
+  if (decode_ok) return AttentionPath::decode;
+  if (flash_ok) return AttentionPath::flash;
+  return AttentionPath::generic;
+}
+
 std::int64_t attention_workspace_floats(const AttentionLaunch& a) {
+  const AttentionPath path = attention_path(a);
+  if (path == AttentionPath::decode) return decode_attention_workspace_floats(a);
+  if (path == AttentionPath::flash) return 0;
   const Geometry g = plan(a);
   if (g.n_splits == 1) return 0;
   return std::int64_t(g.n_splits) * a.n_q * a.n_heads * (a.head_dim + 2);
@@ -225,6 +244,12 @@ Status launch_attention(const AttentionLaunch& a, cudaStream_t s) {
                                                std::to_string(a.head_dim));
   if (a.q_t != a.k_t || a.q_t != a.v_t)
     return Status(ErrorCode::unsupported, "cuda attention: q, k and v must share one dtype");
+  if (!a.key_range && !a.dev_state) return Status(ErrorCode::internal, "cuda attention: no key ranges");
+  switch (attention_path(a)) {
+    case AttentionPath::decode: return launch_decode_attention(a, s);
+    case AttentionPath::flash: return launch_flash_attention(a, s);
+    default: break;
+  }
   const Geometry g = plan(a);
   if (g.smem > std::size_t(a.max_smem))
     return Status(ErrorCode::unsupported, "cuda attention: head_dim " + std::to_string(a.head_dim) + " with " +
@@ -245,6 +270,7 @@ Status launch_attention(const AttentionLaunch& a, cudaStream_t s) {
       const dim3 grid(unsigned(g.q_blocks), unsigned(a.n_kv_heads), unsigned(g.n_splits));
       kernel<<<grid, kThreads, g.smem, s>>>(static_cast<TO*>(a.out), a.partial, static_cast<const TI*>(a.q),
                                             static_cast<const TI*>(a.k), static_cast<const TI*>(a.v), a.key_range,
+                                            a.dev_state,
                                             int(a.n_q), a.n_heads, a.n_kv_heads, a.head_dim, a.scale,
                                             g.rows_per_block, a.key_lo_min, a.key_hi_max, g.split_len, g.n_splits);
       PIXTRAL_CUDA_LAUNCH_CHECK(attention_kernel);
