@@ -30,23 +30,31 @@ int Sampler::sample(std::span<const float> logits, const GenerateParams& p, std:
   order_.resize(std::size_t(n));
   probs_.resize(std::size_t(n));
   std::iota(order_.begin(), order_.end(), 0);
-  // Candidates sorted by logit, descending; equal logits keep the lower id first (stable, deterministic).
-  int keep = n;
+  // Candidates sorted by logit, descending; equal logits keep the lower id first (deterministic).
   auto by_logit = [&](int a, int b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); };
-  if (p.top_k > 0 && p.top_k < n) {
-    keep = p.top_k;
-    std::partial_sort(order_.begin(), order_.begin() + keep, order_.end(), by_logit);
-  } else {
-    std::sort(order_.begin(), order_.end(), by_logit);
-  }
-  // softmax(logits / T) over the kept candidates, fp32, max subtracted.
-  const float mx = logits[order_[0]];
+  const int limit = p.top_k > 0 ? std::min(p.top_k, n) : n;
+  // softmax(logits / T) normaliser over the candidates, fp32 terms summed in double, max subtracted.
+  const float mx = logits[argmax(logits)];
   double total = 0;
-  for (int i = 0; i < keep; ++i) {
-    probs_[i] = std::exp((logits[order_[i]] - mx) / p.temperature);
-    total += probs_[i];
+  int m = limit;
+  if (limit < n) {  // top-k: the normaliser runs over the k candidates
+    std::partial_sort(order_.begin(), order_.begin() + m, order_.end(), by_logit);
+    for (int i = 0; i < m; ++i) total += std::exp((logits[order_[i]] - mx) / p.temperature);
+  } else {
+    for (int i = 0; i < n; ++i) total += std::exp((logits[i] - mx) / p.temperature);
+    // Sort only as many candidates as the nucleus can need: once the top m hold more than top_p of the mass,
+    // the cut lies inside them (the mass before a token is a prefix sum of the sorted order).
+    m = std::min(n, 64);
+    for (;;) {
+      std::partial_sort(order_.begin(), order_.begin() + m, order_.end(), by_logit);
+      double mass = 0;
+      for (int i = 0; i < m; ++i) mass += std::exp((logits[order_[i]] - mx) / p.temperature) / total;
+      if (m == n || (p.top_p < 1.0f && mass > p.top_p)) break;
+      m = std::min(n, m * 4);
+    }
   }
-  for (int i = 0; i < keep; ++i) probs_[i] = float(probs_[i] / total);
+  int keep = m;
+  for (int i = 0; i < keep; ++i) probs_[i] = float(std::exp((logits[order_[i]] - mx) / p.temperature) / total);
   // Nucleus: keep a token while the mass before it is ≤ top_p (the first token is always kept).
   if (p.top_p < 1.0f) {
     double before = 0;
