@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
-// Decode attention (one query row, or a few), split-KV: the key range is cut into chunks of 256 keys and one
+// Decode attention (one query row, or a few), split-KV: the key range is cut into chunks of 128 keys and one
 // block handles one (chunk, KV head, query row) for all G query heads of the group, so each K/V row is read from
-// device memory once per row and 8 KV heads × many chunks fill the GPU. Each block streams its 256 K and V rows
-// with 16-byte loads (all issued before the first use: 128 KB in flight per block at head_dim 128), computes
+// device memory once per row and 8 KV heads × many chunks fill the GPU (4193 keys: 33 × 8 = 264 blocks, all
+// resident at 3 blocks/SM). Each block streams its 128 K and V rows with 16-byte loads (all issued before the
+// first use: 64 KB in flight per block at head_dim 128), computes
 // the G score vectors with a deterministic shuffle reduction, a chunk-local max and sum (base-2 softmax), and
 // P·V in fp32 registers; it writes the unnormalised (O, M, L) of its chunk. A second kernel merges the chunks in
 // index order (no atomics: bit-identical run after run). A single chunk writes the output directly.
@@ -16,10 +17,10 @@
 namespace pixtral::cuda {
 namespace {
 
-constexpr int kWarps = 8;
+constexpr int kWarps = 4;
 constexpr int kThreads = 32 * kWarps;
 constexpr int kKeysPerWarp = 32;
-constexpr int kChunk = kWarps * kKeysPerWarp;  // 256 keys per block
+constexpr int kChunk = kWarps * kKeysPerWarp;  // 128 keys per block
 constexpr float kLog2e = 1.4426950408889634f;
 
 struct DecodeParams {
@@ -52,7 +53,7 @@ __device__ __forceinline__ uint4 ld_stream(const bf16* p) {
 }
 
 template <int D, int G, class TO>
-__global__ void __launch_bounds__(kThreads) decode_attention_kernel(const DecodeParams p) {
+__global__ void __launch_bounds__(kThreads, 3) decode_attention_kernel(const DecodeParams p) {
   constexpr int kLanesPerKey = D / 8;             // 16-byte pieces of one row
   constexpr int kKeysPerStep = 32 / kLanesPerKey;  // keys one warp-wide load covers
   constexpr int kSteps = kKeysPerWarp / kKeysPerStep;

@@ -3,7 +3,9 @@
 # One round of CUDA backend checks on a GPU machine, from a build folder made elsewhere for sm_90 (or here).
 # Usage: tests/engine/cuda/run_gpu_checks.sh [BUILD_DIR=build-cuda] [--quick]
 # Runs: the gpu-labelled gtest binaries (parity + backend faults), compute-sanitizer memcheck over the ops test
-# and racecheck over attention (skipped with --quick), then the kernel lab (GEMV vs cuBLAS vs copy bandwidth).
+# and racecheck over attention (skipped with --quick), then the kernel lab (copy bandwidth and GEMM rate; the
+# attention kernels — tensor-core prefill, split-KV decode, in a CUDA graph — vs their floors and the generic
+# kernel; GEMV vs cuBLAS).
 # Logs go to $OUT (or ./gpu-checks) and the end of the output is a short summary.
 set -u
 BUILD=${1:-build-cuda}
@@ -27,10 +29,10 @@ run() {  # name, command...
 run backend "$BIN/tst_cuda_backend"
 run ops "$BIN/tst_cuda_ops"
 if [[ $QUICK == 0 ]] && command -v compute-sanitizer > /dev/null; then
-  run memcheck compute-sanitizer --tool memcheck --error-exitcode 3 "$BIN/tst_cuda_ops" \
+  run memcheck env PIXTRAL_CUDA_TEST_QUICK=1 compute-sanitizer --tool memcheck --error-exitcode 3 "$BIN/tst_cuda_ops" \
       --gtest_filter='CudaOps.*:-CudaOps.RmsNormAndFusedResidual'
-  run racecheck compute-sanitizer --tool racecheck --error-exitcode 3 "$BIN/tst_cuda_ops" \
-      --gtest_filter='CudaOps.Attention'
+  run racecheck env PIXTRAL_CUDA_TEST_QUICK=1 compute-sanitizer --tool racecheck --error-exitcode 3 \
+      "$BIN/tst_cuda_ops" --gtest_filter='CudaOps.Attention:CudaOps.DecodeStep*'
 fi
 run lab "$BIN/pixtral_cuda_lab" $([[ $QUICK == 1 ]] && echo 10 || echo 50)
 echo

@@ -135,5 +135,24 @@ TEST(CudaBackend, GraphReplayRepeatsTheCapturedWork) {
   G->free(*d);
 }
 
+TEST(CudaBackend, DecodeStateRefusesBadValuesAndCapture) {
+  PIXTRAL_REQUIRE_GPU();
+  auto* ext = ops::cuda_extension(*G);
+  ASSERT_NE(ext, nullptr);
+  ASSERT_NE(ext->decode_state(), nullptr);
+  EXPECT_EQ(ext->set_decode_state(-1, 1).code(), ErrorCode::invalid_argument);
+  EXPECT_EQ(ext->set_decode_state(10, ops::kDecodeStateMaxRows + 1).code(), ErrorCode::invalid_argument);
+  EXPECT_EQ(ext->set_decode_tokens(std::vector<int>(ops::kDecodeStateMaxRows + 1, 1)).code(),
+            ErrorCode::invalid_argument);
+  EXPECT_TRUE(ext->set_decode_state(10, 2).ok());
+  ASSERT_TRUE(ext->begin_capture().ok());
+  const Status in_capture = ext->set_decode_state(11, 1);
+  ASSERT_TRUE(ext->end_capture().ok());
+  EXPECT_EQ(in_capture.code(), ErrorCode::invalid_argument) << in_capture.to_string();
+  // Outside device-state mode the host spans still rule (the parity test covers the mode itself).
+  EXPECT_FALSE(ext->device_state_mode());
+  EXPECT_TRUE(G->synchronize().ok());
+}
+
 }  // namespace
 }  // namespace pixtral

@@ -10,9 +10,11 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <numeric>
 
+#include "cuda/cuda_ext.h"
 #include "cuda_test_util.h"
 
 namespace pixtral {
@@ -210,9 +212,13 @@ TEST_F(CudaOps, Rope2d) {
   }
 }
 
+// Every attention case runs through each kernel that can take it: automatic dispatch (decode kernel for ≤ 4
+// rows, tensor-core flash kernel for bf16 head_dim 64/128, else generic), and each path forced through
+// PIXTRAL_CUDA_ATTENTION (a forced path that cannot run the case falls back to generic).
 TEST_F(CudaOps, Attention) {
   PIXTRAL_REQUIRE_GPU();
-  struct Case { std::int64_t n_q, n_kv; int H, Hkv, D; bool causal; int q_offset; std::vector<int> segments; };
+  struct Case { std::int64_t n_q, n_kv; int H, Hkv, D; bool causal; int q_offset; std::vector<int> segments;
+                DType out_t = DType::bf16; };
   const std::vector<Case> cases = {
       {37, 37, 4, 2, 16, true, 0, {}},           // prefill, GQA
       {5, 70, 8, 2, 64, true, 65, {}},            // chunked prefill after a cached prefix
@@ -224,11 +230,29 @@ TEST_F(CudaOps, Attention) {
       {20, 20, 3, 1, 24, true, 0, {}},            // head_dim not a power of two
       {300, 300, 4, 1, 128, true, 0, {}},         // many tiles
       {2, 129, 4, 2, 64, true, 127, {}},          // two decode rows
+      // tensor-core prefill (flash) shapes
+      {200, 200, 8, 2, 128, true, 0, {}},                     // causal, GQA 4, partial last q block
+      {100, 1100, 32, 8, 128, true, 1000, {}},                // chunked prefill: q_offset not tile-aligned
+      {1100, 1100, 16, 16, 64, false, 0, {576, 500, 24}},     // vision segments, boundaries inside tiles
+      {77, 77, 4, 4, 64, false, 0, {}, DType::f32},           // full attention, f32 output
+      {130, 130, 4, 2, 128, true, 0, {}, DType::f32},         // causal, f32 output
+      {64, 64, 2, 2, 64, true, 0, {}},                        // exactly one tile
+      // split-KV decode shapes
+      {3, 600, 8, 2, 64, true, 597, {}},           // three rows, G = 4, head_dim 64
+      {4, 1000, 4, 4, 128, true, 996, {}},         // four rows, G = 1
+      {1, 257, 2, 1, 64, true, 256, {}},           // G = 2, last chunk holds one key
+      {1, 100, 32, 8, 128, true, 99, {}},          // one chunk: written directly, no combine
+      {1, 5000, 32, 8, 128, true, 4999, {}, DType::f32},  // f32 output
   };
+  const char* paths[] = {nullptr, "generic", "flash", "decode"};
+  // Under compute-sanitizer (racecheck is ~100× slower) run_gpu_checks.sh sets this to keep the small cases only.
+  const bool quick = std::getenv("PIXTRAL_CUDA_TEST_QUICK") != nullptr;
   for (const auto& c : cases) {
+    if (quick && double(c.n_q) * double(c.n_kv) * c.H > 3e6) continue;
     const std::string what = "attention n_q=" + std::to_string(c.n_q) + " n_kv=" + std::to_string(c.n_kv) + " H=" +
                              std::to_string(c.H) + "/" + std::to_string(c.Hkv) + " D=" + std::to_string(c.D) +
-                             (c.causal ? " causal" : "") + (c.segments.empty() ? "" : " segments");
+                             (c.causal ? " causal" : "") + (c.segments.empty() ? "" : " segments") + " out " +
+                             dtype_name(c.out_t);
     SCOPED_TRACE(what);
     auto qh = random_values(rng_, std::size_t(c.n_q * c.H * c.D));
     auto kh = random_values(rng_, std::size_t(c.n_kv * c.Hkv * c.D));
@@ -236,7 +260,7 @@ TEST_F(CudaOps, Attention) {
     auto q = make_pair(cpu_.get(), G, c.n_q, c.H * c.D, qh.data());
     auto k = make_pair(cpu_.get(), G, c.n_kv, c.Hkv * c.D, kh.data());
     auto v = make_pair(cpu_.get(), G, c.n_kv, c.Hkv * c.D, vh.data());
-    auto out = make_pair(cpu_.get(), G, c.n_q, c.H * c.D, nullptr);
+    auto out = make_pair(cpu_.get(), G, c.n_q, c.H * c.D, nullptr, c.out_t);
     ops::AttentionParams p;
     p.n_heads = c.H;
     p.n_kv_heads = c.Hkv;
@@ -246,9 +270,104 @@ TEST_F(CudaOps, Attention) {
     p.q_offset = c.q_offset;
     p.segments = c.segments;
     ASSERT_TRUE(cpu_->attention(out->c, q->c, k->c, v->c, p).ok());
-    auto got = run_twice(G, out->g, [&] { return G->attention(out->g, q->g, k->g, v->g, p); },
-                         [&] { reset(*out, nullptr); }, what);
-    expect_close(download(cpu_.get(), out->c), got, kDot, what);
+    const auto ref = download(cpu_.get(), out->c);
+    for (const char* path : paths) {
+      const std::string w2 = what + " path=" + (path ? path : "auto");
+      if (path) setenv("PIXTRAL_CUDA_ATTENTION", path, 1);
+      auto got = run_twice(G, out->g, [&] { return G->attention(out->g, q->g, k->g, v->g, p); },
+                           [&] { reset(*out, nullptr); }, w2);
+      unsetenv("PIXTRAL_CUDA_ATTENTION");
+      expect_close(ref, got, kDot, w2);
+    }
+  }
+}
+
+// The decode step under a CUDA graph: rope(q), rope(k), KV append (scatter_rows), attention and embed read the
+// position and token from the device decode state, so one captured graph replays correctly at later positions.
+// Compared with the CPU running the same step with host values; the cache holds random rows past the live keys
+// (capacity view), which must never be read.
+TEST_F(CudaOps, DecodeStepGraphReplayReadsDeviceState) {
+  PIXTRAL_REQUIRE_GPU();
+  auto* ext = ops::cuda_extension(*G);
+  ASSERT_NE(ext, nullptr);
+  struct Case { int H, Hkv, D; };
+  for (const Case c : {Case{32, 8, 128}, Case{8, 2, 64}, Case{6, 3, 24}}) {  // decode, decode, generic kernels
+    const std::string what = "decode graph H=" + std::to_string(c.H) + "/" + std::to_string(c.Hkv) + " D=" +
+                             std::to_string(c.D);
+    SCOPED_TRACE(what);
+    const std::int64_t cap = 1500, qd = std::int64_t(c.H) * c.D, kd = std::int64_t(c.Hkv) * c.D;
+    const int vocab = 11;
+    auto kc_h = random_values(rng_, std::size_t(cap * kd));
+    auto vc_h = random_values(rng_, std::size_t(cap * kd));
+    auto kc = make_pair(cpu_.get(), G, cap, kd, kc_h.data());
+    auto vc = make_pair(cpu_.get(), G, cap, kd, vc_h.data());
+    auto q = make_pair(cpu_.get(), G, 1, qd, nullptr);
+    auto kr = make_pair(cpu_.get(), G, 1, kd, nullptr);
+    auto vr = make_pair(cpu_.get(), G, 1, kd, nullptr);
+    auto out = make_pair(cpu_.get(), G, 1, qd, nullptr);
+    auto emb = make_pair(cpu_.get(), G, 1, 40, nullptr);
+    auto table = make_weight(cpu_.get(), G, rng_, vocab, 40, "tok_embeddings");
+    ops::AttentionParams p;
+    p.n_heads = c.H;
+    p.n_kv_heads = c.Hkv;
+    p.head_dim = c.D;
+    p.scale = 1.0f / std::sqrt(float(c.D)) * 2.0f;
+    p.causal = true;
+    const float theta = 1e6f;
+    const auto pairs = ops::RopePairs::halves;
+    const std::vector<int> dummy_pos = {0}, dummy_ids = {0};  // sizes only: values come from the device state
+    auto step = [&](ops::Backend* b, ops::Tensor& qq, ops::Tensor& kk, ops::Tensor& vv, ops::Tensor& kcache,
+                    ops::Tensor& vcache, ops::Tensor& o, ops::Tensor& e, const ops::Weight& tab,
+                    std::span<const int> pos, std::span<const int> ids, std::int64_t n_keys) -> Status {
+      PIXTRAL_RETURN_IF_ERROR(b->embed(e, tab, ids));
+      PIXTRAL_RETURN_IF_ERROR(b->rope(qq, c.H, c.D, pos, theta, pairs));
+      PIXTRAL_RETURN_IF_ERROR(b->rope(kk, c.Hkv, c.D, pos, theta, pairs));
+      PIXTRAL_RETURN_IF_ERROR(b->scatter_rows(kcache, kk, pos));
+      PIXTRAL_RETURN_IF_ERROR(b->scatter_rows(vcache, vv, pos));
+      ops::AttentionParams pp = p;
+      pp.q_offset = pos[0];
+      return b->attention(o, qq, kcache.slice_rows(0, n_keys), vcache.slice_rows(0, n_keys), pp);
+    };
+    // Warm up eagerly in device-state mode (scratch grows outside capture), then capture once.
+    ASSERT_TRUE(ext->set_decode_state(999, 1).ok());
+    ASSERT_TRUE(ext->set_decode_tokens(std::vector<int>{1}).ok());
+    ext->set_device_state_mode(true);
+    ops::Tensor kg = kc->g, vg = vc->g;
+    Status st = step(G, q->g, kr->g, vr->g, kg, vg, out->g, emb->g, table->g, dummy_pos, dummy_ids, cap);
+    ASSERT_TRUE(st.ok()) << st.to_string();
+    ASSERT_TRUE(G->synchronize().ok());
+    ASSERT_TRUE(ext->begin_capture().ok());
+    st = step(G, q->g, kr->g, vr->g, kg, vg, out->g, emb->g, table->g, dummy_pos, dummy_ids, cap);
+    const Status end = ext->end_capture();
+    ext->set_device_state_mode(false);
+    ASSERT_TRUE(st.ok()) << st.to_string();
+    ASSERT_TRUE(end.ok()) << end.to_string();
+    // The warm-up wrote row 999 of the GPU cache: put the same row into the CPU cache.
+    reset(*kc, kc_h.data());
+    reset(*vc, vc_h.data());
+    for (int pos : {1000, 1001, 257, 1499}) {
+      const std::string w2 = what + " position " + std::to_string(pos);
+      SCOPED_TRACE(w2);
+      auto qh = random_values(rng_, std::size_t(qd));
+      auto kh = random_values(rng_, std::size_t(kd));
+      auto vh = random_values(rng_, std::size_t(kd));
+      const int tok = int(rng_() % vocab);
+      for (auto* t : {&*q, &*kr, &*vr}) reset(*t, t == &*q ? qh.data() : t == &*kr ? kh.data() : vh.data());
+      reset(*out, nullptr);
+      reset(*emb, nullptr);
+      const std::vector<int> pos_v = {pos}, ids = {tok};
+      ops::Tensor kcc = kc->c, vcc = vc->c;
+      st = step(cpu_.get(), q->c, kr->c, vr->c, kcc, vcc, out->c, emb->c, table->c, pos_v, ids, pos + 1);
+      ASSERT_TRUE(st.ok()) << st.to_string();
+      ASSERT_TRUE(ext->set_decode_state(pos, 1).ok());
+      ASSERT_TRUE(ext->set_decode_tokens(ids).ok());
+      ASSERT_TRUE(ext->replay().ok());
+      ASSERT_TRUE(G->synchronize().ok());
+      expect_close(download(cpu_.get(), out->c), download(G, out->g), kDot, "attention " + w2);
+      expect_close(download(cpu_.get(), q->c), download(G, q->g), kElem, "rope q " + w2);
+      expect_close(download(cpu_.get(), kc->c), download(G, kc->g), kElem, "k cache " + w2);
+      expect_close(download(cpu_.get(), emb->c), download(G, emb->g), kExact, "embed " + w2);
+    }
   }
 }
 

@@ -1,13 +1,16 @@
 // SPDX-License-Identifier: Apache-2.0
-// Kernel lab (not a test): batch-1 GEMV (kernels_gemv.cu) vs cuBLAS on Pixtral-12B decoder shapes, next to the
-// card's measured copy bandwidth and bf16 GEMM rate. Validates first (NMSE vs cuBLAS on the same random bf16
-// data, never zeros), then times: warm-up, CUDA events, median of `reps`, weights rotated across copies totalling
-// ≥ 4× L2 so no run reads from cache.
-// Usage: pixtral_cuda_lab [reps=50]
+// Kernel lab (not a test): batch-1 GEMV (kernels_gemv.cu) vs cuBLAS on Pixtral-12B decoder shapes, and the
+// attention kernels (tensor-core prefill, split-KV decode, vs the generic kernel) on the page-QA shapes, next to
+// the card's measured copy bandwidth and bf16 GEMM rate. Validates first (NMSE vs a reference on the same random
+// bf16 data, never zeros), then times: warm-up, CUDA events, median of `reps`, inputs rotated across copies
+// totalling ≥ 4× L2 where the floor is bandwidth, so no run reads from cache.
+// Usage: pixtral_cuda_lab [reps=50] [gemv|attention]   (both sections when no section is named)
 // ref: llm.c dev/cuda/*.cu (validate-then-benchmark mains).
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <vector>
 
 #include "cuda/kernels.cuh"
@@ -70,8 +73,130 @@ float median_ms(cudaStream_t s, int reps, F&& f) {
   return t[reps / 2];
 }
 
+double nmse_bf16(const bf16* a_dev, const bf16* b_dev, std::size_t n, cudaStream_t s) {
+  std::vector<std::uint16_t> a(n), b(n);
+  LAB_CHECK(cudaMemcpyAsync(a.data(), a_dev, n * 2, cudaMemcpyDeviceToHost, s));
+  LAB_CHECK(cudaMemcpyAsync(b.data(), b_dev, n * 2, cudaMemcpyDeviceToHost, s));
+  LAB_CHECK(cudaStreamSynchronize(s));
+  double num = 0, den = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    const double fa = bf16_to_f32(a[i]), fb = bf16_to_f32(b[i]);
+    if (!std::isfinite(fa)) return 1e9;
+    num += (fa - fb) * (fa - fb);
+    den += fb * fb;
+  }
+  return den > 0 ? num / den : 1e9;
+}
+
+// ---- attention -------------------------------------------------------------------------------------------------
+// One attention problem on device buffers: `copies` independent K/V caches (as the 40 layers have), q and out.
+struct AttnProblem {
+  const char* name;
+  int n_q, n_kv, H, Hkv, D;
+  bool causal;  // else one segment (all keys)
+  int q_offset;
+  int layers;   // how many such layers the model runs (totals)
+};
+
+void attention_lab(const AttnProblem& pb, int reps, double copy_bw, double gemm_rate, cudaStream_t s,
+                   std::size_t l2, int max_smem, int n_sms) {
+  const std::size_t qn = std::size_t(pb.n_q) * pb.H * pb.D, kvn = std::size_t(pb.n_kv) * pb.Hkv * pb.D;
+  const std::size_t kv_bytes = 2 * kvn * 2;  // K and V, bf16
+  const bool decode = pb.n_q <= kDecodeAttentionMaxRows;
+  const int copies = decode ? int(std::min<std::size_t>(pb.layers, std::max<std::size_t>(2, (4 * l2 + kv_bytes - 1) /
+                                                                                                   kv_bytes)))
+                            : 1;
+  bf16 *q, *o_fast, *o_ref;
+  LAB_CHECK(cudaMalloc(&q, qn * 2));
+  LAB_CHECK(cudaMalloc(&o_fast, qn * 2));
+  LAB_CHECK(cudaMalloc(&o_ref, qn * 2));
+  std::vector<bf16*> kv(copies);
+  for (int i = 0; i < copies; ++i) {
+    LAB_CHECK(cudaMalloc(&kv[i], 2 * kvn * 2));
+    fill_random<<<1024, 256, 0, s>>>(kv[i], 2 * kvn, 100 + i, 1.f);
+  }
+  fill_random<<<1024, 256, 0, s>>>(q, qn, 7, 1.f);
+  std::vector<int2> rng(pb.n_q);
+  double pairs = 0;  // (query, key) pairs computed, for the FLOP count
+  for (int i = 0; i < pb.n_q; ++i) {
+    rng[i] = pb.causal ? int2{0, pb.q_offset + i + 1} : int2{0, pb.n_kv};
+    pairs += rng[i].y - rng[i].x;
+  }
+  int2* rng_dev;
+  LAB_CHECK(cudaMalloc(&rng_dev, pb.n_q * sizeof(int2)));
+  LAB_CHECK(cudaMemcpy(rng_dev, rng.data(), pb.n_q * sizeof(int2), cudaMemcpyHostToDevice));
+  AttentionLaunch a;
+  a.q = q;
+  a.n_q = pb.n_q;
+  a.n_kv = pb.n_kv;
+  a.n_heads = pb.H;
+  a.n_kv_heads = pb.Hkv;
+  a.head_dim = pb.D;
+  a.scale = 1.f / std::sqrt(float(pb.D));
+  a.key_range = rng_dev;
+  a.key_lo_min = 0;
+  a.key_hi_max = pb.causal ? pb.q_offset + pb.n_q : pb.n_kv;
+  a.max_smem = max_smem;
+  a.n_sms = n_sms;
+  AttentionLaunch g = a;
+  g.path = AttentionPath::generic;
+  a.path = decode ? AttentionPath::decode : AttentionPath::flash;
+  const std::int64_t ws = std::max(attention_workspace_floats(a), attention_workspace_floats(g));
+  float* partial = nullptr;
+  if (ws > 0) LAB_CHECK(cudaMalloc(&partial, ws * 4));
+  a.partial = g.partial = partial;
+  a.partial_floats = g.partial_floats = ws;
+  auto run = [&](AttentionLaunch l, bf16* out, int i) {
+    l.out = out;
+    l.k = kv[i % copies];
+    l.v = kv[i % copies] + kvn;
+    LAB_STATUS(launch_attention(l, s));
+  };
+  run(a, o_fast, 0);
+  run(g, o_ref, 0);
+  const double err = nmse_bf16(o_fast, o_ref, qn, s);
+  const float t_fast = median_ms(s, reps, [&](int i) { run(a, o_fast, i); });
+  const float t_gen = median_ms(s, decode ? reps : 3, [&](int i) { run(g, o_ref, i); });
+  const double flops = 4.0 * pairs * pb.H * pb.D;
+  const double bytes = double(kv_bytes) + 2.0 * qn * 2;
+  const double floor_ms = std::max(flops / gemm_rate, bytes / copy_bw) * 1e3;
+  std::printf("%-30s %-7s %9.1f us %7.1f TFLOP/s %6.0f GB/s  floor %7.1f us  x%.2f | generic %9.1f us  x%.1f | "
+              "NMSE %.1e%s\n",
+              pb.name, decode ? "decode" : "flash", t_fast * 1e3, flops / (t_fast * 1e-3) / 1e12,
+              bytes / (t_fast * 1e-3) / 1e9, floor_ms * 1e3, t_fast / floor_ms, t_gen * 1e3, t_gen / t_fast, err,
+              err > 1e-4 ? "  <-- MISMATCH" : "");
+  std::printf("%-30s %d layers: %.2f ms (floor %.2f ms)\n", "", pb.layers, t_fast * pb.layers,
+              floor_ms * pb.layers);
+  if (decode) {  // all layers' attention in one CUDA graph: what the decode step will see (launch gaps included)
+    cudaGraph_t graph;
+    cudaGraphExec_t exec;
+    LAB_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+    for (int i = 0; i < pb.layers; ++i) run(a, o_fast, i);
+    LAB_CHECK(cudaStreamEndCapture(s, &graph));
+    LAB_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+    const float t_graph = median_ms(s, reps, [&](int) { LAB_CHECK(cudaGraphLaunch(exec, s)); });
+    std::printf("%-30s %d layers in one graph (%d caches rotated): %.3f ms = %.1f us/layer, %.0f GB/s "
+                "(%.0f%% of copy)\n",
+                "", pb.layers, copies, t_graph, t_graph * 1e3 / pb.layers, bytes * pb.layers / (t_graph * 1e-3) / 1e9,
+                100.0 * bytes * pb.layers / (t_graph * 1e-3) / copy_bw);
+    LAB_CHECK(cudaGraphExecDestroy(exec));
+    LAB_CHECK(cudaGraphDestroy(graph));
+  }
+  for (auto* p : kv) LAB_CHECK(cudaFree(p));
+  LAB_CHECK(cudaFree(q));
+  LAB_CHECK(cudaFree(o_fast));
+  LAB_CHECK(cudaFree(o_ref));
+  LAB_CHECK(cudaFree(rng_dev));
+  if (partial) LAB_CHECK(cudaFree(partial));
+  LAB_CHECK(cudaGetLastError());
+}
+
 int main(int argc, char** argv) {
   const int reps = argc > 1 ? std::max(3, std::atoi(argv[1])) : 50;
+  const char* section = argc > 2 ? argv[2] : "";
+  const bool do_gemv = !*section || !std::strcmp(section, "gemv");
+  const bool do_attn = !*section || !std::strcmp(section, "attention");
+  double gemm_rate = 0;
   cudaDeviceProp prop{};
   LAB_CHECK(cudaGetDeviceProperties(&prop, 0));
   cudaStream_t s;
@@ -106,10 +231,31 @@ int main(int argc, char** argv) {
       LAB_CUBLAS(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, n, n, n, &alpha, A, CUDA_R_16BF, n, B, CUDA_R_16BF, n,
                               &beta, C, CUDA_R_16BF, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
     });
-    std::printf("bf16 GEMM 8192^3 (cuBLAS): %.0f TFLOP/s\n", 2.0 * n * n * double(n) / (ms * 1e-3) / 1e12);
+    gemm_rate = 2.0 * n * n * double(n) / (ms * 1e-3);
+    std::printf("bf16 GEMM 8192^3 (cuBLAS): %.0f TFLOP/s\n", gemm_rate / 1e12);
   }
   LAB_CHECK(cudaFree(c0));
 
+  if (do_attn) {
+    int max_smem = 0;
+    LAB_CHECK(cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0));
+    std::printf("\nattention (bf16; floor = max(FLOPs / GEMM rate, bytes / copy BW); xN = time / floor)\n");
+    const AttnProblem problems[] = {
+        {"decoder prefill 4193 causal", 4193, 4193, 32, 8, 128, true, 0, 40},
+        {"vision 4096 patches", 4096, 4096, 16, 16, 64, false, 0, 24},
+        {"decoder follow-up 30 @4193", 30, 4223, 32, 8, 128, true, 4193, 40},
+        {"decode 1 row @4193", 1, 4194, 32, 8, 128, true, 4193, 40},
+        {"decode 1 row @16384", 1, 16384, 32, 8, 128, true, 16383, 40},
+        {"decode 1 row @32768", 1, 32768, 32, 8, 128, true, 32767, 40},
+        {"decode 4 rows @4193", 4, 4197, 32, 8, 128, true, 4193, 40},
+    };
+    for (const auto& pb : problems) attention_lab(pb, reps, copy_bw, gemm_rate, s, prop.l2CacheSize, max_smem,
+                                                  prop.multiProcessorCount);
+  }
+  if (!do_gemv) {
+    cublasDestroy(h);
+    return 0;
+  }
   struct Shape { const char* name; int K, N; };
   const Shape shapes[] = {
       {"wq+wk+wv (fused QKV)", 5120, 4096 + 2048}, {"wq", 5120, 4096},      {"wo", 4096, 5120},
