@@ -1,0 +1,485 @@
+// SPDX-License-Identifier: Apache-2.0
+// `pixtral bench`: the page-QA benchmark of ../shared/docs/performance.md in one run. Measures the card's two
+// ceilings (device-to-device copy bandwidth, read + write counted; an 8192³ bf16 GEMM through the backend's
+// matmul = cuBLAS), then on synthetic full-size Pixtral-12B weights (or --model DIR): weight upload, the vision
+// encoder alone, time to first token (decoded 1024×1024 RGB image in memory + 30-token question → first sampled
+// token), decode ms/token at that context (median over 128 greedy tokens), the follow-up turn's time to first
+// token with the KV cache kept, and peak GPU memory — each next to its floor and the ratio.
+// Timing: warm-up first; synchronize + steady_clock around each measured region; medians.
+// Hidden options for a smoke test without a GPU: --device cpu --tiny (a tiny synthetic config).
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "bench_floors.h"
+#include "cuda/cuda_ext.h"
+#include "model/forward.h"
+#include "pixtral/log.h"
+#include "pixtral/model.h"
+#include "runtime/impl.h"
+#include "runtime/synthetic.h"
+#include "vision/preprocess.h"
+
+namespace {
+
+using namespace pixtral;
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+double ms_between(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+double median(std::vector<double> v) {
+  if (v.empty()) return std::nan("");
+  std::sort(v.begin(), v.end());
+  const std::size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+struct Options {
+  std::string model_dir;
+  std::string precision = "bf16";
+  bool quick = false;
+  bool json_out = false;
+  int context = 8192;
+  Device device = Device::cuda;
+  bool tiny = false;
+};
+
+const char* kBenchUsage =
+    "usage: pixtral bench [--model DIR] [--precision bf16] [--quick] [--json] [--context N]\n"
+    "  without --model: synthetic full-size Pixtral-12B weights (random bf16) on the GPU\n"
+    "  --context N: the session's KV-cache length in tokens (default 8192; the workload needs 4356)\n";
+
+int bench_fail(int code, const std::string& msg) {
+  std::fprintf(stderr, "pixtral bench: %s\n", msg.c_str());
+  return code;
+}
+
+void note(const Options& o, const std::string& s) {
+  (void)o;
+  std::fprintf(stderr, "[bench] %s\n", s.c_str());
+}
+
+// ---- device helpers -------------------------------------------------------------------------------------------
+
+/// Fill t with uniform random values in [-1, 1] (never zeros): one host block uploaded, then device copies.
+Status fill_random(ops::Backend& be, ops::Tensor t, std::uint64_t seed) {
+  const std::int64_t n = t.rows * t.cols;
+  const std::int64_t block = std::min<std::int64_t>(n, std::int64_t(1) << 22);
+  std::vector<float> host(static_cast<std::size_t>(block));
+  std::uint64_t s = seed * 0x9e3779b97f4a7c15ull + 1;
+  for (auto& x : host) {
+    s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+    x = float(double(s >> 11) * (2.0 / 9007199254740992.0) - 1.0);
+  }
+  ops::Tensor flat = t.reshaped(n, 1);
+  PIXTRAL_RETURN_IF_ERROR(be.upload(flat.slice_rows(0, block), host.data()));
+  for (std::int64_t r = block; r < n; r += block) {
+    const std::int64_t m = std::min(block, n - r);
+    PIXTRAL_RETURN_IF_ERROR(be.copy(flat.slice_rows(r, m), flat.slice_rows(0, m)));
+  }
+  return be.synchronize();
+}
+
+struct Ceilings {
+  double copy_bytes_per_s = 0;  ///< read + write
+  double gemm_flops_per_s = 0;
+  std::string card;
+  int gemm_n = 0;
+  double copy_mib = 0;
+};
+
+/// Copy bandwidth and GEMM rate on a backend of its own (released before the model loads).
+Result<Ceilings> measure_ceilings(const Options& o) {
+  std::unique_ptr<ops::Backend> be;
+  if (o.device == Device::cpu) {
+    be = ops::make_cpu_backend(0);
+  } else {
+    auto r = ops::load_cuda_backend(0);
+    if (!r.ok()) return r.status();
+    be = std::move(r.value());
+  }
+  Ceilings c;
+  c.card = be->device_name();
+  const DType act = be->activation_dtype();  // bf16 on CUDA (the CPU keeps f32)
+  const int reps = o.quick ? 5 : 15;
+  // Copy: two 1 GiB bf16 buffers (64 MiB on the CPU smoke path), 4 copies per sample.
+  {
+    const std::int64_t cols = 8192, rows = o.device == Device::cpu ? 4096 : 65536;
+    auto a = be->alloc(rows, cols, act, "bench copy source");
+    if (!a.ok()) return a.status();
+    auto b = be->alloc(rows, cols, act, "bench copy destination");
+    if (!b.ok()) return b.status();
+    PIXTRAL_RETURN_IF_ERROR(fill_random(*be, *a, 1));
+    PIXTRAL_RETURN_IF_ERROR(fill_random(*be, *b, 2));
+    std::vector<double> ms;
+    const int per = 4;
+    for (int i = 0; i < reps + 2; ++i) {
+      PIXTRAL_RETURN_IF_ERROR(be->synchronize());
+      const auto t0 = Clock::now();
+      for (int k = 0; k < per; ++k) PIXTRAL_RETURN_IF_ERROR(be->copy(k % 2 ? *a : *b, k % 2 ? *b : *a));
+      PIXTRAL_RETURN_IF_ERROR(be->synchronize());
+      if (i >= 2) ms.push_back(ms_between(t0, Clock::now()) / per);
+    }
+    c.copy_mib = double(a->bytes()) / (1 << 20);
+    c.copy_bytes_per_s = 2.0 * double(a->bytes()) / (median(ms) * 1e-3);
+    be->free(*a);
+    be->free(*b);
+  }
+  // GEMM: out[N,N] = x[N,N] · W[N,N]ᵀ through the backend's matmul (cuBLAS, fp32 accumulation).
+  {
+    const std::int64_t n = o.device == Device::cpu ? 512 : 8192;
+    c.gemm_n = int(n);
+    std::vector<std::uint16_t> wh(std::size_t(n * n));
+    std::uint64_t s = 0x1234567;
+    for (auto& x : wh) {
+      s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+      x = f32_to_bf16(float(double(s >> 11) * (0.04 / 9007199254740992.0) - 0.02));
+    }
+    WeightView view;
+    view.name = "bench.gemm.weight";
+    view.data = wh.data();
+    view.dtype = DType::bf16;
+    view.shape = {n, n};
+    auto w = be->upload_weight(view);
+    if (!w.ok()) return w.status();
+    auto x = be->alloc(n, n, act, "bench GEMM input");
+    if (!x.ok()) return x.status();
+    auto y = be->alloc(n, n, act, "bench GEMM output");
+    if (!y.ok()) return y.status();
+    PIXTRAL_RETURN_IF_ERROR(fill_random(*be, *x, 3));
+    std::vector<double> ms;
+    for (int i = 0; i < reps + 3; ++i) {
+      PIXTRAL_RETURN_IF_ERROR(be->synchronize());
+      const auto t0 = Clock::now();
+      PIXTRAL_RETURN_IF_ERROR(be->matmul(*y, *x, *w));
+      PIXTRAL_RETURN_IF_ERROR(be->synchronize());
+      if (i >= 3) ms.push_back(ms_between(t0, Clock::now()));
+    }
+    c.gemm_flops_per_s = 2.0 * double(n) * double(n) * double(n) / (median(ms) * 1e-3);
+    be->free(*x);
+    be->free(*y);
+    be->free_weight(*w);
+  }
+  return c;
+}
+
+/// Device bytes in use (whole device: context, cuBLAS, the caching of others), sampled at phase ends.
+struct MemoryWatch {
+  ops::CudaExtension* ext = nullptr;
+  std::size_t device_used_max = 0;
+  void sample() {
+    std::size_t f = 0, t = 0;
+    if (ext && ext->memory_info(&f, &t).ok()) device_used_max = std::max(device_used_max, t - f);
+  }
+};
+
+// ---- workload --------------------------------------------------------------------------------------------------
+
+std::shared_ptr<const Image> random_image(int w, int h, std::uint64_t seed) {
+  auto img = std::make_shared<Image>();
+  img->width = w;
+  img->height = h;
+  img->format = PixelFormat::rgb8;
+  img->pixels.resize(std::size_t(w) * h * 3);
+  std::uint64_t s = seed * 0x9e3779b97f4a7c15ull + 7;
+  for (auto& p : img->pixels) {
+    s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+    p = std::uint8_t(s >> 56);
+  }
+  return img;
+}
+
+/// A question of exactly `n` tokens when the tokenizer allows (words added, then characters trimmed).
+std::string make_question(const Tokenizer& tok, int n, int salt) {
+  static const char* words[] = {"What", " is", " the", " title", " of", " this", " page", " and", " who", " wrote",
+                                " it", " please", " list", " every", " section", " heading", " with", " its",
+                                " number", " then", " summarise", " the", " main", " result", " briefly"};
+  std::string q = salt ? "And" : "Q";
+  auto count = [&](const std::string& s) {
+    auto r = tok.encode(s);
+    return r.ok() ? int(r->size()) : 0;
+  };
+  for (int i = 0; count(q) < n; ++i) q += words[(i + salt) % (sizeof words / sizeof *words)];
+  while (count(q) > n && q.size() > 1) q.pop_back();
+  return q;
+}
+
+struct Figure {
+  std::string name, unit;
+  double value = std::nan(""), floor = std::nan("");
+  std::string note;
+};
+
+int run(const Options& o) {
+  if (o.precision != "bf16")
+    return bench_fail(2, "precision " + o.precision + " is not supported yet (only bf16)");
+  set_log_level(LogLevel::warning);
+
+  // 1. Ceilings, on a backend of their own.
+  note(o, "measuring copy bandwidth and GEMM rate");
+  auto ceil = measure_ceilings(o);
+  if (!ceil.ok()) {
+    if (o.device == Device::cuda)
+      return bench_fail(3, "the benchmark needs the CUDA backend, which is unavailable: " + ceil.status().message());
+    return bench_fail(3, ceil.status().message());
+  }
+  const double bw = ceil->copy_bytes_per_s, rate = ceil->gemm_flops_per_s;
+
+  // 2. The model.
+  std::shared_ptr<Model> model;
+  double upload_ms = 0, fill_ms = 0;
+  if (o.model_dir.empty()) {
+    note(o, o.tiny ? "creating a tiny synthetic model" : "creating synthetic Pixtral-12B weights (random bf16)");
+    SyntheticOptions so;
+    so.device = o.device;
+    if (o.tiny) {
+      ModelConfig& c = so.config;
+      c.dim = 64, c.n_layers = 2, c.head_dim = 16, c.hidden_dim = 96, c.n_heads = 4, c.n_kv_heads = 2;
+      c.vocab_size = 1640;
+      c.vision.hidden_size = 32, c.vision.image_size = 64, c.vision.patch_size = 8;
+      c.vision.intermediate_size = 64, c.vision.num_hidden_layers = 2, c.vision.num_attention_heads = 2;
+      c.vision.head_dim = 16;
+    }
+    SyntheticStats st;
+    auto m = make_synthetic_model(so, &st);
+    if (!m.ok()) return bench_fail(3, "synthetic model: " + m.status().message());
+    model = std::move(m.value());
+    upload_ms = st.upload_ms;
+    fill_ms = st.fill_ms;
+  } else {
+    note(o, "loading " + o.model_dir);
+    LoadOptions lo;
+    lo.device = o.device;
+    const auto t0 = Clock::now();
+    auto m = Model::load(o.model_dir, lo);
+    if (!m.ok()) return bench_fail(3, m.status().message());
+    model = std::move(m.value());
+    if (auto s = model->impl().backend->synchronize(); !s.ok()) return bench_fail(4, s.message());
+    upload_ms = ms_between(t0, Clock::now());
+  }
+  const Model::Impl& mi = model->impl();
+  ops::Backend& be = *mi.backend;
+  const ModelConfig& cfg = mi.ckpt.config();
+  MemoryWatch mem{ops::cuda_extension(be)};
+  mem.sample();
+
+  // 3. Workload: one image of the model's maximum size + a 30-token question; follow-up of 30 tokens.
+  const int side = cfg.vision.image_size;
+  auto image = random_image(side, side, 11);
+  const std::string q1 = make_question(*mi.tokenizer, 30, 0), q2 = make_question(*mi.tokenizer, 30, 3);
+  Message user1{Role::user, {ContentPart::from_image(image), ContentPart::from_text(q1)}, {}};
+  std::vector<Message> conv1 = {user1};
+  SessionOptions sopt;
+  sopt.context_length = o.context;
+  GenerateParams gp;
+  gp.temperature = 0;
+  gp.top_p = 1;
+  const int n_decode = 128;
+
+  {
+    auto probe = model->create_session(SessionOptions{64, 64});
+    if (probe.ok()) {
+      auto p = (*probe)->build_prompt(conv1);
+      if (p.ok()) note(o, "prompt: " + std::to_string(p->tokens.size()) + " tokens");
+    }
+  }
+  const int reps = o.quick ? 2 : 5, followup_reps = o.quick ? 3 : 10, vision_reps = o.quick ? 3 : 10;
+  std::vector<double> ttft, pre_ms, vis_in_ttft, prefill_ms, decode_steps, followup;
+  int prompt_tokens = 0, followup_new = 0, generated_min = n_decode + 1;
+  std::size_t kept = 0;
+  for (int rep = -1; rep < reps; ++rep) {  // rep -1: warm-up (kernels, cuBLAS heuristics, graph capture)
+    note(o, rep < 0 ? "warm-up" : "page QA, run " + std::to_string(rep + 1) + "/" + std::to_string(reps));
+    auto sess = model->create_session(sopt);
+    if (!sess.ok()) return bench_fail(3, sess.status().message());
+    Session& s = **sess;
+    std::vector<Clock::time_point> marks;
+    marks.reserve(std::size_t(n_decode) + 2);
+    gp.max_tokens = n_decode + 1;
+    auto g = s.generate(conv1, gp, [&](std::string_view, int) {
+      marks.push_back(Clock::now());
+      return true;
+    });
+    if (!g.ok()) return bench_fail(4, "page QA: " + g.status().message());
+    mem.sample();
+    // Follow-up turn: the answer's ids + a new 30-token question; only the new rows are processed.
+    std::vector<Message> conv2 = conv1;
+    Message answer{Role::assistant, {ContentPart::from_text(g->text)}, g->tokens};
+    conv2.push_back(answer);
+    conv2.push_back(Message::user_text(q2));
+    kept = s.cached_tokens().size();
+    gp.max_tokens = 1;
+    for (int f = 0; f < (rep < 0 ? 1 : followup_reps); ++f) {
+      s.truncate(kept);
+      auto g2 = s.generate(conv2, gp);
+      if (!g2.ok()) return bench_fail(4, "follow-up: " + g2.status().message());
+      if (rep >= 0) followup.push_back(g2->timings.ttft_ms);
+      followup_new = g2->timings.prompt_tokens - g2->timings.reused_tokens;
+    }
+    if (rep < 0) continue;
+    const Timings& t = g->timings;
+    prompt_tokens = t.prompt_tokens;
+    ttft.push_back(t.ttft_ms);
+    pre_ms.push_back(t.preprocess_ms);
+    vis_in_ttft.push_back(t.vision_ms);
+    prefill_ms.push_back(t.prefill_ms);
+    generated_min = std::min(generated_min, int(g->tokens.size()));
+    for (std::size_t i = 1; i < marks.size(); ++i) decode_steps.push_back(ms_between(marks[i - 1], marks[i]));
+  }
+
+  // 4. The vision encoder alone (preprocessed once; encoder + adapter, synchronized).
+  std::vector<double> vision;
+  {
+    auto px = vision::preprocess(image->view(), cfg.vision.patch_size, cfg.vision.image_size);
+    if (!px.ok()) return bench_fail(4, px.status().message());
+    VisionImage vi{px->chw.data(), px->height, px->width};
+    for (int i = -1; i < vision_reps; ++i) {
+      TensorSet owner(be);
+      std::vector<ops::Tensor> out;
+      if (auto s = be.synchronize(); !s.ok()) return bench_fail(4, s.message());
+      const auto t0 = Clock::now();
+      Status st = encode_images(be, cfg, mi.weights.vision, mi.ckpt.rope_pairs(), {&vi, 1}, owner, out);
+      if (st.ok()) st = be.synchronize();
+      if (!st.ok()) return bench_fail(4, "vision encoder: " + st.message());
+      if (i >= 0) vision.push_back(ms_between(t0, Clock::now()));
+      mem.sample();
+    }
+  }
+
+  // 5. Floors and figures.
+  auto grid = vision::patch_grid(side, side, cfg.vision.patch_size, cfg.vision.image_size);
+  const std::int64_t patches = grid.ok() ? std::int64_t(grid->width) * grid->height : 0;
+  const double vflops = bench::vision_flops(cfg, patches);
+  const double pflops = bench::decoder_flops(cfg, 0, prompt_tokens);
+  const double wbytes = bench::decode_weight_bytes(cfg), kvtok = bench::kv_bytes_per_token(cfg);
+  const double ctx_mean = double(prompt_tokens) + double(n_decode) / 2;
+  const double decode_floor = (wbytes + kvtok * ctx_mean) / bw * 1e3;
+  const double fu_ctx = double(kept) + followup_new;
+  const double followup_floor = std::max(bench::decoder_flops(cfg, std::int64_t(kept), followup_new) / rate,
+                                         (wbytes + kvtok * fu_ctx) / bw) * 1e3;
+  ops::CudaExtension* ext = mem.ext;
+  const double gib = double(1u << 30);
+
+  std::vector<Figure> figs;
+  figs.push_back({"copy_bandwidth", "GB/s", bw / 1e9, std::nan(""), "device-to-device, read + write counted"});
+  figs.push_back({"gemm_rate", "TFLOP/s", rate / 1e12, std::nan(""),
+                  "bf16 " + std::to_string(ceil->gemm_n) + "^3 through the backend matmul"});
+  figs.push_back({"weight_upload", "ms", upload_ms, std::nan(""),
+                  o.model_dir.empty() ? "host RAM → device, " + std::to_string(int(double(mi.info.weight_bytes) /
+                                                                                   (upload_ms * 1e6))) + " GB/s"
+                                      : "Model::load total (disk/page cache → device)"});
+  figs.push_back({"vision_encoder", "ms", median(vision), vflops / rate * 1e3, "encoder + adapter, 1 image"});
+  figs.push_back({"ttft", "ms", median(ttft), (vflops + pflops) / rate * 1e3,
+                  "image in memory → first sampled token, " + std::to_string(prompt_tokens) + " tokens"});
+  figs.push_back({"decode", "ms/token", median(decode_steps), decode_floor,
+                  "median of " + std::to_string(decode_steps.size()) + " greedy steps"});
+  figs.push_back({"followup_ttft", "ms", median(followup), followup_floor,
+                  std::to_string(followup_new) + " new rows after " + std::to_string(kept) + " kept"});
+  if (ext) {
+    const double floor_mem = double(mi.info.weight_bytes) + kvtok * o.context;
+    figs.push_back({"peak_gpu_memory", "GiB", double(ext->peak_allocated_bytes()) / gib, floor_mem / gib,
+                    "engine allocations (device total in use: " +
+                        std::to_string(double(mem.device_used_max) / gib).substr(0, 5) + " GiB)"});
+  }
+
+  if (o.json_out) {
+    json j;
+    j["bench"] = "pixtral";
+    j["card"] = ceil->card;
+    j["backend"] = mi.info.backend;
+    j["model"] = o.model_dir.empty() ? (o.tiny ? "synthetic-tiny" : "synthetic-pixtral-12b") : o.model_dir;
+    j["precision"] = o.precision;
+    j["quick"] = o.quick;
+    j["context"] = o.context;
+    j["prompt_tokens"] = prompt_tokens;
+    j["followup_new_tokens"] = followup_new;
+    j["generated_tokens_min"] = generated_min;
+    j["ceilings"] = {{"copy_bytes_per_s", bw}, {"gemm_flops_per_s", rate}, {"copy_buffer_mib", ceil->copy_mib}};
+    j["counts"] = {{"vision_flops", vflops},
+                   {"prefill_decoder_flops", pflops},
+                   {"decode_weight_bytes", wbytes},
+                   {"kv_bytes_per_token", kvtok},
+                   {"weight_bytes", double(mi.info.weight_bytes)}};
+    j["breakdown_ms"] = {{"preprocess", median(pre_ms)},
+                         {"vision_in_ttft", median(vis_in_ttft)},
+                         {"prefill_and_first_sample", median(prefill_ms)},
+                         {"synthetic_fill", fill_ms}};
+    if (ext) j["device_used_max_bytes"] = double(mem.device_used_max);
+    j["figures"] = json::array();
+    for (const Figure& f : figs) {
+      json e = {{"figure", f.name}, {"unit", f.unit}, {"value", f.value}, {"note", f.note}};
+      e["floor"] = std::isnan(f.floor) ? json(nullptr) : json(f.floor);
+      e["ratio"] = std::isnan(f.floor) ? json(nullptr) : json(f.value / f.floor);
+      j["figures"].push_back(e);
+    }
+    std::cout << j.dump() << "\n";
+    return 0;
+  }
+  const auto q1_ids = mi.tokenizer->encode(q1);
+  const int q1_tokens = q1_ids.ok() ? int(q1_ids->size()) : -1;
+  std::printf("pixtral bench — %s, %s, %s\n", ceil->card.c_str(),
+              o.model_dir.empty() ? (o.tiny ? "synthetic tiny weights" : "synthetic Pixtral-12B weights") : o.model_dir.c_str(), o.precision.c_str());
+  std::printf("workload: %d prompt tokens (1 image %dx%d + %d-token question), %d greedy tokens, follow-up %d rows\n",
+              prompt_tokens, side, side, q1_tokens, n_decode, followup_new);
+  std::printf("%-18s %12s %12s %8s  %s\n", "figure", "value", "floor", "ratio", "");
+  for (const Figure& f : figs) {
+    char fl[32] = "—", ra[32] = "—";
+    if (!std::isnan(f.floor)) {
+      std::snprintf(fl, sizeof fl, "%.3f", f.floor);
+      std::snprintf(ra, sizeof ra, "%.2fx", f.value / f.floor);
+    }
+    std::printf("%-18s %12.3f %12s %8s  %s %s\n", f.name.c_str(), f.value, fl, ra, f.unit.c_str(), f.note.c_str());
+  }
+  std::printf("ttft breakdown (median ms): preprocess %.2f, vision %.2f, prefill+first sample %.2f\n",
+              median(pre_ms), median(vis_in_ttft), median(prefill_ms));
+  if (generated_min < n_decode + 1)
+    std::printf("warning: a generation stopped after %d tokens (eos); decode median uses fewer steps\n",
+                generated_min);
+  return 0;
+}
+
+}  // namespace
+
+int run_bench(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&](std::string& out) {
+      if (i + 1 >= argc) return false;
+      out = argv[++i];
+      return true;
+    };
+    std::string v;
+    if (a == "--model" && value(v)) {
+      o.model_dir = v;
+    } else if (a == "--precision" && value(v)) {
+      o.precision = v;
+    } else if (a == "--quick") {
+      o.quick = true;
+    } else if (a == "--json") {
+      o.json_out = true;
+    } else if (a == "--context" && value(v)) {
+      o.context = std::atoi(v.c_str());
+      if (o.context < 16) return bench_fail(2, "--context must be a number of tokens");
+    } else if (a == "--device" && value(v)) {
+      if (v != "cpu" && v != "cuda") return bench_fail(2, "--device cpu|cuda");
+      o.device = v == "cpu" ? Device::cpu : Device::cuda;
+    } else if (a == "--tiny") {
+      o.tiny = true;
+    } else if (a == "--help" || a == "-h") {
+      std::fputs(kBenchUsage, stdout);
+      return 0;
+    } else {
+      return bench_fail(2, "unknown or incomplete option " + a + "\n" + kBenchUsage);
+    }
+  }
+  return run(o);
+}
