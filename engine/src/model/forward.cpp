@@ -133,9 +133,11 @@ Status alloc_decoder_state(ops::Backend& be, const ModelConfig& cfg, int context
 
 Status decoder_forward(ops::Backend& be, const ModelConfig& cfg, const DecoderWeights& w, ops::RopePairs pairs,
                        std::span<const int> tokens, int pos0, std::span<const ChunkImageRows> images, KvCache& kv,
-                       DecoderScratch& s, bool want_logits) {
+                       DecoderScratch& s, bool want_logits, bool device_state) {
   const int T = int(tokens.size());
   if (T == 0 || T > s.max_rows) return {ErrorCode::internal, "decoder chunk of " + std::to_string(T) + " rows"};
+  if (device_state && (T != 1 || !w.layers[0].stacked() || !images.empty()))
+    return {ErrorCode::internal, "device-state decoding needs one row, stacked weights and no images"};
   if (pos0 + T > kv.context) return {ErrorCode::context_overflow, "KV cache full"};
   const int nh = cfg.n_heads, nkv = cfg.n_kv_heads, hd = cfg.head_dim;
   ops::Tensor h = s.h.slice_rows(0, T), xn = s.xn.slice_rows(0, T), q = s.q.slice_rows(0, T),
@@ -174,8 +176,8 @@ Status decoder_forward(ops::Backend& be, const ModelConfig& cfg, const DecoderWe
       const ops::Tensor v_row{base + std::size_t(qd + kvd) * es, 1, kvd, s.qkv.dtype};
       PX_TRY(be.rope(q, nh, hd, s.positions, cfg.rope_theta, pairs));
       PX_TRY(be.rope(k_row, nkv, hd, s.positions, cfg.rope_theta, pairs));
-      PX_TRY(be.copy(k_new, k_row));
-      PX_TRY(be.copy(v_new, v_row));
+      PX_TRY(be.scatter_rows(kv.k[il], k_row, s.positions));  // cache row = position
+      PX_TRY(be.scatter_rows(kv.v[il], v_row, s.positions));
     } else {
       PX_TRY(be.matmul(q, xn, b.wq));
       PX_TRY(be.matmul(k_new, xn, b.wk));
@@ -183,7 +185,8 @@ Status decoder_forward(ops::Backend& be, const ModelConfig& cfg, const DecoderWe
       PX_TRY(be.rope(q, nh, hd, s.positions, cfg.rope_theta, pairs));
       PX_TRY(be.rope(k_new, nkv, hd, s.positions, cfg.rope_theta, pairs));
     }
-    PX_TRY(be.attention(attn, q, kv.k[il].slice_rows(0, pos0 + T), kv.v[il].slice_rows(0, pos0 + T), ap));
+    const int n_keys = device_state ? kv.context : pos0 + T;  // device state: live length read on the device
+    PX_TRY(be.attention(attn, q, kv.k[il].slice_rows(0, n_keys), kv.v[il].slice_rows(0, n_keys), ap));
     PX_TRY(be.matmul(o, attn, b.wo));
     PX_TRY(be.add_rms_norm(h, o, xn, b.ffn_norm, cfg.norm_eps));  // h += attn out; xn = ffn_norm(h)
     if (T == 1 && b.w13.data) {

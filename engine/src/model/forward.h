@@ -59,8 +59,11 @@ struct ChunkImageRows {
 
 /// Run the decoder over tokens at positions [pos0, pos0 + tokens.size()), writing their K/V rows into the cache,
 /// and compute the logits of the chunk's last row into s.logits when want_logits.
+/// device_state: a batch-1 step whose token, position and KV length the backend reads from its device decode
+/// state (CUDA graph capture/replay, see cuda/cuda_ext.h): K/V rows are appended with scatter_rows and attention
+/// spans the whole cache capacity, so the recorded kernels serve every later position.
 Status decoder_forward(ops::Backend& be, const ModelConfig& cfg, const DecoderWeights& w, ops::RopePairs pairs,
                        std::span<const int> tokens, int pos0, std::span<const ChunkImageRows> images, KvCache& kv,
-                       DecoderScratch& s, bool want_logits);
+                       DecoderScratch& s, bool want_logits, bool device_state = false);
 
 }  // namespace pixtral

@@ -21,6 +21,9 @@ struct Model::Impl {
   std::unique_ptr<ops::Backend> backend;
   ModelWeights weights;
   ModelInfo info;
+  /// The session whose decode step the backend's CUDA graph holds (one graph per backend).
+  mutable const void* graph_owner = nullptr;
+  bool graphs_enabled = true;
 
   ~Impl() {
     if (backend) free_weights(*backend, weights);
@@ -57,6 +60,12 @@ struct Session::Impl {
   Impl(const Model& model_, const SessionOptions& o)
       : model(&model_), m(&model_.impl()), options(o), state(*model_.impl().backend),
         sampler(model_.impl().info.vocab_size) {}
+  ~Impl() {
+    if (m->graph_owner == this) m->graph_owner = nullptr;
+  }
+  /// One batch-1 decoder step for token `tok` at position `pos` (logits into scratch.logits): replays the
+  /// session's CUDA graph when the backend has one, else runs the ops.
+  Status decode_step(int tok, int pos);
 };
 
 /// FNV-1a over an image's size, format and pixels: the identity of its features.

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // Model::load: checkpoint → tokenizer → backend (CUDA when usable, else the CPU with the reason) → weights.
+#include <cstdlib>
 #include <thread>
 
 #include "pixtral/log.h"
@@ -92,6 +93,7 @@ Result<std::shared_ptr<Model>> Model::load(const std::string& dir, const LoadOpt
   if (!w.ok()) return w.status();
   impl->weights = std::move(w.value());
 
+  if (const char* g = std::getenv("PIXTRAL_NO_GRAPHS"); g && *g && *g != '0') impl->graphs_enabled = false;
   ModelInfo& info = impl->info;
   info.path = dir;
   info.layout = impl->ckpt.layout() == CheckpointLayout::mistral ? "mistral" : "hf";

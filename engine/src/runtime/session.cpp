@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 
+#include "cuda/cuda_ext.h"
 #include "runtime/impl.h"
 #include "text/prompt.h"
 #include "vision/preprocess.h"
@@ -47,6 +48,32 @@ const char* finish_reason_name(FinishReason r) {
     case FinishReason::cancelled: return "cancelled";
   }
   return "?";
+}
+
+Status Session::Impl::decode_step(int tok, int pos) {
+  ops::Backend& be = *m->backend;
+  const ModelConfig& cfg = m->ckpt.config();
+  const int one[1] = {tok};
+  ops::CudaExtension* ext = m->graphs_enabled ? ops::cuda_extension(be) : nullptr;
+  if (!ext || be.tracing() || !m->weights.decoder.layers[0].stacked())
+    return decoder_forward(be, cfg, m->weights.decoder, m->ckpt.rope_pairs(), one, pos, {}, kv, scratch, true);
+  PIXTRAL_RETURN_IF_ERROR(ext->set_decode_state(pos, 1));
+  PIXTRAL_RETURN_IF_ERROR(ext->set_decode_tokens(one));
+  if (m->graph_owner == this) return ext->replay();
+  // First step of this session: run it eagerly in device-state mode (scratch settles outside the capture), then
+  // record the same step; later steps only update the device state and replay.
+  m->graph_owner = nullptr;
+  ext->set_device_state_mode(true);
+  Status st = decoder_forward(be, cfg, m->weights.decoder, m->ckpt.rope_pairs(), one, pos, {}, kv, scratch, true, true);
+  if (st.ok()) st = ext->begin_capture();
+  if (st.ok()) {
+    st = decoder_forward(be, cfg, m->weights.decoder, m->ckpt.rope_pairs(), one, pos, {}, kv, scratch, true, true);
+    const Status end = ext->end_capture();
+    if (st.ok()) st = end;
+  }
+  ext->set_device_state_mode(false);
+  if (st.ok()) m->graph_owner = this;
+  return st;
 }
 
 Session::Session(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -225,9 +252,7 @@ Result<Generation> Session::generate(std::span<const Message> messages, const Ge
       gen.finish = FinishReason::length;
       break;
     }
-    const int one[1] = {tok};
-    PIXTRAL_RETURN_IF_ERROR(
-        decoder_forward(be, cfg, m.weights.decoder, m.ckpt.rope_pairs(), one, pos, {}, s.kv, s.scratch, true));
+    PIXTRAL_RETURN_IF_ERROR(s.decode_step(tok, pos));
     s.cached.push_back(tok);
   }
   const std::string tail = stream.finish();
