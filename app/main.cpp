@@ -2,6 +2,7 @@
 // Quire's composition root, the only file that sees both ui/ and app/. Headless commands (--version, --help;
 // later `ask` and `serve` in app/cli/) run before any QApplication exists, so they need no display.
 // Everything else starts the GUI — or hands the files to a Quire already running for this user.
+#include "cli/ask.h"
 #include "cli/command_line.h"
 #include "instance/single_instance.h"
 #include "main_window.h"
@@ -9,7 +10,11 @@
 
 #include <QApplication>
 
+#include <cstring>
+
 int main(int argc, char** argv) {
+  // Headless `quire ask ...` (app/cli/ask.h): its own QCoreApplication, no display.
+  if (argc > 1 && std::strcmp(argv[1], "ask") == 0) return quire::runAsk(argc, argv);
   const quire::CommandLine cl = quire::parseCommandLine(argc, argv);
   if (cl.mode != quire::CommandLine::Mode::Gui) return quire::runHeadless(cl);
 
