@@ -48,6 +48,16 @@ void reset(Pair& p, const float* host) {
   ASSERT_TRUE(p.gpu->upload(p.g, host).ok());
 }
 
+void reset_gpu(Pair& p, const float* host) {
+  const std::size_t n = std::size_t(p.g.rows * p.g.cols);
+  std::vector<float> nan;
+  if (!host) {
+    nan.assign(n, std::numeric_limits<float>::quiet_NaN());
+    host = nan.data();
+  }
+  ASSERT_TRUE(p.gpu->upload(p.g, host).ok());
+}
+
 std::unique_ptr<Pair> make_pair(ops::Backend* cpu, ops::Backend* gpu, std::int64_t rows, std::int64_t cols,
                                 const float* host, DType gdt) {
   auto p = std::make_unique<Pair>();

@@ -41,6 +41,8 @@ std::unique_ptr<Pair> make_pair(ops::Backend* cpu, ops::Backend* gpu, std::int64
                                 const float* host, DType gdt = DType::bf16);
 /// Re-upload host values (or NaN poison) to both sides.
 void reset(Pair& p, const float* host);
+/// The same for the GPU side only: between repeated GPU runs, so the CPU reference result stays intact.
+void reset_gpu(Pair& p, const float* host);
 
 /// A bf16 weight uploaded to both backends (host bytes kept alive here).
 struct WeightPair {

@@ -79,7 +79,7 @@ TEST_F(CudaOps, Matmul) {
     ASSERT_TRUE(cpu_->matmul(out->c, x->c, w->c, c.bias ? &b->c : nullptr).ok());
     auto ref = download(cpu_.get(), out->c);
     auto got = run_twice(G, out->g, [&] { return G->matmul(out->g, x->g, w->g, c.bias ? &b->g : nullptr); },
-                         [&] { reset(*out, nullptr); }, what);
+                         [&] { reset_gpu(*out, nullptr); }, what);
     expect_close(ref, got, kDot, what);
   }
 }
@@ -93,7 +93,7 @@ TEST_F(CudaOps, EmbedAndWeightConversion) {
     std::vector<int> ids = {3, 0, 49, 17, 17, 8, 1};
     auto out = make_pair(cpu_.get(), G, std::int64_t(ids.size()), D, nullptr);
     ASSERT_TRUE(cpu_->embed(out->c, table->c, ids).ok());
-    auto got = run_twice(G, out->g, [&] { return G->embed(out->g, table->g, ids); }, [&] { reset(*out, nullptr); },
+    auto got = run_twice(G, out->g, [&] { return G->embed(out->g, table->g, ids); }, [&] { reset_gpu(*out, nullptr); },
                          what);
     expect_close(download(cpu_.get(), out->c), got, kExact, what);
   }
@@ -145,25 +145,25 @@ TEST_F(CudaOps, RmsNormAndFusedResidual) {
         // rms_norm
         ASSERT_TRUE(cpu_->rms_norm(out->c, x->c, w->c, 1e-5f).ok());
         auto got = run_twice(G, out->g, [&] { return G->rms_norm(out->g, x->g, w->g, 1e-5f); },
-                             [&] { reset(*out, nullptr); }, "rms_norm " + what);
+                             [&] { reset_gpu(*out, nullptr); }, "rms_norm " + what);
         expect_close(download(cpu_.get(), out->c), got, kElem, "rms_norm " + what);
         // add_rms_norm: both h and out compared
         ASSERT_TRUE(cpu_->add_rms_norm(x->c, delta->c, out->c, w->c, 1e-5f).ok());
         auto got_out = run_twice(G, out->g, [&] { return G->add_rms_norm(x->g, delta->g, out->g, w->g, 1e-5f); },
-                                 [&] { reset(*out, nullptr); reset(*x, xh.data()); }, "add_rms_norm " + what);
+                                 [&] { reset_gpu(*out, nullptr); reset_gpu(*x, xh.data()); }, "add_rms_norm " + what);
         expect_close(download(cpu_.get(), out->c), got_out, kElem, "add_rms_norm out " + what);
         expect_close(download(cpu_.get(), x->c), download(G, x->g), kElem, "add_rms_norm h " + what);
         // add
         reset(*x, xh.data());
         ASSERT_TRUE(cpu_->add(x->c, delta->c).ok());
-        auto got_add = run_twice(G, x->g, [&] { return G->add(x->g, delta->g); }, [&] { reset(*x, xh.data()); },
+        auto got_add = run_twice(G, x->g, [&] { return G->add(x->g, delta->g); }, [&] { reset_gpu(*x, xh.data()); },
                                  "add " + what);
         expect_close(download(cpu_.get(), x->c), got_add, kElem, "add " + what);
         // rms_norm in place (out aliases x)
         reset(*x, xh.data());
         ASSERT_TRUE(cpu_->rms_norm(x->c, x->c, w->c, 1e-6f).ok());
         auto got_ip = run_twice(G, x->g, [&] { return G->rms_norm(x->g, x->g, w->g, 1e-6f); },
-                                [&] { reset(*x, xh.data()); }, "rms_norm in place " + what);
+                                [&] { reset_gpu(*x, xh.data()); }, "rms_norm in place " + what);
         expect_close(download(cpu_.get(), x->c), got_ip, kElem, "rms_norm in place " + what);
       }
     }
@@ -184,7 +184,7 @@ TEST_F(CudaOps, Rope1d) {
       auto x = make_pair(cpu_.get(), G, c.T, c.heads * c.D, xh.data());
       ASSERT_TRUE(cpu_->rope(x->c, c.heads, c.D, pos, c.theta, pairs).ok());
       auto got = run_twice(G, x->g, [&] { return G->rope(x->g, c.heads, c.D, pos, c.theta, pairs); },
-                           [&] { reset(*x, xh.data()); }, what);
+                           [&] { reset_gpu(*x, xh.data()); }, what);
       expect_close(download(cpu_.get(), x->c), got, kElem, what);
     }
   }
@@ -206,7 +206,7 @@ TEST_F(CudaOps, Rope2d) {
       auto x = make_pair(cpu_.get(), G, c.N, c.heads * c.D, xh.data());
       ASSERT_TRUE(cpu_->rope_2d(x->c, c.heads, c.D, rows, cols, 10000.f, pairs).ok());
       auto got = run_twice(G, x->g, [&] { return G->rope_2d(x->g, c.heads, c.D, rows, cols, 10000.f, pairs); },
-                           [&] { reset(*x, xh.data()); }, what);
+                           [&] { reset_gpu(*x, xh.data()); }, what);
       expect_close(download(cpu_.get(), x->c), got, kElem, what);
     }
   }
@@ -275,7 +275,7 @@ TEST_F(CudaOps, Attention) {
       const std::string w2 = what + " path=" + (path ? path : "auto");
       if (path) setenv("PIXTRAL_CUDA_ATTENTION", path, 1);
       auto got = run_twice(G, out->g, [&] { return G->attention(out->g, q->g, k->g, v->g, p); },
-                           [&] { reset(*out, nullptr); }, w2);
+                           [&] { reset_gpu(*out, nullptr); }, w2);
       unsetenv("PIXTRAL_CUDA_ATTENTION");
       expect_close(ref, got, kDot, w2);
     }
@@ -382,18 +382,18 @@ TEST_F(CudaOps, Activations) {
     auto up = make_pair(cpu_.get(), G, 1, n, uh.data());
     auto out = make_pair(cpu_.get(), G, 1, n, nullptr);
     ASSERT_TRUE(cpu_->silu_mul(out->c, gate->c, up->c).ok());
-    auto got = run_twice(G, out->g, [&] { return G->silu_mul(out->g, gate->g, up->g); }, [&] { reset(*out, nullptr); },
+    auto got = run_twice(G, out->g, [&] { return G->silu_mul(out->g, gate->g, up->g); }, [&] { reset_gpu(*out, nullptr); },
                          "silu_mul " + what);
     expect_close(download(cpu_.get(), out->c), got, kElem, "silu_mul " + what);
     // out aliases gate
     ASSERT_TRUE(cpu_->silu_mul(gate->c, gate->c, up->c).ok());
     auto got_alias = run_twice(G, gate->g, [&] { return G->silu_mul(gate->g, gate->g, up->g); },
-                               [&] { reset(*gate, gh.data()); }, "silu_mul in place " + what);
+                               [&] { reset_gpu(*gate, gh.data()); }, "silu_mul in place " + what);
     expect_close(download(cpu_.get(), gate->c), got_alias, kElem, "silu_mul in place " + what);
     // gelu in place
     reset(*gate, gh.data());
     ASSERT_TRUE(cpu_->gelu(gate->c).ok());
-    auto got_gelu = run_twice(G, gate->g, [&] { return G->gelu(gate->g); }, [&] { reset(*gate, gh.data()); },
+    auto got_gelu = run_twice(G, gate->g, [&] { return G->gelu(gate->g); }, [&] { reset_gpu(*gate, gh.data()); },
                               "gelu " + what);
     expect_close(download(cpu_.get(), gate->c), got_gelu, kElem, "gelu " + what);
   }
@@ -409,7 +409,7 @@ TEST_F(CudaOps, ScatterRowsAndCopy) {
   auto src = make_pair(cpu_.get(), G, 5, C, sh.data());
   ASSERT_TRUE(cpu_->scatter_rows(dst->c, src->c, rows).ok());
   auto got = run_twice(G, dst->g, [&] { return G->scatter_rows(dst->g, src->g, rows); },
-                       [&] { reset(*dst, dh.data()); }, "scatter_rows");
+                       [&] { reset_gpu(*dst, dh.data()); }, "scatter_rows");
   expect_close(download(cpu_.get(), dst->c), got, kExact, "scatter_rows");
 
   // copy between dtypes: f32 -> bf16 rounds to nearest even, bf16 -> f32 is exact.
@@ -444,7 +444,7 @@ TEST_F(CudaOps, PatchEmbed) {
     auto out = make_pair(cpu_.get(), G, n, c.dim, nullptr);
     ASSERT_TRUE(cpu_->patch_embed(out->c, pix.data(), c.C, c.H, c.W, c.P, conv->c).ok());
     auto got = run_twice(G, out->g, [&] { return G->patch_embed(out->g, pix.data(), c.C, c.H, c.W, c.P, conv->g); },
-                         [&] { reset(*out, nullptr); }, what);
+                         [&] { reset_gpu(*out, nullptr); }, what);
     expect_close(download(cpu_.get(), out->c), got, kDot, what);
   }
 }
