@@ -21,6 +21,7 @@
 #include <QMimeData>
 #include <QSettings>
 #include <QStatusBar>
+#include <QTabBar>
 #include <QTabWidget>
 #include <QtConcurrent/QtConcurrentRun>
 
@@ -35,6 +36,7 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent), m_recent(new Rece
   m_tabs->setDocumentMode(true);
   m_tabs->setTabsClosable(true);
   m_tabs->setMovable(true);
+  m_tabs->tabBar()->setAccessibleName(tr("Document tabs"));
   setCentralWidget(m_tabs);
   connect(m_tabs, &QTabWidget::tabCloseRequested, this, [this](int i) {
     QWidget* w = m_tabs->widget(i);

@@ -1,11 +1,14 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 // PdfDocument: a PDF through Poppler-Qt6. Poppler's document is not safe for concurrent use, so every call into
-// it holds m_mutex (several documents still render in parallel). ref: okular generators/poppler/generator_pdf.cpp
+// it holds m_mutex (several documents still render in parallel). Page count and sizes are cached at load and
+// guarded by their own m_metaMutex, so the GUI thread asking for geometry never waits behind a render.
+// Lock order: m_mutex, then m_metaMutex. ref: okular generators/poppler/generator_pdf.cpp
 #pragma once
 
 #include "documents/document.h"
 
 #include <QMutex>
+#include <atomic>
 #include <memory>
 #include <vector>
 
@@ -36,9 +39,13 @@ class PdfDocument final : public Document {
   void cachePageSizes();
   QImage renderLocked(int page, double dpiX, double dpiY, const QRect& pixels) const;
 
-  mutable QMutex m_mutex;
+  QSizeF sizeOf(int page) const;  // takes m_metaMutex; empty when out of range
+
+  mutable QMutex m_mutex;             // guards m_doc (every Poppler call)
+  mutable QMutex m_metaMutex;         // guards m_pageSizes
   std::unique_ptr<Poppler::Document> m_doc;
-  std::vector<QSizeF> m_pageSizes;  // points, one per page; filled once unlocked
+  std::vector<QSizeF> m_pageSizes;    // points, one per page; filled once unlocked
+  std::atomic<bool> m_locked{false};
 };
 
 }  // namespace quire

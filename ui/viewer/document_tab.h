@@ -32,6 +32,9 @@ class DocumentTab : public QWidget {
   FindBar* findBar() const { return m_findBar; }
 
   void showFindBar();
+  /// Search hits of the last finished search, and the one shown (-1: none).
+  int hitCount() const { return int(m_hits.size()); }
+  int currentHit() const { return m_currentHit; }
   void setThumbnailsVisible(bool visible);
 
  public Q_SLOTS:
