@@ -1,14 +1,18 @@
 // SPDX-License-Identifier: Apache-2.0
-// Decode attention (one query row, or a few), split-KV: the key range is cut into chunks of 128 keys and one
-// block handles one (chunk, KV head, query row) for all G query heads of the group, so each K/V row is read from
-// device memory once per row and 8 KV heads × many chunks fill the GPU (4193 keys: 33 × 8 = 264 blocks, all
-// resident at 3 blocks/SM). Each block streams its 128 K and V rows with 16-byte loads (all issued before the
-// first use: 64 KB in flight per block at head_dim 128), computes
-// the G score vectors with a deterministic shuffle reduction, a chunk-local max and sum (base-2 softmax), and
-// P·V in fp32 registers; it writes the unnormalised (O, M, L) of its chunk. A second kernel merges the chunks in
-// index order (no atomics: bit-identical run after run). A single chunk writes the output directly.
+// Decode attention (one query row, or a few), split-KV with long contiguous splits (v3): the live key range of a
+// row is cut at run time into n_splits equal pieces (rounded to the warp tile) and one block handles one
+// (split, KV head, query row) for all G query heads of the group, so each K/V row is read from device memory once
+// per row. n_splits is sized on the host so that n_splits × KV heads × rows ≈ one resident wave (2 blocks per SM
+// at G = 4: 33 splits × 8 heads at 132 SMs), independent of the context length; the split boundaries depend only on the
+// live range, so eager and graph-replayed (capacity-sized) launches agree. Inside a split the 4 warps take
+// 16-key tiles (32 at head_dim 64) round-robin; each lane streams its K and V pieces with 16-byte loads and keeps
+// an online (base-2) softmax in fp32 registers; the next tile's K is loaded during this tile's P·V and its V during
+// the next scores, so every warp keeps a tile in flight. A second kernel merges the splits in index order with
+// 8 thread groups per (row, head), all loads independent (no atomics: bit-identical run after run). A single
+// split writes the output directly.
 // Masks: a key range per row (host ranges or the device decode state, for CUDA-graph replay).
-// ref: FlashDecoding (Dao, Haziza, Massa, Sizov 2023) split-KV + log-sum-exp combine; vLLM paged_attention_v2.
+// ref: FlashDecoding (Dao, Haziza, Massa, Sizov 2023) split-KV + log-sum-exp combine; vLLM paged_attention_v2;
+//      FlashInfer decode (fixed split count per wave, online softmax per split).
 #include <cmath>
 #include <cstdint>
 
@@ -19,19 +23,24 @@ namespace {
 
 constexpr int kWarps = 4;
 constexpr int kThreads = 32 * kWarps;
-constexpr int kKeysPerWarp = 32;
-constexpr int kChunk = kWarps * kKeysPerWarp;  // 128 keys per block
+constexpr int kSteps = 8;              // 16-byte K (and V) loads per lane per tile
+constexpr int kMinSplitKeys = 64;      // a split shorter than this is not worth its combine traffic
+// Resident blocks per SM (launch bounds): G = 4 needs up to 255 registers (K, V, scores, q, O of a 16-key tile
+// for 4 heads, the next tile's K in flight), so 2 blocks; G ≤ 2 fits 3.
+constexpr int blocks_per_sm(int G) { return G == 4 ? 2 : 3; }
+constexpr int kMaxSplits = 256;
+constexpr int kCombineGroups = 8;      // thread groups over the splits in the combine
 constexpr float kLog2e = 1.4426950408889634f;
 
 struct DecodeParams {
   void* out;
-  float* partial;  // O [n_chunks][n_q*H][D], M [n_chunks][n_q*H], L [n_chunks][n_q*H]
+  float* partial;  // O [n_splits][n_q*H][D], M [n_splits][n_q*H], L [n_splits][n_q*H]
   const bf16* q;
   const bf16* k;
   const bf16* v;
   const int2* key_range;
   const int* dev_state;
-  int n_q, H, Hkv, key_lo, n_chunks;
+  int n_q, H, Hkv, key_lo, key_hi, n_splits;
   float scale_log2;
 };
 
@@ -52,52 +61,61 @@ __device__ __forceinline__ uint4 ld_stream(const bf16* p) {
   return r;
 }
 
+// Loads the kSteps pieces of one tile (keys t0 + st * kKeysPerStep + sub); keys ≥ hi read as zero, unread.
+template <int kKeysPerStep>
+__device__ __forceinline__ void load_tile(uint4 (&r)[kSteps], const bf16* base, std::int64_t stride, int key0,
+                                          int hi) {
+#pragma unroll
+  for (int st = 0; st < kSteps; ++st) {
+    const int key = key0 + st * kKeysPerStep;
+    r[st] = key < hi ? ld_stream(base + std::int64_t(key) * stride) : make_uint4(0, 0, 0, 0);
+  }
+}
+
 template <int D, int G, class TO>
-__global__ void __launch_bounds__(kThreads, 3) decode_attention_kernel(const DecodeParams p) {
-  constexpr int kLanesPerKey = D / 8;             // 16-byte pieces of one row
+__global__ void __launch_bounds__(kThreads, blocks_per_sm(G)) decode_attention_kernel(const DecodeParams p) {
+  constexpr int kLanesPerKey = D / 8;              // 16-byte pieces of one row
   constexpr int kKeysPerStep = 32 / kLanesPerKey;  // keys one warp-wide load covers
-  constexpr int kSteps = kKeysPerWarp / kKeysPerStep;
+  constexpr int kTile = kSteps * kKeysPerStep;     // keys per warp tile (16 at D = 128)
   __shared__ float red_m[kWarps][G], red_l[kWarps][G];
   __shared__ __align__(16) float red_o[kWarps][G][D];
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int sub = lane / kLanesPerKey, dl = lane % kLanesPerKey;
-  const int chunk = blockIdx.x, kvh = blockIdx.y, row = blockIdx.z;
+  const int split = blockIdx.x, kvh = blockIdx.y, row = blockIdx.z;
   const std::int64_t n_vec = std::int64_t(p.n_q) * p.H;
   const std::int64_t q_stride = std::int64_t(p.H) * D, kv_stride = std::int64_t(p.Hkv) * D;
   const int2 rr = p.dev_state ? make_int2(0, p.dev_state[kDecodeStatePosition] + row + 1) : p.key_range[row];
-  const int c0 = p.key_lo + chunk * kChunk;
-  const int klo = max(c0, rr.x), khi = min(c0 + kChunk, rr.y);
-  const bool direct = p.n_chunks == 1;
+  // This row's live keys, cut into n_splits pieces of `per` keys (a multiple of the warp tile).
+  const int lo = max(rr.x, p.key_lo), hi = min(rr.y, p.key_hi);
+  const int len = max(0, hi - lo);
+  const int per = ((len + p.n_splits - 1) / p.n_splits + kTile - 1) / kTile * kTile;
+  const int s0 = lo + split * per, s1 = min(hi, s0 + per);
+  const bool direct = p.n_splits == 1;
 
-  if (klo >= khi) {  // nothing of this row in this chunk (device-state capacity, or a short row)
+  if (s0 >= s1) {  // nothing of this row in this split (short row, or the tail splits)
     if (direct) {
       TO* out = static_cast<TO*>(p.out) + std::int64_t(row) * q_stride + std::int64_t(kvh) * G * D;
       for (int i = tid; i < G * D; i += kThreads) out[i] = from_f32<TO>(0.f);
-    } else if (tid < G) {
-      const std::int64_t vec = std::int64_t(row) * p.H + kvh * G + tid;
-      p.partial[std::int64_t(p.n_chunks) * n_vec * D + chunk * n_vec + vec] = -INFINITY;
-      p.partial[std::int64_t(p.n_chunks) * n_vec * (D + 1) + chunk * n_vec + vec] = 0.f;
+    } else {
+      const std::int64_t vec0 = std::int64_t(row) * p.H + kvh * G;
+      for (int i = tid; i < G * D; i += kThreads)
+        p.partial[(std::int64_t(split) * n_vec + vec0 + i / D) * D + i % D] = 0.f;
+      if (tid < G) {
+        p.partial[std::int64_t(p.n_splits) * n_vec * D + split * n_vec + vec0 + tid] = -INFINITY;
+        p.partial[std::int64_t(p.n_splits) * n_vec * (D + 1) + split * n_vec + vec0 + tid] = 0.f;
+      }
     }
     return;
   }
 
-  // Issue every K and V load of this warp before using any.
-  const int key0 = c0 + warp * kKeysPerWarp + sub;
-  uint4 kr[kSteps], vr[kSteps];
   const bf16* kbase = p.k + std::int64_t(kvh) * D + dl * 8;
   const bf16* vbase = p.v + std::int64_t(kvh) * D + dl * 8;
-#pragma unroll
-  for (int st = 0; st < kSteps; ++st) {
-    const int key = key0 + st * kKeysPerStep;
-    const bool ok = key >= klo && key < khi;
-    kr[st] = ok ? ld_stream(kbase + std::int64_t(key) * kv_stride) : make_uint4(0, 0, 0, 0);
-  }
-#pragma unroll
-  for (int st = 0; st < kSteps; ++st) {
-    const int key = key0 + st * kKeysPerStep;
-    const bool ok = key >= klo && key < khi;
-    vr[st] = ok ? ld_stream(vbase + std::int64_t(key) * kv_stride) : make_uint4(0, 0, 0, 0);
+  int t0 = s0 + warp * kTile;  // this warp's tiles: t0, t0 + kWarps * kTile, ...
+  uint4 kr[kSteps], vr[kSteps];
+  if (t0 < s1) {
+    load_tile<kKeysPerStep>(kr, kbase, kv_stride, t0 + sub, s1);
+    load_tile<kKeysPerStep>(vr, vbase, kv_stride, t0 + sub, s1);
   }
   float qf[G][8];
 #pragma unroll
@@ -109,68 +127,71 @@ __global__ void __launch_bounds__(kThreads, 3) decode_attention_kernel(const Dec
     for (int i = 0; i < 8; ++i) qf[hh][i] *= p.scale_log2;
   }
 
-  // Scores (base 2), masked to -inf outside [klo, khi).
-  float sc[kSteps][G];
-  float mx[G];
-#pragma unroll
-  for (int hh = 0; hh < G; ++hh) mx[hh] = -INFINITY;
-#pragma unroll
-  for (int st = 0; st < kSteps; ++st) {
-    float kf[8];
-    bf16x8_to_f32(kr[st], kf);
-    const int key = key0 + st * kKeysPerStep;
-    const bool ok = key >= klo && key < khi;
-#pragma unroll
-    for (int hh = 0; hh < G; ++hh) {
-      float d = 0.f;
-#pragma unroll
-      for (int i = 0; i < 8; ++i) d = fmaf(qf[hh][i], kf[i], d);
-#pragma unroll
-      for (int o = 1; o < kLanesPerKey; o <<= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
-      sc[st][hh] = ok ? d : -INFINITY;
-      mx[hh] = fmaxf(mx[hh], sc[st][hh]);
-    }
-  }
+  // Online softmax state of this lane (its `sub` keys; the running max is warp-uniform).
+  float m_run[G], l_run[G], acc[G][8];
 #pragma unroll
   for (int hh = 0; hh < G; ++hh) {
-#pragma unroll
-    for (int o = kLanesPerKey; o < 32; o <<= 1) mx[hh] = fmaxf(mx[hh], __shfl_xor_sync(0xffffffffu, mx[hh], o));
-    if (lane == 0) red_m[warp][hh] = mx[hh];
-  }
-  __syncthreads();
-  float m[G];
-#pragma unroll
-  for (int hh = 0; hh < G; ++hh) {
-    m[hh] = red_m[0][hh];
-#pragma unroll
-    for (int w = 1; w < kWarps; ++w) m[hh] = fmaxf(m[hh], red_m[w][hh]);  // finite: the chunk has a key
-  }
-
-  // P·V in registers: lane (sub, dl) accumulates dims dl*8 .. dl*8+7 over its keys.
-  float acc[G][8], lsum[G];
-#pragma unroll
-  for (int hh = 0; hh < G; ++hh) {
-    lsum[hh] = 0.f;
+    m_run[hh] = -INFINITY;
+    l_run[hh] = 0.f;
 #pragma unroll
     for (int i = 0; i < 8; ++i) acc[hh][i] = 0.f;
   }
+  while (t0 < s1) {
+    const int tn = t0 + kWarps * kTile;
+    // Scores (base 2), masked to -inf at keys ≥ s1 (keys ≥ s0 by construction).
+    float sc[kSteps][G], mt[G];
 #pragma unroll
-  for (int st = 0; st < kSteps; ++st) {
-    float vf[8];
-    bf16x8_to_f32(vr[st], vf);
+    for (int hh = 0; hh < G; ++hh) mt[hh] = -INFINITY;
+#pragma unroll
+    for (int st = 0; st < kSteps; ++st) {
+      float kf[8];
+      bf16x8_to_f32(kr[st], kf);
+      const bool ok = t0 + sub + st * kKeysPerStep < s1;
+#pragma unroll
+      for (int hh = 0; hh < G; ++hh) {
+        float d = 0.f;
+#pragma unroll
+        for (int i = 0; i < 8; ++i) d = fmaf(qf[hh][i], kf[i], d);
+#pragma unroll
+        for (int o = 1; o < kLanesPerKey; o <<= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
+        sc[st][hh] = ok ? d : -INFINITY;
+        mt[hh] = fmaxf(mt[hh], sc[st][hh]);
+      }
+    }
+    if (tn < s1) load_tile<kKeysPerStep>(kr, kbase, kv_stride, tn + sub, s1);  // next tile's K, during P·V
 #pragma unroll
     for (int hh = 0; hh < G; ++hh) {
-      const float pr = exp2f(sc[st][hh] - m[hh]);  // 0 for masked keys (-inf)
-      lsum[hh] += pr;
 #pragma unroll
-      for (int i = 0; i < 8; ++i) acc[hh][i] = fmaf(pr, vf[i], acc[hh][i]);
+      for (int o = kLanesPerKey; o < 32; o <<= 1) mt[hh] = fmaxf(mt[hh], __shfl_xor_sync(0xffffffffu, mt[hh], o));
+      const float m_new = fmaxf(m_run[hh], mt[hh]);  // finite: key t0 is live
+      const float alpha = exp2f(m_run[hh] - m_new);  // 0 on the first tile
+      m_run[hh] = m_new;
+      l_run[hh] *= alpha;
+#pragma unroll
+      for (int i = 0; i < 8; ++i) acc[hh][i] *= alpha;
     }
+#pragma unroll
+    for (int st = 0; st < kSteps; ++st) {
+      float vf[8];
+      bf16x8_to_f32(vr[st], vf);
+#pragma unroll
+      for (int hh = 0; hh < G; ++hh) {
+        const float pr = exp2f(sc[st][hh] - m_run[hh]);  // 0 for masked keys (-inf)
+        l_run[hh] += pr;
+#pragma unroll
+        for (int i = 0; i < 8; ++i) acc[hh][i] = fmaf(pr, vf[i], acc[hh][i]);
+      }
+    }
+    if (tn < s1) load_tile<kKeysPerStep>(vr, vbase, kv_stride, tn + sub, s1);  // next tile's V
+    t0 = tn;
   }
+
+  // Reduce the lanes of each dim slice (fixed xor tree), then the warps through shared memory.
 #pragma unroll
   for (int hh = 0; hh < G; ++hh) {
 #pragma unroll
     for (int o = kLanesPerKey; o < 32; o <<= 1) {
-      lsum[hh] += __shfl_xor_sync(0xffffffffu, lsum[hh], o);
+      l_run[hh] += __shfl_xor_sync(0xffffffffu, l_run[hh], o);
 #pragma unroll
       for (int i = 0; i < 8; ++i) acc[hh][i] += __shfl_xor_sync(0xffffffffu, acc[hh][i], o);
     }
@@ -179,61 +200,93 @@ __global__ void __launch_bounds__(kThreads, 3) decode_attention_kernel(const Dec
       dst[0] = make_float4(acc[hh][0], acc[hh][1], acc[hh][2], acc[hh][3]);
       dst[1] = make_float4(acc[hh][4], acc[hh][5], acc[hh][6], acc[hh][7]);
     }
-    if (lane == 0) red_l[warp][hh] = lsum[hh];
+    if (lane == 0) {
+      red_l[warp][hh] = l_run[hh];
+      red_m[warp][hh] = m_run[hh];  // -inf for a warp that had no tile (its O and L are 0)
+    }
   }
   __syncthreads();
 
   // Merge the warps in a fixed order and write.
   for (int i = tid; i < G * D; i += kThreads) {
     const int hh = i / D, d = i % D;
+    float m = red_m[0][hh];
+#pragma unroll
+    for (int w = 1; w < kWarps; ++w) m = fmaxf(m, red_m[w][hh]);  // finite: warp 0 had a tile
     float o = 0.f, l = 0.f;
 #pragma unroll
     for (int w = 0; w < kWarps; ++w) {
-      o += red_o[w][hh][d];
-      l += red_l[w][hh];
+      const float mw = red_m[w][hh];
+      const float sw = mw == -INFINITY ? 0.f : exp2f(mw - m);
+      o = fmaf(red_o[w][hh][d], sw, o);
+      l = fmaf(red_l[w][hh], sw, l);
     }
     const int h = kvh * G + hh;
     const std::int64_t vec = std::int64_t(row) * p.H + h;
     if (direct) {
       static_cast<TO*>(p.out)[std::int64_t(row) * q_stride + std::int64_t(h) * D + d] = from_f32<TO>(o / l);
     } else {
-      p.partial[(std::int64_t(chunk) * n_vec + vec) * D + d] = o;
+      p.partial[(std::int64_t(split) * n_vec + vec) * D + d] = o;
       if (d == 0) {
-        float mm = red_m[0][hh];  // m[hh] again, without indexing a register array at run time
-#pragma unroll
-        for (int w = 1; w < kWarps; ++w) mm = fmaxf(mm, red_m[w][hh]);
-        p.partial[std::int64_t(p.n_chunks) * n_vec * D + chunk * n_vec + vec] = mm;
-        p.partial[std::int64_t(p.n_chunks) * n_vec * (D + 1) + chunk * n_vec + vec] = l;
+        p.partial[std::int64_t(p.n_splits) * n_vec * D + split * n_vec + vec] = m;
+        p.partial[std::int64_t(p.n_splits) * n_vec * (D + 1) + split * n_vec + vec] = l;
       }
     }
   }
 }
 
-// One block per (row, head): chunks merged in index order; empty chunks (M = -inf) are skipped unread.
-template <class TO>
-__global__ void decode_combine_kernel(TO* __restrict__ out, const float* __restrict__ partial, int n_vec, int D,
-                                      int n_chunks) {
+// One block of kCombineGroups × D threads per (row, head): group g sums splits g, g + 8, ... (independent loads,
+// unrolled), then the groups are added in index order. Empty splits carry M = -inf, O = L = 0 (weight 0).
+template <int D, class TO>
+__global__ void __launch_bounds__(kCombineGroups * D)
+decode_combine_kernel(TO* __restrict__ out, const float* __restrict__ partial, int n_vec, int n_splits) {
+  __shared__ float wsplit[kMaxSplits], lsplit[kMaxSplits], red_m[kCombineGroups * D / 32];
+  __shared__ float red_o[kCombineGroups][D], red_l[kCombineGroups];
   const std::int64_t vec = blockIdx.x;
-  const float* Mp = partial + std::int64_t(n_chunks) * n_vec * D;
-  const float* Lp = Mp + std::int64_t(n_chunks) * n_vec;
+  const int tid = threadIdx.x, d = tid % D, g = tid / D;
+  const float* Mp = partial + std::int64_t(n_splits) * n_vec * D;
+  const float* Lp = Mp + std::int64_t(n_splits) * n_vec;
   float m = -INFINITY;
-  for (int c = 0; c < n_chunks; ++c) m = fmaxf(m, Mp[c * std::int64_t(n_vec) + vec]);
-  for (int d = threadIdx.x; d < D; d += blockDim.x) {
-    float l = 0.f, acc = 0.f;
-    for (int c = 0; c < n_chunks; ++c) {
-      const float mc = Mp[c * std::int64_t(n_vec) + vec];
-      if (mc == -INFINITY) continue;
-      const float w = exp2f(mc - m);
-      l = fmaf(Lp[c * std::int64_t(n_vec) + vec], w, l);
-      acc = fmaf(partial[(c * std::int64_t(n_vec) + vec) * D + d], w, acc);
+  for (int c = tid; c < n_splits; c += kCombineGroups * D) m = fmaxf(m, Mp[c * std::int64_t(n_vec) + vec]);
+  m = warp_max(m);
+  if ((tid & 31) == 0) red_m[tid >> 5] = m;
+  __syncthreads();
+  m = red_m[0];
+  for (int w = 1; w < kCombineGroups * D / 32; ++w) m = fmaxf(m, red_m[w]);  // max: exact in any order
+  for (int c = tid; c < n_splits; c += kCombineGroups * D) {
+    const float mc = Mp[c * std::int64_t(n_vec) + vec];
+    wsplit[c] = mc == -INFINITY ? 0.f : exp2f(mc - m);
+    lsplit[c] = Lp[c * std::int64_t(n_vec) + vec];
+  }
+  __syncthreads();
+  float acc = 0.f, l = 0.f;
+#pragma unroll 8
+  for (int c = g; c < n_splits; c += kCombineGroups) {
+    acc = fmaf(partial[(c * std::int64_t(n_vec) + vec) * D + d], wsplit[c], acc);
+    l = fmaf(lsplit[c], wsplit[c], l);
+  }
+  red_o[g][d] = acc;
+  if (d == 0) red_l[g] = l;
+  __syncthreads();
+  if (g == 0) {
+    float o = 0.f, lt = 0.f;
+#pragma unroll
+    for (int j = 0; j < kCombineGroups; ++j) {
+      o += red_o[j][d];
+      lt += red_l[j];
     }
-    out[vec * D + d] = from_f32<TO>(l > 0.f ? acc / l : 0.f);
+    out[vec * D + d] = from_f32<TO>(lt > 0.f ? o / lt : 0.f);
   }
 }
 
-int n_chunks_of(const AttentionLaunch& a) {
+// Splits per (row, KV head): about one resident wave of blocks, none shorter than kMinSplitKeys.
+int n_splits_of(const AttentionLaunch& a) {
   const int span = std::max(0, a.key_hi_max - a.key_lo_min);
-  return std::max(1, ceil_div(span, kChunk));
+  const std::int64_t per_split = std::max<std::int64_t>(1, std::int64_t(a.n_kv_heads) * a.n_q);
+  const int G = a.n_heads / std::max(1, a.n_kv_heads);
+  const int wave =
+      int(std::max<std::int64_t>(1, std::int64_t(blocks_per_sm(G)) * std::max(1, a.n_sms) / per_split));
+  return std::max(1, std::min({ceil_div(span, kMinSplitKeys), wave, kMaxSplits}));
 }
 
 template <int D, int G, class TO>
@@ -250,14 +303,15 @@ Status launch_decode_typed(const AttentionLaunch& a, cudaStream_t s) {
   p.H = a.n_heads;
   p.Hkv = a.n_kv_heads;
   p.key_lo = a.key_lo_min;
-  p.n_chunks = n_chunks_of(a);
+  p.key_hi = a.key_hi_max;
+  p.n_splits = n_splits_of(a);
   p.scale_log2 = a.scale * kLog2e;
-  const dim3 grid(unsigned(p.n_chunks), unsigned(a.n_kv_heads), unsigned(a.n_q));
+  const dim3 grid(unsigned(p.n_splits), unsigned(a.n_kv_heads), unsigned(a.n_q));
   decode_attention_kernel<D, G, TO><<<grid, kThreads, 0, s>>>(p);
   PIXTRAL_CUDA_LAUNCH_CHECK(decode_attention_kernel);
-  if (p.n_chunks > 1) {
-    decode_combine_kernel<TO><<<unsigned(a.n_q * a.n_heads), D, 0, s>>>(static_cast<TO*>(a.out), a.partial,
-                                                                      int(a.n_q * a.n_heads), D, p.n_chunks);
+  if (p.n_splits > 1) {
+    decode_combine_kernel<D, TO><<<unsigned(a.n_q * a.n_heads), kCombineGroups * D, 0, s>>>(
+        static_cast<TO*>(a.out), a.partial, int(a.n_q * a.n_heads), p.n_splits);
     PIXTRAL_CUDA_LAUNCH_CHECK(decode_combine_kernel);
   }
   return {};
@@ -291,7 +345,7 @@ bool decode_attention_supported(const AttentionLaunch& a) {
 }
 
 std::int64_t decode_attention_workspace_floats(const AttentionLaunch& a) {
-  const int n = n_chunks_of(a);
+  const int n = n_splits_of(a);
   if (n == 1) return 0;
   return std::int64_t(n) * a.n_q * a.n_heads * (a.head_dim + 2);
 }
@@ -300,7 +354,7 @@ Status launch_decode_attention(const AttentionLaunch& a, cudaStream_t s) {
   if (!decode_attention_supported(a))
     return Status(ErrorCode::internal, "cuda decode attention: unsupported launch");
   if (a.n_q == 0) return {};
-  if (n_chunks_of(a) > 1 && a.partial_floats < decode_attention_workspace_floats(a))
+  if (n_splits_of(a) > 1 && a.partial_floats < decode_attention_workspace_floats(a))
     return Status(ErrorCode::internal, "cuda decode attention: split-KV workspace too small");
   return a.head_dim == 64 ? launch_decode_g<64>(a, s) : launch_decode_g<128>(a, s);
 }

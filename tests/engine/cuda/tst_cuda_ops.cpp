@@ -241,7 +241,11 @@ TEST_F(CudaOps, Attention) {
       {3, 600, 8, 2, 64, true, 597, {}},           // three rows, G = 4, head_dim 64
       {4, 1000, 4, 4, 128, true, 996, {}},         // four rows, G = 1
       {1, 257, 2, 1, 64, true, 256, {}},           // G = 2, last chunk holds one key
-      {1, 100, 32, 8, 128, true, 99, {}},          // one chunk: written directly, no combine
+      {1, 100, 32, 8, 128, true, 99, {}},          // two splits (64 + 36 keys)
+      {1, 60, 32, 8, 128, true, 59, {}},           // one split: written directly, no combine
+      {1, 20000, 32, 8, 128, true, 19999, {}},     // long splits: many tiles per warp, online softmax across tiles
+      {2, 9000, 8, 8, 64, true, 8998, {}},         // G = 1, head_dim 64, two rows of long splits
+      {3, 2000, 16, 8, 128, true, 1997, {}, DType::f32},  // G = 2, three rows, f32 output
       {1, 5000, 32, 8, 128, true, 4999, {}, DType::f32},  // f32 output
   };
   const char* paths[] = {nullptr, "generic", "flash", "decode"};
