@@ -39,7 +39,7 @@ def build_config():
     if getattr(text, "rope_parameters", None) is not None:
         text.rope_parameters = {"rope_type": "default", "rope_theta": 1e9}
     if getattr(vision, "rope_parameters", None) is not None:
-        vision.rope_parameters = {"rope_type": "default", "rope_theta": 10000.0}
+        vision.rope_parameters = {"rope_type": "axial", "rope_theta": 10000.0}  # Pixtral 2-D RoPE
     cfg = LlavaConfig(vision_config=vision, text_config=text, image_token_index=IMG, projector_hidden_act="gelu",
                       vision_feature_layer=-1, vision_feature_select_strategy="full",
                       multimodal_projector_bias=True)
