@@ -151,8 +151,11 @@ TEST_F(CudaOps, RmsNormAndFusedResidual) {
         ASSERT_TRUE(cpu_->add_rms_norm(x->c, delta->c, out->c, w->c, 1e-5f).ok());
         auto got_out = run_twice(G, out->g, [&] { return G->add_rms_norm(x->g, delta->g, out->g, w->g, 1e-5f); },
                                  [&] { reset_gpu(*out, nullptr); reset_gpu(*x, xh.data()); }, "add_rms_norm " + what);
-        expect_close(download(cpu_.get(), out->c), got_out, kElem, "add_rms_norm out " + what);
-        expect_close(download(cpu_.get(), x->c), download(G, x->g), kElem, "add_rms_norm h " + what);
+        // A bf16 residual h is rounded after the add (as the references keep it): per-element relative error up
+        // to 2^-9, NMSE ≈ 1.3e-6 on average but up to ~1e-5 on the 24-value cases; the CPU keeps h in fp32.
+        const double h_budget = ht == DType::bf16 ? 4e-5 : kElem;
+        expect_close(download(cpu_.get(), out->c), got_out, h_budget, "add_rms_norm out " + what);
+        expect_close(download(cpu_.get(), x->c), download(G, x->g), h_budget, "add_rms_norm h " + what);
         // add
         reset(*x, xh.data());
         ASSERT_TRUE(cpu_->add(x->c, delta->c).ok());
