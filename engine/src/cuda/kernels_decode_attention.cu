@@ -3,13 +3,14 @@
 // row is cut at run time into n_splits equal pieces (rounded to the warp tile) and one block handles one
 // (split, KV head, query row) for all G query heads of the group, so each K/V row is read from device memory once
 // per row. n_splits is sized on the host so that n_splits × KV heads × rows ≈ one resident wave (2 blocks per SM
-// at G = 4: 33 splits × 8 heads at 132 SMs), independent of the context length; the split boundaries depend only on the
-// live range, so eager and graph-replayed (capacity-sized) launches agree. Inside a split the 4 warps take
+// at G = 4: 33 splits × 8 heads at 132 SMs) and no split is under 64 keys; the split boundaries depend only on
+// n_splits and the live range, so eager and graph-replayed (capacity-sized) launches agree once the context
+// holds n_splits × 64 keys. Inside a split the 4 warps take
 // 16-key tiles (32 at head_dim 64) round-robin; each lane streams its K and V pieces with 16-byte loads and keeps
 // an online (base-2) softmax in fp32 registers; the next tile's K is loaded during this tile's P·V and its V during
-// the next scores, so every warp keeps a tile in flight. A second kernel merges the splits in index order with
-// 8 thread groups per (row, head), all loads independent (no atomics: bit-identical run after run). A single
-// split writes the output directly.
+// the next scores, and the tile after next is prefetched into L2, so every warp keeps ~2 tiles in flight. A
+// second kernel merges the splits in index order with 8 thread groups per (row, head), all loads independent
+// (no atomics: bit-identical run after run). A single split writes the output directly.
 // Masks: a key range per row (host ranges or the device decode state, for CUDA-graph replay).
 // ref: FlashDecoding (Dao, Haziza, Massa, Sizov 2023) split-KV + log-sum-exp combine; vLLM paged_attention_v2;
 //      FlashInfer decode (fixed split count per wave, online softmax per split).
@@ -59,6 +60,11 @@ __device__ __forceinline__ uint4 ld_stream(const bf16* p) {
   asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
   return r;
+}
+
+// Asks L2 for one 128-byte line (no register is tied up: this is how a warp keeps a second tile in flight).
+__device__ __forceinline__ void prefetch_l2(const void* p) {
+  asm volatile("prefetch.global.L2 [%0];\n" ::"l"(p));
 }
 
 // Loads the kSteps pieces of one tile (keys t0 + st * kKeysPerStep + sub); keys ≥ hi read as zero, unread.
@@ -117,6 +123,11 @@ __global__ void __launch_bounds__(kThreads, blocks_per_sm(G)) decode_attention_k
     load_tile<kKeysPerStep>(kr, kbase, kv_stride, t0 + sub, s1);
     load_tile<kKeysPerStep>(vr, vbase, kv_stride, t0 + sub, s1);
   }
+  if (const int key = t0 + kWarps * kTile + lane / (D / 64); key < s1) {  // the next tile, into L2
+    const int off = (lane % (D / 64)) * 64;
+    prefetch_l2(p.k + std::int64_t(key) * kv_stride + std::int64_t(kvh) * D + off);
+    prefetch_l2(p.v + std::int64_t(key) * kv_stride + std::int64_t(kvh) * D + off);
+  }
   float qf[G][8];
 #pragma unroll
   for (int hh = 0; hh < G; ++hh) {
@@ -136,8 +147,17 @@ __global__ void __launch_bounds__(kThreads, blocks_per_sm(G)) decode_attention_k
 #pragma unroll
     for (int i = 0; i < 8; ++i) acc[hh][i] = 0.f;
   }
+  // L2 prefetch of the tile after next: a tile's K (and V) rows are 32 lines of 128 B, one per lane.
+  constexpr int kLinesPerKey = D / 64;
+  const int pf_key = lane / kLinesPerKey, pf_off = (lane % kLinesPerKey) * 64;  // in bf16 elements
+  const bf16* kpf = p.k + std::int64_t(kvh) * D + pf_off;
+  const bf16* vpf = p.v + std::int64_t(kvh) * D + pf_off;
   while (t0 < s1) {
     const int tn = t0 + kWarps * kTile;
+    if (const int key = tn + kWarps * kTile + pf_key; key < s1) {
+      prefetch_l2(kpf + std::int64_t(key) * kv_stride);
+      prefetch_l2(vpf + std::int64_t(key) * kv_stride);
+    }
     // Scores (base 2), masked to -inf at keys ≥ s1 (keys ≥ s0 by construction).
     float sc[kSteps][G], mt[G];
 #pragma unroll
