@@ -2,7 +2,10 @@
 // `pixtral`: the engine's command line (Qt-free). generate | tokenize | bench.
 // Errors go to stderr with a non-zero exit code: 2 bad arguments, 3 model/input error, 4 generation error.
 #include <chrono>
+#include <csignal>
 #include <cstdio>
+#include <execinfo.h>
+#include <unistd.h>
 #include <cstring>
 #include <fstream>
 #include <iostream>
@@ -219,7 +222,20 @@ int cmd_generate(Args& a) {
 
 }  // namespace
 
+// A crash prints where it happened (function names need -rdynamic) instead of dying silently.
+extern "C" void pixtral_crash_handler(int sig) {
+  void* frames[64];
+  const int n = backtrace(frames, 64);
+  const char msg[] = "pixtral: crashed; backtrace:\n";
+  (void)!write(2, msg, sizeof msg - 1);
+  backtrace_symbols_fd(frames, n, 2);
+  std::signal(sig, SIG_DFL);
+  std::raise(sig);
+}
+
 int main(int argc, char** argv) {
+  std::signal(SIGSEGV, pixtral_crash_handler);
+  std::signal(SIGABRT, pixtral_crash_handler);
   if (argc < 2) return fail(2, std::string("missing command\n") + kUsage);
   const std::string cmd = argv[1];
   Args a;
