@@ -167,26 +167,28 @@ Status CudaBackend::ensure(Scratch& s, std::size_t bytes, std::string_view what)
 
 Result<void*> CudaBackend::stage(const void* host, std::size_t bytes) {
   const std::size_t half = kStagingBytes / 2;
-  bytes = (bytes + 15) / 16 * 16;
-  if (bytes > half)
+  const std::size_t padded = (bytes + 15) / 16 * 16;  // keep every copy 16-byte aligned
+  if (padded > half)
     return Status(ErrorCode::invalid_argument,
                   "cuda: " + mib(bytes) + " of host indices in one op exceeds the staging buffer (" + mib(half) + ")");
-  int h = int(staging_off_ / half);
-  if ((staging_off_ % half) + bytes > half) {  // move to the other half
+  int h = staging_half_;
+  if (staging_off_ + padded > std::size_t(h + 1) * half) {  // move to the other half
     if (!capturing_) {
       PIXTRAL_CUDA_CHECK(cudaEventRecord(staging_done_[h], stream_));
       staging_pending_[h] = true;
     }
     h ^= 1;
+    staging_half_ = h;
     staging_off_ = std::size_t(h) * half;
     if (staging_pending_[h]) {  // the previous lap's copies from this half must have run
       PIXTRAL_CUDA_CHECK(cudaEventSynchronize(staging_done_[h]));
       staging_pending_[h] = false;
     }
   }
-  std::memcpy(staging_host_ + staging_off_, host, bytes);
+  std::memcpy(staging_host_ + staging_off_, host, bytes);  // exactly `bytes`: never read past the caller's data
   void* dev = static_cast<char*>(staging_dev_.ptr) + staging_off_;
   PIXTRAL_CUDA_CHECK(cudaMemcpyAsync(dev, staging_host_ + staging_off_, bytes, cudaMemcpyHostToDevice, stream_));
+  bytes = padded;
   staging_off_ += bytes;
   return dev;
 }

@@ -110,7 +110,8 @@ class CudaBackend final : public ops::Backend, public ops::CudaExtension {
   cublasHandle_t cublas_ = nullptr;
   Scratch cublas_ws_, convert_, im2col_, pixels_, attn_ws_, staging_dev_;
   char* staging_host_ = nullptr;  // pinned, kStagingBytes, two halves
-  std::size_t staging_off_ = 0;
+  std::size_t staging_off_ = 0;  // absolute offset of the next copy in the ring
+  int staging_half_ = 0;          // the half staging_off_ is in (explicit: an exactly full half is ambiguous)
   cudaEvent_t staging_done_[2] = {nullptr, nullptr};
   bool staging_pending_[2] = {false, false};
   struct RopeTable {
