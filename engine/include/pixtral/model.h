@@ -18,12 +18,24 @@ namespace pixtral {
 enum class Device { automatic, cpu, cuda };
 const char* device_name(Device d);  ///< "auto", "cpu", "cuda"
 
+/// Storage of the decoder's linear weights (issue 6), chosen at load: weights are quantized while loading.
+/// bf16: as the checkpoint (bf16/f16/f32 → the backend's dtype). int8: per-output-channel symmetric int8 for
+/// wq wk wv wo w1 w2 w3 and the output head. int4: symmetric int4 in groups of 128 along the input dimension for
+/// wq..w3, the output head in int8 (the head is the most sensitive layer; int8 keeps it near-lossless). The
+/// vision encoder, the adapter, the norms and the embedding table always stay in the checkpoint's precision.
+/// automatic: bf16 for now (a memory planner choosing bf16/int8/int4 from free GPU memory is not written yet).
+enum class Precision { automatic, bf16, int8, int4 };
+const char* precision_name(Precision p);  ///< "auto", "bf16", "int8", "int4"
+/// Parse "auto" | "bf16" | "int8" | "int4"; false when unknown.
+bool parse_precision(std::string_view s, Precision* out);
+
 /// Progress in [0,1] with a stage name ("mapping weights", "uploading layer 12/40"); return false to cancel.
 using ProgressCallback = std::function<bool(double fraction, std::string_view stage)>;
 
 struct LoadOptions {
   Device device = Device::automatic;  ///< automatic: CUDA when usable, else CPU (logged with the reason)
   int threads = 0;                    ///< CPU threads; 0 = all hardware threads
+  Precision precision = Precision::automatic;  ///< decoder weight storage (see Precision)
   ProgressCallback on_progress;
 };
 
@@ -31,6 +43,7 @@ struct ModelInfo {
   std::string path;
   std::string layout;        ///< "mistral" or "hf"
   std::string weight_dtype;  ///< "bf16", "f16", "f32"
+  std::string precision;     ///< decoder linear weights as loaded: "bf16" (as stored), "int8", "int4"
   std::string backend;       ///< "cpu" or "cuda"
   std::string device_name;   ///< "CPU (16 threads)", "NVIDIA H100 80GB HBM3"
   std::string fallback_reason;  ///< why automatic chose the CPU, when it did

@@ -54,6 +54,7 @@ Status CpuBackend::matmul(Tensor out, const Tensor& x, const Weight& w, const We
   if (bias && bias->rows * bias->cols != w.rows)
     return bad("matmul", "bias " + shape(*bias) + " does not match W " + shape(w));
   if (out.data && out.data == x.data) return bad("matmul", "out must not alias x");
+  if (w.quantized()) return matmul_quantized(out, x, w, bias);
   cpu::MatmulArgs a{fp(out), fp(x), x.rows, x.cols, w.rows, w.data, w.dtype, bias ? bias->data : nullptr,
                     bias ? bias->dtype : DType::f32};
   return cpu::matmul(pool_, ws_, a);

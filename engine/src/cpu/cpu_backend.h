@@ -94,7 +94,12 @@ class CpuBackend final : public Backend {
     if (!w.data && w.numel() > 0) return bad("upload_weight", "'" + w.name + "' has no data");
     return Weight{w.data, w.dtype, w.rows(), w.cols(), w.name};  // a view of the mmap: no copy
   }
-  void free_weight(Weight& w) override { w = Weight{}; }
+  /// Quantized weights are owned copies (one aligned block: values then scales); see cpu_quant.cpp.
+  Result<Weight> upload_weight_quantized(const WeightView& w, ops::WeightFormat format) override;
+  void free_weight(Weight& w) override {
+    if (w.quantized() && w.data) ::operator delete(const_cast<void*>(w.data), kAlign);
+    w = Weight{};
+  }
 
   Status upload(Tensor dst, const float* host) override {
     const std::size_t n = std::size_t(dst.rows * dst.cols);
@@ -147,6 +152,8 @@ class CpuBackend final : public Backend {
 
  private:
   Status norm_weight(std::string_view op, const Weight& w, std::int64_t D);
+  /// matmul with a quantized W: each W row dequantized to fp32 (quant::dequantize_row), then fp32 dot products.
+  Status matmul_quantized(Tensor out, const Tensor& x, const Weight& w, const Weight* bias);
   void rms_rows(float* out, const float* x, std::int64_t T, std::int64_t D, float eps);
   Status reserve_angles(std::int64_t n);
 

@@ -15,9 +15,10 @@ struct Uploader {
   std::size_t total = 0;
   std::vector<ops::Weight*> created;
 
-  Status bind(ops::Weight& dst, const std::string& name) {
+  Status bind(ops::Weight& dst, const std::string& name, ops::WeightFormat format = ops::WeightFormat::dense) {
     if (!ckpt.has_tensor(name)) return {ErrorCode::not_found, "missing tensor " + name};
-    auto w = backend.upload_weight(ckpt.tensor(name));
+    auto w = format == ops::WeightFormat::dense ? backend.upload_weight(ckpt.tensor(name))
+                                                : backend.upload_weight_quantized(ckpt.tensor(name), format);
     if (!w.ok()) return w.status().with_context("uploading " + name);
     dst = std::move(w.value());
     dst.name = name;
@@ -27,30 +28,25 @@ struct Uploader {
     return {};
   }
 
-  /// Row view [r0, r0 + rows) of a stacked weight.
-  static ops::Weight rows_of(const ops::Weight& w, std::int64_t r0, std::int64_t rows, const std::string& name) {
-    ops::Weight v = w;
-    v.data = static_cast<const char*>(w.data) + std::size_t(r0 * w.cols) * dtype_size(w.dtype);
-    v.rows = rows;
-    v.name = name;
-    return v;
-  }
 
   /// Try the stacked upload of parts; on `unsupported` leave `stacked` empty (the caller binds them one by one).
   Status bind_stacked(ops::Weight& stacked, const std::vector<std::string>& names, const std::string& name,
-                      std::vector<ops::Weight*> views) {
+                      std::vector<ops::Weight*> views, ops::WeightFormat format) {
     std::vector<const WeightView*> parts;
     for (const auto& n : names) {
       if (!ckpt.has_tensor(n)) return {ErrorCode::not_found, "missing tensor " + n};
       parts.push_back(&ckpt.tensor(n));
     }
-    auto w = backend.upload_weight_stacked(parts, name);
+    for (const WeightView* p : parts)  // a shape the format cannot hold is refused here, naming the tensor
+      PIXTRAL_RETURN_IF_ERROR(quant::check_shape(format, p->rows(), p->cols(), p->name));
+    auto w = format == ops::WeightFormat::dense ? backend.upload_weight_stacked(parts, name)
+                                                : backend.upload_weight_stacked_quantized(parts, name, format);
     if (!w.ok()) return w.status().code() == ErrorCode::unsupported ? Status() : w.status();
     stacked = std::move(w.value());
     created.push_back(&stacked);
     std::int64_t r0 = 0;
     for (std::size_t i = 0; i < parts.size(); ++i) {
-      *views[i] = rows_of(stacked, r0, parts[i]->rows(), names[i]);
+      *views[i] = stacked.rows_view(r0, parts[i]->rows(), names[i]);
       r0 += parts[i]->rows();
     }
     done += parts.size();
@@ -58,35 +54,54 @@ struct Uploader {
     return {};
   }
 
-  Status bind_block(BlockWeights& b, const std::string& p, bool try_stacked) {
+  Status bind_block(BlockWeights& b, const std::string& p, bool try_stacked,
+                    ops::WeightFormat f = ops::WeightFormat::dense) {
     if (try_stacked) {
       PIXTRAL_RETURN_IF_ERROR(bind_stacked(b.wqkv,
                                            {p + "attention.wq.weight", p + "attention.wk.weight",
                                             p + "attention.wv.weight"},
-                                           p + "attention.wqkv", {&b.wq, &b.wk, &b.wv}));
+                                           p + "attention.wqkv", {&b.wq, &b.wk, &b.wv}, f));
       PIXTRAL_RETURN_IF_ERROR(bind_stacked(b.w13, {p + "feed_forward.w1.weight", p + "feed_forward.w3.weight"},
-                                           p + "feed_forward.w13", {&b.w1, &b.w3}));
+                                           p + "feed_forward.w13", {&b.w1, &b.w3}, f));
     }
     PIXTRAL_RETURN_IF_ERROR(bind(b.attention_norm, p + "attention_norm.weight"));
     if (!b.stacked()) {
-      PIXTRAL_RETURN_IF_ERROR(bind(b.wq, p + "attention.wq.weight"));
-      PIXTRAL_RETURN_IF_ERROR(bind(b.wk, p + "attention.wk.weight"));
-      PIXTRAL_RETURN_IF_ERROR(bind(b.wv, p + "attention.wv.weight"));
+      PIXTRAL_RETURN_IF_ERROR(bind(b.wq, p + "attention.wq.weight", f));
+      PIXTRAL_RETURN_IF_ERROR(bind(b.wk, p + "attention.wk.weight", f));
+      PIXTRAL_RETURN_IF_ERROR(bind(b.wv, p + "attention.wv.weight", f));
     }
-    PIXTRAL_RETURN_IF_ERROR(bind(b.wo, p + "attention.wo.weight"));
+    PIXTRAL_RETURN_IF_ERROR(bind(b.wo, p + "attention.wo.weight", f));
     PIXTRAL_RETURN_IF_ERROR(bind(b.ffn_norm, p + "ffn_norm.weight"));
     if (!b.w13.data) {
-      PIXTRAL_RETURN_IF_ERROR(bind(b.w1, p + "feed_forward.w1.weight"));
-      PIXTRAL_RETURN_IF_ERROR(bind(b.w3, p + "feed_forward.w3.weight"));
+      PIXTRAL_RETURN_IF_ERROR(bind(b.w1, p + "feed_forward.w1.weight", f));
+      PIXTRAL_RETURN_IF_ERROR(bind(b.w3, p + "feed_forward.w3.weight", f));
     }
-    PIXTRAL_RETURN_IF_ERROR(bind(b.w2, p + "feed_forward.w2.weight"));
+    PIXTRAL_RETURN_IF_ERROR(bind(b.w2, p + "feed_forward.w2.weight", f));
     return {};
   }
 };
 
 }  // namespace
 
-Result<ModelWeights> upload_weights(ops::Backend& backend, const Checkpoint& ckpt, const UploadProgress& progress) {
+WeightOptions weight_options(Precision p) {
+  WeightOptions o;
+  switch (p) {
+    case Precision::automatic:  // bf16 until the memory planner exists
+    case Precision::bf16: break;
+    case Precision::int8:
+      o.linear = ops::WeightFormat::int8_channel;
+      o.output = ops::WeightFormat::int8_channel;
+      break;
+    case Precision::int4:
+      o.linear = ops::WeightFormat::int4_g128;
+      o.output = ops::WeightFormat::int8_channel;  // the head in int8: see pixtral::Precision
+      break;
+  }
+  return o;
+}
+
+Result<ModelWeights> upload_weights(ops::Backend& backend, const Checkpoint& ckpt, const UploadProgress& progress,
+                                    const WeightOptions& options) {
   const ModelConfig& cfg = ckpt.config();
   ModelWeights w;
   Uploader up{backend, ckpt, progress, 0, 0, {}};
@@ -98,9 +113,10 @@ Result<ModelWeights> upload_weights(ops::Backend& backend, const Checkpoint& ckp
     PIXTRAL_RETURN_IF_ERROR(up.bind(w.decoder.tok_embeddings, "tok_embeddings.weight"));
     w.decoder.layers.resize(std::size_t(cfg.n_layers));
     for (int il = 0; il < cfg.n_layers; ++il)
-      PIXTRAL_RETURN_IF_ERROR(up.bind_block(w.decoder.layers[il], "layers." + std::to_string(il) + ".", true));
+      PIXTRAL_RETURN_IF_ERROR(
+          up.bind_block(w.decoder.layers[il], "layers." + std::to_string(il) + ".", true, options.linear));
     PIXTRAL_RETURN_IF_ERROR(up.bind(w.decoder.norm, "norm.weight"));
-    PIXTRAL_RETURN_IF_ERROR(up.bind(w.decoder.output, "output.weight"));
+    PIXTRAL_RETURN_IF_ERROR(up.bind(w.decoder.output, "output.weight", options.output));
     if (!cfg.has_vision) return {};
     VisionWeights& v = w.vision;
     PIXTRAL_RETURN_IF_ERROR(up.bind(v.patch_conv, "vision_encoder.patch_conv.weight"));
@@ -142,6 +158,25 @@ void free_weights(ops::Backend& backend, ModelWeights& w) {
                          &w.vision.w_out_bias})
     if (p->data) backend.free_weight(*p);
   w = {};
+}
+
+const char* precision_name(Precision p) {
+  switch (p) {
+    case Precision::automatic: return "auto";
+    case Precision::bf16: return "bf16";
+    case Precision::int8: return "int8";
+    case Precision::int4: return "int4";
+  }
+  return "?";
+}
+
+bool parse_precision(std::string_view s, Precision* out) {
+  for (Precision p : {Precision::automatic, Precision::bf16, Precision::int8, Precision::int4})
+    if (s == precision_name(p)) {
+      *out = p;
+      return true;
+    }
+  return false;
 }
 
 }  // namespace pixtral

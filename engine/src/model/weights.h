@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "io/checkpoint.h"
+#include "pixtral/model.h"
 #include "ops/backend.h"
 
 namespace pixtral {
@@ -51,8 +52,18 @@ struct ModelWeights {
 /// Progress per uploaded tensor; return false to cancel.
 using UploadProgress = std::function<bool(std::size_t done, std::size_t total, const std::string& name)>;
 
-/// Upload every tensor the model uses to the backend (CPU: views of the mmap).
-Result<ModelWeights> upload_weights(ops::Backend& backend, const Checkpoint& ckpt, const UploadProgress& progress);
+/// How the decoder's linear weights are stored (issue 6). Dense (the default) keeps every existing behaviour.
+struct WeightOptions {
+  ops::WeightFormat linear = ops::WeightFormat::dense;  ///< wq wk wv wo w1 w2 w3 of every decoder layer
+  ops::WeightFormat output = ops::WeightFormat::dense;  ///< the output head (lm_head)
+};
+/// The formats a precision stands for (automatic → bf16 until the memory planner exists; int4 keeps the output
+/// head in int8 — see pixtral::Precision).
+WeightOptions weight_options(Precision p);
+
+/// Upload every tensor the model uses to the backend (CPU: views of the mmap; quantized weights: owned copies).
+Result<ModelWeights> upload_weights(ops::Backend& backend, const Checkpoint& ckpt, const UploadProgress& progress,
+                                    const WeightOptions& options = {});
 /// Release everything upload_weights created.
 void free_weights(ops::Backend& backend, ModelWeights& w);
 

@@ -13,6 +13,7 @@
 #include <string>
 #include <string_view>
 
+#include "core/quant.h"
 #include "core/tensor.h"
 #include "pixtral/status.h"
 
@@ -34,14 +35,38 @@ struct Tensor {
   Tensor reshaped(std::int64_t r, std::int64_t c) const { return {data, r, c, dtype}; }
 };
 
+/// How a weight is stored (issue 6; formats defined in core/quant.h): dense in `dtype`, or weight-only int8 with
+/// per-output-channel scales, or int4 in groups of 128 along the input dimension.
+using WeightFormat = quant::Format;
+
 /// A weight on the backend's device: [rows, cols] (a conv kernel [out, C, kh, kw] is viewed [out, C*kh*kw]).
-/// `impl` is backend-private (e.g. a device pointer); `host` keeps the source view for reference.
+/// Dense: `data` holds rows × cols values of `dtype`. Quantized (format != dense): `data` holds the packed values
+/// (rows × quant::row_bytes(format, cols) bytes) and `scales` the fp32 scales (rows × quant::scales_per_row);
+/// `dtype` is then the dtype the weight was quantized from (informational).
 struct Weight {
   const void* data = nullptr;
   DType dtype = DType::bf16;
   std::int64_t rows = 0;
   std::int64_t cols = 0;
   std::string name;
+  WeightFormat format = WeightFormat::dense;
+  const float* scales = nullptr;  ///< quantized only: [rows, scales_per_row] fp32, on the backend's device
+  int group_size = 0;             ///< quantized only: inputs per scale (int8: cols; int4: 128)
+
+  bool quantized() const { return format != WeightFormat::dense; }
+  /// Bytes of one stored row of `data`.
+  std::size_t row_bytes() const {
+    return quantized() ? std::size_t(quant::row_bytes(format, cols)) : std::size_t(cols) * dtype_size(dtype);
+  }
+  /// Rows [r0, r0 + n) as a view (no allocation of its own; `name` given to the view).
+  Weight rows_view(std::int64_t r0, std::int64_t n, std::string view_name) const {
+    Weight v = *this;
+    v.data = static_cast<const char*>(data) + std::size_t(r0) * row_bytes();
+    if (quantized()) v.scales = scales + r0 * quant::scales_per_row(format, cols);
+    v.rows = n;
+    v.name = std::move(view_name);
+    return v;
+  }
 };
 
 /// How RoPE pairs the dims of a head: Mistral-native rotates adjacent pairs (2m, 2m+1); Hugging Face rotates
@@ -86,6 +111,18 @@ class Backend {
   /// (the CPU views the mmap in place) return `unsupported` and the model keeps separate products.
   virtual Result<Weight> upload_weight_stacked(std::span<const WeightView* const> parts, const std::string& name) {
     return Status(ErrorCode::unsupported, "stacked weights are not used by the " + this->name() + " backend");
+  }
+  /// Quantize a weight while making it usable (issue 6): the result has `format` (see core/quant.h). Refuses
+  /// shapes the format cannot hold (int4: cols % 128 != 0) with `unsupported` naming the tensor. Backends
+  /// without quantized kernels return `unsupported`.
+  virtual Result<Weight> upload_weight_quantized(const WeightView& w, WeightFormat format) {
+    return Status(ErrorCode::unsupported, "quantized weights are not supported by the " + this->name() + " backend");
+  }
+  /// upload_weight_stacked, quantized (each row keeps its own scales, so stacking commutes with quantizing).
+  virtual Result<Weight> upload_weight_stacked_quantized(std::span<const WeightView* const> parts,
+                                                         const std::string& name, WeightFormat format) {
+    return Status(ErrorCode::unsupported, "stacked quantized weights are not used by the " + this->name() +
+                                              " backend");
   }
   /// Host fp32 ↔ device tensor (converting to/from the tensor's dtype).
   virtual Status upload(Tensor dst, const float* host) = 0;

@@ -89,7 +89,8 @@ Result<std::shared_ptr<Model>> Model::load(const std::string& dir, const LoadOpt
     progress = [&](std::size_t done, std::size_t total, const std::string& name) {
       return options.on_progress(0.02 + 0.98 * double(done) / double(total), name);
     };
-  auto w = upload_weights(*impl->backend, impl->ckpt, progress);
+  const WeightOptions wopt = weight_options(options.precision);
+  auto w = upload_weights(*impl->backend, impl->ckpt, progress, wopt);
   if (!w.ok()) return w.status();
   impl->weights = std::move(w.value());
 
@@ -98,6 +99,9 @@ Result<std::shared_ptr<Model>> Model::load(const std::string& dir, const LoadOpt
   info.path = dir;
   info.layout = impl->ckpt.layout() == CheckpointLayout::mistral ? "mistral" : "hf";
   info.weight_dtype = dtype_name(impl->ckpt.weight_dtype());
+  info.precision = wopt.linear == ops::WeightFormat::int8_channel ? "int8"
+                   : wopt.linear == ops::WeightFormat::int4_g128  ? "int4"
+                                                                   : "bf16";
   info.backend = impl->backend->name();
   info.device_name = impl->backend->device_name();
   info.fallback_reason = fallback;
