@@ -2,20 +2,21 @@
 // Decode attention (one query row, or a few), split-KV with long contiguous splits (v3): the live key range of a
 // row is cut at run time into n_splits equal pieces (rounded to the warp tile) and one block handles one
 // (split, KV head, query row) for all G query heads of the group, so each K/V row is read from device memory once
-// per row. n_splits is sized on the host so that n_splits × KV heads × rows ≈ one resident wave (2 blocks per SM
-// at G = 4: 33 splits × 8 heads at 132 SMs) and no split is under 64 keys; the split boundaries depend only on
+// per row. n_splits is sized on the host so that n_splits × KV heads × rows ≈ one resident wave (2 blocks/SM at
+// G = 4: 33 splits × 8 heads at 132 SMs) and no split is under 64 keys; the split boundaries depend only on
 // n_splits and the live range, so eager and graph-replayed (capacity-sized) launches agree once the context
-// holds n_splits × 64 keys. Inside a split the 4 warps take
-// 16-key tiles (32 at head_dim 64) round-robin; each lane streams its K and V pieces with 16-byte loads and keeps
-// an online (base-2) softmax in fp32 registers; the next tile's K is loaded during this tile's P·V and its V during
-// the next scores, and the tile after next is prefetched into L2, so every warp keeps ~2 tiles in flight. A
-// second kernel merges the splits in index order with 8 thread groups per (row, head), all loads independent
-// (no atomics: bit-identical run after run). A single split writes the output directly.
+// holds n_splits × 64 keys. Inside a split the 4 warps take 16-key tiles (32 at head_dim 64) round-robin; each
+// lane streams its K and V pieces with 16-byte loads and keeps an online (base-2) softmax in fp32 registers; the
+// next tile's K is loaded during this tile's P·V and its V during the next scores, and the tile after next is
+// prefetched into L2, so every warp keeps ~2 tiles in flight. The second kernel merges the splits in index order
+// with 8 thread groups per (row, head), all loads independent (no atomics: bit-identical run after run). A single
+// split writes the output directly.
 // Masks: a key range per row (host ranges or the device decode state, for CUDA-graph replay).
 // ref: FlashDecoding (Dao, Haziza, Massa, Sizov 2023) split-KV + log-sum-exp combine; vLLM paged_attention_v2;
 //      FlashInfer decode (fixed split count per wave, online softmax per split).
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 
 #include "cuda/kernels.cuh"
 
@@ -43,6 +44,7 @@ struct DecodeParams {
   const int* dev_state;
   int n_q, H, Hkv, key_lo, key_hi, n_splits;
   float scale_log2;
+  bool l2_prefetch;
 };
 
 __device__ __forceinline__ void bf16x8_to_f32(const uint4& u, float (&f)[8]) {
@@ -123,7 +125,8 @@ __global__ void __launch_bounds__(kThreads, blocks_per_sm(G)) decode_attention_k
     load_tile<kKeysPerStep>(kr, kbase, kv_stride, t0 + sub, s1);
     load_tile<kKeysPerStep>(vr, vbase, kv_stride, t0 + sub, s1);
   }
-  if (const int key = t0 + kWarps * kTile + lane / (D / 64); key < s1) {  // the next tile, into L2
+  const int pf_end = p.l2_prefetch ? s1 : 0;
+  if (const int key = t0 + kWarps * kTile + lane / (D / 64); key < pf_end) {  // the next tile, into L2
     const int off = (lane % (D / 64)) * 64;
     prefetch_l2(p.k + std::int64_t(key) * kv_stride + std::int64_t(kvh) * D + off);
     prefetch_l2(p.v + std::int64_t(key) * kv_stride + std::int64_t(kvh) * D + off);
@@ -154,7 +157,7 @@ __global__ void __launch_bounds__(kThreads, blocks_per_sm(G)) decode_attention_k
   const bf16* vpf = p.v + std::int64_t(kvh) * D + pf_off;
   while (t0 < s1) {
     const int tn = t0 + kWarps * kTile;
-    if (const int key = tn + kWarps * kTile + pf_key; key < s1) {
+    if (const int key = tn + kWarps * kTile + pf_key; key < pf_end) {
       prefetch_l2(kpf + std::int64_t(key) * kv_stride);
       prefetch_l2(vpf + std::int64_t(key) * kv_stride);
     }
@@ -299,6 +302,15 @@ decode_combine_kernel(TO* __restrict__ out, const float* __restrict__ partial, i
   }
 }
 
+// PIXTRAL_CUDA_PREFETCH=0 turns the L2 prefetch off (A/B in the kernel lab); read once.
+bool l2_prefetch_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("PIXTRAL_CUDA_PREFETCH");
+    return !(e && e[0] == '0');
+  }();
+  return on;
+}
+
 // Splits per (row, KV head): about one resident wave of blocks, none shorter than kMinSplitKeys.
 int n_splits_of(const AttentionLaunch& a) {
   const int span = std::max(0, a.key_hi_max - a.key_lo_min);
@@ -326,6 +338,7 @@ Status launch_decode_typed(const AttentionLaunch& a, cudaStream_t s) {
   p.key_hi = a.key_hi_max;
   p.n_splits = n_splits_of(a);
   p.scale_log2 = a.scale * kLog2e;
+  p.l2_prefetch = l2_prefetch_enabled();
   const dim3 grid(unsigned(p.n_splits), unsigned(a.n_kv_heads), unsigned(a.n_q));
   decode_attention_kernel<D, G, TO><<<grid, kThreads, 0, s>>>(p);
   PIXTRAL_CUDA_LAUNCH_CHECK(decode_attention_kernel);

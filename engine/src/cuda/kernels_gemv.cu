@@ -2,9 +2,13 @@
 // Batch-1 (up to kGemvMaxRows rows) matrix-vector product for decode: out[T, N] = x[T, K] · W[N, K]ᵀ (+ bias).
 // Decode is bound by streaming the weights once, so each warp owns one output feature and walks its W row with
 // 16-byte streaming loads (8 bf16, evict-first: the weights are not reused within a step), four loads in flight
-// per lane before any math; x (T rows of K, ≤ 40 KiB) stays hot in L1/L2. fp32 accumulation, one fixed shuffle
+// per lane before any math, and the next 4 KB of the row prefetched into L2 (v3: the register file caps a
+// one-wave GEMV at ~2 KB of loads per warp, ~90 KB per SM; the prefetch triples the bytes in flight without
+// registers); x (T rows of K, ≤ 40 KiB) stays hot in L1/L2. fp32 accumulation, one fixed shuffle
 // tree per row: deterministic. Falls back to cuBLAS when K % 8 != 0 or pointers are not 16-byte aligned.
 // ref: llama.cpp ggml-cuda/mmv.cu (one warp per row), calm src/infer.cu (matmul_warppar).
+#include <cstdlib>
+
 #include "cuda/kernels.cuh"
 
 namespace pixtral::cuda {
@@ -12,6 +16,8 @@ namespace {
 
 constexpr int kWarpsPerBlock = 8;
 constexpr int kUnroll = 4;
+constexpr int kBatchBytes = 32 * kUnroll * 16;  // one warp's loads per iteration: 2 KB = 16 lines
+constexpr int kPrefetchBatches = 2;
 
 __device__ __forceinline__ uint4 load_stream(const uint4* p) {
   uint4 r;
@@ -20,6 +26,10 @@ __device__ __forceinline__ uint4 load_stream(const uint4* p) {
                : "l"(p));
   return r;
 }
+
+// Asks L2 for one 128-byte line; unlike a load it ties up no register, so a warp can keep more of its row in
+// flight than its registers hold (the register file, not the grid, bounds the loads in flight of a one-wave GEMV).
+__device__ __forceinline__ void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
 
 __device__ __forceinline__ void unpack8(const uint4& u, float f[8]) {
   const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&u);
@@ -49,7 +59,7 @@ __device__ __forceinline__ void load_x8<float>(const float* x, std::int64_t c, f
 template <int T, class TX, class TO>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
 gemv_kernel(TO* __restrict__ out, const TX* __restrict__ x, const bf16* __restrict__ w,
-            const bf16* __restrict__ bias, int N, int K) {
+            const bf16* __restrict__ bias, int N, int K, bool l2_prefetch) {
   const int lane = threadIdx.x & 31;
   const int n = blockIdx.x * kWarpsPerBlock + (threadIdx.x >> 5);
   if (n >= N) return;
@@ -59,8 +69,15 @@ gemv_kernel(TO* __restrict__ out, const TX* __restrict__ x, const bf16* __restri
 #pragma unroll
   for (int t = 0; t < T; ++t) acc[t] = 0.f;
 
+  // L2 prefetch kPrefetchBatches batches (2 KB each) ahead of the loads: batches 1..2 now (one line per lane),
+  // then batch b + 3 while loading batch b (lanes 0..15).
+  const char* wbytes = reinterpret_cast<const char*>(wrow);
+  const int row_bytes = l2_prefetch ? K * 2 : 0;
+  if (kBatchBytes + 128 * lane < row_bytes) prefetch_l2(wbytes + kBatchBytes + 128 * lane);
+  int pf = kBatchBytes * (1 + kPrefetchBatches) + 128 * lane;
   int c = lane;
-  for (; c + 32 * (kUnroll - 1) < n_chunks; c += 32 * kUnroll) {
+  for (; c + 32 * (kUnroll - 1) < n_chunks; c += 32 * kUnroll, pf += kBatchBytes) {
+    if (lane < kBatchBytes / 128 && pf < row_bytes) prefetch_l2(wbytes + pf);
     uint4 wv[kUnroll];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) wv[u] = load_stream(wrow + c + 32 * u);
@@ -98,6 +115,15 @@ gemv_kernel(TO* __restrict__ out, const TX* __restrict__ x, const bf16* __restri
   }
 }
 
+// PIXTRAL_CUDA_PREFETCH=0 turns the L2 prefetch off (A/B in the kernel lab); read once.
+bool l2_prefetch_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("PIXTRAL_CUDA_PREFETCH");
+    return !(e && e[0] == '0');
+  }();
+  return on;
+}
+
 template <int T>
 Status launch_rows(void* out, DType out_t, const void* x, DType x_t, const bf16* w, const bf16* bias, int N, int K,
                    cudaStream_t s) {
@@ -107,7 +133,8 @@ Status launch_rows(void* out, DType out_t, const void* x, DType x_t, const bf16*
       using TX = typename decltype(tx)::type;
       const int blocks = ceil_div(N, kWarpsPerBlock);
       gemv_kernel<T, TX, TO><<<blocks, kWarpsPerBlock * 32, 0, s>>>(static_cast<TO*>(out),
-                                                                     static_cast<const TX*>(x), w, bias, N, K);
+                                                                     static_cast<const TX*>(x), w, bias, N, K,
+                                                                     l2_prefetch_enabled());
       PIXTRAL_CUDA_LAUNCH_CHECK(gemv_kernel);
       return Status{};
     });
