@@ -65,6 +65,8 @@ TEST_F(CudaOps, Matmul) {
       {17, 40, 1, false, DType::f32, DType::f32},     {64, 1024, 300, true, DType::bf16, DType::bf16},
       {130, 200, 72, false, DType::bf16, DType::f32}, {1, 1001, 65, true, DType::bf16, DType::bf16},
       {9, 13, 31, false, DType::bf16, DType::bf16},
+      // GEMV rows long enough for the L2 prefetch to run ahead (14 batches of 2 KB; 4 batches + a 1-chunk tail)
+      {1, 14336, 40, false, DType::bf16, DType::bf16}, {2, 4104, 50, true, DType::f32, DType::bf16},
   };
   for (const auto& c : cases) {
     const std::string what = "matmul T=" + std::to_string(c.T) + " K=" + std::to_string(c.K) + " N=" +

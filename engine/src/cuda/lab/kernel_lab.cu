@@ -5,6 +5,7 @@
 // bf16 data, never zeros), then times: warm-up, CUDA events, median of `reps`, inputs rotated across copies
 // totalling ≥ 4× L2 where the floor is bandwidth, so no run reads from cache.
 // Usage: pixtral_cuda_lab [reps=50] [gemv|attention]   (both sections when no section is named)
+//        PIXTRAL_CUDA_PREFETCH=0 pixtral_cuda_lab ...     (same without the GEMV / decode-attention L2 prefetch)
 // ref: llm.c dev/cuda/*.cu (validate-then-benchmark mains).
 #include <algorithm>
 #include <cmath>
@@ -236,10 +237,13 @@ int main(int argc, char** argv) {
   }
   LAB_CHECK(cudaFree(c0));
 
+  const char* pf_env = std::getenv("PIXTRAL_CUDA_PREFETCH");
+  const bool prefetch_on = !(pf_env && pf_env[0] == '0');
   if (do_attn) {
     int max_smem = 0;
     LAB_CHECK(cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0));
-    std::printf("\nattention (bf16; floor = max(FLOPs / GEMM rate, bytes / copy BW); xN = time / floor)\n");
+    std::printf("\nattention (bf16; floor = max(FLOPs / GEMM rate, bytes / copy BW); xN = time / floor; decode L2 "
+                "prefetch %s)\n", prefetch_on ? "on" : "off");
     const AttnProblem problems[] = {
         {"decoder prefill 4193 causal", 4193, 4193, 32, 8, 128, true, 0, 40},
         {"vision 4096 patches", 4096, 4096, 16, 16, 64, false, 0, 24},
@@ -261,8 +265,11 @@ int main(int argc, char** argv) {
       {"wq+wk+wv (fused QKV)", 5120, 4096 + 2048}, {"wq", 5120, 4096},      {"wo", 4096, 5120},
       {"w1+w3 (fused gate+up)", 5120, 2 * 14336},  {"w2", 14336, 5120},     {"output (lm_head)", 5120, 131072},
   };
-  std::printf("\n%-24s %8s %10s %8s %7s %10s %8s %7s %10s\n", "GEMV T=1 bf16", "MB", "ours us", "GB/s", "%copy",
-              "cuBLAS us", "GB/s", "%copy", "NMSE");
+  std::printf("\nGEMV: single launches timed with events; 'graph' = 40 launches (copies rotated) in one CUDA graph, per "
+              "launch, as the decode step replays them. L2 prefetch %s (PIXTRAL_CUDA_PREFETCH=0 turns it off)\n",
+              prefetch_on ? "on" : "off");
+  std::printf("%-24s %8s %10s %8s %7s %10s %8s %7s %10s %7s %10s %7s\n", "GEMV T=1 bf16", "MB", "ours us", "GB/s",
+              "%copy", "cuBLAS us", "GB/s", "%copy", "NMSE", "graph", "ours us", "%copy");
   for (const auto& sh : shapes) {
     const std::size_t wbytes = std::size_t(sh.K) * sh.N * 2;
     const int copies = int(std::max<std::size_t>(2, (std::size_t(4) * prop.l2CacheSize + wbytes - 1) / wbytes));
@@ -302,8 +309,22 @@ int main(int argc, char** argv) {
     const float t_ours = median_ms(s, reps, ours), t_ref = median_ms(s, reps, ref);
     const double bytes = double(wbytes) + sh.K * 2 + sh.N * 2;
     const double bw_o = bytes / (t_ours * 1e-3), bw_r = bytes / (t_ref * 1e-3);
-    std::printf("%-24s %8.1f %10.1f %8.0f %6.1f%% %10.1f %8.0f %6.1f%% %10.2e%s\n", sh.name, bytes / 1e6,
-                t_ours * 1e3, bw_o / 1e9, 100 * bw_o / copy_bw, t_ref * 1e3, bw_r / 1e9, 100 * bw_r / copy_bw, nmse,
+    // 40 back-to-back launches in one graph (no event or launch overhead between them), copies rotated.
+    constexpr int kGraphLaunches = 40;
+    cudaGraph_t graph;
+    cudaGraphExec_t exec;
+    LAB_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+    for (int i = 0; i < kGraphLaunches; ++i) ours(i);
+    LAB_CHECK(cudaStreamEndCapture(s, &graph));
+    LAB_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+    const float t_graph = median_ms(s, std::max(3, reps / 5), [&](int) { LAB_CHECK(cudaGraphLaunch(exec, s)); }) /
+                          kGraphLaunches;
+    LAB_CHECK(cudaGraphExecDestroy(exec));
+    LAB_CHECK(cudaGraphDestroy(graph));
+    const double bw_g = bytes / (t_graph * 1e-3);
+    std::printf("%-24s %8.1f %10.1f %8.0f %6.1f%% %10.1f %8.0f %6.1f%% %10.2e %7s %10.1f %6.1f%%%s\n", sh.name,
+                bytes / 1e6, t_ours * 1e3, bw_o / 1e9, 100 * bw_o / copy_bw, t_ref * 1e3, bw_r / 1e9,
+                100 * bw_r / copy_bw, nmse, "", t_graph * 1e3, 100 * bw_g / copy_bw,
                 nmse > 1e-4 ? "  <-- MISMATCH" : "");
     for (auto* p : W) LAB_CHECK(cudaFree(p));
     LAB_CHECK(cudaFree(x));
