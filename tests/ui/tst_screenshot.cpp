@@ -64,6 +64,19 @@ class TestScreenshot : public QObject {
     QVERIFY(first.isValid());
     const QImage thumbArea = crop(thumbs->viewport()).copy(QRect(first.topLeft() * dpr, first.size() * dpr));
     QVERIFY2(test::greyVariance(thumbArea) > 20, "the first thumbnail is blank");
+
+    // A second picture for people: dark theme, the chart page with a region selected.
+    window.setTheme(Theme::Dark);
+    const int chart = view->pageCount() - 1;
+    view->fitPage();
+    view->goToPage(chart);
+    view->setSelection(chart, QRectF(0.08, 0.05, 0.84, 0.85));
+    const double s2 = view->zoom() * 96.0 / 72.0 * view->viewport()->devicePixelRatioF();
+    QTRY_VERIFY_WITH_TIMEOUT(!view->renderer()->cached(chart, s2).isNull(), 20000);
+    QTest::qWait(100);
+    const QString out2 = QStringLiteral(QUIRE_BINARY_DIR "/screenshots/main-window-dark-selection.png");
+    QVERIFY(window.grab().save(out2));
+    window.setTheme(Theme::System);
   }
 };
 

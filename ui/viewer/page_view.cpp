@@ -175,6 +175,11 @@ void PageView::goToPage(int page, const QRectF& rect) {
     }
   }
   updateCurrentPage();
+  // The page asked for is the current one whenever it is in view, even if a neighbour shows more.
+  if (page != m_currentPage && pageRectInViewport(page).intersects(QRectF(viewport()->rect()))) {
+    m_currentPage = page;
+    Q_EMIT currentPageChanged(m_currentPage, pageCount());
+  }
   requestVisiblePages();
   viewport()->update();
 }
@@ -207,7 +212,20 @@ void PageView::requestVisiblePages() {
 
 void PageView::updateCurrentPage() {
   if (pageCount() == 0) return;
-  const int page = pageAt(verticalScrollBar()->value() + viewport()->height() / 3.0);
+  // The current page is the one taking up most of the viewport (so the last page counts once it is in view,
+  // even though its top can never reach the top of the viewport).
+  const double top = verticalScrollBar()->value(), bottom = top + viewport()->height();
+  int page = pageAt(top);
+  double best = -1;
+  const bool atEnd = verticalScrollBar()->value() >= verticalScrollBar()->maximum() && verticalScrollBar()->maximum() > 0;
+  for (int p : visiblePages()) {
+    const QRectF r = m_pageRects[std::size_t(p)];
+    const double shown = std::min(r.bottom(), bottom) - std::max(r.top(), top);
+    if (shown > best + 0.5 || (atEnd && shown > 0)) {  // at the very end, the last page shown wins
+      best = shown;
+      page = p;
+    }
+  }
   if (page != m_currentPage) {
     m_currentPage = page;
     Q_EMIT currentPageChanged(m_currentPage, pageCount());
