@@ -4,8 +4,10 @@
 // 16-byte streaming loads (8 bf16, evict-first: the weights are not reused within a step), four loads in flight
 // per lane before any math, and the next 4 KB of the row prefetched into L2 (v3: the register file caps a
 // one-wave GEMV at ~2 KB of loads per warp, ~90 KB per SM; the prefetch triples the bytes in flight without
-// registers); x (T rows of K, ≤ 40 KiB) stays hot in L1/L2. fp32 accumulation, one fixed shuffle
-// tree per row: deterministic. Falls back to cuBLAS when K % 8 != 0 or pointers are not 16-byte aligned.
+// registers); x (T rows of K, ≤ 40 KiB) stays hot in L1/L2. Launched with programmatic dependent launch: the
+// first 6 KB of each row are prefetched before waiting on the previous kernel (hides the GEMV's ramp-up). fp32
+// accumulation, one fixed shuffle tree per row: deterministic. Falls back to cuBLAS when K % 8 != 0 or pointers
+// are not 16-byte aligned.
 // ref: llama.cpp ggml-cuda/mmv.cu (one warp per row), calm src/infer.cu (matmul_warppar).
 #include <cstdlib>
 
@@ -30,6 +32,14 @@ __device__ __forceinline__ uint4 load_stream(const uint4* p) {
 // Asks L2 for one 128-byte line; unlike a load it ties up no register, so a warp can keep more of its row in
 // flight than its registers hold (the register file, not the grid, bounds the loads in flight of a one-wave GEMV).
 __device__ __forceinline__ void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
+
+// Programmatic dependent launch: the kernel may start while the previous kernel on the stream still runs; it
+// must not read data that kernel writes (x) nor write anything before this returns. No-op without PDL.
+__device__ __forceinline__ void wait_for_previous_grid() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
 
 __device__ __forceinline__ void unpack8(const uint4& u, float f[8]) {
   const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&u);
@@ -69,12 +79,15 @@ gemv_kernel(TO* __restrict__ out, const TX* __restrict__ x, const bf16* __restri
 #pragma unroll
   for (int t = 0; t < T; ++t) acc[t] = 0.f;
 
-  // L2 prefetch kPrefetchBatches batches (2 KB each) ahead of the loads: batches 1..2 now (one line per lane),
-  // then batch b + 3 while loading batch b (lanes 0..15).
+  // L2 prefetch kPrefetchBatches batches (2 KB each) ahead of the loads: batches 0..2 now (W does not depend on
+  // the previous kernel, so this runs before the PDL wait), then batch b + 3 while loading batch b (lanes 0..15).
   const char* wbytes = reinterpret_cast<const char*>(wrow);
-  const int row_bytes = l2_prefetch ? K * 2 : 0;
-  if (kBatchBytes + 128 * lane < row_bytes) prefetch_l2(wbytes + kBatchBytes + 128 * lane);
-  int pf = kBatchBytes * (1 + kPrefetchBatches) + 128 * lane;
+  const std::int64_t row_bytes = l2_prefetch ? std::int64_t(K) * 2 : 0;
+  if (128 * lane < row_bytes) prefetch_l2(wbytes + 128 * lane);
+  if (lane < kBatchBytes / 128 && 2 * kBatchBytes + 128 * lane < row_bytes)
+    prefetch_l2(wbytes + 2 * kBatchBytes + 128 * lane);
+  wait_for_previous_grid();  // x (and out) belong to the previous kernels
+  std::int64_t pf = kBatchBytes * (1 + kPrefetchBatches) + 128 * lane;
   int c = lane;
   for (; c + 32 * (kUnroll - 1) < n_chunks; c += 32 * kUnroll, pf += kBatchBytes) {
     if (lane < kBatchBytes / 128 && pf < row_bytes) prefetch_l2(wbytes + pf);
@@ -115,12 +128,18 @@ gemv_kernel(TO* __restrict__ out, const TX* __restrict__ x, const bf16* __restri
   }
 }
 
-// PIXTRAL_CUDA_PREFETCH=0 turns the L2 prefetch off (A/B in the kernel lab); read once.
+// PIXTRAL_CUDA_PREFETCH=0 turns the L2 prefetch off, PIXTRAL_CUDA_PDL=0 the programmatic dependent launch (A/B in
+// the kernel lab); read once.
+bool env_enabled(const char* name) {
+  const char* e = std::getenv(name);
+  return !(e && e[0] == '0');
+}
 bool l2_prefetch_enabled() {
-  static const bool on = [] {
-    const char* e = std::getenv("PIXTRAL_CUDA_PREFETCH");
-    return !(e && e[0] == '0');
-  }();
+  static const bool on = env_enabled("PIXTRAL_CUDA_PREFETCH");
+  return on;
+}
+bool pdl_enabled() {
+  static const bool on = env_enabled("PIXTRAL_CUDA_PDL");
   return on;
 }
 
@@ -132,9 +151,26 @@ Status launch_rows(void* out, DType out_t, const void* x, DType x_t, const bf16*
       using TO = typename decltype(to)::type;
       using TX = typename decltype(tx)::type;
       const int blocks = ceil_div(N, kWarpsPerBlock);
-      gemv_kernel<T, TX, TO><<<blocks, kWarpsPerBlock * 32, 0, s>>>(static_cast<TO*>(out),
-                                                                     static_cast<const TX*>(x), w, bias, N, K,
-                                                                     l2_prefetch_enabled());
+      TO* o = static_cast<TO*>(out);
+      const TX* xx = static_cast<const TX*>(x);
+      const bool pf = l2_prefetch_enabled();
+      if (pdl_enabled()) {
+        // Launched as a programmatic dependent of the previous kernel: its blocks start (and stream W into L2)
+        // while that kernel drains; gemv_kernel waits for it before reading x.
+        cudaLaunchConfig_t cfg = {};
+        cfg.gridDim = dim3(unsigned(blocks));
+        cfg.blockDim = dim3(kWarpsPerBlock * 32);
+        cfg.stream = s;
+        cudaLaunchAttribute attr[1];
+        attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        attr[0].val.programmaticStreamSerializationAllowed = 1;
+        cfg.attrs = attr;
+        cfg.numAttrs = 1;
+        if (cudaLaunchKernelEx(&cfg, gemv_kernel<T, TX, TO>, o, xx, w, bias, N, K, pf) == cudaSuccess)
+          return Status{};
+        (void)cudaGetLastError();  // not supported here: plain launch
+      }
+      gemv_kernel<T, TX, TO><<<blocks, kWarpsPerBlock * 32, 0, s>>>(o, xx, w, bias, N, K, pf);
       PIXTRAL_CUDA_LAUNCH_CHECK(gemv_kernel);
       return Status{};
     });

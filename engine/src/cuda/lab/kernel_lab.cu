@@ -6,6 +6,7 @@
 // totalling ≥ 4× L2 where the floor is bandwidth, so no run reads from cache.
 // Usage: pixtral_cuda_lab [reps=50] [gemv|attention]   (both sections when no section is named)
 //        PIXTRAL_CUDA_PREFETCH=0 pixtral_cuda_lab ...     (same without the GEMV / decode-attention L2 prefetch)
+//        PIXTRAL_CUDA_PDL=0 pixtral_cuda_lab ...          (GEMV without programmatic dependent launch)
 // ref: llm.c dev/cuda/*.cu (validate-then-benchmark mains).
 #include <algorithm>
 #include <cmath>
@@ -239,6 +240,8 @@ int main(int argc, char** argv) {
 
   const char* pf_env = std::getenv("PIXTRAL_CUDA_PREFETCH");
   const bool prefetch_on = !(pf_env && pf_env[0] == '0');
+  const char* pdl_env = std::getenv("PIXTRAL_CUDA_PDL");
+  const bool pdl_on = !(pdl_env && pdl_env[0] == '0');
   if (do_attn) {
     int max_smem = 0;
     LAB_CHECK(cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0));
@@ -266,8 +269,9 @@ int main(int argc, char** argv) {
       {"w1+w3 (fused gate+up)", 5120, 2 * 14336},  {"w2", 14336, 5120},     {"output (lm_head)", 5120, 131072},
   };
   std::printf("\nGEMV: single launches timed with events; 'graph' = 40 launches (copies rotated) in one CUDA graph, per "
-              "launch, as the decode step replays them. L2 prefetch %s (PIXTRAL_CUDA_PREFETCH=0 turns it off)\n",
-              prefetch_on ? "on" : "off");
+              "launch, as the decode step replays them. L2 prefetch %s (PIXTRAL_CUDA_PREFETCH=0 turns it off), "
+              "programmatic dependent launch %s (PIXTRAL_CUDA_PDL=0)\n",
+              prefetch_on ? "on" : "off", pdl_on ? "on" : "off");
   std::printf("%-24s %8s %10s %8s %7s %10s %8s %7s %10s %7s %10s %7s\n", "GEMV T=1 bf16", "MB", "ours us", "GB/s",
               "%copy", "cuBLAS us", "GB/s", "%copy", "NMSE", "graph", "ours us", "%copy");
   for (const auto& sh : shapes) {
