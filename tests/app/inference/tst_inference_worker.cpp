@@ -98,7 +98,7 @@ class TestInferenceWorker : public QObject {
     r.messages = msgs;
     r.params.temperature = 0;
     r.params.max_tokens = maxTokens;
-    r.contextLength = 4096;
+    r.contextLength = 8192;  // e_long needs ~4.7k
     return r;
   }
 
