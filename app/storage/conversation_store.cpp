@@ -31,6 +31,8 @@ constexpr char kPurgeImages[] =
     "DELETE FROM images WHERE hash NOT IN (SELECT image_hash FROM attachments WHERE image_hash IS NOT NULL)";
 constexpr char kTouchConversation[] = "UPDATE conversations SET updated = ?2 WHERE id = ?1";
 constexpr char kSetActiveLeaf[] = "UPDATE conversations SET active_leaf = ?2, updated = ?3 WHERE id = ?1";
+// Browsing versions selects a branch without reordering the conversation list.
+constexpr char kSelectLeaf[] = "UPDATE conversations SET active_leaf = ?2 WHERE id = ?1";
 constexpr char kListConversations[] =
     "SELECT id, title, created, updated, system_prompt, sampling, model, pinned, deleted, active_leaf "
     "FROM conversations WHERE deleted IS NULL ORDER BY pinned DESC, updated DESC, id DESC";
@@ -552,7 +554,7 @@ bool ConversationStore::setActiveMessage(qint64 conversationId, qint64 messageId
       if (!newest.step() || newest.isNull(0)) break;
       leaf = newest.columnInt64(0);
     }
-    m_db.prepare(kSetActiveLeaf).bind(1, conversationId).bind(2, leaf).bind(3, nowMs()).run();
+    m_db.prepare(kSelectLeaf).bind(1, conversationId).bind(2, leaf).run();
     return true;
   } catch (const StorageError& e) {
     return fail(e);

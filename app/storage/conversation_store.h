@@ -72,6 +72,7 @@ class ConversationStore {
   QString movedAsidePath() const { return m_movedAsidePath; }
   /// The user-facing notice for movedAsidePath() ("your old history was moved to …"), empty when none.
   QString movedAsideMessage() const;
+  /// The most recent failure (a later success does not clear it: test the return value first).
   StorageError lastError() const { return m_lastError; }
   QString path() const { return m_db.path(); }
   /// The connection itself (tests, diagnostics). Same thread rule.

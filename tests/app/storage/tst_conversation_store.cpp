@@ -8,6 +8,7 @@
 #include <QJsonArray>
 #include <QJsonDocument>
 #include <QRandomGenerator>
+#include <QStandardPaths>
 #include <QTemporaryDir>
 #include <QtTest>
 
@@ -112,6 +113,19 @@ class TestConversationStore : public QObject {
 
  private Q_SLOTS:
   void initTestCase() { QVERIFY(m_dir.isValid()); }
+
+  void defaultLocationIsAppData() {
+    QStandardPaths::setTestModeEnabled(true);  // ~/.qttest/…, never the user's real history
+    const QString path = ConversationStore::defaultPath();
+    QCOMPARE(QFileInfo(path).absolutePath(), QStandardPaths::writableLocation(QStandardPaths::AppDataLocation));
+    QFile::remove(path);
+    ConversationStore store;
+    QVERIFY2(store.open(), qPrintable(store.lastError().message()));
+    QCOMPARE(store.path(), path);
+    QVERIFY(QFile::exists(path));
+    store.close();
+    QFile::remove(path);
+  }
 
   void listRenamePinDeleteUndoPurge() {
     ConversationStore store;
@@ -276,7 +290,9 @@ class TestConversationStore : public QObject {
     QTest::newRow("prefix while typing") << QStringLiteral("milli") << QStringList{revenue};
     QTest::newRow("case and diacritics") << QStringLiteral("CAFE") << QStringList{quoted};
     QTest::newRow("unbalanced quote") << QStringLiteral("\"foo") << QStringList{quoted};
-    QTest::newRow("operators only") << QStringLiteral("AND OR") << QStringList{quoted, other};
+    QTest::newRow("operators as words (both needed)") << QStringLiteral("AND OR") << QStringList{};
+    QTest::newRow("a lone operator") << QStringLiteral("OR") << QStringList{other};
+    QTest::newRow("NOT") << QStringLiteral("NOT zebras") << QStringList{};
     QTest::newRow("star") << QStringLiteral("*") << QStringList{};
     QTest::newRow("NEAR(") << QStringLiteral("NEAR(") << QStringList{quoted};
     QTest::newRow("column filter") << QStringLiteral("text:zebras") << QStringList{};
@@ -428,7 +444,7 @@ class TestConversationStore : public QObject {
     QVERIFY(!store.importJson(R"([{"role": "wizard", "content": "x"}])"));
     QVERIFY(!store.importJson(R"([{"role": "user", "content": [{"type": "image_url", "image_url": "missing.png"}]}])",
                               dir.path()));
-    QCOMPARE(store.conversations().size(), 2);  // nothing half-imported
+    QCOMPARE(store.conversations().size(), 1);  // nothing half-imported
   }
 };
 
