@@ -10,13 +10,15 @@
 // next tile's K is loaded during this tile's P·V and its V during the next scores, and the tile after next is
 // prefetched into L2, so every warp keeps ~2 tiles in flight. The second kernel merges the splits in index order
 // with 8 thread groups per (row, head), all loads independent (no atomics: bit-identical run after run). A single
-// split writes the output directly.
+// split writes the output directly. Both kernels use programmatic dependent launch (the first two tiles of every
+// warp are prefetched into L2 before waiting on the previous kernel; the combine's launch overlaps the split pass).
 // Masks: a key range per row (host ranges or the device decode state, for CUDA-graph replay).
 // ref: FlashDecoding (Dao, Haziza, Massa, Sizov 2023) split-KV + log-sum-exp combine; vLLM paged_attention_v2;
 //      FlashInfer decode (fixed split count per wave, online softmax per split).
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <utility>
 
 #include "cuda/kernels.cuh"
 
@@ -69,6 +71,14 @@ __device__ __forceinline__ void prefetch_l2(const void* p) {
   asm volatile("prefetch.global.L2 [%0];\n" ::"l"(p));
 }
 
+// Programmatic dependent launch: the kernel may start while the previous kernel on the stream still runs; it
+// must not read data that kernel writes nor write anything before this returns. No-op without PDL.
+__device__ __forceinline__ void wait_for_previous_grid() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
 // Loads the kSteps pieces of one tile (keys t0 + st * kKeysPerStep + sub); keys ≥ hi read as zero, unread.
 template <int kKeysPerStep>
 __device__ __forceinline__ void load_tile(uint4 (&r)[kSteps], const bf16* base, std::int64_t stride, int key0,
@@ -100,6 +110,21 @@ __global__ void __launch_bounds__(kThreads, blocks_per_sm(G)) decode_attention_k
   const int per = ((len + p.n_splits - 1) / p.n_splits + kTile - 1) / kTile * kTile;
   const int s0 = lo + split * per, s1 = min(hi, s0 + per);
   const bool direct = p.n_splits == 1;
+  // Before waiting on the previous kernel (programmatic dependent launch): ask L2 for this warp's first two
+  // tiles, K and V (one 128-byte line per lane each). Cached rows before this step's are not written by the
+  // kernels still running; this step's row (scatter) is only prefetched into L2, never read before the wait.
+  const int pf_end = p.l2_prefetch ? s1 : 0;
+  {
+    const int pk = lane / (D / 64), off = (lane % (D / 64)) * 64;
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      if (const int key = s0 + (warp + j * kWarps) * kTile + pk; key < pf_end) {
+        prefetch_l2(p.k + std::int64_t(key) * kv_stride + std::int64_t(kvh) * D + off);
+        prefetch_l2(p.v + std::int64_t(key) * kv_stride + std::int64_t(kvh) * D + off);
+      }
+    }
+  }
+  wait_for_previous_grid();  // q, out and the workspace belong to the previous kernels
 
   if (s0 >= s1) {  // nothing of this row in this split (short row, or the tail splits)
     if (direct) {
@@ -124,12 +149,6 @@ __global__ void __launch_bounds__(kThreads, blocks_per_sm(G)) decode_attention_k
   if (t0 < s1) {
     load_tile<kKeysPerStep>(kr, kbase, kv_stride, t0 + sub, s1);
     load_tile<kKeysPerStep>(vr, vbase, kv_stride, t0 + sub, s1);
-  }
-  const int pf_end = p.l2_prefetch ? s1 : 0;
-  if (const int key = t0 + kWarps * kTile + lane / (D / 64); key < pf_end) {  // the next tile, into L2
-    const int off = (lane % (D / 64)) * 64;
-    prefetch_l2(p.k + std::int64_t(key) * kv_stride + std::int64_t(kvh) * D + off);
-    prefetch_l2(p.v + std::int64_t(key) * kv_stride + std::int64_t(kvh) * D + off);
   }
   float qf[G][8];
 #pragma unroll
@@ -265,6 +284,7 @@ __global__ void __launch_bounds__(kCombineGroups * D)
 decode_combine_kernel(TO* __restrict__ out, const float* __restrict__ partial, int n_vec, int n_splits) {
   __shared__ float wsplit[kMaxSplits], lsplit[kMaxSplits], red_m[kCombineGroups * D / 32];
   __shared__ float red_o[kCombineGroups][D], red_l[kCombineGroups];
+  wait_for_previous_grid();  // everything here comes from decode_attention_kernel
   const std::int64_t vec = blockIdx.x;
   const int tid = threadIdx.x, d = tid % D, g = tid / D;
   const float* Mp = partial + std::int64_t(n_splits) * n_vec * D;
@@ -302,13 +322,39 @@ decode_combine_kernel(TO* __restrict__ out, const float* __restrict__ partial, i
   }
 }
 
-// PIXTRAL_CUDA_PREFETCH=0 turns the L2 prefetch off (A/B in the kernel lab); read once.
+// PIXTRAL_CUDA_PREFETCH=0 turns the L2 prefetch off, PIXTRAL_CUDA_PDL=0 the programmatic dependent launch (A/B in
+// the kernel lab); read once.
+bool env_enabled(const char* name) {
+  const char* e = std::getenv(name);
+  return !(e && e[0] == '0');
+}
 bool l2_prefetch_enabled() {
-  static const bool on = [] {
-    const char* e = std::getenv("PIXTRAL_CUDA_PREFETCH");
-    return !(e && e[0] == '0');
-  }();
+  static const bool on = env_enabled("PIXTRAL_CUDA_PREFETCH");
   return on;
+}
+bool pdl_enabled() {
+  static const bool on = env_enabled("PIXTRAL_CUDA_PDL");
+  return on;
+}
+
+// Launches `kernel` as a programmatic dependent of the previous kernel on `s` (it must call
+// wait_for_previous_grid before touching that kernel's outputs); a plain launch where that is refused.
+template <class... KArgs, class... Args>
+void launch_dependent(void (*kernel)(KArgs...), dim3 grid, dim3 block, cudaStream_t s, Args&&... args) {
+  if (pdl_enabled()) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.stream = s;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    if (cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...) == cudaSuccess) return;
+    (void)cudaGetLastError();
+  }
+  kernel<<<grid, block, 0, s>>>(std::forward<Args>(args)...);
 }
 
 // Splits per (row, KV head): about one resident wave of blocks, none shorter than kMinSplitKeys.
@@ -340,11 +386,12 @@ Status launch_decode_typed(const AttentionLaunch& a, cudaStream_t s) {
   p.scale_log2 = a.scale * kLog2e;
   p.l2_prefetch = l2_prefetch_enabled();
   const dim3 grid(unsigned(p.n_splits), unsigned(a.n_kv_heads), unsigned(a.n_q));
-  decode_attention_kernel<D, G, TO><<<grid, kThreads, 0, s>>>(p);
+  launch_dependent(decode_attention_kernel<D, G, TO>, grid, dim3(kThreads), s, p);
   PIXTRAL_CUDA_LAUNCH_CHECK(decode_attention_kernel);
   if (p.n_splits > 1) {
-    decode_combine_kernel<D, TO><<<unsigned(a.n_q * a.n_heads), kCombineGroups * D, 0, s>>>(
-        static_cast<TO*>(a.out), a.partial, int(a.n_q * a.n_heads), p.n_splits);
+    launch_dependent(decode_combine_kernel<D, TO>, dim3(unsigned(a.n_q * a.n_heads)), dim3(kCombineGroups * D), s,
+                     static_cast<TO*>(a.out), static_cast<const float*>(a.partial), int(a.n_q * a.n_heads),
+                     p.n_splits);
     PIXTRAL_CUDA_LAUNCH_CHECK(decode_combine_kernel);
   }
   return {};
