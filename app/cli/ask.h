@@ -5,7 +5,7 @@
 //   quire ask [--model DIR] [FILE [--page N] [--region x,y,w,h]] [--image FILE]... [--system TEXT]
 //             [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S] [--context N]
 //             [--device auto|cpu|cuda] [--no-save] [--json] "question"
-// Exit codes: 0 answered, 2 bad arguments, 3 model or document error, 4 generation error.
+// Exit codes: 0 answered, 2 bad arguments, 3 model, document or generation error.
 // With --json the output follows `pixtral generate --json` (engine/tools/pixtral.cpp cmd_generate): streamed
 // text on stderr, one ASCII-only JSON line on stdout.
 #pragma once

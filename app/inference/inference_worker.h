@@ -48,7 +48,7 @@ class InferenceWorker : public QObject {
   // Any thread: act now ---------------------------------------------------------------------------------------
   /// Stops the running generation and cancels every one queued before this call. Thread-safe, immediate.
   void stop();
-  /// Cancels a load in progress (modelLoadFailed with cancelled = the message "Loading was cancelled").
+  /// Cancels a load in progress or queued: it ends with modelLoadCancelled (at the next progress step).
   void cancelLoad();
 
   // Worker thread (or tests that drive it synchronously) -------------------------------------------------------
