@@ -10,6 +10,7 @@
 
 #include "cuda/cuda_abi.h"
 #include "cuda/cuda_backend.h"
+#include "cuda/kernels_quant.cuh"
 
 namespace pixtral::cuda {
 namespace {
@@ -31,7 +32,8 @@ CudaBackend::~CudaBackend() {
   if (graph_exec_) cudaGraphExecDestroy(graph_exec_);
   if (graph_) cudaGraphDestroy(graph_);
   for (auto& t : rope_tables_) cudaFree(t.dev);
-  for (Scratch* s : {&cublas_ws_, &convert_, &im2col_, &pixels_, &attn_ws_, &staging_dev_, &decode_state_})
+  for (Scratch* s : {&cublas_ws_, &convert_, &im2col_, &pixels_, &attn_ws_, &staging_dev_, &decode_state_, &dequant_,
+                     &quant_src_})
     if (s->ptr) cudaFree(s->ptr);
   if (staging_host_) cudaFreeHost(staging_host_);
   if (decode_host_) cudaFreeHost(decode_host_);
@@ -270,7 +272,8 @@ Result<ops::Weight> CudaBackend::upload_weight_stacked(std::span<const WeightVie
 }
 
 void CudaBackend::free_weight(ops::Weight& w) {
-  device_free(const_cast<void*>(w.data), std::size_t(w.rows * w.cols) * 2);
+  device_free(const_cast<void*>(w.data), w.quantized() ? quantized_alloc_bytes(w.format, w.rows, w.cols)
+                                                       : std::size_t(w.rows * w.cols) * 2);
   w.data = nullptr;
 }
 

@@ -38,6 +38,10 @@ class CudaBackend final : public ops::Backend, public ops::CudaExtension {
   void free_weight(ops::Weight& w) override;
   Result<ops::Weight> upload_weight_stacked(std::span<const WeightView* const> parts,
                                             const std::string& name) override;
+  // Quantized weights (kernels_quant.cu): uploaded as bf16 row chunks, quantized on the device.
+  Result<ops::Weight> upload_weight_quantized(const WeightView& w, ops::WeightFormat format) override;
+  Result<ops::Weight> upload_weight_stacked_quantized(std::span<const WeightView* const> parts,
+                                                      const std::string& name, ops::WeightFormat format) override;
   Status upload(ops::Tensor dst, const float* host) override;
   Status download(const ops::Tensor& src, float* host) override;
   Status copy(ops::Tensor dst, const ops::Tensor& src) override;
@@ -94,6 +98,8 @@ class CudaBackend final : public ops::Backend, public ops::CudaExtension {
   /// x as bf16 for cuBLAS (x itself when already bf16, else converted into scratch).
   Result<const bf16*> as_bf16(const ops::Tensor& x, Scratch& s, std::string_view what);
   Status gemm(void* out, DType out_t, const bf16* x, const bf16* w, std::int64_t T, std::int64_t N, std::int64_t K);
+  /// matmul with an int8/int4 weight (kernels_quant.cu): quantized GEMV for T ≤ 4, else dequantized tiles + cuBLAS.
+  Status matmul_quantized(ops::Tensor out, const ops::Tensor& x, const ops::Weight& w, const ops::Weight* bias);
   /// attention() while in device-state mode (key ranges from the decode state).
   Status attention_device_state(ops::Tensor out, const ops::Tensor& q, const ops::Tensor& k, const ops::Tensor& v,
                                 const ops::AttentionParams& p);
@@ -109,6 +115,7 @@ class CudaBackend final : public ops::Backend, public ops::CudaExtension {
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
   Scratch cublas_ws_, convert_, im2col_, pixels_, attn_ws_, staging_dev_;
+  Scratch dequant_, quant_src_;  // quantized weights: prefill dequantization tile, bf16 rows being quantized
   char* staging_host_ = nullptr;  // pinned, kStagingBytes, two halves
   std::size_t staging_off_ = 0;  // absolute offset of the next copy in the ring
   int staging_half_ = 0;          // the half staging_off_ is in (explicit: an exactly full half is ambiguous)

@@ -82,6 +82,7 @@ Status CudaBackend::matmul(ops::Tensor out, const ops::Tensor& x, const ops::Wei
     return bad("matmul", "bias " + bias->name + " has " + std::to_string(bias->rows * bias->cols) + " values, need " +
                              std::to_string(N));
   if (T == 0) return {};
+  if (w.quantized()) return matmul_quantized(out, x, w, bias);
   const bf16* b = bias ? wptr(*bias) : nullptr;
   if (gemv_supported(T, K, x.data, x.dtype, w.data))
     return launch_gemv(out.data, out.dtype, x.data, x.dtype, wptr(w), b, T, N, K, stream_);

@@ -1,0 +1,402 @@
+// SPDX-License-Identifier: Apache-2.0
+// Weight-only int8 / int4 weights on the GPU (issue 6; formats in core/quant.h):
+//  * quantize during upload: the bf16 weight is uploaded in row chunks into a scratch buffer and quantized there
+//    (one block per int8 row, one warp per int4 group of 128) with the reference's exact operations (fp32 absmax,
+//    IEEE division, rint), so the GPU's bytes equal quant::quantize_rows';
+//  * batch-1 GEMV (T ≤ 4): one warp per output row, 16-byte streaming loads of packed values (16 int8 or 32 int4),
+//    dequantized in registers, fp32 accumulation, one fixed shuffle tree: deterministic;
+//  * T > 4 (prefill): W dequantized to bf16 a tile of rows at a time (≤ 32 Mi values) into scratch and multiplied
+//    by cuBLAS into the matching output columns (ldc = N). Correctness first; a fused tensor-core kernel would
+//    avoid the round trip.
+// Also the CudaBackend members for quantized weights (upload, matmul dispatch).
+// ref: llama.cpp ggml-cuda/mmvq.cu (quantized matrix-vector), kernels_gemv.cu here (the bf16 twin).
+#include <algorithm>
+
+#include "cuda/cuda_backend.h"
+#include "cuda/kernels_quant.cuh"
+
+namespace pixtral::cuda {
+namespace {
+
+using quant::Format;
+
+constexpr int kWarpsPerBlock = 8;
+constexpr int kUnroll = 4;
+constexpr std::size_t kQuantUploadBytes = 64u << 20;  // bf16 rows per upload chunk
+constexpr std::int64_t kDequantTileValues = std::int64_t(32) << 20;
+
+__device__ __forceinline__ uint4 load_stream(const uint4* p) {
+  uint4 r;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+               : "l"(p));
+  return r;
+}
+
+// q = clamp(rint(v / scale), lo, hi), 0 when scale == 0 — the same operations as quant.cpp's quantize_value.
+__device__ __forceinline__ int quantize_value(float v, float scale, float lo, float hi) {
+  if (scale == 0.0f) return 0;
+  const float r = rintf(__fdiv_rn(v, scale));
+  return int(fminf(hi, fmaxf(lo, r)));
+}
+
+__device__ __forceinline__ float block_max(float v, float* scratch) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
+  v = warp_max(v);
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  v = lane < n_warps ? scratch[lane] : 0.f;
+  return warp_max(v);
+}
+
+// One block per row of K values.
+__global__ void quantize_int8_kernel(std::uint8_t* __restrict__ q, float* __restrict__ scales,
+                                     const bf16* __restrict__ w, int K) {
+  __shared__ float red[32];
+  const std::int64_t row = blockIdx.x;
+  const bf16* wr = w + row * K;
+  float m = 0.f;
+  for (int k = threadIdx.x; k < K; k += blockDim.x) m = fmaxf(m, fabsf(__bfloat162float(wr[k])));
+  m = block_max(m, red);
+  const float s = __fdiv_rn(m, float(quant::kInt8Max));
+  if (threadIdx.x == 0) scales[row] = s;
+  std::uint8_t* qr = q + row * K;
+  for (int k = threadIdx.x; k < K; k += blockDim.x)
+    qr[k] = std::uint8_t(std::int8_t(quantize_value(__bfloat162float(wr[k]), s, -127.f, 127.f)));
+}
+
+// One warp per group of 128: lane l holds elements 4l..4l+3 and writes bytes 2l, 2l+1.
+__global__ void quantize_int4_kernel(std::uint8_t* __restrict__ q, float* __restrict__ scales,
+                                     const bf16* __restrict__ w, std::int64_t n_groups) {
+  const std::int64_t g = std::int64_t(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5);
+  if (g >= n_groups) return;
+  const int lane = threadIdx.x & 31;
+  const bf16* wg = w + g * quant::kInt4Group + 4 * lane;
+  float v[4];
+  float m = 0.f;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    v[i] = __bfloat162float(wg[i]);
+    m = fmaxf(m, fabsf(v[i]));
+  }
+  m = warp_max(m);
+  const float s = __fdiv_rn(m, float(quant::kInt4Max));
+  if (lane == 0) scales[g] = s;
+  int qi[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) qi[i] = quantize_value(v[i], s, float(quant::kInt4Min), float(quant::kInt4Max));
+  std::uint8_t* qg = q + g * (quant::kInt4Group / 2) + 2 * lane;
+  qg[0] = std::uint8_t((qi[0] & 0xF) | ((qi[1] & 0xF) << 4));
+  qg[1] = std::uint8_t((qi[2] & 0xF) | ((qi[3] & 0xF) << 4));
+}
+
+// out = q · scale as bf16; one thread per stored byte (grid-stride).
+template <bool INT4>
+__global__ void dequantize_kernel(bf16* __restrict__ out, const std::uint8_t* __restrict__ q,
+                                  const float* __restrict__ scales, std::int64_t n_bytes, int K) {
+  const int rb = INT4 ? K / 2 : K;
+  const int spr = INT4 ? K / quant::kInt4Group : 1;
+  for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < n_bytes;
+       i += std::int64_t(gridDim.x) * blockDim.x) {
+    const std::int64_t row = i / rb;
+    const int b = int(i - row * rb);
+    const std::uint8_t v = q[i];
+    if (INT4) {
+      const float s = scales[row * spr + (2 * b) / quant::kInt4Group];
+      const int lo = int(std::int8_t(std::uint8_t(v << 4))) >> 4, hi = int(std::int8_t(v)) >> 4;
+      out[row * K + 2 * b] = __float2bfloat16_rn(float(lo) * s);
+      out[row * K + 2 * b + 1] = __float2bfloat16_rn(float(hi) * s);
+    } else {
+      out[row * K + b] = __float2bfloat16_rn(float(std::int8_t(v)) * scales[row]);
+    }
+  }
+}
+
+template <class TX>
+__device__ __forceinline__ void load_x8(const TX* x, std::int64_t c, float f[8]);
+template <>
+__device__ __forceinline__ void load_x8<bf16>(const bf16* x, std::int64_t c, float f[8]) {
+  const uint4 u = __ldg(reinterpret_cast<const uint4*>(x) + c);
+  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&u);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 v = __bfloat1622float2(h[i]);
+    f[2 * i] = v.x;
+    f[2 * i + 1] = v.y;
+  }
+}
+template <>
+__device__ __forceinline__ void load_x8<float>(const float* x, std::int64_t c, float f[8]) {
+  const float4 a = __ldg(reinterpret_cast<const float4*>(x) + 2 * c);
+  const float4 b = __ldg(reinterpret_cast<const float4*>(x) + 2 * c + 1);
+  f[0] = a.x; f[1] = a.y; f[2] = a.z; f[3] = a.w;
+  f[4] = b.x; f[5] = b.y; f[6] = b.z; f[7] = b.w;
+}
+
+// The 8 values of 32-bit word `u` of an int4 chunk (byte j: element 2j low nibble, 2j+1 high nibble).
+__device__ __forceinline__ void unpack_int4_word(std::uint32_t u, float f[8]) {
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    f[2 * j] = float(int(u << (28 - 8 * j)) >> 28);
+    f[2 * j + 1] = float(int(u << (24 - 8 * j)) >> 28);
+  }
+}
+// The 4 values of 32-bit word `u` of an int8 chunk.
+__device__ __forceinline__ void unpack_int8_word(std::uint32_t u, float f[4]) {
+#pragma unroll
+  for (int j = 0; j < 4; ++j) f[j] = float(int(u << (24 - 8 * j)) >> 24);
+}
+
+// Chunk c of a row: 16 bytes. int8: elements 16c..16c+15 (x 8-chunks 2c, 2c+1), scale applied at the end.
+// int4: elements 32c..32c+31 (x 8-chunks 4c..4c+3), all in group c/4, scale applied per chunk.
+template <int T, class TX, bool INT4>
+__device__ __forceinline__ void accumulate(const uint4& wv, int c, const TX* __restrict__ x, int K,
+                                          const float* __restrict__ srow, float acc[T]) {
+  const std::uint32_t u[4] = {wv.x, wv.y, wv.z, wv.w};
+  if constexpr (INT4) {
+    const float s = srow[c >> 2];
+#pragma unroll
+    for (int t = 0; t < T; ++t) {
+      float part = 0.f;
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        float wf[8], xf[8];
+        unpack_int4_word(u[i], wf);
+        load_x8(x + std::int64_t(t) * K, 4 * std::int64_t(c) + i, xf);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) part = fmaf(wf[e], xf[e], part);
+      }
+      acc[t] = fmaf(part, s, acc[t]);
+    }
+  } else {
+#pragma unroll
+    for (int t = 0; t < T; ++t) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        float wf[8], xf[8];
+        unpack_int8_word(u[2 * h], wf);
+        unpack_int8_word(u[2 * h + 1], wf + 4);
+        load_x8(x + std::int64_t(t) * K, 2 * std::int64_t(c) + h, xf);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) acc[t] = fmaf(wf[e], xf[e], acc[t]);
+      }
+    }
+  }
+}
+
+template <int T, class TX, class TO, bool INT4>
+__global__ void __launch_bounds__(kWarpsPerBlock * 32)
+qgemv_kernel(TO* __restrict__ out, const TX* __restrict__ x, const std::uint8_t* __restrict__ q,
+             const float* __restrict__ scales, const bf16* __restrict__ bias, int N, int K) {
+  const int lane = threadIdx.x & 31;
+  const int n = blockIdx.x * kWarpsPerBlock + (threadIdx.x >> 5);
+  if (n >= N) return;
+  const int rb = INT4 ? K / 2 : K;
+  const int spr = INT4 ? K / quant::kInt4Group : 1;
+  const uint4* wrow = reinterpret_cast<const uint4*>(q + std::int64_t(n) * rb);
+  const float* srow = scales + std::int64_t(n) * spr;
+  const int n_chunks = rb / 16;
+  float acc[T];
+#pragma unroll
+  for (int t = 0; t < T; ++t) acc[t] = 0.f;
+  int c = lane;
+  for (; c + 32 * (kUnroll - 1) < n_chunks; c += 32 * kUnroll) {
+    uint4 wv[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) wv[u] = load_stream(wrow + c + 32 * u);
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) accumulate<T, TX, INT4>(wv[u], c + 32 * u, x, K, srow, acc);
+  }
+  for (; c < n_chunks; c += 32) accumulate<T, TX, INT4>(load_stream(wrow + c), c, x, K, srow, acc);
+#pragma unroll
+  for (int t = 0; t < T; ++t) {
+    float r = warp_sum(acc[t]);
+    if (lane == 0) {
+      if (!INT4) r *= srow[0];
+      const float b = bias ? __bfloat162float(bias[n]) : 0.f;
+      out[std::int64_t(t) * N + n] = from_f32<TO>(r + b);
+    }
+  }
+}
+
+template <int T>
+Status launch_rows(void* out, DType out_t, const void* x, DType x_t, const std::uint8_t* q, const float* scales,
+                   bool int4, const bf16* bias, int N, int K, cudaStream_t s) {
+  return dispatch_act(out_t, [&](auto to) {
+    return dispatch_act(x_t, [&](auto tx) {
+      using TO = typename decltype(to)::type;
+      using TX = typename decltype(tx)::type;
+      const int blocks = ceil_div(N, kWarpsPerBlock);
+      if (int4)
+        qgemv_kernel<T, TX, TO, true><<<blocks, kWarpsPerBlock * 32, 0, s>>>(
+            static_cast<TO*>(out), static_cast<const TX*>(x), q, scales, bias, N, K);
+      else
+        qgemv_kernel<T, TX, TO, false><<<blocks, kWarpsPerBlock * 32, 0, s>>>(
+            static_cast<TO*>(out), static_cast<const TX*>(x), q, scales, bias, N, K);
+      PIXTRAL_CUDA_LAUNCH_CHECK(qgemv_kernel);
+      return Status{};
+    });
+  });
+}
+
+}  // namespace
+
+std::size_t quantized_values_bytes(Format f, std::int64_t rows, std::int64_t cols) {
+  return (std::size_t(rows * quant::row_bytes(f, cols)) + 255) / 256 * 256;
+}
+std::size_t quantized_alloc_bytes(Format f, std::int64_t rows, std::int64_t cols) {
+  return quantized_values_bytes(f, rows, cols) + std::size_t(rows * quant::scales_per_row(f, cols)) * sizeof(float);
+}
+
+Status launch_quantize(std::uint8_t* q, float* scales, const bf16* w, std::int64_t n, std::int64_t K, Format f,
+                       cudaStream_t s) {
+  if (n <= 0) return {};
+  if (f == Format::int8_channel) {
+    quantize_int8_kernel<<<unsigned(n), 256, 0, s>>>(q, scales, w, int(K));
+    PIXTRAL_CUDA_LAUNCH_CHECK(quantize_int8_kernel);
+    return {};
+  }
+  if (f == Format::int4_g128) {
+    const std::int64_t groups = n * (K / quant::kInt4Group);
+    quantize_int4_kernel<<<ceil_div(groups, kWarpsPerBlock), kWarpsPerBlock * 32, 0, s>>>(q, scales, w, groups);
+    PIXTRAL_CUDA_LAUNCH_CHECK(quantize_int4_kernel);
+    return {};
+  }
+  return Status(ErrorCode::invalid_argument, "launch_quantize: dense format");
+}
+
+Status launch_dequantize(bf16* out, const std::uint8_t* q, const float* scales, std::int64_t n, std::int64_t K,
+                         Format f, cudaStream_t s) {
+  const std::int64_t bytes = n * quant::row_bytes(f, K);
+  if (bytes <= 0) return {};
+  const int blocks = int(std::min<std::int64_t>(ceil_div(bytes, 256), 65535));
+  if (f == Format::int4_g128)
+    dequantize_kernel<true><<<blocks, 256, 0, s>>>(out, q, scales, bytes, int(K));
+  else
+    dequantize_kernel<false><<<blocks, 256, 0, s>>>(out, q, scales, bytes, int(K));
+  PIXTRAL_CUDA_LAUNCH_CHECK(dequantize_kernel);
+  return {};
+}
+
+bool qgemv_supported(std::int64_t T, std::int64_t K, const void* x, DType x_t, const void* q, Format f) {
+  if (T < 1 || T > kQGemvMaxRows || K > (std::int64_t(1) << 30)) return false;
+  if (f == Format::int8_channel ? K % 16 != 0 : (f != Format::int4_g128 || K % quant::kInt4Group != 0)) return false;
+  if (x_t != DType::f32 && x_t != DType::bf16) return false;
+  return reinterpret_cast<std::uintptr_t>(x) % 16 == 0 && reinterpret_cast<std::uintptr_t>(q) % 16 == 0;
+}
+
+Status launch_qgemv(void* out, DType out_t, const void* x, DType x_t, const std::uint8_t* q, const float* scales,
+                    Format f, const bf16* bias, std::int64_t T, std::int64_t N, std::int64_t K, cudaStream_t s) {
+  if (!qgemv_supported(T, K, x, x_t, q, f))
+    return Status(ErrorCode::internal, "launch_qgemv: unsupported shape/alignment (caller must check)");
+  const bool int4 = f == Format::int4_g128;
+  switch (T) {
+    case 1: return launch_rows<1>(out, out_t, x, x_t, q, scales, int4, bias, int(N), int(K), s);
+    case 2: return launch_rows<2>(out, out_t, x, x_t, q, scales, int4, bias, int(N), int(K), s);
+    case 3: return launch_rows<3>(out, out_t, x, x_t, q, scales, int4, bias, int(N), int(K), s);
+    default: return launch_rows<4>(out, out_t, x, x_t, q, scales, int4, bias, int(N), int(K), s);
+  }
+}
+
+// ---- CudaBackend members for quantized weights -----------------------------------------------------------------
+
+Result<ops::Weight> CudaBackend::upload_weight_quantized(const WeightView& w, ops::WeightFormat format) {
+  if (format == ops::WeightFormat::dense) return upload_weight(w);
+  const WeightView* one[1] = {&w};
+  return upload_weight_stacked_quantized(one, w.name, format);
+}
+
+Result<ops::Weight> CudaBackend::upload_weight_stacked_quantized(std::span<const WeightView* const> parts,
+                                                                 const std::string& name, ops::WeightFormat f) {
+  if (f == ops::WeightFormat::dense) return upload_weight_stacked(parts, name);
+  if (parts.empty()) return Status(ErrorCode::invalid_argument, "cuda upload " + name + ": no parts");
+  const std::int64_t cols = parts[0]->cols();
+  std::int64_t rows = 0;
+  for (const WeightView* p : parts) {
+    if (p->cols() != cols)
+      return Status(ErrorCode::invalid_argument, "cuda upload " + name + ": parts have different column counts");
+    PIXTRAL_RETURN_IF_ERROR(quant::check_shape(f, p->rows(), cols, p->name));
+    rows += p->rows();
+  }
+  const std::size_t total = quantized_alloc_bytes(f, rows, cols);
+  auto mem = device_alloc(total, name);
+  if (!mem.ok()) return mem.status();
+  auto* q = static_cast<std::uint8_t*>(*mem);
+  auto* scales = reinterpret_cast<float*>(q + quantized_values_bytes(f, rows, cols));
+  const std::int64_t rb = quant::row_bytes(f, cols), spr = quant::scales_per_row(f, cols);
+  const std::int64_t chunk_rows = std::max<std::int64_t>(1, std::int64_t(kQuantUploadBytes) / (cols * 2));
+  auto run = [&]() -> Status {
+    PIXTRAL_RETURN_IF_ERROR(ensure(quant_src_, std::size_t(std::min(chunk_rows, rows) * cols) * 2,
+                                   "weight quantization buffer"));
+    std::int64_t r_out = 0;
+    for (const WeightView* p : parts) {
+      const std::size_t esz = dtype_size(p->dtype);
+      for (std::int64_t r = 0; r < p->rows(); r += chunk_rows) {
+        const std::int64_t nr = std::min(chunk_rows, p->rows() - r);
+        WeightView sub{p->name, static_cast<const char*>(p->data) + std::size_t(r * cols) * esz, p->dtype,
+                       {nr, cols}};
+        PIXTRAL_RETURN_IF_ERROR(upload_into(static_cast<bf16*>(quant_src_.ptr), sub));  // synchronises
+        PIXTRAL_RETURN_IF_ERROR(launch_quantize(q + (r_out + r) * rb, scales + (r_out + r) * spr,
+                                                static_cast<const bf16*>(quant_src_.ptr), nr, cols, f, stream_));
+      }
+      r_out += p->rows();
+    }
+    PIXTRAL_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    return {};
+  };
+  Status st = run();
+  // The bf16 staging rows are only needed while loading: give them back (the next weight allocates again).
+  if (quant_src_.ptr) {
+    cudaStreamSynchronize(stream_);
+    device_free(quant_src_.ptr, quant_src_.cap);
+    quant_src_ = {};
+  }
+  if (!st.ok()) {
+    device_free(q, total);
+    return st;
+  }
+  ops::Weight out;
+  out.data = q;
+  out.dtype = parts[0]->dtype;
+  out.rows = rows;
+  out.cols = cols;
+  out.name = name;
+  out.format = f;
+  out.scales = scales;
+  out.group_size = f == ops::WeightFormat::int4_g128 ? quant::kInt4Group : int(cols);
+  return out;
+}
+
+Status CudaBackend::matmul_quantized(ops::Tensor out, const ops::Tensor& x, const ops::Weight& w,
+                                     const ops::Weight* bias) {
+  const std::int64_t T = x.rows, K = x.cols, N = w.rows;
+  if (T == 0 || N == 0) return {};
+  if (!w.data || !w.scales)
+    return Status(ErrorCode::invalid_argument, "cuda matmul: quantized weight " + w.name + " has no data");
+  const auto* q = static_cast<const std::uint8_t*>(w.data);
+  const bf16* b = bias ? static_cast<const bf16*>(bias->data) : nullptr;
+  if (qgemv_supported(T, K, x.data, x.dtype, q, w.format))
+    return launch_qgemv(out.data, out.dtype, x.data, x.dtype, q, w.scales, w.format, b, T, N, K, stream_);
+  // Prefill: dequantize a tile of W rows to bf16, cuBLAS into out[:, n0 .. n0 + m) (ldc = N).
+  auto xb = as_bf16(x, convert_, "matmul input conversion buffer");
+  if (!xb.ok()) return xb.status();
+  const std::int64_t tile = std::clamp<std::int64_t>(kDequantTileValues / K, 1, N);
+  PIXTRAL_RETURN_IF_ERROR(ensure(dequant_, std::size_t(tile * K) * 2, "quantized weight dequantization tile"));
+  const std::int64_t rb = quant::row_bytes(w.format, K), spr = quant::scales_per_row(w.format, K);
+  const std::size_t osz = dtype_size(out.dtype);
+  const float alpha = 1.f, beta = 0.f;
+  for (std::int64_t n0 = 0; n0 < N; n0 += tile) {
+    const std::int64_t m = std::min(tile, N - n0);
+    auto* dq = static_cast<bf16*>(dequant_.ptr);
+    PIXTRAL_RETURN_IF_ERROR(launch_dequantize(dq, q + n0 * rb, w.scales + n0 * spr, m, K, w.format, stream_));
+    PIXTRAL_CUBLAS_CHECK(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, int(m), int(T), int(K), &alpha, dq,
+                                      CUDA_R_16BF, int(K), *xb, CUDA_R_16BF, int(K), &beta,
+                                      static_cast<char*>(out.data) + std::size_t(n0) * osz,
+                                      out.dtype == DType::f32 ? CUDA_R_32F : CUDA_R_16BF, int(N), CUBLAS_COMPUTE_32F,
+                                      CUBLAS_GEMM_DEFAULT));
+  }
+  if (b) return launch_bias_add(out.data, out.dtype, b, T, N, stream_);
+  return {};
+}
+
+}  // namespace pixtral::cuda

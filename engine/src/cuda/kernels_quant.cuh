@@ -1,0 +1,35 @@
+// SPDX-License-Identifier: Apache-2.0
+// Launchers of the weight-only quantization kernels (kernels_quant.cu; formats in core/quant.h). Pointers are
+// device pointers; none synchronises.
+#pragma once
+
+#include <cstdint>
+
+#include "core/quant.h"
+#include "cuda/common.cuh"
+
+namespace pixtral::cuda {
+
+/// Device bytes of a quantized [rows, cols] weight: the values (padded to 256 bytes), then the fp32 scales.
+std::size_t quantized_values_bytes(quant::Format f, std::int64_t rows, std::int64_t cols);
+std::size_t quantized_alloc_bytes(quant::Format f, std::int64_t rows, std::int64_t cols);
+
+/// Quantize w[n, K] (bf16) into q (n · row_bytes) and scales (n · scales_per_row) — bit-identical to
+/// quant::quantize_rows on the same bf16 values.
+Status launch_quantize(std::uint8_t* q, float* scales, const bf16* w, std::int64_t n, std::int64_t K,
+                       quant::Format f, cudaStream_t s);
+/// out[n, K] (bf16) = dequantized rows (value q · scale rounded to bf16).
+Status launch_dequantize(bf16* out, const std::uint8_t* q, const float* scales, std::int64_t n, std::int64_t K,
+                         quant::Format f, cudaStream_t s);
+
+/// Largest row count of the quantized GEMV (one pass over W for all rows).
+inline constexpr int kQGemvMaxRows = 4;
+/// Whether launch_qgemv can run this problem (16-byte aligned rows of q and x, K % 16 == 0 (int8) / % 128 (int4)).
+bool qgemv_supported(std::int64_t T, std::int64_t K, const void* x, DType x_t, const void* q, quant::Format f);
+/// out[T, N] = x[T, K] · dequant(W)[N, K]ᵀ (+ bias) reading int8/int4 with 16-byte loads, dequantizing in
+/// registers, fp32 accumulation.
+Status launch_qgemv(void* out, DType out_t, const void* x, DType x_t, const std::uint8_t* q, const float* scales,
+                    quant::Format f, const bf16* bias, std::int64_t T, std::int64_t N, std::int64_t K,
+                    cudaStream_t s);
+
+}  // namespace pixtral::cuda
