@@ -103,6 +103,9 @@ __global__ void __launch_bounds__(kThreads, blocks_per_sm(G)) decode_attention_k
   const int split = blockIdx.x, kvh = blockIdx.y, row = blockIdx.z;
   const std::int64_t n_vec = std::int64_t(p.n_q) * p.H;
   const std::int64_t q_stride = std::int64_t(p.H) * D, kv_stride = std::int64_t(p.Hkv) * D;
+  // Host key ranges were copied just before this launch: read them only after the PDL wait. The decode state
+  // was copied before the replayed graph started, so its position may be read early (to prefetch).
+  if (!p.dev_state) wait_for_previous_grid();
   const int2 rr = p.dev_state ? make_int2(0, p.dev_state[kDecodeStatePosition] + row + 1) : p.key_range[row];
   // This row's live keys, cut into n_splits pieces of `per` keys (a multiple of the warp tile).
   const int lo = max(rr.x, p.key_lo), hi = min(rr.y, p.key_hi);
@@ -113,6 +116,7 @@ __global__ void __launch_bounds__(kThreads, blocks_per_sm(G)) decode_attention_k
   // Before waiting on the previous kernel (programmatic dependent launch): ask L2 for this warp's first two
   // tiles, K and V (one 128-byte line per lane each). Cached rows before this step's are not written by the
   // kernels still running; this step's row (scatter) is only prefetched into L2, never read before the wait.
+  // (A second wait, in key-range mode, returns at once.)
   const int pf_end = p.l2_prefetch ? s1 : 0;
   {
     const int pk = lane / (D / 64), off = (lane % (D / 64)) * 64;
