@@ -29,7 +29,8 @@ using nlohmann::json;
 const char* kUsage =
     "usage: pixtral generate --model DIR [--image FILE]... [--prompt TEXT] [--system TEXT] | --messages FILE.json\n"
     "                        [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S] [--context N]\n"
-    "                        [--device auto|cpu|cuda] [--threads N] [--json] [--dump-logits FILE]\n"
+    "                        [--device auto|cpu|cuda] [--precision auto|bf16|int8|int4] [--threads N] [--json]\n"
+    "                        [--dump-logits FILE]\n"
     "       pixtral tokenize --model DIR (--text TEXT | --text-file F | -) [--json]\n"
     "       pixtral tokenize --model DIR --decode ID...\n"
     "       pixtral bench [--model DIR] [--precision bf16] [--quick] [--json]\n";
@@ -141,6 +142,9 @@ int cmd_generate(Args& a) {
     else if (f == "--messages") messages_file = val;
     else if (f == "--dump-logits") dump_logits = val;
     else if (f == "--device") device = val;
+    else if (f == "--precision") {
+      if (!parse_precision(val, &lo.precision)) return fail(2, "--precision must be auto, bf16, int8 or int4");
+    }
     else if (f == "--max-tokens") { if (!parse_int(val, n) || n < 1) return fail(2, "--max-tokens: positive integer"); gp.max_tokens = int(n); }
     else if (f == "--context") { if (!parse_int(val, n) || n < 16) return fail(2, "--context: integer ≥ 16"); so.context_length = int(n); }
     else if (f == "--top-k") { if (!parse_int(val, n) || n < 0) return fail(2, "--top-k: integer ≥ 0"); gp.top_k = int(n); }
