@@ -94,6 +94,7 @@ void ChatController::setModelInfo(const ModelLoadInfo& info) {
   if (info.maxImageSize > 0) m_maxImageSize = info.maxImageSize;
   if (info.maxContext > 0 && m_contextLength > info.maxContext) m_contextLength = info.maxContext;
   recomputeChips();
+  emit modelChanged();
 }
 
 // Conversation ---------------------------------------------------------------------------------------------------

@@ -127,6 +127,8 @@ class ChatController : public QObject {
 
  Q_SIGNALS:
   void conversationChanged(qint64 id);
+  /// A model was loaded (hasModel(), modelInfo()).
+  void modelChanged();
   /// The active path was replaced (open, new message, another version shown).
   void messagesReset();
   /// A message was appended to the active path.

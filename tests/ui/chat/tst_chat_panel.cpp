@@ -1,0 +1,123 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+// ChatPanel widgets offscreen: the prompt box (Enter sends, Shift+Enter is a newline, nothing is sent during
+// IME composition), the chips row (add/remove, resolution and token cost, total vs the context), the no-model
+// notice, and accessible names on every control.
+#include "chat/chat_controller.h"
+#include "chat/chat_panel.h"
+#include "chat/prompt_box.h"
+#include "storage/conversation_store.h"
+
+#include <QAbstractButton>
+#include <QInputMethodEvent>
+#include <QLabel>
+#include <QPushButton>
+#include <QSignalSpy>
+#include <QTemporaryDir>
+#include <QToolButton>
+#include <QtTest>
+
+using namespace quire;
+
+class TestChatPanel : public QObject {
+  Q_OBJECT
+
+ private Q_SLOTS:
+  void enterSendsShiftEnterMakesANewline() {
+    PromptBox box;
+    box.show();
+    QSignalSpy sent(&box, &PromptBox::submitted);
+    QTest::keyClicks(&box, QStringLiteral("first line"));
+    QTest::keyClick(&box, Qt::Key_Return, Qt::ShiftModifier);
+    QTest::keyClicks(&box, QStringLiteral("second"));
+    QCOMPARE(sent.count(), 0);
+    QCOMPARE(box.toPlainText(), QStringLiteral("first line\nsecond"));
+    QTest::keyClick(&box, Qt::Key_Return);
+    QCOMPARE(sent.count(), 1);
+    QCOMPARE(sent.first().first().toString(), QStringLiteral("first line\nsecond"));
+    QTest::keyClick(&box, Qt::Key_Enter, Qt::KeypadModifier);  // the keypad's Enter sends too
+    QCOMPARE(sent.count(), 2);
+  }
+
+  void enterDuringImeCompositionDoesNotSend() {
+    PromptBox box;
+    box.show();
+    QSignalSpy sent(&box, &PromptBox::submitted);
+    QInputMethodEvent preedit(QStringLiteral("にほ"), {});
+    QApplication::sendEvent(&box, &preedit);
+    QVERIFY(box.isComposing());
+    QTest::keyClick(&box, Qt::Key_Return);
+    QCOMPARE(sent.count(), 0);
+    QInputMethodEvent commit;
+    commit.setCommitString(QStringLiteral("日本"));
+    QApplication::sendEvent(&box, &commit);
+    QVERIFY(!box.isComposing());
+    QCOMPARE(box.toPlainText(), QStringLiteral("日本"));
+    QTest::keyClick(&box, Qt::Key_Return);
+    QCOMPARE(sent.count(), 1);
+    QCOMPARE(sent.first().first().toString(), QStringLiteral("日本"));
+  }
+
+  void chipsRowShowsCostsAndRemoves() {
+    QTemporaryDir dir;
+    ConversationStore store;
+    QVERIFY(store.open(dir.filePath(QStringLiteral("c.sqlite"))));
+    ChatController c(&store, nullptr);
+    c.setContextLength(100);
+    ChatPanel panel(&c);
+    panel.show();
+    c.addImageChip(QImage(64, 32, QImage::Format_RGB32), QStringLiteral("wide.png"));
+    c.addImageChip(QImage(2000, 3000, QImage::Format_RGB32), QStringLiteral("huge.png"));
+    QList<QToolButton*> chips = panel.chipsRow()->findChildren<QToolButton*>();
+    QCOMPARE(chips.size(), 2);
+    QVERIFY(chips[0]->text().contains(QStringLiteral("wide.png")));
+    QVERIFY(chips[0]->text().contains(QStringLiteral("64×32")));
+    QVERIFY(chips[0]->text().contains(QString::number(c.chips()[0].tokens)));
+    QVERIFY(panel.totalLabel()->text().contains(QStringLiteral("/ 100")));
+    QVERIFY(panel.totalLabel()->text().startsWith(QString::number(c.estimatedPromptTokens({}))));
+    QVERIFY(!panel.totalLabel()->styleSheet().isEmpty());  // over the context: shown in red
+    QTest::mouseClick(chips[1], Qt::LeftButton);
+    QTRY_COMPARE(c.chips().size(), 1);
+    QCOMPARE(c.chips()[0].label, QStringLiteral("wide.png"));
+    QTRY_COMPARE(panel.chipsRow()->findChildren<QToolButton*>().size(), 1);
+  }
+
+  void withoutAModelThePanelExplainsAndOffersSettings() {
+    QTemporaryDir dir;
+    ConversationStore store;
+    QVERIFY(store.open(dir.filePath(QStringLiteral("c.sqlite"))));
+    ChatController c(&store, nullptr);
+    ChatPanel panel(&c);
+    panel.show();
+    QVERIFY(!panel.sendButton()->isEnabled());
+    QAbstractButton* settings = nullptr;
+    for (auto* b : panel.findChildren<QAbstractButton*>())
+      if (b->text().contains(QStringLiteral("Settings"))) settings = b;
+    QVERIFY(settings && settings->isVisible());
+    bool mentions = false;
+    for (auto* l : panel.findChildren<QLabel*>()) mentions = mentions || l->text().contains(QStringLiteral("Pixtral-12B-2409"));
+    QVERIFY(mentions);
+    QSignalSpy asked(&panel, &ChatPanel::modelSettingsRequested);
+    QTest::mouseClick(settings, Qt::LeftButton);
+    QCOMPARE(asked.count(), 1);
+    ModelLoadInfo info;
+    info.maxImageSize = 1024;
+    c.setModelInfo(info);
+    QVERIFY(!settings->isVisible());
+    QVERIFY(panel.sendButton()->isEnabled());
+  }
+
+  void everyControlHasAnAccessibleName() {
+    QTemporaryDir dir;
+    ConversationStore store;
+    QVERIFY(store.open(dir.filePath(QStringLiteral("c.sqlite"))));
+    ChatController c(&store, nullptr);
+    c.addImageChip(QImage(8, 8, QImage::Format_RGB32), QStringLiteral("x.png"));
+    ChatPanel panel(&c);
+    for (auto* b : panel.findChildren<QAbstractButton*>())
+      QVERIFY2(!b->accessibleName().isEmpty(), qPrintable(b->text()));
+    QVERIFY(!panel.promptBox()->accessibleName().isEmpty());
+  }
+};
+
+QTEST_MAIN(TestChatPanel)
+#include "tst_chat_panel.moc"

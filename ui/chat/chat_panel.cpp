@@ -1,0 +1,297 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+// ChatPanel: see chat_panel.h.
+#include "chat/chat_panel.h"
+
+#include "chat/chat_controller.h"
+#include "chat/prompt_box.h"
+#include "inference/model_folder.h"
+
+#include <QApplication>
+#include <QClipboard>
+#include <QFileInfo>
+#include <QFrame>
+#include <QHBoxLayout>
+#include <QInputDialog>
+#include <QLabel>
+#include <QPushButton>
+#include <QScrollArea>
+#include <QScrollBar>
+#include <QTextBrowser>
+#include <QTimer>
+#include <QToolButton>
+#include <QVBoxLayout>
+
+namespace quire {
+
+ChatPanel::ChatPanel(ChatController* controller, QWidget* parent) : QWidget(parent), m_controller(controller) {
+  setAccessibleName(tr("Chat"));
+  auto* layout = new QVBoxLayout(this);
+  layout->setContentsMargins(4, 4, 4, 4);
+
+  // No model: where to get one, and the way to Settings ▸ Model.
+  m_noModel = new QWidget(this);
+  auto* nm = new QVBoxLayout(m_noModel);
+  auto* hint = new QLabel(m_noModel);
+  hint->setWordWrap(true);
+  hint->setTextFormat(Qt::PlainText);
+  hint->setText(tr("No model is set up yet, so questions cannot be answered (the viewer and the history still "
+                   "work).\n\n%1").arg(modelDownloadHint()));
+  hint->setAccessibleName(tr("No model configured"));
+  hint->setTextInteractionFlags(Qt::TextSelectableByMouse);
+  auto* settings = new QPushButton(tr("Settings ▸ Model…"), m_noModel);
+  settings->setAccessibleName(tr("Open the model settings"));
+  connect(settings, &QPushButton::clicked, this, &ChatPanel::modelSettingsRequested);
+  nm->addWidget(hint);
+  nm->addWidget(settings, 0, Qt::AlignLeft);
+  layout->addWidget(m_noModel);
+
+  m_scroll = new QScrollArea(this);
+  m_scroll->setWidgetResizable(true);
+  m_scroll->setAccessibleName(tr("Messages"));
+  m_messagesBox = new QWidget(m_scroll);
+  m_messagesLayout = new QVBoxLayout(m_messagesBox);
+  m_messagesLayout->addStretch(1);
+  m_scroll->setWidget(m_messagesBox);
+  layout->addWidget(m_scroll, 1);
+
+  m_error = new QLabel(this);
+  m_error->setWordWrap(true);
+  m_error->setAccessibleName(tr("Chat error"));
+  m_error->hide();
+  layout->addWidget(m_error);
+
+  m_chipsRow = new QWidget(this);
+  m_chipsRow->setAccessibleName(tr("Context of the next question"));
+  m_chipsLayout = new QHBoxLayout(m_chipsRow);
+  m_chipsLayout->setContentsMargins(0, 0, 0, 0);
+  m_total = new QLabel(this);
+  m_total->setAccessibleName(tr("Tokens of the next question against the context length"));
+  auto* chipsLine = new QHBoxLayout;
+  chipsLine->addWidget(m_chipsRow, 1);
+  chipsLine->addWidget(m_total);
+  layout->addLayout(chipsLine);
+
+  m_prompt = new PromptBox(this);
+  m_prompt->setMaximumHeight(120);
+  layout->addWidget(m_prompt);
+
+  auto* buttons = new QHBoxLayout;
+  m_stats = new QLabel(this);
+  m_stats->setAccessibleName(tr("Answer speed"));
+  m_regenerate = new QPushButton(tr("Regenerate"), this);
+  m_regenerate->setAccessibleName(tr("Regenerate the last answer"));
+  m_stop = new QPushButton(tr("Stop"), this);
+  m_stop->setAccessibleName(tr("Stop the answer"));
+  m_stop->setShortcut(QKeySequence(Qt::Key_Escape));
+  m_send = new QPushButton(tr("Send"), this);
+  m_send->setAccessibleName(tr("Send the question"));
+  m_send->setDefault(false);
+  buttons->addWidget(m_stats, 1);
+  buttons->addWidget(m_regenerate);
+  buttons->addWidget(m_stop);
+  buttons->addWidget(m_send);
+  layout->addLayout(buttons);
+
+  connect(m_prompt, &PromptBox::submitted, this, &ChatPanel::sendPrompt);
+  connect(m_send, &QPushButton::clicked, this, &ChatPanel::sendPrompt);
+  connect(m_stop, &QPushButton::clicked, m_controller, &ChatController::stop);
+  connect(m_regenerate, &QPushButton::clicked, m_controller, [this] { m_controller->regenerate(); });
+  connect(m_controller, &ChatController::messagesReset, this, &ChatPanel::rebuildMessages);
+  connect(m_controller, &ChatController::messageAppended, this, &ChatPanel::appendMessage);
+  connect(m_controller, &ChatController::messageUpdated, this, &ChatPanel::updateMessage);
+  connect(m_controller, &ChatController::chipsChanged, this, &ChatPanel::rebuildChips);
+  connect(m_controller, &ChatController::generatingChanged, this, &ChatPanel::updateButtons);
+  connect(m_controller, &ChatController::statsChanged, this, &ChatPanel::updateStats);
+  connect(m_controller, &ChatController::errorOccurred, this, [this](const QString& m) {
+    m_error->setText(m);
+    m_error->setVisible(!m.isEmpty());
+  });
+  connect(m_prompt, &QPlainTextEdit::textChanged, this, &ChatPanel::rebuildChips);
+  connect(m_controller, &ChatController::modelChanged, this, [this] { setModelMissing(!m_controller->hasModel()); });
+
+  setModelMissing(!m_controller->hasModel());
+  rebuildMessages();
+  rebuildChips();
+  updateButtons();
+}
+
+void ChatPanel::setModelMissing(bool missing) {
+  m_noModel->setVisible(missing);
+  updateButtons();
+}
+
+void ChatPanel::sendPrompt() {
+  m_error->hide();
+  if (m_controller->send(m_prompt->toPlainText())) m_prompt->clear();
+}
+
+QTextBrowser* ChatPanel::messageBrowser(int row) const {
+  return row >= 0 && row < m_views.size() ? m_views[row].body : nullptr;
+}
+
+void ChatPanel::rebuildMessages() {
+  for (MessageView& v : m_views) v.frame->deleteLater();
+  m_views.clear();
+  for (int row = 0; row < m_controller->messages().size(); ++row) appendMessage(row);
+  updateButtons();
+}
+
+void ChatPanel::appendMessage(int row) {
+  while (m_views.size() <= row) {
+    MessageView v;
+    v.frame = new QFrame(m_messagesBox);
+    v.frame->setFrameShape(QFrame::StyledPanel);
+    auto* l = new QVBoxLayout(v.frame);
+    auto* top = new QHBoxLayout;
+    v.header = new QLabel(v.frame);
+    v.version = new QLabel(v.frame);
+    const int r = int(m_views.size());
+    auto* prev = new QToolButton(v.frame);
+    prev->setText(QStringLiteral("‹"));
+    prev->setAccessibleName(tr("Previous version"));
+    prev->setToolTip(tr("Previous version"));
+    auto* next = new QToolButton(v.frame);
+    next->setText(QStringLiteral("›"));
+    next->setAccessibleName(tr("Next version"));
+    next->setToolTip(tr("Next version"));
+    auto* copy = new QToolButton(v.frame);
+    copy->setText(tr("Copy"));
+    copy->setAccessibleName(tr("Copy this message"));
+    auto* edit = new QToolButton(v.frame);
+    edit->setText(tr("Edit"));
+    edit->setAccessibleName(tr("Edit and resend this question"));
+    connect(prev, &QToolButton::clicked, this, [this, r] { m_controller->showSibling(r, -1); });
+    connect(next, &QToolButton::clicked, this, [this, r] { m_controller->showSibling(r, +1); });
+    connect(copy, &QToolButton::clicked, this, [this, r] {
+      if (r < m_controller->messages().size()) QApplication::clipboard()->setText(m_controller->messages()[r].text);
+    });
+    connect(edit, &QToolButton::clicked, this, [this, r] {
+      if (r >= m_controller->messages().size()) return;
+      bool ok = false;
+      const QString text = QInputDialog::getMultiLineText(this, tr("Edit and resend"), tr("Question:"),
+                                                          m_controller->messages()[r].text, &ok);
+      if (ok) m_controller->editAndResend(r, text);
+    });
+    top->addWidget(v.header, 1);
+    top->addWidget(prev);
+    top->addWidget(v.version);
+    top->addWidget(next);
+    top->addWidget(edit);
+    top->addWidget(copy);
+    l->addLayout(top);
+    v.body = new QTextBrowser(v.frame);
+    v.body->setOpenExternalLinks(true);
+    v.body->setFrameShape(QFrame::NoFrame);
+    v.body->setVerticalScrollBarPolicy(Qt::ScrollBarAlwaysOff);
+    v.body->setSizeAdjustPolicy(QAbstractScrollArea::AdjustToContents);
+    l->addWidget(v.body);
+    v.attachments = new QLabel(v.frame);
+    v.attachments->setWordWrap(true);
+    v.attachments->setAccessibleName(tr("What this question showed the model"));
+    l->addWidget(v.attachments);
+    m_messagesLayout->insertWidget(m_messagesLayout->count() - 1, v.frame);
+    edit->setVisible(false);
+    edit->setObjectName(QStringLiteral("edit"));
+    prev->setObjectName(QStringLiteral("prev"));
+    next->setObjectName(QStringLiteral("next"));
+    m_views << v;
+    fillMessage(m_views.last(), r);
+  }
+  scrollToBottom();
+}
+
+void ChatPanel::fillMessage(MessageView& v, int row) {
+  if (row >= m_controller->messages().size()) return;
+  const Message& m = m_controller->messages()[row];
+  const bool user = m.role == MessageRole::User;
+  QString state;
+  if (m.state == MessageState::Streaming) state = tr(" (writing…)");
+  else if (m.state == MessageState::Stopped) state = tr(" (stopped)");
+  else if (m.state == MessageState::Error) state = tr(" (failed)");
+  v.header->setText((user ? tr("You") : tr("Pixtral")) + state);
+  v.body->setAccessibleName(user ? tr("Your question") : tr("Answer"));
+  v.markdown = m.text;
+  v.body->setMarkdown(m.text);
+  v.body->document()->adjustSize();
+  v.body->setMinimumHeight(int(v.body->document()->size().height()) + 8);
+  QStringList att;
+  for (const Attachment& a : m.attachments) {
+    const QString name = QFileInfo(a.documentPath).fileName();
+    const QString what = a.kind == AttachmentKind::Page     ? tr("page %1 of %2").arg(a.page + 1).arg(name)
+                         : a.kind == AttachmentKind::Region ? tr("region on page %1 of %2").arg(a.page + 1).arg(name)
+                                                            : (name.isEmpty() ? tr("image") : name);
+    att << tr("%1 (%2×%3)").arg(what).arg(a.resolution.width()).arg(a.resolution.height());
+  }
+  v.attachments->setText(att.join(QStringLiteral(" · ")));
+  v.attachments->setVisible(!att.isEmpty());
+  const int n = m_controller->siblingCount(row);
+  v.version->setText(n > 1 ? tr("%1 / %2").arg(m_controller->siblingIndex(row) + 1).arg(n) : QString());
+  for (auto* b : v.frame->findChildren<QToolButton*>()) {
+    if (b->objectName() == QLatin1String("prev") || b->objectName() == QLatin1String("next")) b->setVisible(n > 1);
+    if (b->objectName() == QLatin1String("edit")) b->setVisible(user);
+  }
+}
+
+void ChatPanel::updateMessage(int row, const QString& piece) {
+  if (row < 0 || row >= m_views.size()) return;
+  MessageView& v = m_views[row];
+  if (!piece.isEmpty() && m_controller->messages()[row].state == MessageState::Streaming) {
+    // Streaming: only this message's document is re-rendered; the rest of the panel is untouched.
+    v.markdown += piece;
+    const int scroll = v.body->verticalScrollBar()->value();
+    v.body->setMarkdown(v.markdown);
+    v.body->verticalScrollBar()->setValue(scroll);
+    v.body->document()->adjustSize();
+    v.body->setMinimumHeight(int(v.body->document()->size().height()) + 8);
+    scrollToBottom();
+    return;
+  }
+  fillMessage(v, row);
+}
+
+void ChatPanel::rebuildChips() {
+  while (QLayoutItem* item = m_chipsLayout->takeAt(0)) {
+    delete item->widget();
+    delete item;
+  }
+  const auto& chips = m_controller->chips();
+  for (int i = 0; i < chips.size(); ++i) {
+    const ContextChip& c = chips[i];
+    auto* chip = new QToolButton(m_chipsRow);
+    chip->setText(tr("%1 · %2×%3 · %4 tokens  ×")
+                      .arg(c.label).arg(c.resolution.width()).arg(c.resolution.height()).arg(c.tokens));
+    chip->setAccessibleName(tr("Remove %1 (%2 tokens)").arg(c.label).arg(c.tokens));
+    chip->setToolTip(tr("Click to remove"));
+    connect(chip, &QToolButton::clicked, this, [this, i] {
+      QTimer::singleShot(0, m_controller, [c = m_controller, i] { c->removeChip(i); });
+    });
+    m_chipsLayout->addWidget(chip);
+  }
+  m_chipsLayout->addStretch(1);
+  const int used = m_controller->estimatedPromptTokens(m_prompt->toPlainText());
+  m_total->setText(tr("%1 / %2 tokens").arg(used).arg(m_controller->contextLength()));
+  m_total->setStyleSheet(used >= m_controller->contextLength() ? QStringLiteral("color: #c62828") : QString());
+}
+
+void ChatPanel::updateButtons() {
+  const bool busy = m_controller->isGenerating();
+  const bool ready = m_controller->hasModel();
+  m_send->setEnabled(ready && !busy);
+  m_stop->setEnabled(busy);
+  bool hasAnswer = false;
+  for (const Message& m : m_controller->messages()) hasAnswer = hasAnswer || m.role == MessageRole::User;
+  m_regenerate->setEnabled(ready && !busy && hasAnswer);
+}
+
+void ChatPanel::updateStats(double ttftMs, double tokensPerSecond) {
+  QStringList parts;
+  if (ttftMs >= 0) parts << tr("first token %1 s").arg(ttftMs / 1000.0, 0, 'f', 2);
+  if (tokensPerSecond > 0) parts << tr("%1 tokens/s").arg(tokensPerSecond, 0, 'f', 1);
+  m_stats->setText(parts.join(QStringLiteral(" · ")));
+}
+
+void ChatPanel::scrollToBottom() {
+  QTimer::singleShot(0, this, [this] { m_scroll->verticalScrollBar()->setValue(m_scroll->verticalScrollBar()->maximum()); });
+}
+
+}  // namespace quire
