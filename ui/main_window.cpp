@@ -2,6 +2,12 @@
 // MainWindow (see main_window.h).
 #include "main_window.h"
 
+#include "chat/chat_controller.h"
+#include "chat/chat_panel.h"
+#include "chat/conversation_sidebar.h"
+#include "chat/prompt_box.h"
+#include "dialogs/model_dialog.h"
+#include "inference/inference_worker.h"
 #include "settings/recent_files.h"
 #include "viewer/document_tab.h"
 #include "viewer/page_view.h"
@@ -10,11 +16,13 @@
 #include <QApplication>
 #include <QClipboard>
 #include <QCloseEvent>
+#include <QDockWidget>
 #include <QDragEnterEvent>
 #include <QFileDialog>
 #include <QFileInfo>
 #include <QFutureWatcher>
 #include <QInputDialog>
+#include <QLineEdit>
 #include <QLabel>
 #include <QMenuBar>
 #include <QMessageBox>
@@ -330,6 +338,74 @@ void MainWindow::dropEvent(QDropEvent* event) {
 void MainWindow::closeEvent(QCloseEvent* event) {
   QSettings().setValue(QStringLiteral("mainWindow/geometry"), saveGeometry());
   QMainWindow::closeEvent(event);
+}
+
+// Chat ----------------------------------------------------------------------------------------------------------
+
+void MainWindow::setChatController(ChatController* controller) {
+  if (m_chat || !controller) return;
+  m_chat = controller;
+  m_chatPanel = new ChatPanel(controller, this);
+  auto* chatDock = new QDockWidget(tr("Chat"), this);
+  chatDock->setObjectName(QStringLiteral("chatDock"));
+  chatDock->setAccessibleName(tr("Chat"));
+  chatDock->setWidget(m_chatPanel);
+  chatDock->setFeatures(QDockWidget::DockWidgetMovable | QDockWidget::DockWidgetFloatable);
+  addDockWidget(Qt::RightDockWidgetArea, chatDock);
+  m_sidebar = new ConversationSidebar(controller, this);
+  auto* listDock = new QDockWidget(tr("Conversations"), this);
+  listDock->setObjectName(QStringLiteral("conversationsDock"));
+  listDock->setAccessibleName(tr("Conversations"));
+  listDock->setWidget(m_sidebar);
+  addDockWidget(Qt::LeftDockWidgetArea, listDock);
+  resizeDocks({chatDock, listDock}, {420, 220}, Qt::Horizontal);
+  connect(m_chatPanel, &ChatPanel::modelSettingsRequested, this, &MainWindow::showModelSettings);
+
+  QMenu* chat = menuBar()->addMenu(tr("&Chat"));
+  m_askPage = chat->addAction(tr("Ask About This &Page"), this, &MainWindow::askAboutPage);
+  m_askPage->setShortcut(QKeySequence(Qt::CTRL | Qt::SHIFT | Qt::Key_P));
+  m_askSelection = chat->addAction(tr("Ask About &Selection"), this, &MainWindow::askAboutSelection);
+  m_askSelection->setShortcut(QKeySequence(Qt::CTRL | Qt::SHIFT | Qt::Key_A));
+  m_askSelection->setEnabled(false);
+  m_documentActions << m_askPage;
+  m_askPage->setEnabled(currentTab() != nullptr);
+  chat->addSeparator();
+  QAction* newChat = chat->addAction(tr("&New Conversation"), controller, &ChatController::newConversation);
+  newChat->setShortcut(QKeySequence::New);
+  QAction* search = chat->addAction(tr("Search Conversations…"), m_sidebar, &ConversationSidebar::focusSearch);
+  search->setShortcut(QKeySequence(Qt::CTRL | Qt::Key_K));
+  QAction* stop = chat->addAction(tr("S&top Answer"), controller, &ChatController::stop);
+  stop->setShortcut(QKeySequence(Qt::Key_Escape));
+  stop->setShortcutContext(Qt::WindowShortcut);
+  stop->setEnabled(controller->isGenerating());  // only then: Esc still clears the selection and the find bar
+  connect(controller, &ChatController::generatingChanged, stop, &QAction::setEnabled);
+  chat->addSeparator();
+  chat->addAction(tr("Settings ▸ &Model…"), this, &MainWindow::showModelSettings);
+  connect(this, &MainWindow::selectionChanged, this, [this](int page, const QRectF& rect) {
+    m_askSelection->setEnabled(page >= 0 && !rect.isEmpty());
+  });
+  if (DocumentTab* t = currentTab())
+    m_askSelection->setEnabled(t->pageView()->selectionPage() >= 0 && !t->pageView()->selectionRect().isEmpty());
+}
+
+void MainWindow::askAboutPage() {
+  DocumentTab* t = currentTab();
+  if (!m_chat || !t) return;
+  m_chat->addPageChip(t->document(), std::max(0, t->pageView()->currentPage()));
+  m_chatPanel->promptBox()->setFocus();
+}
+
+void MainWindow::askAboutSelection() {
+  DocumentTab* t = currentTab();
+  if (!m_chat || !t || t->pageView()->selectionPage() < 0 || t->pageView()->selectionRect().isEmpty()) return;
+  m_chat->addRegionChip(t->document(), t->pageView()->selectionPage(), t->pageView()->selectionRect());
+  m_chatPanel->promptBox()->setFocus();
+}
+
+void MainWindow::showModelSettings() {
+  ModelDialog dialog(this);
+  if (dialog.exec() != QDialog::Accepted) return;
+  if (m_chat && m_chat->worker()) m_chat->worker()->loadModel(dialog.folder());
 }
 
 }  // namespace quire

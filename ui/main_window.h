@@ -15,9 +15,13 @@
 class QLabel;
 class QMenu;
 class QTabWidget;
+class QDockWidget;
 
 namespace quire {
 
+class ChatController;
+class ChatPanel;
+class ConversationSidebar;
 class DocumentTab;
 class RecentFiles;
 
@@ -45,12 +49,26 @@ class MainWindow : public QMainWindow {
   /// The "page x of y" text in the status bar.
   QString pageStatusText() const;
 
+  /// Adds the chat: the panel beside the viewer (right dock), the conversation list with search (left dock,
+  /// Ctrl+K), and the Chat menu (Ask about this page / selection, New conversation, Settings ▸ Model). Call once;
+  /// @p controller is not owned.
+  void setChatController(quire::ChatController* controller);
+  ChatPanel* chatPanel() const { return m_chatPanel; }
+  ConversationSidebar* conversationSidebar() const { return m_sidebar; }
+  QAction* askPageAction() const { return m_askPage; }
+  QAction* askSelectionAction() const { return m_askSelection; }
+
  public Q_SLOTS:
   /// Opens each file in a new tab (loading off the GUI thread); already open files are brought forward.
   void openFiles(const QStringList& paths);
   /// Opens an in-memory document (e.g. a pasted image) in a new tab.
   void openDocument(std::shared_ptr<quire::Document> doc);
   void showOpenDialog();
+  /// Adds the current page / the selected region of the current document as a chip of the next question.
+  void askAboutPage();
+  void askAboutSelection();
+  /// Settings ▸ Model: choose and validate a folder; accepted, it is remembered and loaded.
+  void showModelSettings();
   void closeCurrentTab();
   void pasteFromClipboard();
   void setTheme(quire::Theme theme);
@@ -89,6 +107,11 @@ class MainWindow : public QMainWindow {
   QStringList m_errors;
   QStringList m_loading;  // absolute paths being loaded now
   bool m_errorDialogs = true;
+  ChatController* m_chat = nullptr;
+  ChatPanel* m_chatPanel = nullptr;
+  ConversationSidebar* m_sidebar = nullptr;
+  QAction* m_askPage = nullptr;
+  QAction* m_askSelection = nullptr;
 };
 
 }  // namespace quire

@@ -82,7 +82,7 @@ ChatPanel::ChatPanel(ChatController* controller, QWidget* parent) : QWidget(pare
   m_regenerate->setAccessibleName(tr("Regenerate the last answer"));
   m_stop = new QPushButton(tr("Stop"), this);
   m_stop->setAccessibleName(tr("Stop the answer"));
-  m_stop->setShortcut(QKeySequence(Qt::Key_Escape));
+  m_stop->setToolTip(tr("Stop the answer (Esc)"));  // Esc itself is the main window's Chat ▸ Stop action
   m_send = new QPushButton(tr("Send"), this);
   m_send->setAccessibleName(tr("Send the question"));
   m_send->setDefault(false);

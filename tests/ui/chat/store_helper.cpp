@@ -1,0 +1,16 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#include "store_helper.h"
+
+#include "storage/conversation_store.h"
+
+namespace quire::test {
+
+std::shared_ptr<ConversationStore> openStore(const QString& path) {
+  auto s = std::make_shared<ConversationStore>();
+  if (!s->open(path)) return nullptr;
+  return s;
+}
+
+QList<Message> activePath(ConversationStore& store, qint64 conversationId) { return store.activePath(conversationId); }
+
+}  // namespace quire::test
