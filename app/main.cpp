@@ -2,13 +2,18 @@
 // Quire's composition root, the only file that sees both ui/ and app/. Headless commands (--version, --help;
 // later `ask` and `serve` in app/cli/) run before any QApplication exists, so they need no display.
 // Everything else starts the GUI — or hands the files to a Quire already running for this user.
+#include "chat/chat_controller.h"
 #include "cli/ask.h"
 #include "cli/command_line.h"
+#include "inference/inference_thread.h"
+#include "inference/model_folder.h"
 #include "instance/single_instance.h"
 #include "main_window.h"
+#include "storage/conversation_store.h"
 #include "theme.h"
 
 #include <QApplication>
+#include <QStatusBar>
 
 #include <cstring>
 
@@ -31,7 +36,25 @@ int main(int argc, char** argv) {
   }
 
   quire::applyTheme(quire::savedTheme());
+  // The chat: the history (AppDataLocation), the inference worker thread, the controller between them.
+  quire::ConversationStore store;
+  const bool storeOpen = store.open();
+  quire::InferenceThread inference;
+  quire::ChatController chat(&store, inference.worker());
   quire::MainWindow window;
+  window.setChatController(&chat);
+  if (!storeOpen) window.statusBar()->showMessage(store.lastError().message());
+  else if (!store.movedAsideMessage().isEmpty()) window.statusBar()->showMessage(store.movedAsideMessage());
+  else if (store.isReadOnly()) window.statusBar()->showMessage(store.readOnlyReason());
+  QObject::connect(inference.worker(), &quire::InferenceWorker::modelLoadFailed, &window,
+                   [&window](const QString& m) { window.statusBar()->showMessage(m); });
+  QObject::connect(inference.worker(), &quire::InferenceWorker::modelLoaded, &window,
+                   [&window](const quire::ModelLoadInfo& i) {
+                     window.statusBar()->showMessage(
+                         QObject::tr("Model loaded: %1, %2").arg(i.device, i.precision), 8000);
+                   });
+  if (const QString dir = quire::savedModelFolder(); !dir.isEmpty() && quire::checkModelFolder(dir).ok)
+    inference.worker()->loadModel(dir);
   QObject::connect(&instance, &quire::SingleInstance::filesReceived, &window, [&window](const QStringList& files) {
     window.openFiles(files);
     window.show();
