@@ -253,3 +253,26 @@ TEST(TinyModel, Bf16WeightsLoadAndRun) {
   ASSERT_TRUE(g.ok()) << g.status().to_string();
   EXPECT_FALSE(g->tokens.empty());
 }
+
+TEST_F(TinySession, RequestStopDuringPrefillStopsWithinOneChunk) {
+  auto s = session(4096, 1);  // one row per chunk: the stop flag is checked before every row
+  std::string text;
+  for (int i = 0; i < 300; ++i) text += "word" + std::to_string(i) + " ";
+  std::atomic<bool> started{false};
+  std::thread stopper([&] {
+    while (!started.load()) std::this_thread::sleep_for(std::chrono::microseconds(100));
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    s->request_stop();
+  });
+  started = true;
+  auto g = s->generate(std::vector<Message>{Message::user_text(text)}, greedy(4));
+  stopper.join();
+  ASSERT_TRUE(g.ok()) << g.status().to_string();
+  if (g->finish != FinishReason::cancelled) GTEST_SKIP() << "prefill finished before the stop request arrived";
+  EXPECT_TRUE(g->tokens.empty());
+  EXPECT_LT(s->cached_tokens().size(), g->prompt_tokens.size());
+  // The rows computed before the stop stay usable: the next turn reuses them.
+  auto again = s->generate(std::vector<Message>{Message::user_text(text)}, greedy(1));
+  ASSERT_TRUE(again.ok());
+  EXPECT_GT(again->timings.reused_tokens, 0);
+}
