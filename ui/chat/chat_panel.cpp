@@ -13,6 +13,7 @@
 #include <QHBoxLayout>
 #include <QInputDialog>
 #include <QLabel>
+#include <QMenu>
 #include <QPushButton>
 #include <QScrollArea>
 #include <QScrollBar>
@@ -265,6 +266,23 @@ void ChatPanel::rebuildChips() {
     connect(chip, &QToolButton::clicked, this, [this, i] {
       QTimer::singleShot(0, m_controller, [c = m_controller, i] { c->removeChip(i); });
     });
+    if (c.kind != AttachmentKind::Image) {  // pages and regions: the resolution is adjustable (arrow menu)
+      auto* menu = new QMenu(chip);
+      menu->setAccessibleName(tr("Resolution of %1").arg(c.label));
+      for (int side : {1024, 768, 512, 384, 256}) {
+        if (side > m_controller->maxImageSize()) continue;
+        QAction* a = menu->addAction(tr("Longest side %1 px").arg(side));
+        a->setCheckable(true);
+        a->setChecked(side == std::min(c.maxSide, m_controller->maxImageSize()));
+        connect(a, &QAction::triggered, this, [this, i, side] {
+          QTimer::singleShot(0, m_controller, [c = m_controller, i, side] { c->setChipMaxSide(i, side); });
+        });
+      }
+      if (!menu->isEmpty()) {
+        chip->setMenu(menu);
+        chip->setPopupMode(QToolButton::MenuButtonPopup);
+      }
+    }
     m_chipsLayout->addWidget(chip);
   }
   m_chipsLayout->addStretch(1);

@@ -14,3 +14,9 @@ std::shared_ptr<ConversationStore> openStore(const QString& path) {
 QList<Message> activePath(ConversationStore& store, qint64 conversationId) { return store.activePath(conversationId); }
 
 }  // namespace quire::test
+
+namespace quire::test {
+bool createConversation(ConversationStore& store, const QString& title) {
+  return store.createConversation(title).has_value();
+}
+}  // namespace quire::test

@@ -21,3 +21,8 @@ std::shared_ptr<ConversationStore> openStore(const QString& path);
 QList<Message> activePath(ConversationStore& store, qint64 conversationId);
 
 }  // namespace quire::test
+
+namespace quire::test {
+/// A new, empty conversation titled @p title; false on failure.
+bool createConversation(ConversationStore& store, const QString& title);
+}  // namespace quire::test
