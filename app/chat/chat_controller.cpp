@@ -8,6 +8,8 @@
 #include "storage/conversation_store.h"
 
 #include <QBuffer>
+#include <QFutureWatcher>
+#include <QtConcurrent/QtConcurrentRun>
 #include <QCryptographicHash>
 #include <QFile>
 #include <QFileInfo>
@@ -49,7 +51,38 @@ QJsonObject samplingJson(const pixtral::GenerateParams& p) {
           {QStringLiteral("seed"), qint64(p.seed)}};
 }
 
+
+QImage renderChip(const ContextChip& chip, int maxImageSize) {
+  if (chip.kind == AttachmentKind::Image) return chip.image;
+  if (!chip.document) return {};
+  const int side = std::min(chip.maxSide, maxImageSize);
+  return chip.kind == AttachmentKind::Page ? modelImageForPage(*chip.document, chip.page, side)
+                                           : modelImageForRegion(*chip.document, chip.page, chip.region, side);
+}
+
 }  // namespace
+
+Prepared prepareAttachments(const QList<ContextChip>& chips, int maxImageSize) {
+  Prepared out;
+  for (const ContextChip& c : chips) {
+    const QImage img = renderChip(c, maxImageSize);
+    if (img.isNull()) {
+      out.error = ChatController::tr("Could not render %1.").arg(c.label);
+      return out;
+    }
+    Attachment a;
+    a.kind = c.kind;
+    a.documentPath = c.path;
+    a.contentHash = c.path.isEmpty() ? QString() : fileHash(c.path);
+    a.page = c.page;
+    a.region = c.region;
+    a.resolution = img.size();
+    a.imageData = pngBytes(img);  // the exact model image: later turns and reopened conversations resend it
+    a.imageMime = QStringLiteral("image/png");
+    out.attachments << a;
+  }
+  return out;
+}
 
 int imageTokenCount(int width, int height, int patchSize, int maxImageSize) {
   if (width < 1 || height < 1 || patchSize < 1 || maxImageSize < 1) return 0;
@@ -252,14 +285,6 @@ int ChatController::estimatedPromptTokens(const QString& text) const {
   return conversationTokens() + chipTokens() + int(text.size()) / 4 + 4;
 }
 
-QImage ChatController::renderChip(const ContextChip& chip) const {
-  if (chip.kind == AttachmentKind::Image) return chip.image;
-  if (!chip.document) return {};
-  const int side = std::min(chip.maxSide, m_maxImageSize);
-  return chip.kind == AttachmentKind::Page ? modelImageForPage(*chip.document, chip.page, side)
-                                           : modelImageForRegion(*chip.document, chip.page, chip.region, side);
-}
-
 // Asking ---------------------------------------------------------------------------------------------------------
 
 bool ChatController::fail(const QString& message) {
@@ -284,24 +309,41 @@ bool ChatController::send(const QString& rawText) {
     return fail(tr("This question needs about %1 tokens but the context holds %2: remove a chip, lower a "
                    "resolution or start a new conversation.").arg(needed).arg(m_contextLength));
 
-  QList<Attachment> attachments;
-  for (const ContextChip& c : m_chips) {
-    const QImage img = renderChip(c);
-    if (img.isNull()) return fail(tr("Could not render %1.").arg(c.label));
-    Attachment a;
-    a.kind = c.kind;
-    a.documentPath = c.path;
-    a.contentHash = c.path.isEmpty() ? QString() : fileHash(c.path);
-    a.page = c.page;
-    a.region = c.region;
-    a.resolution = img.size();
-    a.imageData = pngBytes(img);  // the exact model image: later turns and reopened conversations resend it
-    a.imageMime = QStringLiteral("image/png");
-    attachments << a;
+  // Page and region images are rendered off the GUI thread (Poppler at the model's size); the question is
+  // committed once they are ready. The chips leave the row now and come back if anything fails.
+  const QList<ContextChip> chips = m_chips;
+  const int maxImageSize = m_maxImageSize;
+  auto prepare = [chips, maxImageSize]() { return prepareAttachments(chips, maxImageSize); };
+  bool slow = false;
+  for (const ContextChip& c : chips) slow = slow || c.kind != AttachmentKind::Image;
+  if (!slow) {
+    Prepared p = prepare();
+    if (!p.error.isEmpty()) return fail(p.error);
+    return commitQuestion(text, p.attachments);
   }
+  m_preparing = true;
+  m_cancelPrepare = false;
+  clearChips();
+  emit generatingChanged(true);
+  auto* watcher = new QFutureWatcher<Prepared>(this);
+  connect(watcher, &QFutureWatcher<Prepared>::finished, this, [this, watcher, chips, text] {
+    watcher->deleteLater();
+    m_preparing = false;
+    const Prepared p = watcher->result();
+    const bool ok = !m_cancelPrepare && p.error.isEmpty() && commitQuestion(text, p.attachments);
+    if (ok) return;
+    m_chips = chips;  // nothing is lost: the chips come back for another try
+    emit chipsChanged();
+    emit generatingChanged(false);
+    if (!p.error.isEmpty()) fail(p.error);
+  });
+  watcher->setFuture(QtConcurrent::run(prepare));
+  return true;
+}
 
+bool ChatController::commitQuestion(const QString& text, const QList<Attachment>& attachments) {
   if (!m_conversationId) {
-    QString title = text.isEmpty() ? (m_chips.isEmpty() ? tr("New conversation") : m_chips.first().label) : text;
+    QString title = text.isEmpty() ? tr("Question about %n image(s)", nullptr, int(attachments.size())) : text;
     title = title.simplified();
     if (title.size() > 60) title = title.left(57) + QStringLiteral("…");
     const auto id = m_store->createConversation(title, {}, samplingJson(m_params), m_modelInfo.path);
@@ -377,7 +419,8 @@ QList<InferenceMessage> ChatController::buildMessages() const {
 }
 
 void ChatController::stop() {
-  if (isGenerating() && m_worker) m_worker->stop();
+  if (m_preparing) m_cancelPrepare = true;
+  if (m_answerId && m_worker) m_worker->stop();
 }
 
 bool ChatController::regenerate() {

@@ -56,6 +56,13 @@ struct ContextChip {
   QString label;                             ///< "page 3 of report.pdf", "region on page 5", "chart.png"
 };
 
+/// The attachments of a question: each chip rendered at its size (PNG), with its file's hash. Any thread.
+struct Prepared {
+  QList<Attachment> attachments;
+  QString error;
+};
+Prepared prepareAttachments(const QList<ContextChip>& chips, int maxImageSize);
+
 class ChatController : public QObject {
   Q_OBJECT
 
@@ -111,7 +118,8 @@ class ChatController : public QObject {
   int estimatedPromptTokens(const QString& text) const;
 
   // Asking -------------------------------------------------------------------------------------------------
-  bool isGenerating() const { return m_answerId != 0; }
+  /// True from send() (while the page images render) until the answer is finished.
+  bool isGenerating() const { return m_answerId != 0 || m_preparing; }
   /// Sends @p text with the chips (cleared once sent). False (and error()) when nothing can be sent: no
   /// model, already generating, empty question, over the context length, storage failure.
   bool send(const QString& text);
@@ -153,7 +161,7 @@ class ChatController : public QObject {
   QList<QImage> imagesOf(const Message& m) const;
   void recomputeChip(ContextChip& chip) const;
   void recomputeChips();
-  QImage renderChip(const ContextChip& chip) const;
+  bool commitQuestion(const QString& text, const QList<Attachment>& attachments);
   void reloadPath();
   void finishAnswer(MessageState state, const GenerationResult* result, const QString& error);
 
@@ -172,6 +180,8 @@ class ChatController : public QObject {
   QList<ContextChip> m_chips;
   QString m_error;
 
+  bool m_preparing = false;      ///< the question's images are being rendered
+  bool m_cancelPrepare = false;  ///< Stop pressed while preparing
   qint64 m_answerId = 0;      ///< the answer being streamed (0: none)
   quint64 m_requestId = 0;
   QElapsedTimer m_sinceSend;
