@@ -10,6 +10,8 @@
 #include "fixture_case.h"
 #include "inference/inference_thread.h"
 #include "storage/conversation_store.h"
+#include "documents/document_loader.h"
+#include "test_pdfs.h"
 
 #include <pixtral/model.h>
 
@@ -247,6 +249,40 @@ class TestChatController : public QObject {
     QCOMPARE(user.attachments[0].resolution, QSize(40, 24));
     const auto timings = c.messages().last().timings;
     QVERIFY(timings.value(QStringLiteral("prompt_tokens")).toInt() >= imageTokenCount(40, 24, 8, m_info.maxImageSize));
+  }
+
+  void pageChipRendersOffThreadAndStopGivesItBack() {
+    QString why;
+    const QString pdf = test::multiPagePdfWithFigure(m_dir.path(), &why);
+    if (pdf.isEmpty()) QSKIP(qPrintable(why));
+    const LoadResult doc = DocumentLoader().load(pdf);
+    QVERIFY2(doc.ok(), qPrintable(doc.message));
+    ConversationStore store;
+    QVERIFY(store.open(newDbPath()));
+    ChatController c(&store, m_thread->worker());
+    configure(c, 3);
+    // Stopped while the page renders: no message is written, the chip comes back.
+    c.addPageChip(doc.document, 1);
+    QVERIFY(c.send(QStringLiteral("What is on this page?")));
+    QVERIFY(c.isGenerating());
+    QVERIFY(c.chips().isEmpty());
+    c.stop();
+    QVERIFY(waitIdle(c));
+    QCOMPARE(c.chips().size(), 1);
+    QVERIFY(c.messages().isEmpty());
+    QVERIFY(store.conversations().isEmpty());
+    // Sent for real: the rendered page goes along at the size the chip announced.
+    const QSize announced = c.chips()[0].resolution;
+    QVERIFY(c.send(QStringLiteral("What is on this page?")));
+    QVERIFY(waitIdle(c));
+    QCOMPARE(c.messages().size(), 2);
+    const Attachment a = c.messages().first().attachments.value(0);
+    QCOMPARE(a.kind, AttachmentKind::Page);
+    QCOMPARE(a.page, 1);
+    QVERIFY2(qAbs(a.resolution.width() - announced.width()) <= 1 && qAbs(a.resolution.height() - announced.height()) <= 1,
+             qPrintable(QStringLiteral("%1x%2 vs %3x%4").arg(a.resolution.width()).arg(a.resolution.height())
+                            .arg(announced.width()).arg(announced.height())));
+    QCOMPARE(c.messages().last().state, MessageState::Complete);
   }
 
   void noModelRefusesWithAMessage() {
