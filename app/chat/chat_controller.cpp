@@ -118,7 +118,14 @@ void ChatController::setWorker(InferenceWorker* worker) {
   m_workerConnections << connect(worker, &InferenceWorker::pieceArrived, this, &ChatController::onPiece)
                       << connect(worker, &InferenceWorker::generationFinished, this, &ChatController::onFinished)
                       << connect(worker, &InferenceWorker::generationFailed, this, &ChatController::onFailed)
-                      << connect(worker, &InferenceWorker::modelLoaded, this, &ChatController::setModelInfo);
+                      << connect(worker, &InferenceWorker::modelLoaded, this, &ChatController::setModelInfo)
+                      << connect(worker, &InferenceWorker::estimateReady, this,
+                                 [this](quint64 tag, const TimeEstimate& e) {
+                                   if (tag != m_estimateTag) return;  // an older request
+                                   m_estimate = e.valid ? e.text : QString();
+                                   emit estimateChanged(m_estimate);
+                                 });
+  connect(this, &ChatController::chipsChanged, this, &ChatController::refreshEstimate, Qt::UniqueConnection);
 }
 
 void ChatController::setModelInfo(const ModelLoadInfo& info) {
@@ -128,6 +135,19 @@ void ChatController::setModelInfo(const ModelLoadInfo& info) {
   if (info.maxContext > 0 && m_contextLength > info.maxContext) m_contextLength = info.maxContext;
   recomputeChips();
   emit modelChanged();
+}
+
+void ChatController::refreshEstimate() {
+  if (!m_worker || !m_hasModel || !m_modelInfo.onCpu()) {
+    if (!m_estimate.isEmpty()) {
+      m_estimate.clear();
+      emit estimateChanged(m_estimate);
+    }
+    return;
+  }
+  QList<QSize> sizes;
+  for (const ContextChip& c : m_chips) sizes << c.resolution;
+  m_worker->requestEstimate(++m_estimateTag, sizes, conversationTokens() + 16, std::min(m_params.max_tokens, 200));
 }
 
 // Conversation ---------------------------------------------------------------------------------------------------

@@ -129,6 +129,10 @@ class ChatController : public QObject {
   /// A new version of the user message at @p row with @p text (same attachments), answered at once.
   bool editAndResend(int row, const QString& text);
   QString error() const { return m_error; }
+  /// On the CPU: how long the next question (chips + conversation) is expected to take ("about 40 s"); empty
+  /// on the GPU or while unknown. Refreshed when the chips or the model change (estimateChanged).
+  QString timeEstimate() const { return m_estimate; }
+  void refreshEstimate();
   /// Time to first token of the last answer (ms; −1 before its first piece) and its decode rate.
   double lastTtftMs() const { return m_ttftMs; }
   double lastTokensPerSecond() const { return m_tokensPerSecond; }
@@ -144,6 +148,7 @@ class ChatController : public QObject {
   /// The message at @p row changed (a streamed piece @p piece appended, or its state).
   void messageUpdated(int row, const QString& piece);
   void chipsChanged();
+  void estimateChanged(const QString& text);
   void generatingChanged(bool generating);
   void statsChanged(double ttftMs, double tokensPerSecond);
   void errorOccurred(const QString& message);
@@ -185,6 +190,8 @@ class ChatController : public QObject {
   qint64 m_answerId = 0;      ///< the answer being streamed (0: none)
   quint64 m_requestId = 0;
   QElapsedTimer m_sinceSend;
+  quint64 m_estimateTag = 0;
+  QString m_estimate;
   double m_ttftMs = -1;
   double m_tokensPerSecond = 0;
 };

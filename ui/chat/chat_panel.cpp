@@ -101,6 +101,7 @@ ChatPanel::ChatPanel(ChatController* controller, QWidget* parent) : QWidget(pare
   connect(m_controller, &ChatController::messageAppended, this, &ChatPanel::appendMessage);
   connect(m_controller, &ChatController::messageUpdated, this, &ChatPanel::updateMessage);
   connect(m_controller, &ChatController::chipsChanged, this, &ChatPanel::rebuildChips);
+  connect(m_controller, &ChatController::estimateChanged, this, &ChatPanel::rebuildChips);
   connect(m_controller, &ChatController::generatingChanged, this, &ChatPanel::updateButtons);
   connect(m_controller, &ChatController::statsChanged, this, &ChatPanel::updateStats);
   connect(m_controller, &ChatController::errorOccurred, this, [this](const QString& m) {
@@ -287,7 +288,10 @@ void ChatPanel::rebuildChips() {
   }
   m_chipsLayout->addStretch(1);
   const int used = m_controller->estimatedPromptTokens(m_prompt->toPlainText());
-  m_total->setText(tr("%1 / %2 tokens").arg(used).arg(m_controller->contextLength()));
+  m_total->setText(tr("%1 / %2 tokens").arg(used).arg(m_controller->contextLength()) +
+                   (m_controller->timeEstimate().isEmpty()
+                        ? QString()
+                        : tr(" · on the CPU: %1").arg(m_controller->timeEstimate())));
   m_total->setStyleSheet(used >= m_controller->contextLength() ? QStringLiteral("color: #c62828") : QString());
 }
 

@@ -113,6 +113,18 @@ class TestChatController : public QObject {
     QCOMPARE(c.chipTokens(), 0);
   }
 
+  void cpuTimeEstimateBeforeAsking() {
+    QVERIFY(m_info.onCpu());
+    ConversationStore store;
+    QVERIFY(store.open(newDbPath()));
+    ChatController c(&store, m_thread->worker());
+    QSignalSpy estimated(&c, &ChatController::estimateChanged);
+    configure(c, 8);
+    c.addImageChip(QImage(64, 64, QImage::Format_RGB32), QStringLiteral("a.png"));
+    QTRY_VERIFY_WITH_TIMEOUT(!c.timeEstimate().isEmpty(), 10000);
+    QVERIFY2(c.timeEstimate().contains(QLatin1Char('s')), qPrintable(c.timeEstimate()));
+  }
+
   void overTheContextIsRefusedNotCut() {
     ConversationStore store;
     QVERIFY(store.open(newDbPath()));
