@@ -128,7 +128,7 @@ Result<std::unique_ptr<Session>> Model::create_session(const SessionOptions& opt
   if (o.context_length < 16 || o.context_length > impl_->info.max_context)
     return Status(ErrorCode::invalid_argument, "context length " + std::to_string(o.context_length) +
                                                    " is outside 16.." + std::to_string(impl_->info.max_context));
-  if (o.prefill_chunk < 1) o.prefill_chunk = impl_->backend->name() == "cuda" ? 2048 : 256;
+  if (o.prefill_chunk < 1) o.prefill_chunk = impl_->backend->name() == "cuda" ? 4096 : 256;
   o.prefill_chunk = std::min(o.prefill_chunk, o.context_length);
   auto s = std::make_unique<Session::Impl>(*this, o);
   Status st = alloc_decoder_state(*impl_->backend, impl_->ckpt.config(), o.context_length, o.prefill_chunk, s->state,
