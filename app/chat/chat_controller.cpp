@@ -152,9 +152,36 @@ void ChatController::refreshEstimate() {
 
 // Conversation ---------------------------------------------------------------------------------------------------
 
+void ChatController::setGenerateParams(const pixtral::GenerateParams& p) {
+  m_params = p;
+  if (m_conversationId && m_store) m_store->setSampling(m_conversationId, samplingJson(p));
+}
+
+bool ChatController::setSystemPrompt(const QString& text) {
+  m_systemPrompt = text;
+  if (!m_conversationId || !m_store) return true;
+  if (!m_store->setSystemPrompt(m_conversationId, text)) return fail(m_store->lastError().message());
+  return true;
+}
+
 bool ChatController::openConversation(qint64 id) {
   if (isGenerating()) stop();
   m_conversationId = id;
+  m_systemPrompt.clear();
+  if (id && m_store) {
+    if (const auto conv = m_store->conversation(id)) {
+      m_systemPrompt = conv->systemPrompt;
+      // Its sampling settings: stored overrides over the engine's defaults.
+      pixtral::GenerateParams p;
+      const QJsonObject& js = conv->sampling;
+      p.temperature = float(js.value(QStringLiteral("temperature")).toDouble(p.temperature));
+      p.top_p = float(js.value(QStringLiteral("top_p")).toDouble(p.top_p));
+      p.top_k = js.value(QStringLiteral("top_k")).toInt(p.top_k);
+      p.max_tokens = js.value(QStringLiteral("max_tokens")).toInt(p.max_tokens);
+      p.seed = std::uint64_t(js.value(QStringLiteral("seed")).toInteger(qint64(p.seed)));
+      m_params = p;
+    }
+  }
   reloadPath();
   emit conversationChanged(id);
   return true;
@@ -366,7 +393,7 @@ bool ChatController::commitQuestion(const QString& text, const QList<Attachment>
     QString title = text.isEmpty() ? tr("Question about %n image(s)", nullptr, int(attachments.size())) : text;
     title = title.simplified();
     if (title.size() > 60) title = title.left(57) + QStringLiteral("…");
-    const auto id = m_store->createConversation(title, {}, samplingJson(m_params), m_modelInfo.path);
+    const auto id = m_store->createConversation(title, m_systemPrompt, samplingJson(m_params), m_modelInfo.path);
     if (!id) return fail(m_store->lastError().message());
     m_conversationId = *id;
     emit conversationChanged(m_conversationId);

@@ -85,7 +85,8 @@ class ChatController : public QObject {
   int maxImageSize() const { return m_maxImageSize; }
   void setContextLength(int n) { m_contextLength = n; emit chipsChanged(); }
   int contextLength() const { return m_contextLength; }
-  void setGenerateParams(const pixtral::GenerateParams& p) { m_params = p; }
+  /// Sampling of the current conversation (engine defaults until changed); stored with the conversation.
+  void setGenerateParams(const pixtral::GenerateParams& p);
   pixtral::GenerateParams generateParams() const { return m_params; }
 
   // Conversation -------------------------------------------------------------------------------------------
@@ -94,6 +95,10 @@ class ChatController : public QObject {
   bool openConversation(qint64 id);
   void newConversation() { openConversation(0); }
   const QList<Message>& messages() const { return m_path; }
+  /// The conversation's system prompt (empty by default); kept with the conversation (applied when it is
+  /// created by the first send() if set before).
+  QString systemPrompt() const { return m_systemPrompt; }
+  bool setSystemPrompt(const QString& text);
   /// The versions of the message at @p row (its siblings, itself included) and which one it is.
   int siblingCount(int row) const;
   int siblingIndex(int row) const;
@@ -183,6 +188,7 @@ class ChatController : public QObject {
   qint64 m_conversationId = 0;
   QList<Message> m_path;
   QList<ContextChip> m_chips;
+  QString m_systemPrompt;
   QString m_error;
 
   bool m_preparing = false;      ///< the question's images are being rendered

@@ -13,6 +13,7 @@
 #include <QHBoxLayout>
 #include <QInputDialog>
 #include <QLabel>
+#include <QLineEdit>
 #include <QMenu>
 #include <QPushButton>
 #include <QScrollArea>
@@ -45,6 +46,17 @@ ChatPanel::ChatPanel(ChatController* controller, QWidget* parent) : QWidget(pare
   nm->addWidget(hint);
   nm->addWidget(settings, 0, Qt::AlignLeft);
   layout->addWidget(m_noModel);
+
+  auto* system = new QLineEdit(this);
+  system->setObjectName(QStringLiteral("systemPrompt"));
+  system->setPlaceholderText(tr("System prompt for this conversation (optional)"));
+  system->setAccessibleName(tr("System prompt"));
+  connect(system, &QLineEdit::editingFinished, this, [this, system] {
+    if (system->text() != m_controller->systemPrompt()) m_controller->setSystemPrompt(system->text());
+  });
+  connect(m_controller, &ChatController::conversationChanged, system,
+          [this, system] { system->setText(m_controller->systemPrompt()); });
+  layout->addWidget(system);
 
   m_scroll = new QScrollArea(this);
   m_scroll->setWidgetResizable(true);

@@ -297,6 +297,34 @@ class TestChatController : public QObject {
     QCOMPARE(c.messages().last().state, MessageState::Complete);
   }
 
+  void systemPromptAndSamplingStayWithTheConversation() {
+    ConversationStore store;
+    QVERIFY(store.open(newDbPath()));
+    ChatController c(&store, m_thread->worker());
+    configure(c, 3);
+    QVERIFY(c.setSystemPrompt(QStringLiteral("Answer in French.")));
+    pixtral::GenerateParams p = c.generateParams();
+    p.temperature = 0.9f;
+    p.top_k = 5;
+    p.seed = 42;
+    c.setGenerateParams(p);
+    QVERIFY(c.send(question()));
+    QVERIFY(waitIdle(c));
+    const qint64 id = c.conversationId();
+    QCOMPARE(store.conversation(id)->systemPrompt, QStringLiteral("Answer in French."));
+    // The system prompt went to the engine: the prompt is longer than the same question without it.
+    const int withSystem = c.messages().last().timings.value(QStringLiteral("prompt_tokens")).toInt();
+    QVERIFY2(withSystem > int(m_case.promptTokens.size()), qPrintable(QString::number(withSystem)));
+    c.newConversation();
+    QVERIFY(c.systemPrompt().isEmpty());
+    c.setGenerateParams({});
+    QVERIFY(c.openConversation(id));
+    QCOMPARE(c.systemPrompt(), QStringLiteral("Answer in French."));
+    QCOMPARE(c.generateParams().top_k, 5);
+    QCOMPARE(c.generateParams().seed, std::uint64_t(42));
+    QCOMPARE(c.generateParams().temperature, 0.9f);
+  }
+
   void noModelRefusesWithAMessage() {
     ConversationStore store;
     QVERIFY(store.open(newDbPath()));

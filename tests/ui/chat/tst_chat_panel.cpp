@@ -10,6 +10,7 @@
 #include <QAbstractButton>
 #include <QInputMethodEvent>
 #include <QLabel>
+#include <QLineEdit>
 #include <QPushButton>
 #include <QSignalSpy>
 #include <QTemporaryDir>
@@ -116,6 +117,24 @@ class TestChatPanel : public QObject {
     for (auto* b : panel.findChildren<QAbstractButton*>())
       QVERIFY2(!b->accessibleName().isEmpty(), qPrintable(b->text()));
     QVERIFY(!panel.promptBox()->accessibleName().isEmpty());
+    for (auto* e : panel.findChildren<QLineEdit*>()) QVERIFY(!e->accessibleName().isEmpty());
+  }
+
+  void systemPromptFieldSetsTheConversationsPrompt() {
+    QTemporaryDir dir;
+    ConversationStore store;
+    QVERIFY(store.open(dir.filePath(QStringLiteral("c.sqlite"))));
+    const auto id = store.createConversation(QStringLiteral("t"), QStringLiteral("Be brief."));
+    QVERIFY(id);
+    ChatController c(&store, nullptr);
+    ChatPanel panel(&c);
+    auto* field = panel.findChild<QLineEdit*>(QStringLiteral("systemPrompt"));
+    QVERIFY(field);
+    c.openConversation(*id);
+    QCOMPARE(field->text(), QStringLiteral("Be brief."));
+    field->setText(QStringLiteral("Be thorough."));
+    emit field->editingFinished();
+    QCOMPARE(store.conversation(*id)->systemPrompt, QStringLiteral("Be thorough."));
   }
 };
 
