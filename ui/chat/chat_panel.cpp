@@ -4,6 +4,7 @@
 
 #include "chat/chat_controller.h"
 #include "chat/prompt_box.h"
+#include "inference/inference_worker.h"
 #include "inference/model_folder.h"
 
 #include <QApplication>
@@ -15,6 +16,7 @@
 #include <QLabel>
 #include <QLineEdit>
 #include <QMenu>
+#include <QProgressBar>
 #include <QPushButton>
 #include <QScrollArea>
 #include <QScrollBar>
@@ -57,6 +59,37 @@ ChatPanel::ChatPanel(ChatController* controller, QWidget* parent) : QWidget(pare
   connect(m_controller, &ChatController::conversationChanged, system,
           [this, system] { system->setText(m_controller->systemPrompt()); });
   layout->addWidget(system);
+
+  // Model loading: progress with its stage, and Cancel.
+  auto* loadRow = new QWidget(this);
+  loadRow->setObjectName(QStringLiteral("modelLoad"));
+  auto* lr = new QHBoxLayout(loadRow);
+  lr->setContentsMargins(0, 0, 0, 0);
+  auto* progress = new QProgressBar(loadRow);
+  progress->setRange(0, 1000);
+  progress->setAccessibleName(tr("Model loading progress"));
+  auto* cancelLoad = new QPushButton(tr("Cancel"), loadRow);
+  cancelLoad->setAccessibleName(tr("Cancel loading the model"));
+  lr->addWidget(progress, 1);
+  lr->addWidget(cancelLoad);
+  loadRow->hide();
+  layout->addWidget(loadRow);
+  if (InferenceWorker* w = m_controller->worker()) {
+    connect(cancelLoad, &QPushButton::clicked, w, [w] { w->cancelLoad(); }, Qt::DirectConnection);
+    connect(w, &InferenceWorker::modelLoadProgress, loadRow, [loadRow, progress](double f, const QString& stage) {
+      loadRow->show();
+      progress->setValue(int(f * 1000));
+      progress->setFormat(QStringLiteral("%1 — %p%").arg(stage));
+    });
+    auto done = [loadRow] { loadRow->hide(); };
+    connect(w, &InferenceWorker::modelLoaded, loadRow, done);
+    connect(w, &InferenceWorker::modelLoadFailed, loadRow, done);
+    connect(w, &InferenceWorker::modelLoadCancelled, loadRow, done);
+    connect(w, &InferenceWorker::modelLoaded, this, [this](const ModelLoadInfo& i) {
+      m_stats->setText(tr("%1 · %2 · %3 GB of weights")
+                           .arg(i.device, i.precision).arg(double(i.weightBytes) / 1e9, 0, 'f', 1));
+    });
+  }
 
   m_scroll = new QScrollArea(this);
   m_scroll->setWidgetResizable(true);

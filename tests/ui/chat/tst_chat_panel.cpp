@@ -5,12 +5,14 @@
 #include "chat/chat_controller.h"
 #include "chat/chat_panel.h"
 #include "chat/prompt_box.h"
+#include "inference/inference_worker.h"
 #include "storage/conversation_store.h"
 
 #include <QAbstractButton>
 #include <QInputMethodEvent>
 #include <QLabel>
 #include <QLineEdit>
+#include <QProgressBar>
 #include <QPushButton>
 #include <QSignalSpy>
 #include <QTemporaryDir>
@@ -118,6 +120,32 @@ class TestChatPanel : public QObject {
       QVERIFY2(!b->accessibleName().isEmpty(), qPrintable(b->text()));
     QVERIFY(!panel.promptBox()->accessibleName().isEmpty());
     for (auto* e : panel.findChildren<QLineEdit*>()) QVERIFY(!e->accessibleName().isEmpty());
+  }
+
+  void modelLoadShowsProgressAndCancel() {
+    QTemporaryDir dir;
+    ConversationStore store;
+    QVERIFY(store.open(dir.filePath(QStringLiteral("c.sqlite"))));
+    InferenceWorker worker;  // not on a thread: its signals are emitted here by hand
+    ChatController c(&store, &worker);
+    ChatPanel panel(&c);
+    panel.show();
+    auto* row = panel.findChild<QWidget*>(QStringLiteral("modelLoad"));
+    QVERIFY(row && !row->isVisible());
+    emit worker.modelLoadProgress(0.25, QStringLiteral("mapping weights"));
+    QVERIFY(row->isVisible());
+    auto* bar = row->findChild<QProgressBar*>();
+    QCOMPARE(bar->value(), 250);
+    QVERIFY(bar->text().contains(QStringLiteral("mapping weights")));
+    ModelLoadInfo info;
+    info.device = QStringLiteral("CPU (2 threads)");
+    info.precision = QStringLiteral("bf16");
+    info.backend = QStringLiteral("cpu");
+    info.maxImageSize = 1024;
+    emit worker.modelLoaded(info);
+    QVERIFY(!row->isVisible());
+    QVERIFY(panel.statsLabel()->text().contains(QStringLiteral("CPU (2 threads)")));
+    QVERIFY(panel.sendButton()->isEnabled());
   }
 
   void systemPromptFieldSetsTheConversationsPrompt() {
