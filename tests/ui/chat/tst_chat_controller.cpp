@@ -77,8 +77,10 @@ class TestChatController : public QObject {
 
   // Token costs -----------------------------------------------------------------------------------------------
   void imageTokenCountMatchesTheEngine() {
-    auto model = pixtral::Model::load((m_case.modelDir + QStringLiteral("/native")).toStdString(),
-                                      {pixtral::Device::cpu, 1});
+    pixtral::LoadOptions options;
+    options.device = pixtral::Device::cpu;
+    options.threads = 1;
+    auto model = pixtral::Model::load((m_case.modelDir + QStringLiteral("/native")).toStdString(), options);
     QVERIFY(model.ok());
     const auto& info = (*model)->info();
     for (int w : {1, 7, 8, 9, 63, 64, 65, 100, 333, 1024, 2000})
