@@ -75,7 +75,7 @@ void ConversationListModel::refresh() {
     } else {
       // Hits come best first; a conversation is listed once, with its best snippet; titles match too.
       QList<qint64> order;
-      for (const SearchHit& h : m_store->search(m_filter)) {
+      for (const ConversationHit& h : m_store->search(m_filter)) {
         if (m_snippets.contains(h.conversationId)) continue;
         m_snippets.insert(h.conversationId, h.snippet);
         order << h.conversationId;

@@ -581,9 +581,9 @@ QString ConversationStore::ftsQuery(const QString& userInput) {
   return terms.join(QLatin1Char(' '));
 }
 
-QList<SearchHit> ConversationStore::search(const QString& query, int limit, const QString& openMark,
+QList<ConversationHit> ConversationStore::search(const QString& query, int limit, const QString& openMark,
                                            const QString& closeMark) {
-  QList<SearchHit> hits;
+  QList<ConversationHit> hits;
   const QString expression = ftsQuery(query);
   if (expression.isEmpty()) return hits;
   try {

@@ -28,7 +28,7 @@
 
 namespace quire {
 
-struct SearchHit {
+struct ConversationHit {
   qint64 conversationId = 0;
   qint64 messageId = 0;
   QString conversationTitle;
@@ -136,7 +136,7 @@ class ConversationStore {
   // Search, export, import -------------------------------------------------------------------------------------
   /// Full-text search over every message of every conversation not deleted. @p query is user input: words are
   /// matched as quoted terms (the last one as a prefix), so quotes and FTS operators never cause an error.
-  QList<SearchHit> search(const QString& query, int limit = 50, const QString& openMark = QStringLiteral("["),
+  QList<ConversationHit> search(const QString& query, int limit = 50, const QString& openMark = QStringLiteral("["),
                           const QString& closeMark = QStringLiteral("]"));
   /// The FTS5 expression search() runs for @p userInput (empty when it has no searchable word).
   static QString ftsQuery(const QString& userInput);

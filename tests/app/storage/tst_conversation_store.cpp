@@ -317,10 +317,10 @@ class TestConversationStore : public QObject {
     store.addUserMessage(c2, 0, QStringLiteral("He said \"foo\" AND left (quickly) * NEAR the café."));
     store.addUserMessage(c2, 0, QStringLiteral("Completely unrelated: zebras OR horses?"));
 
-    const QList<SearchHit> hits = store.search(query);
+    const QList<ConversationHit> hits = store.search(query);
     QVERIFY2(!store.lastError().isError(), qPrintable(store.lastError().message()));
     QStringList texts;
-    for (const SearchHit& hit : hits) {
+    for (const ConversationHit& hit : hits) {
       const auto m = store.message(hit.messageId);
       QVERIFY(m);
       QCOMPARE(hit.conversationId, m->conversationId);

@@ -242,7 +242,7 @@ class TestStorageDatabase : public QObject {
     QCOMPARE(path1[0].attachments[0].resolution, QSize(1024, 1325));
     QCOMPARE(path1[1].state, MessageState::Stopped);
     QCOMPARE(store.activePath(2).at(0).attachments.at(0).imageData, QByteArray::fromHex("89504E470D0A1A0A"));
-    const QList<SearchHit> hits = store.search(QStringLiteral("revenue"));
+    const QList<ConversationHit> hits = store.search(QStringLiteral("revenue"));
     QCOMPARE(hits.size(), 3);
     QVERIFY(store.setPinned(2, true));
     QCOMPARE(store.conversations().at(0).id, 2);

@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
-// The store behind a small seam: quire::SearchHit is declared both in storage/conversation_store.h and in
-// documents/text_search.h (a clash to be resolved by their owners), so a test that sees the viewer's headers
-// cannot include the store's header in the same file.
+// The store behind a small seam (kept from when quire::SearchHit was declared in both storage and documents —
+// now ConversationHit): tests that see the viewer's headers reach the store through these functions.
 #pragma once
 
 #include "chat/message.h"
