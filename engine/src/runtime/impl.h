@@ -68,6 +68,11 @@ struct Session::Impl {
   Status decode_step(int tok, int pos);
 };
 
+/// Fill impl.info from the checkpoint, the backend and the load choices (shared by Model::load and the synthetic
+/// benchmark model).
+void fill_model_info(Model::Impl& impl, const std::string& path, const std::string& fallback,
+                     const std::string& precision);
+
 /// FNV-1a over an image's size, format and pixels: the identity of its features.
 std::uint64_t image_hash(const Image& img);
 

@@ -65,6 +65,34 @@ Result<std::unique_ptr<ops::Backend>> make_backend(const LoadOptions& o, std::st
 
 }  // namespace
 
+void fill_model_info(Model::Impl& impl, const std::string& path, const std::string& fallback,
+                     const std::string& precision) {
+  const ModelConfig& cfg = impl.ckpt.config();
+  ModelInfo& info = impl.info;
+  info.path = path;
+  info.layout = impl.ckpt.layout() == CheckpointLayout::mistral ? "mistral" : "hf";
+  info.weight_dtype = dtype_name(impl.ckpt.weight_dtype());
+  info.precision = precision;
+  info.backend = impl.backend->name();
+  info.device_name = impl.backend->device_name();
+  info.fallback_reason = fallback;
+  info.dim = cfg.dim;
+  info.n_layers = cfg.n_layers;
+  info.n_heads = cfg.n_heads;
+  info.n_kv_heads = cfg.n_kv_heads;
+  info.head_dim = cfg.head_dim;
+  info.hidden_dim = cfg.hidden_dim;
+  info.vocab_size = cfg.vocab_size;
+  info.vision_dim = cfg.vision.hidden_size;
+  info.vision_layers = cfg.vision.num_hidden_layers;
+  info.patch_size = cfg.vision.patch_size;
+  info.max_image_size = cfg.vision.image_size;
+  info.max_context = cfg.max_context;
+  info.weight_bytes = impl.ckpt.total_bytes();
+  info.parameters = 0;
+  for (const auto& [name, t] : impl.ckpt.tensors()) info.parameters += std::uint64_t(t.numel());
+}
+
 Result<std::shared_ptr<Model>> Model::load(const std::string& dir, const LoadOptions& options) {
   auto impl = std::make_unique<Impl>();
   if (options.on_progress && !options.on_progress(0.0, "reading checkpoint"))
@@ -95,30 +123,10 @@ Result<std::shared_ptr<Model>> Model::load(const std::string& dir, const LoadOpt
   impl->weights = std::move(w.value());
 
   if (const char* g = std::getenv("PIXTRAL_NO_GRAPHS"); g && *g && *g != '0') impl->graphs_enabled = false;
-  ModelInfo& info = impl->info;
-  info.path = dir;
-  info.layout = impl->ckpt.layout() == CheckpointLayout::mistral ? "mistral" : "hf";
-  info.weight_dtype = dtype_name(impl->ckpt.weight_dtype());
-  info.precision = wopt.linear == ops::WeightFormat::int8_channel ? "int8"
-                   : wopt.linear == ops::WeightFormat::int4_g128  ? "int4"
-                                                                   : "bf16";
-  info.backend = impl->backend->name();
-  info.device_name = impl->backend->device_name();
-  info.fallback_reason = fallback;
-  info.dim = cfg.dim;
-  info.n_layers = cfg.n_layers;
-  info.n_heads = cfg.n_heads;
-  info.n_kv_heads = cfg.n_kv_heads;
-  info.head_dim = cfg.head_dim;
-  info.hidden_dim = cfg.hidden_dim;
-  info.vocab_size = cfg.vocab_size;
-  info.vision_dim = cfg.vision.hidden_size;
-  info.vision_layers = cfg.vision.num_hidden_layers;
-  info.patch_size = cfg.vision.patch_size;
-  info.max_image_size = cfg.vision.image_size;
-  info.max_context = cfg.max_context;
-  info.weight_bytes = impl->ckpt.total_bytes();
-  for (const auto& [name, t] : impl->ckpt.tensors()) info.parameters += std::uint64_t(t.numel());
+  fill_model_info(*impl, dir, fallback,
+                  wopt.linear == ops::WeightFormat::int8_channel ? "int8"
+                  : wopt.linear == ops::WeightFormat::int4_g128  ? "int4"
+                                                                  : "bf16");
   if (options.on_progress) options.on_progress(1.0, "ready");
   return std::make_shared<Model>(std::move(impl));
 }

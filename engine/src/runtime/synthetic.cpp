@@ -298,27 +298,7 @@ Result<std::shared_ptr<Model>> make_synthetic_model(const SyntheticOptions& o, S
     g_pools.push_back(norm_pool);
   }
 
-  ModelInfo& info = impl->info;
-  info.path = "(synthetic)";
-  info.layout = "mistral";
-  info.weight_dtype = "bf16";
-  info.backend = impl->backend->name();
-  info.device_name = impl->backend->device_name();
-  info.fallback_reason = fallback;
-  info.dim = cfg.dim;
-  info.n_layers = cfg.n_layers;
-  info.n_heads = cfg.n_heads;
-  info.n_kv_heads = cfg.n_kv_heads;
-  info.head_dim = cfg.head_dim;
-  info.hidden_dim = cfg.hidden_dim;
-  info.vocab_size = cfg.vocab_size;
-  info.vision_dim = cfg.vision.hidden_size;
-  info.vision_layers = cfg.vision.num_hidden_layers;
-  info.patch_size = cfg.vision.patch_size;
-  info.max_image_size = cfg.vision.image_size;
-  info.max_context = impl->ckpt.config().max_context;
-  info.weight_bytes = impl->ckpt.total_bytes();
-  for (const auto& [name, t] : impl->ckpt.tensors()) info.parameters += std::uint64_t(t.numel());
+  fill_model_info(*impl, "(synthetic)", fallback, "bf16");
   return std::make_shared<Model>(std::move(impl));
 }
 
