@@ -99,4 +99,10 @@ bool decode_attention_supported(const AttentionLaunch& a);
 std::int64_t decode_attention_workspace_floats(const AttentionLaunch& a);
 Status launch_decode_attention(const AttentionLaunch& a, cudaStream_t s);
 
+/// Launch switches read once from the environment (defined in kernels_gemv.cu): PIXTRAL_CUDA_PREFETCH=1 turns the
+/// L2 prefetch of the GEMV / decode-attention kernels on (off by default), PIXTRAL_CUDA_PDL=0 turns programmatic
+/// dependent launch off.
+bool l2_prefetch_enabled();
+bool pdl_enabled();
+
 }  // namespace pixtral::cuda

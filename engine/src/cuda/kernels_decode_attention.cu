@@ -326,23 +326,7 @@ decode_combine_kernel(TO* __restrict__ out, const float* __restrict__ partial, i
   }
 }
 
-// PIXTRAL_CUDA_PREFETCH=1 turns the L2 prefetch on, PIXTRAL_CUDA_PDL=0 the programmatic dependent launch (A/B in
-// the kernel lab); read once.
-bool env_enabled(const char* name) {
-  const char* e = std::getenv(name);
-  return !(e && e[0] == '0');
-}
-bool l2_prefetch_enabled() {
-  // Opt-in (PIXTRAL_CUDA_PREFETCH=1): measured on an H200 (2026-11-27, page-QA decode) it cost 0.94 ms/token
-  // (8.21 vs 7.27 ms), the extra L2 traffic outweighing the deeper queue.
-  static const char* e = std::getenv("PIXTRAL_CUDA_PREFETCH");
-  static const bool on = e && e[0] == '1';
-  return on;
-}
-bool pdl_enabled() {
-  static const bool on = env_enabled("PIXTRAL_CUDA_PDL");
-  return on;
-}
+// l2_prefetch_enabled() and pdl_enabled(): kernels.cuh (defined once, in kernels_gemv.cu).
 
 // Launches `kernel` as a programmatic dependent of the previous kernel on `s` (it must call
 // wait_for_previous_grid before touching that kernel's outputs); a plain launch where that is refused.

@@ -128,23 +128,6 @@ gemv_kernel(TO* __restrict__ out, const TX* __restrict__ x, const bf16* __restri
   }
 }
 
-// PIXTRAL_CUDA_PREFETCH=1 turns the L2 prefetch on, PIXTRAL_CUDA_PDL=0 the programmatic dependent launch (A/B in
-// the kernel lab); read once.
-bool env_enabled(const char* name) {
-  const char* e = std::getenv(name);
-  return !(e && e[0] == '0');
-}
-bool l2_prefetch_enabled() {
-  // Opt-in (PIXTRAL_CUDA_PREFETCH=1): measured on an H200 (2026-11-27, page-QA decode) it cost 0.94 ms/token
-  // (8.21 vs 7.27 ms), the extra L2 traffic outweighing the deeper queue.
-  static const char* e = std::getenv("PIXTRAL_CUDA_PREFETCH");
-  static const bool on = e && e[0] == '1';
-  return on;
-}
-bool pdl_enabled() {
-  static const bool on = env_enabled("PIXTRAL_CUDA_PDL");
-  return on;
-}
 
 template <int T>
 Status launch_rows(void* out, DType out_t, const void* x, DType x_t, const bf16* w, const bf16* bias, int N, int K,
@@ -198,6 +181,24 @@ Status launch_gemv(void* out, DType out_t, const void* x, DType x_t, const bf16*
     case 3: return launch_rows<3>(out, out_t, x, x_t, w, bias, int(N), int(K), s);
     default: return launch_rows<4>(out, out_t, x, x_t, w, bias, int(N), int(K), s);
   }
+}
+
+// PIXTRAL_CUDA_PREFETCH=1 turns the L2 prefetch on, PIXTRAL_CUDA_PDL=0 the programmatic dependent launch (A/B in
+// the kernel lab); read once.
+static bool env_enabled(const char* name) {
+  const char* e = std::getenv(name);
+  return !(e && e[0] == '0');
+}
+bool l2_prefetch_enabled() {
+  // Opt-in (PIXTRAL_CUDA_PREFETCH=1): measured on an H200 (2026-11-27, page-QA decode) it cost 0.94 ms/token
+  // (8.21 vs 7.27 ms), the extra L2 traffic outweighing the deeper queue.
+  static const char* e = std::getenv("PIXTRAL_CUDA_PREFETCH");
+  static const bool on = e && e[0] == '1';
+  return on;
+}
+bool pdl_enabled() {
+  static const bool on = env_enabled("PIXTRAL_CUDA_PDL");
+  return on;
 }
 
 }  // namespace pixtral::cuda
