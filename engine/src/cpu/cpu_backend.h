@@ -96,6 +96,11 @@ class CpuBackend final : public Backend {
   }
   /// Quantized weights are owned copies (one aligned block: values then scales); see cpu_quant.cpp.
   Result<Weight> upload_weight_quantized(const WeightView& w, ops::WeightFormat format) override;
+  /// The quantized-weights cache (cpu_quant.cpp): a plain copy out of / into the same owned block layout.
+  Status download_weight(const Weight& w, void* data, float* scales) override;
+  Result<Weight> upload_weight_prequantized(const void* data, const float* scales, std::int64_t rows,
+                                            std::int64_t cols, ops::WeightFormat format, DType dtype,
+                                            const std::string& name) override;
   void free_weight(Weight& w) override {
     if (w.quantized() && w.data) ::operator delete(const_cast<void*>(w.data), kAlign);
     w = Weight{};

@@ -5,6 +5,7 @@
 // multiplied in fp32. Slow on purpose (no tiling, no BLAS): the CUDA kernels are checked against it.
 // Determinism: output element (t, n) is one worker's fixed-order sum (8 strided partial sums, then a fixed tree).
 #include <algorithm>
+#include <cstring>
 #include <new>
 #include <vector>
 
@@ -13,29 +14,67 @@
 
 namespace pixtral::cpu {
 
-Result<Weight> CpuBackend::upload_weight_quantized(const WeightView& w, ops::WeightFormat format) {
-  if (format == ops::WeightFormat::dense) return upload_weight(w);
-  if (!w.data && w.numel() > 0) return bad("upload_weight_quantized", "'" + w.name + "' has no data");
-  const std::int64_t N = w.rows(), K = w.cols();
-  PIXTRAL_RETURN_IF_ERROR(quant::check_shape(format, N, K, w.name));
+namespace {
+
+/// One aligned block for a quantized [N, K] weight: the values (padded to 64 bytes), then the fp32 scales.
+Result<Weight> alloc_quantized(std::int64_t N, std::int64_t K, ops::WeightFormat format, DType dtype,
+                               const std::string& name) {
   const std::size_t qbytes = std::size_t(N * quant::row_bytes(format, K));
   const std::size_t qpad = (qbytes + 63) / 64 * 64;
   const std::size_t sbytes = std::size_t(N * quant::scales_per_row(format, K)) * sizeof(float);
   void* block = ::operator new(qpad + sbytes, kAlign, std::nothrow);
   if (!block)
     return Status(ErrorCode::out_of_memory, "cpu: cannot allocate " + std::to_string(qpad + sbytes) +
-                                                " bytes for quantized '" + w.name + "'");
-  auto* q = static_cast<std::uint8_t*>(block);
-  auto* scales = reinterpret_cast<float*>(q + qpad);
+                                                " bytes for quantized '" + name + "'");
+  Weight out{block, dtype, N, K, name};
+  out.format = format;
+  out.scales = reinterpret_cast<const float*>(static_cast<std::uint8_t*>(block) + qpad);
+  out.group_size = format == ops::WeightFormat::int4_g128 ? quant::kInt4Group : int(K);
+  return out;
+}
+
+}  // namespace
+
+Result<Weight> CpuBackend::upload_weight_quantized(const WeightView& w, ops::WeightFormat format) {
+  if (format == ops::WeightFormat::dense) return upload_weight(w);
+  if (!w.data && w.numel() > 0) return bad("upload_weight_quantized", "'" + w.name + "' has no data");
+  const std::int64_t N = w.rows(), K = w.cols();
+  PIXTRAL_RETURN_IF_ERROR(quant::check_shape(format, N, K, w.name));
+  auto out = alloc_quantized(N, K, format, w.dtype, w.name);
+  if (!out.ok()) return out.status();
+  auto* q = static_cast<std::uint8_t*>(const_cast<void*>(out->data));
+  auto* scales = const_cast<float*>(out->scales);
   // Rows in parallel: each row's bytes depend only on that row.
   pool_.parallel_for(N, 64, [&](std::int64_t n0, std::int64_t n1, int) {
     quant::quantize_rows(w.data, w.dtype, n0, n1 - n0, K, format, q + n0 * quant::row_bytes(format, K),
                          scales + n0 * quant::scales_per_row(format, K));
   });
-  Weight out{block, w.dtype, N, K, w.name};
-  out.format = format;
-  out.scales = scales;
-  out.group_size = format == ops::WeightFormat::int4_g128 ? quant::kInt4Group : int(K);
+  return out;
+}
+
+Status CpuBackend::download_weight(const Weight& w, void* data, float* scales) {
+  if (!w.quantized()) return Status(ErrorCode::unsupported, "cpu download_weight: '" + w.name + "' is dense");
+  if (!w.data || !w.scales) return bad("download_weight", "quantized " + shape(w) + " has no data");
+  const std::size_t qbytes = std::size_t(w.rows * quant::row_bytes(w.format, w.cols));
+  const std::size_t ns = std::size_t(w.rows * quant::scales_per_row(w.format, w.cols));
+  if (qbytes) std::memcpy(data, w.data, qbytes);
+  if (ns) std::memcpy(scales, w.scales, ns * sizeof(float));
+  return Status::success();
+}
+
+Result<Weight> CpuBackend::upload_weight_prequantized(const void* data, const float* scales, std::int64_t rows,
+                                                      std::int64_t cols, ops::WeightFormat format, DType dtype,
+                                                      const std::string& name) {
+  if (format == ops::WeightFormat::dense)
+    return bad("upload_weight_prequantized", "'" + name + "': the format must be int8 or int4");
+  if (rows < 0 || cols < 0) return bad("upload_weight_prequantized", "'" + name + "': negative shape");
+  PIXTRAL_RETURN_IF_ERROR(quant::check_shape(format, rows, cols, name));
+  auto out = alloc_quantized(rows, cols, format, dtype, name);
+  if (!out.ok()) return out.status();
+  const std::size_t qbytes = std::size_t(rows * quant::row_bytes(format, cols));
+  const std::size_t ns = std::size_t(rows * quant::scales_per_row(format, cols));
+  if (qbytes) std::memcpy(const_cast<void*>(out->data), data, qbytes);
+  if (ns) std::memcpy(const_cast<float*>(out->scales), scales, ns * sizeof(float));
   return out;
 }
 

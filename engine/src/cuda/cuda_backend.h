@@ -42,6 +42,11 @@ class CudaBackend final : public ops::Backend, public ops::CudaExtension {
   Result<ops::Weight> upload_weight_quantized(const WeightView& w, ops::WeightFormat format) override;
   Result<ops::Weight> upload_weight_stacked_quantized(std::span<const WeightView* const> parts,
                                                       const std::string& name, ops::WeightFormat format) override;
+  // The quantized-weights cache (cuda_weight_io.cu): straight copies of the packed values and the scales.
+  Status download_weight(const ops::Weight& w, void* data, float* scales) override;
+  Result<ops::Weight> upload_weight_prequantized(const void* data, const float* scales, std::int64_t rows,
+                                                 std::int64_t cols, ops::WeightFormat format, DType dtype,
+                                                 const std::string& name) override;
   Status upload(ops::Tensor dst, const float* host) override;
   Status download(const ops::Tensor& src, float* host) override;
   Status copy(ops::Tensor dst, const ops::Tensor& src) override;

@@ -2,6 +2,7 @@
 // Binds checkpoint tensors (canonical Mistral names) to backend weights, in the order the model uses them.
 #include "model/weights.h"
 
+#include <optional>
 #include <string>
 
 namespace pixtral {
@@ -11,23 +12,36 @@ struct Uploader {
   ops::Backend& backend;
   const Checkpoint& ckpt;
   const UploadProgress& progress;
+  QuantizedWeightStore* store = nullptr;
   std::size_t done = 0;
   std::size_t total = 0;
   std::vector<ops::Weight*> created;
 
   Status bind(ops::Weight& dst, const std::string& name, ops::WeightFormat format = ops::WeightFormat::dense) {
     if (!ckpt.has_tensor(name)) return {ErrorCode::not_found, "missing tensor " + name};
-    auto w = format == ops::WeightFormat::dense ? backend.upload_weight(ckpt.tensor(name))
-                                                : backend.upload_weight_quantized(ckpt.tensor(name), format);
+    const WeightView& v = ckpt.tensor(name);
+    std::optional<ops::Weight> cached = find(name, v.rows(), v.cols(), format, v.dtype);
+    auto w = cached                                  ? Result<ops::Weight>(std::move(*cached))
+             : format == ops::WeightFormat::dense ? backend.upload_weight(v)
+                                                  : backend.upload_weight_quantized(v, format);
     if (!w.ok()) return w.status().with_context("uploading " + name);
     dst = std::move(w.value());
     dst.name = name;
     created.push_back(&dst);
+    if (store && dst.quantized()) store->add(dst);
     ++done;
     if (progress && !progress(done, total, name)) return {ErrorCode::cancelled, "loading cancelled"};
     return {};
   }
 
+
+  /// The already-quantized weight from the store, if any (never for dense weights or a shape the format refuses).
+  std::optional<ops::Weight> find(const std::string& name, std::int64_t rows, std::int64_t cols,
+                                  ops::WeightFormat format, DType dtype) {
+    if (!store || format == ops::WeightFormat::dense || !quant::check_shape(format, rows, cols, name).ok())
+      return std::nullopt;
+    return store->find(backend, name, rows, cols, format, dtype);
+  }
 
   /// Try the stacked upload of parts; on `unsupported` leave `stacked` empty (the caller binds them one by one).
   Status bind_stacked(ops::Weight& stacked, const std::vector<std::string>& names, const std::string& name,
@@ -39,11 +53,19 @@ struct Uploader {
     }
     for (const WeightView* p : parts)  // a shape the format cannot hold is refused here, naming the tensor
       PIXTRAL_RETURN_IF_ERROR(quant::check_shape(format, p->rows(), p->cols(), p->name));
-    auto w = format == ops::WeightFormat::dense ? backend.upload_weight_stacked(parts, name)
-                                                : backend.upload_weight_stacked_quantized(parts, name, format);
+    std::int64_t rows = 0;
+    for (const WeightView* p : parts) rows += p->rows();
+    // A stacked weight from the store is used even by a backend that would not stack itself (the CPU): row
+    // views of it behave as separate weights.
+    std::optional<ops::Weight> cached = find(name, rows, parts[0]->cols(), format, parts[0]->dtype);
+    auto w = cached                                  ? Result<ops::Weight>(std::move(*cached))
+             : format == ops::WeightFormat::dense ? backend.upload_weight_stacked(parts, name)
+                                                  : backend.upload_weight_stacked_quantized(parts, name, format);
     if (!w.ok()) return w.status().code() == ErrorCode::unsupported ? Status() : w.status();
     stacked = std::move(w.value());
+    stacked.name = name;
     created.push_back(&stacked);
+    if (store && stacked.quantized()) store->add(stacked);
     std::int64_t r0 = 0;
     for (std::size_t i = 0; i < parts.size(); ++i) {
       *views[i] = stacked.rows_view(r0, parts[i]->rows(), names[i]);
@@ -101,10 +123,10 @@ WeightOptions weight_options(Precision p) {
 }
 
 Result<ModelWeights> upload_weights(ops::Backend& backend, const Checkpoint& ckpt, const UploadProgress& progress,
-                                    const WeightOptions& options) {
+                                    const WeightOptions& options, QuantizedWeightStore* store) {
   const ModelConfig& cfg = ckpt.config();
   ModelWeights w;
-  Uploader up{backend, ckpt, progress, 0, 0, {}};
+  Uploader up{backend, ckpt, progress, store, 0, 0, {}};
   up.total = 3 + std::size_t(cfg.n_layers) * 9;
   if (cfg.has_vision) up.total += 2 + std::size_t(cfg.vision.num_hidden_layers) * 9 + (cfg.vision.adapter_bias ? 4 : 2);
 

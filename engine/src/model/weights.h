@@ -3,6 +3,8 @@
 // ref: mistral_inference/transformer_layers.py (TransformerBlock), vision_encoder.py (VisionTransformer)
 #pragma once
 
+#include <optional>
+#include <string>
 #include <vector>
 
 #include "io/checkpoint.h"
@@ -61,9 +63,24 @@ struct WeightOptions {
 /// head in int8 — see pixtral::Precision).
 WeightOptions weight_options(Precision p);
 
+/// Already-quantized weights kept elsewhere (the quantized-weights cache file, runtime/quant_cache.h) and the
+/// record of the weights a load quantized. upload_weights asks `find` before quantizing a weight (a stacked one
+/// under its stacked name, e.g. "layers.3.attention.wqkv"); a miss quantizes as usual. Every quantized weight
+/// the load ends up with — found or quantized — is then reported to `add`, in upload order.
+class QuantizedWeightStore {
+ public:
+  virtual ~QuantizedWeightStore() = default;
+  /// The weight `name` of [rows, cols] in `format`, quantized from `dtype`, uploaded to `backend`; nullopt when
+  /// there is none (or it cannot be trusted — the implementation logs why).
+  virtual std::optional<ops::Weight> find(ops::Backend& backend, const std::string& name, std::int64_t rows,
+                                          std::int64_t cols, ops::WeightFormat format, DType dtype) = 0;
+  virtual void add(const ops::Weight& w) = 0;
+};
+
 /// Upload every tensor the model uses to the backend (CPU: views of the mmap; quantized weights: owned copies).
+/// `store` (optional): where already-quantized weights may come from (see QuantizedWeightStore).
 Result<ModelWeights> upload_weights(ops::Backend& backend, const Checkpoint& ckpt, const UploadProgress& progress,
-                                    const WeightOptions& options = {});
+                                    const WeightOptions& options = {}, QuantizedWeightStore* store = nullptr);
 /// Release everything upload_weights created.
 void free_weights(ops::Backend& backend, ModelWeights& w);
 

@@ -124,6 +124,20 @@ class Backend {
     return Status(ErrorCode::unsupported, "stacked quantized weights are not used by the " + this->name() +
                                               " backend");
   }
+  /// Host copy of a quantized weight (the quantized-weights cache file, docs/quant-cache.md): `data` receives
+  /// rows × quant::row_bytes(format, cols) bytes and `scales` rows × quant::scales_per_row fp32 values, exactly
+  /// as stored on the device. Synchronises. Dense weights and backends without quantized weights: `unsupported`.
+  virtual Status download_weight(const Weight& w, void* data, float* scales) {
+    return Status(ErrorCode::unsupported, "download_weight is not supported by the " + this->name() + " backend");
+  }
+  /// A quantized weight from already-quantized host bytes (the layout download_weight produces): a straight
+  /// copy, no quantization. `dtype` is the dtype the weight was quantized from (informational, as in Weight).
+  virtual Result<Weight> upload_weight_prequantized(const void* data, const float* scales, std::int64_t rows,
+                                                    std::int64_t cols, WeightFormat format, DType dtype,
+                                                    const std::string& name) {
+    return Status(ErrorCode::unsupported, "prequantized weights are not supported by the " + this->name() +
+                                              " backend");
+  }
   /// Host fp32 ↔ device tensor (converting to/from the tensor's dtype).
   virtual Status upload(Tensor dst, const float* host) = 0;
   virtual Status download(const Tensor& src, float* host) = 0;
