@@ -21,7 +21,7 @@ std::string lname(const char* prefix, int il, const char* what) {
 Status encode_images(ops::Backend& be, const ModelConfig& cfg, const VisionWeights& w, ops::RopePairs pairs,
                      std::span<const VisionImage> images, TensorSet& owner, std::vector<ops::Tensor>& out) {
   const VisionConfig& vc = cfg.vision;
-  const int P = vc.patch_size, vd = vc.hidden_size, hd = vc.head_dim, nh = vc.num_attention_heads;
+  const int P = vc.patch_size, hd = vc.head_dim, nh = vc.num_attention_heads;
   const DType act = be.activation_dtype();
 
   // Patch bookkeeping: positions (row, col) restart at (0, 0) for every image (spec §6.3).
@@ -40,17 +40,10 @@ Status encode_images(ops::Backend& be, const ModelConfig& cfg, const VisionWeigh
   if (n == 0) return {ErrorCode::invalid_argument, "no image patches to encode"};
 
   TensorSet tmp(be);
-  ops::Tensor h, y, q, k, v, a, o, g, u, z;
-  PX_TRY(tmp.alloc(h, n, vd, act, "vision encoder activations"));  // (n_patches, hidden)
-  PX_TRY(tmp.alloc(y, n, vd, act, "vision encoder activations"));
-  PX_TRY(tmp.alloc(q, n, vd, act, "vision encoder activations"));
-  PX_TRY(tmp.alloc(k, n, vd, act, "vision encoder activations"));
-  PX_TRY(tmp.alloc(v, n, vd, act, "vision encoder activations"));
-  PX_TRY(tmp.alloc(a, n, vd, act, "vision encoder activations"));
-  PX_TRY(tmp.alloc(o, n, vd, act, "vision encoder activations"));
-  PX_TRY(tmp.alloc(g, n, vc.intermediate_size, act, "vision encoder activations"));  // (n_patches, intermediate)
-  PX_TRY(tmp.alloc(u, n, vc.intermediate_size, act, "vision encoder activations"));
-  PX_TRY(tmp.alloc(z, n, cfg.dim, act, "vision adapter activations"));  // (n_patches, dim)
+  VisionActivations t;
+  for (const PlannedAlloc& pa : vision_allocs(cfg, act, n, &t))
+    if (pa.dst) PX_TRY(tmp.alloc(*pa.dst, pa.rows, pa.cols, pa.dtype, pa.what));
+  ops::Tensor &h = t.h, &y = t.y, &q = t.q, &k = t.k, &v = t.v, &a = t.a, &o = t.o, &g = t.g, &u = t.u, &z = t.z;
 
   // patch_conv: each image's patches → rows of y; ln_pre → h
   int row = 0;
@@ -105,28 +98,63 @@ Status encode_images(ops::Backend& be, const ModelConfig& cfg, const VisionWeigh
   return {};
 }
 
+std::uint64_t total_bytes(std::span<const PlannedAlloc> allocs) {
+  std::uint64_t b = 0;
+  for (const PlannedAlloc& a : allocs) b += a.bytes();
+  return b;
+}
+
+std::vector<PlannedAlloc> vision_allocs(const ModelConfig& cfg, DType act, std::int64_t n, VisionActivations* t) {
+  const VisionConfig& vc = cfg.vision;
+  const std::int64_t vd = vc.hidden_size, vi = vc.intermediate_size;
+  auto p = [&](ops::Tensor VisionActivations::*m) { return t ? &(t->*m) : nullptr; };
+  const char* enc = "vision encoder activations";
+  return {
+      {p(&VisionActivations::h), n, vd, act, enc},  // (n_patches, hidden)
+      {p(&VisionActivations::y), n, vd, act, enc},
+      {p(&VisionActivations::q), n, vd, act, enc},
+      {p(&VisionActivations::k), n, vd, act, enc},
+      {p(&VisionActivations::v), n, vd, act, enc},
+      {p(&VisionActivations::a), n, vd, act, enc},
+      {p(&VisionActivations::o), n, vd, act, enc},
+      {p(&VisionActivations::g), n, vi, act, enc},  // (n_patches, intermediate)
+      {p(&VisionActivations::u), n, vi, act, enc},
+      {p(&VisionActivations::z), n, cfg.dim, act, "vision adapter activations"},  // (n_patches, dim)
+      {nullptr, n, cfg.dim, act, "image features"},  // kept by the session, allocated per image below
+  };
+}
+
+std::vector<PlannedAlloc> decoder_state_allocs(const ModelConfig& cfg, DType act, int context, int max_rows,
+                                               KvCache* kv, DecoderScratch* s) {
+  const int kvd = cfg.n_kv_heads * cfg.head_dim, qd = cfg.n_heads * cfg.head_dim;
+  std::vector<PlannedAlloc> out;
+  for (int il = 0; il < cfg.n_layers; ++il) {
+    out.push_back({kv ? &kv->k[std::size_t(il)] : nullptr, context, kvd, act, kKvCacheWhat});
+    out.push_back({kv ? &kv->v[std::size_t(il)] : nullptr, context, kvd, act, kKvCacheWhat});
+  }
+  auto p = [&](ops::Tensor DecoderScratch::*m) { return s ? &(s->*m) : nullptr; };
+  const char* dec = "decoder activations";
+  out.push_back({p(&DecoderScratch::h), max_rows, cfg.dim, act, dec});
+  out.push_back({p(&DecoderScratch::xn), max_rows, cfg.dim, act, dec});
+  out.push_back({p(&DecoderScratch::q), max_rows, qd, act, dec});
+  out.push_back({p(&DecoderScratch::attn), max_rows, qd, act, dec});
+  out.push_back({p(&DecoderScratch::o), max_rows, cfg.dim, act, dec});
+  out.push_back({p(&DecoderScratch::gate), max_rows, cfg.hidden_dim, act, dec});
+  out.push_back({p(&DecoderScratch::up), max_rows, cfg.hidden_dim, act, dec});
+  out.push_back({p(&DecoderScratch::logits), 1, cfg.vocab_size, DType::f32, "logits"});
+  out.push_back({p(&DecoderScratch::qkv), 1, qd + 2 * kvd, act, dec});
+  out.push_back({p(&DecoderScratch::gu), 1, 2 * cfg.hidden_dim, act, dec});
+  return out;
+}
+
 Status alloc_decoder_state(ops::Backend& be, const ModelConfig& cfg, int context, int max_rows, TensorSet& owner,
                            KvCache& kv, DecoderScratch& s) {
-  const DType act = be.activation_dtype();
-  const int kvd = cfg.n_kv_heads * cfg.head_dim, qd = cfg.n_heads * cfg.head_dim;
   kv.k.assign(std::size_t(cfg.n_layers), {});
   kv.v.assign(std::size_t(cfg.n_layers), {});
   kv.context = context;
-  for (int il = 0; il < cfg.n_layers; ++il) {
-    PX_TRY(owner.alloc(kv.k[il], context, kvd, act, "KV cache"));
-    PX_TRY(owner.alloc(kv.v[il], context, kvd, act, "KV cache"));
-  }
   s.max_rows = max_rows;
-  PX_TRY(owner.alloc(s.h, max_rows, cfg.dim, act, "decoder activations"));
-  PX_TRY(owner.alloc(s.xn, max_rows, cfg.dim, act, "decoder activations"));
-  PX_TRY(owner.alloc(s.q, max_rows, qd, act, "decoder activations"));
-  PX_TRY(owner.alloc(s.attn, max_rows, qd, act, "decoder activations"));
-  PX_TRY(owner.alloc(s.o, max_rows, cfg.dim, act, "decoder activations"));
-  PX_TRY(owner.alloc(s.gate, max_rows, cfg.hidden_dim, act, "decoder activations"));
-  PX_TRY(owner.alloc(s.up, max_rows, cfg.hidden_dim, act, "decoder activations"));
-  PX_TRY(owner.alloc(s.logits, 1, cfg.vocab_size, DType::f32, "logits"));
-  PX_TRY(owner.alloc(s.qkv, 1, qd + 2 * kvd, act, "decoder activations"));
-  PX_TRY(owner.alloc(s.gu, 1, 2 * cfg.hidden_dim, act, "decoder activations"));
+  for (const PlannedAlloc& a : decoder_state_allocs(cfg, be.activation_dtype(), context, max_rows, &kv, &s))
+    PX_TRY(owner.alloc(*a.dst, a.rows, a.cols, a.dtype, a.what));
   s.positions.reserve(std::size_t(max_rows));
   return {};
 }

@@ -4,6 +4,7 @@
 // ref: mistral_inference/vision_encoder.py, transformer.py, transformer_layers.py; vllm pixtral.py
 #pragma once
 
+#include <cstdint>
 #include <span>
 #include <vector>
 
@@ -46,8 +47,35 @@ struct DecoderScratch {
   std::vector<int> positions;  // host, reserved to max_rows (no allocation per token)
 };
 
+/// One allocation the forward pass makes: [rows, cols] of dtype, stored into *dst (null when only sizing).
+struct PlannedAlloc {
+  ops::Tensor* dst = nullptr;
+  std::int64_t rows = 0, cols = 0;
+  DType dtype = DType::f32;
+  const char* what = "";
+  std::uint64_t bytes() const { return std::uint64_t(rows) * std::uint64_t(cols) * dtype_size(dtype); }
+};
+std::uint64_t total_bytes(std::span<const PlannedAlloc> allocs);
+
+/// Every allocation alloc_decoder_state makes, in order: the KV cache (what == kKvCacheWhat) then the scratch.
+/// kv/s null: sizes only (the memory planner sums these, so the plan and the allocation cannot drift).
+inline constexpr const char* kKvCacheWhat = "KV cache";
+std::vector<PlannedAlloc> decoder_state_allocs(const ModelConfig& cfg, DType act, int context, int max_rows,
+                                               KvCache* kv = nullptr, DecoderScratch* s = nullptr);
+
 Status alloc_decoder_state(ops::Backend& be, const ModelConfig& cfg, int context, int max_rows, TensorSet& owner,
                            KvCache& kv, DecoderScratch& s);
+
+/// The vision encoder's temporary activations for n patches (all images of one encode_images call together).
+struct VisionActivations {
+  ops::Tensor h, y, q, k, v, a, o;  // (n, hidden)
+  ops::Tensor g, u;                 // (n, intermediate)
+  ops::Tensor z;                    // (n, dim) adapter
+};
+/// Every temporary allocation encode_images makes for n patches (t null: sizes only), plus, last, the image
+/// features it leaves in `owner` (dst null: encode_images allocates them per image, same total).
+std::vector<PlannedAlloc> vision_allocs(const ModelConfig& cfg, DType act, std::int64_t n_patches,
+                                        VisionActivations* t = nullptr);
 
 /// Image features to place into the chunk: rows `local_rows` of the chunk get rows [src_row0, src_row0 + n) of
 /// `features`.

@@ -5,7 +5,7 @@
 
 #include "pixtral/log.h"
 #include "runtime/impl.h"
-#include "runtime/quant_cache.h"
+#include "runtime/memory_plan.h"
 #include "vision/preprocess.h"
 
 namespace pixtral {
@@ -118,11 +118,11 @@ Result<std::shared_ptr<Model>> Model::load(const std::string& dir, const LoadOpt
     progress = [&](std::size_t done, std::size_t total, const std::string& name) {
       return options.on_progress(0.02 + 0.98 * double(done) / double(total), name);
     };
-  const WeightOptions wopt = weight_options(options.precision);
-  // The quantized-weights cache (runtime/quant_cache.h): null for bf16 or QuantCache::off.
-  auto qcache = qcache::open_store(dir, impl->ckpt.layout() == CheckpointLayout::mistral ? "mistral" : "hf", options,
-                                   wopt);
-  auto w = upload_weights(*impl->backend, impl->ckpt, progress, wopt, qcache.get());
+  // The memory plan before any weight is uploaded: resolves automatic, refuses what cannot fit (runtime/memory_plan).
+  auto plan = plan_for_load(*impl->backend, impl->ckpt, options.precision);
+  if (!plan.ok()) return plan.status();
+  const WeightOptions wopt = weight_options(plan->precision);
+  auto w = upload_weights(*impl->backend, impl->ckpt, progress, wopt);
   if (!w.ok()) return w.status();
   impl->weights = std::move(w.value());
 
@@ -131,9 +131,7 @@ Result<std::shared_ptr<Model>> Model::load(const std::string& dir, const LoadOpt
                   wopt.linear == ops::WeightFormat::int8_channel ? "int8"
                   : wopt.linear == ops::WeightFormat::int4_g128  ? "int4"
                                                                   : "bf16");
-  if (qcache && qcache->will_write() && options.on_progress)
-    options.on_progress(1.0, "writing the quantized-weights cache");
-  qcache::finish_store(qcache.get(), *impl->backend, wopt, impl->info);
+  impl->info.plan = *plan;
   if (options.on_progress) options.on_progress(1.0, "ready");
   return std::make_shared<Model>(std::move(impl));
 }
@@ -144,7 +142,10 @@ Result<std::unique_ptr<Session>> Model::create_session(const SessionOptions& opt
     return Status(ErrorCode::invalid_argument, "context length " + std::to_string(o.context_length) +
                                                    " is outside 16.." + std::to_string(impl_->info.max_context));
   if (o.prefill_chunk < 1) o.prefill_chunk = impl_->backend->name() == "cuda" ? 4096 : 256;
+  if (options.prefill_chunk < 1 && impl_->info.plan.prefill_rows > 0)  // the memory plan's chunk (may be smaller)
+    o.prefill_chunk = impl_->info.plan.prefill_rows;
   o.prefill_chunk = std::min(o.prefill_chunk, o.context_length);
+  PIXTRAL_RETURN_IF_ERROR(check_session_fits(*impl_->backend, impl_->ckpt.config(), o.context_length, o.prefill_chunk));
   auto s = std::make_unique<Session::Impl>(*this, o);
   Status st = alloc_decoder_state(*impl_->backend, impl_->ckpt.config(), o.context_length, o.prefill_chunk, s->state,
                                   s->kv, s->scratch);
