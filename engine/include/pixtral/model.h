@@ -31,6 +31,14 @@ const char* precision_name(Precision p);  ///< "auto", "bf16", "int8", "int4"
 /// Parse "auto" | "bf16" | "int8" | "int4"; false when unknown.
 bool parse_precision(std::string_view s, Precision* out);
 
+/// The quantized-weights cache file (issue 6; format in docs/quant-cache.md). automatic: with precision int8/int4
+/// a load first looks for a cache file of that precision whose key (the source files' sizes and mtimes, the model
+/// path, the precision, the engine's quantization format version) matches, and reads the quantized weights from
+/// it instead of quantizing; otherwise it quantizes and then writes the cache (next to the model, or in
+/// $XDG_CACHE_HOME/quire — ~/.cache/quire — when the model folder is not writable). A stale or damaged cache is
+/// ignored (logged) and rewritten; a failed write is logged and never fails the load. off: neither read nor write.
+enum class QuantCache { automatic, off };
+
 /// Progress in [0,1] with a stage name ("mapping weights", "uploading layer 12/40"); return false to cancel.
 using ProgressCallback = std::function<bool(double fraction, std::string_view stage)>;
 
@@ -38,6 +46,8 @@ struct LoadOptions {
   Device device = Device::automatic;  ///< automatic: CUDA when usable, else CPU (logged with the reason)
   int threads = 0;                    ///< CPU threads; 0 = all hardware threads
   Precision precision = Precision::automatic;  ///< decoder weight storage (see Precision)
+  QuantCache quant_cache = QuantCache::automatic;  ///< the quantized-weights cache file (see QuantCache)
+  std::string quant_cache_dir;  ///< non-empty: the only folder the cache file is read from and written to
   ProgressCallback on_progress;
 };
 
@@ -85,6 +95,11 @@ struct ModelInfo {
   std::string layout;        ///< "mistral" or "hf"
   std::string weight_dtype;  ///< "bf16", "f16", "f32"
   std::string precision;     ///< decoder linear weights as loaded: "bf16" (as stored), "int8", "int4"
+  /// The quantized-weights cache at this load: "" (bf16: nothing to cache), "off", "hit" (every quantized weight
+  /// read from the cache file), "written" (none usable: quantized, then written), "stale" (one was rejected —
+  /// stale key or damaged — and rewritten), "unwritten" (quantized; writing the cache failed, logged).
+  std::string quant_cache;
+  std::string quant_cache_path;  ///< the cache file read or written ("" when none)
   std::string backend;       ///< "cpu" or "cuda"
   std::string device_name;   ///< "CPU (16 threads)", "NVIDIA H100 80GB HBM3"
   std::string fallback_reason;  ///< why automatic chose the CPU, when it did

@@ -6,6 +6,7 @@
 #include "pixtral/log.h"
 #include "runtime/impl.h"
 #include "runtime/memory_plan.h"
+#include "runtime/quant_cache.h"
 #include "vision/preprocess.h"
 
 namespace pixtral {
@@ -122,7 +123,10 @@ Result<std::shared_ptr<Model>> Model::load(const std::string& dir, const LoadOpt
   auto plan = plan_for_load(*impl->backend, impl->ckpt, options.precision);
   if (!plan.ok()) return plan.status();
   const WeightOptions wopt = weight_options(plan->precision);
-  auto w = upload_weights(*impl->backend, impl->ckpt, progress, wopt);
+  // The quantized-weights cache (runtime/quant_cache.h): null for bf16 or QuantCache::off.
+  auto qcache = qcache::open_store(dir, impl->ckpt.layout() == CheckpointLayout::mistral ? "mistral" : "hf", options,
+                                   wopt);
+  auto w = upload_weights(*impl->backend, impl->ckpt, progress, wopt, qcache.get());
   if (!w.ok()) return w.status();
   impl->weights = std::move(w.value());
 
@@ -131,6 +135,9 @@ Result<std::shared_ptr<Model>> Model::load(const std::string& dir, const LoadOpt
                   wopt.linear == ops::WeightFormat::int8_channel ? "int8"
                   : wopt.linear == ops::WeightFormat::int4_g128  ? "int4"
                                                                   : "bf16");
+  if (qcache && qcache->will_write() && options.on_progress)
+    options.on_progress(1.0, "writing the quantized-weights cache");
+  qcache::finish_store(qcache.get(), *impl->backend, wopt, impl->info);
   impl->info.plan = *plan;
   if (options.on_progress) options.on_progress(1.0, "ready");
   return std::make_shared<Model>(std::move(impl));
