@@ -5,6 +5,7 @@
 #include "chat/chat_controller.h"
 #include "cli/ask.h"
 #include "cli/command_line.h"
+#include "cli/serve.h"
 #include "inference/inference_thread.h"
 #include "inference/model_folder.h"
 #include "instance/single_instance.h"
@@ -20,6 +21,8 @@
 int main(int argc, char** argv) {
   // Headless `quire ask ...` (app/cli/ask.h): its own QCoreApplication, no display.
   if (argc > 1 && std::strcmp(argv[1], "ask") == 0) return quire::runAsk(argc, argv);
+  // Headless `quire serve ...` (app/cli/serve.h): the local OpenAI-compatible API, no display.
+  if (argc > 1 && std::strcmp(argv[1], "serve") == 0) return quire::runServe(argc, argv);
   const quire::CommandLine cl = quire::parseCommandLine(argc, argv);
   if (cl.mode != quire::CommandLine::Mode::Gui) return quire::runHeadless(cl);
 
