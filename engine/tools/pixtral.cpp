@@ -30,7 +30,7 @@ const char* kUsage =
     "usage: pixtral generate --model DIR [--image FILE]... [--prompt TEXT] [--system TEXT] | --messages FILE.json\n"
     "                        [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S] [--context N]\n"
     "                        [--device auto|cpu|cuda] [--precision auto|bf16|int8|int4] [--threads N] [--json]\n"
-    "                        [--dump-logits FILE]\n"
+    "                        [--dump-logits FILE] [--no-quant-cache | --quant-cache DIR]\n"
     "       pixtral tokenize --model DIR (--text TEXT | --text-file F | -) [--json]\n"
     "       pixtral tokenize --model DIR --decode ID...\n"
     "       pixtral bench [--model DIR] [--precision bf16] [--quick] [--json]\n";
@@ -134,8 +134,10 @@ int cmd_generate(Args& a) {
     long long n = 0;
     float x = 0;
     if (f == "--json") { json_out = true; continue; }
+    if (f == "--no-quant-cache") { lo.quant_cache = QuantCache::off; continue; }  // docs/quant-cache.md
     if (!need()) return fail(2, f + " needs a value (or is unknown)");
     if (f == "--model") model = val;
+    else if (f == "--quant-cache") lo.quant_cache_dir = val;
     else if (f == "--image") images.push_back(val);
     else if (f == "--prompt") { prompt = val; have_prompt = true; }
     else if (f == "--system") { system = val; have_system = true; }
@@ -218,7 +220,8 @@ int cmd_generate(Args& a) {
                 {"prefill_ms", t.prefill_ms},
                 {"ttft_ms", t.ttft_ms},
                 {"decode_ms_per_token", t.decode_ms_per_token}}},
-              {"device", (*m)->info().device_name}};
+              {"device", (*m)->info().device_name},
+              {"quant_cache", (*m)->info().quant_cache}};
     std::printf("%s\n", j.dump(-1, ' ', true, json::error_handler_t::replace).c_str());
   }
   return 0;
