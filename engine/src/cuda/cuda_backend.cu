@@ -33,10 +33,11 @@ CudaBackend::~CudaBackend() {
   if (graph_) cudaGraphDestroy(graph_);
   for (auto& t : rope_tables_) cudaFree(t.dev);
   for (Scratch* s : {&cublas_ws_, &convert_, &im2col_, &pixels_, &attn_ws_, &staging_dev_, &decode_state_, &dequant_,
-                     &quant_src_})
+                     &quant_src_, &sample_ws_})
     if (s->ptr) cudaFree(s->ptr);
   if (staging_host_) cudaFreeHost(staging_host_);
   if (decode_host_) cudaFreeHost(decode_host_);
+  if (sample_host_) cudaFreeHost(sample_host_);
   for (auto& e : decode_done_)
     if (e) cudaEventDestroy(e);
   for (auto& e : staging_done_)

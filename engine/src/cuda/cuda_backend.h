@@ -69,6 +69,8 @@ class CudaBackend final : public ops::Backend, public ops::CudaExtension {
   Status scatter_rows(ops::Tensor dst, const ops::Tensor& src, std::span<const int> rows) override;
   Status patch_embed(ops::Tensor out, const float* pixels_chw, int channels, int height, int width, int patch,
                      const ops::Weight& conv) override;
+  // Sampling on the device (cuda_sample.cu).
+  Status sample(const ops::Tensor& logits, const ops::SampleParams& p, std::uint64_t draw, int* token) override;
 
   // ops::CudaExtension
   void* stream() override { return stream_; }
@@ -120,6 +122,8 @@ class CudaBackend final : public ops::Backend, public ops::CudaExtension {
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
   Scratch cublas_ws_, convert_, im2col_, pixels_, attn_ws_, staging_dev_;
+  Scratch sample_ws_;             // device sampler workspace (cuda_sample.cu)
+  int* sample_host_ = nullptr;    // pinned: the sampled token
   Scratch dequant_, quant_src_;  // quantized weights: prefill dequantization tile, bf16 rows being quantized
   char* staging_host_ = nullptr;  // pinned, kStagingBytes, two halves
   std::size_t staging_off_ = 0;  // absolute offset of the next copy in the ring

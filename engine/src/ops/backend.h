@@ -35,6 +35,14 @@ struct Tensor {
   Tensor reshaped(std::int64_t r, std::int64_t c) const { return {data, r, c, dtype}; }
 };
 
+/// Sampling settings as the backend sees them (pixtral::GenerateParams minus the stopping rules).
+struct SampleParams {
+  float temperature = 0.0f;  ///< ≤ 0: greedy, ties → lowest id
+  float top_p = 1.0f;
+  int top_k = 0;
+  std::uint64_t seed = 0;
+};
+
 /// How a weight is stored (issue 6; formats defined in core/quant.h): dense in `dtype`, or weight-only int8 with
 /// per-output-channel scales, or int4 in groups of 128 along the input dimension.
 using WeightFormat = quant::Format;
@@ -145,6 +153,17 @@ class Backend {
   virtual Status copy(Tensor dst, const Tensor& src) = 0;
   /// Wait for queued work (no-op on CPU).
   virtual Status synchronize() = 0;
+
+  // ---- sampling ---------------------------------------------------------------------------------------------
+  /// Choose the next token from logits [1, V] (f32) on the device, with exactly the semantics of
+  /// runtime/sampler.h (temperature, top-k, top-p, draw `draw` of the counter-based RNG seeded with p.seed), so
+  /// only 4 bytes cross to the host instead of the logits. *token = -1 when the backend leaves this draw to the
+  /// host sampler (the default; also a device sampler's way out for distributions beyond its candidate
+  /// capacity) — the caller then downloads the logits and samples them there. Synchronises.
+  virtual Status sample(const Tensor& logits, const SampleParams& p, std::uint64_t draw, int* token) {
+    *token = -1;
+    return {};
+  }
 
   // ---- ops (shapes in comments; T = rows) -----------------------------------------------------------------
   /// out[T, D] = table[ids[t], :]

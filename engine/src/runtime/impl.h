@@ -24,6 +24,7 @@ struct Model::Impl {
   /// The session whose decode step the backend's CUDA graph holds (one graph per backend).
   mutable const void* graph_owner = nullptr;
   bool graphs_enabled = true;
+  bool device_sampling = true;  ///< Backend::sample first (PIXTRAL_HOST_SAMPLER=1: always the host sampler)
 
   ~Impl() {
     if (backend) free_weights(*backend, weights);

@@ -131,6 +131,7 @@ Result<std::shared_ptr<Model>> Model::load(const std::string& dir, const LoadOpt
   impl->weights = std::move(w.value());
 
   if (const char* g = std::getenv("PIXTRAL_NO_GRAPHS"); g && *g && *g != '0') impl->graphs_enabled = false;
+  if (const char* h = std::getenv("PIXTRAL_HOST_SAMPLER"); h && *h && *h != '0') impl->device_sampling = false;
   fill_model_info(*impl, dir, fallback,
                   wopt.linear == ops::WeightFormat::int8_channel ? "int8"
                   : wopt.linear == ops::WeightFormat::int4_g128  ? "int4"

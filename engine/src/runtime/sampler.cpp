@@ -15,6 +15,10 @@ float counter_uniform(std::uint64_t seed, std::uint64_t counter) {
   return float(z >> 40) * (1.0f / 16777216.0f);
 }
 
+double softmax_term(float logit, float max_logit, float temperature) {
+  return std::exp((double(logit) - double(max_logit)) / double(temperature));
+}
+
 int argmax(std::span<const float> logits) {
   int best = 0;
   for (int i = 1; i < int(logits.size()); ++i)
@@ -33,28 +37,28 @@ int Sampler::sample(std::span<const float> logits, const GenerateParams& p, std:
   // Candidates sorted by logit, descending; equal logits keep the lower id first (deterministic).
   auto by_logit = [&](int a, int b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); };
   const int limit = p.top_k > 0 ? std::min(p.top_k, n) : n;
-  // softmax(logits / T) normaliser over the candidates, fp32 terms summed in double, max subtracted.
+  // softmax(logits / T) normaliser over the candidates, terms in double (softmax_term), max subtracted.
   const float mx = logits[argmax(logits)];
   double total = 0;
   int m = limit;
   if (limit < n) {  // top-k: the normaliser runs over the k candidates
     std::partial_sort(order_.begin(), order_.begin() + m, order_.end(), by_logit);
-    for (int i = 0; i < m; ++i) total += std::exp((logits[order_[i]] - mx) / p.temperature);
+    for (int i = 0; i < m; ++i) total += softmax_term(logits[order_[i]], mx, p.temperature);
   } else {
-    for (int i = 0; i < n; ++i) total += std::exp((logits[i] - mx) / p.temperature);
+    for (int i = 0; i < n; ++i) total += softmax_term(logits[i], mx, p.temperature);
     // Sort only as many candidates as the nucleus can need: once the top m hold more than top_p of the mass,
     // the cut lies inside them (the mass before a token is a prefix sum of the sorted order).
     m = std::min(n, 64);
     for (;;) {
       std::partial_sort(order_.begin(), order_.begin() + m, order_.end(), by_logit);
       double mass = 0;
-      for (int i = 0; i < m; ++i) mass += std::exp((logits[order_[i]] - mx) / p.temperature) / total;
+      for (int i = 0; i < m; ++i) mass += softmax_term(logits[order_[i]], mx, p.temperature) / total;
       if (m == n || (p.top_p < 1.0f && mass > p.top_p)) break;
       m = std::min(n, m * 4);
     }
   }
   int keep = m;
-  for (int i = 0; i < keep; ++i) probs_[i] = float(std::exp((logits[order_[i]] - mx) / p.temperature) / total);
+  for (int i = 0; i < keep; ++i) probs_[i] = float(softmax_term(logits[order_[i]], mx, p.temperature) / total);
   // Nucleus: keep a token while the mass before it is ≤ top_p (the first token is always kept).
   if (p.top_p < 1.0f) {
     double before = 0;

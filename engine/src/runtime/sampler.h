@@ -27,6 +27,10 @@ class Sampler {
   std::vector<float> probs_;
 };
 
+/// One unnormalised softmax term, exp((logit − max) / T), computed in double from the fp32 inputs. The CUDA
+/// sampler (engine/src/cuda/cuda_sample.cu) evaluates the same expression, so both backends see the same bits.
+double softmax_term(float logit, float max_logit, float temperature);
+
 /// argmax with ties → lowest id.
 int argmax(std::span<const float> logits);
 

@@ -220,10 +220,18 @@ Result<Generation> Session::generate(std::span<const Message> messages, const Ge
   Tokenizer::StreamDecoder stream(*m.tokenizer);
   const int eos = m.tokenizer->special().eos;
   auto t_decode = Clock::now();
+  const ops::SampleParams sample_params{params.temperature, params.top_p, params.top_k, params.seed};
   for (int step = 0;; ++step) {
-    PIXTRAL_RETURN_IF_ERROR(be.download(s.scratch.logits, s.host_logits.data()));
-    if (on_logits) on_logits(s.host_logits);
-    const int tok = s.sampler.sample(s.host_logits, params, std::uint64_t(step));
+    // The device samples when it can (4 bytes cross instead of the logits); the host sampler decides otherwise
+    // and whenever the caller wants the logits themselves.
+    int tok = -1;
+    if (!on_logits && m.device_sampling)
+      PIXTRAL_RETURN_IF_ERROR(be.sample(s.scratch.logits, sample_params, std::uint64_t(step), &tok));
+    if (tok < 0) {
+      PIXTRAL_RETURN_IF_ERROR(be.download(s.scratch.logits, s.host_logits.data()));
+      if (on_logits) on_logits(s.host_logits);
+      tok = s.sampler.sample(s.host_logits, params, std::uint64_t(step));
+    }
     gen.tokens.push_back(tok);
     if (step == 0) {
       tm.prefill_ms = ms_since(t_prefill);

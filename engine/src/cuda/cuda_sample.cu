@@ -1,0 +1,346 @@
+// SPDX-License-Identifier: Apache-2.0
+// CudaBackend::sample: the next token chosen on the GPU, so a decode step sends 4 bytes to the host instead of
+// the 512 KB of Pixtral's fp32 logits (and the host does not scan 131072 values per token).
+//
+// Semantics are those of runtime/sampler.cpp (the definition): temperature ≤ 0 or top_k = 1 → argmax, ties to the
+// lowest id; else softmax terms exp((l − max)/T) in double (softmax_term), candidates in descending logit order
+// with ties to the lower id, top-k, then the nucleus (keep a token while the mass before it is ≤ top_p), then one
+// draw u = counter_uniform(seed, draw) · kept mass. The device evaluates the same expressions; only the order of
+// the double-precision sum over the whole vocabulary differs (≈ 1e-16 relative).
+//
+// Four kernels, fixed launch shapes (results never depend on the card's SM count):
+//   1. sample_max      kBlocks blocks: each block's max logit and its lowest index.
+//   2. sample_hist     kBlocks blocks (skipped when greedy): global max from the partials; the block's sum of terms
+//                      (fixed-order tree, so run-to-run identical) and a histogram of the terms by binary exponent
+//                      (bucket b holds terms in (2^-(b+1), 2^-b]): token counts and fixed-point masses, integer
+//                      atomics only, so it is deterministic too.
+//   3. sample_collect  kBlocks blocks: the smallest bucket depth whose tokens cover the top-k, or hold more than
+//                      top_p of the mass (the nucleus lies inside); tokens down to that depth are appended to a
+//                      candidate list — a prefix of the sorted vocabulary (the order of appends varies, the set
+//                      does not).
+//   4. sample_select   one block: greedy → the argmax of the partials. Else the candidates are bitonic-sorted in
+//                      shared memory and thread 0 runs the host sampler's top-k / nucleus / draw over them, after
+//                      checking exactly (in double) that the nucleus lies inside them.
+// The device hands the draw back (token −1, the host samples instead) when more than kCandidates tokens are
+// needed, when top-k reaches terms below 2^-63 of the top token's, or when neither top-k nor top-p truncates (the
+// host sorts the whole vocabulary). Pixtral's next-token distributions at the defaults need a handful of tokens.
+#include <cfloat>
+#include <climits>
+
+#include "cuda/cuda_backend.h"
+
+namespace pixtral::cuda {
+namespace {
+
+constexpr int kBlocks = 128;
+constexpr int kThreads = 256;
+constexpr int kCandidates = 2048;  // shared-memory sort capacity (2048 × 8 bytes)
+constexpr int kBuckets = 64;       // term exponent buckets 0..63; smaller terms (and 0) are never candidates
+constexpr double kMassScale = 1099511627776.0;  // 2^40: fixed-point mass per token ≤ 2^40, Σ over 2^17 tokens < 2^64
+
+/// Device workspace layout (one allocation).
+struct SampleWork {
+  float block_max[kBlocks];
+  int block_arg[kBlocks];
+  double block_sum[kBlocks];
+  unsigned long long bucket_count[kBuckets];
+  unsigned long long bucket_mass[kBuckets];  // fixed point, kMassScale
+  unsigned long long total_mass;             // fixed point, every token
+  int count;  // candidates appended (≤ kCandidates)
+  int depth;  // deepest bucket collected, −1: the device cannot decide
+  int token;
+  float cand_logit[kCandidates];
+  int cand_id[kCandidates];
+};
+
+// ref: runtime/sampler.cpp counter_uniform — the same 64-bit arithmetic, so draw i of seed s is the same float.
+__device__ float device_counter_uniform(unsigned long long seed, unsigned long long counter) {
+  unsigned long long z = seed * 0x9E3779B97F4A7C15ull + counter * 0xD1B54A32D192ED03ull + 0x632BE59BD9B4E019ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  return float(z >> 40) * (1.0f / 16777216.0f);
+}
+
+// ref: runtime/sampler.cpp softmax_term.
+__device__ __forceinline__ double device_term(float logit, float mx, float temperature) {
+  return exp((double(logit) - double(mx)) / double(temperature));
+}
+
+/// (value, index) order of the sampler: larger value first, equal values → lower index first.
+__device__ __forceinline__ bool before(float va, int ia, float vb, int ib) {
+  return va > vb || (va == vb && ia < ib);
+}
+
+__device__ void block_argmax(float& v, int& i) {
+  __shared__ float sv[32];
+  __shared__ int si[32];
+  for (int o = 16; o > 0; o >>= 1) {
+    const float ov = __shfl_down_sync(0xffffffffu, v, o);
+    const int oi = __shfl_down_sync(0xffffffffu, i, o);
+    if (before(ov, oi, v, i)) v = ov, i = oi;
+  }
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (lane == 0) sv[warp] = v, si[warp] = i;
+  __syncthreads();
+  if (warp == 0) {
+    const int nw = blockDim.x >> 5;
+    v = lane < nw ? sv[lane] : -INFINITY;
+    i = lane < nw ? si[lane] : INT_MAX;
+    for (int o = 16; o > 0; o >>= 1) {
+      const float ov = __shfl_down_sync(0xffffffffu, v, o);
+      const int oi = __shfl_down_sync(0xffffffffu, i, o);
+      if (before(ov, oi, v, i)) v = ov, i = oi;
+    }
+  }
+}
+
+__global__ void sample_max(const float* __restrict__ logits, int n, SampleWork* w) {
+  const int per = (n + kBlocks - 1) / kBlocks;
+  const int lo = blockIdx.x * per, hi = min(n, lo + per);
+  float v = -INFINITY;
+  int idx = INT_MAX;
+  for (int j = lo + threadIdx.x; j < hi; j += blockDim.x) {
+    const float x = logits[j];
+    if (before(x, j, v, idx)) v = x, idx = j;
+  }
+  block_argmax(v, idx);
+  if (threadIdx.x == 0) {
+    w->block_max[blockIdx.x] = v;
+    w->block_arg[blockIdx.x] = idx;
+  }
+  if (blockIdx.x == 0) {
+    for (int b = threadIdx.x; b < kBuckets; b += blockDim.x) w->bucket_count[b] = 0, w->bucket_mass[b] = 0;
+    if (threadIdx.x == 0) w->total_mass = 0, w->count = 0;
+  }
+}
+
+/// Bucket of a term in (0, 1]: b with term in (2^-(b+1), 2^-b]; kBuckets for smaller terms and 0.
+__device__ __forceinline__ int term_bucket(double t) {
+  if (!(t > 0.0)) return kBuckets;
+  const int e = ilogb(t);             // t in [2^e, 2^(e+1))
+  const int b = t == ldexp(1.0, e) ? -e : -e - 1;  // (2^-(b+1), 2^-b]
+  return b < 0 ? 0 : min(b, kBuckets);
+}
+
+__device__ float global_max(const SampleWork* w) {
+  float mx = -INFINITY;
+  for (int b = 0; b < kBlocks; ++b) mx = fmaxf(mx, w->block_max[b]);
+  return mx;
+}
+
+__global__ void sample_hist(const float* __restrict__ logits, int n, float temperature, SampleWork* w) {
+  __shared__ float s_mx;
+  __shared__ double s_part[kThreads / 32];
+  __shared__ unsigned long long s_count[kBuckets], s_mass[kBuckets], s_total;
+  for (int b = threadIdx.x; b < kBuckets; b += blockDim.x) s_count[b] = 0, s_mass[b] = 0;
+  if (threadIdx.x == 0) s_mx = global_max(w), s_total = 0;
+  __syncthreads();
+  const float mx = s_mx;
+  const int per = (n + kBlocks - 1) / kBlocks;
+  const int lo = blockIdx.x * per, hi = min(n, lo + per);
+  double sum = 0;
+  unsigned long long fixed_sum = 0;
+  for (int j = lo + threadIdx.x; j < hi; j += blockDim.x) {
+    const double t = device_term(logits[j], mx, temperature);
+    sum += t;
+    const unsigned long long f = (unsigned long long)(t * kMassScale);
+    fixed_sum += f;
+    const int b = term_bucket(t);
+    if (b < kBuckets) {
+      atomicAdd(&s_count[b], 1ull);
+      atomicAdd(&s_mass[b], f);
+    }
+  }
+  atomicAdd(&s_total, fixed_sum);
+  for (int o = 16; o > 0; o >>= 1) sum += __shfl_down_sync(0xffffffffu, sum, o);
+  if ((threadIdx.x & 31) == 0) s_part[threadIdx.x >> 5] = sum;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    double total = 0;
+    for (int k = 0; k < kThreads / 32; ++k) total += s_part[k];
+    w->block_sum[blockIdx.x] = total;
+    atomicAdd(&w->total_mass, s_total);
+  }
+  for (int b = threadIdx.x; b < kBuckets; b += blockDim.x)
+    if (s_count[b]) atomicAdd(&w->bucket_count[b], s_count[b]), atomicAdd(&w->bucket_mass[b], s_mass[b]);
+}
+
+__global__ void sample_collect(const float* __restrict__ logits, int n, float temperature, float top_p, int top_k,
+                               SampleWork* w) {
+  __shared__ float s_mx;
+  __shared__ int s_depth;
+  if (threadIdx.x == 0) {
+    s_mx = global_max(w);
+    // The shallowest depth that certainly holds what the host sampler will look at: the top-k tokens, or (no
+    // top-k) more than top_p of the mass — with a margin for the fixed-point rounding (1 unit per token).
+    const int limit = top_k > 0 ? min(top_k, n) : n;
+    const double need = double(top_p) * double(w->total_mass) + double(n);
+    unsigned long long count = 0, mass = 0;
+    int depth = -1;
+    if (limit < n || top_p < 1.0f)
+      for (int b = 0; b < kBuckets; ++b) {
+        count += w->bucket_count[b];
+        mass += w->bucket_mass[b];
+        if (limit < n ? count >= (unsigned long long)limit : double(mass) > need) {
+          depth = count <= (unsigned long long)kCandidates ? b : -1;
+          break;
+        }
+      }
+    s_depth = depth;
+    if (blockIdx.x == 0) w->depth = depth;
+  }
+  __syncthreads();
+  const int depth = s_depth;
+  if (depth < 0) return;
+  const float mx = s_mx;
+  const int per = (n + kBlocks - 1) / kBlocks;
+  const int lo = blockIdx.x * per, hi = min(n, lo + per);
+  for (int j = lo + threadIdx.x; j < hi; j += blockDim.x) {
+    const float x = logits[j];
+    if (term_bucket(device_term(x, mx, temperature)) <= depth) {
+      const int slot = atomicAdd(&w->count, 1);
+      if (slot < kCandidates) {  // always true: the depth was chosen so (kept as a guard)
+        w->cand_logit[slot] = x;
+        w->cand_id[slot] = j;
+      }
+    }
+  }
+}
+
+__global__ void sample_select(int n, bool greedy, float temperature, float top_p, int top_k,
+                              unsigned long long seed, unsigned long long draw, SampleWork* w, int* token_out) {
+  __shared__ float sv[kCandidates];
+  __shared__ int si[kCandidates];
+  __shared__ int s_count;
+  if (greedy) {
+    if (threadIdx.x == 0) {
+      float v = -INFINITY;
+      int idx = INT_MAX;
+      for (int b = 0; b < kBlocks; ++b)
+        if (before(w->block_max[b], w->block_arg[b], v, idx)) v = w->block_max[b], idx = w->block_arg[b];
+      w->token = idx == INT_MAX ? 0 : idx;  // all −inf/NaN: token 0, as the host's argmax
+      if (token_out) *token_out = w->token;
+    }
+    return;
+  }
+  if (threadIdx.x == 0) s_count = w->depth < 0 ? -1 : w->count;
+  __syncthreads();
+  const int count = s_count;
+  const bool nucleus = top_p < 1.0f;
+  const int limit = top_k > 0 ? min(top_k, n) : n;
+  if (count < 0 || count > kCandidates || (limit < n && count < limit) || (limit == n && !nucleus)) {
+    if (threadIdx.x == 0) {
+      w->token = -1;
+      if (token_out) *token_out = -1;
+    }
+    return;
+  }
+  int size = 1;
+  while (size < count) size <<= 1;
+  for (int k = threadIdx.x; k < size; k += blockDim.x) {
+    sv[k] = k < count ? w->cand_logit[k] : -INFINITY;
+    si[k] = k < count ? w->cand_id[k] : INT_MAX;
+  }
+  __syncthreads();
+  // Bitonic sort into the sampler's order (descending value, ascending id).
+  for (int len = 2; len <= size; len <<= 1) {
+    for (int stride = len >> 1; stride > 0; stride >>= 1) {
+      for (int k = threadIdx.x; k < size; k += blockDim.x) {
+        const int partner = k ^ stride;
+        if (partner > k) {
+          const bool up = (k & len) == 0;  // this run sorts in the sampler's order
+          const bool swap = up ? before(sv[partner], si[partner], sv[k], si[k])
+                               : before(sv[k], si[k], sv[partner], si[partner]);
+          if (swap) {
+            const float tv = sv[k];
+            sv[k] = sv[partner];
+            sv[partner] = tv;
+            const int ti = si[k];
+            si[k] = si[partner];
+            si[partner] = ti;
+          }
+        }
+      }
+      __syncthreads();
+    }
+  }
+  if (threadIdx.x != 0) return;
+  // ref: runtime/sampler.cpp Sampler::sample, over the sorted candidates.
+  const float mx = sv[0];
+  double total = 0;
+  int m;
+  if (limit < n) {
+    m = limit;
+    for (int i = 0; i < m; ++i) total += device_term(sv[i], mx, temperature);
+  } else {
+    for (int b = 0; b < kBlocks; ++b) total += w->block_sum[b];
+    m = count;
+    double mass = 0;
+    for (int i = 0; i < m; ++i) mass += device_term(sv[i], mx, temperature) / total;
+    if (!(mass > top_p)) {  // the nucleus may reach past the candidates: the host decides
+      w->token = -1;
+      if (token_out) *token_out = -1;
+      return;
+    }
+  }
+  int keep = m;
+  if (nucleus) {
+    double before_mass = 0;
+    int cut = keep;
+    for (int i = 0; i < keep; ++i) {
+      if (before_mass > top_p) {
+        cut = i;
+        break;
+      }
+      before_mass += float(device_term(sv[i], mx, temperature) / total);
+    }
+    keep = max(cut, 1);
+  }
+  double mass = 0;
+  for (int i = 0; i < keep; ++i) mass += float(device_term(sv[i], mx, temperature) / total);
+  const double u = double(device_counter_uniform(seed, draw)) * mass;
+  double acc = 0;
+  int pick = si[keep - 1];
+  for (int i = 0; i < keep; ++i) {
+    acc += float(device_term(sv[i], mx, temperature) / total);
+    if (u < acc) {
+      pick = si[i];
+      break;
+    }
+  }
+  w->token = pick;
+  if (token_out) *token_out = pick;
+}
+
+}  // namespace
+
+Status CudaBackend::sample(const ops::Tensor& logits, const ops::SampleParams& p, std::uint64_t draw, int* token) {
+  *token = -1;
+  if (logits.dtype != DType::f32 || logits.rows != 1 || logits.cols < 1 || logits.cols > INT_MAX / 2)
+    return Status(ErrorCode::invalid_argument, "cuda sample: logits must be one f32 row");
+  PIXTRAL_RETURN_IF_ERROR(ensure(sample_ws_, sizeof(SampleWork), "sampler workspace"));
+  if (!sample_host_) PIXTRAL_CUDA_CHECK(cudaMallocHost(&sample_host_, sizeof(int)));
+  auto* w = static_cast<SampleWork*>(sample_ws_.ptr);
+  const int n = int(logits.cols);
+  const auto* x = static_cast<const float*>(logits.data);
+  const bool greedy = p.temperature <= 0.0f || p.top_k == 1;
+  sample_max<<<kBlocks, kThreads, 0, stream_>>>(x, n, w);
+  PIXTRAL_CUDA_LAUNCH_CHECK("sample_max");
+  if (!greedy) {
+    sample_hist<<<kBlocks, kThreads, 0, stream_>>>(x, n, p.temperature, w);
+    PIXTRAL_CUDA_LAUNCH_CHECK("sample_hist");
+    sample_collect<<<kBlocks, kThreads, 0, stream_>>>(x, n, p.temperature, p.top_p, p.top_k, w);
+    PIXTRAL_CUDA_LAUNCH_CHECK("sample_collect");
+  }
+  sample_select<<<1, 1024, 0, stream_>>>(n, greedy, p.temperature, p.top_p, p.top_k, p.seed, draw, w, nullptr);
+  PIXTRAL_CUDA_LAUNCH_CHECK("sample_select");
+  PIXTRAL_CUDA_CHECK(
+      cudaMemcpyAsync(sample_host_, &w->token, sizeof(int), cudaMemcpyDeviceToHost, stream_));
+  PIXTRAL_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  *token = *sample_host_;
+  if (*token >= n) return Status(ErrorCode::internal, "cuda sample: token id out of range");
+  return {};
+}
+
+}  // namespace pixtral::cuda
