@@ -7,6 +7,7 @@
 #include "chat/conversation_sidebar.h"
 #include "chat/prompt_box.h"
 #include "dialogs/model_dialog.h"
+#include "dialogs/server_settings_dialog.h"
 #include "inference/inference_worker.h"
 #include "settings/recent_files.h"
 #include "viewer/document_tab.h"
@@ -381,6 +382,7 @@ void MainWindow::setChatController(ChatController* controller) {
   connect(controller, &ChatController::generatingChanged, stop, &QAction::setEnabled);
   chat->addSeparator();
   chat->addAction(tr("Settings ▸ &Model…"), this, &MainWindow::showModelSettings);
+  chat->addAction(tr("Settings ▸ &Local API…"), this, [this] { ServerSettingsDialog(this).exec(); });
   connect(this, &MainWindow::selectionChanged, this, [this](int page, const QRectF& rect) {
     m_askSelection->setEnabled(page >= 0 && !rect.isEmpty());
   });
