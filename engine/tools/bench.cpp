@@ -5,6 +5,10 @@
 // encoder alone, time to first token (decoded 1024×1024 RGB image in memory + 30-token question → first sampled
 // token), decode ms/token at that context (median over 128 greedy tokens), the follow-up turn's time to first
 // token with the KV cache kept, and peak GPU memory — each next to its floor and the ratio.
+// --precision auto|bf16|int8|int4 (issue 6): the decoder's weights are quantized on upload; the memory plan is
+// printed; the decode floor counts the bytes a step actually reads in that format (quantized values + scales, the
+// int8 head, norms, one embedding row, the KV cache); and for int8/int4 the next-token distributions of a few
+// prompts are compared with a bf16 copy of the same weights (KL divergence, top-1 agreement).
 // Timing: warm-up first; synchronize + steady_clock around each measured region; medians.
 // Hidden options for a smoke test without a GPU: --device cpu --tiny (a tiny synthetic config).
 #include <algorithm>
@@ -45,7 +49,8 @@ double median(std::vector<double> v) {
 
 struct Options {
   std::string model_dir;
-  std::string precision = "bf16";
+  Precision precision = Precision::automatic;
+  int accuracy_prompts = -1;  ///< -1: 8 for int8/int4 (0 with --quick), else none
   bool quick = false;
   bool json_out = false;
   int context = 8192;
@@ -54,9 +59,13 @@ struct Options {
 };
 
 const char* kBenchUsage =
-    "usage: pixtral bench [--model DIR] [--precision bf16] [--quick] [--json] [--context N]\n"
-    "  without --model: synthetic full-size Pixtral-12B weights (random bf16) on the GPU\n"
-    "  --context N: the session's KV-cache length in tokens (default 8192; the workload needs 4356)\n";
+    "usage: pixtral bench [--model DIR] [--precision auto|bf16|int8|int4] [--quick] [--json] [--context N]\n"
+    "                     [--accuracy N]\n"
+    "  without --model: synthetic full-size Pixtral-12B weights (random bf16, quantized on the GPU for int8/int4)\n"
+    "  --precision: decoder weight storage (default auto: the memory planner's choice for this GPU)\n"
+    "  --context N: the session's KV-cache length in tokens (default 8192; the workload needs 4356)\n"
+    "  --accuracy N: int8/int4 next-token KL divergence and top-1 agreement vs bf16 on N prompts\n"
+    "                (default 8; 0 with --quick; needs memory for a bf16 copy as well)\n";
 
 int bench_fail(int code, const std::string& msg) {
   std::fprintf(stderr, "pixtral bench: %s\n", msg.c_str());
@@ -213,6 +222,106 @@ std::string make_question(const Tokenizer& tok, int n, int salt) {
   return q;
 }
 
+// ---- bytes a decode step reads, accuracy vs bf16 (issue 6) ------------------------------------------------------
+
+/// Bytes of one weight as stored on the backend: values (quantized or dense) + fp32 scales.
+double stored_bytes(const ops::Weight& w) {
+  if (!w.data) return 0;
+  const double scales = w.quantized() ? 4.0 * double(quant::scales_per_row(w.format, w.cols)) : 0.0;
+  return double(w.rows) * (double(w.row_bytes()) + scales);
+}
+
+/// Weight bytes one batch-1 decode step reads in the loaded formats: every decoder matrix (stacked where the
+/// backend stacks them) and norm, the final norm, the LM head, and one row of the embedding table.
+double decode_read_bytes(const DecoderWeights& d) {
+  double b = 0;
+  for (const BlockWeights& l : d.layers) {
+    b += l.stacked() ? stored_bytes(l.wqkv) : stored_bytes(l.wq) + stored_bytes(l.wk) + stored_bytes(l.wv);
+    b += l.w13.data ? stored_bytes(l.w13) : stored_bytes(l.w1) + stored_bytes(l.w3);
+    b += stored_bytes(l.wo) + stored_bytes(l.w2) + stored_bytes(l.attention_norm) + stored_bytes(l.ffn_norm);
+  }
+  return b + stored_bytes(d.norm) + stored_bytes(d.output) + double(d.tok_embeddings.row_bytes());
+}
+
+struct Accuracy {
+  int prompts = 0;
+  double mean_kl = std::nan(""), max_kl = std::nan("");  ///< KL(p_bf16 || p_quantized), nats
+  int top1_agree = 0;
+};
+
+/// Raw logits of the first generated token for `text` (greedy, one token).
+Result<std::vector<float>> first_logits(const Model& m, const std::string& text) {
+  auto s = m.create_session(SessionOptions{512, 0});
+  if (!s.ok()) return s.status();
+  GenerateParams gp;
+  gp.temperature = 0;
+  gp.max_tokens = 1;
+  std::vector<float> l;
+  std::vector<Message> msgs{Message::user_text(text)};
+  auto g = (*s)->generate(msgs, gp, {}, [&](std::span<const float> v) { l.assign(v.begin(), v.end()); });
+  if (!g.ok()) return g.status();
+  return l;
+}
+
+std::vector<double> log_softmax(const std::vector<float>& l) {
+  double mx = -1e300, z = 0;
+  for (float v : l) mx = std::max(mx, double(v));
+  for (float v : l) z += std::exp(double(v) - mx);
+  std::vector<double> out(l.size());
+  for (std::size_t i = 0; i < l.size(); ++i) out[i] = double(l[i]) - mx - std::log(z);
+  return out;
+}
+
+/// Next-token distributions of `q` against `ref` (the same weights in bf16) on n prompts.
+Result<Accuracy> accuracy_vs(const Model& q, const Model& ref, int n) {
+  Accuracy a;
+  double sum = 0;
+  for (int i = 0; i < n; ++i) {
+    const std::string text = make_question(ref.tokenizer(), 8 + 3 * i, i + 1);
+    auto lq = first_logits(q, text);
+    if (!lq.ok()) return lq.status();
+    auto lr = first_logits(ref, text);
+    if (!lr.ok()) return lr.status();
+    if (lq->size() != lr->size() || lq->empty()) return Status(ErrorCode::internal, "logits sizes differ");
+    const auto pr = log_softmax(*lr), pq = log_softmax(*lq);
+    double kl = 0;
+    for (std::size_t k = 0; k < pr.size(); ++k) kl += std::exp(pr[k]) * (pr[k] - pq[k]);
+    sum += kl;
+    a.max_kl = i == 0 ? kl : std::max(a.max_kl, kl);
+    const auto top = [](const std::vector<float>& v) { return std::max_element(v.begin(), v.end()) - v.begin(); };
+    a.top1_agree += top(*lq) == top(*lr);
+    ++a.prompts;
+  }
+  if (a.prompts) a.mean_kl = sum / a.prompts;
+  return a;
+}
+
+ModelConfig tiny_config() {
+  // Dimensions multiples of 128 so every precision (int4 groups of 128) runs on the smoke path.
+  ModelConfig c = pixtral_12b_config();
+  c.dim = 128, c.n_layers = 2, c.head_dim = 32, c.hidden_dim = 256, c.n_heads = 4, c.n_kv_heads = 2;
+  c.vocab_size = 1640;
+  c.vision.hidden_size = 32, c.vision.image_size = 64, c.vision.patch_size = 8;
+  c.vision.intermediate_size = 64, c.vision.num_hidden_layers = 2, c.vision.num_attention_heads = 2;
+  c.vision.head_dim = 16;
+  return c;
+}
+
+/// The model under test again, in bf16 (the accuracy reference): the same synthetic seed, or the same folder.
+Result<std::shared_ptr<Model>> bf16_reference(const Options& o) {
+  if (o.model_dir.empty()) {
+    SyntheticOptions so;
+    so.device = o.device;
+    if (o.tiny) so.config = tiny_config();
+    so.precision = Precision::bf16;
+    return make_synthetic_model(so);
+  }
+  LoadOptions lo;
+  lo.device = o.device;
+  lo.precision = Precision::bf16;
+  return Model::load(o.model_dir, lo);
+}
+
 struct Figure {
   std::string name, unit;
   double value = std::nan(""), floor = std::nan("");
@@ -220,8 +329,6 @@ struct Figure {
 };
 
 int run(const Options& o) {
-  if (o.precision != "bf16")
-    return bench_fail(2, "precision " + o.precision + " is not supported yet (only bf16)");
   set_log_level(LogLevel::warning);
 
   // 1. Ceilings, on a backend of their own.
@@ -238,17 +345,12 @@ int run(const Options& o) {
   std::shared_ptr<Model> model;
   double upload_ms = 0, fill_ms = 0;
   if (o.model_dir.empty()) {
-    note(o, o.tiny ? "creating a tiny synthetic model" : "creating synthetic Pixtral-12B weights (random bf16)");
+    note(o, std::string(o.tiny ? "creating a tiny synthetic model" : "creating synthetic Pixtral-12B weights") +
+                " (random bf16, precision " + precision_name(o.precision) + ")");
     SyntheticOptions so;
     so.device = o.device;
-    if (o.tiny) {
-      ModelConfig& c = so.config;
-      c.dim = 64, c.n_layers = 2, c.head_dim = 16, c.hidden_dim = 96, c.n_heads = 4, c.n_kv_heads = 2;
-      c.vocab_size = 1640;
-      c.vision.hidden_size = 32, c.vision.image_size = 64, c.vision.patch_size = 8;
-      c.vision.intermediate_size = 64, c.vision.num_hidden_layers = 2, c.vision.num_attention_heads = 2;
-      c.vision.head_dim = 16;
-    }
+    so.precision = o.precision;
+    if (o.tiny) so.config = tiny_config();
     SyntheticStats st;
     auto m = make_synthetic_model(so, &st);
     if (!m.ok()) return bench_fail(3, "synthetic model: " + m.status().message());
@@ -259,6 +361,7 @@ int run(const Options& o) {
     note(o, "loading " + o.model_dir);
     LoadOptions lo;
     lo.device = o.device;
+    lo.precision = o.precision;
     const auto t0 = Clock::now();
     auto m = Model::load(o.model_dir, lo);
     if (!m.ok()) return bench_fail(3, m.status().message());
@@ -271,6 +374,9 @@ int run(const Options& o) {
   const ModelConfig& cfg = mi.ckpt.config();
   MemoryWatch mem{ops::cuda_extension(be)};
   mem.sample();
+  const MemoryPlan& plan = mi.info.plan;
+  const std::string precision = mi.info.precision;
+  note(o, "memory plan: " + plan.summary());
 
   // 3. Workload: one image of the model's maximum size + a 30-token question; follow-up of 30 tokens.
   const int side = cfg.vision.image_size;
@@ -359,7 +465,10 @@ int run(const Options& o) {
   const std::int64_t patches = grid.ok() ? std::int64_t(grid->width) * grid->height : 0;
   const double vflops = bench::vision_flops(cfg, patches);
   const double pflops = bench::decoder_flops(cfg, 0, prompt_tokens);
-  const double wbytes = bench::decode_weight_bytes(cfg), kvtok = bench::kv_bytes_per_token(cfg);
+  // Bytes a decode step reads in the loaded formats (bf16: equals bench::decode_weight_bytes on CUDA); KV as
+  // planned (the backend's activation dtype).
+  const double wbytes = decode_read_bytes(mi.weights.decoder), wbytes_bf16 = bench::decode_weight_bytes(cfg);
+  const double kvtok = plan.kv_bytes_per_token ? double(plan.kv_bytes_per_token) : bench::kv_bytes_per_token(cfg);
   const double ctx_mean = double(prompt_tokens) + double(n_decode) / 2;
   const double decode_floor = (wbytes + kvtok * ctx_mean) / bw * 1e3;
   const double fu_ctx = double(kept) + followup_new;
@@ -380,14 +489,33 @@ int run(const Options& o) {
   figs.push_back({"ttft", "ms", median(ttft), (vflops + pflops) / rate * 1e3,
                   "image in memory → first sampled token, " + std::to_string(prompt_tokens) + " tokens"});
   figs.push_back({"decode", "ms/token", median(decode_steps), decode_floor,
-                  "median of " + std::to_string(decode_steps.size()) + " greedy steps"});
+                  "median of " + std::to_string(decode_steps.size()) + " greedy steps; " + precision + " floor reads " +
+                      std::to_string(wbytes / 1e9).substr(0, 5) + " GB weights/token (bf16: " +
+                      std::to_string(wbytes_bf16 / 1e9).substr(0, 5) + ")"});
   figs.push_back({"followup_ttft", "ms", median(followup), followup_floor,
                   std::to_string(followup_new) + " new rows after " + std::to_string(kept) + " kept"});
   if (ext) {
-    const double floor_mem = double(mi.info.weight_bytes) + kvtok * o.context;
+    const double floor_mem = double(plan.weight_bytes) + kvtok * o.context;
     figs.push_back({"peak_gpu_memory", "GiB", double(ext->peak_allocated_bytes()) / gib, floor_mem / gib,
-                    "engine allocations (device total in use: " +
-                        std::to_string(double(mem.device_used_max) / gib).substr(0, 5) + " GiB)"});
+                    "engine allocations, floor = weights as loaded + KV (device total in use: " +
+                        std::to_string(double(mem.device_used_max) / gib).substr(0, 5) + " GiB; planned " +
+                        std::to_string(double(plan.total_bytes - plan.kv_bytes) / gib + kvtok * o.context / gib)
+                            .substr(0, 5) + " GiB)"});
+  }
+
+  // 6. Accuracy of int8/int4 against the same weights in bf16 (after the timings: the reference is a second model).
+  Accuracy acc;
+  const int n_acc = o.accuracy_prompts >= 0 ? o.accuracy_prompts : (precision == "bf16" || o.quick ? 0 : 8);
+  if (n_acc > 0 && precision != "bf16") {
+    note(o, "accuracy: loading the bf16 reference");
+    auto ref = bf16_reference(o);
+    if (!ref.ok()) {
+      note(o, "accuracy skipped: " + ref.status().message());
+    } else {
+      auto a = accuracy_vs(*model, **ref, n_acc);
+      if (a.ok()) acc = *a;
+      else note(o, "accuracy failed: " + a.status().message());
+    }
   }
 
   if (o.json_out) {
@@ -396,7 +524,19 @@ int run(const Options& o) {
     j["card"] = ceil->card;
     j["backend"] = mi.info.backend;
     j["model"] = o.model_dir.empty() ? (o.tiny ? "synthetic-tiny" : "synthetic-pixtral-12b") : o.model_dir;
-    j["precision"] = o.precision;
+    j["precision"] = precision;
+    j["precision_requested"] = precision_name(o.precision);
+    j["plan"] = {{"precision", precision_name(plan.precision)}, {"context", plan.context},
+                 {"prefill_rows", plan.prefill_rows}, {"weight_bytes", double(plan.weight_bytes)},
+                 {"linear_bytes", double(plan.linear_bytes)}, {"output_bytes", double(plan.output_bytes)},
+                 {"embedding_bytes", double(plan.embedding_bytes)}, {"vision_bytes", double(plan.vision_bytes)},
+                 {"kv_bytes", double(plan.kv_bytes)}, {"scratch_bytes", double(plan.scratch_bytes)},
+                 {"vision_activation_bytes", double(plan.vision_activation_bytes)},
+                 {"reserve_bytes", double(plan.reserve_bytes)}, {"total_bytes", double(plan.total_bytes)},
+                 {"free_bytes", double(plan.free_bytes)}, {"fits", plan.fits}, {"max_context", plan.max_context}};
+    if (acc.prompts)
+      j["accuracy_vs_bf16"] = {{"prompts", acc.prompts}, {"mean_kl", acc.mean_kl}, {"max_kl", acc.max_kl},
+                               {"top1_agreement", double(acc.top1_agree) / acc.prompts}};
     j["quick"] = o.quick;
     j["context"] = o.context;
     j["prompt_tokens"] = prompt_tokens;
@@ -406,6 +546,7 @@ int run(const Options& o) {
     j["counts"] = {{"vision_flops", vflops},
                    {"prefill_decoder_flops", pflops},
                    {"decode_weight_bytes", wbytes},
+                   {"decode_weight_bytes_bf16", wbytes_bf16},
                    {"kv_bytes_per_token", kvtok},
                    {"weight_bytes", double(mi.info.weight_bytes)}};
     j["breakdown_ms"] = {{"preprocess", median(pre_ms)},
@@ -426,7 +567,13 @@ int run(const Options& o) {
   const auto q1_ids = mi.tokenizer->encode(q1);
   const int q1_tokens = q1_ids.ok() ? int(q1_ids->size()) : -1;
   std::printf("pixtral bench — %s, %s, %s\n", ceil->card.c_str(),
-              o.model_dir.empty() ? (o.tiny ? "synthetic tiny weights" : "synthetic Pixtral-12B weights") : o.model_dir.c_str(), o.precision.c_str());
+              o.model_dir.empty() ? (o.tiny ? "synthetic tiny weights" : "synthetic Pixtral-12B weights") : o.model_dir.c_str(), precision.c_str());
+  std::printf("memory plan: %s\n", plan.summary().c_str());
+  std::printf("  weights %.2f GB (decoder linear %.2f, head %.2f, embedding %.2f, vision %.2f); KV %.2f GB for %d tokens;"
+              " scratch %.2f GB (%d-row chunks); vision activations %.2f GB; reserve %.2f GB\n",
+              plan.weight_bytes / 1e9, plan.linear_bytes / 1e9, plan.output_bytes / 1e9, plan.embedding_bytes / 1e9,
+              plan.vision_bytes / 1e9, plan.kv_bytes / 1e9, plan.context, plan.scratch_bytes / 1e9, plan.prefill_rows,
+              plan.vision_activation_bytes / 1e9, plan.reserve_bytes / 1e9);
   std::printf("workload: %d prompt tokens (1 image %dx%d + %d-token question), %d greedy tokens, follow-up %d rows\n",
               prompt_tokens, side, side, q1_tokens, n_decode, followup_new);
   std::printf("%-18s %12s %12s %8s  %s\n", "figure", "value", "floor", "ratio", "");
@@ -440,6 +587,9 @@ int run(const Options& o) {
   }
   std::printf("ttft breakdown (median ms): preprocess %.2f, vision %.2f, prefill+first sample %.2f\n",
               median(pre_ms), median(vis_in_ttft), median(prefill_ms));
+  if (acc.prompts)
+    std::printf("accuracy vs bf16 (%d prompts, next token): mean KL %.3g nats, max KL %.3g, top-1 agreement %d/%d\n",
+                acc.prompts, acc.mean_kl, acc.max_kl, acc.top1_agree, acc.prompts);
   if (generated_min < n_decode + 1)
     std::printf("warning: a generation stopped after %d tokens (eos); decode median uses fewer steps\n",
                 generated_min);
@@ -461,7 +611,10 @@ int run_bench(int argc, char** argv) {
     if (a == "--model" && value(v)) {
       o.model_dir = v;
     } else if (a == "--precision" && value(v)) {
-      o.precision = v;
+      if (!parse_precision(v, &o.precision)) return bench_fail(2, "--precision auto|bf16|int8|int4");
+    } else if (a == "--accuracy" && value(v)) {
+      o.accuracy_prompts = std::atoi(v.c_str());
+      if (o.accuracy_prompts < 0 || o.accuracy_prompts > 1000) return bench_fail(2, "--accuracy N: 0..1000 prompts");
     } else if (a == "--quick") {
       o.quick = true;
     } else if (a == "--json") {

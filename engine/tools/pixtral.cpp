@@ -33,7 +33,8 @@ const char* kUsage =
     "                        [--dump-logits FILE] [--no-quant-cache | --quant-cache DIR]\n"
     "       pixtral tokenize --model DIR (--text TEXT | --text-file F | -) [--json]\n"
     "       pixtral tokenize --model DIR --decode ID...\n"
-    "       pixtral bench [--model DIR] [--precision bf16] [--quick] [--json]\n";
+    "       pixtral bench [--model DIR] [--precision auto|bf16|int8|int4] [--quick] [--json] [--context N]\n"
+    "                     [--accuracy N]\n";
 
 int fail(int code, const std::string& msg) {
   std::fprintf(stderr, "pixtral: %s\n", msg.c_str());

@@ -108,7 +108,7 @@ struct Uploader {
 WeightOptions weight_options(Precision p) {
   WeightOptions o;
   switch (p) {
-    case Precision::automatic:  // bf16 until the memory planner exists
+    case Precision::automatic:  // resolved by the memory planner (runtime/memory_plan) before loading; else bf16
     case Precision::bf16: break;
     case Precision::int8:
       o.linear = ops::WeightFormat::int8_channel;

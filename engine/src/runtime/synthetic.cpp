@@ -4,7 +4,8 @@
 // header declares every expected tensor (io::expected_tensors) at full size; Checkpoint::open validates it like a
 // real checkpoint (the data pages are never read) and the folder is deleted right away (the mapping stays valid).
 // Each tensor view is then pointed at its own offset of one random host pool and the normal upload_weights path
-// runs, so the weights reach the backend exactly as a real checkpoint's would (stacked QKV/w13 included).
+// runs, so the weights reach the backend exactly as a real checkpoint's would (stacked QKV/w13 included, and
+// quantized on the device for int8/int4 after the same memory plan as Model::load).
 // ref: tests/engine/io/tst_io_fullsize.cpp (sparse full-size checkpoint), spec §1.3/§1.4/§2.1 (tekken.json).
 #include "runtime/synthetic.h"
 
@@ -24,6 +25,7 @@
 #include "io/checkpoint_names.h"
 #include "pixtral/log.h"
 #include "runtime/impl.h"
+#include "runtime/memory_plan.h"
 
 namespace pixtral {
 namespace {
@@ -285,8 +287,10 @@ Result<std::shared_ptr<Model>> make_synthetic_model(const SyntheticOptions& o, S
     progress = [&](std::size_t done, std::size_t total, const std::string& name) {
       return o.on_progress(double(done) / double(total), name);
     };
+  auto plan = plan_for_load(*impl->backend, impl->ckpt, o.precision);
+  if (!plan.ok()) return plan.status();
   const auto t_up = Clock::now();
-  auto w = upload_weights(*impl->backend, impl->ckpt, progress);
+  auto w = upload_weights(*impl->backend, impl->ckpt, progress, weight_options(plan->precision));
   if (!w.ok()) return w.status();
   impl->weights = std::move(w.value());
   PIXTRAL_RETURN_IF_ERROR(impl->backend->synchronize());
@@ -298,7 +302,8 @@ Result<std::shared_ptr<Model>> make_synthetic_model(const SyntheticOptions& o, S
     g_pools.push_back(norm_pool);
   }
 
-  fill_model_info(*impl, "(synthetic)", fallback, "bf16");
+  fill_model_info(*impl, "(synthetic)", fallback, precision_name(plan->precision));
+  impl->info.plan = *plan;
   return std::make_shared<Model>(std::move(impl));
 }
 

@@ -20,6 +20,10 @@ struct SyntheticOptions {
   Device device = Device::cuda;  ///< automatic behaves like Model::load (CUDA when usable, else CPU)
   int threads = 0;               ///< CPU backend threads
   std::uint64_t seed = 1;
+  /// Decoder weight storage, quantized on upload through the backend's upload_weight_quantized /
+  /// upload_weight_stacked_quantized exactly as Model::load does; automatic is resolved by the memory planner
+  /// (CUDA: against the device's free memory; the CPU: bf16).
+  Precision precision = Precision::bf16;
   ProgressCallback on_progress;
 };
 
