@@ -61,7 +61,8 @@ def main():
                          fmt(f.get("ratio")) + ("x" if f.get("ratio") is not None else ""), fmt(p),
                          fmt(speed) + ("x" if speed is not None else "")))
             lines.append({"card": card, "date": date, "commit": a.commit, "engine": "pixtral",
-                          "model": ours.get("model"), "quick": quick, "figure": f["figure"], "unit": f["unit"],
+                          "model": ours.get("model"), "precision": ours.get("precision", "bf16"), "quick": quick,
+                          "figure": f["figure"], "unit": f["unit"],
                           "value": v, "floor": f.get("floor"), "ratio": f.get("ratio")})
     for name, f in peer_by.items():
         lines.append({"card": card, "date": date, "commit": a.commit, "engine": "transformers " +
@@ -75,7 +76,8 @@ def main():
             for l in lines:
                 fh.write(json.dumps(l) + "\n")
 
-    print(f"GPU round — {card} — commit {a.commit} — {date}{' (quick)' if quick else ''}")
+    prec = (ours or {}).get("precision", "bf16")
+    print(f"GPU round — {card} — commit {a.commit} — {date} — {prec}{' (quick)' if quick else ''}")
     if a.tests:
         print("tests: " + a.tests)
     if not ours:

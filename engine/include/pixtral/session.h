@@ -129,6 +129,8 @@ class Session {
   Impl& impl() { return *impl_; }
 
  private:
+  Result<Generation> run(std::span<const Message> messages, const GenerateParams& params,
+                         const PieceCallback& on_piece, const LogitsCallback& on_logits);
   std::unique_ptr<Impl> impl_;
 };
 

@@ -81,6 +81,7 @@ class CudaBackend final : public ops::Backend, public ops::CudaExtension {
   Status end_capture() override;
   Status replay() override;
   void fail_allocation_after(int n) override { fail_after_ = n; }
+  Status inject_device_fault() override;  // cuda_fault.cu
   int* decode_state() override { return static_cast<int*>(decode_state_.ptr); }
   Status set_decode_state(int position, int n_rows) override;
   Status set_decode_tokens(std::span<const int> ids) override;

@@ -103,6 +103,22 @@ Result<Prompt> Session::build_prompt(std::span<const Message> messages) const {
 
 Result<Generation> Session::generate(std::span<const Message> messages, const GenerateParams& params,
                                      const PieceCallback& on_piece, const LogitsCallback& on_logits) {
+  auto r = run(messages, params, on_piece, on_logits);
+  if (!r.ok() && r.status().code() == ErrorCode::device) {
+    // The GPU failed mid-turn (a kernel fault, a reset, a lost device): what the cache holds is unknown, so it is
+    // forgotten, and the error says what to do. Every later call fails the same way, without waiting on the GPU.
+    impl_->cached.clear();
+    impl_->cached_runs.clear();
+    impl_->features.clear();
+    return Status(ErrorCode::device, r.status().message() +
+                                         " — the GPU reported an error (it may have been reset or lost); reload "
+                                         "the model, and if it keeps failing restart the app or check the driver");
+  }
+  return r;
+}
+
+Result<Generation> Session::run(std::span<const Message> messages, const GenerateParams& params,
+                                const PieceCallback& on_piece, const LogitsCallback& on_logits) {
   Impl& s = *impl_;
   const Model::Impl& m = *s.m;
   const ModelConfig& cfg = m.ckpt.config();
