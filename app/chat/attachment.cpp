@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 #include "chat/attachment.h"
 
+#include <QCoreApplication>
+#include <QFileInfo>
+
 namespace quire {
 
 QString attachmentKindToString(AttachmentKind kind) {
@@ -20,6 +23,18 @@ bool attachmentKindFromString(const QString& text, AttachmentKind* kind) {
     }
   }
   return false;
+}
+
+QString attachmentTextPart(const Attachment& a) {
+  if (a.pageText.isEmpty() || a.kind == AttachmentKind::Image) return {};
+  const QString name = QFileInfo(a.documentPath).fileName();
+  const QString heading =
+      a.kind == AttachmentKind::Page
+          ? QCoreApplication::translate("quire::Attachment", "Text layer of page %1 of %2:").arg(a.page + 1).arg(name)
+          : QCoreApplication::translate("quire::Attachment", "Text layer of the region on page %1 of %2:")
+                .arg(a.page + 1)
+                .arg(name);
+  return heading + QStringLiteral("\n") + a.pageText;
 }
 
 }  // namespace quire

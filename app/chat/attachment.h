@@ -2,6 +2,7 @@
 // Attachment: what a user message showed the model — a document page, a region of a page, or an image.
 // Page/region attachments refer to a document by path + content hash (so a moved or edited file is noticed);
 // an image (or the exact model image rendered for a page) is kept by content hash in the images table.
+// Optionally a page/region also carries its text layer (Poppler), sent as a text part before the question.
 // Plain data: no widgets, no I/O.
 #pragma once
 
@@ -20,6 +21,12 @@ QString attachmentKindToString(AttachmentKind kind);
 /// Returns false when @p text names no kind.
 bool attachmentKindFromString(const QString& text, AttachmentKind* kind);
 
+struct Attachment;
+
+/// The text part a page/region's text layer is sent as (a short heading naming the page, then the text); empty
+/// when @p a carries no page text. The chat, `quire ask` and the JSON export all use it.
+QString attachmentTextPart(const Attachment& a);
+
 struct Attachment {
   qint64 id = 0;
   AttachmentKind kind = AttachmentKind::Page;
@@ -31,6 +38,7 @@ struct Attachment {
   QByteArray imageData;    ///< encoded image bytes (Image; optionally the rendered page); empty if none
   QString imageMime;       ///< e.g. "image/png" when imageData is set
   QString imageHash;       ///< SHA-256 hex of imageData, filled in by the store
+  QString pageText;        ///< the page's (region's) text layer sent along as text (Page and Region); empty if not
 
   bool operator==(const Attachment& o) const = default;
 };

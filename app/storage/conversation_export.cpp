@@ -4,9 +4,11 @@
 // The CLI ignores keys it does not know, so Quire's own record rides along in "quire" objects:
 //   top level: {"format": 1, "title", "system_prompt", "sampling", "model", "created"}
 //   per message: {"attachments": [{"kind", "document_path", "content_hash", "page", "region": [x,y,w,h],
-//                 "resolution": [w,h], "image_part": index of its image_url part or -1}], "token_ids", "model",
+//                 "resolution": [w,h], "image_part": index of its image_url part or -1, "page_text" and
+//                 "text_part": its text layer and the index of the text part that carries it, when sent}],
+//                 "token_ids", "model",
 //                 "sampling", "timings", "state", "created"}
-// Images go first, then the text, as `quire ask` orders a user turn.
+// Images go first, then the page text layers (if any), then the question, as the chat sends a user turn.
 #include "storage/conversation_store.h"
 #include "storage/transaction.h"
 
@@ -60,7 +62,7 @@ QString attachmentLabel(const Attachment& a) {
   return label;
 }
 
-QJsonObject attachmentToJson(const Attachment& a, int imagePart) {
+QJsonObject attachmentToJson(const Attachment& a, int imagePart, int textPart) {
   QJsonObject o{{"kind", attachmentKindToString(a.kind)}, {"document_path", a.documentPath},
                 {"content_hash", a.contentHash}, {"page", a.page},
                 {"resolution", QJsonArray{a.resolution.width(), a.resolution.height()}},
@@ -68,6 +70,10 @@ QJsonObject attachmentToJson(const Attachment& a, int imagePart) {
   if (a.kind == AttachmentKind::Region)
     o.insert("region", QJsonArray{a.region.x(), a.region.y(), a.region.width(), a.region.height()});
   if (!a.imageMime.isEmpty()) o.insert("mime", a.imageMime);
+  if (textPart >= 0) {
+    o.insert("page_text", a.pageText);
+    o.insert("text_part", textPart);
+  }
   return o;
 }
 
@@ -116,7 +122,9 @@ QString ConversationStore::exportMarkdown(qint64 conversationId) {
         break;
     }
     md += QStringLiteral("## ") + heading + QStringLiteral("\n\n");
-    for (const Attachment& a : m.attachments) md += QStringLiteral("- 📎 ") + attachmentLabel(a) + QLatin1Char('\n');
+    for (const Attachment& a : m.attachments)
+      md += QStringLiteral("- 📎 ") + attachmentLabel(a) +
+            (a.pageText.isEmpty() ? QString() : QStringLiteral(" ") + tr("(with its text layer)")) + QLatin1Char('\n');
     if (!m.attachments.isEmpty()) md += QLatin1Char('\n');
     md += m.text + QStringLiteral("\n\n");
     if (m.state == MessageState::Stopped) md += QStringLiteral("*") + tr("(stopped)") + QStringLiteral("*\n\n");
@@ -139,6 +147,7 @@ QByteArray ConversationStore::exportJson(qint64 conversationId, const JsonExport
     QJsonObject jm{{"role", messageRoleToString(m.role)}};
     QJsonArray parts;
     QJsonArray refs;
+    QList<int> imageParts;
     for (const Attachment& a : m.attachments) {
       int imagePart = -1;
       if (!a.imageData.isEmpty()) {
@@ -148,7 +157,17 @@ QByteArray ConversationStore::exportJson(qint64 conversationId, const JsonExport
         imagePart = int(parts.size());
         parts.append(QJsonObject{{"type", "image_url"}, {"image_url", QJsonObject{{"url", a.documentPath}}}});
       }
-      refs.append(attachmentToJson(a, imagePart));
+      imageParts << imagePart;
+    }
+    for (qsizetype k = 0; k < m.attachments.size(); ++k) {  // text layers after the images, before the question
+      const Attachment& a = m.attachments[k];
+      const QString textPart = attachmentTextPart(a);
+      int textIndex = -1;
+      if (!textPart.isEmpty()) {
+        textIndex = int(parts.size());
+        parts.append(QJsonObject{{"type", "text"}, {"text", textPart}});
+      }
+      refs.append(attachmentToJson(a, imageParts[k], textIndex));
     }
     if (parts.isEmpty()) {
       jm.insert("content", m.text);
@@ -192,12 +211,16 @@ std::optional<qint64> ConversationStore::importJson(const QByteArray& json, cons
       return fail(StorageError(StorageError::Kind::Misuse, tr("%1: unknown role").arg(where))), std::nullopt;
     const QJsonObject q = jm.value("quire").toObject();
     QList<QString> imageUrls;
+    QList<int> pageTextParts;  // text parts that carry an attachment's text layer, not the question
+    for (const QJsonValue& rv : q.value("attachments").toArray())
+      if (const int tp = rv.toObject().value("text_part").toInt(-1); tp >= 0) pageTextParts << tp;
     const QJsonValue content = jm.value("content");
     if (content.isArray()) {
-      for (const QJsonValue& pv : content.toArray()) {
-        const QJsonObject part = pv.toObject();
+      const QJsonArray partsArray = content.toArray();
+      for (qsizetype pi = 0; pi < partsArray.size(); ++pi) {
+        const QJsonObject part = partsArray.at(pi).toObject();
         if (part.value("type") == QLatin1String("text")) {
-          m.text += part.value("text").toString();
+          if (!pageTextParts.contains(int(pi))) m.text += part.value("text").toString();
         } else if (part.value("type") == QLatin1String("image_url")) {
           const QJsonValue iu = part.value("image_url");
           imageUrls.append(iu.isString() ? iu.toString() : iu.toObject().value("url").toString());
@@ -220,6 +243,7 @@ std::optional<qint64> ConversationStore::importJson(const QByteArray& json, cons
       if (reg.size() == 4) a.region = QRectF(reg[0].toDouble(), reg[1].toDouble(), reg[2].toDouble(), reg[3].toDouble());
       const QJsonArray res = r.value("resolution").toArray();
       if (res.size() == 2) a.resolution = QSize(res[0].toInt(), res[1].toInt());
+      if (r.value("text_part").toInt(-1) >= 0) a.pageText = r.value("page_text").toString();
       const int part = r.value("image_part").toInt(-1);
       if (part >= 0 && part < imageUrls.size() && !imageUrls[part].isEmpty()) {
         used[part] = true;

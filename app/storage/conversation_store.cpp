@@ -67,10 +67,10 @@ constexpr char kNewestChild[] = "SELECT max(id) FROM messages WHERE parent_id = 
 constexpr char kInsertImage[] = "INSERT OR IGNORE INTO images (hash, data, mime) VALUES (?1, ?2, ?3)";
 constexpr char kInsertAttachment[] =
     "INSERT INTO attachments (message_id, position, kind, document_path, content_hash, page, region_x, region_y, "
-    "region_w, region_h, width, height, image_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    "region_w, region_h, width, height, image_hash, page_text) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 constexpr char kAttachments[] =
     "SELECT a.id, a.kind, a.document_path, a.content_hash, a.page, a.region_x, a.region_y, a.region_w, "
-    "a.region_h, a.width, a.height, a.image_hash, i.data, i.mime FROM attachments a "
+    "a.region_h, a.width, a.height, a.image_hash, i.data, i.mime, a.page_text FROM attachments a "
     "LEFT JOIN images i ON i.hash = a.image_hash WHERE a.message_id = ?1 ORDER BY a.position";
 
 constexpr char kSearch[] =
@@ -350,6 +350,7 @@ qint64 ConversationStore::insertMessage(qint64 conversationId, qint64 parentId, 
     }
     at.bind(11, a.resolution.width()).bind(12, a.resolution.height());
     if (!imageHash.isEmpty()) at.bind(13, imageHash);
+    at.bind(14, nonNull(a.pageText));
     at.run();
   }
   m_db.prepare(kSetActiveLeaf).bind(1, conversationId).bind(2, id).bind(3, now).run();
@@ -476,6 +477,7 @@ QList<Attachment> ConversationStore::attachments(qint64 messageId) {
     a.imageHash = st.columnText(11);
     a.imageData = st.columnBlob(12);
     a.imageMime = st.columnText(13);
+    a.pageText = st.columnText(14);
     out.append(a);
   }
   return out;

@@ -81,9 +81,15 @@ ALTER TABLE conversations ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX conversations_by_updated ON conversations(deleted, pinned DESC, updated DESC);
 )sql";
 
+// v3: the text layer of a page/region attachment, sent along as text when the user asked for it.
+constexpr char kSchemaV3[] = R"sql(
+ALTER TABLE attachments ADD COLUMN page_text TEXT NOT NULL DEFAULT '';
+)sql";
+
 constexpr Migration kSteps[] = {
     {1, kSchemaV1},
     {2, kSchemaV2},
+    {3, kSchemaV3},
 };
 
 }  // namespace

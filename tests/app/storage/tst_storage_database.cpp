@@ -240,6 +240,7 @@ class TestStorageDatabase : public QObject {
     QCOMPARE(path1[0].attachments.size(), 1);
     QCOMPARE(path1[0].attachments[0].page, 2);
     QCOMPARE(path1[0].attachments[0].resolution, QSize(1024, 1325));
+    QVERIFY(path1[0].attachments[0].pageText.isEmpty());  // v3's column, defaulted
     QCOMPARE(path1[1].state, MessageState::Stopped);
     QCOMPARE(store.activePath(2).at(0).attachments.at(0).imageData, QByteArray::fromHex("89504E470D0A1A0A"));
     const QList<ConversationHit> hits = store.search(QStringLiteral("revenue"));
