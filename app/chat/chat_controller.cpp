@@ -2,6 +2,8 @@
 // ChatController: see chat_controller.h.
 #include "chat/chat_controller.h"
 
+#include "chat/page_text.h"
+
 #include "documents/document.h"
 #include "documents/model_image.h"
 #include "inference/inference_worker.h"
@@ -33,13 +35,7 @@ QByteArray pngBytes(const QImage& image) {
   return bytes;
 }
 
-QString fileHash(const QString& path) {
-  QFile f(path);
-  if (!f.open(QIODevice::ReadOnly)) return {};
-  QCryptographicHash h(QCryptographicHash::Sha256);
-  h.addData(&f);
-  return QString::fromLatin1(h.result().toHex());
-}
+QString fileHash(const QString& path) { return fileContentHash(path); }
 
 QString fileName(const QString& path) { return QFileInfo(path).fileName(); }
 
@@ -79,10 +75,13 @@ Prepared prepareAttachments(const QList<ContextChip>& chips, int maxImageSize) {
     a.resolution = img.size();
     a.imageData = pngBytes(img);  // the exact model image: later turns and reopened conversations resend it
     a.imageMime = QStringLiteral("image/png");
+    if (c.includeText && c.kind != AttachmentKind::Image) a.pageText = c.pageText;
     out.attachments << a;
   }
   return out;
 }
+
+int estimateTextTokens(const QString& text) { return text.isEmpty() ? 0 : int(text.size()) / 4 + 1; }
 
 int imageTokenCount(int width, int height, int patchSize, int maxImageSize) {
   if (width < 1 || height < 1 || patchSize < 1 || maxImageSize < 1) return 0;
@@ -233,6 +232,47 @@ void ChatController::recomputeChip(ContextChip& chip) const {
     }
   }
   chip.tokens = imageTokenCount(chip.resolution.width(), chip.resolution.height(), m_patchSize, m_maxImageSize);
+  chip.textTokens = chip.includeText ? estimateTextTokens(attachmentTextPart([&] {
+    Attachment a;
+    a.kind = chip.kind;
+    a.documentPath = chip.path;
+    a.page = chip.page;
+    a.pageText = chip.pageText;
+    return a;
+  }())) : 0;
+}
+
+// Reads the chip's text layer the first time it is asked for (Poppler, its own document: a page is quick).
+static void loadChipText(ContextChip& chip) {
+  if (!chip.pageText.isEmpty() || !chip.textNote.isEmpty()) return;
+  if (!chip.document || chip.document->kind() != Document::Kind::Pdf) {
+    chip.textNote = ChatController::tr("an image has no text layer");
+    return;
+  }
+  const PageTextResult r = pdfPageText(chip.path, chip.page, chip.kind == AttachmentKind::Region ? chip.region : QRectF());
+  chip.pageText = r.text;
+  if (!r.error.isEmpty()) chip.textNote = r.error;
+  else if (r.text.isEmpty()) chip.textNote = ChatController::tr("this page has no text layer");
+}
+
+void ChatController::setChipIncludeText(int index, bool on) {
+  if (index < 0 || index >= m_chips.size() || m_chips[index].kind == AttachmentKind::Image) return;
+  ContextChip& c = m_chips[index];
+  if (on) loadChipText(c);
+  c.includeText = on && !c.pageText.isEmpty();
+  recomputeChip(c);
+  emit chipsChanged();
+}
+
+void ChatController::setIncludePageText(bool on) {
+  m_includePageText = on;
+  for (ContextChip& c : m_chips) {
+    if (c.kind == AttachmentKind::Image) continue;
+    if (on) loadChipText(c);
+    c.includeText = on && !c.pageText.isEmpty();
+    recomputeChip(c);
+  }
+  emit chipsChanged();
 }
 
 void ChatController::recomputeChips() {
@@ -249,6 +289,10 @@ void ChatController::addPageChip(std::shared_ptr<const Document> doc, int page) 
   c.document = std::move(doc);
   c.maxSide = m_maxImageSize;
   c.label = tr("page %1 of %2").arg(page + 1).arg(c.document->title());
+  if (m_includePageText) {
+    loadChipText(c);
+    c.includeText = !c.pageText.isEmpty();
+  }
   recomputeChip(c);
   m_chips << c;
   emit chipsChanged();
@@ -264,6 +308,10 @@ void ChatController::addRegionChip(std::shared_ptr<const Document> doc, int page
   c.document = std::move(doc);
   c.maxSide = m_maxImageSize;
   c.label = tr("region on page %1 of %2").arg(page + 1).arg(c.document->title());
+  if (m_includePageText) {
+    loadChipText(c);
+    c.includeText = !c.pageText.isEmpty();
+  }
   recomputeChip(c);
   m_chips << c;
   emit chipsChanged();
@@ -310,7 +358,7 @@ void ChatController::setChipMaxSide(int index, int maxSide) {
 
 int ChatController::chipTokens() const {
   int n = 0;
-  for (const ContextChip& c : m_chips) n += c.tokens;
+  for (const ContextChip& c : m_chips) n += c.tokens + c.textTokens;
   return n;
 }
 
@@ -323,7 +371,8 @@ int ChatController::conversationTokens() const {
     }
     n += int(m.text.size()) / 4 + 4;  // an estimate: ~4 characters a token, plus the control tokens
     for (const Attachment& a : m.attachments)
-      n += imageTokenCount(a.resolution.width(), a.resolution.height(), m_patchSize, m_maxImageSize);
+      n += imageTokenCount(a.resolution.width(), a.resolution.height(), m_patchSize, m_maxImageSize) +
+           estimateTextTokens(attachmentTextPart(a));
   }
   return n;
 }
@@ -415,7 +464,7 @@ bool ChatController::startAnswer(qint64 parentId) {
   if (!answerId) return fail(m_store->lastError().message());
   GenerationRequest r;
   r.conversationId = m_conversationId;
-  r.messages = buildMessages();
+  r.messages = inferenceMessages();
   r.params = m_params;
   r.contextLength = m_contextLength;
   m_answerId = *answerId;
@@ -440,7 +489,7 @@ QList<QImage> ChatController::imagesOf(const Message& m) const {
   return out;
 }
 
-QList<InferenceMessage> ChatController::buildMessages() const {
+QList<InferenceMessage> ChatController::inferenceMessages() const {
   QList<InferenceMessage> out;
   if (m_store) {
     if (auto conv = m_store->conversation(m_conversationId); conv && !conv->systemPrompt.isEmpty())
@@ -458,6 +507,8 @@ QList<InferenceMessage> ChatController::buildMessages() const {
     } else {
       im.role = pixtral::Role::user;
       for (const QImage& img : imagesOf(m)) im.parts << InferencePart::fromImage(img);
+      for (const Attachment& a : m.attachments)  // text layers: after the images, before the question
+        if (const QString t = attachmentTextPart(a); !t.isEmpty()) im.parts << InferencePart::fromText(t);
       if (!m.text.isEmpty()) im.parts << InferencePart::fromText(m.text);
     }
     out << im;

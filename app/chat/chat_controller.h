@@ -15,6 +15,7 @@
 #pragma once
 
 #include "chat/attachment.h"
+#include "chat/attachment_check.h"
 #include "chat/conversation.h"
 #include "chat/message.h"
 #include "inference/inference_types.h"
@@ -54,7 +55,15 @@ struct ContextChip {
   QSize resolution;                          ///< pixels of the image the model gets
   int tokens = 0;                            ///< its decoder token cost
   QString label;                             ///< "page 3 of report.pdf", "region on page 5", "chart.png"
+  bool includeText = false;                  ///< send the page's (region's) text layer along, as text
+  QString pageText;                          ///< that text (Page and Region of a PDF), read when turned on
+  QString textNote;                          ///< why there is no text ("no text layer", a read error)
+  int textTokens = 0;                        ///< the text's estimated token cost (0 unless includeText)
 };
+
+/// The estimated decoder tokens of @p text (about 4 characters a token) — the chat's estimate for text until
+/// the engine has tokenized it.
+int estimateTextTokens(const QString& text);
 
 /// The attachments of a question: each chip rendered at its size (PNG), with its file's hash. Any thread.
 struct Prepared {
@@ -116,6 +125,13 @@ class ChatController : public QObject {
   void clearChips();
   /// Changes a page/region chip's longest side (its resolution and token cost follow).
   void setChipMaxSide(int index, int maxSide);
+  /// Sends (or not) the page's text layer with page/region chip @p index, as a text part before the question;
+  /// its token cost is counted in the chip's and the total. Only PDFs have a text layer.
+  void setChipIncludeText(int index, bool on);
+  /// Whether new page/region chips include their text layer (the panel's checkbox); setting it applies to the
+  /// chips already in the row too.
+  void setIncludePageText(bool on);
+  bool includePageText() const { return m_includePageText; }
   int chipTokens() const;
   /// Tokens of the conversation so far (exact for answers; estimated for text as ~4 characters a token).
   int conversationTokens() const;
@@ -133,6 +149,11 @@ class ChatController : public QObject {
   bool regenerate();
   /// A new version of the user message at @p row with @p text (same attachments), answered at once.
   bool editAndResend(int row, const QString& text);
+  /// What the next request sends for the active path: the system prompt, then per user turn its images, their
+  /// text layers (each a text part) and the question; answers with their exact token ids.
+  QList<InferenceMessage> inferenceMessages() const;
+  /// Whether an old attachment's document is still there and unchanged (cached per file).
+  AttachmentCheck checkAttachment(const Attachment& a) { return m_checker.check(a); }
   QString error() const { return m_error; }
   /// On the CPU: how long the next question (chips + conversation) is expected to take ("about 40 s"); empty
   /// on the GPU or while unknown. Refreshed when the chips or the model change (estimateChanged).
@@ -167,7 +188,6 @@ class ChatController : public QObject {
   bool fail(const QString& message);
   bool canGenerate();
   bool startAnswer(qint64 parentId);
-  QList<InferenceMessage> buildMessages() const;
   QList<QImage> imagesOf(const Message& m) const;
   void recomputeChip(ContextChip& chip) const;
   void recomputeChips();
@@ -188,6 +208,8 @@ class ChatController : public QObject {
   qint64 m_conversationId = 0;
   QList<Message> m_path;
   QList<ContextChip> m_chips;
+  bool m_includePageText = false;
+  AttachmentChecker m_checker;
   QString m_systemPrompt;
   QString m_error;
 
