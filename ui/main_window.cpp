@@ -4,8 +4,10 @@
 
 #include "chat/chat_controller.h"
 #include "chat/chat_panel.h"
+#include "chat/conversation_file_actions.h"
 #include "chat/conversation_sidebar.h"
 #include "chat/prompt_box.h"
+#include "chat/reference_navigator.h"
 #include "dialogs/model_dialog.h"
 #include "dialogs/server_settings_dialog.h"
 #include "inference/inference_worker.h"
@@ -73,7 +75,7 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent), m_recent(new Rece
 MainWindow::~MainWindow() = default;
 
 void MainWindow::createMenus() {
-  QMenu* file = menuBar()->addMenu(tr("&File"));
+  QMenu* file = m_fileMenu = menuBar()->addMenu(tr("&File"));
   QAction* open = file->addAction(tr("&Open…"), this, &MainWindow::showOpenDialog);
   open->setShortcut(QKeySequence::Open);
   m_recentMenu = file->addMenu(tr("Open &Recent"));
@@ -361,6 +363,7 @@ void MainWindow::setChatController(ChatController* controller) {
   addDockWidget(Qt::LeftDockWidgetArea, listDock);
   resizeDocks({chatDock, listDock}, {420, 220}, Qt::Horizontal);
   connect(m_chatPanel, &ChatPanel::modelSettingsRequested, this, &MainWindow::showModelSettings);
+  setUpChatFilesAndReferences();
 
   QMenu* chat = menuBar()->addMenu(tr("&Chat"));
   m_askPage = chat->addAction(tr("Ask About This &Page"), this, &MainWindow::askAboutPage);
@@ -408,6 +411,30 @@ void MainWindow::showModelSettings() {
   ModelDialog dialog(this);
   if (dialog.exec() != QDialog::Accepted) return;
   if (m_chat && m_chat->worker()) m_chat->worker()->loadModel(dialog.folder());
+}
+
+// Export/import of conversations in the File menu (before Quit) and the list's context menu; chips that show their
+// page, region or image in the viewer; files dropped on the chat that are not images open in the viewer.
+void MainWindow::setUpChatFilesAndReferences() {
+  m_fileActions = new ConversationFileActions(m_chat, this);
+  m_sidebar->setFileActions(m_fileActions);
+  QAction* before = nullptr;  // the separator above Quit
+  const QList<QAction*> items = m_fileMenu->actions();
+  for (int i = 1; i < items.size(); ++i)
+    if (items[i]->shortcut() == QKeySequence(QKeySequence::Quit) && items[i - 1]->isSeparator()) before = items[i - 1];
+  m_fileMenu->insertSeparator(before);
+  m_fileMenu->insertMenu(before, m_fileActions->exportMenu());
+  m_fileMenu->insertAction(before, m_fileActions->importAction());
+
+  m_navigator = new ReferenceNavigator(this);
+  connect(m_chatPanel, &ChatPanel::attachmentActivated, m_navigator, &ReferenceNavigator::showAttachment);
+  connect(m_chatPanel, &ChatPanel::contextChipActivated, m_navigator, [this](int index) {
+    if (index >= 0 && index < m_chat->chips().size()) m_navigator->showChip(m_chat->chips()[index]);
+  });
+  connect(m_chatPanel, &ChatPanel::filesDropped, this, &MainWindow::openFiles);
+  connect(m_navigator, &ReferenceNavigator::failed, this, [this](const QString& message) {
+    statusBar()->showMessage(message, 10000);
+  });
 }
 
 }  // namespace quire

@@ -21,7 +21,9 @@ namespace quire {
 
 class ChatController;
 class ChatPanel;
+class ConversationFileActions;
 class ConversationSidebar;
+class ReferenceNavigator;
 class DocumentTab;
 class RecentFiles;
 
@@ -57,6 +59,10 @@ class MainWindow : public QMainWindow {
   ConversationSidebar* conversationSidebar() const { return m_sidebar; }
   QAction* askPageAction() const { return m_askPage; }
   QAction* askSelectionAction() const { return m_askSelection; }
+  /// Export/Import of conversations (File menu and the list's context menu).
+  ConversationFileActions* conversationFileActions() const { return m_fileActions; }
+  /// Shows what chips refer to (a page, a region, an image) in the viewer.
+  ReferenceNavigator* referenceNavigator() const { return m_navigator; }
 
  public Q_SLOTS:
   /// Opens each file in a new tab (loading off the GUI thread); already open files are brought forward.
@@ -112,6 +118,11 @@ class MainWindow : public QMainWindow {
   ConversationSidebar* m_sidebar = nullptr;
   QAction* m_askPage = nullptr;
   QAction* m_askSelection = nullptr;
+  QMenu* m_fileMenu = nullptr;
+  ConversationFileActions* m_fileActions = nullptr;
+  ReferenceNavigator* m_navigator = nullptr;
+
+  void setUpChatFilesAndReferences();
 };
 
 }  // namespace quire

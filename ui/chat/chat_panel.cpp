@@ -3,12 +3,18 @@
 #include "chat/chat_panel.h"
 
 #include "chat/chat_controller.h"
+#include "chat/chip_rows.h"
 #include "chat/prompt_box.h"
 #include "inference/inference_worker.h"
 #include "inference/model_folder.h"
 
 #include <QApplication>
+#include <QCheckBox>
 #include <QClipboard>
+#include <QDragEnterEvent>
+#include <QFileDialog>
+#include <QImageReader>
+#include <QMimeData>
 #include <QFileInfo>
 #include <QFrame>
 #include <QHBoxLayout>
@@ -27,8 +33,24 @@
 
 namespace quire {
 
+namespace {
+
+// The local files among @p mime's URLs.
+QStringList localFiles(const QMimeData* mime) {
+  QStringList out;
+  if (mime && mime->hasUrls())
+    for (const QUrl& url : mime->urls())
+      if (url.isLocalFile()) out << url.toLocalFile();
+  return out;
+}
+
+bool isImageFile(const QString& path) { return !QImageReader::imageFormat(path).isEmpty(); }
+
+}  // namespace
+
 ChatPanel::ChatPanel(ChatController* controller, QWidget* parent) : QWidget(parent), m_controller(controller) {
   setAccessibleName(tr("Chat"));
+  setAcceptDrops(true);
   auto* layout = new QVBoxLayout(this);
   layout->setContentsMargins(4, 4, 4, 4);
 
@@ -106,10 +128,8 @@ ChatPanel::ChatPanel(ChatController* controller, QWidget* parent) : QWidget(pare
   m_error->hide();
   layout->addWidget(m_error);
 
-  m_chipsRow = new QWidget(this);
-  m_chipsRow->setAccessibleName(tr("Context of the next question"));
-  m_chipsLayout = new QHBoxLayout(m_chipsRow);
-  m_chipsLayout->setContentsMargins(0, 0, 0, 0);
+  m_chipsRow = new ContextChipsRow(m_controller, this);
+  connect(m_chipsRow, &ContextChipsRow::chipActivated, this, &ChatPanel::contextChipActivated);
   m_total = new QLabel(this);
   m_total->setAccessibleName(tr("Tokens of the next question against the context length"));
   auto* chipsLine = new QHBoxLayout;
@@ -117,8 +137,30 @@ ChatPanel::ChatPanel(ChatController* controller, QWidget* parent) : QWidget(pare
   chipsLine->addWidget(m_total);
   layout->addLayout(chipsLine);
 
+  auto* attachLine = new QHBoxLayout;
+  m_attach = new QPushButton(tr("Attach Image…"), this);
+  m_attach->setAccessibleName(tr("Attach an image to the question"));
+  m_attach->setToolTip(tr("Attach PNG, JPEG or WebP images (or drop them here, or paste one into the question)"));
+  connect(m_attach, &QPushButton::clicked, this, &ChatPanel::chooseImages);
+  m_includeText = new QCheckBox(tr("Include page text"), this);
+  m_includeText->setAccessibleName(tr("Include the page text layer with pages and regions"));
+  m_includeText->setToolTip(tr("Send each page's or region's text layer (from the PDF) along with its image"));
+  m_includeText->setChecked(m_controller->includePageText());
+  connect(m_includeText, &QCheckBox::toggled, m_controller, &ChatController::setIncludePageText);
+  attachLine->addWidget(m_attach);
+  attachLine->addWidget(m_includeText);
+  attachLine->addStretch(1);
+  layout->addLayout(attachLine);
+
   m_prompt = new PromptBox(this);
   m_prompt->setMaximumHeight(120);
+  connect(m_prompt, &PromptBox::imagePasted, this, [this](const QImage& image) {
+    m_controller->addImageChip(image, tr("pasted image"));
+  });
+  connect(m_prompt, &PromptBox::filesPasted, this, [this](const QStringList& paths) {
+    const QStringList others = attachImageFiles(paths);
+    if (!others.isEmpty()) emit filesDropped(others);
+  });
   layout->addWidget(m_prompt);
 
   auto* buttons = new QHBoxLayout;
@@ -170,6 +212,47 @@ void ChatPanel::setModelMissing(bool missing) {
 void ChatPanel::sendPrompt() {
   m_error->hide();
   if (m_controller->send(m_prompt->toPlainText())) m_prompt->clear();
+}
+
+void ChatPanel::chooseImages() {
+  QStringList files;
+  if (m_imageFiles) {
+    files = m_imageFiles();
+  } else {
+    files = QFileDialog::getOpenFileNames(this, tr("Attach Images"), QString(),
+                                          tr("Images (*.png *.jpg *.jpeg *.webp *.bmp *.gif *.tif *.tiff)"));
+  }
+  const QStringList others = attachImageFiles(files);
+  if (!others.isEmpty()) emit filesDropped(others);
+}
+
+QStringList ChatPanel::attachImageFiles(const QStringList& paths) {
+  QStringList others;
+  for (const QString& p : paths) {
+    if (isImageFile(p)) m_controller->addImageChip(p);  // an unreadable image says so (errorOccurred)
+    else others << p;
+  }
+  return others;
+}
+
+void ChatPanel::dragEnterEvent(QDragEnterEvent* event) {
+  if (event->mimeData()->hasImage() || !localFiles(event->mimeData()).isEmpty()) event->acceptProposedAction();
+}
+
+void ChatPanel::dropEvent(QDropEvent* event) {
+  const QStringList files = localFiles(event->mimeData());
+  if (!files.isEmpty()) {
+    const QStringList others = attachImageFiles(files);
+    if (!others.isEmpty()) emit filesDropped(others);
+  } else if (event->mimeData()->hasImage()) {
+    const QImage image = qvariant_cast<QImage>(event->mimeData()->imageData());
+    if (!image.isNull()) m_controller->addImageChip(image, tr("dropped image"));
+  }
+  event->acceptProposedAction();
+}
+
+AttachmentChipsRow* ChatPanel::attachmentRow(int row) const {
+  return row >= 0 && row < m_views.size() ? m_views[row].attachments : nullptr;
 }
 
 QTextBrowser* ChatPanel::messageBrowser(int row) const {
@@ -232,9 +315,8 @@ void ChatPanel::appendMessage(int row) {
     v.body->setVerticalScrollBarPolicy(Qt::ScrollBarAlwaysOff);
     v.body->setSizeAdjustPolicy(QAbstractScrollArea::AdjustToContents);
     l->addWidget(v.body);
-    v.attachments = new QLabel(v.frame);
-    v.attachments->setWordWrap(true);
-    v.attachments->setAccessibleName(tr("What this question showed the model"));
+    v.attachments = new AttachmentChipsRow(v.frame);
+    connect(v.attachments, &AttachmentChipsRow::attachmentActivated, this, &ChatPanel::attachmentActivated);
     l->addWidget(v.attachments);
     m_messagesLayout->insertWidget(m_messagesLayout->count() - 1, v.frame);
     edit->setVisible(false);
@@ -261,16 +343,9 @@ void ChatPanel::fillMessage(MessageView& v, int row) {
   v.body->setMarkdown(m.text);
   v.body->document()->adjustSize();
   v.body->setMinimumHeight(int(v.body->document()->size().height()) + 8);
-  QStringList att;
-  for (const Attachment& a : m.attachments) {
-    const QString name = QFileInfo(a.documentPath).fileName();
-    const QString what = a.kind == AttachmentKind::Page     ? tr("page %1 of %2").arg(a.page + 1).arg(name)
-                         : a.kind == AttachmentKind::Region ? tr("region on page %1 of %2").arg(a.page + 1).arg(name)
-                                                            : (name.isEmpty() ? tr("image") : name);
-    att << tr("%1 (%2×%3)").arg(what).arg(a.resolution.width()).arg(a.resolution.height());
-  }
-  v.attachments->setText(att.join(QStringLiteral(" · ")));
-  v.attachments->setVisible(!att.isEmpty());
+  QList<AttachmentCheck> checks;
+  for (const Attachment& a : m.attachments) checks << m_controller->checkAttachment(a);
+  v.attachments->setAttachments(m.attachments, checks);
   const int n = m_controller->siblingCount(row);
   v.version->setText(n > 1 ? tr("%1 / %2").arg(m_controller->siblingIndex(row) + 1).arg(n) : QString());
   for (auto* b : v.frame->findChildren<QToolButton*>()) {
@@ -297,41 +372,11 @@ void ChatPanel::updateMessage(int row, const QString& piece) {
 }
 
 void ChatPanel::rebuildChips() {
-  while (QLayoutItem* item = m_chipsLayout->takeAt(0)) {
-    delete item->widget();
-    delete item;
+  m_chipsRow->rebuild();
+  if (m_includeText->isChecked() != m_controller->includePageText()) {
+    const QSignalBlocker block(m_includeText);
+    m_includeText->setChecked(m_controller->includePageText());
   }
-  const auto& chips = m_controller->chips();
-  for (int i = 0; i < chips.size(); ++i) {
-    const ContextChip& c = chips[i];
-    auto* chip = new QToolButton(m_chipsRow);
-    chip->setText(tr("%1 · %2×%3 · %4 tokens  ×")
-                      .arg(c.label).arg(c.resolution.width()).arg(c.resolution.height()).arg(c.tokens));
-    chip->setAccessibleName(tr("Remove %1 (%2 tokens)").arg(c.label).arg(c.tokens));
-    chip->setToolTip(tr("Click to remove"));
-    connect(chip, &QToolButton::clicked, this, [this, i] {
-      QTimer::singleShot(0, m_controller, [c = m_controller, i] { c->removeChip(i); });
-    });
-    if (c.kind != AttachmentKind::Image) {  // pages and regions: the resolution is adjustable (arrow menu)
-      auto* menu = new QMenu(chip);
-      menu->setAccessibleName(tr("Resolution of %1").arg(c.label));
-      for (int side : {1024, 768, 512, 384, 256}) {
-        if (side > m_controller->maxImageSize()) continue;
-        QAction* a = menu->addAction(tr("Longest side %1 px").arg(side));
-        a->setCheckable(true);
-        a->setChecked(side == std::min(c.maxSide, m_controller->maxImageSize()));
-        connect(a, &QAction::triggered, this, [this, i, side] {
-          QTimer::singleShot(0, m_controller, [c = m_controller, i, side] { c->setChipMaxSide(i, side); });
-        });
-      }
-      if (!menu->isEmpty()) {
-        chip->setMenu(menu);
-        chip->setPopupMode(QToolButton::MenuButtonPopup);
-      }
-    }
-    m_chipsLayout->addWidget(chip);
-  }
-  m_chipsLayout->addStretch(1);
   const int used = m_controller->estimatedPromptTokens(m_prompt->toPlainText());
   m_total->setText(tr("%1 / %2 tokens").arg(used).arg(m_controller->contextLength()) +
                    (m_controller->timeEstimate().isEmpty()

@@ -3,11 +3,20 @@
 // a streamed piece re-renders only the last message), the context chips of the next question (each removable,
 // with its resolution and token cost; the total against the context length), the prompt box, Send / Stop /
 // Regenerate, and the time to first token and tokens/s. Holds no logic: everything goes to the ChatController.
+// Images join the next question from the Attach button (a file dialog), by dropping image files (or image data)
+// on the panel, or by pasting an image into the prompt box; other dropped files are handed to the viewer
+// (filesDropped). Clicking a chip — of the next question or of an earlier one — asks the main window to show
+// its page or region (contextChipActivated, attachmentActivated).
 // Without a model it says where to get Pixtral-12B-2409 and offers Settings ▸ Model.
 #pragma once
 
+#include "chat/attachment.h"
+#include "chat/attachment_check.h"
+
 #include <QList>
 #include <QWidget>
+
+#include <functional>
 
 class QLabel;
 class QPushButton;
@@ -16,10 +25,13 @@ class QTextBrowser;
 class QVBoxLayout;
 class QHBoxLayout;
 class QFrame;
+class QCheckBox;
 
 namespace quire {
 
+class AttachmentChipsRow;
 class ChatController;
+class ContextChipsRow;
 class PromptBox;
 
 class ChatPanel : public QWidget {
@@ -35,7 +47,15 @@ class ChatPanel : public QWidget {
   QPushButton* regenerateButton() const { return m_regenerate; }
   QLabel* statsLabel() const { return m_stats; }
   QLabel* totalLabel() const { return m_total; }
-  QWidget* chipsRow() const { return m_chipsRow; }
+  ContextChipsRow* chipsRow() const { return m_chipsRow; }
+  /// The attachment chips of message @p row (null when out of range).
+  AttachmentChipsRow* attachmentRow(int row) const;
+  QPushButton* attachButton() const { return m_attach; }
+  QCheckBox* includeTextBox() const { return m_includeText; }
+  /// Replaces the Attach button's file dialog (tests): returns the chosen image files.
+  void setImageFileProvider(std::function<QStringList()> provider) { m_imageFiles = std::move(provider); }
+  /// Adds image chips for @p paths; the files that are not images are returned (for the viewer).
+  QStringList attachImageFiles(const QStringList& paths);
   /// The rendered text browser of message @p row (null when out of range).
   QTextBrowser* messageBrowser(int row) const;
   int messageViewCount() const { return int(m_views.size()); }
@@ -44,16 +64,28 @@ class ChatPanel : public QWidget {
 
  Q_SIGNALS:
   void modelSettingsRequested();
+  /// The next question's chip @p index was clicked (show its page/region or image).
+  void contextChipActivated(int index);
+  /// An earlier question's attachment was clicked; @p check says whether its document is still usable.
+  void attachmentActivated(const quire::Attachment& attachment, const quire::AttachmentCheck& check);
+  /// Files dropped on the panel that are not images (PDFs): for the viewer to open.
+  void filesDropped(const QStringList& paths);
 
  public Q_SLOTS:
   void sendPrompt();
+  /// The Attach button: a file dialog (or the provider) for image files.
+  void chooseImages();
+
+ protected:
+  void dragEnterEvent(QDragEnterEvent* event) override;
+  void dropEvent(QDropEvent* event) override;
 
  private:
   struct MessageView {
     QFrame* frame = nullptr;
     QLabel* header = nullptr;
     QTextBrowser* body = nullptr;
-    QLabel* attachments = nullptr;
+    AttachmentChipsRow* attachments = nullptr;
     QLabel* version = nullptr;
     QString markdown;
   };
@@ -73,8 +105,10 @@ class ChatPanel : public QWidget {
   QWidget* m_messagesBox;
   QVBoxLayout* m_messagesLayout;
   QList<MessageView> m_views;
-  QWidget* m_chipsRow;
-  QHBoxLayout* m_chipsLayout;
+  ContextChipsRow* m_chipsRow;
+  QPushButton* m_attach;
+  QCheckBox* m_includeText;
+  std::function<QStringList()> m_imageFiles;
   QLabel* m_total;
   PromptBox* m_prompt;
   QPushButton* m_send;

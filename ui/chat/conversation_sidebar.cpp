@@ -3,12 +3,14 @@
 #include "chat/conversation_sidebar.h"
 
 #include "chat/chat_controller.h"
+#include "chat/conversation_file_actions.h"
 #include "chat/conversation_list_model.h"
 
 #include <QAction>
 #include <QHBoxLayout>
 #include <QLineEdit>
 #include <QListView>
+#include <QMenu>
 #include <QPushButton>
 #include <QVBoxLayout>
 
@@ -60,6 +62,45 @@ ConversationSidebar::ConversationSidebar(ChatController* controller, QWidget* pa
   connect(m_undo, &QPushButton::clicked, m_model, &ConversationListModel::undoDelete);
   connect(m_model, &ConversationListModel::undoAvailableChanged, m_undo, &QPushButton::setEnabled);
   connect(m_controller, &ChatController::conversationsChanged, m_model, &ConversationListModel::refresh);
+  m_list->setContextMenuPolicy(Qt::CustomContextMenu);
+  connect(m_list, &QListView::customContextMenuRequested, this, [this](const QPoint& pos) {
+    const QModelIndex index = m_list->indexAt(pos);
+    if (!index.isValid()) return;
+    m_list->setCurrentIndex(index);
+    QMenu* menu = createContextMenu(index.row());
+    menu->setAttribute(Qt::WA_DeleteOnClose);
+    menu->popup(m_list->viewport()->mapToGlobal(pos));
+  });
+}
+
+QMenu* ConversationSidebar::createContextMenu(int row) {
+  const qint64 id = m_model->idAt(row);
+  if (!id) return nullptr;
+  auto* menu = new QMenu(this);
+  menu->setAccessibleName(tr("Conversation actions"));
+  menu->addAction(tr("&Open"), this, [this, id] { m_controller->openConversation(id); });
+  menu->addAction(tr("&Rename"), this, [this, id] {
+    if (const int r = m_model->rowOf(id); r >= 0) m_list->edit(m_model->index(r));
+  });
+  if (m_fileActions) {
+    QMenu* exportMenu = menu->addMenu(tr("&Export Conversation"));
+    QAction* md = exportMenu->addAction(tr("&Markdown…"), this, [this, id] {
+      m_fileActions->exportConversation(id, ConversationFileActions::Format::Markdown);
+    });
+    md->setObjectName(QStringLiteral("exportMarkdown"));
+    QAction* json = exportMenu->addAction(tr("&JSON…"), this, [this, id] {
+      m_fileActions->exportConversation(id, ConversationFileActions::Format::Json);
+    });
+    json->setObjectName(QStringLiteral("exportJson"));
+  }
+  menu->addSeparator();
+  menu->addAction(tr("&Delete"), this, [this, id] {
+    if (const int r = m_model->rowOf(id); r >= 0) {
+      m_list->setCurrentIndex(m_model->index(r));
+      deleteCurrent();
+    }
+  });
+  return menu;
 }
 
 void ConversationSidebar::focusSearch() {

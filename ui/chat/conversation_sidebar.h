@@ -1,17 +1,20 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 // ConversationSidebar: the conversation list with full-text search (Ctrl+K focuses it), New, Rename (F2 or
 // double-click), Delete (Del) and Undo delete. Activating a row opens that conversation in the ChatController.
+// A row's context menu: Open, Rename, Export ▸ Markdown… / JSON… (with ConversationFileActions), Delete.
 #pragma once
 
 #include <QWidget>
 
 class QLineEdit;
+class QMenu;
 class QListView;
 class QPushButton;
 
 namespace quire {
 
 class ChatController;
+class ConversationFileActions;
 class ConversationListModel;
 
 class ConversationSidebar : public QWidget {
@@ -23,6 +26,10 @@ class ConversationSidebar : public QWidget {
   QLineEdit* searchField() const { return m_search; }
   QListView* list() const { return m_list; }
   void focusSearch();
+  /// Enables Export in the context menu.
+  void setFileActions(ConversationFileActions* actions) { m_fileActions = actions; }
+  /// The context menu of @p row (the caller owns it; null for no row).
+  QMenu* createContextMenu(int row);
 
  private:
   void deleteCurrent();
@@ -32,6 +39,7 @@ class ConversationSidebar : public QWidget {
   QLineEdit* m_search;
   QListView* m_list;
   QPushButton* m_undo;
+  ConversationFileActions* m_fileActions = nullptr;
 };
 
 }  // namespace quire

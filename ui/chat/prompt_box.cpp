@@ -2,8 +2,11 @@
 // PromptBox: see prompt_box.h.
 #include "chat/prompt_box.h"
 
+#include <QImage>
 #include <QInputMethodEvent>
 #include <QKeyEvent>
+#include <QMimeData>
+#include <QUrl>
 
 namespace quire {
 
@@ -17,6 +20,35 @@ PromptBox::PromptBox(QWidget* parent) : QPlainTextEdit(parent) {
 void PromptBox::inputMethodEvent(QInputMethodEvent* event) {
   m_preedit = event->preeditString();
   QPlainTextEdit::inputMethodEvent(event);
+}
+
+namespace {
+
+QStringList localFiles(const QMimeData* mime) {
+  QStringList out;
+  if (mime->hasUrls())
+    for (const QUrl& url : mime->urls())
+      if (url.isLocalFile()) out << url.toLocalFile();
+  return out;
+}
+
+}  // namespace
+
+bool PromptBox::canInsertFromMimeData(const QMimeData* source) const {
+  return source->hasImage() || !localFiles(source).isEmpty() || QPlainTextEdit::canInsertFromMimeData(source);
+}
+
+void PromptBox::insertFromMimeData(const QMimeData* source) {
+  if (const QStringList files = localFiles(source); !files.isEmpty()) {
+    emit filesPasted(files);
+    return;
+  }
+  if (source->hasImage()) {
+    const QImage image = qvariant_cast<QImage>(source->imageData());
+    if (!image.isNull()) emit imagePasted(image);
+    return;
+  }
+  QPlainTextEdit::insertFromMimeData(source);
 }
 
 void PromptBox::keyPressEvent(QKeyEvent* event) {

@@ -4,6 +4,7 @@
 // a page chip's resolution menu changes its resolution and token cost.
 #include "chat/chat_controller.h"
 #include "chat/chat_panel.h"
+#include "chat/chip_rows.h"
 #include "chat/conversation_list_model.h"
 #include "chat/conversation_sidebar.h"
 #include "dialogs/model_dialog.h"
@@ -103,7 +104,7 @@ class TestChatDialogs : public QObject {
     c.addPageChip(r.document, 0);
     const int before = c.chips()[0].tokens;
     QCOMPARE(std::max(c.chips()[0].resolution.width(), c.chips()[0].resolution.height()), 1024);
-    auto chips = panel.chipsRow()->findChildren<QToolButton*>();
+    auto chips = panel.chipsRow()->chipButtons();
     QCOMPARE(chips.size(), 1);
     QVERIFY(chips[0]->menu());
     QAction* half = nullptr;

@@ -4,11 +4,13 @@
 // notice, and accessible names on every control.
 #include "chat/chat_controller.h"
 #include "chat/chat_panel.h"
+#include "chat/chip_rows.h"
 #include "chat/prompt_box.h"
 #include "inference/inference_worker.h"
 #include "storage/conversation_store.h"
 
 #include <QAbstractButton>
+#include <QCheckBox>
 #include <QInputMethodEvent>
 #include <QLabel>
 #include <QLineEdit>
@@ -70,18 +72,24 @@ class TestChatPanel : public QObject {
     panel.show();
     c.addImageChip(QImage(64, 32, QImage::Format_RGB32), QStringLiteral("wide.png"));
     c.addImageChip(QImage(2000, 3000, QImage::Format_RGB32), QStringLiteral("huge.png"));
-    QList<QToolButton*> chips = panel.chipsRow()->findChildren<QToolButton*>();
+    QList<QToolButton*> chips = panel.chipsRow()->chipButtons();
     QCOMPARE(chips.size(), 2);
+    QCOMPARE(panel.chipsRow()->removeButtons().size(), 2);
     QVERIFY(chips[0]->text().contains(QStringLiteral("wide.png")));
     QVERIFY(chips[0]->text().contains(QStringLiteral("64×32")));
     QVERIFY(chips[0]->text().contains(QString::number(c.chips()[0].tokens)));
     QVERIFY(panel.totalLabel()->text().contains(QStringLiteral("/ 100")));
     QVERIFY(panel.totalLabel()->text().startsWith(QString::number(c.estimatedPromptTokens({}))));
     QVERIFY(!panel.totalLabel()->styleSheet().isEmpty());  // over the context: shown in red
-    QTest::mouseClick(chips[1], Qt::LeftButton);
+    QSignalSpy shown(&panel, &ChatPanel::contextChipActivated);
+    QTest::mouseClick(chips[1], Qt::LeftButton);  // the chip itself shows what it refers to
+    QCOMPARE(shown.count(), 1);
+    QCOMPARE(shown.first().first().toInt(), 1);
+    QCOMPARE(c.chips().size(), 2);
+    QTest::mouseClick(panel.chipsRow()->removeButtons()[1], Qt::LeftButton);  // × removes it
     QTRY_COMPARE(c.chips().size(), 1);
     QCOMPARE(c.chips()[0].label, QStringLiteral("wide.png"));
-    QTRY_COMPARE(panel.chipsRow()->findChildren<QToolButton*>().size(), 1);
+    QTRY_COMPARE(panel.chipsRow()->chipButtons().size(), 1);
   }
 
   void withoutAModelThePanelExplainsAndOffersSettings() {
@@ -120,6 +128,8 @@ class TestChatPanel : public QObject {
       QVERIFY2(!b->accessibleName().isEmpty(), qPrintable(b->text()));
     QVERIFY(!panel.promptBox()->accessibleName().isEmpty());
     for (auto* e : panel.findChildren<QLineEdit*>()) QVERIFY(!e->accessibleName().isEmpty());
+    QVERIFY(panel.attachButton() && !panel.attachButton()->accessibleName().isEmpty());
+    QVERIFY(panel.includeTextBox() && !panel.includeTextBox()->accessibleName().isEmpty());
   }
 
   void modelLoadShowsProgressAndCancel() {
