@@ -3,11 +3,11 @@
 // PDF pages/regions are rendered by Poppler directly at the engine's size (longest side = maxSide, 1024 for
 // Pixtral-12B) — never rendered large and resampled. Image files and crops of them keep their own resolution:
 // the engine applies the model's resize itself, so nothing is resampled twice.
+// Handing a model image to the engine is inference/engine_image.h toEngineImage(): alpha is kept and the engine
+// composites it on white (Pillow's rule, spec §4.1) — the one conversion path, shared with `pixtral generate`.
 #pragma once
 
 #include "documents/document.h"
-
-#include <pixtral/image.h>
 
 #include <QImage>
 #include <QRectF>
@@ -19,8 +19,5 @@ QImage modelImageForPage(const Document& doc, int page, int maxSide = 1024);
 
 /// The model image of @p normalisedRect (0–1, origin top-left) on @p page. Thread-safe.
 QImage modelImageForRegion(const Document& doc, int page, const QRectF& normalisedRect, int maxSide = 1024);
-
-/// Copies @p image into the engine's tightly packed RGB8 image (transparency composited on white).
-pixtral::Image toPixtralImage(const QImage& image);
 
 }  // namespace quire

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 // QImage → pixtral::Image for the engine, without changing a pixel value: grayscale stays gray8, images with an
 // alpha channel become non-premultiplied RGBA8 (the engine composites them on white itself, Pillow's rule,
-// spec §4.1), everything else RGB8. Unlike documents/model_image.h toPixtralImage() (which composites in Qt),
-// the compositing here is the engine's, so the app and `pixtral generate` agree bit for bit.
+// spec §4.1), everything else RGB8. This is the app's only QImage → engine conversion: the compositing is the
+// engine's, so the app and `pixtral generate` agree bit for bit.
 #pragma once
 
 #include <pixtral/image.h>

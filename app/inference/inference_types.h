@@ -18,10 +18,12 @@
 
 namespace quire {
 
-/// How to load a model (Settings ▸ Model, `quire ask --device`).
+/// How to load a model (Settings ▸ Model, `quire ask --device --precision`).
 struct ModelLoadOptions {
   pixtral::Device device = pixtral::Device::automatic;
   int threads = 0;  ///< CPU threads; 0 = all
+  /// Decoder weight storage; automatic: the engine's memory planner picks bf16/int8/int4 for the GPU's memory.
+  pixtral::Precision precision = pixtral::Precision::automatic;
 };
 
 /// What the UI shows about the loaded model: device, precision, memory, context.
@@ -30,14 +32,22 @@ struct ModelLoadInfo {
   QString layout;          ///< "mistral" or "hf"
   QString backend;         ///< "cpu" or "cuda"
   QString device;          ///< "CPU (16 threads)", "NVIDIA H100 80GB HBM3"
-  QString precision;       ///< weight dtype: "bf16", "f16", "f32"
+  QString precision;       ///< decoder weights as loaded: "bf16", "int8", "int4" (the planner's choice for auto)
+  QString weightDtype;     ///< the checkpoint's dtype: "bf16", "f16", "f32"
   QString fallbackReason;  ///< why automatic chose the CPU, when it did
-  quint64 weightBytes = 0;
+  QString memoryPlan;      ///< the engine's memory plan in one line (MemoryPlan::summary)
+  quint64 weightBytes = 0;      ///< the checkpoint's tensors as stored
+  quint64 loadedWeightBytes = 0;  ///< the weights as loaded (quantized where the precision says so)
   quint64 parameters = 0;
-  int maxContext = 0;       ///< longest context the model supports (tokens)
+  int maxContext = 0;       ///< longest context usable: the model's maximum, or less where memory is short (tokens)
+  int modelMaxContext = 0;  ///< longest context the model supports (tokens)
   int maxImageSize = 0;     ///< longest image side the model takes (pixels; 1024 for Pixtral-12B)
+  int patchSize = 0;        ///< vision patch side in pixels (16 for Pixtral-12B): an image costs (W/p + 1)·(H/p) tokens
+  quint64 kvBytesPerToken = 0;  ///< KV-cache memory per token of context (every layer's K and V)
   double loadSeconds = 0;
   bool onCpu() const { return backend == QLatin1String("cpu"); }
+  /// KV-cache memory of a conversation with a context of @p tokens.
+  quint64 kvCacheBytes(int tokens) const { return kvBytesPerToken * quint64(tokens > 0 ? tokens : 0); }
 };
 
 /// One chunk of a message: text, or an image (a rendered page or region, a picture).

@@ -25,12 +25,19 @@ ModelLoadInfo infoOf(const pixtral::ModelInfo& m) {
   i.layout = qs(m.layout);
   i.backend = qs(m.backend);
   i.device = qs(m.device_name);
-  i.precision = qs(m.weight_dtype);
+  i.precision = qs(m.precision);
+  i.weightDtype = qs(m.weight_dtype);
   i.fallbackReason = qs(m.fallback_reason);
+  i.memoryPlan = qs(m.plan.summary());
   i.weightBytes = m.weight_bytes;
+  i.loadedWeightBytes = m.plan.weight_bytes;
   i.parameters = m.parameters;
-  i.maxContext = m.max_context;
+  i.modelMaxContext = m.max_context;
+  // Where memory is short (the plan measured the GPU at load), the longest context that fits.
+  i.maxContext = m.plan.max_context > 0 ? std::min(m.max_context, m.plan.max_context) : m.max_context;
   i.maxImageSize = m.max_image_size;
+  i.patchSize = m.patch_size;
+  i.kvBytesPerToken = m.plan.kv_bytes_per_token;
   return i;
 }
 
@@ -134,6 +141,7 @@ void InferenceWorker::loadImpl(quint64 loadId, const QString& dir, const ModelLo
   pixtral::LoadOptions lo;
   lo.device = options.device;
   lo.threads = options.threads;
+  lo.precision = options.precision;
   lo.on_progress = [this, loadId](double fraction, std::string_view stage) {
     Q_EMIT modelLoadProgress(fraction, QString::fromUtf8(stage.data(), qsizetype(stage.size())));
     return loadId > m_cancelLoadUpTo.load();
@@ -257,6 +265,12 @@ pixtral::Result<pixtral::Session*> InferenceWorker::sessionFor(qint64 conversati
   pixtral::SessionOptions so;
   so.context_length = contextLength;
   auto s = m_model->create_session(so);
+  // Not enough memory for another KV cache (the engine refuses before allocating): give the older conversations'
+  // caches back and try once more; they are rebuilt from their messages when asked again.
+  if (!s.ok() && s.status().code() == pixtral::ErrorCode::out_of_memory && !m_sessions.empty()) {
+    m_sessions.clear();
+    s = m_model->create_session(so);
+  }
   if (!s.ok()) return s.status();
   m_sessions.push_front({conversationId, contextLength, std::move(s.value())});
   return m_sessions.front().session.get();

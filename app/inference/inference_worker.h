@@ -14,6 +14,7 @@
 #pragma once
 
 #include "inference/inference_types.h"
+#include "inference/model_folder.h"
 #include "inference/time_estimate.h"
 
 #include <QObject>
@@ -35,7 +36,8 @@ class InferenceWorker : public QObject {
 
   // Any thread: queue work ------------------------------------------------------------------------------------
   /// Loads the model in @p dir (replacing the loaded one). Progress, then modelLoaded or modelLoadFailed.
-  void loadModel(const QString& dir, const ModelLoadOptions& options = {});
+  /// Without options: the choices saved in Settings ▸ Model (savedModelLoadOptions(), e.g. the precision).
+  void loadModel(const QString& dir, const ModelLoadOptions& options = savedModelLoadOptions());
   /// Queues @p request; returns its id (also in GenerationResult::requestId). Pieces stream as pieceArrived,
   /// then generationFinished or generationFailed.
   quint64 generate(GenerationRequest request);

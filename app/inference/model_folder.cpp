@@ -14,6 +14,7 @@ namespace quire {
 namespace {
 
 const char* const kSettingsKey = "model/folder";
+const char* const kPrecisionKey = "model/precision";
 
 bool isFile(const QDir& d, const QString& name) { return QFileInfo(d.filePath(name)).isFile(); }
 
@@ -80,5 +81,22 @@ ModelFolderCheck checkModelFolder(const QString& dirPath) {
 QString savedModelFolder() { return QSettings().value(QLatin1String(kSettingsKey)).toString(); }
 
 void saveModelFolder(const QString& dir) { QSettings().setValue(QLatin1String(kSettingsKey), dir); }
+
+pixtral::Precision savedPrecision() {
+  const QString v = QSettings().value(QLatin1String(kPrecisionKey)).toString();
+  pixtral::Precision p = pixtral::Precision::automatic;
+  if (!pixtral::parse_precision(v.toStdString(), &p)) p = pixtral::Precision::automatic;
+  return p;
+}
+
+void savePrecision(pixtral::Precision precision) {
+  QSettings().setValue(QLatin1String(kPrecisionKey), QString::fromLatin1(pixtral::precision_name(precision)));
+}
+
+ModelLoadOptions savedModelLoadOptions() {
+  ModelLoadOptions o;
+  o.precision = savedPrecision();
+  return o;
+}
 
 }  // namespace quire

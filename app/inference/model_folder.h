@@ -3,8 +3,12 @@
 // load (Mistral native: params.json + consolidated*.safetensors + tekken.json; Hugging Face: config.json +
 // model.safetensors[.index.json] + tekken.json)? A quick look at file names only — the engine checks every
 // tensor on load. Mirrors the engine's detection (engine/src/io/checkpoint.cpp detect_and_parse).
-// Also where the folder is remembered (QSettings key "model/folder").
+// Also where the folder and the load options are remembered (QSettings keys "model/folder", "model/precision").
 #pragma once
+
+#include "inference/inference_types.h"
+
+#include <pixtral/model.h>
 
 #include <QString>
 #include <QStringList>
@@ -27,5 +31,12 @@ QString modelDownloadHint();
 /// The model folder remembered in QSettings (empty when none). Needs the application/organisation names set.
 QString savedModelFolder();
 void saveModelFolder(const QString& dir);
+
+/// The decoder precision chosen in Settings ▸ Model (automatic when none or unknown is saved).
+pixtral::Precision savedPrecision();
+void savePrecision(pixtral::Precision precision);
+
+/// How the app loads the model: the saved Settings ▸ Model choices (precision), the rest at their defaults.
+ModelLoadOptions savedModelLoadOptions();
 
 }  // namespace quire

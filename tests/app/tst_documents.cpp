@@ -186,24 +186,6 @@ class TestDocuments : public QObject {
     QCOMPARE(crop.convertToFormat(QImage::Format_RGB32), file.copy(150, 200, 300, 100).convertToFormat(QImage::Format_RGB32));
   }
 
-  void toPixtralImageIsTightRgb() {
-    QImage img(5, 3, QImage::Format_ARGB32);
-    img.fill(QColor(10, 20, 30));
-    img.setPixelColor(4, 2, QColor(200, 100, 50));
-    img.setPixelColor(0, 1, QColor(0, 0, 0, 0));  // transparent → white
-    const pixtral::Image out = toPixtralImage(img);
-    QCOMPARE(out.width, 5);
-    QCOMPARE(out.height, 3);
-    QCOMPARE(out.format, pixtral::PixelFormat::rgb8);
-    QCOMPARE(out.pixels.size(), std::size_t(5 * 3 * 3));
-    auto px = [&](int x, int y, int c) { return int(out.pixels[std::size_t((y * 5 + x) * 3 + c)]); };
-    QCOMPARE(px(0, 0, 0), 10);
-    QCOMPARE(px(0, 0, 2), 30);
-    QCOMPARE(px(4, 2, 0), 200);
-    QCOMPARE(px(4, 2, 1), 100);
-    QCOMPARE(px(0, 1, 0), 255);
-  }
-
   void searchFindsWordsPdftotextSees() {
     QString why;
     const QString pdf = test::packagedPdf(m_dir.path(), &why);

@@ -1,21 +1,28 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 // InferenceWorker on its thread with the tiny fixture models: tokens stream in order and equal the reference
 // greedy tokens; Stop ends a generation within one token; the conversation's KV cache stays warm; load errors,
-// cancelled loads and bad images arrive as signals with messages. Also the QImage → engine image conversion,
-// the model folder check and the CPU time estimate.
+// cancelled loads and bad images arrive as signals with messages; the precision saved in Settings ▸ Model
+// reaches the engine and comes back in ModelLoadInfo (with the memory plan, patch size and KV-cache size). Also
+// the QImage → engine image conversion (alpha composited by the engine, Pillow's rule), the model folder check
+// and the CPU time estimate.
 #include "fixture_case.h"
 #include "inference/engine_image.h"
 #include "inference/inference_thread.h"
 #include "inference/model_folder.h"
 #include "inference/time_estimate.h"
+#include "tiny_model.h"
+#include "vision/preprocess.h"
 
 #include <QPointer>
 #include <QSemaphore>
+#include <QSettings>
 #include <QSignalSpy>
+#include <QStandardPaths>
 #include <QTemporaryDir>
 #include <QtTest>
 
 #include <atomic>
+#include <cmath>
 #include <map>
 #include <memory>
 
@@ -327,6 +334,63 @@ class TestInferenceWorker : public QObject {
     QVERIFY(info.maxContext > 0);
   }
 
+  // Precision: Settings ▸ Model → InferenceWorker → LoadOptions, and back in ModelLoadInfo ------------------------
+  void savedPrecisionReachesTheEngine_data() {
+    QTest::addColumn<QString>("precision");
+    QTest::newRow("int8") << QStringLiteral("int8");
+    QTest::newRow("int4") << QStringLiteral("int4");
+    QTest::newRow("auto (CPU: bf16)") << QStringLiteral("auto");
+  }
+  void savedPrecisionReachesTheEngine() {
+    QFETCH(QString, precision);
+    QStandardPaths::setTestModeEnabled(true);  // QSettings in a test location, not the user's
+    struct Restore {
+      ~Restore() { savePrecision(pixtral::Precision::automatic); }
+    } restore;
+    // A tiny model whose dims are multiples of 128 (int4 groups), written once for the run.
+    static const std::string dir = [] {
+      pixtral::tiny::TinyModelSpec s;
+      s.dim = 128, s.n_layers = 2, s.n_heads = 4, s.n_kv_heads = 2, s.head_dim = 32, s.hidden_dim = 256;
+      s.bf16 = true;
+      return pixtral::tiny::write_tiny_model(s);
+    }();
+    QVERIFY(!dir.empty());
+    pixtral::Precision p = pixtral::Precision::bf16;
+    QVERIFY(pixtral::parse_precision(precision.toStdString(), &p));
+    savePrecision(p);
+    QCOMPARE(savedPrecision(), p);
+    ModelLoadOptions o = savedModelLoadOptions();
+    QCOMPARE(o.precision, p);
+    o.device = pixtral::Device::cpu;
+    o.threads = 2;
+    InferenceThread t;
+    QSignalSpy loadedSpy(relayOf(t.worker()), &Relay::modelLoaded);
+    QSignalSpy failed(relayOf(t.worker()), &Relay::modelLoadFailed);
+    t.worker()->loadModel(QString::fromStdString(dir), o);
+    QTRY_COMPARE_WITH_TIMEOUT(loadedSpy.count() + failed.count(), 1, kLoadTimeoutMs);
+    QVERIFY2(failed.isEmpty(), failed.isEmpty() ? "" : qPrintable(failed.first().first().toString()));
+    const auto info = loadedSpy.first().first().value<ModelLoadInfo>();
+    const QString expected = precision == QLatin1String("auto") ? QStringLiteral("bf16") : precision;
+    QCOMPARE(info.precision, expected);
+    QCOMPARE(info.weightDtype, QStringLiteral("bf16"));
+    QVERIFY2(info.memoryPlan.startsWith(expected + QStringLiteral(" on cpu")), qPrintable(info.memoryPlan));
+    QCOMPARE(info.patchSize, 16);
+    // KV cache: 2 layers × (K, V) × 2 kv heads × 32 dims × f32 (the CPU backend's activations) per token.
+    QCOMPARE(info.kvBytesPerToken, quint64(2 * 2 * 2 * 32 * 4));
+    QCOMPARE(info.kvCacheBytes(1000), quint64(1000) * info.kvBytesPerToken);
+    QVERIFY(info.maxContext > 0 && info.maxContext <= info.modelMaxContext);
+    if (expected == QLatin1String("bf16")) QCOMPARE(info.loadedWeightBytes, info.weightBytes);
+    else QVERIFY(info.loadedWeightBytes < info.weightBytes);
+  }
+
+  void unknownSavedPrecisionIsAutomatic() {
+    QStandardPaths::setTestModeEnabled(true);
+    QSettings().setValue(QStringLiteral("model/precision"), QStringLiteral("fp8"));
+    QCOMPARE(savedPrecision(), pixtral::Precision::automatic);
+    savePrecision(pixtral::Precision::automatic);
+    QCOMPARE(QSettings().value(QStringLiteral("model/precision")).toString(), QStringLiteral("auto"));
+  }
+
   void cancelledLoadSaysSo() {
     InferenceThread t;
     QSignalSpy cancelled(relayOf(t.worker()), &Relay::modelLoadCancelled);
@@ -427,6 +491,29 @@ class TestInferenceWorker : public QObject {
     QCOMPARE(QByteArray(reinterpret_cast<const char*>(out.pixels.data()), firstPixel.size()), firstPixel);
     const std::size_t last = out.pixels.size() - std::size_t(firstPixel.size());
     QCOMPARE(QByteArray(reinterpret_cast<const char*>(out.pixels.data() + last), firstPixel.size()), firstPixel);
+  }
+
+  // The one alpha path: the app keeps alpha, the engine composites it on white with Pillow's rule,
+  // DIV255(c·a + 255·(255 − a)) (spec §4.1) — computed here as round(x / 255).
+  void engineCompositesAlphaOnWhite() {
+    QImage img(16, 16, QImage::Format_ARGB32);
+    for (int y = 0; y < 16; ++y)
+      for (int x = 0; x < 16; ++x) img.setPixelColor(x, y, QColor(x * 17, y * 16, 255 - x * 13, (x * 16 + y * 37) % 256));
+    pixtral::Image e;
+    QVERIFY(toEngineImage(img, &e));
+    QCOMPARE(e.format, pixtral::PixelFormat::rgba8);
+    auto rgb = pixtral::vision::to_rgb8(e.view());
+    QVERIFY(rgb.ok());
+    QCOMPARE(rgb->format, pixtral::PixelFormat::rgb8);
+    for (int y = 0; y < 16; ++y)
+      for (int x = 0; x < 16; ++x) {
+        const QColor c = img.pixelColor(x, y);
+        const int a = c.alpha(), in[3] = {c.red(), c.green(), c.blue()};
+        for (int ch = 0; ch < 3; ++ch) {
+          const long want = std::lround(double(in[ch] * a + 255 * (255 - a)) / 255.0);
+          QCOMPARE(int(rgb->pixels[std::size_t((y * 16 + x) * 3 + ch)]), int(want));
+        }
+      }
   }
 
   void engineImageRefusesNull() {
