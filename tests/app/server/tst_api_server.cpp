@@ -503,6 +503,90 @@ class TestApiServer : public QObject {
     QCOMPARE(done.at(2).at(0).toString(), c.json.value("id").toString());
   }
 
+  void queuedClientThatLeavesIsDropped() {
+    QSignalSpy done(m_server.get(), &ApiServer::completionDone);
+    QByteArray received;
+    QNetworkReply* running = startLongStream(*m_server, &received);
+    QVERIFY(!running->isFinished());
+    QNetworkReply* waiting = m_nam.post(request(*m_server, QStringLiteral("/v1/chat/completions")),
+                                        QJsonDocument(imageQuestion(pngDataUrl(m_png), 3)).toJson(QJsonDocument::Compact));
+    QTRY_COMPARE_WITH_TIMEOUT(m_server->queuedCount(), 1, 10000);
+    waiting->abort();
+    waiting->deleteLater();
+    QTRY_COMPARE_WITH_TIMEOUT(m_server->queuedCount(), 0, 10000);
+    QCOMPARE(done.size(), 1);
+    QCOMPARE(done.at(0).at(1).toString(), QStringLiteral("cancelled"));
+    QVERIFY(m_server->isGenerating());  // the running one is not disturbed
+    running->abort();
+    running->deleteLater();
+    QTRY_VERIFY_WITH_TIMEOUT(!m_server->isGenerating(), 10000);
+  }
+
+  void parser_data() {
+    QTest::addColumn<QByteArray>("body");
+    QTest::addColumn<bool>("allowLocal");
+    QTest::addColumn<QString>("param");  // empty: accepted
+    QTest::newRow("string content") << QByteArray(R"({"messages":[{"role":"user","content":"hi"}]})") << false << QString();
+    QTest::newRow("parts") << QByteArray(R"({"messages":[{"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}]})") << false << QString();
+    QTest::newRow("developer, null assistant") << QByteArray(R"({"messages":[{"role":"developer","content":"s"},{"role":"user","content":"q"},{"role":"assistant","content":null},{"role":"user","content":"q2"}]})") << false << QString();
+    QTest::newRow("image_url as string") << QByteArray(R"({"messages":[{"role":"user","content":[{"type":"image_url","image_url":"/nonexistent.png"}]}]})") << true << QStringLiteral("messages[0].content[0].image_url.url");
+    QTest::newRow("not an object") << QByteArray("[1]") << false << QString("-");
+    QTest::newRow("bad role") << QByteArray(R"({"messages":[{"role":"tool","content":"x"}]})") << false << QStringLiteral("messages[0].role");
+    QTest::newRow("bad part type") << QByteArray(R"({"messages":[{"role":"user","content":[{"type":"audio"}]}]})") << false << QStringLiteral("messages[0].content[0].type");
+    QTest::newRow("image in system") << QByteArray(R"({"messages":[{"role":"system","content":[{"type":"image_url","image_url":{"url":"data:image/png;base64,AA=="}}]},{"role":"user","content":"q"}]})") << false << QStringLiteral("messages[0].content[0]");
+    QTest::newRow("n=2") << QByteArray(R"({"n":2,"messages":[{"role":"user","content":"q"}]})") << false << QStringLiteral("n");
+    QTest::newRow("tools") << QByteArray(R"({"tools":[{"type":"function"}],"messages":[{"role":"user","content":"q"}]})") << false << QStringLiteral("tools");
+    QTest::newRow("top_p 0") << QByteArray(R"({"top_p":0,"messages":[{"role":"user","content":"q"}]})") << false << QStringLiteral("top_p");
+    QTest::newRow("max_tokens 1.5") << QByteArray(R"({"max_tokens":1.5,"messages":[{"role":"user","content":"q"}]})") << false << QStringLiteral("max_tokens");
+    QTest::newRow("seed -1") << QByteArray(R"({"seed":-1,"messages":[{"role":"user","content":"q"}]})") << false << QStringLiteral("seed");
+    QTest::newRow("stream string") << QByteArray(R"({"stream":"yes","messages":[{"role":"user","content":"q"}]})") << false << QStringLiteral("stream");
+    QTest::newRow("empty user content") << QByteArray(R"({"messages":[{"role":"user","content":[]}]})") << false << QStringLiteral("messages[0].content");
+  }
+
+  void parser() {
+    QFETCH(QByteArray, body);
+    QFETCH(bool, allowLocal);
+    QFETCH(QString, param);
+    ChatParseOptions o;
+    o.allowLocalFiles = allowLocal;
+    ChatRequest r;
+    ApiError e;
+    const bool ok = parseChatRequest(body, o, &r, &e);
+    if (param.isEmpty()) {
+      QVERIFY2(ok, qPrintable(e.message));
+      QVERIFY(!r.messages.isEmpty());
+      QVERIFY(r.messages.back().role == pixtral::Role::user);
+    } else {
+      QVERIFY(!ok);
+      QCOMPARE(e.status, 400);
+      if (param != QLatin1String("-")) QCOMPARE(e.param, param);
+      const QJsonObject err = QJsonDocument::fromJson(apiErrorBody(e)).object().value("error").toObject();
+      QCOMPARE(err.value("message").toString(), e.message);
+      QCOMPARE(err.value("type").toString(), QStringLiteral("invalid_request_error"));
+    }
+  }
+
+  void parserSampling() {
+    ChatRequest r;
+    ApiError e;
+    QVERIFY(parseChatRequest(R"({"temperature":0.7,"top_p":0.5,"top_k":9,"max_completion_tokens":77,"seed":123,
+                                 "messages":[{"role":"user","content":"q"}]})", {}, &r, &e));
+    QCOMPARE(r.params.temperature, 0.7f);
+    QCOMPARE(r.params.top_p, 0.5f);
+    QCOMPARE(r.params.top_k, 9);
+    QCOMPARE(r.params.max_tokens, 77);
+    QCOMPARE(r.params.seed, std::uint64_t(123));
+    QVERIFY(r.seedGiven);
+    ChatRequest d1, d2;
+    QVERIFY(parseChatRequest(R"({"messages":[{"role":"user","content":"q"}]})", {}, &d1, &e));
+    QVERIFY(parseChatRequest(R"({"messages":[{"role":"user","content":"q"}]})", {}, &d2, &e));
+    const pixtral::GenerateParams defaults;
+    QCOMPARE(d1.params.temperature, defaults.temperature);  // the engine's defaults when absent
+    QCOMPARE(d1.params.max_tokens, defaults.max_tokens);
+    QVERIFY(!d1.seedGiven);
+    QVERIFY(d1.params.seed != d2.params.seed);  // no seed: a random one each time, as OpenAI
+  }
+
   void tokenSettings() {
     const QString a = generateApiToken(), b = generateApiToken();
     QVERIFY(a != b);
