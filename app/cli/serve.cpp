@@ -176,7 +176,7 @@ int runServe(int argc, char** argv) {
     std::fflush(stdout);
   });
 
-  ModelLoadOptions lo;
+  ModelLoadOptions lo = savedModelLoadOptions();  // the precision chosen in Settings ▸ Model, as `quire ask`
   lo.device = o.device;
   worker->loadModel(modelDir, lo);
   const int rc = app.exec();
