@@ -299,6 +299,37 @@ class TestChatController : public QObject {
     QCOMPARE(c.messages().last().state, MessageState::Complete);
   }
 
+  // The page's text layer goes to the engine as text: the same page and question cost the engine more prompt
+  // tokens with it than without, and the stored question carries the text.
+  void pageTextLayerReachesTheEngine() {
+    QString why;
+    const QString pdf = test::multiPagePdfWithFigure(m_dir.path(), &why);
+    if (pdf.isEmpty()) QSKIP(qPrintable(why));
+    const QStringList words = test::pdfWords(pdf, 1, &why);
+    if (words.size() < 3) QSKIP(qPrintable(QStringLiteral("page 1 has no words: ") + why));
+    const LoadResult doc = DocumentLoader().load(pdf);
+    QVERIFY2(doc.ok(), qPrintable(doc.message));
+    auto promptTokens = [&](bool withText, QString* sentText) -> int {
+      ConversationStore store;
+      if (!store.open(newDbPath())) return -1;
+      ChatController c(&store, m_thread->worker());
+      configure(c, 2);
+      c.addPageChip(doc.document, 0);
+      c.setChipMaxSide(0, 64);  // a small image: the text dominates
+      c.setChipIncludeText(0, withText);
+      if (!c.send(QStringLiteral("What does it say?")) || !waitIdle(c) || c.messages().size() != 2) return -1;
+      *sentText = c.messages()[0].attachments.value(0).pageText;
+      return c.messages()[1].timings.value(QStringLiteral("prompt_tokens")).toInt();
+    };
+    QString none, text;
+    const int without = promptTokens(false, &none);
+    const int with = promptTokens(true, &text);
+    QVERIFY(without > 0);
+    QVERIFY(none.isEmpty());
+    for (const QString& w : words.mid(0, 3)) QVERIFY2(text.contains(w), qPrintable(w));
+    QVERIFY2(with > without + 3, qPrintable(QStringLiteral("%1 vs %2").arg(with).arg(without)));
+  }
+
   void systemPromptAndSamplingStayWithTheConversation() {
     ConversationStore store;
     QVERIFY(store.open(newDbPath()));
