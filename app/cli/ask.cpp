@@ -32,11 +32,13 @@ namespace {
 const char* const kAskUsage =
     "Usage: quire ask [--model DIR] [FILE [--page N] [--region x,y,w,h]] [--image FILE]... [--system TEXT]\n"
     "                 [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S] [--context N]\n"
-    "                 [--device auto|cpu|cuda] [--no-save] [--json] \"question\"\n"
+    "                 [--device auto|cpu|cuda] [--precision auto|bf16|int8|int4] [--no-save] [--json]\n"
+    "                 \"question\"\n"
     "Answers a question about a PDF page (or a region of it), an image, or none, and saves it to the history.\n"
     "  --page N        1-based page of FILE (default 1)\n"
     "  --region x,y,w,h  part of the page, normalised 0-1, origin top-left\n"
     "  --image FILE    more images, after FILE's, in order\n"
+    "  --precision P   decoder weights: auto (default: the GPU's memory decides), bf16, int8, int4\n"
     "  --json          answer streamed to stderr, one JSON line on stdout (as `pixtral generate --json`)\n"
     "Exit codes: 0 answered, 2 bad arguments, 3 model or document error.\n";
 
@@ -243,10 +245,10 @@ class AskRecorder {
   int m_streamed = 0;
 };
 
-std::string pixtralJsonLine(const GenerationResult& r, double loadMs, const QString& device) {
+std::string pixtralJsonLine(const GenerationResult& r, double loadMs, const QString& device, const QString& precision) {
   using nlohmann::json;
   const pixtral::Timings& t = r.timings;
-  // Field for field what `pixtral generate --json` prints (engine/tools/pixtral.cpp), ASCII-only.
+  // Field for field what `pixtral generate --json` prints (engine/tools/pixtral.cpp), ASCII-only, + the precision.
   json j = {{"prompt_tokens", r.promptTokens},
             {"tokens", r.tokens},
             {"text", r.text.toStdString()},
@@ -258,7 +260,8 @@ std::string pixtralJsonLine(const GenerationResult& r, double loadMs, const QStr
               {"prefill_ms", t.prefill_ms},
               {"ttft_ms", t.ttft_ms},
               {"decode_ms_per_token", t.decode_ms_per_token}}},
-            {"device", device.toStdString()}};
+            {"device", device.toStdString()},
+            {"precision", precision.toStdString()}};
   return j.dump(-1, ' ', true, json::error_handler_t::replace);
 }
 
@@ -311,6 +314,10 @@ bool parseAskArguments(const QStringList& args, AskOptions* out, QString* error)
       else if (v == QLatin1String("cpu")) o.device = pixtral::Device::cpu;
       else if (v == QLatin1String("cuda")) o.device = pixtral::Device::cuda;
       else return fail(QStringLiteral("--device must be auto, cpu or cuda"));
+    } else if (f == QLatin1String("--precision")) {
+      if (!pixtral::parse_precision(v.toStdString(), &o.precision))
+        return fail(QStringLiteral("--precision must be auto, bf16, int8 or int4"));
+      o.precisionGiven = true;
     } else return fail(QStringLiteral("unknown option %1").arg(f));
   }
   if (o.file.isEmpty() && (o.pageGiven || o.region)) return fail(QStringLiteral("--page and --region need a FILE"));
@@ -408,14 +415,15 @@ int runAsk(int argc, char** argv) {
     std::fflush(stream);
     if (o.save) recorder.finish(r);
     if (o.json) {
-      std::printf("%s\n", pixtralJsonLine(r, info.loadSeconds * 1000.0, info.device).c_str());
+      std::printf("%s\n", pixtralJsonLine(r, info.loadSeconds * 1000.0, info.device, info.precision).c_str());
       std::fflush(stdout);
     }
     app.exit(0);
   });
 
-  ModelLoadOptions lo;
+  ModelLoadOptions lo = savedModelLoadOptions();
   lo.device = o.device;
+  if (o.precisionGiven) lo.precision = o.precision;
   worker->loadModel(modelDir, lo);
   return app.exec();
 }

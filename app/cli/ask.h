@@ -4,7 +4,7 @@
 // InferenceWorker for the model, the ConversationStore for the history.
 //   quire ask [--model DIR] [FILE [--page N] [--region x,y,w,h]] [--image FILE]... [--system TEXT]
 //             [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S] [--context N]
-//             [--device auto|cpu|cuda] [--no-save] [--json] "question"
+//             [--device auto|cpu|cuda] [--precision auto|bf16|int8|int4] [--no-save] [--json] "question"
 // Exit codes: 0 answered, 2 bad arguments, 3 model, document or generation error.
 // With --json the output follows `pixtral generate --json` (engine/tools/pixtral.cpp cmd_generate): streamed
 // text on stderr, one ASCII-only JSON line on stdout.
@@ -33,6 +33,9 @@ struct AskOptions {
   pixtral::GenerateParams params;
   int context = 0;         ///< 0: the engine's default, capped at the model's maximum
   pixtral::Device device = pixtral::Device::automatic;
+  /// Decoder weight storage; when not given, the Settings ▸ Model choice (savedPrecision(), automatic by default).
+  pixtral::Precision precision = pixtral::Precision::automatic;
+  bool precisionGiven = false;
   bool save = true;
   bool json = false;
   QString question;

@@ -4,7 +4,9 @@
 
 #include "inference/model_folder.h"
 
+#include <QComboBox>
 #include <QDialogButtonBox>
+#include <QFormLayout>
 #include <QFileDialog>
 #include <QHBoxLayout>
 #include <QLabel>
@@ -34,6 +36,19 @@ ModelDialog::ModelDialog(QWidget* parent) : QDialog(parent) {
   m_status->setWordWrap(true);
   m_status->setAccessibleName(tr("Model folder check"));
   layout->addWidget(m_status);
+  m_precision = new QComboBox(this);
+  m_precision->setAccessibleName(tr("Precision"));
+  // Item data: pixtral::precision_name (what savePrecision stores).
+  m_precision->addItem(tr("Automatic — fit the GPU's memory (recommended)"), QStringLiteral("auto"));
+  m_precision->addItem(tr("bf16 — full precision (about 25 GB of GPU memory)"), QStringLiteral("bf16"));
+  m_precision->addItem(tr("int8 — near-lossless (about 14 GB)"), QStringLiteral("int8"));
+  m_precision->addItem(tr("int4 — smallest (about 9 GB)"), QStringLiteral("int4"));
+  m_precision->setToolTip(tr("How the language model's weights are kept on the GPU. Automatic uses bf16 when it "
+                             "fits with a 16k-token context, else int8, else int4. On the CPU, automatic is bf16."));
+  auto* form = new QFormLayout;
+  form->addRow(tr("Precision:"), m_precision);
+  layout->addLayout(form);
+  setPrecision(savedPrecision());
   m_buttons = new QDialogButtonBox(QDialogButtonBox::Ok | QDialogButtonBox::Cancel, this);
   m_buttons->button(QDialogButtonBox::Ok)->setAccessibleName(tr("Use this model"));
   m_buttons->button(QDialogButtonBox::Cancel)->setAccessibleName(tr("Cancel"));
@@ -67,10 +82,22 @@ void ModelDialog::validate() {
   m_buttons->button(QDialogButtonBox::Ok)->setEnabled(m_valid);
 }
 
+pixtral::Precision ModelDialog::precision() const {
+  pixtral::Precision p = pixtral::Precision::automatic;
+  pixtral::parse_precision(m_precision->currentData().toString().toStdString(), &p);
+  return p;
+}
+
+void ModelDialog::setPrecision(pixtral::Precision p) {
+  const int i = m_precision->findData(QString::fromLatin1(pixtral::precision_name(p)));
+  m_precision->setCurrentIndex(i < 0 ? 0 : i);
+}
+
 void ModelDialog::accept() {
   validate();
   if (!m_valid) return;
   saveModelFolder(folder());
+  savePrecision(precision());
   QDialog::accept();
 }
 
