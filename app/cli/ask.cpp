@@ -398,15 +398,15 @@ int runAsk(int argc, char** argv) {
                    formatAbout(e.secondsToFirstToken).toLocal8Bit().constData());
     worker->generate(request);
   });
-  QObject::connect(worker, &InferenceWorker::pieceArrived, &app, [&](qint64, const QString& text, int token) {
+  QObject::connect(worker, &InferenceWorker::pieceArrived, &app, [&](qint64, quint64, const QString& text, int token) {
     const QByteArray utf8 = text.toUtf8();
     std::fwrite(utf8.constData(), 1, std::size_t(utf8.size()), stream);
     std::fflush(stream);
     if (o.save) recorder.piece(text, token);
   });
-  QObject::connect(worker, &InferenceWorker::generationFailed, &app, [&](qint64, const QString& m) {
+  QObject::connect(worker, &InferenceWorker::generationFailed, &app, [&](qint64, const GenerationFailure& f) {
     std::fputc('\n', stream);
-    printErr(m);
+    printErr(f.message);
     if (o.save) recorder.failed();
     app.exit(kExitFailed);
   });

@@ -90,6 +90,16 @@ struct GenerationResult {
   }
 };
 
+/// Why a generation failed: the engine's error code (context_overflow: the prompt is longer than the context;
+/// out_of_memory; invalid_argument: a bad image or request; not_found: no model loaded; internal: an exception)
+/// and the message for the user.
+struct GenerationFailure {
+  quint64 requestId = 0;
+  pixtral::ErrorCode code = pixtral::ErrorCode::internal;
+  QString message;
+  bool contextOverflow() const { return code == pixtral::ErrorCode::context_overflow; }
+};
+
 /// How long a question is expected to take on this machine (shown before starting on the CPU).
 struct TimeEstimate {
   bool valid = false;
@@ -110,4 +120,5 @@ Q_DECLARE_METATYPE(quire::ModelLoadOptions)
 Q_DECLARE_METATYPE(quire::ModelLoadInfo)
 Q_DECLARE_METATYPE(quire::GenerationRequest)
 Q_DECLARE_METATYPE(quire::GenerationResult)
+Q_DECLARE_METATYPE(quire::GenerationFailure)
 Q_DECLARE_METATYPE(quire::TimeEstimate)

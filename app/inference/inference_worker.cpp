@@ -103,6 +103,28 @@ void InferenceWorker::stop() {
   if (m_running) m_running->request_stop();
 }
 
+void InferenceWorker::stop(quint64 requestId) {
+  if (requestId == 0 || requestId > m_nextRequest.load()) return;
+  std::lock_guard lock(m_runningMutex);
+  m_stopped.insert(requestId);
+  if (m_running && m_runningId == requestId) m_running->request_stop();
+}
+
+bool InferenceWorker::stopRequested(quint64 requestId) const {
+  if (requestId <= m_stopUpTo.load()) return true;
+  std::lock_guard lock(m_runningMutex);
+  return m_stopped.count(requestId) != 0;
+}
+
+void InferenceWorker::forgetStop(quint64 requestId) {
+  std::lock_guard lock(m_runningMutex);
+  m_stopped.erase(requestId);
+}
+
+void InferenceWorker::fail(const GenerationRequest& request, pixtral::ErrorCode code, const QString& message) {
+  Q_EMIT generationFailed(request.conversationId, GenerationFailure{request.id, code, message});
+}
+
 void InferenceWorker::cancelLoad() { m_cancelLoadUpTo.store(m_nextLoad.load()); }
 
 void InferenceWorker::unloadModel() {
@@ -167,72 +189,70 @@ void InferenceWorker::doGenerate(const GenerationRequest& request) {
   const auto clearRunning = [this] {
     std::lock_guard lock(m_runningMutex);
     m_running = nullptr;
+    m_runningId = 0;
   };
   try {
     generateImpl(request);
   } catch (const std::bad_alloc&) {
     clearRunning();
-    Q_EMIT generationFailed(request.conversationId,
-                            tr("Out of memory: try a smaller image, a shorter context or a GPU."));
+    fail(request, pixtral::ErrorCode::out_of_memory, tr("Out of memory: try a smaller image, a shorter context or a GPU."));
   } catch (const std::exception& e) {
     clearRunning();
-    Q_EMIT generationFailed(request.conversationId, tr("Generation failed: %1").arg(QString::fromUtf8(e.what())));
+    fail(request, pixtral::ErrorCode::internal, tr("Generation failed: %1").arg(QString::fromUtf8(e.what())));
   } catch (...) {
     clearRunning();
-    Q_EMIT generationFailed(request.conversationId, tr("Generation failed (unknown error)."));
+    fail(request, pixtral::ErrorCode::internal, tr("Generation failed (unknown error)."));
   }
+  forgetStop(request.id);
 }
 
 void InferenceWorker::generateImpl(const GenerationRequest& request) {
   const qint64 conv = request.conversationId;
+  const quint64 id = request.id;
   if (!m_model) {
-    Q_EMIT generationFailed(conv, tr("No model is loaded."));
+    fail(request, pixtral::ErrorCode::not_found, tr("No model is loaded."));
     return;
   }
   if (request.messages.isEmpty() || request.messages.back().role != pixtral::Role::user) {
-    Q_EMIT generationFailed(conv, tr("Nothing to answer: the conversation does not end with a question."));
+    fail(request, pixtral::ErrorCode::invalid_argument,
+         tr("Nothing to answer: the conversation does not end with a question."));
     return;
   }
   auto messages = toEngineMessages(request.messages);
   if (!messages.ok()) {
-    Q_EMIT generationFailed(conv, qs(messages.status().message()));
+    fail(request, messages.status().code(), qs(messages.status().message()));
     return;
   }
-  if (stopRequested(request.id)) {  // stopped while still queued
+  const auto cancelled = [&] {
     GenerationResult r;
-    r.requestId = request.id;
+    r.requestId = id;
     r.finishReason = QString::fromLatin1(pixtral::finish_reason_name(pixtral::FinishReason::cancelled));
     Q_EMIT generationFinished(conv, r);
-    return;
-  }
+  };
+  if (stopRequested(id)) return cancelled();  // stopped while still queued
   auto session = sessionFor(conv, request.contextLength);
   if (!session.ok()) {
-    Q_EMIT generationFailed(conv, qs(session.status().message()));
+    fail(request, session.status().code(), qs(session.status().message()));
     return;
   }
   {
     std::lock_guard lock(m_runningMutex);
     m_running = *session;
+    m_runningId = id;
   }
-  const quint64 id = request.id;
   auto onPiece = [this, conv, id](std::string_view piece, int token) {
-    Q_EMIT pieceArrived(conv, QString::fromUtf8(piece.data(), qsizetype(piece.size())), token);
+    Q_EMIT pieceArrived(conv, id, QString::fromUtf8(piece.data(), qsizetype(piece.size())), token);
     return !stopRequested(id);
   };
   auto gen = (*session)->generate(*messages, request.params, onPiece);
   {
     std::lock_guard lock(m_runningMutex);
     m_running = nullptr;
+    m_runningId = 0;
   }
   if (!gen.ok()) {
-    if (gen.status().code() == pixtral::ErrorCode::cancelled) {  // stopped during prefill
-      GenerationResult r;
-      r.requestId = id;
-      r.finishReason = QString::fromLatin1(pixtral::finish_reason_name(pixtral::FinishReason::cancelled));
-      Q_EMIT generationFinished(conv, r);
-    } else {
-      Q_EMIT generationFailed(conv, qs(gen.status().message()));
-    }
+    if (gen.status().code() == pixtral::ErrorCode::cancelled) return cancelled();  // stopped during prefill
+    fail(request, gen.status().code(), qs(gen.status().message()));
     return;
   }
   GenerationResult r;
@@ -310,6 +330,7 @@ void registerInferenceTypes() {
     qRegisterMetaType<quire::ModelLoadInfo>();
     qRegisterMetaType<quire::GenerationRequest>();
     qRegisterMetaType<quire::GenerationResult>();
+    qRegisterMetaType<quire::GenerationFailure>();
     qRegisterMetaType<quire::TimeEstimate>();
     qRegisterMetaType<QList<QSize>>();
     return true;

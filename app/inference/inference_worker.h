@@ -24,6 +24,7 @@
 #include <list>
 #include <memory>
 #include <mutex>
+#include <set>
 
 namespace quire {
 
@@ -38,8 +39,9 @@ class InferenceWorker : public QObject {
   /// Loads the model in @p dir (replacing the loaded one). Progress, then modelLoaded or modelLoadFailed.
   /// Without options: the choices saved in Settings ▸ Model (savedModelLoadOptions(), e.g. the precision).
   void loadModel(const QString& dir, const ModelLoadOptions& options = savedModelLoadOptions());
-  /// Queues @p request; returns its id (also in GenerationResult::requestId). Pieces stream as pieceArrived,
-  /// then generationFinished or generationFailed.
+  /// Queues @p request; returns its id, which every signal about it carries (pieceArrived, GenerationResult,
+  /// GenerationFailure), so several hosts can share the worker and each follow only its own requests. Pieces
+  /// stream as pieceArrived, then generationFinished or generationFailed. Requests run one at a time, in order.
   quint64 generate(GenerationRequest request);
   /// Forgets a conversation's session (deleted conversation).
   void closeConversation(qint64 conversationId);
@@ -50,6 +52,9 @@ class InferenceWorker : public QObject {
   // Any thread: act now ---------------------------------------------------------------------------------------
   /// Stops the running generation and cancels every one queued before this call. Thread-safe, immediate.
   void stop();
+  /// Stops request @p requestId only: at once when it runs (within one token or prefill chunk), when it comes up
+  /// when still queued (it finishes "cancelled" without running); others are untouched. Thread-safe.
+  void stop(quint64 requestId);
   /// Cancels a load in progress or queued: it ends with modelLoadCancelled (at the next progress step).
   void cancelLoad();
 
@@ -70,9 +75,10 @@ class InferenceWorker : public QObject {
   void modelLoadFailed(const QString& message);
   void modelLoadCancelled();
   /// A piece of the answer: complete UTF-8 text (may be empty while a character is incomplete) and its token.
-  void pieceArrived(qint64 conversationId, const QString& text, int tokenId);
+  void pieceArrived(qint64 conversationId, quint64 requestId, const QString& text, int tokenId);
   void generationFinished(qint64 conversationId, const quire::GenerationResult& result);
-  void generationFailed(qint64 conversationId, const QString& message);
+  /// The request failed: failure.code says why (context_overflow: the prompt does not fit the context).
+  void generationFailed(qint64 conversationId, const quire::GenerationFailure& failure);
   void estimateReady(quint64 tag, const quire::TimeEstimate& estimate);
 
  private Q_SLOTS:
@@ -91,7 +97,9 @@ class InferenceWorker : public QObject {
   void loadImpl(quint64 loadId, const QString& dir, const ModelLoadOptions& options);
   void generateImpl(const GenerationRequest& request);
   pixtral::Result<pixtral::Session*> sessionFor(qint64 conversationId, int contextLength);
-  bool stopRequested(quint64 requestId) const { return requestId <= m_stopUpTo.load(); }
+  bool stopRequested(quint64 requestId) const;
+  void forgetStop(quint64 requestId);
+  void fail(const GenerationRequest& request, pixtral::ErrorCode code, const QString& message);
   void unloadModel();
 
   std::shared_ptr<pixtral::Model> m_model;
@@ -103,8 +111,10 @@ class InferenceWorker : public QObject {
   std::atomic<quint64> m_stopUpTo{0};     ///< requests with id ≤ this are stopped
   std::atomic<quint64> m_nextLoad{0};
   std::atomic<quint64> m_cancelLoadUpTo{0};
-  mutable std::mutex m_runningMutex;     ///< guards m_running against stop() from another thread
+  mutable std::mutex m_runningMutex;     ///< guards m_running, m_runningId and m_stopped against stop()
   pixtral::Session* m_running = nullptr;  ///< the session inside generate(), if any
+  quint64 m_runningId = 0;                ///< its request
+  std::set<quint64> m_stopped;            ///< requests stopped one by one (stop(id)) that have not ended yet
 };
 
 }  // namespace quire

@@ -58,7 +58,7 @@ ApiServer::ApiServer(InferenceWorker* worker, ApiServerOptions options, QObject*
 }
 
 ApiServer::~ApiServer() {
-  if (m_running) m_worker->stop();
+  if (m_running) m_worker->stop(m_running->requestId);
 }
 
 bool ApiServer::start(QString* error) {
@@ -195,17 +195,18 @@ void ApiServer::pump() {
     r.contextLength = m_options.contextLength;
     m_running = std::move(job);
     m_running->requestId = m_worker->generate(r);
-    if (m_running->chat.stream) {
-      QHttpServerResponder& resp = *m_running->responder;
-      resp.writeStatusLine(QHttpServerResponder::StatusCode::Ok);
-      resp.writeHeader("Content-Type", "text/event-stream");
-      resp.writeHeader("Cache-Control", "no-cache");
-      resp.writeHeader("Connection", "close");  // the body ends when the connection does
-      m_running->headersSent = true;
-      sendEvent(*m_running, chunkJson(*m_running, {{key("role"), key("assistant")}, {key("content"), QString()}},
-                                      QJsonValue::Null));
-    }
   }
+}
+
+void ApiServer::startStream(Job& job) {
+  if (job.headersSent || !job.chat.stream || !writable(job)) return;
+  QHttpServerResponder& resp = *job.responder;
+  resp.writeStatusLine(QHttpServerResponder::StatusCode::Ok);
+  resp.writeHeader("Content-Type", "text/event-stream");
+  resp.writeHeader("Cache-Control", "no-cache");
+  resp.writeHeader("Connection", "close");  // the body ends when the connection does
+  job.headersSent = true;
+  sendEvent(job, chunkJson(job, {{key("role"), key("assistant")}, {key("content"), QString()}}, QJsonValue::Null));
 }
 
 bool ApiServer::writable(const Job& job) const {
@@ -231,7 +232,7 @@ QByteArray ApiServer::chunkJson(const Job& job, const QJsonObject& delta, const 
 void ApiServer::onClientGone(QTcpSocket* socket) {
   if (m_running && !m_running->clientGone && (m_running->socket.data() == socket || !m_running->socket)) {
     m_running->clientGone = true;
-    m_worker->stop();  // the engine's request_stop: ends within one token (one prefill chunk)
+    m_worker->stop(m_running->requestId);  // the engine's request_stop: within one token (one prefill chunk)
     return;
   }
   for (auto it = m_queue.begin(); it != m_queue.end(); ++it) {
@@ -244,11 +245,13 @@ void ApiServer::onClientGone(QTcpSocket* socket) {
   }
 }
 
-void ApiServer::onPiece(qint64 conversationId, const QString& text, int) {
-  if (conversationId != kServerConversation || !m_running) return;
+void ApiServer::onPiece(qint64 conversationId, quint64 requestId, const QString& text, int) {
+  if (conversationId != kServerConversation || !m_running || requestId != m_running->requestId) return;
   Job& job = *m_running;
   ++job.pieces;
-  if (!job.chat.stream || text.isEmpty() || job.clientGone) return;
+  if (!job.chat.stream || job.clientGone) return;
+  startStream(job);  // the prompt fitted and the answer has begun: 200 and the role chunk
+  if (text.isEmpty()) return;
   job.streamed += text;
   sendEvent(job, chunkJson(job, {{key("content"), text}}, QJsonValue::Null));
 }
@@ -265,6 +268,7 @@ void ApiServer::onFinished(qint64 conversationId, const GenerationResult& r) {
   if (job.clientGone || !writable(job)) return finishRunning(key("cancelled"), completionTokens);
   const QString finish = openAiFinish(r.finishReason);
   if (job.chat.stream) {
+    startStream(job);  // an answer without any piece (stopped before its first token)
     // Text the stream decoder held back until the end (an incomplete UTF-8 sequence) comes in one last chunk.
     if (r.text.size() > job.streamed.size() && r.text.startsWith(job.streamed))
       sendEvent(job, chunkJson(job, {{key("content"), r.text.mid(job.streamed.size())}}, QJsonValue::Null));
@@ -292,10 +296,19 @@ void ApiServer::onFinished(qint64 conversationId, const GenerationResult& r) {
   finishRunning(cancelled ? key("cancelled") : r.finishReason, completionTokens);
 }
 
-void ApiServer::onFailed(qint64 conversationId, const QString& message) {
-  if (conversationId != kServerConversation || !m_running) return;
+void ApiServer::onFailed(qint64 conversationId, const GenerationFailure& failure) {
+  if (conversationId != kServerConversation || !m_running || failure.requestId != m_running->requestId) return;
   Job& job = *m_running;
-  const ApiError e{500, key("server_error"), message, {}, key("engine_error")};
+  ApiError e{500, key("server_error"), failure.message, {}, key("engine_error")};
+  switch (failure.code) {
+    case pixtral::ErrorCode::context_overflow:  // the client's to fix: a shorter prompt (OpenAI's code)
+      e = ApiError::badRequest(failure.message, key("messages"), key("context_length_exceeded"));
+      break;
+    case pixtral::ErrorCode::invalid_argument:  // e.g. an image the engine cannot take
+      e = ApiError::badRequest(failure.message, key("messages"), key("invalid_value"));
+      break;
+    default: break;
+  }
   if (writable(job) && !job.clientGone) {
     if (job.headersSent) {  // mid-stream: an error event, then the end of the stream
       sendEvent(job, apiErrorBody(e));

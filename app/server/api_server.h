@@ -11,8 +11,11 @@
 //   the body is read); `Authorization: Bearer <token>` is required (401); unknown paths 404, wrong methods 405.
 // One generation at a time; later ones wait in a FIFO queue of at most maxQueue (429 when full). A client that
 // disconnects is dropped from the queue, or its running generation stopped (InferenceWorker::stop → the engine's
-// request_stop, within one token) so the next request starts at once. Errors use OpenAI's error JSON; an engine
-// failure is a 500 with the engine's message. Conversations are not saved to the history.
+// request_stop, within one token) so the next request starts at once. Errors use OpenAI's error JSON; a prompt
+// longer than the context is a 400 (code context_length_exceeded, param messages), other engine failures a 500
+// with the engine's message. A stream's 200 and its first chunk are written with the first piece of the answer,
+// so a request refused before it starts gets its status code in streaming mode too. Conversations are not saved
+// to the history. The worker's signals are matched by request id (another host may share the worker).
 // ref: https://platform.openai.com/docs/api-reference/chat (request, response, chunk and error shapes)
 #pragma once
 
@@ -34,6 +37,7 @@ namespace quire {
 
 class InferenceWorker;
 struct GenerationResult;
+struct GenerationFailure;
 
 struct ApiServerOptions {
   QString token;                 ///< required bearer token (must not be empty)
@@ -86,9 +90,10 @@ class ApiServer : public QAbstractHttpServer {
   void handleChat(const QHttpServerRequest& request, QTcpSocket* socket, QHttpServerResponder& responder);
   void handleModels(QHttpServerResponder& responder);
   void pump();
-  void onPiece(qint64 conversationId, const QString& text, int token);
+  void onPiece(qint64 conversationId, quint64 requestId, const QString& text, int token);
   void onFinished(qint64 conversationId, const GenerationResult& result);
-  void onFailed(qint64 conversationId, const QString& message);
+  void onFailed(qint64 conversationId, const GenerationFailure& failure);
+  void startStream(Job& job);
   void onClientGone(QTcpSocket* socket);
   void finishRunning(const QString& finishReason, int completionTokens);
   bool writable(const Job& job) const;

@@ -65,9 +65,9 @@ class Relay : public QObject {
   void modelLoaded(const quire::ModelLoadInfo& info);
   void modelLoadFailed(const QString& message);
   void modelLoadCancelled();
-  void pieceArrived(qint64 conversationId, const QString& text, int tokenId);
+  void pieceArrived(qint64 conversationId, quint64 requestId, const QString& text, int tokenId);
   void generationFinished(qint64 conversationId, const quire::GenerationResult& result);
-  void generationFailed(qint64 conversationId, const QString& message);
+  void generationFailed(qint64 conversationId, const quire::GenerationFailure& failure);
   void estimateReady(quint64 tag, const quire::TimeEstimate& estimate);
 };
 
@@ -140,7 +140,7 @@ class TestInferenceWorker : public QObject {
     const qint64 conv = qHash(model + layout + caseName) & 0xffffff;
     const quint64 id = w->generate(greedyRequest(conv, test::caseMessages(c), c.maxTokens));
     QTRY_VERIFY_WITH_TIMEOUT(finished.count() + failed.count() > 0, kGenerateTimeoutMs);
-    QVERIFY2(failed.isEmpty(), qPrintable(failed.isEmpty() ? QString() : failed.first().at(1).toString()));
+    QVERIFY2(failed.isEmpty(), qPrintable(failed.isEmpty() ? QString() : failed.first().at(1).value<GenerationFailure>().message));
     const auto result = finished.first().at(1).value<GenerationResult>();
     QCOMPARE(finished.first().at(0).toLongLong(), conv);
     QCOMPARE(result.requestId, id);
@@ -152,8 +152,9 @@ class TestInferenceWorker : public QObject {
     QString text;
     for (const QList<QVariant>& p : pieces) {
       QCOMPARE(p.at(0).toLongLong(), conv);
-      text += p.at(1).toString();
-      streamed.push_back(p.at(2).toInt());
+      QCOMPARE(p.at(1).toULongLong(), id);  // every piece names its request
+      text += p.at(2).toString();
+      streamed.push_back(p.at(3).toInt());
     }
     std::vector<int> expected = c.greedyTokens;
     if (!expected.empty() && expected.back() == 2 && c.finishReason == QLatin1String("stop")) expected.pop_back();
@@ -189,7 +190,7 @@ class TestInferenceWorker : public QObject {
     // from another thread while the generation is certainly running.
     QSemaphore atThird, stopped;
     std::atomic<int> seen{0};
-    auto conn = connect(w, &InferenceWorker::pieceArrived, w, [&](qint64, const QString&, int) {
+    auto conn = connect(w, &InferenceWorker::pieceArrived, w, [&](qint64, quint64, const QString&, int) {
       if (++seen == 3) {
         atThird.release();
         stopped.acquire();
@@ -222,7 +223,7 @@ class TestInferenceWorker : public QObject {
     QVERIFY(w);
     QSignalSpy finished(relayOf(w), &Relay::generationFinished);
     QSemaphore inFirst, go;
-    auto conn = connect(w, &InferenceWorker::pieceArrived, w, [&](qint64 conv, const QString&, int) {
+    auto conn = connect(w, &InferenceWorker::pieceArrived, w, [&](qint64 conv, quint64, const QString&, int) {
       if (conv == 901) {
         inFirst.release();
         go.acquire();
@@ -239,6 +240,85 @@ class TestInferenceWorker : public QObject {
     const auto queued = finished.at(1).at(1).value<GenerationResult>();
     QCOMPARE(queued.finishReason, QStringLiteral("cancelled"));
     QVERIFY(queued.tokens.empty());
+  }
+
+  // stop(id) stops that request only: the one running (parked in its 2nd piece) ends "cancelled", a queued
+  // one behind it — of the same conversation, so only the id tells them apart — runs to its end; and a queued
+  // request stopped by id never runs. Pieces and results name their request.
+  void stopOneRequestById() {
+    const FixtureCase c = test::fixtureCase(QStringLiteral("tiny-bf16"), QStringLiteral("a_text"));
+    InferenceWorker* w = loaded(c.modelDir + QStringLiteral("/native"));
+    QVERIFY(w);
+    QSignalSpy pieces(relayOf(w), &Relay::pieceArrived);
+    QSignalSpy finished(relayOf(w), &Relay::generationFinished);
+    QSemaphore inSecond, go;
+    std::atomic<quint64> parkIn{0};
+    std::atomic<int> seen{0};
+    auto conn = connect(w, &InferenceWorker::pieceArrived, w, [&](qint64, quint64 id, const QString&, int) {
+      if (id == parkIn.load() && ++seen == 2) {
+        inSecond.release();
+        go.acquire();
+      }
+    }, Qt::DirectConnection);
+    const quint64 busyId = w->generate(greedyRequest(931, test::caseMessages(c), 2000));
+    parkIn = busyId;
+    const quint64 nextId = w->generate(greedyRequest(931, test::caseMessages(c), c.maxTokens));
+    const quint64 droppedId = w->generate(greedyRequest(931, test::caseMessages(c), c.maxTokens));
+    QVERIFY(busyId != 0 && nextId != busyId && droppedId != nextId);
+    QVERIFY(inSecond.tryAcquire(1, kGenerateTimeoutMs));
+    w->stop(busyId);
+    w->stop(droppedId);
+    go.release();
+    QTRY_COMPARE_WITH_TIMEOUT(finished.count(), 3, kGenerateTimeoutMs);
+    disconnect(conn);
+    std::map<quint64, GenerationResult> results;
+    for (const QList<QVariant>& f : finished) {
+      const auto r = f.at(1).value<GenerationResult>();
+      results[r.requestId] = r;
+    }
+    QCOMPARE(int(results.size()), 3);
+    QCOMPARE(results[busyId].finishReason, QStringLiteral("cancelled"));
+    QVERIFY2(results[busyId].tokens.size() <= 3, qPrintable(QString::number(results[busyId].tokens.size())));
+    QCOMPARE(results[nextId].tokens, c.greedyTokens);  // not touched by the other request's stop
+    QCOMPARE(results[nextId].finishReason, c.finishReason);
+    QCOMPARE(results[droppedId].finishReason, QStringLiteral("cancelled"));
+    QVERIFY(results[droppedId].tokens.empty());
+    // Each request's pieces carry its id: the pieces of nextId are exactly its streamed answer.
+    std::vector<int> nextStreamed;
+    int busyPieces = 0;
+    for (const QList<QVariant>& p : pieces) {
+      const quint64 id = p.at(1).toULongLong();
+      QVERIFY(id == busyId || id == nextId);  // the stopped queued request streamed nothing
+      if (id == nextId) nextStreamed.push_back(p.at(3).toInt());
+      else ++busyPieces;
+    }
+    QCOMPARE(busyPieces, int(results[busyId].tokens.size()));
+    std::vector<int> expected = c.greedyTokens;
+    if (!expected.empty() && expected.back() == 2 && c.finishReason == QLatin1String("stop")) expected.pop_back();
+    QCOMPARE(nextStreamed, expected);
+  }
+
+  // A prompt longer than the context fails with the engine's context_overflow code (what `quire serve` turns
+  // into HTTP 400), naming the request.
+  void contextOverflowCarriesItsCode() {
+    const FixtureCase c = test::fixtureCase(QStringLiteral("tiny-bf16"), QStringLiteral("a_text"));
+    InferenceWorker* w = loaded(c.modelDir + QStringLiteral("/native"));
+    QVERIFY(w);
+    QSignalSpy failed(relayOf(w), &Relay::generationFailed);
+    QSignalSpy finished(relayOf(w), &Relay::generationFinished);
+    QString longText;
+    for (int i = 0; i < 40; ++i) longText += QStringLiteral("Tell me more about this picture, please. ");
+    GenerationRequest r = greedyRequest(944, {InferenceMessage{pixtral::Role::user, {InferencePart::fromText(longText)}, {}}}, 4);
+    r.contextLength = 32;
+    const quint64 id = w->generate(r);
+    QTRY_COMPARE_WITH_TIMEOUT(failed.count(), 1, kGenerateTimeoutMs);
+    QCOMPARE(finished.count(), 0);
+    QCOMPARE(failed.first().at(0).toLongLong(), qint64(944));
+    const auto failure = failed.first().at(1).value<GenerationFailure>();
+    QCOMPARE(failure.requestId, id);
+    QCOMPARE(failure.code, pixtral::ErrorCode::context_overflow);
+    QVERIFY(failure.contextOverflow());
+    QVERIFY2(failure.message.contains(QStringLiteral("32")), qPrintable(failure.message));
   }
 
   // Failures as signals -----------------------------------------------------------------------------------------
@@ -259,7 +339,9 @@ class TestInferenceWorker : public QObject {
     QTRY_COMPARE_WITH_TIMEOUT(failed.count(), 1, kGenerateTimeoutMs);
     QCOMPARE(finished.count(), 0);
     QCOMPARE(failed.first().at(0).toLongLong(), qint64(55));
-    QVERIFY2(failed.first().at(1).toString().contains(QStringLiteral("image 1")), qPrintable(failed.first().at(1).toString()));
+    const auto failure = failed.first().at(1).value<GenerationFailure>();
+    QVERIFY2(failure.message.contains(QStringLiteral("image 1")), qPrintable(failure.message));
+    QCOMPARE(failure.code, pixtral::ErrorCode::invalid_argument);
   }
 
   void generateWithoutAModelFails() {
@@ -267,7 +349,7 @@ class TestInferenceWorker : public QObject {
     QSignalSpy failed(relayOf(t.worker()), &Relay::generationFailed);
     t.worker()->generate(greedyRequest(1, {InferenceMessage{pixtral::Role::user, {InferencePart::fromText(QStringLiteral("hi"))}, {}}}, 4));
     QTRY_COMPARE(failed.count(), 1);
-    QVERIFY(failed.first().at(1).toString().contains(QStringLiteral("No model")));
+    QVERIFY(failed.first().at(1).value<GenerationFailure>().message.contains(QStringLiteral("No model")));
   }
 
   void loadErrorsArriveAsMessages_data() {

@@ -350,6 +350,78 @@ class TestApiServer : public QObject {
     QVERIFY(e.gen.tokens.size() <= 12);
   }
 
+  // A prompt longer than the served context is the client's to fix: 400 context_length_exceeded (OpenAI's code)
+  // in both modes — a stream has sent nothing yet, so it gets the status too — and the server goes on.
+  void promptLongerThanTheContextIs400() {
+    ApiServerOptions o = m_server->options();
+    o.port = 0;
+    o.contextLength = 32;
+    ApiServer small(m_thread->worker(), o);
+    QString why;
+    QVERIFY2(small.start(&why), qPrintable(why));
+    QSignalSpy done(&small, &ApiServer::completionDone);
+    QString longText;
+    for (int i = 0; i < 40; ++i) longText += QStringLiteral("Please describe the picture in more detail. ");
+    for (const bool stream : {false, true}) {
+      const QJsonObject body{{"messages", QJsonArray{QJsonObject{{"role", "user"}, {"content", longText}}}},
+                             {"max_tokens", 4}, {"temperature", 0}, {"stream", stream}};
+      const Http h = post(small, body);
+      QVERIFY2(h.status == 400, qPrintable(QStringLiteral("stream %1: HTTP %2 %3").arg(stream).arg(h.status)
+                                               .arg(QString::fromUtf8(h.body))));
+      const QJsonObject error = h.json.value("error").toObject();
+      QCOMPARE(error.value("type").toString(), QStringLiteral("invalid_request_error"));
+      QCOMPARE(error.value("code").toString(), QStringLiteral("context_length_exceeded"));
+      QCOMPARE(error.value("param").toString(), QStringLiteral("messages"));
+      QVERIFY2(error.value("message").toString().contains(QStringLiteral("32")), qPrintable(error.value("message").toString()));
+      QVERIFY(h.events.isEmpty());  // no event stream began
+    }
+    QTRY_COMPARE(done.count(), 2);
+    QCOMPARE(done.at(0).at(1).toString(), QStringLiteral("error"));
+    QVERIFY(!small.isGenerating());
+    // A question that fits still gets its answer (same worker, another server).
+    const Http fine = post(*m_server, imageQuestion(pngDataUrl(m_png), 2));
+    QCOMPARE(fine.status, 200);
+  }
+
+  // Two servers sharing one worker (the GUI and `quire serve` could too): their requests run one after the
+  // other on the same conversation id, and each stream carries only its own request's pieces (matched by id).
+  void twoHostsOnOneWorkerKeepTheirAnswers() {
+    ApiServerOptions o = m_server->options();
+    o.port = 0;
+    ApiServer a(m_thread->worker(), o), b(m_thread->worker(), o);
+    QString why;
+    QVERIFY2(a.start(&why) && b.start(&why), qPrintable(why));
+    const QStringList questions{QStringLiteral("Describe a cat in one sentence."), QStringLiteral("Name three colours.")};
+    QList<QByteArray> received(2);
+    QList<QNetworkReply*> replies;
+    for (int i = 0; i < 2; ++i) {
+      const QJsonObject body{{"messages", QJsonArray{QJsonObject{{"role", "user"}, {"content", questions[i]}}}},
+                             {"max_tokens", 12}, {"temperature", 0}, {"stream", true}};
+      QNetworkReply* r = m_nam.post(request(i == 0 ? a : b, QStringLiteral("/v1/chat/completions")),
+                                    QJsonDocument(body).toJson(QJsonDocument::Compact));
+      connect(r, &QNetworkReply::readyRead, r, [r, &received, i] { received[i] += r->readAll(); });
+      replies << r;
+    }
+    QTRY_VERIFY_WITH_TIMEOUT(replies[0]->isFinished() && replies[1]->isFinished(), 60000);
+    for (int i = 0; i < 2; ++i) {
+      received[i] += replies[i]->readAll();
+      QCOMPARE(replies[i]->attribute(QNetworkRequest::HttpStatusCodeAttribute).toInt(), 200);
+      replies[i]->deleteLater();
+      QString text;
+      for (const QByteArray& e : sseEvents(received[i])) {
+        if (e == "[DONE]") continue;
+        text += QJsonDocument::fromJson(e).object().value("choices").toArray().at(0).toObject()
+                    .value("delta").toObject().value("content").toString();
+      }
+      pixtral::GenerateParams p;
+      p.temperature = 0;
+      p.max_tokens = 12;
+      const EngineAnswer e = engine({InferenceMessage{pixtral::Role::user, {InferencePart::fromText(questions[i])}, {}}}, p);
+      QVERIFY2(e.ok, qPrintable(e.error));
+      QCOMPARE(text, QString::fromStdString(e.gen.text));
+    }
+  }
+
   void tokenRequired() {
     const Http none = post(*m_server, imageQuestion(pngDataUrl(m_png), 2), QByteArray());
     QCOMPARE(none.status, 401);

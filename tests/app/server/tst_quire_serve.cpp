@@ -49,11 +49,11 @@ class TestQuireServe : public QObject {
   static QString model() { return quire::test::modelsDir() + QStringLiteral("/tiny-f32/native"); }
 
   // Starts the server and reads the URL and token it prints.
-  Started start(QProcess* p, quint16 port) {
+  Started start(QProcess* p, quint16 port, const QStringList& extra = {}) {
     setup(p);
     p->start(QStringLiteral(QUIRE_EXECUTABLE),
-             {QStringLiteral("serve"), QStringLiteral("--model"), model(), QStringLiteral("--port"),
-              QString::number(port), QStringLiteral("--device"), QStringLiteral("cpu")});
+             QStringList{QStringLiteral("serve"), QStringLiteral("--model"), model(), QStringLiteral("--port"),
+                         QString::number(port), QStringLiteral("--device"), QStringLiteral("cpu")} + extra);
     Started s;
     QByteArray out;
     QElapsedTimer t;
@@ -154,6 +154,39 @@ class TestQuireServe : public QObject {
     const Started s2 = start(&again, port);
     QCOMPARE(s2.token, s.token);
     QCOMPARE(stop(&again), 0);
+  }
+
+  // A prompt longer than --context is the client's to fix: 400 with OpenAI's code context_length_exceeded (not a
+  // 500), streaming or not; the server goes on answering.
+  void promptLongerThanTheContextIs400() {
+    const quint16 port = freePort();
+    QProcess p;
+    const Started s = start(&p, port, {QStringLiteral("--context"), QStringLiteral("16")});
+    QVERIFY2(!s.url.isEmpty(), p.readAllStandardError().constData());
+    QString longText;
+    for (int i = 0; i < 40; ++i) longText += QStringLiteral("Please describe the picture in more detail. ");
+    for (const bool stream : {false, true}) {
+      QNetworkRequest r{QUrl(s.url + QStringLiteral("/chat/completions"))};
+      r.setRawHeader("Authorization", "Bearer " + s.token.toUtf8());
+      r.setHeader(QNetworkRequest::ContentTypeHeader, QByteArrayLiteral("application/json"));
+      const QJsonObject body{{"messages", QJsonArray{QJsonObject{{"role", "user"}, {"content", longText}}}},
+                             {"max_tokens", 4}, {"stream", stream}, {"temperature", 0}};
+      QNetworkReply* reply = m_nam.post(r, QJsonDocument(body).toJson(QJsonDocument::Compact));
+      QSignalSpy done(reply, &QNetworkReply::finished);
+      QVERIFY(done.wait(60000));
+      const int status = reply->attribute(QNetworkRequest::HttpStatusCodeAttribute).toInt();
+      const QByteArray answer = reply->readAll();
+      reply->deleteLater();
+      QVERIFY2(status == 400, qPrintable(QStringLiteral("stream %1: HTTP %2 %3").arg(stream).arg(status)
+                                             .arg(QString::fromUtf8(answer))));
+      const QJsonObject error = QJsonDocument::fromJson(answer).object().value("error").toObject();
+      QCOMPARE(error.value("code").toString(), QStringLiteral("context_length_exceeded"));
+      QCOMPARE(error.value("type").toString(), QStringLiteral("invalid_request_error"));
+      QCOMPARE(error.value("param").toString(), QStringLiteral("messages"));
+      QVERIFY2(error.value("message").toString().contains(QStringLiteral("16")), qPrintable(error.value("message").toString()));
+    }
+    QCOMPARE(get(s.url + QStringLiteral("/models"), s.token), 200);  // still serving
+    QCOMPARE(stop(&p), 0);
   }
 };
 
