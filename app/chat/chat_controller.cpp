@@ -49,7 +49,12 @@ QJsonObject samplingJson(const pixtral::GenerateParams& p) {
 
 
 QImage renderChip(const ContextChip& chip, int maxImageSize) {
-  if (chip.kind == AttachmentKind::Image) return chip.image;
+  if (chip.kind == AttachmentKind::Image) {
+    // A resolution chosen below the image's own: scaled down to exactly the size its token cost was counted for.
+    if (chip.resolution.isValid() && chip.resolution != chip.image.size())
+      return chip.image.scaled(chip.resolution, Qt::IgnoreAspectRatio, Qt::SmoothTransformation);
+    return chip.image;
+  }
   if (!chip.document) return {};
   const int side = std::min(chip.maxSide, maxImageSize);
   return chip.kind == AttachmentKind::Page ? modelImageForPage(*chip.document, chip.page, side)
@@ -103,7 +108,7 @@ ChatController::ChatController(ConversationStore* store, InferenceWorker* worker
 }
 
 ChatController::~ChatController() {
-  if (isGenerating() && m_worker) m_worker->stop();
+  if (m_answerId && m_worker) m_worker->stop(m_requestId);
   if (m_answerId && m_store) m_store->finishAssistantMessage(m_answerId, MessageState::Stopped);
 }
 
@@ -130,6 +135,7 @@ void ChatController::setWorker(InferenceWorker* worker) {
 void ChatController::setModelInfo(const ModelLoadInfo& info) {
   m_modelInfo = info;
   m_hasModel = true;
+  if (info.patchSize > 0) m_patchSize = info.patchSize;
   if (info.maxImageSize > 0) m_maxImageSize = info.maxImageSize;
   if (info.maxContext > 0 && m_contextLength > info.maxContext) m_contextLength = info.maxContext;
   recomputeChips();
@@ -219,6 +225,14 @@ bool ChatController::showSibling(int row, int delta) {
 void ChatController::recomputeChip(ContextChip& chip) const {
   if (chip.kind == AttachmentKind::Image) {
     chip.resolution = chip.image.size();
+    const int longest = std::max(chip.resolution.width(), chip.resolution.height());
+    // Only a side chosen below the model's maximum scales the image here; at the maximum the engine resizes it
+    // (its own resampling, as the reference does).
+    if (chip.maxSide < m_maxImageSize && longest > chip.maxSide) {
+      const double s = double(chip.maxSide) / longest;
+      chip.resolution = QSize(std::max(1, int(std::lround(chip.resolution.width() * s))),
+                              std::max(1, int(std::lround(chip.resolution.height() * s))));
+    }
   } else if (chip.document) {
     QSizeF pts = chip.document->pageSize(chip.page);
     if (chip.kind == AttachmentKind::Region)
@@ -332,6 +346,7 @@ void ChatController::addImageChip(const QImage& image, const QString& label) {
   c.kind = AttachmentKind::Image;
   c.image = image;
   c.label = label;
+  c.maxSide = m_maxImageSize;
   recomputeChip(c);
   m_chips << c;
   emit chipsChanged();
@@ -350,7 +365,7 @@ void ChatController::clearChips() {
 }
 
 void ChatController::setChipMaxSide(int index, int maxSide) {
-  if (index < 0 || index >= m_chips.size() || m_chips[index].kind == AttachmentKind::Image) return;
+  if (index < 0 || index >= m_chips.size()) return;
   m_chips[index].maxSide = std::clamp(maxSide, 16, m_maxImageSize);
   recomputeChip(m_chips[index]);
   emit chipsChanged();
@@ -518,7 +533,7 @@ QList<InferenceMessage> ChatController::inferenceMessages() const {
 
 void ChatController::stop() {
   if (m_preparing) m_cancelPrepare = true;
-  if (m_answerId && m_worker) m_worker->stop();
+  if (m_answerId && m_worker) m_worker->stop(m_requestId);  // this answer only (the worker may serve others)
 }
 
 bool ChatController::regenerate() {
@@ -546,8 +561,8 @@ bool ChatController::editAndResend(int row, const QString& rawText) {
   return startAnswer(*userId);
 }
 
-void ChatController::onPiece(qint64 conversationId, const QString& text, int tokenId) {
-  if (!m_answerId || conversationId != m_conversationId || m_path.isEmpty()) return;
+void ChatController::onPiece(qint64 conversationId, quint64 requestId, const QString& text, int tokenId) {
+  if (!m_answerId || conversationId != m_conversationId || requestId != m_requestId || m_path.isEmpty()) return;
   if (m_ttftMs < 0) {
     m_ttftMs = double(m_sinceSend.nsecsElapsed()) / 1e6;
     emit statsChanged(m_ttftMs, m_tokensPerSecond);
@@ -561,16 +576,20 @@ void ChatController::onPiece(qint64 conversationId, const QString& text, int tok
 }
 
 void ChatController::onFinished(qint64 conversationId, const GenerationResult& result) {
-  if (!m_answerId || conversationId != m_conversationId || result.requestId != m_requestId) return;
+  // By request id only: an answer stopped because another conversation was opened still ends (stored as
+  // stopped, and isGenerating() false again).
+  Q_UNUSED(conversationId);
+  if (!m_answerId || result.requestId != m_requestId) return;
   const MessageState state =
       result.finishReason == QLatin1String("cancelled") ? MessageState::Stopped : MessageState::Complete;
   finishAnswer(state, &result, {});
 }
 
-void ChatController::onFailed(qint64 conversationId, const QString& message) {
-  if (!m_answerId || conversationId != m_conversationId) return;
-  finishAnswer(MessageState::Error, nullptr, message);
-  fail(message);
+void ChatController::onFailed(qint64 conversationId, const GenerationFailure& failure) {
+  Q_UNUSED(conversationId);
+  if (!m_answerId || failure.requestId != m_requestId) return;
+  finishAnswer(MessageState::Error, nullptr, failure.message);
+  fail(failure.message);
 }
 
 void ChatController::finishAnswer(MessageState state, const GenerationResult* result, const QString& error) {

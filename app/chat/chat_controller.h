@@ -51,7 +51,7 @@ struct ContextChip {
   int page = 0;                              ///< 0-based
   QRectF region;                             ///< normalised 0–1 (Region)
   QImage image;                              ///< Image chips: the picture itself
-  int maxSide = 1024;                        ///< longest side a page/region is rendered at (adjustable)
+  int maxSide = 1024;                        ///< longest side it is rendered / scaled down to (adjustable)
   QSize resolution;                          ///< pixels of the image the model gets
   int tokens = 0;                            ///< its decoder token cost
   QString label;                             ///< "page 3 of report.pdf", "region on page 5", "chart.png"
@@ -85,10 +85,12 @@ class ChatController : public QObject {
   void setWorker(InferenceWorker* worker);
 
   // Model facts used for token costs and limits -------------------------------------------------------------
+  /// The loaded model: its patch size and longest image side set the chips' token costs, its longest usable
+  /// context caps the context length (fields left 0 keep the current values).
   void setModelInfo(const ModelLoadInfo& info);
   bool hasModel() const { return m_hasModel; }
   const ModelLoadInfo& modelInfo() const { return m_modelInfo; }
-  void setPatchSize(int p) { m_patchSize = p > 0 ? p : 16; recomputeChips(); }
+  /// The vision patch side the token costs use: the loaded model's (ModelLoadInfo::patchSize), 16 before one.
   int patchSize() const { return m_patchSize; }
   void setMaxImageSize(int m) { m_maxImageSize = m > 0 ? m : 1024; recomputeChips(); }
   int maxImageSize() const { return m_maxImageSize; }
@@ -123,7 +125,9 @@ class ChatController : public QObject {
   void addImageChip(const QImage& image, const QString& label);
   void removeChip(int index);
   void clearChips();
-  /// Changes a page/region chip's longest side (its resolution and token cost follow).
+  /// Changes a chip's longest side (its resolution and token cost follow). Pages and regions are rendered at that
+  /// size; an image is scaled down to it (never up: a side at or above its own leaves it as it is, and at the
+  /// model's maximum the image goes unchanged to the engine, which resizes it itself).
   void setChipMaxSide(int index, int maxSide);
   /// Sends (or not) the page's text layer with page/region chip @p index, as a text part before the question;
   /// its token cost is counted in the chip's and the total. Only PDFs have a text layer.
@@ -152,8 +156,11 @@ class ChatController : public QObject {
   /// What the next request sends for the active path: the system prompt, then per user turn its images, their
   /// text layers (each a text part) and the question; answers with their exact token ids.
   QList<InferenceMessage> inferenceMessages() const;
-  /// Whether an old attachment's document is still there and unchanged (cached per file).
+  /// Whether an old attachment's document is still there and unchanged, without waiting: the last known state
+  /// (Checking the first time) while the file is checked on a worker thread; attachmentChecker()->fileChecked
+  /// says when to ask again (cachedCheck).
   AttachmentCheck checkAttachment(const Attachment& a) { return m_checker.check(a); }
+  AttachmentChecker* attachmentChecker() { return &m_checker; }
   QString error() const { return m_error; }
   /// On the CPU: how long the next question (chips + conversation) is expected to take ("about 40 s"); empty
   /// on the GPU or while unknown. Refreshed when the chips or the model change (estimateChanged).
@@ -182,9 +189,9 @@ class ChatController : public QObject {
   void conversationsChanged();
 
  private:
-  void onPiece(qint64 conversationId, const QString& text, int tokenId);
+  void onPiece(qint64 conversationId, quint64 requestId, const QString& text, int tokenId);
   void onFinished(qint64 conversationId, const quire::GenerationResult& result);
-  void onFailed(qint64 conversationId, const QString& message);
+  void onFailed(qint64 conversationId, const quire::GenerationFailure& failure);
   bool fail(const QString& message);
   bool canGenerate();
   bool startAnswer(qint64 parentId);

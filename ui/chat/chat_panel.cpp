@@ -197,6 +197,8 @@ ChatPanel::ChatPanel(ChatController* controller, QWidget* parent) : QWidget(pare
   });
   connect(m_prompt, &QPlainTextEdit::textChanged, this, &ChatPanel::rebuildChips);
   connect(m_controller, &ChatController::modelChanged, this, [this] { setModelMissing(!m_controller->hasModel()); });
+  connect(m_controller->attachmentChecker(), &AttachmentChecker::fileChecked, this,
+          &ChatPanel::refreshAttachmentChecks);
 
   setModelMissing(!m_controller->hasModel());
   rebuildMessages();
@@ -351,6 +353,20 @@ void ChatPanel::fillMessage(MessageView& v, int row) {
   for (auto* b : v.frame->findChildren<QToolButton*>()) {
     if (b->objectName() == QLatin1String("prev") || b->objectName() == QLatin1String("next")) b->setVisible(n > 1);
     if (b->objectName() == QLatin1String("edit")) b->setVisible(user);
+  }
+}
+
+void ChatPanel::refreshAttachmentChecks(const QString& path) {
+  // A file's check came back from the worker: the chips of the shown messages that refer to it are updated.
+  const QList<Message>& messages = m_controller->messages();
+  for (int row = 0; row < m_views.size() && row < messages.size(); ++row) {
+    const Message& m = messages[row];
+    bool refers = false;
+    for (const Attachment& a : m.attachments) refers = refers || a.documentPath == path;
+    if (!refers) continue;
+    QList<AttachmentCheck> checks;
+    for (const Attachment& a : m.attachments) checks << m_controller->attachmentChecker()->cachedCheck(a);
+    m_views[row].attachments->setAttachments(m.attachments, checks);
   }
 }
 

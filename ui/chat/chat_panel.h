@@ -93,6 +93,7 @@ class ChatPanel : public QWidget {
   void rebuildMessages();
   void appendMessage(int row);
   void updateMessage(int row, const QString& piece);
+  void refreshAttachmentChecks(const QString& path);
   void fillMessage(MessageView& v, int row);
   void rebuildChips();
   void updateButtons();

@@ -71,22 +71,34 @@ void ContextChipsRow::rebuild() {
     if (c.includeText) text += tr(" + text ~%1").arg(c.textTokens);
     chip->setText(text);
     chip->setAccessibleName(tr("Show %1 (%2 tokens)").arg(c.label).arg(c.tokens + c.textTokens));
-    chip->setToolTip(c.kind == AttachmentKind::Image ? tr("%1: shown in the viewer when clicked").arg(c.label)
-                                                     : tr("Click to show %1 in the viewer; the arrow sets its "
-                                                          "resolution and text layer").arg(c.label));
+    chip->setToolTip(c.kind == AttachmentKind::Image
+                         ? tr("Click to show %1 in the viewer; the arrow sets its resolution").arg(c.label)
+                         : tr("Click to show %1 in the viewer; the arrow sets its resolution and text layer")
+                               .arg(c.label));
     connect(chip, &QToolButton::clicked, this, [this, i] { emit chipActivated(i); });
-    if (c.kind != AttachmentKind::Image) {  // pages and regions: resolution and text layer (arrow menu)
-      auto* menu = new QMenu(chip);
-      menu->setAccessibleName(tr("Options of %1").arg(c.label));
-      for (int side : {1024, 768, 512, 384, 256}) {
-        if (side > m_controller->maxImageSize()) continue;
-        QAction* a = menu->addAction(tr("Longest side %1 px").arg(side));
-        a->setCheckable(true);
-        a->setChecked(side == std::min(c.maxSide, m_controller->maxImageSize()));
-        connect(a, &QAction::triggered, this, [this, i, side] {
-          QTimer::singleShot(0, m_controller, [c = m_controller, i, side] { c->setChipMaxSide(i, side); });
-        });
-      }
+    // The arrow menu: the resolution (every chip) and, for pages and regions, the text layer.
+    auto* menu = new QMenu(chip);
+    menu->setAccessibleName(tr("Options of %1").arg(c.label));
+    const int maxSide = m_controller->maxImageSize();
+    const int current = std::min(c.maxSide, maxSide);
+    auto addSide = [&](const QString& title, int side, bool checked) {
+      QAction* a = menu->addAction(title);
+      a->setObjectName(QStringLiteral("side%1").arg(side));
+      a->setCheckable(true);
+      a->setChecked(checked);
+      connect(a, &QAction::triggered, this, [this, i, side] {
+        QTimer::singleShot(0, m_controller, [c = m_controller, i, side] { c->setChipMaxSide(i, side); });
+      });
+    };
+    if (c.kind == AttachmentKind::Image) {
+      // Never enlarged: its own size (the engine fits it to the model's maximum), or smaller sides.
+      const int own = std::max(c.image.width(), c.image.height());
+      addSide(tr("Original size (%1×%2)").arg(c.image.width()).arg(c.image.height()), maxSide, current >= maxSide);
+      for (int side : {1024, 768, 512, 384, 256})
+        if (side < maxSide && side < own) addSide(tr("Longest side %1 px").arg(side), side, side == current);
+    } else {
+      for (int side : {1024, 768, 512, 384, 256})
+        if (side <= maxSide) addSide(tr("Longest side %1 px").arg(side), side, side == current);
       menu->addSeparator();
       QAction* text = menu->addAction(tr("Include page text"));
       text->setObjectName(QStringLiteral("includeText"));
@@ -99,9 +111,9 @@ void ContextChipsRow::rebuild() {
       connect(text, &QAction::triggered, this, [this, i](bool on) {
         QTimer::singleShot(0, m_controller, [c = m_controller, i, on] { c->setChipIncludeText(i, on); });
       });
-      chip->setMenu(menu);
-      chip->setPopupMode(QToolButton::MenuButtonPopup);
     }
+    chip->setMenu(menu);
+    chip->setPopupMode(QToolButton::MenuButtonPopup);
     auto* remove = new QToolButton(this);
     remove->setObjectName(QStringLiteral("removeChip"));
     remove->setText(QStringLiteral("×"));
@@ -155,8 +167,14 @@ void AttachmentChipsRow::setAttachments(const QList<Attachment>& attachments, co
         text = tr("⚠ %1 (changed)").arg(text);
         name = tr("%1, its document has changed").arg(name);
         break;
+      case AttachmentAvailability::Checking:
+        text = tr("%1 (checking…)").arg(text);
+        name = tr("%1, its document is being checked").arg(name);
+        tip = check.message;
+        b->setProperty("checking", true);
+        break;
     }
-    if (!check.usable()) {
+    if (!check.usable() && !check.pending()) {
       tip = check.message;
       if (!a.imageData.isEmpty()) tip += QLatin1Char('\n') + tr("Click to see the image the model was given.");
       b->setProperty("missing", true);

@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 // The chips of the chat panel:
 //  - ContextChipsRow: the context of the next question (the ChatController's chips). Each chip is a button
-//    (click: show that page/region in the viewer; arrow menu: resolution and "Include page text") with its
-//    resolution and token cost, and a "×" button beside it that removes it.
+//    (click: show that page/region/image in the viewer; arrow menu: resolution — an image only downwards — and,
+//    for pages and regions, "Include page text") with its resolution and token cost, and a "×" button beside it
+//    that removes it.
 //  - AttachmentChipsRow: what an earlier question showed the model. Each attachment is a button (click: open
 //    its document on that page, the region selected); one whose document is missing, unreadable or changed is
-//    marked (⚠, in the warning colour) and its tooltip gives the path and what happened.
+//    marked (⚠, in the warning colour) and its tooltip gives the path and what happened; until its check comes
+//    back from the worker thread it says "checking…".
 #pragma once
 
 #include "chat/attachment.h"

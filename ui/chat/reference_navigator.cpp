@@ -72,8 +72,10 @@ void ReferenceNavigator::showImage(const QImage& image) {
 
 void ReferenceNavigator::showAttachment(const Attachment& a, const AttachmentCheck& check) {
   m_warning.clear();
+  // Still being checked: open it (opening says so itself if the file is gone).
   const bool fileUsable = check.availability == AttachmentAvailability::Available ||
-                          check.availability == AttachmentAvailability::Changed;
+                          check.availability == AttachmentAvailability::Changed ||
+                          check.availability == AttachmentAvailability::Checking;
   if (a.kind == AttachmentKind::Image) {
     if (!a.documentPath.isEmpty() && QFileInfo(a.documentPath).isFile()) return showPage(a.documentPath, 0);
     QImage image;
@@ -82,7 +84,7 @@ void ReferenceNavigator::showAttachment(const Attachment& a, const AttachmentChe
     return emit failed(tr("The image of this attachment is not stored."));
   }
   if (fileUsable) {
-    m_warning = check.message;
+    if (!check.pending()) m_warning = check.message;
     return showPage(a.documentPath, a.page, a.kind == AttachmentKind::Region ? a.region : QRectF());
   }
   // Missing or unreadable: say so, and show what the model was given (its exact image is stored).

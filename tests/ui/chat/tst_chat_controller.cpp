@@ -38,8 +38,7 @@ class TestChatController : public QObject {
   QString newDbPath() { return m_dir.filePath(QStringLiteral("chat-%1.sqlite").arg(++m_dbCount)); }
 
   void configure(ChatController& c, int maxTokens) {
-    c.setModelInfo(m_info);
-    c.setPatchSize(8);
+    c.setModelInfo(m_info);  // the tiny model's patch size comes with it
     pixtral::GenerateParams p;
     p.temperature = 0;
     p.max_tokens = maxTokens;
@@ -88,6 +87,24 @@ class TestChatController : public QObject {
         QCOMPARE(imageTokenCount(w, h, info.patch_size, info.max_image_size), (*model)->image_token_count(w, h));
   }
 
+  // The patch size comes with the model (ModelLoadInfo::patchSize): 16 before a model, the model's after, the
+  // chips already in the row recounted; an info without one keeps it.
+  void patchSizeComesWithTheModelInfo() {
+    QVERIFY(m_info.patchSize > 0);
+    QVERIFY2(m_info.patchSize != 16, "the tiny model's patch size must differ from the default for this test");
+    ChatController c(nullptr, nullptr);
+    QCOMPARE(c.patchSize(), 16);
+    c.addImageChip(QImage(100, 50, QImage::Format_RGB32), QStringLiteral("a.png"));
+    QCOMPARE(c.chips()[0].tokens, imageTokenCount(100, 50, 16, c.maxImageSize()));
+    c.setModelInfo(m_info);
+    QCOMPARE(c.patchSize(), m_info.patchSize);
+    QCOMPARE(c.chips()[0].tokens, imageTokenCount(100, 50, m_info.patchSize, m_info.maxImageSize));
+    ModelLoadInfo noPatch = m_info;
+    noPatch.patchSize = 0;
+    c.setModelInfo(noPatch);
+    QCOMPARE(c.patchSize(), m_info.patchSize);
+  }
+
   void chipsAddRemoveAndTotal() {
     ConversationStore store;
     QVERIFY(store.open(newDbPath()));
@@ -99,14 +116,14 @@ class TestChatController : public QObject {
     QCOMPARE(c.chips().size(), 2);
     QCOMPARE(changed.count(), 2);
     QCOMPARE(c.chips()[0].resolution, QSize(100, 50));
-    QCOMPARE(c.chips()[0].tokens, imageTokenCount(100, 50, 8, m_info.maxImageSize));
+    QCOMPARE(c.chips()[0].tokens, imageTokenCount(100, 50, m_info.patchSize, m_info.maxImageSize));
     QVERIFY(c.chips()[0].tokens > 0);
     QCOMPARE(c.chipTokens(), c.chips()[0].tokens + c.chips()[1].tokens);
     QVERIFY(c.estimatedPromptTokens(QStringLiteral("hi")) >= c.chipTokens());
     c.removeChip(0);
     QCOMPARE(c.chips().size(), 1);
     QCOMPARE(c.chips()[0].label, QStringLiteral("b.png"));
-    QCOMPARE(c.chipTokens(), imageTokenCount(30, 200, 8, m_info.maxImageSize));
+    QCOMPARE(c.chipTokens(), imageTokenCount(30, 200, m_info.patchSize, m_info.maxImageSize));
     c.removeChip(5);  // out of range: ignored
     QCOMPARE(c.chips().size(), 1);
     QVERIFY(!c.addImageChip(m_dir.filePath(QStringLiteral("missing.png"))));
@@ -262,7 +279,42 @@ class TestChatController : public QObject {
     QCOMPARE(user.attachments.size(), 1);
     QCOMPARE(user.attachments[0].resolution, QSize(40, 24));
     const auto timings = c.messages().last().timings;
-    QVERIFY(timings.value(QStringLiteral("prompt_tokens")).toInt() >= imageTokenCount(40, 24, 8, m_info.maxImageSize));
+    QVERIFY(timings.value(QStringLiteral("prompt_tokens")).toInt() >= imageTokenCount(40, 24, m_info.patchSize, m_info.maxImageSize));
+  }
+
+  // An image chip's resolution is adjustable: scaled down to the chosen side, the model gets exactly that many
+  // pixels (stored so), and the prompt is shorter by the difference of the two token costs.
+  void imageChipResolutionIsAdjustableAndSent() {
+    ConversationStore store;
+    QVERIFY(store.open(newDbPath()));
+    ChatController c(&store, m_thread->worker());
+    configure(c, 2);
+    QImage img(40, 24, QImage::Format_RGB32);
+    img.fill(Qt::blue);
+    int promptTokens[2] = {0, 0};
+    for (int scaled = 0; scaled < 2; ++scaled) {
+      c.newConversation();
+      c.addImageChip(img, QStringLiteral("blue.png"));
+      QCOMPARE(c.chips()[0].resolution, QSize(40, 24));
+      if (scaled) {
+        c.setChipMaxSide(0, 20);
+        QCOMPARE(c.chips()[0].resolution, QSize(20, 12));
+        QCOMPARE(c.chips()[0].tokens, imageTokenCount(20, 12, m_info.patchSize, m_info.maxImageSize));
+        QVERIFY(c.chips()[0].tokens < imageTokenCount(40, 24, m_info.patchSize, m_info.maxImageSize));
+      }
+      QVERIFY2(c.send(QStringLiteral("What colour?")), qPrintable(c.error()));
+      QVERIFY(waitIdle(c));
+      QCOMPARE(c.messages().last().state, MessageState::Complete);
+      const Attachment a = c.messages().first().attachments.value(0);
+      const QSize expected = scaled ? QSize(20, 12) : QSize(40, 24);
+      QCOMPARE(a.resolution, expected);
+      QImage stored;
+      QVERIFY(stored.loadFromData(a.imageData));
+      QCOMPARE(stored.size(), expected);
+      promptTokens[scaled] = c.messages().last().timings.value(QStringLiteral("prompt_tokens")).toInt();
+    }
+    QCOMPARE(promptTokens[0] - promptTokens[1], imageTokenCount(40, 24, m_info.patchSize, m_info.maxImageSize) -
+                                                    imageTokenCount(20, 12, m_info.patchSize, m_info.maxImageSize));
   }
 
   void pageChipRendersOffThreadAndStopGivesItBack() {

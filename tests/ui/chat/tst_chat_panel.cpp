@@ -10,10 +10,12 @@
 #include "storage/conversation_store.h"
 
 #include <QAbstractButton>
+#include <QAction>
 #include <QCheckBox>
 #include <QInputMethodEvent>
 #include <QLabel>
 #include <QLineEdit>
+#include <QMenu>
 #include <QProgressBar>
 #include <QPushButton>
 #include <QSignalSpy>
@@ -90,6 +92,45 @@ class TestChatPanel : public QObject {
     QTRY_COMPARE(c.chips().size(), 1);
     QCOMPARE(c.chips()[0].label, QStringLiteral("wide.png"));
     QTRY_COMPARE(panel.chipsRow()->chipButtons().size(), 1);
+  }
+
+  // An image chip's arrow menu sets its resolution like a page's: its own size, or a smaller longest side (never
+  // larger than the image); the chip's size and token cost follow.
+  void imageChipResolutionFromItsMenu() {
+    ChatController c(nullptr, nullptr);
+    ChatPanel panel(&c);
+    panel.show();
+    c.addImageChip(QImage(2000, 1000, QImage::Format_RGB32), QStringLiteral("wide.png"));
+    const int full = imageTokenCount(2000, 1000, c.patchSize(), c.maxImageSize());
+    QCOMPARE(c.chips()[0].tokens, full);
+    QToolButton* chip = panel.chipsRow()->chipButtons().value(0);
+    QVERIFY(chip && chip->menu());
+    QStringList sides;
+    for (QAction* a : chip->menu()->actions())
+      if (a->objectName().startsWith(QLatin1String("side"))) sides << a->objectName();
+    QCOMPARE(sides, (QStringList{QStringLiteral("side%1").arg(c.maxImageSize()), QStringLiteral("side768"),
+                                 QStringLiteral("side512"), QStringLiteral("side384"), QStringLiteral("side256")}));
+    QVERIFY(chip->menu()->findChild<QAction*>(QStringLiteral("side%1").arg(c.maxImageSize()))->isChecked());
+    QVERIFY(!chip->menu()->findChild<QAction*>(QStringLiteral("includeText")));  // an image has no text layer
+    chip->menu()->findChild<QAction*>(QStringLiteral("side512"))->trigger();
+    QTRY_COMPARE(c.chips()[0].resolution, QSize(512, 256));
+    QCOMPARE(c.chips()[0].tokens, imageTokenCount(512, 256, c.patchSize(), c.maxImageSize()));
+    QVERIFY(c.chips()[0].tokens < full);
+    chip = panel.chipsRow()->chipButtons().value(0);
+    QTRY_VERIFY(chip->text().contains(QStringLiteral("512×256")));
+    QVERIFY(chip->text().contains(QString::number(c.chips()[0].tokens)));
+    QVERIFY(chip->menu()->findChild<QAction*>(QStringLiteral("side512"))->isChecked());
+    QVERIFY(panel.totalLabel()->text().startsWith(QString::number(c.estimatedPromptTokens({}))));
+    // Back to its own size.
+    chip->menu()->findChild<QAction*>(QStringLiteral("side%1").arg(c.maxImageSize()))->trigger();
+    QTRY_COMPARE(c.chips()[0].resolution, QSize(2000, 1000));
+    QCOMPARE(c.chips()[0].tokens, full);
+    // A small image offers only sides below its own.
+    c.addImageChip(QImage(300, 200, QImage::Format_RGB32), QStringLiteral("small.png"));
+    QStringList small;
+    for (QAction* a : panel.chipsRow()->chipButtons().value(1)->menu()->actions())
+      if (a->objectName().startsWith(QLatin1String("side"))) small << a->objectName();
+    QCOMPARE(small, (QStringList{QStringLiteral("side%1").arg(c.maxImageSize()), QStringLiteral("side256")}));
   }
 
   void withoutAModelThePanelExplainsAndOffersSettings() {

@@ -36,8 +36,14 @@
 #include <QSignalSpy>
 #include <QStatusBar>
 #include <QTemporaryDir>
+#include <QSemaphore>
+#include <QThread>
+#include <QTimer>
 #include <QToolButton>
 #include <QtTest>
+
+#include <atomic>
+#include <memory>
 
 using namespace quire;
 
@@ -153,6 +159,8 @@ class TestChatReferences : public QObject {
     AttachmentChipsRow* row = panel->attachmentRow(0);
     QVERIFY(row);
     QTRY_VERIFY(row->isVisible());
+    // The documents are checked on a worker thread; the chips are updated when each answer comes back.
+    QTRY_COMPARE(w->controller->attachmentChecker()->pendingCount(), 0);
     const QList<QToolButton*> chips = row->buttons();
     QCOMPARE(chips.size(), 4);
     QVERIFY(!chips[0]->property("missing").toBool());
@@ -205,6 +213,116 @@ class TestChatReferences : public QObject {
     QTRY_COMPARE(landed.count(), 3);
     QCOMPARE(w->window->documentCount(), 4);
     QCOMPARE(w->window->currentTab(), tab);
+  }
+
+  // 1b. The check of an old attachment never holds up the GUI thread: a 200 MB document and a hasher that
+  //     blocks until released. The conversation opens at once, the event loop keeps turning, the chip says
+  //     "checking…", and the verdict arrives afterwards. Switching conversations or closing everything while a
+  //     check runs is safe.
+  void openingDoesNotWaitForTheDocumentCheck() {
+    const QString big = m_dir.filePath(QStringLiteral("big.pdf"));
+    const QString big2 = m_dir.filePath(QStringLiteral("big2.pdf"));
+    for (const QString& p : {big, big2}) {
+      QFile f(p);
+      QVERIFY(f.open(QIODevice::WriteOnly));
+      QVERIFY(f.resize(200ll << 20));  // sparse: 200 MB to hash, no disk used
+    }
+    const QString recorded = QString(64, QLatin1Char('0'));  // not the file's hash: the verdict is "changed"
+    const QString db = newDbPath();
+    qint64 first = 0, second = 0;
+    {
+      ConversationStore store;
+      QVERIFY(store.open(db));
+      first = *store.createConversation(QStringLiteral("Big one"));
+      QVERIFY(store.addUserMessage(first, 0, QStringLiteral("What is on page 1?"), {pageAttachment(big, 0, recorded)}));
+      second = *store.createConversation(QStringLiteral("Another big one"));
+      QVERIFY(store.addUserMessage(second, 0, QStringLiteral("And here?"), {pageAttachment(big2, 0, recorded)}));
+    }
+    auto w = makeWindow(db);
+    QVERIFY(w);
+
+    // The fake hasher: records its thread, waits for the test's go (10 s at most), then hashes for real.
+    struct Gate {
+      QSemaphore go;
+      std::atomic<int> started{0}, finished{0};
+      std::atomic<bool> onGuiThread{false};
+    };
+    auto gate = std::make_shared<Gate>();
+    QThread* gui = QThread::currentThread();
+    w->controller->attachmentChecker()->setHasher([gate, gui](const QString& path, QString* error) {
+      if (QThread::currentThread() == gui) gate->onGuiThread = true;
+      ++gate->started;
+      QString hash;
+      if (gate->go.tryAcquire(1, 10000)) hash = fileContentHash(path, error);
+      else *error = QStringLiteral("the test never released the hasher");
+      ++gate->finished;
+      return hash;
+    });
+
+    // The event loop's pulse while the conversation opens and its document is hashed.
+    QElapsedTimer sinceTick;
+    qint64 longestGapMs = 0;
+    int ticks = 0;
+    QTimer pulse;
+    pulse.setInterval(5);
+    connect(&pulse, &QTimer::timeout, this, [&] {
+      if (sinceTick.isValid()) longestGapMs = std::max(longestGapMs, sinceTick.elapsed());
+      sinceTick.start();
+      ++ticks;
+    });
+    pulse.start();
+
+    QElapsedTimer opening;
+    opening.start();
+    QVERIFY(w->controller->openConversation(first));
+    const qint64 openMs = opening.elapsed();
+    QVERIFY2(openMs < 2000, qPrintable(QStringLiteral("opening took %1 ms: it waited for the hash").arg(openMs)));
+    ChatPanel* panel = w->window->chatPanel();
+    AttachmentChipsRow* row = panel->attachmentRow(0);
+    QVERIFY(row);
+    QCOMPARE(row->buttons().size(), 1);
+    QCOMPARE(row->checks().value(0).availability, AttachmentAvailability::Checking);
+    QVERIFY2(row->buttons()[0]->text().contains(QStringLiteral("checking")), qPrintable(row->buttons()[0]->text()));
+    QVERIFY(!row->buttons()[0]->property("missing").toBool());
+    QTRY_COMPARE(gate->started.load(), 1);  // the hasher is running (blocked) on its worker
+    const int ticksBefore = ticks;
+    QTest::qWait(300);
+    QVERIFY2(ticks - ticksBefore >= 10, qPrintable(QStringLiteral("%1 ticks in 300 ms").arg(ticks - ticksBefore)));
+    QCOMPARE(row->checks().value(0).availability, AttachmentAvailability::Checking);  // still waiting
+    QVERIFY(!gate->onGuiThread);
+
+    // Released: the 200 MB are hashed off the GUI thread and the verdict reaches the chip.
+    sinceTick.invalidate();
+    longestGapMs = 0;
+    gate->go.release();
+    QTRY_COMPARE_WITH_TIMEOUT(gate->finished.load(), 1, 30000);
+    QTRY_COMPARE(w->controller->attachmentChecker()->pendingCount(), 0);
+    row = panel->attachmentRow(0);
+    QCOMPARE(row->checks().value(0).availability, AttachmentAvailability::Changed);
+    QVERIFY(row->buttons()[0]->property("missing").toBool());
+    QVERIFY(row->buttons()[0]->text().contains(QStringLiteral("(changed)")));
+    qInfo("longest event-loop gap while 200 MB were hashed: %lld ms", longestGapMs);
+
+    // Reopened: the known state at once (no "checking…"), confirmed in the background without rehashing
+    // (same size and time).
+    w->controller->newConversation();
+    QVERIFY(w->controller->openConversation(first));
+    QCOMPARE(panel->attachmentRow(0)->checks().value(0).availability, AttachmentAvailability::Changed);
+    QTRY_COMPARE(w->controller->attachmentChecker()->pendingCount(), 0);
+    QCOMPARE(gate->started.load(), 1);
+    QCOMPARE(panel->attachmentRow(0)->checks().value(0).availability, AttachmentAvailability::Changed);
+
+    // Switching while a check runs: the other conversation's chip is not touched by the late answer, and
+    // closing the window and the controller while the hasher is still blocked is safe.
+    QVERIFY(w->controller->openConversation(second));  // big2: blocks in the hasher
+    QTRY_COMPARE(gate->started.load(), 2);
+    QVERIFY(w->controller->openConversation(first));
+    QCOMPARE(panel->attachmentRow(0)->checks().value(0).availability, AttachmentAvailability::Changed);
+    w.reset();  // window, controller and checker gone while the hasher holds big2
+    gate->go.release();
+    QTRY_COMPARE_WITH_TIMEOUT(gate->finished.load(), 2, 30000);
+    QTest::qWait(50);  // the finished job's result has nowhere to go: nothing happens
+    QCOMPARE(gate->started.load(), 2);
   }
 
   void clickingAChipOfTheNextQuestionShowsItsRegion() {

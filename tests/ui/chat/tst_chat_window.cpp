@@ -74,7 +74,6 @@ class TestChatWindow : public QObject {
       ConversationStore& store = *storePtr;
       ChatController controller(&store, m_thread->worker());
       controller.setModelInfo(m_info);
-      controller.setPatchSize(8);
       pixtral::GenerateParams p;
       p.temperature = 0;
       p.max_tokens = 12;
@@ -186,6 +185,9 @@ class TestChatWindow : public QObject {
     QVERIFY(chips);
     QTRY_VERIFY(chips->isVisible());
     QCOMPARE(chips->buttons().size(), 1);
+    // Its document is checked off the GUI thread; once known it is there, unchanged.
+    QTRY_COMPARE(controller.attachmentChecker()->pendingCount(), 0);
+    QCOMPARE(chips->checks().value(0).availability, AttachmentAvailability::Available);
     QVERIFY(!chips->buttons()[0]->property("missing").toBool());
     QSignalSpy landed(window.referenceNavigator(), &ReferenceNavigator::landed);
     QTest::mouseClick(chips->buttons()[0], Qt::LeftButton);
