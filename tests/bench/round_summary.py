@@ -61,7 +61,7 @@ def main():
                          fmt(f.get("ratio")) + ("x" if f.get("ratio") is not None else ""), fmt(p),
                          fmt(speed) + ("x" if speed is not None else "")))
             lines.append({"card": card, "date": date, "commit": a.commit, "engine": "pixtral",
-                          "model": ours.get("model"), "precision": ours.get("precision", "bf16"), "quick": quick,
+                          "model": ours.get("model"), "precision": ours.get("precision", "bf16"), "context": ours.get("context"), "quick": quick,
                           "figure": f["figure"], "unit": f["unit"],
                           "value": v, "floor": f.get("floor"), "ratio": f.get("ratio")})
     for name, f in peer_by.items():

@@ -4,13 +4,15 @@
 //    (one block per int8 row, one warp per int4 group of 128) with the reference's exact operations (fp32 absmax,
 //    IEEE division, rint), so the GPU's bytes equal quant::quantize_rows';
 //  * batch-1 GEMV (T ≤ 4): one warp per output row, 16-byte streaming loads of packed values (16 int8 or 32 int4),
-//    dequantized in registers, fp32 accumulation, one fixed shuffle tree: deterministic;
-//  * T > 4 (prefill): W dequantized to bf16 a tile of rows at a time (≤ 32 Mi values) into scratch and multiplied
-//    by cuBLAS into the matching output columns (ldc = N). Correctness first; a fused tensor-core kernel would
-//    avoid the round trip.
+//    dequantized in registers with magic-number conversions (int8_byte, int4_word_scaled: LOP/PRMT + FADD instead
+//    of the 16/clock I2F unit), fp32 accumulation, one fixed shuffle tree: deterministic;
+//  * T > 4 (prefill): W dequantized to bf16 a tile of 256-row blocks at a time (~32 Mi values) into scratch
+//    (16-byte stores, magic-number int→float conversion: no I2F) and multiplied by cuBLAS into the matching
+//    output columns (ldc = N). A fused tensor-core kernel would avoid the round trip.
 // Also the CudaBackend members for quantized weights (upload, matmul dispatch).
 // ref: llama.cpp ggml-cuda/mmvq.cu (quantized matrix-vector), kernels_gemv.cu here (the bf16 twin).
 #include <algorithm>
+#include <cstdlib>
 
 #include "cuda/cuda_backend.h"
 #include "cuda/kernels_quant.cuh"
@@ -90,24 +92,71 @@ __global__ void quantize_int4_kernel(std::uint8_t* __restrict__ q, float* __rest
   qg[1] = std::uint8_t((qi[2] & 0xF) | ((qi[3] & 0xF) << 4));
 }
 
-// out = q · scale as bf16; one thread per stored byte (grid-stride).
+// Exact int → float without the I2F unit (16 conversions/clock/SM on Hopper, an eighth of the FMA rate: the
+// bottleneck of a GEMV that converts every weight). A byte or nibble m in offset binary (the stored two's
+// complement value XOR 0x80 / 0x8) is placed in the mantissa of 2^23: the float 2^23 + m·2^p is exact, and one
+// FADD of −(2^23 + bias·2^p) leaves the signed value times 2^p.
+constexpr float kMagic = 8388608.0f;  // 2^23
+
+// Signed byte j (0..3) of word u as a float; `ux` is u ^ 0x80808080.
+__device__ __forceinline__ float int8_byte(std::uint32_t ux, int j) {
+  return __int_as_float(int(__byte_perm(ux, 0x4B000000u, 0x7440u + unsigned(j)))) - (kMagic + 128.0f);
+}
+
+// The 8 signed nibbles of word u (element e at bits 4e), each times 2^(4·(e mod 4)): f[e] = value_e · 2^(4(e&3)).
+// Callers keep one accumulator per e mod 4 and scale it back by 2^(−4(e&3)) (exact: a power of two).
+__device__ __forceinline__ void int4_word_scaled(std::uint32_t u, float f[8]) {
+  const std::uint32_t lo = u ^ 0x88888888u, hi = lo >> 16;
+#pragma unroll
+  for (int e = 0; e < 4; ++e) {
+    const std::uint32_t mask = 0xFu << (4 * e);
+    const float bias = kMagic + 8.0f * float(1u << (4 * e));
+    f[e] = __int_as_float(int((lo & mask) | 0x4B000000u)) - bias;
+    f[e + 4] = __int_as_float(int((hi & mask) | 0x4B000000u)) - bias;
+  }
+}
+
+// out = q · scale as bf16 (the reference's float(q) · scale, rounded to nearest even). One thread per 16 stored
+// bytes (int8: 16 values, int4: 32 values of one group), written as 16-byte stores; rows on grid y (strided).
 template <bool INT4>
 __global__ void dequantize_kernel(bf16* __restrict__ out, const std::uint8_t* __restrict__ q,
-                                  const float* __restrict__ scales, std::int64_t n_bytes, int K) {
+                                  const float* __restrict__ scales, std::int64_t n_rows, int K) {
   const int rb = INT4 ? K / 2 : K;
-  const int spr = INT4 ? K / quant::kInt4Group : 1;
-  for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < n_bytes;
-       i += std::int64_t(gridDim.x) * blockDim.x) {
-    const std::int64_t row = i / rb;
-    const int b = int(i - row * rb);
-    const std::uint8_t v = q[i];
-    if (INT4) {
-      const float s = scales[row * spr + (2 * b) / quant::kInt4Group];
-      const int lo = int(std::int8_t(std::uint8_t(v << 4))) >> 4, hi = int(std::int8_t(v)) >> 4;
-      out[row * K + 2 * b] = __float2bfloat16_rn(float(lo) * s);
-      out[row * K + 2 * b + 1] = __float2bfloat16_rn(float(hi) * s);
+  const int chunks = rb / 16;
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= chunks) return;
+  for (std::int64_t row = blockIdx.y; row < n_rows; row += gridDim.y) {
+    const uint4 v = load_stream(reinterpret_cast<const uint4*>(q + row * rb) + c);
+    const std::uint32_t u[4] = {v.x, v.y, v.z, v.w};
+    uint4* dst = reinterpret_cast<uint4*>(out + row * K);
+    if constexpr (INT4) {
+      const float s = scales[row * (K / quant::kInt4Group) + c / 4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        float f[8];
+        int4_word_scaled(u[i], f);
+        __nv_bfloat162 h[4];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          // f[e] = value · 2^(4(e&3)): undo exactly before the reference's multiply
+          const float a = f[2 * e] * (1.0f / float(1u << (4 * ((2 * e) & 3))));
+          const float b = f[2 * e + 1] * (1.0f / float(1u << (4 * ((2 * e + 1) & 3))));
+          h[e] = __floats2bfloat162_rn(a * s, b * s);
+        }
+        dst[4 * c + i] = *reinterpret_cast<const uint4*>(h);
+      }
     } else {
-      out[row * K + b] = __float2bfloat16_rn(float(std::int8_t(v)) * scales[row]);
+      const float s = scales[row];
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        __nv_bfloat162 h[4];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const std::uint32_t ux = u[2 * i + e / 2] ^ 0x80808080u;
+          h[e] = __floats2bfloat162_rn(int8_byte(ux, 2 * (e & 1)) * s, int8_byte(ux, 2 * (e & 1) + 1) * s);
+        }
+        dst[2 * c + i] = *reinterpret_cast<const uint4*>(h);
+      }
     }
   }
 }
@@ -133,49 +182,53 @@ __device__ __forceinline__ void load_x8<float>(const float* x, std::int64_t c, f
   f[4] = b.x; f[5] = b.y; f[6] = b.z; f[7] = b.w;
 }
 
-// The 8 values of 32-bit word `u` of an int4 chunk (byte j: element 2j low nibble, 2j+1 high nibble).
-__device__ __forceinline__ void unpack_int4_word(std::uint32_t u, float f[8]) {
-#pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    f[2 * j] = float(int(u << (28 - 8 * j)) >> 28);
-    f[2 * j + 1] = float(int(u << (24 - 8 * j)) >> 28);
-  }
-}
-// The 4 values of 32-bit word `u` of an int8 chunk.
+// The 4 values of 32-bit word `u` of an int8 chunk (magic-number conversion, see int8_byte).
 __device__ __forceinline__ void unpack_int8_word(std::uint32_t u, float f[4]) {
+  const std::uint32_t ux = u ^ 0x80808080u;
 #pragma unroll
-  for (int j = 0; j < 4; ++j) f[j] = float(int(u << (24 - 8 * j)) >> 24);
+  for (int j = 0; j < 4; ++j) f[j] = int8_byte(ux, j);
 }
 
 // Chunk c of a row: 16 bytes. int8: elements 16c..16c+15 (x 8-chunks 2c, 2c+1), scale applied at the end.
-// int4: elements 32c..32c+31 (x 8-chunks 4c..4c+3), all in group c/4, scale applied per chunk.
+// int4: elements 32c..32c+31 (x 8-chunks 4c..4c+3), all in group c/4, scale applied per chunk. The int4 values
+// arrive times 2^(4(e&3)) (int4_word_scaled); four partial sums, one per power, are scaled back exactly.
 template <int T, class TX, bool INT4>
 __device__ __forceinline__ void accumulate(const uint4& wv, int c, const TX* __restrict__ x, int K,
                                           const float* __restrict__ srow, float acc[T]) {
   const std::uint32_t u[4] = {wv.x, wv.y, wv.z, wv.w};
   if constexpr (INT4) {
     const float s = srow[c >> 2];
+    float part[T][4];
 #pragma unroll
-    for (int t = 0; t < T; ++t) {
-      float part = 0.f;
+    for (int t = 0; t < T; ++t)
 #pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        float wf[8], xf[8];
-        unpack_int4_word(u[i], wf);
+      for (int k = 0; k < 4; ++k) part[t][k] = 0.f;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      float wf[8];
+      int4_word_scaled(u[i], wf);
+#pragma unroll
+      for (int t = 0; t < T; ++t) {
+        float xf[8];
         load_x8(x + std::int64_t(t) * K, 4 * std::int64_t(c) + i, xf);
 #pragma unroll
-        for (int e = 0; e < 8; ++e) part = fmaf(wf[e], xf[e], part);
+        for (int e = 0; e < 8; ++e) part[t][e & 3] = fmaf(wf[e], xf[e], part[t][e & 3]);
       }
-      acc[t] = fmaf(part, s, acc[t]);
+    }
+#pragma unroll
+    for (int t = 0; t < T; ++t) {
+      const float p = part[t][0] + part[t][1] * 0.0625f + part[t][2] * 0.00390625f + part[t][3] * 0.000244140625f;
+      acc[t] = fmaf(p, s, acc[t]);
     }
   } else {
 #pragma unroll
-    for (int t = 0; t < T; ++t) {
+    for (int h = 0; h < 2; ++h) {
+      float wf[8];
+      unpack_int8_word(u[2 * h], wf);
+      unpack_int8_word(u[2 * h + 1], wf + 4);
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        float wf[8], xf[8];
-        unpack_int8_word(u[2 * h], wf);
-        unpack_int8_word(u[2 * h + 1], wf + 4);
+      for (int t = 0; t < T; ++t) {
+        float xf[8];
         load_x8(x + std::int64_t(t) * K, 2 * std::int64_t(c) + h, xf);
 #pragma unroll
         for (int e = 0; e < 8; ++e) acc[t] = fmaf(wf[e], xf[e], acc[t]);
@@ -267,13 +320,15 @@ Status launch_quantize(std::uint8_t* q, float* scales, const bf16* w, std::int64
 
 Status launch_dequantize(bf16* out, const std::uint8_t* q, const float* scales, std::int64_t n, std::int64_t K,
                          Format f, cudaStream_t s) {
-  const std::int64_t bytes = n * quant::row_bytes(f, K);
-  if (bytes <= 0) return {};
-  const int blocks = int(std::min<std::int64_t>(ceil_div(bytes, 256), 65535));
+  if (n <= 0) return {};
+  const std::int64_t chunks = quant::row_bytes(f, K) / 16;  // K % 16 == 0 (int8) / % 128 == 0 (int4): whole
+  if (chunks * 16 != quant::row_bytes(f, K))
+    return Status(ErrorCode::invalid_argument, "launch_dequantize: a row must be a multiple of 16 bytes");
+  const dim3 grid(unsigned(ceil_div(chunks, 128)), unsigned(std::min<std::int64_t>(n, 65535)));
   if (f == Format::int4_g128)
-    dequantize_kernel<true><<<blocks, 256, 0, s>>>(out, q, scales, bytes, int(K));
+    dequantize_kernel<true><<<grid, 128, 0, s>>>(out, q, scales, n, int(K));
   else
-    dequantize_kernel<false><<<blocks, 256, 0, s>>>(out, q, scales, bytes, int(K));
+    dequantize_kernel<false><<<grid, 128, 0, s>>>(out, q, scales, n, int(K));
   PIXTRAL_CUDA_LAUNCH_CHECK(dequantize_kernel);
   return {};
 }
@@ -380,7 +435,9 @@ Status CudaBackend::matmul_quantized(ops::Tensor out, const ops::Tensor& x, cons
   // Prefill: dequantize a tile of W rows to bf16, cuBLAS into out[:, n0 .. n0 + m) (ldc = N).
   auto xb = as_bf16(x, convert_, "matmul input conversion buffer");
   if (!xb.ok()) return xb.status();
-  const std::int64_t tile = std::clamp<std::int64_t>(kDequantTileValues / K, 1, N);
+  // Tiles of whole 256-row blocks: the output column offset n0 stays 16-byte aligned (an unaligned C pointer
+  // sends cuBLAS to slow generic kernels — measured 4x slower prefill with 6553-row tiles at K = 5120).
+  const std::int64_t tile = std::min<std::int64_t>(N, std::max<std::int64_t>(256, kDequantTileValues / K / 256 * 256));
   PIXTRAL_RETURN_IF_ERROR(ensure(dequant_, std::size_t(tile * K) * 2, "quantized weight dequantization tile"));
   const std::int64_t rb = quant::row_bytes(w.format, K), spr = quant::scales_per_row(w.format, K);
   const std::size_t osz = dtype_size(out.dtype);

@@ -4,7 +4,8 @@
 // the card's measured copy bandwidth and bf16 GEMM rate. Validates first (NMSE vs a reference on the same random
 // bf16 data, never zeros), then times: warm-up, CUDA events, median of `reps`, inputs rotated across copies
 // totalling ≥ 4× L2 where the floor is bandwidth, so no run reads from cache.
-// Usage: pixtral_cuda_lab [reps=50] [gemv|attention]   (both sections when no section is named)
+// Usage: pixtral_cuda_lab [reps=50] [gemv|attention|quant]   (gemv and attention when no section is named;
+//        quant: int8/int4 GEMV vs their byte floor, whole-matrix dequantization, prefill GEMM T=4096)
 //        PIXTRAL_CUDA_PREFETCH=0 pixtral_cuda_lab ...     (same without the GEMV / decode-attention L2 prefetch)
 //        PIXTRAL_CUDA_PDL=0 pixtral_cuda_lab ...          (GEMV without programmatic dependent launch)
 // ref: llm.c dev/cuda/*.cu (validate-then-benchmark mains).
@@ -16,6 +17,7 @@
 #include <vector>
 
 #include "cuda/kernels.cuh"
+#include "cuda/kernels_quant.cuh"
 
 using namespace pixtral;
 using namespace pixtral::cuda;
@@ -222,11 +224,88 @@ void attention_lab(const AttnProblem& pb, int reps, double copy_bw, double gemm_
   LAB_CHECK(cudaGetLastError());
 }
 
+// int8 / int4 (kernels_quant.cu): batch-1 GEMV against the bytes it must read (packed values + scales), the
+// whole-matrix dequantization (bytes read + bf16 written), and the prefill path's cuBLAS GEMM on T = 4096 rows.
+void quant_lab(int reps, double copy_bw, double gemm_rate, cudaStream_t s, cublasHandle_t h, int l2_bytes) {
+  struct Shape { const char* name; int K, N; };
+  const Shape shapes[] = {
+      {"wq+wk+wv", 5120, 6144}, {"wo", 4096, 5120}, {"w1+w3", 5120, 2 * 14336}, {"w2", 14336, 5120},
+      {"lm_head", 5120, 131072},
+  };
+  std::printf("\nquantized (floor = bytes / copy BW; dequant bytes = packed + scales read + bf16 written; GEMM "
+              "T=4096 on the dequantized bf16 vs FLOPs / GEMM rate)\n");
+  std::printf("%-10s %5s %8s %9s %7s %9s %7s %11s %7s %11s %7s\n", "shape", "fmt", "MB", "gemv us", "%copy",
+              "graph us", "%copy", "dequant us", "%copy", "gemm us", "%rate");
+  for (const auto& sh : shapes)
+    for (quant::Format f : {quant::Format::int8_channel, quant::Format::int4_g128}) {
+      const std::size_t qbytes = quantized_alloc_bytes(f, sh.N, sh.K);
+      const int copies = int(std::max<std::size_t>(2, (std::size_t(4) * l2_bytes + qbytes - 1) / qbytes));
+      bf16* W;
+      LAB_CHECK(cudaMalloc(&W, std::size_t(sh.K) * sh.N * 2));
+      fill_random<<<1024, 256, 0, s>>>(W, std::size_t(sh.K) * sh.N, 21, 1.f / 64);
+      std::vector<std::uint8_t*> Q(copies);
+      for (int i = 0; i < copies; ++i) {
+        LAB_CHECK(cudaMalloc(&Q[i], qbytes));
+        LAB_STATUS(launch_quantize(Q[i], reinterpret_cast<float*>(Q[i] + quantized_values_bytes(f, sh.N, sh.K)), W,
+                                   sh.N, sh.K, f, s));
+      }
+      auto scales = [&](int i) {
+        return reinterpret_cast<const float*>(Q[i % copies] + quantized_values_bytes(f, sh.N, sh.K));
+      };
+      bf16 *x, *y, *X;
+      LAB_CHECK(cudaMalloc(&x, sh.K * 2));
+      LAB_CHECK(cudaMalloc(&y, std::size_t(sh.N) * 4096 * 2));
+      LAB_CHECK(cudaMalloc(&X, std::size_t(sh.K) * 4096 * 2));
+      fill_random<<<64, 256, 0, s>>>(x, sh.K, 3, 1.f);
+      fill_random<<<1024, 256, 0, s>>>(X, std::size_t(sh.K) * 4096, 4, 1.f);
+      const float t_gemv = median_ms(s, reps, [&](int i) {
+        LAB_STATUS(launch_qgemv(y, DType::bf16, x, DType::bf16, Q[i % copies], scales(i), f, nullptr, 1, sh.N, sh.K,
+                                s));
+      });
+      // 40 launches in one CUDA graph, per launch (as the decode step replays them: no launch gaps).
+      cudaGraph_t graph;
+      cudaGraphExec_t exec;
+      LAB_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+      for (int i = 0; i < 40; ++i)
+        LAB_STATUS(launch_qgemv(y, DType::bf16, x, DType::bf16, Q[i % copies], scales(i), f, nullptr, 1, sh.N, sh.K,
+                                s));
+      LAB_CHECK(cudaStreamEndCapture(s, &graph));
+      LAB_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+      const float t_graph =
+          median_ms(s, std::max(3, reps / 5), [&](int) { LAB_CHECK(cudaGraphLaunch(exec, s)); }) / 40;
+      LAB_CHECK(cudaGraphExecDestroy(exec));
+      LAB_CHECK(cudaGraphDestroy(graph));
+      const float t_deq = median_ms(s, std::max(3, reps / 5), [&](int i) {
+        LAB_STATUS(launch_dequantize(W, Q[i % copies], scales(i), sh.N, sh.K, f, s));
+      });
+      const float alpha = 1.f, beta = 0.f;
+      const float t_gemm = median_ms(s, std::max(3, reps / 5), [&](int) {
+        LAB_CUBLAS(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, sh.N, 4096, sh.K, &alpha, W, CUDA_R_16BF, sh.K, X,
+                                CUDA_R_16BF, sh.K, &beta, y, CUDA_R_16BF, sh.N, CUBLAS_COMPUTE_32F,
+                                CUBLAS_GEMM_DEFAULT));
+      });
+      const double deq_bytes = double(qbytes) + double(sh.K) * sh.N * 2;
+      std::printf("%-10s %5s %8.1f %9.1f %6.1f%% %9.1f %6.1f%% %11.1f %6.1f%% %11.1f %6.1f%%\n", sh.name,
+                  f == quant::Format::int8_channel ? "int8" : "int4", qbytes / 1e6, t_gemv * 1e3,
+                  100 * (qbytes / (t_gemv * 1e-3)) / copy_bw, t_graph * 1e3,
+                  100 * (qbytes / (t_graph * 1e-3)) / copy_bw, t_deq * 1e3,
+                  100 * (deq_bytes / (t_deq * 1e-3)) / copy_bw, t_gemm * 1e3,
+                  100 * (2.0 * sh.N * sh.K * 4096 / (t_gemm * 1e-3)) / gemm_rate);
+      for (auto* q : Q) LAB_CHECK(cudaFree(q));
+      LAB_CHECK(cudaFree(W));
+      LAB_CHECK(cudaFree(x));
+      LAB_CHECK(cudaFree(y));
+      LAB_CHECK(cudaFree(X));
+    }
+  LAB_CHECK(cudaGetLastError());
+}
+
 int main(int argc, char** argv) {
   const int reps = argc > 1 ? std::max(3, std::atoi(argv[1])) : 50;
   const char* section = argc > 2 ? argv[2] : "";
   const bool do_gemv = !*section || !std::strcmp(section, "gemv");
   const bool do_attn = !*section || !std::strcmp(section, "attention");
+  const bool do_quant = !std::strcmp(section, "quant");
   double gemm_rate = 0;
   cudaDeviceProp prop{};
   LAB_CHECK(cudaGetDeviceProperties(&prop, 0));
@@ -288,6 +367,7 @@ int main(int argc, char** argv) {
     for (const auto& pb : problems) attention_lab(pb, reps, copy_bw, gemm_rate, s, prop.l2CacheSize, max_smem,
                                                   prop.multiProcessorCount);
   }
+  if (do_quant) quant_lab(reps, copy_bw, gemm_rate, s, h, prop.l2CacheSize);
   if (!do_gemv) {
     cublasDestroy(h);
     return 0;
