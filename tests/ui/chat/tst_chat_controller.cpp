@@ -18,6 +18,7 @@
 #include <QAbstractItemModelTester>
 #include <QSignalSpy>
 #include <QTemporaryDir>
+#include <QTimer>
 #include <QtTest>
 
 using namespace quire;
@@ -236,6 +237,33 @@ class TestChatController : public QObject {
     QVERIFY(c.showSibling(0, -1));
     QCOMPARE(c.messages().first().text, question());
     QCOMPARE(c.siblingCount(1), 2);  // both answers of the first question are still there
+  }
+
+  // Opening another conversation while an answer streams stops that answer (its request only) and the controller
+  // is ready again once it ended: stored as stopped, and a question in the new conversation is answered.
+  void switchingConversationsStopsTheAnswer() {
+    ConversationStore store;
+    QVERIFY(store.open(newDbPath()));
+    ChatController c(&store, m_thread->worker());
+    configure(c, 2000);
+    bool switched = false;
+    qint64 answerId = 0;
+    connect(&c, &ChatController::messageUpdated, &c, [&](int row, const QString&) {
+      if (switched || row >= c.messages().size() || c.messages()[row].role != MessageRole::Assistant) return;
+      switched = true;
+      answerId = c.messages()[row].id;
+      QTimer::singleShot(0, &c, [&c] { c.newConversation(); });
+    });
+    QVERIFY(c.send(question()));
+    QVERIFY(waitIdle(c));
+    QVERIFY(switched);
+    QCOMPARE(c.conversationId(), qint64(0));
+    const auto stored = store.message(answerId);
+    QVERIFY(stored);
+    QCOMPARE(stored->state, MessageState::Stopped);
+    QVERIFY2(c.send(QStringLiteral("Something else?")), qPrintable(c.error()));
+    QVERIFY(waitIdle(c));
+    QCOMPARE(c.messages().size(), 2);
   }
 
   void stopEndsTheAnswerAsStopped() {
