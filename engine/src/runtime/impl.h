@@ -12,6 +12,7 @@
 #include "model/weights.h"
 #include "pixtral/model.h"
 #include "runtime/sampler.h"
+#include "vision/preprocess.h"
 
 namespace pixtral {
 
@@ -57,6 +58,7 @@ struct Session::Impl {
     ops::Tensor rows;                  // (Hp * Wp, dim)
   };
   std::map<std::uint64_t, Features> features;
+  std::vector<vision::Pixels> pixel_buffers;  ///< preprocessing output buffers, reused across turns
 
   Impl(const Model& model_, const SessionOptions& o)
       : model(&model_), m(&model_.impl()), options(o), state(*model_.impl().backend),
@@ -74,7 +76,7 @@ struct Session::Impl {
 void fill_model_info(Model::Impl& impl, const std::string& path, const std::string& fallback,
                      const std::string& precision);
 
-/// FNV-1a over an image's size, format and pixels: the identity of its features.
+/// XXH64 over an image's size, format and pixels: the identity of its features.
 std::uint64_t image_hash(const Image& img);
 
 }  // namespace pixtral

@@ -126,11 +126,16 @@ std::vector<float> resize_bicubic(const float* src, int src_w, int src_h, int ch
 }
 
 Result<Pixels> preprocess(const ImageView& image, int patch_size, int max_image_size) {
+  Pixels px;
+  PIXTRAL_RETURN_IF_ERROR(preprocess_into(image, patch_size, max_image_size, px));
+  return px;
+}
+
+Status preprocess_into(const ImageView& image, int patch_size, int max_image_size, Pixels& px) {
   PIXTRAL_RETURN_IF_ERROR(check_image_view(image));
   auto grid = patch_grid(image.width, image.height, patch_size, max_image_size);
   if (!grid) return grid.status();
 
-  Pixels px;
   px.grid = *grid;
   px.width = grid->width * patch_size;
   px.height = grid->height * patch_size;
@@ -152,7 +157,7 @@ Result<Pixels> preprocess(const ImageView& image, int patch_size, int max_image_
         for (int x = 0; x < px.width; ++x) out[x] = lut[c][rgb_row[std::size_t(x) * 3 + c]];
       }
     }
-    return px;
+    return {};
   }
 
   // Resize the composited RGB as float 0..255 (transform_image: np.array(rgb, dtype=float32) → cv2.resize),
@@ -173,7 +178,7 @@ Result<Pixels> preprocess(const ImageView& image, int patch_size, int max_image_
     for (std::size_t i = 0; i < plane; ++i)
       out[i] = float((double(hwc[i * 3 + c]) / 255.0 - kClipMean[c]) / kClipStd[c]);
   }
-  return px;
+  return {};
 }
 
 }  // namespace pixtral::vision

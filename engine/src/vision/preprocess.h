@@ -64,5 +64,8 @@ struct Pixels {
 /// The whole pipeline: composite to RGB, resize to the patch grid, normalise. Streams the source row by row, so
 /// memory is O(output + one source row) whatever the input size. Errors: empty, absurd or too thin images.
 Result<Pixels> preprocess(const ImageView& image, int patch_size, int max_image_size);
+/// The same into `out`, reusing its buffer: a session keeps one per image slot, so a 1024×1024 page does not
+/// fault in 12 MB of fresh pages on every question (≈ 5 ms of the time to first token).
+Status preprocess_into(const ImageView& image, int patch_size, int max_image_size, Pixels& out);
 
 }  // namespace pixtral::vision
