@@ -161,7 +161,7 @@ Result<Generation> Session::run(std::span<const Message> messages, const Generat
 
   // Image features for runs that reach past the reused prefix; encode the missing ones in one batch.
   const auto t_pre = Clock::now();
-  std::vector<vision::Pixels>& pixels = s.pixel_buffers;  // reused across turns (no page faults per image)
+  std::vector<vision::Pixels>& pixels = m.pixel_buffers;  // reused across turns and sessions
   std::size_t n_pixels = 0;
   std::vector<std::uint64_t> to_encode;
   for (std::size_t i = 0; i < images.size(); ++i) {
