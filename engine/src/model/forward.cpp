@@ -202,8 +202,8 @@ Status decoder_forward(ops::Backend& be, const ModelConfig& cfg, const DecoderWe
       q = ops::Tensor{base, 1, qd, s.qkv.dtype};
       const ops::Tensor k_row{base + std::size_t(qd) * es, 1, kvd, s.qkv.dtype};
       const ops::Tensor v_row{base + std::size_t(qd + kvd) * es, 1, kvd, s.qkv.dtype};
-      PX_TRY(be.rope(q, nh, hd, s.positions, cfg.rope_theta, pairs));
-      PX_TRY(be.rope(k_row, nkv, hd, s.positions, cfg.rope_theta, pairs));
+      // q and k are adjacent in the row: one RoPE launch over their nh + nkv heads (same positions and pairs).
+      PX_TRY(be.rope(ops::Tensor{base, 1, qd + kvd, s.qkv.dtype}, nh + nkv, hd, s.positions, cfg.rope_theta, pairs));
       PX_TRY(be.scatter_rows(kv.k[il], k_row, s.positions));  // cache row = position
       PX_TRY(be.scatter_rows(kv.v[il], v_row, s.positions));
     } else {
