@@ -6,6 +6,7 @@
 #include "chat/chat_panel.h"
 #include "chat/conversation_file_actions.h"
 #include "chat/conversation_sidebar.h"
+#include "chat/document_restorer.h"
 #include "chat/prompt_box.h"
 #include "chat/reference_navigator.h"
 #include "dialogs/model_dialog.h"
@@ -187,22 +188,36 @@ void MainWindow::showOpenDialog() {
 void MainWindow::openFiles(const QStringList& paths) {
   for (const QString& p : paths) {
     const QString path = QFileInfo(p).absoluteFilePath();
+    m_background.removeAll(path);  // asked for now: it becomes current when it has loaded
     if (const int i = tabIndexForPath(path); i >= 0) {
       m_tabs->setCurrentIndex(i);
       continue;
     }
-    if (m_loading.contains(path)) continue;
-    m_loading << path;
-    statusBar()->showMessage(tr("Opening %1…").arg(QFileInfo(path).fileName()));
-    auto* watcher = new QFutureWatcher<LoadResult>(this);
-    connect(watcher, &QFutureWatcher<LoadResult>::finished, this, [this, watcher, path] {
-      watcher->deleteLater();
-      m_loading.removeAll(path);
-      handleLoaded(path, watcher->result());
-    });
-    const DocumentLoader loader = m_loader;  // a copy: the worker never touches this window
-    watcher->setFuture(QtConcurrent::run([loader, path] { return loader.load(path); }));
+    startLoading(path);
   }
+}
+
+void MainWindow::openFilesInBackground(const QStringList& paths) {
+  for (const QString& p : paths) {
+    const QString path = QFileInfo(p).absoluteFilePath();
+    if (tabIndexForPath(path) >= 0 || m_loading.contains(path)) continue;
+    m_background << path;
+    startLoading(path);
+  }
+}
+
+void MainWindow::startLoading(const QString& path) {
+  if (m_loading.contains(path)) return;
+  m_loading << path;
+  statusBar()->showMessage(tr("Opening %1…").arg(QFileInfo(path).fileName()));
+  auto* watcher = new QFutureWatcher<LoadResult>(this);
+  connect(watcher, &QFutureWatcher<LoadResult>::finished, this, [this, watcher, path] {
+    watcher->deleteLater();
+    m_loading.removeAll(path);
+    handleLoaded(path, watcher->result());
+  });
+  const DocumentLoader loader = m_loader;  // a copy: the worker never touches this window
+  watcher->setFuture(QtConcurrent::run([loader, path] { return loader.load(path); }));
 }
 
 std::optional<QString> MainWindow::askPassword(const QString& path, bool retry) {
@@ -218,7 +233,9 @@ std::optional<QString> MainWindow::askPassword(const QString& path, bool retry) 
 
 void MainWindow::handleLoaded(const QString& path, LoadResult result) {
   statusBar()->clearMessage();
+  const bool background = m_background.removeAll(path) > 0;
   if (result.error == DocumentError::PasswordRequired && result.document) {
+    if (background) return reportError(path, result.message, false);  // asked for when the user opens it
     bool retry = false;
     for (;;) {
       const std::optional<QString> pw = askPassword(path, retry);
@@ -231,24 +248,26 @@ void MainWindow::handleLoaded(const QString& path, LoadResult result) {
     }
     result.error = DocumentError::None;
   }
-  if (!result.ok()) return reportError(path, result.message);
+  if (!result.ok()) return reportError(path, result.message, !background);
   m_recent->add(path);
-  openDocument(result.document);
+  addDocumentTab(result.document, !background);
   Q_EMIT fileOpened(path);
 }
 
-void MainWindow::reportError(const QString& path, const QString& message) {
+void MainWindow::reportError(const QString& path, const QString& message, bool dialog) {
   m_errors << message;
   statusBar()->showMessage(message, 8000);
   Q_EMIT fileFailed(path, message);
-  if (!m_errorDialogs) return;
+  if (!m_errorDialogs || !dialog) return;
   auto* box = new QMessageBox(QMessageBox::Warning, tr("Cannot Open File"), message, QMessageBox::Ok, this);
   box->setAttribute(Qt::WA_DeleteOnClose);
   box->setAccessibleName(tr("Error"));
   box->open();  // window-modal and non-blocking: loading other files carries on
 }
 
-void MainWindow::openDocument(std::shared_ptr<Document> doc) {
+void MainWindow::openDocument(std::shared_ptr<Document> doc) { addDocumentTab(std::move(doc), true); }
+
+void MainWindow::addDocumentTab(std::shared_ptr<Document> doc, bool makeCurrent) {
   if (!doc) return;
   auto* tab = new DocumentTab(std::move(doc), m_tabs);
   PageView* view = tab->pageView();
@@ -265,6 +284,7 @@ void MainWindow::openDocument(std::shared_ptr<Document> doc) {
   });
   const int i = m_tabs->addTab(tab, tab->document()->title());
   m_tabs->setTabToolTip(i, tab->document()->path());
+  if (!makeCurrent) return;
   m_tabs->setCurrentIndex(i);
   tab->setFocus();
 }
@@ -432,6 +452,14 @@ void MainWindow::setUpChatFilesAndReferences() {
     if (index >= 0 && index < m_chat->chips().size()) m_navigator->showChip(m_chat->chips()[index]);
   });
   connect(m_chatPanel, &ChatPanel::filesDropped, this, &MainWindow::openFiles);
+
+  // A conversation the user opens (from the list, the search, an import) brings its documents back as tabs.
+  m_restorer = new DocumentRestorer(this, m_chat);
+  connect(m_sidebar, &ConversationSidebar::conversationOpened, m_restorer, &DocumentRestorer::restore);
+  connect(m_fileActions, &ConversationFileActions::imported, m_restorer, &DocumentRestorer::restore);
+  // A chip clicked meanwhile: that is where the user wants to be.
+  connect(m_chatPanel, &ChatPanel::attachmentActivated, m_restorer, &DocumentRestorer::dropLanding);
+  connect(m_chatPanel, &ChatPanel::contextChipActivated, m_restorer, &DocumentRestorer::dropLanding);
   connect(m_navigator, &ReferenceNavigator::failed, this, [this](const QString& message) {
     statusBar()->showMessage(message, 10000);
   });

@@ -24,6 +24,7 @@ class ChatPanel;
 class ConversationFileActions;
 class ConversationSidebar;
 class ReferenceNavigator;
+class DocumentRestorer;
 class DocumentTab;
 class RecentFiles;
 
@@ -63,10 +64,16 @@ class MainWindow : public QMainWindow {
   ConversationFileActions* conversationFileActions() const { return m_fileActions; }
   /// Shows what chips refer to (a page, a region, an image) in the viewer.
   ReferenceNavigator* referenceNavigator() const { return m_navigator; }
+  /// Opens a conversation's documents when the user opens it from the list, the search or an import.
+  DocumentRestorer* documentRestorer() const { return m_restorer; }
 
  public Q_SLOTS:
   /// Opens each file in a new tab (loading off the GUI thread); already open files are brought forward.
   void openFiles(const QStringList& paths);
+  /// Opens each file in a tab of its own without making it current or taking the focus (a reopened
+  /// conversation's documents): files already open or being loaded are left as they are; a failure is said in
+  /// the status bar only (no dialog, no password prompt) and reported through fileFailed.
+  void openFilesInBackground(const QStringList& paths);
   /// Opens an in-memory document (e.g. a pasted image) in a new tab.
   void openDocument(std::shared_ptr<quire::Document> doc);
   void showOpenDialog();
@@ -95,10 +102,12 @@ class MainWindow : public QMainWindow {
   void createMenus();
   void rebuildRecentMenu();
   void handleLoaded(const QString& path, LoadResult result);
-  void reportError(const QString& path, const QString& message);
   void currentTabChanged();
   void updateStatus();
   int tabIndexForPath(const QString& path) const;
+  void startLoading(const QString& path);
+  void addDocumentTab(std::shared_ptr<quire::Document> doc, bool makeCurrent);
+  void reportError(const QString& path, const QString& message, bool dialog = true);
   std::optional<QString> askPassword(const QString& path, bool retry);
 
   DocumentLoader m_loader;
@@ -112,6 +121,7 @@ class MainWindow : public QMainWindow {
   PasswordPrompt m_passwordPrompt;
   QStringList m_errors;
   QStringList m_loading;  // absolute paths being loaded now
+  QStringList m_background;  // those of them opened by openFilesInBackground (not made current, no dialogs)
   bool m_errorDialogs = true;
   ChatController* m_chat = nullptr;
   ChatPanel* m_chatPanel = nullptr;
@@ -121,6 +131,7 @@ class MainWindow : public QMainWindow {
   QMenu* m_fileMenu = nullptr;
   ConversationFileActions* m_fileActions = nullptr;
   ReferenceNavigator* m_navigator = nullptr;
+  DocumentRestorer* m_restorer = nullptr;
 
   void setUpChatFilesAndReferences();
 };

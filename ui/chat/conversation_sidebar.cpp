@@ -51,10 +51,10 @@ ConversationSidebar::ConversationSidebar(ChatController* controller, QWidget* pa
 
   connect(m_search, &QLineEdit::textChanged, m_model, &ConversationListModel::setFilter);
   connect(m_list, &QListView::activated, this, [this](const QModelIndex& i) {
-    m_controller->openConversation(m_model->idAt(i.row()));
+    open(m_model->idAt(i.row()));
   });
   connect(m_list, &QListView::clicked, this, [this](const QModelIndex& i) {
-    if (m_model->idAt(i.row()) != m_controller->conversationId()) m_controller->openConversation(m_model->idAt(i.row()));
+    if (m_model->idAt(i.row()) != m_controller->conversationId()) open(m_model->idAt(i.row()));
   });
   connect(add, &QPushButton::clicked, m_controller, &ChatController::newConversation);
   connect(del, &QPushButton::clicked, this, &ConversationSidebar::deleteCurrent);
@@ -78,7 +78,7 @@ QMenu* ConversationSidebar::createContextMenu(int row) {
   if (!id) return nullptr;
   auto* menu = new QMenu(this);
   menu->setAccessibleName(tr("Conversation actions"));
-  menu->addAction(tr("&Open"), this, [this, id] { m_controller->openConversation(id); });
+  menu->addAction(tr("&Open"), this, [this, id] { open(id); });
   menu->addAction(tr("&Rename"), this, [this, id] {
     if (const int r = m_model->rowOf(id); r >= 0) m_list->edit(m_model->index(r));
   });
@@ -101,6 +101,10 @@ QMenu* ConversationSidebar::createContextMenu(int row) {
     }
   });
   return menu;
+}
+
+void ConversationSidebar::open(qint64 id) {
+  if (id && m_controller->openConversation(id)) emit conversationOpened(id);
 }
 
 void ConversationSidebar::focusSearch() {

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 // ConversationSidebar: the conversation list with full-text search (Ctrl+K focuses it), New, Rename (F2 or
-// double-click), Delete (Del) and Undo delete. Activating a row opens that conversation in the ChatController.
+// double-click), Delete (Del) and Undo delete. Activating a row opens that conversation in the ChatController
+// (and says so with conversationOpened: the user opened it, so its documents may be restored).
 // A row's context menu: Open, Rename, Export ▸ Markdown… / JSON… (with ConversationFileActions), Delete.
 #pragma once
 
@@ -31,8 +32,13 @@ class ConversationSidebar : public QWidget {
   /// The context menu of @p row (the caller owns it; null for no row).
   QMenu* createContextMenu(int row);
 
+ Q_SIGNALS:
+  /// The user opened conversation @p id from the list (a click, Enter, the search's result, the context menu).
+  void conversationOpened(qint64 id);
+
  private:
   void deleteCurrent();
+  void open(qint64 id);
 
   ChatController* m_controller;
   ConversationListModel* m_model;
