@@ -107,11 +107,31 @@ ChatPanel::ChatPanel(ChatController* controller, QWidget* parent) : QWidget(pare
     connect(w, &InferenceWorker::modelLoaded, loadRow, done);
     connect(w, &InferenceWorker::modelLoadFailed, loadRow, done);
     connect(w, &InferenceWorker::modelLoadCancelled, loadRow, done);
-    connect(w, &InferenceWorker::modelLoaded, this, [this](const ModelLoadInfo& i) {
-      m_stats->setText(tr("%1 · %2 · %3 GB of weights")
-                           .arg(i.device, i.precision).arg(double(i.weightBytes) / 1e9, 0, 'f', 1));
-    });
   }
+  // What is loaded, where, and the memory it takes: the weights as loaded (quantized where the precision says so)
+  // and the KV cache of a conversation at the full context length.
+  m_modelInfo = new QLabel(this);
+  m_modelInfo->setObjectName(QStringLiteral("modelInfo"));
+  m_modelInfo->setAccessibleName(tr("Model in use"));
+  m_modelInfo->setWordWrap(true);
+  m_modelInfo->hide();
+  layout->addWidget(m_modelInfo);
+  auto showModelInfo = [this] {
+    if (!m_controller->hasModel()) return m_modelInfo->hide();
+    const ModelLoadInfo& i = m_controller->modelInfo();
+    const quint64 weights = i.loadedWeightBytes ? i.loadedWeightBytes : i.weightBytes;
+    QStringList parts;
+    if (!i.device.isEmpty()) parts << i.device;
+    if (!i.precision.isEmpty()) parts << i.precision;
+    if (weights) parts << tr("weights %1 GB").arg(double(weights) / 1e9, 0, 'f', 1);
+    if (const quint64 kv = i.kvCacheBytes(m_controller->contextLength()))
+      parts << tr("KV cache up to %1 GB (%2 tokens)").arg(double(kv) / 1e9, 0, 'f', 2).arg(m_controller->contextLength());
+    m_modelInfo->setText(parts.join(QStringLiteral(" · ")));
+    m_modelInfo->setToolTip(i.memoryPlan);
+    m_modelInfo->setVisible(!parts.isEmpty());
+  };
+  connect(m_controller, &ChatController::modelChanged, this, showModelInfo);
+  connect(m_controller, &ChatController::chipsChanged, this, showModelInfo);  // the context length may change
 
   m_scroll = new QScrollArea(this);
   m_scroll->setWidgetResizable(true);

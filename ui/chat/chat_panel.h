@@ -46,6 +46,8 @@ class ChatPanel : public QWidget {
   QPushButton* stopButton() const { return m_stop; }
   QPushButton* regenerateButton() const { return m_regenerate; }
   QLabel* statsLabel() const { return m_stats; }
+  /// The loaded model: device, precision and memory in use (weights as loaded, the KV cache of a full context).
+  QLabel* modelInfoLabel() const { return m_modelInfo; }
   QLabel* totalLabel() const { return m_total; }
   ContextChipsRow* chipsRow() const { return m_chipsRow; }
   /// The attachment chips of message @p row (null when out of range).
@@ -116,6 +118,7 @@ class ChatPanel : public QWidget {
   QPushButton* m_stop;
   QPushButton* m_regenerate;
   QLabel* m_stats;
+  QLabel* m_modelInfo;
   QLabel* m_error;
 };
 

@@ -193,9 +193,25 @@ class TestChatPanel : public QObject {
     info.precision = QStringLiteral("bf16");
     info.backend = QStringLiteral("cpu");
     info.maxImageSize = 1024;
+    info.weightBytes = 24'000'000'000;      // the checkpoint as stored (bf16)
+    info.loadedWeightBytes = 6'500'000'000;  // as loaded: what the memory holds
+    info.precision = QStringLiteral("int4");
+    info.kvBytesPerToken = 100'000;
     emit worker.modelLoaded(info);
     QVERIFY(!row->isVisible());
-    QVERIFY(panel.statsLabel()->text().contains(QStringLiteral("CPU (2 threads)")));
+    // Device, precision and memory in use stay shown (the answer speed has its own label).
+    QLabel* model = panel.modelInfoLabel();
+    QVERIFY(model->isVisible());
+    QVERIFY(model->text().contains(QStringLiteral("CPU (2 threads)")));
+    QVERIFY(model->text().contains(QStringLiteral("int4")));
+    QVERIFY2(model->text().contains(QStringLiteral("6.5 GB")), qPrintable(model->text()));
+    const QString kv = QString::number(double(info.kvCacheBytes(c.contextLength())) / 1e9, 'f', 2);
+    QVERIFY2(model->text().contains(kv + QStringLiteral(" GB")), qPrintable(model->text()));
+    emit c.statsChanged(120, 30);
+    QVERIFY(panel.statsLabel()->text().contains(QStringLiteral("tokens/s")));
+    QVERIFY(model->text().contains(QStringLiteral("CPU (2 threads)")));
+    c.setContextLength(4096);
+    QVERIFY2(model->text().contains(QStringLiteral("(4096 tokens)")), qPrintable(model->text()));
     QVERIFY(panel.sendButton()->isEnabled());
   }
 
