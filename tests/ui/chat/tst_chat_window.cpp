@@ -4,8 +4,8 @@
 // and the streamed answer appears in the chat panel and in the store; the conversation is in the sidebar and
 // the region was saved as the question's attachment. Then "Ask about this page" and the no-Esc-theft check.
 // Then a "restart": the window, the controller and the store are destroyed and made anew on the same database;
-// the conversation is found by full-text search (Ctrl+K), opened, and its chip clicked: the PDF opens on the page
-// with the region selected.
+// the conversation is found by full-text search (Ctrl+K) and opened: its PDF opens again on the region's page;
+// its chip clicked brings the viewer back to the page with the region selected.
 #include "chat/chat_controller.h"
 #include "chat/chat_panel.h"
 #include "chat/chip_rows.h"
@@ -180,7 +180,18 @@ class TestChatWindow : public QObject {
     QTRY_COMPARE(controller.conversationId(), conversationId);
     QCOMPARE(window.chatPanel()->messageViewCount(), 2);
 
-    // Its chip: the region on page 2; clicked, the PDF opens there with the region selected.
+    // Opened from the list, the conversation brings its document back: the PDF opens (off the GUI thread) and is
+    // current on the region's page, the region selected.
+    QTRY_COMPARE_WITH_TIMEOUT(window.documentCount(), 1, 30000);
+    QCOMPARE(window.currentTab()->document()->path(), QFileInfo(m_pdf).absoluteFilePath());
+    QTRY_COMPARE(window.currentTab()->pageView()->currentPage(), 1);
+    QCOMPARE(window.currentTab()->pageView()->selectionPage(), 1);
+    QTest::qWait(100);  // the landing's second pass, once the new tab is laid out
+    window.currentTab()->pageView()->goToPage(0);  // elsewhere, for the chip to bring it back
+    window.currentTab()->pageView()->clearSelection();
+    QTRY_COMPARE(window.currentTab()->pageView()->currentPage(), 0);
+
+    // Its chip: the region on page 2; clicked, the PDF's tab shows it again with the region selected.
     AttachmentChipsRow* chips = window.chatPanel()->attachmentRow(0);
     QVERIFY(chips);
     QTRY_VERIFY(chips->isVisible());
