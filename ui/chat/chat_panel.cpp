@@ -5,6 +5,7 @@
 #include "chat/chat_controller.h"
 #include "chat/chip_rows.h"
 #include "chat/prompt_box.h"
+#include "chat/sampling_dialog.h"
 #include "inference/inference_worker.h"
 #include "inference/model_folder.h"
 
@@ -80,7 +81,20 @@ ChatPanel::ChatPanel(ChatController* controller, QWidget* parent) : QWidget(pare
   });
   connect(m_controller, &ChatController::conversationChanged, system,
           [this, system] { system->setText(m_controller->systemPrompt()); });
-  layout->addWidget(system);
+  m_sampling = new QPushButton(tr("Sampling…"), this);
+  m_sampling->setAccessibleName(tr("Sampling settings of this conversation"));
+  m_sampling->setToolTip(tr("Temperature, top-p, top-k, the longest answer and the seed (engine defaults until "
+                            "changed); kept with the conversation"));
+  connect(m_sampling, &QPushButton::clicked, this, [this] {
+    auto* dialog = new SamplingDialog(m_controller->generateParams(), this);
+    dialog->setAttribute(Qt::WA_DeleteOnClose);
+    connect(dialog, &QDialog::accepted, this, [this, dialog] { m_controller->setGenerateParams(dialog->params()); });
+    dialog->open();
+  });
+  auto* systemRow = new QHBoxLayout;
+  systemRow->addWidget(system, 1);
+  systemRow->addWidget(m_sampling);
+  layout->addLayout(systemRow);
 
   // Model loading: progress with its stage, and Cancel.
   auto* loadRow = new QWidget(this);

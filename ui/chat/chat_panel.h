@@ -48,6 +48,8 @@ class ChatPanel : public QWidget {
   QLabel* statsLabel() const { return m_stats; }
   /// The loaded model: device, precision and memory in use (weights as loaded, the KV cache of a full context).
   QLabel* modelInfoLabel() const { return m_modelInfo; }
+  /// Opens the conversation's sampling settings (SamplingDialog, window-modal; accepted values are applied).
+  QPushButton* samplingButton() const { return m_sampling; }
   QLabel* totalLabel() const { return m_total; }
   ContextChipsRow* chipsRow() const { return m_chipsRow; }
   /// The attachment chips of message @p row (null when out of range).
@@ -119,6 +121,7 @@ class ChatPanel : public QWidget {
   QPushButton* m_regenerate;
   QLabel* m_stats;
   QLabel* m_modelInfo;
+  QPushButton* m_sampling;
   QLabel* m_error;
 };
 

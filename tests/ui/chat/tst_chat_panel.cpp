@@ -6,12 +6,15 @@
 #include "chat/chat_panel.h"
 #include "chat/chip_rows.h"
 #include "chat/prompt_box.h"
+#include "chat/sampling_dialog.h"
 #include "inference/inference_worker.h"
 #include "storage/conversation_store.h"
 
 #include <QAbstractButton>
 #include <QAction>
 #include <QCheckBox>
+#include <QDoubleSpinBox>
+#include <QSpinBox>
 #include <QInputMethodEvent>
 #include <QLabel>
 #include <QLineEdit>
@@ -230,6 +233,66 @@ class TestChatPanel : public QObject {
     field->setText(QStringLiteral("Be thorough."));
     emit field->editingFinished();
     QCOMPARE(store.conversation(*id)->systemPrompt, QStringLiteral("Be thorough."));
+  }
+
+  void samplingSettingsFromTheirDialog() {
+    QTemporaryDir dir;
+    ConversationStore store;
+    QVERIFY(store.open(dir.filePath(QStringLiteral("c.sqlite"))));
+    const auto id = store.createConversation(QStringLiteral("t"));
+    QVERIFY(id);
+    ChatController c(&store, nullptr);
+    ChatPanel panel(&c);
+    panel.show();
+    QVERIFY(c.openConversation(*id));
+    const pixtral::GenerateParams defaults;
+    QVERIFY(panel.samplingButton() && !panel.samplingButton()->accessibleName().isEmpty());
+
+    // The dialog starts from the conversation's values (the engine's defaults); accepted, they are applied and
+    // kept with the conversation.
+    QTest::mouseClick(panel.samplingButton(), Qt::LeftButton);
+    auto* dialog = panel.findChild<SamplingDialog*>();
+    QVERIFY(dialog && dialog->isVisible());
+    for (QWidget* w : dialog->findChildren<QWidget*>())
+      if (qobject_cast<QAbstractButton*>(w) || qobject_cast<QAbstractSpinBox*>(w))
+        QVERIFY2(!w->accessibleName().isEmpty(), w->metaObject()->className());
+    QCOMPARE(float(dialog->temperatureBox()->value()), defaults.temperature);
+    QCOMPARE(dialog->maxTokensBox()->value(), defaults.max_tokens);
+    dialog->temperatureBox()->setValue(0.0);
+    dialog->topPBox()->setValue(0.5);
+    dialog->topKBox()->setValue(40);
+    dialog->maxTokensBox()->setValue(77);
+    dialog->seedBox()->setValue(12345);
+    dialog->accept();
+    QCOMPARE(c.generateParams().temperature, 0.0f);
+    QCOMPARE(c.generateParams().top_p, 0.5f);
+    QCOMPARE(c.generateParams().top_k, 40);
+    QCOMPARE(c.generateParams().max_tokens, 77);
+    QCOMPARE(c.generateParams().seed, std::uint64_t(12345));
+    const QJsonObject stored = store.conversation(*id)->sampling;
+    QCOMPARE(stored.value(QStringLiteral("max_tokens")).toInt(), 77);
+    QCOMPARE(stored.value(QStringLiteral("top_k")).toInt(), 40);
+    QTRY_VERIFY(!panel.findChild<SamplingDialog*>());  // deleted on close
+
+    // Engine Defaults fills the engine's values; Cancel keeps the conversation's.
+    QTest::mouseClick(panel.samplingButton(), Qt::LeftButton);
+    dialog = panel.findChild<SamplingDialog*>();
+    QVERIFY(dialog);
+    QCOMPARE(dialog->maxTokensBox()->value(), 77);
+    auto* reset = dialog->findChild<QPushButton*>(QStringLiteral("samplingDefaults"));
+    QVERIFY(reset);
+    QTest::mouseClick(reset, Qt::LeftButton);
+    QCOMPARE(dialog->params().max_tokens, defaults.max_tokens);
+    QCOMPARE(dialog->params().top_k, defaults.top_k);
+    QCOMPARE(float(dialog->params().temperature), defaults.temperature);
+    dialog->reject();
+    QCOMPARE(c.generateParams().max_tokens, 77);
+
+    // A seed beyond the box's range survives the dialog untouched.
+    pixtral::GenerateParams big;
+    big.seed = 1ull << 40;
+    SamplingDialog bigDialog(big);
+    QCOMPARE(bigDialog.params().seed, big.seed);
   }
 };
 
