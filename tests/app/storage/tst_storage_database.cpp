@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 // The sqlite3 wrapper and the migrations: pragmas, binding every type by index and name, transactions,
-// errors carrying sqlite's code and message, migrations from every earlier schema version and from a committed
-// v1 fixture, a failed step leaving the file as it was, and a newer-than-app database refused.
+// errors carrying sqlite's code and message, migrations from every earlier schema version and from committed
+// v1 and v2 fixtures (data kept), a failed step leaving the file as it was, and a newer-than-app database refused.
 #include "storage/database.h"
 #include "storage/migrations.h"
 #include "storage/transaction.h"
@@ -247,6 +247,39 @@ class TestStorageDatabase : public QObject {
     QCOMPARE(hits.size(), 3);
     QVERIFY(store.setPinned(2, true));
     QCOMPARE(store.conversations().at(0).id, 2);
+  }
+
+  void migratesV2FixtureKeepingData() {
+    const QString path = freshPath();
+    {
+      Database db = Database::open(path);
+      runScript(db, QStringLiteral(QUIRE_STORE_FIXTURES "/store_v2.sql"));
+      QCOMPARE(db.userVersion(), 2);
+    }
+    ConversationStore store;
+    QVERIFY2(store.open(path), qPrintable(store.lastError().message()));
+    QCOMPARE(store.database().userVersion(), schemaVersion());
+    QCOMPARE(store.database().queryText("PRAGMA integrity_check"), QStringLiteral("ok"));
+    const QList<Conversation> list = store.conversations();
+    QCOMPARE(list.size(), 2);  // the deleted one is not listed
+    QCOMPARE(list[0].id, 1);   // pinned (v2) before the more recently updated one
+    QVERIFY(list[0].pinned);
+    QCOMPARE(list[1].title, QStringLiteral("Invoice figures"));
+    QCOMPARE(list[1].systemPrompt, QStringLiteral("Be exact."));
+    QCOMPARE(list[1].sampling.value("top_k").toInt(), 40);
+    const QList<Message> path2 = store.activePath(2);
+    QCOMPARE(path2.size(), 2);
+    QCOMPARE(path2[0].text, QStringLiteral("What is the total including tax in this box?"));  // the edited version
+    QCOMPARE(path2[1].tokenIds, (std::vector<std::int32_t>{7, 8, 9, std::numeric_limits<std::int32_t>::min()}));
+    QCOMPARE(path2[0].attachments.size(), 1);
+    const Attachment& a = path2[0].attachments[0];
+    QCOMPARE(a.kind, AttachmentKind::Region);
+    QCOMPARE(a.documentPath, QStringLiteral("/home/user/invoice.pdf"));
+    QCOMPARE(a.region, QRectF(0.5, 0.75, 0.25, 0.125));
+    QCOMPARE(a.resolution, QSize(512, 256));
+    QVERIFY(a.pageText.isEmpty());  // v3's column, defaulted
+    QCOMPARE(store.search(QStringLiteral("termination")).size(), 1);  // FTS kept in step
+    QCOMPARE(store.search(QStringLiteral("total")).size(), 2);
   }
 
   void failedStepLeavesFileUnchanged() {
