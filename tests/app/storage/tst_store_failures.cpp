@@ -2,7 +2,8 @@
 // ConversationStore under failure: a process killed (SIGKILL) in the middle of a streamed answer loses at most
 // the last second and leaves an intact database; disk full (PRAGMA max_page_count) surfaces an error, loses
 // nothing committed and recovers; a read-only database reads and says so; a corrupt database is kept aside
-// and a fresh one started. The crash child is this test binary run as `tst_store_failures --stream-child DB`.
+// and a fresh one started. The crash child is this test binary run as `tst_store_failures --stream-child DB`;
+// running as root (CI), the 0444 read-only case runs as the user nobody: `setpriv … --read-only-child DB`.
 #include "store_test_util.h"
 
 #include <QProcess>
@@ -48,6 +49,25 @@ int streamChild(const QString& path) {
   }
 }
 
+// Child (run as an unprivileged user when the test runs as root): opens the 0444 database @p path and checks
+// that the store reads it in read-only mode, says so, and refuses writes. Exit 0 when all held; else what failed.
+int readOnlyChild(const QString& path) {
+  ConversationStore store;
+  if (!store.open(path)) {
+    std::fprintf(stderr, "open failed: %s\n", qPrintable(store.lastError().message()));
+    return 3;
+  }
+  if (!store.isReadOnly()) return std::fprintf(stderr, "not in read-only mode\n"), 4;
+  if (!store.readOnlyReason().contains(QStringLiteral("read-only")) || !store.readOnlyReason().contains(path))
+    return std::fprintf(stderr, "reason unclear: %s\n", qPrintable(store.readOnlyReason())), 5;
+  if (store.conversations().size() != 1 || store.search(QStringLiteral("searchable")).size() != 1)
+    return std::fprintf(stderr, "history not readable\n"), 6;
+  if (store.createConversation(QStringLiteral("new")) || store.lastError().kind() != StorageError::Kind::ReadOnly)
+    return std::fprintf(stderr, "a write was not refused as read-only\n"), 7;
+  std::printf("read-only: %s\n", qPrintable(store.readOnlyReason()));
+  return 0;
+}
+
 void fillUntilFull(ConversationStore& store, qint64 conv, int* added) {
   const QString big(20000, QLatin1Char('x'));
   for (int i = 0; i < 1000; ++i) {
@@ -65,6 +85,26 @@ class TestStoreFailures : public QObject {
   QTemporaryDir m_dir;
   int m_n = 0;
   QString freshPath() { return m_dir.filePath(QStringLiteral("f%1.sqlite").arg(++m_n)); }
+
+  void runReadOnlyChildAsNobody(const QString& path) {
+    const QString setpriv = QStandardPaths::findExecutable(QStringLiteral("setpriv"));
+    if (setpriv.isEmpty()) QSKIP("running as root without setpriv: cannot drop privileges for this check");
+    const QFileInfo binary(QCoreApplication::applicationFilePath());
+    // nobody must reach the binary and the database: the test folder (0700 by default) opened up to it.
+    QVERIFY(QFile::setPermissions(m_dir.path(), QFileDevice::Permissions(0x7777)));
+    QProcess child;
+    child.start(setpriv, {QStringLiteral("--reuid=65534"), QStringLiteral("--regid=65534"), QStringLiteral("--clear-groups"),
+                          binary.absoluteFilePath(), QStringLiteral("--read-only-child"), path});
+    QVERIFY(child.waitForStarted());
+    QVERIFY(child.waitForFinished(60000));
+    const QByteArray err = child.readAllStandardError();
+    if (child.exitCode() == 127 || err.contains("Permission denied"))
+      QSKIP(qPrintable(QStringLiteral("nobody cannot run %1: %2").arg(binary.absoluteFilePath(), QString::fromLocal8Bit(err))));
+    QCOMPARE(child.exitStatus(), QProcess::NormalExit);
+    QVERIFY2(child.exitCode() == 0, err.constData());
+    QVERIFY(child.readAllStandardOutput().contains("read-only"));
+    QCOMPARE(test::integrityCheck(path), QStringLiteral("ok"));  // nothing written, nothing damaged
+  }
 
  private Q_SLOTS:
   void initTestCase() { QVERIFY(m_dir.isValid()); }
@@ -188,8 +228,10 @@ class TestStoreFailures : public QObject {
     }
     ConversationStore store;
     if (viaPermissions) {
-      if (::geteuid() == 0) QSKIP("running as root: file permissions do not stop root from writing");
       QVERIFY(QFile::setPermissions(path, QFile::ReadOwner | QFile::ReadGroup | QFile::ReadOther));
+      // Root writes whatever the mode says (CI runs as root): the check runs as the unprivileged user nobody,
+      // in a child process of this binary, in a folder it may write to (as a user's own data folder).
+      if (::geteuid() == 0) return runReadOnlyChildAsNobody(path);
       QVERIFY(store.open(path));
     } else {
       QVERIFY(store.open(path, {true}));
@@ -271,6 +313,10 @@ class TestStoreFailures : public QObject {
 
 int main(int argc, char** argv) {
   if (argc == 3 && qstrcmp(argv[1], "--stream-child") == 0) return streamChild(QString::fromLocal8Bit(argv[2]));
+  if (argc == 3 && qstrcmp(argv[1], "--read-only-child") == 0) {
+    QCoreApplication app(argc, argv);
+    return readOnlyChild(QString::fromLocal8Bit(argv[2]));
+  }
   QCoreApplication app(argc, argv);
   TestStoreFailures test;
   QTEST_SET_MAIN_SOURCE_PATH
