@@ -13,6 +13,11 @@
 #include <QAbstractButton>
 #include <QAction>
 #include <QCheckBox>
+#include <QClipboard>
+#include <QTextBlock>
+#include <QTextBrowser>
+#include <QTextList>
+#include <QTextTable>
 #include <QDoubleSpinBox>
 #include <QSpinBox>
 #include <QInputMethodEvent>
@@ -293,6 +298,82 @@ class TestChatPanel : public QObject {
     big.seed = 1ull << 40;
     SamplingDialog bigDialog(big);
     QCOMPARE(bigDialog.params().seed, big.seed);
+  }
+
+  void markdownStreamingCopyAndVersions() {
+    QTemporaryDir dir;
+    ConversationStore store;
+    QVERIFY(store.open(dir.filePath(QStringLiteral("c.sqlite"))));
+    const QString answer = QStringLiteral(
+        "First paragraph.\n\nSecond paragraph.\n\n- one\n- two\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n"
+        "```\nint main() { return 0; }\n```\n");
+    const qint64 conv = *store.createConversation(QStringLiteral("md"));
+    const auto q = store.addUserMessage(conv, 0, QStringLiteral("Show me Markdown"));
+    QVERIFY(q);
+    for (const QString& text : {QStringLiteral("An earlier answer."), answer}) {
+      const auto a = store.beginAssistantMessage(conv, *q, QStringLiteral("m"));
+      QVERIFY(a);
+      QVERIFY(store.appendToAssistantMessage(*a, text, {}));
+      QVERIFY(store.finishAssistantMessage(*a, MessageState::Complete));
+    }
+    const qint64 streaming = *store.createConversation(QStringLiteral("streaming"));
+    const auto q2 = store.addUserMessage(streaming, 0, QStringLiteral("Go on"));
+    const auto a2 = store.beginAssistantMessage(streaming, *q2, QStringLiteral("m"));
+    QVERIFY(a2 && store.appendToAssistantMessage(*a2, QStringLiteral("Hello"), {}) && store.flushAssistantMessage(*a2));
+
+    ChatController c(&store, nullptr);
+    ChatPanel panel(&c);
+    panel.resize(600, 800);
+    panel.show();
+    QVERIFY(c.openConversation(conv));
+    QCOMPARE(panel.messageViewCount(), 2);
+
+    // Rendered as Markdown: paragraphs, a list, a table, a code block.
+    QTextDocument* doc = panel.messageBrowser(1)->document();
+    const QString plain = doc->toPlainText();
+    QVERIFY2(plain.contains(QStringLiteral("First paragraph.")) && !plain.contains(QStringLiteral("|---|")) &&
+                 !plain.contains(QStringLiteral("```")),
+             qPrintable(plain));
+    bool list = false, table = false, code = false;
+    for (QTextBlock b = doc->begin(); b.isValid(); b = b.next()) {
+      list = list || b.textList();
+      table = table || QTextCursor(b).currentTable();
+      if (b.text().contains(QStringLiteral("int main")))
+        code = b.blockFormat().hasProperty(QTextFormat::BlockCodeFence) || QTextCursor(b).charFormat().fontFixedPitch();
+    }
+    QVERIFY(list);
+    QVERIFY(table);
+    QVERIFY(code);
+
+    // Copy puts the message's own text (the Markdown source) on the clipboard.
+    QToolButton* copy = nullptr;
+    for (auto* b : panel.messageBrowser(1)->parentWidget()->findChildren<QToolButton*>())
+      if (b->text() == QStringLiteral("Copy")) copy = b;
+    QVERIFY(copy);
+    QTest::mouseClick(copy, Qt::LeftButton);
+    QCOMPARE(QApplication::clipboard()->text(), answer);
+
+    // The earlier answer is a version away.
+    auto* prev = panel.messageBrowser(1)->parentWidget()->findChild<QToolButton*>(QStringLiteral("prev"));
+    QVERIFY(prev);
+    QCOMPARE(c.siblingCount(1), 2);
+    QTRY_VERIFY(prev->isVisible());  // new frames are shown by their layout, queued
+    QTest::mouseClick(prev, Qt::LeftButton);
+    QCOMPARE(c.siblingIndex(1), 0);
+    QCOMPARE(panel.messageBrowser(1)->toPlainText(), QStringLiteral("An earlier answer."));
+
+    // Streaming re-renders only the streaming message: the question's document is not touched, no view rebuilt.
+    QVERIFY(c.openConversation(streaming));
+    QCOMPARE(panel.messageViewCount(), 2);
+    QTextBrowser* question = panel.messageBrowser(0);
+    QTextBrowser* streamed = panel.messageBrowser(1);
+    const int questionRevision = question->document()->revision();
+    emit c.messageUpdated(1, QStringLiteral(" **world**"));
+    emit c.messageUpdated(1, QStringLiteral(", and more."));
+    QCOMPARE(panel.messageBrowser(0), question);
+    QCOMPARE(panel.messageBrowser(1), streamed);
+    QCOMPARE(question->document()->revision(), questionRevision);
+    QCOMPARE(streamed->toPlainText(), QStringLiteral("Hello world, and more."));
   }
 };
 
