@@ -60,6 +60,8 @@ class CudaBackend final : public ops::Backend, public ops::CudaExtension {
   Status add(ops::Tensor h, const ops::Tensor& delta) override;
   Status rope(ops::Tensor x, int n_heads, int head_dim, std::span<const int> positions, float theta,
               ops::RopePairs pairs) override;
+  Status rope_append_kv(ops::Tensor qkv, int n_heads, int n_kv_heads, int head_dim, int position, float theta,
+                        ops::RopePairs pairs, ops::Tensor k_cache, ops::Tensor v_cache) override;
   Status rope_2d(ops::Tensor x, int n_heads, int head_dim, std::span<const int> rows, std::span<const int> cols,
                  float theta, ops::RopePairs pairs) override;
   Status attention(ops::Tensor out, const ops::Tensor& q, const ops::Tensor& k, const ops::Tensor& v,

@@ -157,6 +157,32 @@ Status CudaBackend::rope(ops::Tensor x, int n_heads, int head_dim, std::span<con
                      pairs == ops::RopePairs::halves, stream_);
 }
 
+Status CudaBackend::rope_append_kv(ops::Tensor qkv, int n_heads, int n_kv_heads, int head_dim, int position,
+                                   float theta, ops::RopePairs pairs, ops::Tensor k_cache, ops::Tensor v_cache) {
+  const std::int64_t kvd = std::int64_t(n_kv_heads) * head_dim;
+  if (head_dim <= 0 || head_dim % 2 || qkv.rows != 1 || qkv.cols != std::int64_t(n_heads) * head_dim + 2 * kvd ||
+      k_cache.cols != kvd || v_cache.cols != kvd || k_cache.dtype != v_cache.dtype || !is_act(qkv.dtype) ||
+      !is_act(k_cache.dtype))
+    return bad("rope_append_kv", "qkv " + shape(qkv) + " caches " + shape(k_cache) + " / " + shape(v_cache) +
+                                     " for " + std::to_string(n_heads) + "+" + std::to_string(n_kv_heads) +
+                                     " heads of " + std::to_string(head_dim));
+  auto freq = rope_freq(theta, head_dim, false);
+  if (!freq.ok()) return freq.status();
+  const int* p = nullptr;
+  if (device_state_mode_) {
+    p = decode_state() + kDecodeStatePositions;  // cuda_ext.h
+  } else {
+    if (position < 0 || position >= k_cache.rows || position >= v_cache.rows)
+      return bad("rope_append_kv", "position " + std::to_string(position) + " outside the cache (" +
+                                       std::to_string(k_cache.rows) + " rows)");
+    auto pos = stage(&position, sizeof position);
+    if (!pos.ok()) return pos.status();
+    p = static_cast<const int*>(*pos);
+  }
+  return launch_rope_append(qkv.data, qkv.dtype, k_cache.data, v_cache.data, k_cache.dtype, p, n_heads, n_kv_heads,
+                            head_dim, *freq, pairs == ops::RopePairs::halves, stream_);
+}
+
 Status CudaBackend::rope_2d(ops::Tensor x, int n_heads, int head_dim, std::span<const int> rows,
                             std::span<const int> cols, float theta, ops::RopePairs pairs) {
   if (head_dim <= 0 || head_dim % 4 || x.cols != std::int64_t(n_heads) * head_dim ||

@@ -40,6 +40,9 @@ Status launch_bias_add(void* out, DType out_t, const bf16* bias, std::int64_t T,
 /// else (interleaved) dims (2m, 2m + 1).
 Status launch_rope(void* x, DType t, std::int64_t T, int n_heads, int head_dim, const int* pos_a, const int* pos_b,
                    const float* freq, int split, bool halves, cudaStream_t s);
+/// One decode row's RoPE of q | k (q in place, k into row *pos of k_cache) and v copied to row *pos of v_cache.
+Status launch_rope_append(void* qkv, DType t, void* k_cache, void* v_cache, DType cache_t, const int* pos, int nh,
+                          int nkv, int head_dim, const float* freq, bool halves, cudaStream_t s);
 /// out[(H/P)*(W/P), C*P*P] (bf16) = patches of the fp32 CHW image, each pixel rounded to bf16.
 Status launch_im2col(bf16* out, const float* pixels, int C, int H, int W, int P, cudaStream_t s);
 

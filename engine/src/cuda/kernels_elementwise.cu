@@ -140,6 +140,43 @@ __global__ void rope_kernel(T* x, std::int64_t n_pairs_total, int n_heads, int h
   }
 }
 
+// rope_kernel over q | k of one decode row plus the KV append, in one launch: thread i < (nh + nkv)·half rotates
+// one pair (q heads in place, k heads straight into the cache row, rounded to qkv's dtype first so the bits equal
+// rope + scatter_rows); the threads after copy v's elements into its cache row.
+template <class T, class TC>
+__global__ void rope_append_kernel(T* qkv, TC* k_cache, TC* v_cache, const int* pos_p, int nh, int nkv,
+                                   int head_dim, const float* freq, bool halves) {
+  const int half = head_dim / 2;
+  const std::int64_t n_rot = std::int64_t(nh + nkv) * half, kvd = std::int64_t(nkv) * head_dim;
+  const int pos = pos_p[0];
+  const std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x;
+  if (i < n_rot) {
+    const int m = int(i % half);
+    const int hh = int(i / half);
+    const float angle = __fmul_rn(float(pos), freq[m]);
+    double sd, cd;
+    sincos(double(angle), &sd, &cd);
+    const float sn = float(sd), cs = float(cd);
+    T* head = qkv + std::int64_t(hh) * head_dim;
+    const int i0 = halves ? m : 2 * m;
+    const int i1 = halves ? m + half : 2 * m + 1;
+    const float x0 = to_f32(head[i0]), x1 = to_f32(head[i1]);
+    const T r0 = from_f32<T>(__fsub_rn(__fmul_rn(x0, cs), __fmul_rn(x1, sn)));
+    const T r1 = from_f32<T>(__fadd_rn(__fmul_rn(x0, sn), __fmul_rn(x1, cs)));
+    if (hh < nh) {
+      head[i0] = r0;
+      head[i1] = r1;
+    } else {
+      TC* krow = k_cache + std::int64_t(pos) * kvd + std::int64_t(hh - nh) * head_dim;
+      krow[i0] = from_f32<TC>(to_f32(r0));
+      krow[i1] = from_f32<TC>(to_f32(r1));
+    }
+  } else if (i < n_rot + kvd) {
+    const std::int64_t e = i - n_rot;
+    v_cache[std::int64_t(pos) * kvd + e] = from_f32<TC>(to_f32(qkv[std::int64_t(nh + nkv) * head_dim + e]));
+  }
+}
+
 // out[p, ch*P*P + ky*P + kx] = bf16(pixels[ch, r*P + ky, c*P + kx]) for patch p = r * (W/P) + c.
 __global__ void im2col_kernel(bf16* out, const float* pixels, int C, int H, int W, int P, std::int64_t n) {
   const int cols_p = W / P;
@@ -297,6 +334,22 @@ Status launch_rope(void* x, DType t, std::int64_t T, int n_heads, int head_dim, 
                                                halves);
     PIXTRAL_CUDA_LAUNCH_CHECK(rope_kernel);
     return Status{};
+  });
+}
+
+Status launch_rope_append(void* qkv, DType t, void* k_cache, void* v_cache, DType cache_t, const int* pos, int nh,
+                          int nkv, int head_dim, const float* freq, bool halves, cudaStream_t s) {
+  const std::int64_t n = std::int64_t(nh + nkv) * (head_dim / 2) + std::int64_t(nkv) * head_dim;
+  return dispatch_act(t, [&](auto tx) {
+    return dispatch_act(cache_t, [&](auto tc) {
+      using TX = typename decltype(tx)::type;
+      using TC = typename decltype(tc)::type;
+      rope_append_kernel<<<ceil_div(n, kBlock), kBlock, 0, s>>>(static_cast<TX*>(qkv), static_cast<TC*>(k_cache),
+                                                                static_cast<TC*>(v_cache), pos, nh, nkv, head_dim,
+                                                                freq, halves);
+      PIXTRAL_CUDA_LAUNCH_CHECK(rope_append_kernel);
+      return Status{};
+    });
   });
 }
 

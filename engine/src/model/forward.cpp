@@ -195,17 +195,10 @@ Status decoder_forward(ops::Backend& be, const ModelConfig& cfg, const DecoderWe
     ops::Tensor k_new = kv.k[il].slice_rows(pos0, T), v_new = kv.v[il].slice_rows(pos0, T);  // (T, nkv*hd)
     if (T == 1 && b.stacked()) {
       // Batch-1 decode: one pass over [wq; wk; wv], then k and v rows moved into the cache.
-      const std::size_t es = dtype_size(s.qkv.dtype);
-      const int qd = nh * hd, kvd = nkv * hd;
       PX_TRY(be.matmul(s.qkv, xn, b.wqkv));
-      char* base = static_cast<char*>(s.qkv.data);
-      q = ops::Tensor{base, 1, qd, s.qkv.dtype};
-      const ops::Tensor k_row{base + std::size_t(qd) * es, 1, kvd, s.qkv.dtype};
-      const ops::Tensor v_row{base + std::size_t(qd + kvd) * es, 1, kvd, s.qkv.dtype};
-      // q and k are adjacent in the row: one RoPE launch over their nh + nkv heads (same positions and pairs).
-      PX_TRY(be.rope(ops::Tensor{base, 1, qd + kvd, s.qkv.dtype}, nh + nkv, hd, s.positions, cfg.rope_theta, pairs));
-      PX_TRY(be.scatter_rows(kv.k[il], k_row, s.positions));  // cache row = position
-      PX_TRY(be.scatter_rows(kv.v[il], v_row, s.positions));
+      q = ops::Tensor{s.qkv.data, 1, nh * hd, s.qkv.dtype};
+      // RoPE of q and k and the KV append (cache row = position), one launch where the backend fuses them.
+      PX_TRY(be.rope_append_kv(s.qkv.slice_rows(0, 1), nh, nkv, hd, pos0, cfg.rope_theta, pairs, kv.k[il], kv.v[il]));
     } else {
       PX_TRY(be.matmul(q, xn, b.wq));
       PX_TRY(be.matmul(k_new, xn, b.wk));

@@ -180,6 +180,24 @@ class Backend {
   /// positions[t] · inv_freq[m], inv_freq[m] = 1 / theta^(2m / head_dim) (fp32, torch's formula).
   virtual Status rope(Tensor x, int n_heads, int head_dim, std::span<const int> positions, float theta,
                       RopePairs pairs) = 0;
+  /// The batch-1 decode step's RoPE + KV append: qkv [1, (nh + 2·nkv)·hd] holds [q | k | v]; q is rotated in
+  /// place, k rotated and v are written to row `position` of k_cache / v_cache ([context, nkv·hd]); qkv's k and v
+  /// may be left changed or not. Bit-identical to rope(q|k) + scatter_rows(k) + scatter_rows(v), which is what
+  /// this default does; a backend may fuse it into one launch. `position` is ignored in device-state mode.
+  virtual Status rope_append_kv(Tensor qkv, int n_heads, int n_kv_heads, int head_dim, int position, float theta,
+                                RopePairs pairs, Tensor k_cache, Tensor v_cache) {
+    const std::int64_t qd = std::int64_t(n_heads) * head_dim, kvd = std::int64_t(n_kv_heads) * head_dim;
+    if (qkv.rows != 1 || qkv.cols != qd + 2 * kvd || k_cache.cols != kvd || v_cache.cols != kvd)
+      return Status(ErrorCode::invalid_argument, "rope_append_kv: qkv must be one row of [q | k | v] and the caches "
+                                                 "n_kv_heads · head_dim wide");
+    const int pos[1] = {position};
+    const std::size_t es = dtype_size(qkv.dtype);
+    char* base = static_cast<char*>(qkv.data);
+    PIXTRAL_RETURN_IF_ERROR(rope(Tensor{base, 1, qd + kvd, qkv.dtype}, n_heads + n_kv_heads, head_dim, pos, theta,
+                                 pairs));
+    PIXTRAL_RETURN_IF_ERROR(scatter_rows(k_cache, Tensor{base + std::size_t(qd) * es, 1, kvd, qkv.dtype}, pos));
+    return scatter_rows(v_cache, Tensor{base + std::size_t(qd + kvd) * es, 1, kvd, qkv.dtype}, pos);
+  }
   /// 2-D RoPE in place on x[N, n_heads * head_dim] (spec §6.3): pairs m < D/4 rotate by row[n] · f[2m],
   /// pairs m ≥ D/4 by col[n] · f[2(m − D/4) + 1], f[k] = 1 / theta^(2k / head_dim).
   virtual Status rope_2d(Tensor x, int n_heads, int head_dim, std::span<const int> rows, std::span<const int> cols,

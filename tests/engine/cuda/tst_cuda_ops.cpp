@@ -291,6 +291,68 @@ TEST_F(CudaOps, Attention) {
   }
 }
 
+// The fused decode-row RoPE + KV append (one launch on CUDA) equals, bit for bit, the GPU's own rope + two
+// scatter_rows (the Backend default) — with the position given, and read from the device decode state — and the
+// CPU reference within the element budget.
+TEST_F(CudaOps, RopeAppendKvEqualsRopeAndScatters) {
+  PIXTRAL_REQUIRE_GPU();
+  auto* ext = ops::cuda_extension(*G);
+  ASSERT_NE(ext, nullptr);
+  struct Case { int H, Hkv, D; };
+  for (const Case c : {Case{32, 8, 128}, Case{6, 3, 24}, Case{4, 4, 8}, Case{8, 2, 64}}) {
+    for (auto pairs : {ops::RopePairs::interleaved, ops::RopePairs::halves}) {
+      const std::string what = "rope_append_kv H=" + std::to_string(c.H) + "/" + std::to_string(c.Hkv) + " D=" +
+                               std::to_string(c.D) + (pairs == ops::RopePairs::halves ? " halves" : " interleaved");
+      SCOPED_TRACE(what);
+      const std::int64_t cap = 300, kd = std::int64_t(c.Hkv) * c.D, cols = std::int64_t(c.H) * c.D + 2 * kd;
+      const int pos = int(rng_() % cap);
+      auto xh = random_values(rng_, std::size_t(cols));
+      auto kh = random_values(rng_, std::size_t(cap * kd));
+      auto vh = random_values(rng_, std::size_t(cap * kd));
+      auto x = make_pair(cpu_.get(), G, 1, cols, xh.data());
+      auto kc = make_pair(cpu_.get(), G, cap, kd, kh.data());
+      auto vc = make_pair(cpu_.get(), G, cap, kd, vh.data());
+      // reference on the GPU: the unfused default
+      ASSERT_TRUE(G->ops::Backend::rope_append_kv(x->g, c.H, c.Hkv, c.D, pos, 1e6f, pairs, kc->g, vc->g).ok());
+      const auto ref_q = download(G, x->g), ref_k = download(G, kc->g), ref_v = download(G, vc->g);
+      // fused, position from the host
+      reset_gpu(*x, xh.data());
+      reset_gpu(*kc, kh.data());
+      reset_gpu(*vc, vh.data());
+      ASSERT_TRUE(G->rope_append_kv(x->g, c.H, c.Hkv, c.D, pos, 1e6f, pairs, kc->g, vc->g).ok());
+      const auto got_q = download(G, x->g);
+      expect_same_bits(std::vector<float>(ref_q.begin(), ref_q.begin() + c.H * c.D),
+                       std::vector<float>(got_q.begin(), got_q.begin() + c.H * c.D), "q " + what);
+      expect_same_bits(ref_k, download(G, kc->g), "k cache " + what);
+      expect_same_bits(ref_v, download(G, vc->g), "v cache " + what);
+      // fused, position from the device decode state
+      reset_gpu(*x, xh.data());
+      reset_gpu(*kc, kh.data());
+      reset_gpu(*vc, vh.data());
+      ASSERT_TRUE(ext->set_decode_state(pos, 1).ok());
+      ext->set_device_state_mode(true);
+      const Status st = G->rope_append_kv(x->g, c.H, c.Hkv, c.D, -1, 1e6f, pairs, kc->g, vc->g);
+      ext->set_device_state_mode(false);
+      ASSERT_TRUE(st.ok()) << st.to_string();
+      expect_same_bits(ref_k, download(G, kc->g), "k cache (device state) " + what);
+      expect_same_bits(ref_v, download(G, vc->g), "v cache (device state) " + what);
+      // the CPU reference
+      ASSERT_TRUE(cpu_->rope_append_kv(x->c, c.H, c.Hkv, c.D, pos, 1e6f, pairs, kc->c, vc->c).ok());
+      expect_close(download(cpu_.get(), kc->c), ref_k, kElem, "k cache vs CPU " + what);
+      expect_close(download(cpu_.get(), vc->c), ref_v, kExact, "v cache vs CPU " + what);
+      const auto cq = download(cpu_.get(), x->c);
+      expect_close(std::vector<float>(cq.begin(), cq.begin() + c.H * c.D),
+                   std::vector<float>(ref_q.begin(), ref_q.begin() + c.H * c.D), kElem, "q vs CPU " + what);
+    }
+  }
+  // A position outside the cache is refused with the op's name.
+  auto x = make_pair(cpu_.get(), G, 1, 8 * 3, nullptr);
+  auto kc = make_pair(cpu_.get(), G, 4, 8, nullptr);
+  auto vc = make_pair(cpu_.get(), G, 4, 8, nullptr);
+  const Status bad = G->rope_append_kv(x->g, 1, 1, 8, 4, 1e6f, ops::RopePairs::halves, kc->g, vc->g);
+  EXPECT_EQ(bad.code(), ErrorCode::invalid_argument) << bad.to_string();
+}
+
 // The decode step under a CUDA graph: rope(q), rope(k), KV append (scatter_rows), attention and embed read the
 // position and token from the device decode state, so one captured graph replays correctly at later positions.
 // Compared with the CPU running the same step with host values; the cache holds random rows past the live keys
