@@ -8,6 +8,7 @@
 #include "chat/sampling_dialog.h"
 #include "inference/inference_worker.h"
 #include "inference/model_folder.h"
+#include "storage/conversation_store.h"
 
 #include <QApplication>
 #include <QCheckBox>
@@ -71,6 +72,20 @@ ChatPanel::ChatPanel(ChatController* controller, QWidget* parent) : QWidget(pare
   nm->addWidget(hint);
   nm->addWidget(settings, 0, Qt::AlignLeft);
   layout->addWidget(m_noModel);
+
+  // A read-only history (file or folder not writable, opened read-only): said here for as long as it lasts — the
+  // conversations can be read and searched, but nothing new can be saved, so nothing is sent.
+  m_readOnly = new QLabel(this);
+  m_readOnly->setObjectName(QStringLiteral("readOnlyNotice"));
+  m_readOnly->setWordWrap(true);
+  m_readOnly->setTextFormat(Qt::PlainText);
+  m_readOnly->setAccessibleName(tr("The conversation history is read-only"));
+  m_readOnly->setStyleSheet(QStringLiteral("color: #c62828"));
+  if (ConversationStore* store = m_controller->store(); store && store->isReadOnly())
+    m_readOnly->setText(tr("Read-only mode: %1 Conversations can be read and searched; new questions cannot be "
+                           "saved, so they are not sent.").arg(store->readOnlyReason()));
+  m_readOnly->setVisible(!m_readOnly->text().isEmpty());
+  layout->addWidget(m_readOnly);
 
   auto* system = new QLineEdit(this);
   system->setObjectName(QStringLiteral("systemPrompt"));
@@ -438,11 +453,11 @@ void ChatPanel::rebuildChips() {
 void ChatPanel::updateButtons() {
   const bool busy = m_controller->isGenerating();
   const bool ready = m_controller->hasModel();
-  m_send->setEnabled(ready && !busy);
+  m_send->setEnabled(ready && !busy && m_readOnly->isHidden());
   m_stop->setEnabled(busy);
   bool hasAnswer = false;
   for (const Message& m : m_controller->messages()) hasAnswer = hasAnswer || m.role == MessageRole::User;
-  m_regenerate->setEnabled(ready && !busy && hasAnswer);
+  m_regenerate->setEnabled(ready && !busy && hasAnswer && m_readOnly->isHidden());
 }
 
 void ChatPanel::updateStats(double ttftMs, double tokensPerSecond) {

@@ -48,6 +48,8 @@ class ChatPanel : public QWidget {
   QLabel* statsLabel() const { return m_stats; }
   /// The loaded model: device, precision and memory in use (weights as loaded, the KV cache of a full context).
   QLabel* modelInfoLabel() const { return m_modelInfo; }
+  /// Shown while the history is read-only (the database cannot be written): says why; sending is off.
+  QLabel* readOnlyNotice() const { return m_readOnly; }
   /// Opens the conversation's sampling settings (SamplingDialog, window-modal; accepted values are applied).
   QPushButton* samplingButton() const { return m_sampling; }
   QLabel* totalLabel() const { return m_total; }
@@ -121,6 +123,7 @@ class ChatPanel : public QWidget {
   QPushButton* m_regenerate;
   QLabel* m_stats;
   QLabel* m_modelInfo;
+  QLabel* m_readOnly;
   QPushButton* m_sampling;
   QLabel* m_error;
 };

@@ -375,6 +375,44 @@ class TestChatPanel : public QObject {
     QCOMPARE(question->document()->revision(), questionRevision);
     QCOMPARE(streamed->toPlainText(), QStringLiteral("Hello world, and more."));
   }
+
+  void readOnlyHistoryIsSaidAndNothingIsSent() {
+    QTemporaryDir dir;
+    const QString path = dir.filePath(QStringLiteral("c.sqlite"));
+    qint64 conv = 0;
+    {
+      ConversationStore writable;
+      QVERIFY(writable.open(path));
+      conv = *writable.createConversation(QStringLiteral("old"));
+      QVERIFY(writable.addUserMessage(conv, 0, QStringLiteral("An old question")));
+    }
+    ConversationStore store;
+    QVERIFY(store.open(path, {true}));
+    QVERIFY(store.isReadOnly());
+    ChatController c(&store, nullptr);
+    ModelLoadInfo info;
+    info.maxImageSize = 1024;
+    c.setModelInfo(info);
+    ChatPanel panel(&c);
+    panel.show();
+    QVERIFY(panel.readOnlyNotice()->isVisible());
+    QVERIFY2(panel.readOnlyNotice()->text().contains(store.readOnlyReason()), qPrintable(panel.readOnlyNotice()->text()));
+    QVERIFY(!panel.readOnlyNotice()->accessibleName().isEmpty());
+    QVERIFY(c.openConversation(conv));  // the history still reads
+    QCOMPARE(panel.messageViewCount(), 1);
+    QVERIFY(!panel.sendButton()->isEnabled());
+    QVERIFY(!panel.regenerateButton()->isEnabled());
+
+    // A writable history shows no notice and sends.
+    ConversationStore other;
+    QVERIFY(other.open(dir.filePath(QStringLiteral("w.sqlite"))));
+    ChatController w(&other, nullptr);
+    w.setModelInfo(info);
+    ChatPanel writablePanel(&w);
+    writablePanel.show();
+    QVERIFY(!writablePanel.readOnlyNotice()->isVisible());
+    QVERIFY(writablePanel.sendButton()->isEnabled());
+  }
 };
 
 QTEST_MAIN(TestChatPanel)
