@@ -7,7 +7,8 @@
 #include <cstddef>
 
 namespace pixtral::cuda {
-inline constexpr int kCudaAbiVersion = 2;  // 2: CudaExtension decode state
+inline constexpr int kCudaAbiVersion = 3;  // 2: CudaExtension decode state; 3: sample, rope_append_kv, weight
+                                           // download / prequantized upload, inject_device_fault
 }
 
 extern "C" {
