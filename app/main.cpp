@@ -2,7 +2,7 @@
 // Quire's composition root, the only file that sees both ui/ and app/. Headless commands (--version, --help;
 // later `ask` and `serve` in app/cli/) run before any QApplication exists, so they need no display.
 // Everything else starts the GUI — or hands the files to a Quire already running for this user.
-#include "chat/chat_controller.h"
+#include "chat/chat_startup.h"
 #include "cli/ask.h"
 #include "cli/command_line.h"
 #include "cli/serve.h"
@@ -10,7 +10,6 @@
 #include "inference/model_folder.h"
 #include "instance/single_instance.h"
 #include "main_window.h"
-#include "storage/conversation_store.h"
 #include "theme.h"
 
 #include <QApplication>
@@ -39,16 +38,13 @@ int main(int argc, char** argv) {
   }
 
   quire::applyTheme(quire::savedTheme());
-  // The chat: the history (AppDataLocation), the inference worker thread, the controller between them.
-  quire::ConversationStore store;
-  const bool storeOpen = store.open();
+  // The chat: the inference worker thread, the history (AppDataLocation) and the controller between them
+  // (ui/chat/chat_startup.h). What happened to the history (damaged and kept aside, not opened) stays said in the
+  // chat panel until dismissed; a read-only history is said there for as long as it lasts.
   quire::InferenceThread inference;
-  quire::ChatController chat(&store, inference.worker());
+  quire::ChatStartup chat(inference.worker());
   quire::MainWindow window;
-  window.setChatController(&chat);
-  if (!storeOpen) window.statusBar()->showMessage(store.lastError().message());
-  else if (!store.movedAsideMessage().isEmpty()) window.statusBar()->showMessage(store.movedAsideMessage());
-  else if (store.isReadOnly()) window.statusBar()->showMessage(store.readOnlyReason());
+  chat.attachTo(window);
   QObject::connect(inference.worker(), &quire::InferenceWorker::modelLoadFailed, &window,
                    [&window](const QString& m) { window.statusBar()->showMessage(m); });
   QObject::connect(inference.worker(), &quire::InferenceWorker::modelLoaded, &window,

@@ -87,6 +87,31 @@ ChatPanel::ChatPanel(ChatController* controller, QWidget* parent) : QWidget(pare
   m_readOnly->setVisible(!m_readOnly->text().isEmpty());
   layout->addWidget(m_readOnly);
 
+  // Lasting notices (showNotice): stay until dismissed.
+  auto* noticeFrame = new QFrame(this);
+  noticeFrame->setFrameShape(QFrame::StyledPanel);
+  m_notice = noticeFrame;
+  m_notice->setObjectName(QStringLiteral("chatNotice"));
+  m_notice->setAccessibleName(tr("Notice"));
+  auto* noticeLine = new QHBoxLayout(m_notice);
+  noticeLine->setContentsMargins(6, 4, 4, 4);
+  m_noticeText = new QLabel(m_notice);
+  m_noticeText->setWordWrap(true);
+  m_noticeText->setTextFormat(Qt::PlainText);
+  m_noticeText->setTextInteractionFlags(Qt::TextSelectableByMouse);  // a path to copy
+  m_noticeText->setAccessibleName(tr("Notice about the conversation history"));
+  m_dismissNotice = new QToolButton(m_notice);
+  m_dismissNotice->setText(tr("Dismiss"));
+  m_dismissNotice->setAccessibleName(tr("Dismiss the notice"));
+  connect(m_dismissNotice, &QToolButton::clicked, this, [this] {
+    m_notice->hide();
+    m_noticeText->clear();
+  });
+  noticeLine->addWidget(m_noticeText, 1);
+  noticeLine->addWidget(m_dismissNotice, 0, Qt::AlignTop);
+  m_notice->hide();
+  layout->addWidget(m_notice);
+
   auto* system = new QLineEdit(this);
   system->setObjectName(QStringLiteral("systemPrompt"));
   system->setPlaceholderText(tr("System prompt for this conversation (optional)"));
@@ -253,6 +278,13 @@ ChatPanel::ChatPanel(ChatController* controller, QWidget* parent) : QWidget(pare
   rebuildMessages();
   rebuildChips();
   updateButtons();
+}
+
+void ChatPanel::showNotice(const QString& text) {
+  if (text.isEmpty()) return;
+  const QString shown = m_noticeText->text();
+  m_noticeText->setText(shown.isEmpty() ? text : shown + QLatin1Char('\n') + text);
+  m_notice->show();
 }
 
 void ChatPanel::setModelMissing(bool missing) {

@@ -26,6 +26,7 @@ class QVBoxLayout;
 class QHBoxLayout;
 class QFrame;
 class QCheckBox;
+class QToolButton;
 
 namespace quire {
 
@@ -50,6 +51,15 @@ class ChatPanel : public QWidget {
   QLabel* modelInfoLabel() const { return m_modelInfo; }
   /// Shown while the history is read-only (the database cannot be written): says why; sending is off.
   QLabel* readOnlyNotice() const { return m_readOnly; }
+  /// A lasting notice (what happened to the history at startup: damaged and kept aside, could not be opened),
+  /// shown above the messages until the user dismisses it — a status-bar message would be gone with the next
+  /// document load. A second notice is added below the first; dismissing hides them all.
+  void showNotice(const QString& text);
+  QWidget* noticeBanner() const { return m_notice; }
+  QLabel* noticeLabel() const { return m_noticeText; }
+  QToolButton* dismissNoticeButton() const { return m_dismissNotice; }
+  /// The last failure said in the chat (a question not sent, an answer not saved); hidden on the next send.
+  QLabel* errorLabel() const { return m_error; }
   /// Opens the conversation's sampling settings (SamplingDialog, window-modal; accepted values are applied).
   QPushButton* samplingButton() const { return m_sampling; }
   QLabel* totalLabel() const { return m_total; }
@@ -124,6 +134,9 @@ class ChatPanel : public QWidget {
   QLabel* m_stats;
   QLabel* m_modelInfo;
   QLabel* m_readOnly;
+  QWidget* m_notice;
+  QLabel* m_noticeText;
+  QToolButton* m_dismissNotice;
   QPushButton* m_sampling;
   QLabel* m_error;
 };
