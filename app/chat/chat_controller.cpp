@@ -110,6 +110,7 @@ ChatController::ChatController(ConversationStore* store, InferenceWorker* worker
 ChatController::~ChatController() {
   if (m_answerId && m_worker) m_worker->stop(m_requestId);
   if (m_answerId && m_store) m_store->finishAssistantMessage(m_answerId, MessageState::Stopped);
+  if (m_store && m_store->isOpen()) retryUnsaved();  // a last try (disk space may have come back)
 }
 
 InferenceWorker* ChatController::worker() const { return m_worker.data(); }
@@ -406,6 +407,7 @@ bool ChatController::fail(const QString& message) {
 
 bool ChatController::canGenerate() {
   if (!m_store || !m_store->isOpen()) return fail(tr("The conversation history is not open."));
+  retryUnsaved();  // an earlier answer not saved for want of space: saved first, if it can be now
   if (!m_worker || !m_hasModel) return fail(tr("No model is loaded: choose one in Settings ▸ Model."));
   if (isGenerating()) return fail(tr("An answer is still being written: stop it first."));
   return true;
@@ -483,6 +485,7 @@ bool ChatController::startAnswer(qint64 parentId) {
   r.params = m_params;
   r.contextLength = m_contextLength;
   m_answerId = *answerId;
+  m_saveFailed = false;
   if (auto m = m_store->message(*answerId)) m_path << *m;
   emit messageAppended(int(m_path.size()) - 1);
   m_ttftMs = -1;
@@ -571,7 +574,13 @@ void ChatController::onPiece(qint64 conversationId, quint64 requestId, const QSt
   last.text += text;
   last.tokenIds.push_back(tokenId);
   const std::int32_t id = tokenId;
-  m_store->appendToAssistantMessage(m_answerId, text, std::span<const std::int32_t>(&id, 1));
+  if (!m_store->appendToAssistantMessage(m_answerId, text, std::span<const std::int32_t>(&id, 1)) &&
+      !m_saveFailed) {
+    // Said once; the store keeps the text pending and retries with each piece. The answer goes on streaming.
+    m_saveFailed = true;
+    fail(tr("%1 This answer is still shown here and is saved as soon as the history can be written again; "
+            "your question was saved.").arg(m_store->lastError().message()));
+  }
   emit messageUpdated(int(m_path.size()) - 1, text);
 }
 
@@ -611,21 +620,44 @@ void ChatController::finishAnswer(MessageState state, const GenerationResult* re
   } else {
     timings = {{QStringLiteral("error"), error}};
   }
-  if (!m_store->finishAssistantMessage(id, state, timings)) fail(m_store->lastError().message());
   // The exact record of the answer, the final </s> included (what the engine's KV cache holds).
-  if (result && !result->tokens.empty()) {
-    std::vector<std::int32_t> ids(result->tokens.begin(), result->tokens.end());
-    m_store->setTokenIds(id, ids);
+  UnsavedAnswer answer{id, state, timings, {}, false};
+  if (result) answer.tokenIds.assign(result->tokens.begin(), result->tokens.end());
+  const bool saved = saveAnswer(answer);
+  if (!saved) {
+    m_unsaved << answer;
+    fail(tr("%1 The answer is still shown here and is saved as soon as the history can be written again; "
+            "your question and what was saved before are kept.").arg(m_store->lastError().message()));
   }
   for (int row = 0; row < m_path.size(); ++row) {
     if (m_path[row].id != id) continue;
-    if (auto m = m_store->message(id)) m_path[row] = *m;
-    else m_path[row].state = state;
+    std::optional<Message> stored;
+    if (saved) stored = m_store->message(id);
+    if (stored) {
+      m_path[row] = *stored;
+    } else {  // not saved: the store has only part of it; the screen keeps what streamed
+      m_path[row].state = state;
+      if (!answer.tokenIds.empty()) m_path[row].tokenIds = answer.tokenIds;
+    }
     emit messageUpdated(row, {});
   }
   emit statsChanged(m_ttftMs, m_tokensPerSecond);
   emit generatingChanged(false);
   emit conversationsChanged();
+}
+
+bool ChatController::saveAnswer(UnsavedAnswer& a) {
+  if (!a.finished && !m_store->finishAssistantMessage(a.id, a.state, a.timings)) return false;
+  a.finished = true;
+  return a.tokenIds.empty() || m_store->setTokenIds(a.id, a.tokenIds);
+}
+
+bool ChatController::retryUnsaved() {
+  for (auto it = m_unsaved.begin(); it != m_unsaved.end();) {
+    if (!saveAnswer(*it)) return false;  // still no space: the next try comes later
+    it = m_unsaved.erase(it);
+  }
+  return true;
 }
 
 }  // namespace quire

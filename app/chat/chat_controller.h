@@ -6,7 +6,9 @@
 //  - send(): the user message is committed to the store at once, with its attachments (the exact model images
 //    are kept as PNG in the attachment, so a later turn or a reopened conversation sends the same pixels); the
 //    answer is begun in the store, streamed into the last message as pieces arrive (committed as it streams)
-//    and finished with its state (complete / stopped / error), exact token ids and timings.
+//    and finished with its state (complete / stopped / error), exact token ids and timings. When the history
+//    cannot be written (disk full), the chat says so once, the answer stays on screen as streamed, and its
+//    final save is tried again before the next question (and on exit); what was committed is never touched.
 //  - stop(), regenerate() (a new sibling answer; the earlier one kept), editAndResend() (a new sibling user
 //    message), showSibling() (browse the versions of a message).
 // Assistant turns go back to the engine with their exact token ids (never re-tokenized).
@@ -201,6 +203,17 @@ class ChatController : public QObject {
   bool commitQuestion(const QString& text, const QList<Attachment>& attachments);
   void reloadPath();
   void finishAnswer(MessageState state, const GenerationResult* result, const QString& error);
+  /// An answer whose final save failed (disk full): kept to be saved again by retryUnsaved().
+  struct UnsavedAnswer {
+    qint64 id = 0;
+    MessageState state = MessageState::Complete;
+    QJsonObject timings;
+    std::vector<std::int32_t> tokenIds;
+    bool finished = false;  ///< finishAssistantMessage succeeded; only the token ids are left
+  };
+  bool saveAnswer(UnsavedAnswer& a);
+  /// Saves the answers left unsaved; true when none is left.
+  bool retryUnsaved();
 
   ConversationStore* m_store;
   QPointer<InferenceWorker> m_worker;
@@ -223,6 +236,8 @@ class ChatController : public QObject {
   bool m_preparing = false;      ///< the question's images are being rendered
   bool m_cancelPrepare = false;  ///< Stop pressed while preparing
   qint64 m_answerId = 0;      ///< the answer being streamed (0: none)
+  bool m_saveFailed = false;  ///< a piece of that answer could not be committed (said once per answer)
+  QList<UnsavedAnswer> m_unsaved;
   quint64 m_requestId = 0;
   QElapsedTimer m_sinceSend;
   quint64 m_estimateTag = 0;
