@@ -8,6 +8,7 @@
 
 #include "documents/document_loader.h"
 #include "documents/model_image.h"
+#include "cli/headless.h"
 #include "inference/inference_thread.h"
 #include "inference/model_folder.h"
 #include "storage/conversation_store.h"
@@ -327,9 +328,7 @@ bool parseAskArguments(const QStringList& args, AskOptions* out, QString* error)
 
 int runAsk(int argc, char** argv) {
   QCoreApplication app(argc, argv);
-  QCoreApplication::setApplicationName(QStringLiteral("Quire"));
-  QCoreApplication::setOrganizationName(QStringLiteral("Quire"));
-  QCoreApplication::setApplicationVersion(QStringLiteral(QUIRE_VERSION));
+  setHeadlessApplicationIdentity();
 
   QStringList args = QCoreApplication::arguments().mid(2);  // after "quire ask"
   if (args.size() == 1 && (args[0] == QLatin1String("--help") || args[0] == QLatin1String("-h"))) {
@@ -343,11 +342,9 @@ int runAsk(int argc, char** argv) {
     std::fputs(kAskUsage, stderr);
     return kExitBadArguments;
   }
-  const QString modelDir = o.model.isEmpty() ? savedModelFolder() : o.model;
-  const ModelFolderCheck check = checkModelFolder(modelDir);
-  if (!check.ok) {
-    printErr(o.model.isEmpty() && modelDir.isEmpty() ? QStringLiteral("no model: give --model DIR. ") + modelDownloadHint()
-                                                     : check.message);
+  const QString modelDir = resolveModelFolder(o.model, &error);
+  if (modelDir.isEmpty()) {
+    printErr(error);
     return kExitFailed;
   }
   Inputs inputs;

@@ -5,6 +5,7 @@
 // ref: app/cli/ask.cpp (model folder, device and context handling)
 #include "cli/serve.h"
 
+#include "cli/headless.h"
 #include "inference/inference_thread.h"
 #include "inference/model_folder.h"
 #include "server/api_server.h"
@@ -98,9 +99,7 @@ bool parseServeArguments(const QStringList& args, ServeOptions* out, QString* er
 
 int runServe(int argc, char** argv) {
   QCoreApplication app(argc, argv);
-  QCoreApplication::setApplicationName(QStringLiteral("Quire"));
-  QCoreApplication::setOrganizationName(QStringLiteral("Quire"));
-  QCoreApplication::setApplicationVersion(QStringLiteral(QUIRE_VERSION));
+  setHeadlessApplicationIdentity();
 
   const QStringList args = QCoreApplication::arguments().mid(2);  // after "quire serve"
   if (args.size() == 1 && (args[0] == QLatin1String("--help") || args[0] == QLatin1String("-h"))) {
@@ -114,11 +113,9 @@ int runServe(int argc, char** argv) {
     std::fputs(kServeUsage, stderr);
     return kExitBadArguments;
   }
-  const QString modelDir = o.model.isEmpty() ? savedModelFolder() : o.model;
-  const ModelFolderCheck check = checkModelFolder(modelDir);
-  if (!check.ok) {
-    printErr(o.model.isEmpty() && modelDir.isEmpty() ? QStringLiteral("no model: give --model DIR. ") + modelDownloadHint()
-                                                     : check.message);
+  const QString modelDir = resolveModelFolder(o.model, &error);
+  if (modelDir.isEmpty()) {
+    printErr(error);
     return kExitFailed;
   }
 
