@@ -297,32 +297,26 @@ void ChatController::recomputeChips() {
 
 void ChatController::addPageChip(std::shared_ptr<const Document> doc, int page) {
   if (!doc) return;
-  ContextChip c;
-  c.kind = AttachmentKind::Page;
-  c.path = doc->path();
-  c.page = page;
-  c.document = std::move(doc);
-  c.maxSide = m_maxImageSize;
-  c.label = tr("page %1 of %2").arg(page + 1).arg(c.document->title());
-  if (m_includePageText) {
-    loadChipText(c);
-    c.includeText = !c.pageText.isEmpty();
-  }
-  recomputeChip(c);
-  m_chips << c;
-  emit chipsChanged();
+  const QString label = tr("page %1 of %2").arg(page + 1).arg(doc->title());
+  addDocumentChip(AttachmentKind::Page, std::move(doc), page, QRectF(), label);
 }
 
 void ChatController::addRegionChip(std::shared_ptr<const Document> doc, int page, const QRectF& rect) {
   if (!doc || rect.isEmpty()) return;
+  const QString label = tr("region on page %1 of %2").arg(page + 1).arg(doc->title());
+  addDocumentChip(AttachmentKind::Region, std::move(doc), page, rect.intersected(QRectF(0, 0, 1, 1)), label);
+}
+
+void ChatController::addDocumentChip(AttachmentKind kind, std::shared_ptr<const Document> doc, int page,
+                                     const QRectF& region, const QString& label) {
   ContextChip c;
-  c.kind = AttachmentKind::Region;
+  c.kind = kind;
   c.path = doc->path();
   c.page = page;
-  c.region = rect.intersected(QRectF(0, 0, 1, 1));
+  c.region = region;
   c.document = std::move(doc);
   c.maxSide = m_maxImageSize;
-  c.label = tr("region on page %1 of %2").arg(page + 1).arg(c.document->title());
+  c.label = label;
   if (m_includePageText) {
     loadChipText(c);
     c.includeText = !c.pageText.isEmpty();

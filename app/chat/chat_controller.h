@@ -198,6 +198,9 @@ class ChatController : public QObject {
   bool canGenerate();
   bool startAnswer(qint64 parentId);
   QList<QImage> imagesOf(const Message& m) const;
+  /// A page or region chip of `doc` (with its text layer when that option is on), appended and announced.
+  void addDocumentChip(AttachmentKind kind, std::shared_ptr<const Document> doc, int page, const QRectF& region,
+                       const QString& label);
   void recomputeChip(ContextChip& chip) const;
   void recomputeChips();
   bool commitQuestion(const QString& text, const QList<Attachment>& attachments);
