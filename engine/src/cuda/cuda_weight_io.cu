@@ -48,16 +48,7 @@ Result<ops::Weight> CudaBackend::upload_weight_prequantized(const void* data, co
     device_free(q, total);
     return st;
   }
-  ops::Weight out;
-  out.data = q;
-  out.dtype = dtype;
-  out.rows = rows;
-  out.cols = cols;
-  out.name = name;
-  out.format = f;
-  out.scales = dev_scales;
-  out.group_size = f == ops::WeightFormat::int4_g128 ? quant::kInt4Group : int(cols);
-  return out;
+  return quantized_weight(q, dev_scales, dtype, rows, cols, name, f);
 }
 
 }  // namespace pixtral::cuda

@@ -21,14 +21,6 @@ constexpr int kUnroll = 4;
 constexpr int kBatchBytes = 32 * kUnroll * 16;  // one warp's loads per iteration: 2 KB = 16 lines
 constexpr int kPrefetchBatches = 2;
 
-__device__ __forceinline__ uint4 load_stream(const uint4* p) {
-  uint4 r;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
-               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-               : "l"(p));
-  return r;
-}
-
 // Asks L2 for one 128-byte line; unlike a load it ties up no register, so a warp can keep more of its row in
 // flight than its registers hold (the register file, not the grid, bounds the loads in flight of a one-wave GEMV).
 __device__ __forceinline__ void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }

@@ -27,14 +27,6 @@ constexpr int kUnroll = 4;
 constexpr std::size_t kQuantUploadBytes = 64u << 20;  // bf16 rows per upload chunk
 constexpr std::int64_t kDequantTileValues = std::int64_t(32) << 20;
 
-__device__ __forceinline__ uint4 load_stream(const uint4* p) {
-  uint4 r;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
-               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-               : "l"(p));
-  return r;
-}
-
 // q = clamp(rint(v / scale), lo, hi), 0 when scale == 0 — the same operations as quant.cpp's quantize_value.
 __device__ __forceinline__ int quantize_value(float v, float scale, float lo, float hi) {
   if (scale == 0.0f) return 0;
@@ -410,16 +402,7 @@ Result<ops::Weight> CudaBackend::upload_weight_stacked_quantized(std::span<const
     device_free(q, total);
     return st;
   }
-  ops::Weight out;
-  out.data = q;
-  out.dtype = parts[0]->dtype;
-  out.rows = rows;
-  out.cols = cols;
-  out.name = name;
-  out.format = f;
-  out.scales = scales;
-  out.group_size = f == ops::WeightFormat::int4_g128 ? quant::kInt4Group : int(cols);
-  return out;
+  return quantized_weight(q, scales, parts[0]->dtype, rows, cols, name, f);
 }
 
 Status CudaBackend::matmul_quantized(ops::Tensor out, const ops::Tensor& x, const ops::Weight& w,

@@ -7,6 +7,7 @@
 
 #include "core/quant.h"
 #include "cuda/common.cuh"
+#include "ops/backend.h"
 
 namespace pixtral::cuda {
 
@@ -31,5 +32,20 @@ bool qgemv_supported(std::int64_t T, std::int64_t K, const void* x, DType x_t, c
 Status launch_qgemv(void* out, DType out_t, const void* x, DType x_t, const std::uint8_t* q, const float* scales,
                     quant::Format f, const bf16* bias, std::int64_t T, std::int64_t N, std::int64_t K,
                     cudaStream_t s);
+
+/// The ops::Weight of a quantized device allocation: q packed values, scales on the device.
+inline ops::Weight quantized_weight(void* q, const float* scales, DType dtype, std::int64_t rows, std::int64_t cols,
+                                    const std::string& name, quant::Format f) {
+  ops::Weight w;
+  w.data = q;
+  w.dtype = dtype;
+  w.rows = rows;
+  w.cols = cols;
+  w.name = name;
+  w.format = f;
+  w.scales = scales;
+  w.group_size = f == quant::Format::int4_g128 ? quant::kInt4Group : int(cols);
+  return w;
+}
 
 }  // namespace pixtral::cuda
