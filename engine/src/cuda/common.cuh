@@ -82,6 +82,23 @@ __device__ __forceinline__ float from_f32<float>(float x) { return x; }
 template <>
 __device__ __forceinline__ bf16 from_f32<bf16>(float x) { return __float2bfloat16_rn(x); }  // RNE, as torch
 
+/// silu(g) · u in fp32: the one formula of silu_mul and of the GEMV that fuses it (same bits in both).
+__device__ __forceinline__ float silu_times(float g, float u) { return g / (1.0f + expf(-g)) * u; }
+/// silu_times of g and u as a matmul into TO would have stored them (rounded to TO first).
+template <class TO>
+__device__ __forceinline__ TO silu_mul_rounded(float g, float u) {
+  return from_f32<TO>(silu_times(to_f32(from_f32<TO>(g)), to_f32(from_f32<TO>(u))));
+}
+
+/// Programmatic dependent launch: a kernel launched by launch_dependent (kernels.cuh) may start while the previous
+/// kernel on the stream still runs; before this returns it must not read what that kernel writes nor write
+/// anything. No-op without PDL.
+__device__ __forceinline__ void wait_for_previous_grid() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
 // ---- deterministic reductions (fixed shuffle tree, no atomics) -------------------------------------------
 /// 16-byte streaming load of data read once (weights): non-coherent path, not kept in L1.
 __device__ __forceinline__ uint4 load_stream(const uint4* p) {

@@ -7,8 +7,8 @@
 #include <cstddef>
 
 namespace pixtral::cuda {
-inline constexpr int kCudaAbiVersion = 3;  // 2: CudaExtension decode state; 3: sample, rope_append_kv, weight
-                                           // download / prequantized upload, inject_device_fault
+inline constexpr int kCudaAbiVersion = 4;  // 2: CudaExtension decode state; 3: sample, rope_append_kv, weight
+                                           // download / prequantized upload, inject_device_fault; 4: matmul_silu
 }
 
 extern "C" {

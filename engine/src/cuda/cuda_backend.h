@@ -67,6 +67,7 @@ class CudaBackend final : public ops::Backend, public ops::CudaExtension {
   Status attention(ops::Tensor out, const ops::Tensor& q, const ops::Tensor& k, const ops::Tensor& v,
                    const ops::AttentionParams& p) override;
   Status silu_mul(ops::Tensor out, const ops::Tensor& gate, const ops::Tensor& up) override;
+  Status matmul_silu(ops::Tensor out, ops::Tensor gu, const ops::Tensor& x, const ops::Weight& w13) override;
   Status gelu(ops::Tensor x) override;
   Status scatter_rows(ops::Tensor dst, const ops::Tensor& src, std::span<const int> rows) override;
   Status patch_embed(ops::Tensor out, const float* pixels_chw, int channels, int height, int width, int patch,

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "cuda/cuda_backend.h"
+#include "cuda/kernels_quant.cuh"
 
 namespace pixtral::cuda {
 namespace {
@@ -318,6 +319,22 @@ Status CudaBackend::silu_mul(ops::Tensor out, const ops::Tensor& gate, const ops
       (out.data == gate.data && out.dtype != gate.dtype))
     return bad("silu_mul", "gate " + shape(gate) + " up " + shape(up) + " out " + shape(out));
   return launch_silu_mul(out.data, out.dtype, gate.data, gate.dtype, up.data, up.dtype, n, stream_);
+}
+
+Status CudaBackend::matmul_silu(ops::Tensor out, ops::Tensor gu, const ops::Tensor& x, const ops::Weight& w13) {
+  const std::int64_t T = x.rows, K = x.cols, F = out.cols;
+  if (w13.rows != 2 * F || w13.cols != K || out.rows != T || !is_act(x.dtype) || !is_act(out.dtype))
+    return bad("matmul_silu", "x " + shape(x) + " · " + w13.name + " [" + std::to_string(w13.rows) + "," +
+                                  std::to_string(w13.cols) + "]ᵀ -> out " + shape(out));
+  // Fused only where the unfused path would round g and u to the same dtype (gu's = out's).
+  if (T >= 1 && out.dtype == gu.dtype) {
+    if (!w13.quantized() && gemv_supported(T, K, x.data, x.dtype, w13.data))
+      return launch_gemv_silu(out.data, out.dtype, x.data, x.dtype, wptr(w13), T, F, K, stream_);
+    const auto* q = static_cast<const std::uint8_t*>(w13.data);
+    if (w13.quantized() && w13.scales && qgemv_supported(T, K, x.data, x.dtype, q, w13.format))
+      return launch_qgemv_silu(out.data, out.dtype, x.data, x.dtype, q, w13.scales, w13.format, T, F, K, stream_);
+  }
+  return ops::Backend::matmul_silu(out, gu, x, w13);
 }
 
 Status CudaBackend::gelu(ops::Tensor x) { return launch_gelu(x.data, x.dtype, x.rows * x.cols, stream_); }

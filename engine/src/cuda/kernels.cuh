@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <utility>
 
 #include "cuda/common.cuh"
 #include "cuda/cuda_ext.h"
@@ -54,6 +55,10 @@ bool gemv_supported(std::int64_t T, std::int64_t K, const void* x, DType x_t, co
 /// out[T, N] = x[T, K] · W[N, K]ᵀ (+ bias[N]) for T ≤ kGemvMaxRows, streaming W once with 16-byte loads.
 Status launch_gemv(void* out, DType out_t, const void* x, DType x_t, const bf16* w, const bf16* bias,
                    std::int64_t T, std::int64_t N, std::int64_t K, cudaStream_t s);
+/// out[T, F] = silu(x · w1ᵀ) ⊙ (x · w3ᵀ), w13 = [w1; w3] (2F rows of K): each warp walks row f of w1 and of w3
+/// (the bits of launch_gemv into [g | u] followed by launch_silu_mul).
+Status launch_gemv_silu(void* out, DType out_t, const void* x, DType x_t, const bf16* w13, std::int64_t T,
+                        std::int64_t F, std::int64_t K, cudaStream_t s);
 
 // ---- kernels_attention.cu (dispatch + generic), kernels_flash.cu, kernels_decode_attention.cu ---------------
 /// Layout of the device decode-state int buffer: see cuda_ext.h.
@@ -106,6 +111,28 @@ Status launch_decode_attention(const AttentionLaunch& a, cudaStream_t s);
 /// L2 prefetch of the GEMV / decode-attention kernels on (off by default), PIXTRAL_CUDA_PDL=0 turns programmatic
 /// dependent launch off.
 bool l2_prefetch_enabled();
+/// PIXTRAL_CUDA_ATTN_PREFETCH=0/1: the decode attention's L2 prefetch on its own (default: l2_prefetch_enabled()).
+bool attention_prefetch_enabled();
 bool pdl_enabled();
+
+/// Launches `kernel` as a programmatic dependent of the previous kernel on `s` (the kernel calls
+/// wait_for_previous_grid before touching that kernel's outputs); a plain launch where PDL is off or refused.
+template <class... KArgs, class... Args>
+void launch_dependent(void (*kernel)(KArgs...), dim3 grid, dim3 block, cudaStream_t s, Args&&... args) {
+  if (pdl_enabled()) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.stream = s;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    if (cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...) == cudaSuccess) return;
+    (void)cudaGetLastError();  // not supported here: plain launch
+  }
+  kernel<<<grid, block, 0, s>>>(std::forward<Args>(args)...);
+}
 
 }  // namespace pixtral::cuda

@@ -71,14 +71,6 @@ __device__ __forceinline__ void prefetch_l2(const void* p) {
   asm volatile("prefetch.global.L2 [%0];\n" ::"l"(p));
 }
 
-// Programmatic dependent launch: the kernel may start while the previous kernel on the stream still runs; it
-// must not read data that kernel writes nor write anything before this returns. No-op without PDL.
-__device__ __forceinline__ void wait_for_previous_grid() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-}
-
 // Loads the kSteps pieces of one tile (keys t0 + st * kKeysPerStep + sub); keys ≥ hi read as zero, unread.
 template <int kKeysPerStep>
 __device__ __forceinline__ void load_tile(uint4 (&r)[kSteps], const bf16* base, std::int64_t stride, int key0,
@@ -328,26 +320,6 @@ decode_combine_kernel(TO* __restrict__ out, const float* __restrict__ partial, i
 
 // l2_prefetch_enabled() and pdl_enabled(): kernels.cuh (defined once, in kernels_gemv.cu).
 
-// Launches `kernel` as a programmatic dependent of the previous kernel on `s` (it must call
-// wait_for_previous_grid before touching that kernel's outputs); a plain launch where that is refused.
-template <class... KArgs, class... Args>
-void launch_dependent(void (*kernel)(KArgs...), dim3 grid, dim3 block, cudaStream_t s, Args&&... args) {
-  if (pdl_enabled()) {
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = grid;
-    cfg.blockDim = block;
-    cfg.stream = s;
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
-    if (cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...) == cudaSuccess) return;
-    (void)cudaGetLastError();
-  }
-  kernel<<<grid, block, 0, s>>>(std::forward<Args>(args)...);
-}
-
 // Splits per (row, KV head): about one resident wave of blocks, none shorter than kMinSplitKeys.
 int n_splits_of(const AttentionLaunch& a) {
   const int span = std::max(0, a.key_hi_max - a.key_lo_min);
@@ -375,7 +347,7 @@ Status launch_decode_typed(const AttentionLaunch& a, cudaStream_t s) {
   p.key_hi = a.key_hi_max;
   p.n_splits = n_splits_of(a);
   p.scale_log2 = a.scale * kLog2e;
-  p.l2_prefetch = l2_prefetch_enabled();
+  p.l2_prefetch = attention_prefetch_enabled();
   const dim3 grid(unsigned(p.n_splits), unsigned(a.n_kv_heads), unsigned(a.n_q));
   launch_dependent(decode_attention_kernel<D, G, TO>, grid, dim3(kThreads), s, p);
   PIXTRAL_CUDA_LAUNCH_CHECK(decode_attention_kernel);

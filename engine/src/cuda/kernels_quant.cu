@@ -229,42 +229,67 @@ __device__ __forceinline__ void accumulate(const uint4& wv, int c, const TX* __r
   }
 }
 
-template <int T, class TX, class TO, bool INT4>
+// SILU = true (decode FFN, W = [w1; w3] with 2N rows): rows n and N + n together, writing silu(g) · u for
+// feature n with g and u rounded to TO first (the bits of the unfused matmul + silu_mul).
+template <int T, class TX, class TO, bool INT4, bool SILU = false>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
 qgemv_kernel(TO* __restrict__ out, const TX* __restrict__ x, const std::uint8_t* __restrict__ q,
              const float* __restrict__ scales, const bf16* __restrict__ bias, int N, int K) {
+  constexpr int R = SILU ? 2 : 1;
   const int lane = threadIdx.x & 31;
   const int n = blockIdx.x * kWarpsPerBlock + (threadIdx.x >> 5);
   if (n >= N) return;
   const int rb = INT4 ? K / 2 : K;
   const int spr = INT4 ? K / quant::kInt4Group : 1;
-  const uint4* wrow = reinterpret_cast<const uint4*>(q + std::int64_t(n) * rb);
-  const float* srow = scales + std::int64_t(n) * spr;
-  const int n_chunks = rb / 16;
-  float acc[T];
+  const uint4* wrow[R];
+  const float* srow[R];
 #pragma unroll
-  for (int t = 0; t < T; ++t) acc[t] = 0.f;
+  for (int r = 0; r < R; ++r) {
+    wrow[r] = reinterpret_cast<const uint4*>(q + (std::int64_t(r) * N + n) * rb);
+    srow[r] = scales + (std::int64_t(r) * N + n) * spr;
+  }
+  const int n_chunks = rb / 16;
+  wait_for_previous_grid();  // x (and out) belong to the previous kernels
+  float acc[R][T];
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int t = 0; t < T; ++t) acc[r][t] = 0.f;
   int c = lane;
   for (; c + 32 * (kUnroll - 1) < n_chunks; c += 32 * kUnroll) {
-    uint4 wv[kUnroll];
+    uint4 wv[R][kUnroll];
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) wv[u] = load_stream(wrow + c + 32 * u);
+    for (int u = 0; u < kUnroll; ++u)
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) accumulate<T, TX, INT4>(wv[u], c + 32 * u, x, K, srow, acc);
+      for (int r = 0; r < R; ++r) wv[r][u] = load_stream(wrow[r] + c + 32 * u);
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u)
+#pragma unroll
+      for (int r = 0; r < R; ++r) accumulate<T, TX, INT4>(wv[r][u], c + 32 * u, x, K, srow[r], acc[r]);
   }
-  for (; c < n_chunks; c += 32) accumulate<T, TX, INT4>(load_stream(wrow + c), c, x, K, srow, acc);
+  for (; c < n_chunks; c += 32)
+#pragma unroll
+    for (int r = 0; r < R; ++r) accumulate<T, TX, INT4>(load_stream(wrow[r] + c), c, x, K, srow[r], acc[r]);
 #pragma unroll
   for (int t = 0; t < T; ++t) {
-    float r = warp_sum(acc[t]);
+    float v[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      v[r] = warp_sum(acc[r][t]);
+      if (!INT4) v[r] *= srow[r][0];
+    }
     if (lane == 0) {
-      if (!INT4) r *= srow[0];
-      const float b = bias ? __bfloat162float(bias[n]) : 0.f;
-      out[std::int64_t(t) * N + n] = from_f32<TO>(r + b);
+      if constexpr (SILU) {
+        out[std::int64_t(t) * N + n] = silu_mul_rounded<TO>(v[0], v[1]);
+      } else {
+        const float b = bias ? __bfloat162float(bias[n]) : 0.f;
+        out[std::int64_t(t) * N + n] = from_f32<TO>(v[0] + b);
+      }
     }
   }
 }
 
-template <int T>
+template <int T, bool SILU = false>
 Status launch_rows(void* out, DType out_t, const void* x, DType x_t, const std::uint8_t* q, const float* scales,
                    bool int4, const bf16* bias, int N, int K, cudaStream_t s) {
   return dispatch_act(out_t, [&](auto to) {
@@ -272,12 +297,13 @@ Status launch_rows(void* out, DType out_t, const void* x, DType x_t, const std::
       using TO = typename decltype(to)::type;
       using TX = typename decltype(tx)::type;
       const int blocks = ceil_div(N, kWarpsPerBlock);
+      const dim3 grid{unsigned(blocks)}, block{kWarpsPerBlock * 32};
+      TO* o = static_cast<TO*>(out);
+      const TX* xx = static_cast<const TX*>(x);
       if (int4)
-        qgemv_kernel<T, TX, TO, true><<<blocks, kWarpsPerBlock * 32, 0, s>>>(
-            static_cast<TO*>(out), static_cast<const TX*>(x), q, scales, bias, N, K);
+        launch_dependent(qgemv_kernel<T, TX, TO, true, SILU>, grid, block, s, o, xx, q, scales, bias, N, K);
       else
-        qgemv_kernel<T, TX, TO, false><<<blocks, kWarpsPerBlock * 32, 0, s>>>(
-            static_cast<TO*>(out), static_cast<const TX*>(x), q, scales, bias, N, K);
+        launch_dependent(qgemv_kernel<T, TX, TO, false, SILU>, grid, block, s, o, xx, q, scales, bias, N, K);
       PIXTRAL_CUDA_LAUNCH_CHECK(qgemv_kernel);
       return Status{};
     });
@@ -342,6 +368,19 @@ Status launch_qgemv(void* out, DType out_t, const void* x, DType x_t, const std:
     case 2: return launch_rows<2>(out, out_t, x, x_t, q, scales, int4, bias, int(N), int(K), s);
     case 3: return launch_rows<3>(out, out_t, x, x_t, q, scales, int4, bias, int(N), int(K), s);
     default: return launch_rows<4>(out, out_t, x, x_t, q, scales, int4, bias, int(N), int(K), s);
+  }
+}
+
+Status launch_qgemv_silu(void* out, DType out_t, const void* x, DType x_t, const std::uint8_t* q, const float* scales,
+                         Format f, std::int64_t T, std::int64_t F, std::int64_t K, cudaStream_t s) {
+  if (!qgemv_supported(T, K, x, x_t, q, f))
+    return Status(ErrorCode::internal, "launch_qgemv_silu: unsupported shape/alignment (caller must check)");
+  const bool int4 = f == Format::int4_g128;
+  switch (T) {
+    case 1: return launch_rows<1, true>(out, out_t, x, x_t, q, scales, int4, nullptr, int(F), int(K), s);
+    case 2: return launch_rows<2, true>(out, out_t, x, x_t, q, scales, int4, nullptr, int(F), int(K), s);
+    case 3: return launch_rows<3, true>(out, out_t, x, x_t, q, scales, int4, nullptr, int(F), int(K), s);
+    default: return launch_rows<4, true>(out, out_t, x, x_t, q, scales, int4, nullptr, int(F), int(K), s);
   }
 }
 

@@ -211,12 +211,7 @@ Status decoder_forward(ops::Backend& be, const ModelConfig& cfg, const DecoderWe
     PX_TRY(be.matmul(o, attn, b.wo));
     PX_TRY(be.add_rms_norm(h, o, xn, b.ffn_norm, cfg.norm_eps));  // h += attn out; xn = ffn_norm(h)
     if (T == 1 && b.w13.data) {
-      const std::size_t es = dtype_size(s.gu.dtype);
-      PX_TRY(be.matmul(s.gu, xn, b.w13));
-      const ops::Tensor g_row{s.gu.data, 1, cfg.hidden_dim, s.gu.dtype};
-      const ops::Tensor u_row{static_cast<char*>(s.gu.data) + std::size_t(cfg.hidden_dim) * es, 1, cfg.hidden_dim,
-                              s.gu.dtype};
-      PX_TRY(be.silu_mul(gate, g_row, u_row));
+      PX_TRY(be.matmul_silu(gate, s.gu, xn, b.w13));  // [w1; w3] in one pass, SiLU·mul fused where the backend can
     } else {
       PX_TRY(be.matmul(gate, xn, b.w1));
       PX_TRY(be.matmul(up, xn, b.w3));

@@ -207,6 +207,21 @@ class Backend {
                            const AttentionParams& p) = 0;
   /// out[T, F] = silu(gate) ⊙ up. out may alias gate.
   virtual Status silu_mul(Tensor out, const Tensor& gate, const Tensor& up) = 0;
+  /// out[T, F] = silu(x · w1ᵀ) ⊙ (x · w3ᵀ) for w13 = [w1; w3] stacked (2F rows): by default matmul into
+  /// gu[T, 2F] (scratch) then silu_mul of its halves; a backend may fuse both (decode GEMV) and leave gu unused,
+  /// with the same bits (g and u rounded to gu's dtype before silu_mul's math).
+  virtual Status matmul_silu(Tensor out, Tensor gu, const Tensor& x, const Weight& w13) {
+    const std::int64_t T = x.rows, F = out.cols;
+    if (w13.rows != 2 * F || out.rows != T || gu.rows != T || gu.cols != 2 * F)
+      return Status(ErrorCode::invalid_argument, "matmul_silu: w13 must stack w1 and w3 (2F rows) for out [T, F] "
+                                                 "and gu [T, 2F]");
+    PIXTRAL_RETURN_IF_ERROR(matmul(gu, x, w13));
+    if (T != 1)  // the halves of gu are [T, F] blocks only for one row
+      return Status(ErrorCode::invalid_argument, "matmul_silu: the unfused path takes one row");
+    const std::size_t es = dtype_size(gu.dtype);
+    char* base = static_cast<char*>(gu.data);
+    return silu_mul(out, Tensor{base, 1, F, gu.dtype}, Tensor{base + std::size_t(F) * es, 1, F, gu.dtype});
+  }
   /// x = 0.5 x (1 + erf(x / √2)) in place.
   virtual Status gelu(Tensor x) = 0;
   /// dst[rows[i], :] = src[i, :]
