@@ -99,6 +99,16 @@ __device__ __forceinline__ void wait_for_previous_grid() {
 #endif
 }
 
+/// Programmatic dependent launch, the other half: lets the next kernel on the stream (launched by launch_dependent)
+/// start now. Called first thing by the decode-step kernels, so the next kernel's blocks become resident while
+/// this one's last wave drains and issue what they may before waiting (weights, old KV rows: never what this
+/// kernel or an earlier one writes). The next kernel's wait still waits for this whole grid (and its memory).
+__device__ __forceinline__ void allow_dependents_to_launch() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
 // ---- deterministic reductions (fixed shuffle tree, no atomics) -------------------------------------------
 /// 16-byte streaming load of data read once (weights): non-coherent path, not kept in L1.
 __device__ __forceinline__ uint4 load_stream(const uint4* p) {

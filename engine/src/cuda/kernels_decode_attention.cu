@@ -90,6 +90,7 @@ __global__ void __launch_bounds__(kThreads, blocks_per_sm(G)) decode_attention_k
   __shared__ float red_m[kWarps][G], red_l[kWarps][G];
   __shared__ __align__(16) float red_o[kWarps][G][D];
 
+  allow_dependents_to_launch();
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int sub = lane / kLanesPerKey, dl = lane % kLanesPerKey;
   const int split = blockIdx.x, kvh = blockIdx.y, row = blockIdx.z;
@@ -280,6 +281,7 @@ __global__ void __launch_bounds__(kCombineGroups * D)
 decode_combine_kernel(TO* __restrict__ out, const float* __restrict__ partial, int n_vec, int n_splits) {
   __shared__ float wsplit[kMaxSplits], lsplit[kMaxSplits], red_m[kCombineGroups * D / 32];
   __shared__ float red_o[kCombineGroups][D], red_l[kCombineGroups];
+  allow_dependents_to_launch();
   wait_for_previous_grid();  // everything here comes from decode_attention_kernel
   const std::int64_t vec = blockIdx.x;
   const int tid = threadIdx.x, d = tid % D, g = tid / D;

@@ -120,6 +120,7 @@ __device__ __forceinline__ float rounded(float v) { return to_f32(from_f32<T>(v)
 template <int R, bool ADD, class TH, class TD, class TO>
 __global__ void row_norm_kernel(TH* h, const TD* delta, TO* out, const bf16* w, int D, float eps) {
   __shared__ float scratch[32];
+  allow_dependents_to_launch();
   const std::int64_t row = blockIdx.x;
   const int nv = D / 8;
   TH* hr = h + row * D;
@@ -162,6 +163,7 @@ __global__ void row_norm_kernel(TH* h, const TD* delta, TO* out, const bf16* w, 
 // grid (T, ceil(D / 8 / 256)): one 16-byte piece per thread.
 template <class TO>
 __global__ void embed_vec_kernel(TO* out, const bf16* table, const int* ids, int D, std::int64_t vocab) {
+  allow_dependents_to_launch();
   const std::int64_t t = blockIdx.x;
   const int p = blockIdx.y * blockDim.x + threadIdx.x;
   if (8 * p >= D) return;
@@ -249,6 +251,7 @@ __global__ void rope_append_kernel(T* qkv, TC* k_cache, TC* v_cache, const int* 
                                    int head_dim, const float* freq, bool halves) {
   const int half = head_dim / 2;
   const std::int64_t n_rot = std::int64_t(nh + nkv) * half, kvd = std::int64_t(nkv) * head_dim;
+  allow_dependents_to_launch();
   wait_for_previous_grid();  // qkv comes from the GEMV before
   const int pos = pos_p[0];
   const std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x;

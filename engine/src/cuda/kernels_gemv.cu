@@ -58,6 +58,7 @@ gemv_kernel(TO* __restrict__ out, const TX* __restrict__ x, const bf16* __restri
   // 16-byte loads in flight per lane and row: 8 for one row of one x (a 4096-wide row is then 2 batches instead
   // of 4; measured 70 % of copy bandwidth for wo at 4), 4 where the registers hold more rows or more x.
   constexpr int kUnroll = R * T == 1 ? 8 : 4;
+  allow_dependents_to_launch();
   const int lane = threadIdx.x & 31;
   const int n = blockIdx.x * kWarpsPerBlock + (threadIdx.x >> 5);
   if (n >= N) return;
@@ -78,17 +79,23 @@ gemv_kernel(TO* __restrict__ out, const TX* __restrict__ x, const bf16* __restri
   if (128 * lane < row_bytes) prefetch_l2(wbytes + 128 * lane);
   if (lane < kBatchBytes / 128 && 2 * kBatchBytes + 128 * lane < row_bytes)
     prefetch_l2(wbytes + 2 * kBatchBytes + 128 * lane);
-  wait_for_previous_grid();  // x (and out) belong to the previous kernels
   std::int64_t pf = kBatchBytes * (1 + kPrefetchBatches) + 128 * lane;
   int c = lane;
   constexpr int kIterBytes = 32 * kUnroll * 16;  // one iteration's loads of a row
-  for (; c + 32 * (kUnroll - 1) < n_chunks; c += 32 * kUnroll, pf += kIterBytes) {
-    if (lane < kIterBytes / 128 && pf < row_bytes) prefetch_l2(wbytes + pf);
-    uint4 wv[R][kUnroll];
+  uint4 wv[R][kUnroll];
+  auto load_batch = [&] {
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u)
 #pragma unroll
       for (int r = 0; r < R; ++r) wv[r][u] = load_stream(wrow[r] + c + 32 * u);
+  };
+  // The first batch of W is loaded before waiting on the previous kernel (W is immutable): with the early
+  // trigger of the kernels before, this GEMV's blocks are resident while that kernel drains.
+  bool full = c + 32 * (kUnroll - 1) < n_chunks;
+  if (full) load_batch();
+  wait_for_previous_grid();  // x (and out) belong to the previous kernels
+  while (full) {
+    if (lane < kIterBytes / 128 && pf < row_bytes) prefetch_l2(wbytes + pf);
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
 #pragma unroll
@@ -104,6 +111,10 @@ gemv_kernel(TO* __restrict__ out, const TX* __restrict__ x, const bf16* __restri
         }
       }
     }
+    c += 32 * kUnroll;
+    pf += kIterBytes;
+    full = c + 32 * (kUnroll - 1) < n_chunks;
+    if (full) load_batch();
   }
   for (; c < n_chunks; c += 32) {
     uint4 wv[R];

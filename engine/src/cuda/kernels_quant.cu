@@ -236,6 +236,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
 qgemv_kernel(TO* __restrict__ out, const TX* __restrict__ x, const std::uint8_t* __restrict__ q,
              const float* __restrict__ scales, const bf16* __restrict__ bias, int N, int K) {
   constexpr int R = SILU ? 2 : 1;
+  allow_dependents_to_launch();
   const int lane = threadIdx.x & 31;
   const int n = blockIdx.x * kWarpsPerBlock + (threadIdx.x >> 5);
   if (n >= N) return;
@@ -249,23 +250,30 @@ qgemv_kernel(TO* __restrict__ out, const TX* __restrict__ x, const std::uint8_t*
     srow[r] = scales + (std::int64_t(r) * N + n) * spr;
   }
   const int n_chunks = rb / 16;
-  wait_for_previous_grid();  // x (and out) belong to the previous kernels
   float acc[R][T];
 #pragma unroll
   for (int r = 0; r < R; ++r)
 #pragma unroll
     for (int t = 0; t < T; ++t) acc[r][t] = 0.f;
   int c = lane;
-  for (; c + 32 * (kUnroll - 1) < n_chunks; c += 32 * kUnroll) {
-    uint4 wv[R][kUnroll];
+  uint4 wv[R][kUnroll];
+  auto load_batch = [&] {
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u)
 #pragma unroll
       for (int r = 0; r < R; ++r) wv[r][u] = load_stream(wrow[r] + c + 32 * u);
+  };
+  bool full = c + 32 * (kUnroll - 1) < n_chunks;
+  if (full) load_batch();  // W is immutable: the first batch before waiting on the previous kernel
+  wait_for_previous_grid();  // x (and out) belong to the previous kernels
+  while (full) {
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u)
 #pragma unroll
       for (int r = 0; r < R; ++r) accumulate<T, TX, INT4>(wv[r][u], c + 32 * u, x, K, srow[r], acc[r]);
+    c += 32 * kUnroll;
+    full = c + 32 * (kUnroll - 1) < n_chunks;
+    if (full) load_batch();
   }
   for (; c < n_chunks; c += 32)
 #pragma unroll
