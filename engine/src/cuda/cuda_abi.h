@@ -7,8 +7,9 @@
 #include <cstddef>
 
 namespace pixtral::cuda {
-inline constexpr int kCudaAbiVersion = 4;  // 2: CudaExtension decode state; 3: sample, rope_append_kv, weight
-                                           // download / prequantized upload, inject_device_fault; 4: matmul_silu
+inline constexpr int kCudaAbiVersion = 5;  // 2: CudaExtension decode state; 3: sample, rope_append_kv, weight
+                                           // download / prequantized upload, inject_device_fault; 4: matmul_silu;
+                                           // 5: matmul_rope_append_kv
 }
 
 extern "C" {

@@ -68,6 +68,9 @@ class CudaBackend final : public ops::Backend, public ops::CudaExtension {
                    const ops::AttentionParams& p) override;
   Status silu_mul(ops::Tensor out, const ops::Tensor& gate, const ops::Tensor& up) override;
   Status matmul_silu(ops::Tensor out, ops::Tensor gu, const ops::Tensor& x, const ops::Weight& w13) override;
+  Status matmul_rope_append_kv(ops::Tensor qkv, const ops::Tensor& x, const ops::Weight& wqkv, int n_heads,
+                               int n_kv_heads, int head_dim, int position, float theta, ops::RopePairs pairs,
+                               ops::Tensor k_cache, ops::Tensor v_cache) override;
   Status gelu(ops::Tensor x) override;
   Status scatter_rows(ops::Tensor dst, const ops::Tensor& src, std::span<const int> rows) override;
   Status patch_embed(ops::Tensor out, const float* pixels_chw, int channels, int height, int width, int patch,

@@ -184,6 +184,47 @@ Status CudaBackend::rope_append_kv(ops::Tensor qkv, int n_heads, int n_kv_heads,
                             head_dim, *freq, pairs == ops::RopePairs::halves, stream_);
 }
 
+Status CudaBackend::matmul_rope_append_kv(ops::Tensor qkv, const ops::Tensor& x, const ops::Weight& wqkv,
+                                          int n_heads, int n_kv_heads, int head_dim, int position, float theta,
+                                          ops::RopePairs pairs, ops::Tensor k_cache, ops::Tensor v_cache) {
+  const std::int64_t K = x.cols, kvd = std::int64_t(n_kv_heads) * head_dim;
+  const bool shapes = x.rows == 1 && qkv.rows == 1 && wqkv.cols == K && wqkv.rows == qkv.cols && head_dim > 0 &&
+                      head_dim % 2 == 0 && qkv.cols == std::int64_t(n_heads) * head_dim + 2 * kvd &&
+                      k_cache.cols == kvd && v_cache.cols == kvd && is_act(x.dtype) && is_act(qkv.dtype) &&
+                      k_cache.dtype == qkv.dtype && v_cache.dtype == qkv.dtype;
+  const auto* q8 = static_cast<const std::uint8_t*>(wqkv.data);
+  // PIXTRAL_CUDA_FUSE_ROPE=0: the unfused path (A/B of the fusion with one binary).
+  static const bool fuse = [] {
+    const char* e = std::getenv("PIXTRAL_CUDA_FUSE_ROPE");
+    return !(e && e[0] == '0');
+  }();
+  const bool fusable =
+      fuse && shapes && (wqkv.quantized() ? wqkv.scales && qgemv_supported(1, K, x.data, x.dtype, q8, wqkv.format)
+                                  : gemv_supported(1, K, x.data, x.dtype, wqkv.data));
+  if (!fusable)
+    return ops::Backend::matmul_rope_append_kv(qkv, x, wqkv, n_heads, n_kv_heads, head_dim, position, theta, pairs,
+                                               k_cache, v_cache);
+  auto freq = rope_freq(theta, head_dim, false);
+  if (!freq.ok()) return freq.status();
+  const int* p = nullptr;
+  if (device_state_mode_) {
+    p = decode_state() + kDecodeStatePositions;  // cuda_ext.h
+  } else {
+    if (position < 0 || position >= k_cache.rows || position >= v_cache.rows)
+      return bad("matmul_rope_append_kv", "position " + std::to_string(position) + " outside the cache (" +
+                                              std::to_string(k_cache.rows) + " rows)");
+    auto pos = stage(&position, sizeof position);
+    if (!pos.ok()) return pos.status();
+    p = static_cast<const int*>(*pos);
+  }
+  const bool halves = pairs == ops::RopePairs::halves;
+  if (wqkv.quantized())
+    return launch_qgemv_rope(qkv.data, qkv.dtype, x.data, x.dtype, q8, wqkv.scales, wqkv.format, K, k_cache.data,
+                             v_cache.data, k_cache.dtype, p, n_heads, n_kv_heads, head_dim, *freq, halves, stream_);
+  return launch_gemv_rope(qkv.data, qkv.dtype, x.data, x.dtype, wptr(wqkv), K, k_cache.data, v_cache.data,
+                          k_cache.dtype, p, n_heads, n_kv_heads, head_dim, *freq, halves, stream_);
+}
+
 Status CudaBackend::rope_2d(ops::Tensor x, int n_heads, int head_dim, std::span<const int> rows,
                             std::span<const int> cols, float theta, ops::RopePairs pairs) {
   if (head_dim <= 0 || head_dim % 4 || x.cols != std::int64_t(n_heads) * head_dim ||

@@ -59,6 +59,12 @@ Status launch_gemv(void* out, DType out_t, const void* x, DType x_t, const bf16*
 /// (the bits of launch_gemv into [g | u] followed by launch_silu_mul).
 Status launch_gemv_silu(void* out, DType out_t, const void* x, DType x_t, const bf16* w13, std::int64_t T,
                         std::int64_t F, std::int64_t K, cudaStream_t s);
+/// One decode row: qkv = x · wqkvᵀ with RoPE of q | k and the KV append fused (gemv_modes.cuh, rope mode): q rotated
+/// into qkv, k rotated and v copied into row *pos of the caches (cache_t must equal t); the bits of launch_gemv
+/// followed by launch_rope_append. qkv's k and v parts are left unwritten.
+Status launch_gemv_rope(void* qkv, DType t, const void* x, DType x_t, const bf16* wqkv, std::int64_t K, void* k_cache,
+                        void* v_cache, DType cache_t, const int* pos, int nh, int nkv, int head_dim,
+                        const float* freq, bool halves, cudaStream_t s);
 
 // ---- kernels_attention.cu (dispatch + generic), kernels_flash.cu, kernels_decode_attention.cu ---------------
 /// Layout of the device decode-state int buffer: see cuda_ext.h.

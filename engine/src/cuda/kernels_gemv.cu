@@ -9,7 +9,9 @@
 // per row: deterministic. Falls back to cuBLAS when K % 8 != 0 or pointers are not 16-byte aligned.
 // ref: llama.cpp ggml-cuda/mmv.cu (one warp per row), calm src/infer.cu (matmul_warppar).
 #include <cstdlib>
+#include <type_traits>
 
+#include "cuda/gemv_modes.cuh"
 #include "cuda/kernels.cuh"
 
 namespace pixtral::cuda {
@@ -48,23 +50,25 @@ __device__ __forceinline__ void load_x8<float>(const float* x, std::int64_t c, f
   f[4] = b.x; f[5] = b.y; f[6] = b.z; f[7] = b.w;
 }
 
-// SILU = true (decode FFN, w = [w1; w3] with 2N rows): the warp walks rows n and N + n together and writes
-// silu(g) · u for feature n, g and u rounded to TO first — the bits of matmul into [g | u] then silu_mul.
-template <int T, class TX, class TO, bool SILU = false>
+// One warp per work item (gemv_modes.cuh: one output row, or the two rows of a SiLU·mul feature or a RoPE pair).
+template <int T, class TX, class TO, GemvMode M = GemvMode::plain>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
 gemv_kernel(TO* __restrict__ out, const TX* __restrict__ x, const bf16* __restrict__ w,
-            const bf16* __restrict__ bias, int N, int K, bool l2_prefetch) {
-  constexpr int R = SILU ? 2 : 1;  // W rows per warp
+            const bf16* __restrict__ bias, int N, int n_items, int K, bool l2_prefetch, RopeAppendArgs<TO> ra) {
+  constexpr int R = gemv_rows_per_item(M);  // W rows per warp
+  constexpr bool kTwoRows = R == 2;  // the optional L2 prefetch follows one row only
   // 16-byte loads in flight per lane and row: 8 for one row of one x (a 4096-wide row is then 2 batches instead
   // of 4; measured 70 % of copy bandwidth for wo at 4), 4 where the registers hold more rows or more x.
   constexpr int kUnroll = R * T == 1 ? 8 : 4;
   allow_dependents_to_launch();
   const int lane = threadIdx.x & 31;
   const int n = blockIdx.x * kWarpsPerBlock + (threadIdx.x >> 5);
-  if (n >= N) return;
+  if (n >= n_items) return;
+  int rows[2];
+  gemv_item_rows<M>(n, N, ra, rows);
   const uint4* wrow[R];
 #pragma unroll
-  for (int r = 0; r < R; ++r) wrow[r] = reinterpret_cast<const uint4*>(w + (std::int64_t(r) * N + n) * K);
+  for (int r = 0; r < R; ++r) wrow[r] = reinterpret_cast<const uint4*>(w + std::int64_t(rows[r]) * K);
   const int n_chunks = K / 8;
   float acc[R][T];
 #pragma unroll
@@ -75,7 +79,7 @@ gemv_kernel(TO* __restrict__ out, const TX* __restrict__ x, const bf16* __restri
   // L2 prefetch kPrefetchBatches batches (2 KB each) ahead of the loads: batches 0..2 now (W does not depend on
   // the previous kernel, so this runs before the PDL wait), then batch b + 3 while loading batch b (lanes 0..15).
   const char* wbytes = reinterpret_cast<const char*>(wrow[0]);
-  const std::int64_t row_bytes = l2_prefetch && !SILU ? std::int64_t(K) * 2 : 0;
+  const std::int64_t row_bytes = l2_prefetch && !kTwoRows ? std::int64_t(K) * 2 : 0;
   if (128 * lane < row_bytes) prefetch_l2(wbytes + 128 * lane);
   if (lane < kBatchBytes / 128 && 2 * kBatchBytes + 128 * lane < row_bytes)
     prefetch_l2(wbytes + 2 * kBatchBytes + 128 * lane);
@@ -135,36 +139,36 @@ gemv_kernel(TO* __restrict__ out, const TX* __restrict__ x, const bf16* __restri
   }
 #pragma unroll
   for (int t = 0; t < T; ++t) {
-    float v[R];
+    float v[2] = {0.f, 0.f};
 #pragma unroll
     for (int r = 0; r < R; ++r) v[r] = warp_sum(acc[r][t]);
-    if (lane == 0) {
-      if constexpr (SILU) {
-        out[std::int64_t(t) * N + n] = silu_mul_rounded<TO>(v[0], v[1]);
-      } else {
-        const float b = bias ? __bfloat162float(bias[n]) : 0.f;
-        out[std::int64_t(t) * N + n] = from_f32<TO>(v[0] + b);
-      }
-    }
+    if (lane == 0) gemv_item_store<M>(out, t, n, N, v, bias, ra);
   }
 }
 
-template <int T, bool SILU = false>
+template <int T, GemvMode M = GemvMode::plain, class TR = bf16>
 Status launch_rows(void* out, DType out_t, const void* x, DType x_t, const bf16* w, const bf16* bias, int N, int K,
-                   cudaStream_t s) {
+                   cudaStream_t s, const RopeAppendArgs<TR>& ra = {}) {
   return dispatch_act(out_t, [&](auto to) {
     return dispatch_act(x_t, [&](auto tx) {
       using TO = typename decltype(to)::type;
       using TX = typename decltype(tx)::type;
-      const int blocks = ceil_div(N, kWarpsPerBlock);
-      TO* o = static_cast<TO*>(out);
-      const TX* xx = static_cast<const TX*>(x);
-      const bool pf = l2_prefetch_enabled();
-      // A programmatic dependent of the previous kernel: gemv_kernel waits for it before reading x.
-      launch_dependent(gemv_kernel<T, TX, TO, SILU>, dim3(unsigned(blocks)), dim3(kWarpsPerBlock * 32), s, o, xx, w,
-                       bias, N, K, pf);
-      PIXTRAL_CUDA_LAUNCH_CHECK(gemv_kernel);
-      return Status{};
+      if constexpr (M == GemvMode::rope && !std::is_same_v<TO, TR>) {
+        return Status(ErrorCode::internal, "launch_gemv_rope: caches and qkv must share a dtype");
+      } else {
+        RopeAppendArgs<TO> r{};
+        if constexpr (M == GemvMode::rope) r = ra;
+        const int items = gemv_items(M, N, r);
+        const int blocks = ceil_div(items, kWarpsPerBlock);
+        TO* o = static_cast<TO*>(out);
+        const TX* xx = static_cast<const TX*>(x);
+        const bool pf = l2_prefetch_enabled();
+        // A programmatic dependent of the previous kernel: gemv_kernel waits for it before reading x.
+        launch_dependent(gemv_kernel<T, TX, TO, M>, dim3(unsigned(blocks)), dim3(kWarpsPerBlock * 32), s, o, xx, w,
+                         bias, N, items, K, pf, r);
+        PIXTRAL_CUDA_LAUNCH_CHECK(gemv_kernel);
+        return Status{};
+      }
     });
   });
 }
@@ -194,11 +198,25 @@ Status launch_gemv_silu(void* out, DType out_t, const void* x, DType x_t, const 
   if (!gemv_supported(T, K, x, x_t, w13))
     return Status(ErrorCode::internal, "launch_gemv_silu: unsupported shape/alignment (caller must check)");
   switch (T) {
-    case 1: return launch_rows<1, true>(out, out_t, x, x_t, w13, nullptr, int(F), int(K), s);
-    case 2: return launch_rows<2, true>(out, out_t, x, x_t, w13, nullptr, int(F), int(K), s);
-    case 3: return launch_rows<3, true>(out, out_t, x, x_t, w13, nullptr, int(F), int(K), s);
-    default: return launch_rows<4, true>(out, out_t, x, x_t, w13, nullptr, int(F), int(K), s);
+    case 1: return launch_rows<1, GemvMode::silu>(out, out_t, x, x_t, w13, nullptr, int(F), int(K), s);
+    case 2: return launch_rows<2, GemvMode::silu>(out, out_t, x, x_t, w13, nullptr, int(F), int(K), s);
+    case 3: return launch_rows<3, GemvMode::silu>(out, out_t, x, x_t, w13, nullptr, int(F), int(K), s);
+    default: return launch_rows<4, GemvMode::silu>(out, out_t, x, x_t, w13, nullptr, int(F), int(K), s);
   }
+}
+
+Status launch_gemv_rope(void* qkv, DType t, const void* x, DType x_t, const bf16* wqkv, std::int64_t K, void* k_cache,
+                        void* v_cache, DType cache_t, const int* pos, int nh, int nkv, int head_dim,
+                        const float* freq, bool halves, cudaStream_t s) {
+  if (!gemv_supported(1, K, x, x_t, wqkv) || cache_t != t || head_dim % 2)
+    return Status(ErrorCode::internal, "launch_gemv_rope: unsupported shape/alignment (caller must check)");
+  auto run = [&](auto tag) {
+    using TC = typename decltype(tag)::type;
+    RopeAppendArgs<TC> ra{static_cast<TC*>(k_cache), static_cast<TC*>(v_cache), pos, freq, nh, nkv, head_dim, halves};
+    const int N = (nh + 2 * nkv) * head_dim;
+    return launch_rows<1, GemvMode::rope, TC>(qkv, t, x, x_t, wqkv, nullptr, N, int(K), s, ra);
+  };
+  return t == DType::f32 ? run(Tag<float>{}) : run(Tag<bf16>{});
 }
 
 // PIXTRAL_CUDA_PREFETCH=1 turns the L2 prefetch on, PIXTRAL_CUDA_PDL=0 the programmatic dependent launch (A/B in

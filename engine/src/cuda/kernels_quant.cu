@@ -13,8 +13,10 @@
 // ref: llama.cpp ggml-cuda/mmvq.cu (quantized matrix-vector), kernels_gemv.cu here (the bf16 twin).
 #include <algorithm>
 #include <cstdlib>
+#include <type_traits>
 
 #include "cuda/cuda_backend.h"
+#include "cuda/gemv_modes.cuh"
 #include "cuda/kernels_quant.cuh"
 
 namespace pixtral::cuda {
@@ -229,25 +231,27 @@ __device__ __forceinline__ void accumulate(const uint4& wv, int c, const TX* __r
   }
 }
 
-// SILU = true (decode FFN, W = [w1; w3] with 2N rows): rows n and N + n together, writing silu(g) · u for
-// feature n with g and u rounded to TO first (the bits of the unfused matmul + silu_mul).
-template <int T, class TX, class TO, bool INT4, bool SILU = false>
+// One warp per work item (gemv_modes.cuh: one output row, or the two rows of a SiLU·mul feature or a RoPE pair).
+template <int T, class TX, class TO, bool INT4, GemvMode M = GemvMode::plain>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
 qgemv_kernel(TO* __restrict__ out, const TX* __restrict__ x, const std::uint8_t* __restrict__ q,
-             const float* __restrict__ scales, const bf16* __restrict__ bias, int N, int K) {
-  constexpr int R = SILU ? 2 : 1;
+             const float* __restrict__ scales, const bf16* __restrict__ bias, int N, int n_items, int K,
+             RopeAppendArgs<TO> ra) {
+  constexpr int R = gemv_rows_per_item(M);
   allow_dependents_to_launch();
   const int lane = threadIdx.x & 31;
   const int n = blockIdx.x * kWarpsPerBlock + (threadIdx.x >> 5);
-  if (n >= N) return;
+  if (n >= n_items) return;
   const int rb = INT4 ? K / 2 : K;
   const int spr = INT4 ? K / quant::kInt4Group : 1;
+  int rows[2];
+  gemv_item_rows<M>(n, N, ra, rows);
   const uint4* wrow[R];
   const float* srow[R];
 #pragma unroll
   for (int r = 0; r < R; ++r) {
-    wrow[r] = reinterpret_cast<const uint4*>(q + (std::int64_t(r) * N + n) * rb);
-    srow[r] = scales + (std::int64_t(r) * N + n) * spr;
+    wrow[r] = reinterpret_cast<const uint4*>(q + std::int64_t(rows[r]) * rb);
+    srow[r] = scales + std::int64_t(rows[r]) * spr;
   }
   const int n_chunks = rb / 16;
   float acc[R][T];
@@ -280,40 +284,39 @@ qgemv_kernel(TO* __restrict__ out, const TX* __restrict__ x, const std::uint8_t*
     for (int r = 0; r < R; ++r) accumulate<T, TX, INT4>(load_stream(wrow[r] + c), c, x, K, srow[r], acc[r]);
 #pragma unroll
   for (int t = 0; t < T; ++t) {
-    float v[R];
+    float v[2] = {0.f, 0.f};
 #pragma unroll
     for (int r = 0; r < R; ++r) {
       v[r] = warp_sum(acc[r][t]);
       if (!INT4) v[r] *= srow[r][0];
     }
-    if (lane == 0) {
-      if constexpr (SILU) {
-        out[std::int64_t(t) * N + n] = silu_mul_rounded<TO>(v[0], v[1]);
-      } else {
-        const float b = bias ? __bfloat162float(bias[n]) : 0.f;
-        out[std::int64_t(t) * N + n] = from_f32<TO>(v[0] + b);
-      }
-    }
+    if (lane == 0) gemv_item_store<M>(out, t, n, N, v, bias, ra);
   }
 }
 
-template <int T, bool SILU = false>
+template <int T, GemvMode M = GemvMode::plain, class TR = bf16>
 Status launch_rows(void* out, DType out_t, const void* x, DType x_t, const std::uint8_t* q, const float* scales,
-                   bool int4, const bf16* bias, int N, int K, cudaStream_t s) {
+                   bool int4, const bf16* bias, int N, int K, cudaStream_t s, const RopeAppendArgs<TR>& ra = {}) {
   return dispatch_act(out_t, [&](auto to) {
     return dispatch_act(x_t, [&](auto tx) {
       using TO = typename decltype(to)::type;
       using TX = typename decltype(tx)::type;
-      const int blocks = ceil_div(N, kWarpsPerBlock);
-      const dim3 grid{unsigned(blocks)}, block{kWarpsPerBlock * 32};
-      TO* o = static_cast<TO*>(out);
-      const TX* xx = static_cast<const TX*>(x);
-      if (int4)
-        launch_dependent(qgemv_kernel<T, TX, TO, true, SILU>, grid, block, s, o, xx, q, scales, bias, N, K);
-      else
-        launch_dependent(qgemv_kernel<T, TX, TO, false, SILU>, grid, block, s, o, xx, q, scales, bias, N, K);
-      PIXTRAL_CUDA_LAUNCH_CHECK(qgemv_kernel);
-      return Status{};
+      if constexpr (M == GemvMode::rope && !std::is_same_v<TO, TR>) {
+        return Status(ErrorCode::internal, "launch_qgemv_rope: caches and qkv must share a dtype");
+      } else {
+        RopeAppendArgs<TO> r{};
+        if constexpr (M == GemvMode::rope) r = ra;
+        const int items = gemv_items(M, N, r);
+        const dim3 grid{unsigned(ceil_div(items, kWarpsPerBlock))}, block{kWarpsPerBlock * 32};
+        TO* o = static_cast<TO*>(out);
+        const TX* xx = static_cast<const TX*>(x);
+        if (int4)
+          launch_dependent(qgemv_kernel<T, TX, TO, true, M>, grid, block, s, o, xx, q, scales, bias, N, items, K, r);
+        else
+          launch_dependent(qgemv_kernel<T, TX, TO, false, M>, grid, block, s, o, xx, q, scales, bias, N, items, K, r);
+        PIXTRAL_CUDA_LAUNCH_CHECK(qgemv_kernel);
+        return Status{};
+      }
     });
   });
 }
@@ -385,11 +388,26 @@ Status launch_qgemv_silu(void* out, DType out_t, const void* x, DType x_t, const
     return Status(ErrorCode::internal, "launch_qgemv_silu: unsupported shape/alignment (caller must check)");
   const bool int4 = f == Format::int4_g128;
   switch (T) {
-    case 1: return launch_rows<1, true>(out, out_t, x, x_t, q, scales, int4, nullptr, int(F), int(K), s);
-    case 2: return launch_rows<2, true>(out, out_t, x, x_t, q, scales, int4, nullptr, int(F), int(K), s);
-    case 3: return launch_rows<3, true>(out, out_t, x, x_t, q, scales, int4, nullptr, int(F), int(K), s);
-    default: return launch_rows<4, true>(out, out_t, x, x_t, q, scales, int4, nullptr, int(F), int(K), s);
+    case 1: return launch_rows<1, GemvMode::silu>(out, out_t, x, x_t, q, scales, int4, nullptr, int(F), int(K), s);
+    case 2: return launch_rows<2, GemvMode::silu>(out, out_t, x, x_t, q, scales, int4, nullptr, int(F), int(K), s);
+    case 3: return launch_rows<3, GemvMode::silu>(out, out_t, x, x_t, q, scales, int4, nullptr, int(F), int(K), s);
+    default: return launch_rows<4, GemvMode::silu>(out, out_t, x, x_t, q, scales, int4, nullptr, int(F), int(K), s);
   }
+}
+
+Status launch_qgemv_rope(void* qkv, DType t, const void* x, DType x_t, const std::uint8_t* q, const float* scales,
+                         Format f, std::int64_t K, void* k_cache, void* v_cache, DType cache_t, const int* pos, int nh,
+                         int nkv, int head_dim, const float* freq, bool halves, cudaStream_t s) {
+  if (!qgemv_supported(1, K, x, x_t, q, f) || cache_t != t || head_dim % 2)
+    return Status(ErrorCode::internal, "launch_qgemv_rope: unsupported shape/alignment (caller must check)");
+  auto run = [&](auto tag) {
+    using TC = typename decltype(tag)::type;
+    RopeAppendArgs<TC> ra{static_cast<TC*>(k_cache), static_cast<TC*>(v_cache), pos, freq, nh, nkv, head_dim, halves};
+    const int N = (nh + 2 * nkv) * head_dim;
+    return launch_rows<1, GemvMode::rope, TC>(qkv, t, x, x_t, q, scales, f == Format::int4_g128, nullptr, N, int(K),
+                                              s, ra);
+  };
+  return t == DType::f32 ? run(Tag<float>{}) : run(Tag<bf16>{});
 }
 
 // ---- CudaBackend members for quantized weights -----------------------------------------------------------------

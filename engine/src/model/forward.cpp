@@ -194,11 +194,11 @@ Status decoder_forward(ops::Backend& be, const ModelConfig& cfg, const DecoderWe
     const BlockWeights& b = w.layers[il];
     ops::Tensor k_new = kv.k[il].slice_rows(pos0, T), v_new = kv.v[il].slice_rows(pos0, T);  // (T, nkv*hd)
     if (T == 1 && b.stacked()) {
-      // Batch-1 decode: one pass over [wq; wk; wv], then k and v rows moved into the cache.
-      PX_TRY(be.matmul(s.qkv, xn, b.wqkv));
+      // Batch-1 decode: one pass over [wq; wk; wv], RoPE of q and k and the KV append (cache row = position);
+      // one kernel where the backend fuses them.
+      PX_TRY(be.matmul_rope_append_kv(s.qkv.slice_rows(0, 1), xn, b.wqkv, nh, nkv, hd, pos0, cfg.rope_theta, pairs,
+                                      kv.k[il], kv.v[il]));
       q = ops::Tensor{s.qkv.data, 1, nh * hd, s.qkv.dtype};
-      // RoPE of q and k and the KV append (cache row = position), one launch where the backend fuses them.
-      PX_TRY(be.rope_append_kv(s.qkv.slice_rows(0, 1), nh, nkv, hd, pos0, cfg.rope_theta, pairs, kv.k[il], kv.v[il]));
     } else {
       PX_TRY(be.matmul(q, xn, b.wq));
       PX_TRY(be.matmul(k_new, xn, b.wk));

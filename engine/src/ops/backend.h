@@ -198,6 +198,15 @@ class Backend {
     PIXTRAL_RETURN_IF_ERROR(scatter_rows(k_cache, Tensor{base + std::size_t(qd) * es, 1, kvd, qkv.dtype}, pos));
     return scatter_rows(v_cache, Tensor{base + std::size_t(qd + kvd) * es, 1, kvd, qkv.dtype}, pos);
   }
+  /// One decode row: qkv = x · wqkvᵀ (wqkv = [wq; wk; wv] stacked), then rope_append_kv. A backend may fuse both
+  /// (the decode GEMV rotating each pair as it finishes it) with the same bits; it then need not write qkv's k and
+  /// v parts (only q is read afterwards, the cache rows hold k and v).
+  virtual Status matmul_rope_append_kv(Tensor qkv, const Tensor& x, const Weight& wqkv, int n_heads, int n_kv_heads,
+                                       int head_dim, int position, float theta, RopePairs pairs, Tensor k_cache,
+                                       Tensor v_cache) {
+    PIXTRAL_RETURN_IF_ERROR(matmul(qkv, x, wqkv));
+    return rope_append_kv(qkv, n_heads, n_kv_heads, head_dim, position, theta, pairs, k_cache, v_cache);
+  }
   /// 2-D RoPE in place on x[N, n_heads * head_dim] (spec §6.3): pairs m < D/4 rotate by row[n] · f[2m],
   /// pairs m ≥ D/4 by col[n] · f[2(m − D/4) + 1], f[k] = 1 / theta^(2k / head_dim).
   virtual Status rope_2d(Tensor x, int n_heads, int head_dim, std::span<const int> rows, std::span<const int> cols,

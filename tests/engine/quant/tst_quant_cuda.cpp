@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/quant.h"
+#include "cuda/cuda_ext.h"
 #include "cuda_test_util.h"
 #include "ops/backend.h"
 
@@ -215,6 +216,82 @@ TEST(QuantCudaSilu, FusedEqualsUnfusedAndCpu) {
       G->free_weight(*g);
     }
   }
+}
+
+// matmul_rope_append_kv (decode: [wq; wk; wv] GEMV with RoPE of q | k and the KV append in its epilogue) for bf16,
+// int8 and int4 weights, both pair layouts, bf16 and f32 activations, the position from the host and from the
+// device decode state: q, the k cache and the v cache bit-identical to the unfused default (matmul into qkv, then
+// rope_append_kv) on the GPU. Both halves are compared with the CPU in their own tests (Matmul*, RopeAppendKv*).
+TEST(QuantCudaRope, FusedEqualsUnfused) {
+  PIXTRAL_REQUIRE_GPU();
+  auto* ext = ops::cuda_extension(*G);
+  ASSERT_NE(ext, nullptr);
+  auto cpu = ops::make_cpu_backend(1);
+  std::mt19937 rng(12);
+  struct Case { int H, Hkv, D; std::int64_t K; };
+  for (Format f : {Format::dense, Format::int8_channel, Format::int4_g128}) {
+    for (const Case c : {Case{32, 8, 128, 1024}, Case{8, 2, 64, 512}, Case{4, 4, 8, 256}}) {
+      const std::int64_t kd = std::int64_t(c.Hkv) * c.D, cols = std::int64_t(c.H) * c.D + 2 * kd, cap = 200;
+      Host wq = make_weight(c.H * c.D, c.K, 500 + c.D, "wq"), wk = make_weight(kd, c.K, 600 + c.D, "wk"),
+           wv = make_weight(kd, c.K, 700 + c.D, "wv");
+      const WeightView* parts[3] = {&wq.view, &wk.view, &wv.view};
+      auto w = G->upload_weight_stacked_quantized(parts, "wqkv", f);
+      ASSERT_TRUE(w.ok()) << w.status().to_string();
+      for (auto pairs : {ops::RopePairs::interleaved, ops::RopePairs::halves}) {
+        for (DType dt : {DType::bf16, DType::f32}) {
+          const std::string what = std::string(quant::format_name(f)) + " H=" + std::to_string(c.H) + "/" +
+                                   std::to_string(c.Hkv) + " D=" + std::to_string(c.D) + " " + dtype_name(dt) +
+                                   (pairs == ops::RopePairs::halves ? " halves" : " interleaved");
+          SCOPED_TRACE(what);
+          const int pos = int(rng() % cap);
+          const auto xv = cuda_test::random_values(rng, std::size_t(c.K));
+          const auto kh = cuda_test::random_values(rng, std::size_t(cap * kd));
+          const auto vh = cuda_test::random_values(rng, std::size_t(cap * kd));
+          auto x = cuda_test::make_pair(cpu.get(), G, 1, c.K, xv.data(), dt);
+          auto qkv = cuda_test::make_pair(cpu.get(), G, 1, cols, nullptr, dt);
+          auto kc = cuda_test::make_pair(cpu.get(), G, cap, kd, kh.data(), dt);
+          auto vc = cuda_test::make_pair(cpu.get(), G, cap, kd, vh.data(), dt);
+          Status st = G->ops::Backend::matmul_rope_append_kv(qkv->g, x->g, *w, c.H, c.Hkv, c.D, pos, 1e6f, pairs,
+                                                             kc->g, vc->g);
+          ASSERT_TRUE(st.ok()) << st.to_string();
+          const auto ref_q = download(G, qkv->g), ref_k = download(G, kc->g), ref_v = download(G, vc->g);
+          const std::vector<float> ref_qh(ref_q.begin(), ref_q.begin() + c.H * c.D);
+          for (bool device_state : {false, true}) {
+            cuda_test::reset_gpu(*qkv, nullptr);
+            cuda_test::reset_gpu(*kc, kh.data());
+            cuda_test::reset_gpu(*vc, vh.data());
+            if (device_state) {
+              ASSERT_TRUE(ext->set_decode_state(pos, 1).ok());
+              ext->set_device_state_mode(true);
+            }
+            st = G->matmul_rope_append_kv(qkv->g, x->g, *w, c.H, c.Hkv, c.D, device_state ? -1 : pos, 1e6f, pairs,
+                                          kc->g, vc->g);
+            ext->set_device_state_mode(false);
+            ASSERT_TRUE(st.ok()) << st.to_string();
+            const std::string how = device_state ? " (device state)" : "";
+            const auto got_q = download(G, qkv->g);
+            cuda_test::expect_same_bits(ref_qh, std::vector<float>(got_q.begin(), got_q.begin() + c.H * c.D),
+                                        "q" + how + " " + what);
+            cuda_test::expect_same_bits(ref_k, download(G, kc->g), "k cache" + how + " " + what);
+            cuda_test::expect_same_bits(ref_v, download(G, vc->g), "v cache" + how + " " + what);
+          }
+        }
+      }
+      G->free_weight(*w);
+    }
+  }
+  // A position outside the cache is refused with the op's name.
+  Host w1 = make_weight(8 * 3, 256, 1, "wqkv");
+  auto w = G->upload_weight(w1.view);
+  ASSERT_TRUE(w.ok());
+  auto x = cuda_test::make_pair(cpu.get(), G, 1, 256, nullptr);
+  auto qkv = cuda_test::make_pair(cpu.get(), G, 1, 8 * 3, nullptr);
+  auto kc = cuda_test::make_pair(cpu.get(), G, 4, 8, nullptr);
+  auto vc = cuda_test::make_pair(cpu.get(), G, 4, 8, nullptr);
+  const Status bad = G->matmul_rope_append_kv(qkv->g, x->g, *w, 1, 1, 8, 4, 1e6f, ops::RopePairs::halves, kc->g, vc->g);
+  EXPECT_EQ(bad.code(), ErrorCode::invalid_argument) << bad.to_string();
+  EXPECT_NE(bad.message().find("matmul_rope_append_kv"), std::string::npos) << bad.message();
+  G->free_weight(*w);
 }
 
 INSTANTIATE_TEST_SUITE_P(Formats, QuantCuda, ::testing::Values(Format::int8_channel, Format::int4_g128),
