@@ -540,7 +540,8 @@ int run(const Options& o) {
     j["plan"] = {{"precision", precision_name(plan.precision)}, {"context", plan.context},
                  {"prefill_rows", plan.prefill_rows}, {"weight_bytes", double(plan.weight_bytes)},
                  {"linear_bytes", double(plan.linear_bytes)}, {"output_bytes", double(plan.output_bytes)},
-                 {"embedding_bytes", double(plan.embedding_bytes)}, {"vision_bytes", double(plan.vision_bytes)},
+                 {"embedding_bytes", double(plan.embedding_bytes)}, {"host_bytes", double(plan.host_bytes)},
+                 {"vision_bytes", double(plan.vision_bytes)},
                  {"kv_bytes", double(plan.kv_bytes)}, {"scratch_bytes", double(plan.scratch_bytes)},
                  {"vision_activation_bytes", double(plan.vision_activation_bytes)},
                  {"reserve_bytes", double(plan.reserve_bytes)}, {"total_bytes", double(plan.total_bytes)},
@@ -580,10 +581,10 @@ int run(const Options& o) {
   std::printf("pixtral bench — %s, %s, %s\n", ceil->card.c_str(),
               o.model_dir.empty() ? (o.tiny ? "synthetic tiny weights" : "synthetic Pixtral-12B weights") : o.model_dir.c_str(), precision.c_str());
   std::printf("memory plan: %s\n", plan.summary().c_str());
-  std::printf("  weights %.2f GB (decoder linear %.2f, head %.2f, embedding %.2f, vision %.2f); KV %.2f GB for %d tokens;"
-              " scratch %.2f GB (%d-row chunks); vision activations %.2f GB; reserve %.2f GB\n",
+  std::printf("  weights %.2f GB (decoder linear %.2f, head %.2f, embedding %.2f, vision %.2f; in host memory %.2f);"
+              " KV %.2f GB for %d tokens; scratch %.2f GB (%d-row chunks); vision activations %.2f GB; reserve %.2f GB\n",
               plan.weight_bytes / 1e9, plan.linear_bytes / 1e9, plan.output_bytes / 1e9, plan.embedding_bytes / 1e9,
-              plan.vision_bytes / 1e9, plan.kv_bytes / 1e9, plan.context, plan.scratch_bytes / 1e9, plan.prefill_rows,
+              plan.vision_bytes / 1e9, plan.host_bytes / 1e9, plan.kv_bytes / 1e9, plan.context, plan.scratch_bytes / 1e9, plan.prefill_rows,
               plan.vision_activation_bytes / 1e9, plan.reserve_bytes / 1e9);
   std::printf("workload: %d prompt tokens (1 image %dx%d + %d-token question), %d greedy tokens, follow-up %d rows\n",
               prompt_tokens, side, side, q1_tokens, n_decode, followup_new);

@@ -36,6 +36,7 @@ CudaBackend::~CudaBackend() {
                      &quant_src_, &sample_ws_})
     if (s->ptr) cudaFree(s->ptr);
   if (staging_host_) cudaFreeHost(staging_host_);
+  for (auto& [dev, host] : host_weights_) cudaFreeHost(host);
   if (decode_host_) cudaFreeHost(decode_host_);
   if (sample_host_) cudaFreeHost(sample_host_);
   for (auto& e : decode_done_)
@@ -272,7 +273,48 @@ Result<ops::Weight> CudaBackend::upload_weight_stacked(std::span<const WeightVie
   return out;
 }
 
+Result<ops::Weight> CudaBackend::upload_weight_host(const WeightView& w) {
+  // Pinned, mapped host memory the kernels read directly (the embedding gather: one row per decoded token crosses
+  // the bus; a prefill chunk's rows in one pass). Where the host cannot pin that much: on the device as usual
+  // (the load's device-memory check then counts it; the memory plan had assumed host memory).
+  const std::size_t n = std::size_t(w.numel());
+  void* host = nullptr;
+  if (cudaHostAlloc(&host, n * 2, cudaHostAllocMapped) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return upload_weight(w);
+  }
+  auto* dst = static_cast<std::uint16_t*>(host);
+  if (w.dtype == DType::bf16) {
+    std::memcpy(dst, w.data, n * 2);
+  } else {  // f16/f32 checkpoints: rounded to bf16 as upload_weight does on the device
+    for (std::size_t i = 0; i < n; ++i) {
+      const float v = w.dtype == DType::f32 ? static_cast<const float*>(w.data)[i]
+                                            : f16_to_f32(static_cast<const std::uint16_t*>(w.data)[i]);
+      dst[i] = f32_to_bf16(v);
+    }
+  }
+  void* dev = nullptr;
+  if (const cudaError_t e = cudaHostGetDevicePointer(&dev, host, 0); e != cudaSuccess) {
+    cudaFreeHost(host);
+    return cuda_error(e, "cudaHostGetDevicePointer", __FILE__, __LINE__);
+  }
+  host_weights_[dev] = host;
+  ops::Weight out;
+  out.data = dev;
+  out.dtype = DType::bf16;
+  out.rows = w.rows();
+  out.cols = w.cols();
+  out.name = w.name;
+  return out;
+}
+
 void CudaBackend::free_weight(ops::Weight& w) {
+  if (auto it = host_weights_.find(w.data); it != host_weights_.end()) {
+    cudaFreeHost(it->second);
+    host_weights_.erase(it);
+    w.data = nullptr;
+    return;
+  }
   device_free(const_cast<void*>(w.data), w.quantized() ? quantized_alloc_bytes(w.format, w.rows, w.cols)
                                                        : std::size_t(w.rows * w.cols) * 2);
   w.data = nullptr;

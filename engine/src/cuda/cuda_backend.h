@@ -7,6 +7,7 @@
 #pragma once
 
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "cuda/common.cuh"
@@ -36,6 +37,7 @@ class CudaBackend final : public ops::Backend, public ops::CudaExtension {
   void free(ops::Tensor& t) override;
   Result<ops::Weight> upload_weight(const WeightView& w) override;
   void free_weight(ops::Weight& w) override;
+  Result<ops::Weight> upload_weight_host(const WeightView& w) override;
   Result<ops::Weight> upload_weight_stacked(std::span<const WeightView* const> parts,
                                             const std::string& name) override;
   // Quantized weights (kernels_quant.cu): uploaded as bf16 row chunks, quantized on the device.
@@ -129,6 +131,7 @@ class CudaBackend final : public ops::Backend, public ops::CudaExtension {
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
   Scratch cublas_ws_, convert_, im2col_, pixels_, attn_ws_, staging_dev_;
+  std::unordered_map<const void*, void*> host_weights_;  // upload_weight_host: device pointer -> pinned host block
   Scratch sample_ws_;             // device sampler workspace (cuda_sample.cu)
   int* sample_host_ = nullptr;    // pinned: the sampled token
   Scratch dequant_, quant_src_;  // quantized weights: prefill dequantization tile, bf16 rows being quantized

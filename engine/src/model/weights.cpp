@@ -17,13 +17,15 @@ struct Uploader {
   std::size_t total = 0;
   std::vector<ops::Weight*> created;
 
-  Status bind(ops::Weight& dst, const std::string& name, ops::WeightFormat format = ops::WeightFormat::dense) {
+  Status bind(ops::Weight& dst, const std::string& name, ops::WeightFormat format = ops::WeightFormat::dense,
+              bool host = false) {
     if (!ckpt.has_tensor(name)) return {ErrorCode::not_found, "missing tensor " + name};
     const WeightView& v = ckpt.tensor(name);
     std::optional<ops::Weight> cached = find(name, v.rows(), v.cols(), format, v.dtype);
     auto w = cached                                  ? Result<ops::Weight>(std::move(*cached))
-             : format == ops::WeightFormat::dense ? backend.upload_weight(v)
-                                                  : backend.upload_weight_quantized(v, format);
+             : format != ops::WeightFormat::dense ? backend.upload_weight_quantized(v, format)
+             : host                               ? backend.upload_weight_host(v)
+                                                  : backend.upload_weight(v);
     if (!w.ok()) return w.status().with_context("uploading " + name);
     dst = std::move(w.value());
     dst.name = name;
@@ -113,10 +115,12 @@ WeightOptions weight_options(Precision p) {
     case Precision::int8:
       o.linear = ops::WeightFormat::int8_channel;
       o.output = ops::WeightFormat::int8_channel;
+      o.embedding_on_host = true;  // the small-GPU precisions: 1.25 GiB of Pixtral-12B's device memory back
       break;
     case Precision::int4:
       o.linear = ops::WeightFormat::int4_g128;
       o.output = ops::WeightFormat::int8_channel;  // the head in int8: see pixtral::Precision
+      o.embedding_on_host = true;
       break;
   }
   return o;
@@ -132,7 +136,8 @@ Result<ModelWeights> upload_weights(ops::Backend& backend, const Checkpoint& ckp
 
   auto run = [&]() -> Status {
     // Decoder first: the large part, and what text-only use needs.
-    PIXTRAL_RETURN_IF_ERROR(up.bind(w.decoder.tok_embeddings, "tok_embeddings.weight"));
+    PIXTRAL_RETURN_IF_ERROR(up.bind(w.decoder.tok_embeddings, "tok_embeddings.weight", ops::WeightFormat::dense,
+                                    options.embedding_on_host));
     w.decoder.layers.resize(std::size_t(cfg.n_layers));
     for (int il = 0; il < cfg.n_layers; ++il)
       PIXTRAL_RETURN_IF_ERROR(

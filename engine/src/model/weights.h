@@ -58,6 +58,7 @@ using UploadProgress = std::function<bool(std::size_t done, std::size_t total, c
 struct WeightOptions {
   ops::WeightFormat linear = ops::WeightFormat::dense;  ///< wq wk wv wo w1 w2 w3 of every decoder layer
   ops::WeightFormat output = ops::WeightFormat::dense;  ///< the output head (lm_head)
+  bool embedding_on_host = false;  ///< tok_embeddings through Backend::upload_weight_host (int8/int4)
 };
 /// The formats a precision stands for (automatic → bf16 until the memory planner exists; int4 keeps the output
 /// head in int8 — see pixtral::Precision).

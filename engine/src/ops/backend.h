@@ -114,6 +114,9 @@ class Backend {
   /// Make a weight usable by this backend (CPU: view the mmap in place; CUDA: upload, converting to bf16).
   virtual Result<Weight> upload_weight(const WeightView& w) = 0;
   virtual void free_weight(Weight& w) = 0;
+  /// A weight only gathered from (the embedding table), which the backend may keep in host memory it can read
+  /// directly (CUDA: pinned, mapped; one row crosses the bus per decoded token). Default: upload_weight.
+  virtual Result<Weight> upload_weight_host(const WeightView& w) { return upload_weight(w); }
   /// Upload several weights with the same column count stacked by rows into one ([Σ rows, cols]) — used for
   /// fused projections (wq|wk|wv, w1|w3) so a batch-1 step reads them in one pass. Backends that gain nothing
   /// (the CPU views the mmap in place) return `unsupported` and the model keeps separate products.

@@ -72,6 +72,7 @@ std::string plan_line(const MemoryPlan& p) {
     << format_gib(p.kv_bytes) << " (" << p.context << " tokens) + working "
     << format_gib(p.scratch_bytes + p.vision_activation_bytes + p.reserve_bytes) << " = "
     << format_gib(p.total_bytes);
+  if (p.host_bytes) s << " (+ " << format_gib(p.host_bytes) << " of embeddings in host memory)";
   return s.str();
 }
 
@@ -160,7 +161,7 @@ MemoryPlan plan_at(const ModelConfig& cfg, std::span<const PlanTensor> tensors, 
     switch (k) {
       case Kind::linear: plan.linear_bytes += b; break;
       case Kind::output: plan.output_bytes += b; break;
-      case Kind::embedding: plan.embedding_bytes += b; break;
+      case Kind::embedding: (wo.embedding_on_host && t.cuda ? plan.host_bytes : plan.embedding_bytes) += b; break;
       case Kind::vision: plan.vision_bytes += b; break;
       case Kind::norm: plan.norm_bytes += b; break;
     }

@@ -131,6 +131,52 @@ TEST_F(CudaOps, EmbedAndWeightConversion) {
   }
 }
 
+// upload_weight_host (int8/int4 loads keep the embedding table in pinned host memory): the gather reads it over the
+// bus with the same values as a device table, from host ids and from the decode state (graph replay), and the
+// table takes no device memory.
+TEST_F(CudaOps, EmbedFromHostMemory) {
+  PIXTRAL_REQUIRE_GPU();
+  auto* ext = ops::cuda_extension(*G);
+  ASSERT_NE(ext, nullptr);
+  const std::int64_t V = 300, D = 5120;
+  std::vector<std::uint16_t> bits(std::size_t(V * D));
+  const auto vals = random_values(rng_, bits.size(), 2.0f);
+  for (std::size_t i = 0; i < bits.size(); ++i) bits[i] = f32_to_bf16(vals[i]);
+  const WeightView view{"tok_embeddings.weight", bits.data(), DType::bf16, {V, D}};
+  const std::size_t before = ext->allocated_bytes();
+  auto host = G->upload_weight_host(view);
+  ASSERT_TRUE(host.ok()) << host.status().to_string();
+  EXPECT_LT(ext->allocated_bytes() - before, std::size_t(V * D * 2) / 8) << "the table went to the device";
+  auto dev = G->upload_weight(view);
+  ASSERT_TRUE(dev.ok());
+  const std::vector<int> ids = {299, 0, 17, 17, 150};
+  auto a = G->alloc(std::int64_t(ids.size()), D, DType::bf16, "embed a");
+  auto b = G->alloc(std::int64_t(ids.size()), D, DType::bf16, "embed b");
+  ASSERT_TRUE(a.ok() && b.ok());
+  ASSERT_TRUE(G->embed(*a, *host, ids).ok());
+  ASSERT_TRUE(G->embed(*b, *dev, ids).ok());
+  expect_same_bits(download(G, *b), download(G, *a), "embed from host memory");
+  std::vector<float> want(ids.size() * std::size_t(D));
+  for (std::size_t t = 0; t < ids.size(); ++t)
+    for (std::int64_t d = 0; d < D; ++d) want[t * D + d] = bf16_to_f32(bits[std::size_t(ids[t] * D + d)]);
+  expect_close(want, download(G, *a), kExact, "embed from host memory vs table");
+  // Token from the decode state, as the replayed decode step reads it.
+  const int tok[1] = {42};
+  ASSERT_TRUE(ext->set_decode_tokens(tok).ok());
+  ext->set_device_state_mode(true);
+  const Status st = G->embed(a->slice_rows(0, 1), *host, tok);
+  ext->set_device_state_mode(false);
+  ASSERT_TRUE(st.ok()) << st.to_string();
+  const auto row = download(G, a->slice_rows(0, 1));
+  for (std::int64_t d = 0; d < D; ++d)
+    ASSERT_EQ(row[std::size_t(d)], bf16_to_f32(bits[std::size_t(42 * D + d)])) << "device-state token, dim " << d;
+  G->free(*a);
+  G->free(*b);
+  G->free_weight(*dev);
+  G->free_weight(*host);
+  EXPECT_EQ(host->data, nullptr);
+}
+
 TEST_F(CudaOps, RmsNormAndFusedResidual) {
   PIXTRAL_REQUIRE_GPU();
   for (std::int64_t T : {1, 3, 33}) {

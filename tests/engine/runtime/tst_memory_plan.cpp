@@ -73,7 +73,9 @@ TEST(MemoryPlan, FullSizeBytesMatchTheConfig) {
     EXPECT_EQ(m.linear_bytes, linear);
     // The head: bf16, or int8 for both int8 and int4 (pixtral::Precision).
     EXPECT_EQ(m.output_bytes, p == Precision::bf16 ? 2 * V * D : int8_bytes({V, D}));
-    EXPECT_EQ(m.embedding_bytes, 2 * V * D);
+    // The embedding table: on the device in bf16; int8/int4 keep it in pinned host memory (not in the device total).
+    EXPECT_EQ(m.embedding_bytes, p == Precision::bf16 ? 2 * V * D : 0);
+    EXPECT_EQ(m.host_bytes, p == Precision::bf16 ? 0 : 2 * V * D);
     EXPECT_EQ(m.vision_bytes, 2 * vision_params(c));
     EXPECT_EQ(m.norm_bytes, 2 * (2 * D * c.n_layers + D));
     // KV cache: every layer's K and V, n_kv_heads × head_dim per token, bf16 on CUDA.
@@ -113,6 +115,9 @@ TEST(MemoryPlan, IssueTargetsFit) {
   const MemoryPlan int8_16 = plan_for(c, tensors, Precision::int8, 8192, card(16 * GiB));
   EXPECT_TRUE(int8_16.fits) << int8_16.summary();
   EXPECT_GE(int8_16.max_context, 8192);
+  // Also with "12 GB" and "16 GB" read as decimal gigabytes (12e9, 16e9 bytes).
+  EXPECT_TRUE(plan_for(c, tensors, Precision::int4, 16384, card(12'000'000'000ull)).fits);
+  EXPECT_TRUE(plan_for(c, tensors, Precision::int8, 8192, card(16'000'000'000ull)).fits);
   // bf16 does not fit a 24 GiB card at all; int8 with 16k does not fit 16 GiB.
   const MemoryPlan bf16_24 = plan_for(c, tensors, Precision::bf16, 4096, card(24 * GiB));
   EXPECT_FALSE(bf16_24.fits);
