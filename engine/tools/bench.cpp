@@ -57,16 +57,21 @@ struct Options {
   int context = 8192;
   Device device = Device::cuda;
   bool tiny = false;
+  QuantCache quant_cache = QuantCache::automatic;
+  std::string write_model;  ///< --write-model DIR: write the synthetic checkpoint there and exit
 };
 
 const char* kBenchUsage =
     "usage: pixtral bench [--model DIR] [--precision auto|bf16|int8|int4] [--quick] [--json] [--context N]\n"
-    "                     [--accuracy N]\n"
+    "                     [--accuracy N] [--quant-cache auto|off] [--write-model DIR]\n"
     "  without --model: synthetic full-size Pixtral-12B weights (random bf16, quantized on the GPU for int8/int4)\n"
     "  --precision: decoder weight storage (default auto: the memory planner's choice for this GPU)\n"
     "  --context N: the session's KV-cache length in tokens (default 8192; the workload needs 4356)\n"
     "  --accuracy N: int8/int4 next-token KL divergence and top-1 agreement vs bf16 on N prompts\n"
-    "                (default 8; 0 with --quick; needs memory for a bf16 copy as well)\n";
+    "                (default 8; 0 with --quick; needs memory for a bf16 copy as well)\n"
+    "  --quant-cache off: with --model, quantize on load without reading or writing the cache file\n"
+    "  --write-model DIR: write the synthetic weights as a real model folder (params.json, tekken.json,\n"
+    "                consolidated.safetensors; ~25 GB) and exit — then time loading it with --model DIR\n";
 
 int bench_fail(int code, const std::string& msg) {
   std::fprintf(stderr, "pixtral bench: %s\n", msg.c_str());
@@ -363,12 +368,16 @@ int run(const Options& o) {
     LoadOptions lo;
     lo.device = o.device;
     lo.precision = o.precision;
+    lo.quant_cache = o.quant_cache;
     const auto t0 = Clock::now();
     auto m = Model::load(o.model_dir, lo);
     if (!m.ok()) return bench_fail(3, m.status().message());
     model = std::move(m.value());
     if (auto s = model->impl().backend->synchronize(); !s.ok()) return bench_fail(4, s.message());
     upload_ms = ms_between(t0, Clock::now());
+    const ModelInfo& li = model->info();
+    note(o, "loaded in " + std::to_string(int(upload_ms)) + " ms, " + li.precision + ", quantized-weights cache: " +
+                (li.quant_cache.empty() ? "-" : li.quant_cache));
   }
   const Model::Impl& mi = model->impl();
   ops::Backend& be = *mi.backend;
@@ -637,6 +646,11 @@ int run_bench(int argc, char** argv) {
     } else if (a == "--device" && value(v)) {
       if (v != "cpu" && v != "cuda") return bench_fail(2, "--device cpu|cuda");
       o.device = v == "cpu" ? Device::cpu : Device::cuda;
+    } else if (a == "--quant-cache" && value(v)) {
+      if (v != "auto" && v != "off") return bench_fail(2, "--quant-cache auto|off");
+      o.quant_cache = v == "off" ? QuantCache::off : QuantCache::automatic;
+    } else if (a == "--write-model" && value(v)) {
+      o.write_model = v;
     } else if (a == "--tiny") {
       o.tiny = true;
     } else if (a == "--help" || a == "-h") {
@@ -645,6 +659,16 @@ int run_bench(int argc, char** argv) {
     } else {
       return bench_fail(2, "unknown or incomplete option " + a + "\n" + kBenchUsage);
     }
+  }
+  if (!o.write_model.empty()) {
+    SyntheticOptions so;
+    if (o.tiny) so.config = tiny_config();
+    const auto t0 = Clock::now();
+    const Status s = write_synthetic_checkpoint(o.write_model, so);
+    if (!s.ok()) return bench_fail(3, s.message());
+    std::printf("wrote %s (synthetic %s weights) in %.1f s\n", o.write_model.c_str(), o.tiny ? "tiny" : "Pixtral-12B",
+                ms_between(t0, Clock::now()) / 1e3);
+    return 0;
   }
   return run(o);
 }

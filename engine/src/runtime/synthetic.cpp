@@ -211,6 +211,101 @@ ModelConfig pixtral_12b_config() {
   return c;
 }
 
+namespace {
+
+struct Pools {
+  std::shared_ptr<std::vector<std::uint16_t>> values, norms;
+};
+
+// Steps 1–2: params.json, tekken.json and a sparse consolidated.safetensors written to `dir` and opened into
+// impl (checkpoint + tokenizer); then the random host pools, every tensor view pointed at its own offset.
+Status open_synthetic(const fs::path& dir, const SyntheticOptions& o, Model::Impl& impl, Pools& pools,
+                      double* fill_ms) {
+  const ModelConfig& cfg = o.config;
+  PIXTRAL_RETURN_IF_ERROR(write_file(dir / "params.json", params_json(cfg).dump(2)));
+  PIXTRAL_RETURN_IF_ERROR(write_file(dir / "tekken.json", tekken_json(cfg)));
+  PIXTRAL_RETURN_IF_ERROR(write_sparse_safetensors(dir / "consolidated.safetensors", cfg));
+  auto ckpt = Checkpoint::open(dir.string());
+  if (!ckpt.ok()) return ckpt.status().with_context("synthetic checkpoint");
+  auto tok = Tokenizer::load((dir / "tekken.json").string());
+  if (!tok.ok()) return tok.status().with_context("synthetic tokenizer");
+  impl.ckpt = std::move(ckpt.value());
+  impl.tokenizer = std::make_unique<Tokenizer>(std::move(tok.value()));
+
+  // Random host pools; every tensor views its own offset (norm scales view the ≈1 pool).
+  const auto t_fill = Clock::now();
+  std::int64_t max_numel = 0, max_norm = 1;
+  for (const auto& [name, v] : impl.ckpt.tensors()) {
+    max_numel = std::max(max_numel, v.numel());
+    if (v.shape.size() == 1) max_norm = std::max(max_norm, v.numel());
+  }
+  const std::size_t spread = std::size_t(std::max<std::int64_t>(max_numel / 16, 1 << 16));
+  pools.values = std::make_shared<std::vector<std::uint16_t>>((std::size_t(max_numel) + spread + 7) & ~std::size_t(7));
+  pools.norms = std::make_shared<std::vector<std::uint16_t>>(std::size_t(max_norm));
+  std::vector<std::uint16_t>& pool = *pools.values;
+  fill_uniform(pool, o.seed, 0.0f, 0.02f * 1.7320508f);  // std 0.02 (a common init range)
+  fill_uniform(*pools.norms, o.seed ^ 0x5eed, 1.0f, 0.1f);
+  const int eos = impl.tokenizer->special().eos;
+  for (const auto& [name, v] : impl.ckpt.tensors()) {
+    // The checkpoint's own views are re-pointed (the Impl map is not const; only the accessor is).
+    auto& view = const_cast<WeightView&>(v);
+    const bool is_norm = v.shape.size() == 1 && name.find("norm.weight") != std::string::npos;
+    if (is_norm || name == "vision_encoder.ln_pre.weight") {
+      view.data = pools.norms->data();
+      continue;
+    }
+    const std::size_t room = pool.size() - std::size_t(v.numel());
+    const std::size_t off = (name_hash(name) % (room + 1)) & ~std::size_t(7);
+    view.data = pool.data() + off;
+    if (name == "output.weight" && eos >= 0 && eos < v.rows()) {
+      // Scale the eos row down (logit ≈ 0 against a spread of ≈ ±6): greedy never stops early.
+      std::uint16_t* row = pool.data() + off + std::size_t(eos) * std::size_t(v.cols());
+      for (std::int64_t i = 0; i < v.cols(); ++i) row[i] = f32_to_bf16(bf16_to_f32(row[i]) * (1.0f / 1024));
+    }
+  }
+  if (fill_ms) *fill_ms = ms_since(t_fill);
+  return {};
+}
+
+}  // namespace
+
+Status write_synthetic_checkpoint(const std::string& dir, const SyntheticOptions& o) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) return {ErrorCode::io, "cannot create " + dir + ": " + ec.message()};
+  Model::Impl impl;
+  Pools pools;
+  PIXTRAL_RETURN_IF_ERROR(open_synthetic(dir, o, impl, pools, nullptr));
+  // The sparse file's header stays; every tensor's bytes are written at its offset (expected_tensors order, as
+  // write_sparse_safetensors laid them out).
+  const fs::path path = fs::path(dir) / "consolidated.safetensors";
+  const int fd = ::open(path.c_str(), O_WRONLY);
+  if (fd < 0) return {ErrorCode::io, "cannot open " + path.string() + " for writing"};
+  std::uint64_t header_len = 0;
+  {
+    std::ifstream in(path, std::ios::binary);
+    unsigned char b[8] = {};
+    in.read(reinterpret_cast<char*>(b), 8);
+    for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | b[i];
+  }
+  std::uint64_t off = 8 + header_len;
+  for (const io::ExpectedTensor& t : io::expected_tensors(o.config)) {
+    const WeightView& v = impl.ckpt.tensor(t.name);
+    const char* p = static_cast<const char*>(v.data);
+    std::uint64_t left = std::uint64_t(v.numel()) * 2;
+    while (left > 0) {
+      const ssize_t n = ::pwrite(fd, p, std::min<std::uint64_t>(left, 1ull << 30), off_t(off));
+      if (n <= 0) {
+        ::close(fd);
+        return {ErrorCode::io, "writing " + path.string() + " failed (disk full?) at " + t.name};
+      }
+      p += n, off += std::uint64_t(n), left -= std::uint64_t(n);
+    }
+  }
+  if (::close(fd) != 0) return {ErrorCode::io, "closing " + path.string() + " failed"};
+  return {};
+}
+
 Result<std::shared_ptr<Model>> make_synthetic_model(const SyntheticOptions& o, SyntheticStats* stats) {
   SyntheticStats st_local;
   SyntheticStats& st = stats ? *stats : st_local;
@@ -218,64 +313,17 @@ Result<std::shared_ptr<Model>> make_synthetic_model(const SyntheticOptions& o, S
   if (cfg.vocab_size < 1000 + 256)
     return Status(ErrorCode::invalid_argument, "synthetic model: vocab_size must be at least 1256");
 
-  // 1. A temporary checkpoint folder (sparse data), opened and validated, then deleted.
+  // 1–2. A temporary checkpoint folder (sparse data), opened and validated, then deleted; the random views.
   const char* tmp = std::getenv("TMPDIR");
   std::string templ = std::string(tmp && *tmp ? tmp : "/tmp") + "/pixtral-synthetic-XXXXXX";
   if (!::mkdtemp(templ.data())) return Status(ErrorCode::io, "cannot create a temporary folder " + templ);
-  const fs::path dir = templ;
-  auto auto_remove = [&] {
-    std::error_code ec;
-    fs::remove_all(dir, ec);
-  };
   auto impl = std::make_unique<Model::Impl>();
-  {
-    Status s = write_file(dir / "params.json", params_json(cfg).dump(2));
-    if (s.ok()) s = write_file(dir / "tekken.json", tekken_json(cfg));
-    if (s.ok()) s = write_sparse_safetensors(dir / "consolidated.safetensors", cfg);
-    if (!s.ok()) {
-      auto_remove();
-      return s;
-    }
-    auto ckpt = Checkpoint::open(dir.string());
-    auto tok = ckpt.ok() ? Tokenizer::load((dir / "tekken.json").string()) : Result<Tokenizer>(ckpt.status());
-    auto_remove();
-    if (!ckpt.ok()) return ckpt.status().with_context("synthetic checkpoint");
-    if (!tok.ok()) return tok.status().with_context("synthetic tokenizer");
-    impl->ckpt = std::move(ckpt.value());
-    impl->tokenizer = std::make_unique<Tokenizer>(std::move(tok.value()));
-  }
-
-  // 2. Random host pools; every tensor views its own offset (norm scales view the ≈1 pool).
-  const auto t_fill = Clock::now();
-  std::int64_t max_numel = 0, max_norm = 1;
-  for (const auto& [name, v] : impl->ckpt.tensors()) {
-    max_numel = std::max(max_numel, v.numel());
-    if (v.shape.size() == 1) max_norm = std::max(max_norm, v.numel());
-  }
-  const std::size_t spread = std::size_t(std::max<std::int64_t>(max_numel / 16, 1 << 16));
-  auto pool = std::make_shared<std::vector<std::uint16_t>>((std::size_t(max_numel) + spread + 7) & ~std::size_t(7));
-  auto norm_pool = std::make_shared<std::vector<std::uint16_t>>(std::size_t(max_norm));
-  fill_uniform(*pool, o.seed, 0.0f, 0.02f * 1.7320508f);  // std 0.02 (a common init range)
-  fill_uniform(*norm_pool, o.seed ^ 0x5eed, 1.0f, 0.1f);
-  const int eos = impl->tokenizer->special().eos;
-  for (const auto& [name, v] : impl->ckpt.tensors()) {
-    // The checkpoint's own views are re-pointed (the Impl map is not const; only the accessor is).
-    auto& view = const_cast<WeightView&>(v);
-    const bool is_norm = v.shape.size() == 1 && name.find("norm.weight") != std::string::npos;
-    if (is_norm || name == "vision_encoder.ln_pre.weight") {
-      view.data = norm_pool->data();
-      continue;
-    }
-    const std::size_t room = pool->size() - std::size_t(v.numel());
-    const std::size_t off = (name_hash(name) % (room + 1)) & ~std::size_t(7);
-    view.data = pool->data() + off;
-    if (name == "output.weight" && eos >= 0 && eos < v.rows()) {
-      // Scale the eos row down (logit ≈ 0 against a spread of ≈ ±6): greedy never stops early.
-      std::uint16_t* row = pool->data() + off + std::size_t(eos) * std::size_t(v.cols());
-      for (std::int64_t i = 0; i < v.cols(); ++i) row[i] = f32_to_bf16(bf16_to_f32(row[i]) * (1.0f / 1024));
-    }
-  }
-  st.fill_ms = ms_since(t_fill);
+  Pools pools;
+  const Status opened = open_synthetic(templ, o, *impl, pools, &st.fill_ms);
+  std::error_code ec;
+  fs::remove_all(templ, ec);
+  if (!opened.ok()) return opened;
+  std::shared_ptr<std::vector<std::uint16_t>> pool = pools.values, norm_pool = pools.norms;
 
   // 3. Backend and the normal upload path.
   std::string fallback;

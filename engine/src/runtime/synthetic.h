@@ -41,4 +41,9 @@ struct SyntheticStats {
 /// lives until the process exits.
 Result<std::shared_ptr<Model>> make_synthetic_model(const SyntheticOptions& o, SyntheticStats* stats = nullptr);
 
+/// The same random weights written as a real model folder `dir` (created if needed): params.json, tekken.json and
+/// a dense consolidated.safetensors of o.config (≈ 25 GB for Pixtral-12B) that Model::load opens like a user's
+/// checkpoint — to time loading and quantizing from files (pixtral bench --write-model). Errors name the file.
+Status write_synthetic_checkpoint(const std::string& dir, const SyntheticOptions& o);
+
 }  // namespace pixtral

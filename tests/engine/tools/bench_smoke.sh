@@ -4,7 +4,7 @@
 # multiples of 128): every precision runs; auto resolves to bf16 on the CPU; the plan is reported; the decode floor
 # counts the bytes read per token in the loaded format (int4 < int8 < bf16) and the figure's floor is computed from
 # them; int8/int4 report KL divergence and top-1 agreement against bf16 (int4 further from bf16 than int8); a bad
-# precision is exit 2. Usage: bench_smoke.sh PIXTRAL
+# precision is exit 2; a folder written by --write-model loads with --model. Usage: bench_smoke.sh PIXTRAL
 set -u
 PIXTRAL=$1
 fail=0
@@ -50,6 +50,26 @@ assert a4["mean_kl"] > a8["mean_kl"], (a8, a4)
 assert "accuracy_vs_bf16" not in r["bf16"]
 print("bench --precision: auto/bf16/int8/int4 ran; plans, byte floors and accuracy consistent")
 PY
+# --write-model: the tiny synthetic weights as a real folder, then loaded with --model (quantized on load, no
+# cache file) at an explicit --context: the plan printed is for that context.
+if "$PIXTRAL" bench --tiny --write-model "$dir/model" > "$dir/write.out" 2>&1 &&
+   "$PIXTRAL" bench --device cpu --model "$dir/model" --quick --json --precision int8 --quant-cache off \
+     --context 512 > "$dir/loaded.json" 2> "$dir/loaded.err"; then
+  python3 - "$dir" <<'PY' || fail=1
+import json, os, sys
+d = sys.argv[1]
+files = sorted(os.listdir(f"{d}/model"))
+assert files == ["consolidated.safetensors", "params.json", "tekken.json"], files  # no cache file written
+j = json.load(open(f"{d}/loaded.json"))
+assert j["model"] == f"{d}/model" and j["precision"] == "int8", (j["model"], j["precision"])
+assert j["plan"]["context"] == 512, j["plan"]
+fig = {f["figure"]: f for f in j["figures"]}
+assert fig["decode"]["value"] > 0 and fig["weight_upload"]["value"] > 0, fig
+print("bench --write-model / --model: the written folder loads, quantized on load, planned at --context")
+PY
+else
+  echo "bench --write-model / --model failed:"; cat "$dir/write.out" "$dir/loaded.err" 2>/dev/null; fail=1
+fi
 "$PIXTRAL" bench --device cpu --tiny --quick --precision fp8 > /dev/null 2>&1
 [ $? -eq 2 ] || { echo "bench --precision fp8: expected exit 2"; fail=1; }
 exit $fail
