@@ -82,6 +82,21 @@ __device__ __forceinline__ float from_f32<float>(float x) { return x; }
 template <>
 __device__ __forceinline__ bf16 from_f32<bf16>(float x) { return __float2bfloat16_rn(x); }  // RNE, as torch
 
+/// Asks L2 for one 128-byte line; unlike a load it ties up no register, so a warp can keep more in flight than its
+/// registers hold (the optional prefetch of the GEMVs and of decode attention).
+__device__ __forceinline__ void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
+
+/// The 8 bf16 values of a 16-byte load, to fp32 (the GEMVs, the row kernels, decode attention).
+__device__ __forceinline__ void bf16x8_to_f32(const uint4& u, float f[8]) {
+  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&u);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 v = __bfloat1622float2(h[i]);
+    f[2 * i] = v.x;
+    f[2 * i + 1] = v.y;
+  }
+}
+
 /// silu(g) · u in fp32: the one formula of silu_mul and of the GEMV that fuses it (same bits in both).
 __device__ __forceinline__ float silu_times(float g, float u) { return g / (1.0f + expf(-g)) * u; }
 /// silu_times of g and u as a matmul into TO would have stored them (rounded to TO first).

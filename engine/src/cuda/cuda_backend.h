@@ -115,6 +115,10 @@ class CudaBackend final : public ops::Backend, public ops::CudaExtension {
   Result<const bf16*> as_bf16(const ops::Tensor& x, Scratch& s, std::string_view what);
   Status gemm(void* out, DType out_t, const bf16* x, const bf16* w, std::int64_t T, std::int64_t N, std::int64_t K);
   /// matmul with an int8/int4 weight (kernels_quant.cu): quantized GEMV for T ≤ 4, else dequantized tiles + cuBLAS.
+  /// The KV-append row of a decode step on the device: the decode state's slot (device-state mode) or `position`
+  /// staged after checking it is inside both caches (else invalid_argument naming `op`).
+  Result<const int*> append_position(const char* op, int position, const ops::Tensor& k_cache,
+                                     const ops::Tensor& v_cache);
   Status matmul_quantized(ops::Tensor out, const ops::Tensor& x, const ops::Weight& w, const ops::Weight* bias);
   /// attention() while in device-state mode (key ranges from the decode state).
   Status attention_device_state(ops::Tensor out, const ops::Tensor& q, const ops::Tensor& k, const ops::Tensor& v,

@@ -158,6 +158,17 @@ Status CudaBackend::rope(ops::Tensor x, int n_heads, int head_dim, std::span<con
                      pairs == ops::RopePairs::halves, stream_);
 }
 
+Result<const int*> CudaBackend::append_position(const char* op, int position, const ops::Tensor& k_cache,
+                                                const ops::Tensor& v_cache) {
+  if (device_state_mode_) return decode_state() + kDecodeStatePositions;  // cuda_ext.h
+  if (position < 0 || position >= k_cache.rows || position >= v_cache.rows)
+    return bad(op, "position " + std::to_string(position) + " outside the cache (" + std::to_string(k_cache.rows) +
+                       " rows)");
+  auto pos = stage(&position, sizeof position);
+  if (!pos.ok()) return pos.status();
+  return static_cast<const int*>(*pos);
+}
+
 Status CudaBackend::rope_append_kv(ops::Tensor qkv, int n_heads, int n_kv_heads, int head_dim, int position,
                                    float theta, ops::RopePairs pairs, ops::Tensor k_cache, ops::Tensor v_cache) {
   const std::int64_t kvd = std::int64_t(n_kv_heads) * head_dim;
@@ -169,18 +180,9 @@ Status CudaBackend::rope_append_kv(ops::Tensor qkv, int n_heads, int n_kv_heads,
                                      " heads of " + std::to_string(head_dim));
   auto freq = rope_freq(theta, head_dim, false);
   if (!freq.ok()) return freq.status();
-  const int* p = nullptr;
-  if (device_state_mode_) {
-    p = decode_state() + kDecodeStatePositions;  // cuda_ext.h
-  } else {
-    if (position < 0 || position >= k_cache.rows || position >= v_cache.rows)
-      return bad("rope_append_kv", "position " + std::to_string(position) + " outside the cache (" +
-                                       std::to_string(k_cache.rows) + " rows)");
-    auto pos = stage(&position, sizeof position);
-    if (!pos.ok()) return pos.status();
-    p = static_cast<const int*>(*pos);
-  }
-  return launch_rope_append(qkv.data, qkv.dtype, k_cache.data, v_cache.data, k_cache.dtype, p, n_heads, n_kv_heads,
+  auto p = append_position("rope_append_kv", position, k_cache, v_cache);
+  if (!p.ok()) return p.status();
+  return launch_rope_append(qkv.data, qkv.dtype, k_cache.data, v_cache.data, k_cache.dtype, *p, n_heads, n_kv_heads,
                             head_dim, *freq, pairs == ops::RopePairs::halves, stream_);
 }
 
@@ -206,23 +208,14 @@ Status CudaBackend::matmul_rope_append_kv(ops::Tensor qkv, const ops::Tensor& x,
                                                k_cache, v_cache);
   auto freq = rope_freq(theta, head_dim, false);
   if (!freq.ok()) return freq.status();
-  const int* p = nullptr;
-  if (device_state_mode_) {
-    p = decode_state() + kDecodeStatePositions;  // cuda_ext.h
-  } else {
-    if (position < 0 || position >= k_cache.rows || position >= v_cache.rows)
-      return bad("matmul_rope_append_kv", "position " + std::to_string(position) + " outside the cache (" +
-                                              std::to_string(k_cache.rows) + " rows)");
-    auto pos = stage(&position, sizeof position);
-    if (!pos.ok()) return pos.status();
-    p = static_cast<const int*>(*pos);
-  }
+  auto p = append_position("matmul_rope_append_kv", position, k_cache, v_cache);
+  if (!p.ok()) return p.status();
   const bool halves = pairs == ops::RopePairs::halves;
   if (wqkv.quantized())
     return launch_qgemv_rope(qkv.data, qkv.dtype, x.data, x.dtype, q8, wqkv.scales, wqkv.format, K, k_cache.data,
-                             v_cache.data, k_cache.dtype, p, n_heads, n_kv_heads, head_dim, *freq, halves, stream_);
+                             v_cache.data, k_cache.dtype, *p, n_heads, n_kv_heads, head_dim, *freq, halves, stream_);
   return launch_gemv_rope(qkv.data, qkv.dtype, x.data, x.dtype, wptr(wqkv), K, k_cache.data, v_cache.data,
-                          k_cache.dtype, p, n_heads, n_kv_heads, head_dim, *freq, halves, stream_);
+                          k_cache.dtype, *p, n_heads, n_kv_heads, head_dim, *freq, halves, stream_);
 }
 
 Status CudaBackend::rope_2d(ops::Tensor x, int n_heads, int head_dim, std::span<const int> rows,

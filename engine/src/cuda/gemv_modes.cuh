@@ -19,10 +19,9 @@ namespace pixtral::cuda {
 enum class GemvMode { plain, silu, rope };
 
 /// The rope mode's extra arguments (ignored by the other modes).
-template <class TO>
 struct RopeAppendArgs {
-  TO* k_cache = nullptr;  // [capacity, nkv·hd]; row *pos written
-  TO* v_cache = nullptr;
+  void* k_cache = nullptr;  // [capacity, nkv·hd] in the output dtype; row *pos written
+  void* v_cache = nullptr;
   const int* pos = nullptr;     // device: the position (host-staged or the decode state)
   const float* freq = nullptr;  // [hd/2]
   int nh = 0, nkv = 0, hd = 0;
@@ -32,15 +31,14 @@ struct RopeAppendArgs {
 constexpr int gemv_rows_per_item(GemvMode m) { return m == GemvMode::plain ? 1 : 2; }
 
 /// Work items of a launch: N output features (plain), F (silu), or the rope mode's pairs.
-template <class TO>
-inline int gemv_items(GemvMode m, int N, const RopeAppendArgs<TO>& ra) {
+inline int gemv_items(GemvMode m, int N, const RopeAppendArgs& ra) {
   if (m != GemvMode::rope) return N;
   return (ra.nh + ra.nkv) * (ra.hd / 2) + ra.nkv * ra.hd / 2;
 }
 
 /// The W rows of item n (N: plain/silu output count).
-template <GemvMode M, class TO>
-__device__ __forceinline__ void gemv_item_rows(int n, int N, const RopeAppendArgs<TO>& ra, int rows[2]) {
+template <GemvMode M>
+__device__ __forceinline__ void gemv_item_rows(int n, int N, const RopeAppendArgs& ra, int rows[2]) {
   if constexpr (M == GemvMode::plain) {
     rows[0] = n;
   } else if constexpr (M == GemvMode::silu) {
@@ -63,7 +61,7 @@ __device__ __forceinline__ void gemv_item_rows(int n, int N, const RopeAppendArg
 /// Lane 0's write of item n for x row t; v holds the item's fp32 dot products (scales applied).
 template <GemvMode M, class TO>
 __device__ __forceinline__ void gemv_item_store(TO* out, int t, int n, int N, const float v[2], const bf16* bias,
-                                                const RopeAppendArgs<TO>& ra) {
+                                                const RopeAppendArgs& ra) {
   if constexpr (M == GemvMode::plain) {
     const float b = bias ? __bfloat162float(bias[n]) : 0.f;
     out[std::int64_t(t) * N + n] = from_f32<TO>(v[0] + b);
@@ -86,14 +84,14 @@ __device__ __forceinline__ void gemv_item_store(TO* out, int t, int n, int N, co
         out[std::int64_t(hh) * ra.hd + i0] = r0;
         out[std::int64_t(hh) * ra.hd + i1] = r1;
       } else {
-        TO* krow = ra.k_cache + row0 + std::int64_t(hh - ra.nh) * ra.hd;
+        TO* krow = static_cast<TO*>(ra.k_cache) + row0 + std::int64_t(hh - ra.nh) * ra.hd;
         krow[i0] = r0;
         krow[i1] = r1;
       }
     } else {
       const std::int64_t e = 2 * std::int64_t(n - n_rot);
-      ra.v_cache[row0 + e] = from_f32<TO>(v[0]);
-      ra.v_cache[row0 + e + 1] = from_f32<TO>(v[1]);
+      static_cast<TO*>(ra.v_cache)[row0 + e] = from_f32<TO>(v[0]);
+      static_cast<TO*>(ra.v_cache)[row0 + e + 1] = from_f32<TO>(v[1]);
     }
   }
 }

@@ -49,28 +49,6 @@ struct DecodeParams {
   bool l2_prefetch;
 };
 
-__device__ __forceinline__ void bf16x8_to_f32(const uint4& u, float (&f)[8]) {
-  const __nv_bfloat162* b = reinterpret_cast<const __nv_bfloat162*>(&u);
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 x = __bfloat1622float2(b[i]);
-    f[2 * i] = x.x;
-    f[2 * i + 1] = x.y;
-  }
-}
-
-__device__ __forceinline__ uint4 ld_stream(const bf16* p) {
-  uint4 r;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
-  return r;
-}
-
-// Asks L2 for one 128-byte line (no register is tied up: this is how a warp keeps a second tile in flight).
-__device__ __forceinline__ void prefetch_l2(const void* p) {
-  asm volatile("prefetch.global.L2 [%0];\n" ::"l"(p));
-}
-
 // Loads the kSteps pieces of one tile (keys t0 + st * kKeysPerStep + sub); keys ≥ hi read as zero, unread.
 template <int kKeysPerStep>
 __device__ __forceinline__ void load_tile(uint4 (&r)[kSteps], const bf16* base, std::int64_t stride, int key0,
@@ -78,7 +56,7 @@ __device__ __forceinline__ void load_tile(uint4 (&r)[kSteps], const bf16* base, 
 #pragma unroll
   for (int st = 0; st < kSteps; ++st) {
     const int key = key0 + st * kKeysPerStep;
-    r[st] = key < hi ? ld_stream(base + std::int64_t(key) * stride) : make_uint4(0, 0, 0, 0);
+    r[st] = key < hi ? load_stream(reinterpret_cast<const uint4*>(base + std::int64_t(key) * stride)) : make_uint4(0, 0, 0, 0);
   }
 }
 

@@ -83,14 +83,7 @@ template <class T>
 __device__ __forceinline__ void load8(const T* p, float f[8]);
 template <>
 __device__ __forceinline__ void load8<bf16>(const bf16* p, float f[8]) {
-  const uint4 u = *reinterpret_cast<const uint4*>(p);
-  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&u);
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 v = __bfloat1622float2(h[i]);
-    f[2 * i] = v.x;
-    f[2 * i + 1] = v.y;
-  }
+  bf16x8_to_f32(*reinterpret_cast<const uint4*>(p), f);
 }
 template <>
 __device__ __forceinline__ void load8<float>(const float* p, float f[8]) {

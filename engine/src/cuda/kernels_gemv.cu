@@ -9,7 +9,6 @@
 // per row: deterministic. Falls back to cuBLAS when K % 8 != 0 or pointers are not 16-byte aligned.
 // ref: llama.cpp ggml-cuda/mmv.cu (one warp per row), calm src/infer.cu (matmul_warppar).
 #include <cstdlib>
-#include <type_traits>
 
 #include "cuda/gemv_modes.cuh"
 #include "cuda/kernels.cuh"
@@ -21,26 +20,12 @@ constexpr int kWarpsPerBlock = 8;
 constexpr int kBatchBytes = 32 * 4 * 16;  // the L2 prefetch's step: 2 KB = 16 lines (4 loads per lane)
 constexpr int kPrefetchBatches = 2;
 
-// Asks L2 for one 128-byte line; unlike a load it ties up no register, so a warp can keep more of its row in
-// flight than its registers hold (the register file, not the grid, bounds the loads in flight of a one-wave GEMV).
-__device__ __forceinline__ void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
-
-__device__ __forceinline__ void unpack8(const uint4& u, float f[8]) {
-  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&u);
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 v = __bfloat1622float2(h[i]);
-    f[2 * i] = v.x;
-    f[2 * i + 1] = v.y;
-  }
-}
-
 // 8 consecutive x values starting at element 8*c.
 template <class TX>
 __device__ __forceinline__ void load_x8(const TX* x, std::int64_t c, float f[8]);
 template <>
 __device__ __forceinline__ void load_x8<bf16>(const bf16* x, std::int64_t c, float f[8]) {
-  unpack8(__ldg(reinterpret_cast<const uint4*>(x) + c), f);
+  bf16x8_to_f32(__ldg(reinterpret_cast<const uint4*>(x) + c), f);
 }
 template <>
 __device__ __forceinline__ void load_x8<float>(const float* x, std::int64_t c, float f[8]) {
@@ -54,7 +39,7 @@ __device__ __forceinline__ void load_x8<float>(const float* x, std::int64_t c, f
 template <int T, class TX, class TO, GemvMode M = GemvMode::plain>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
 gemv_kernel(TO* __restrict__ out, const TX* __restrict__ x, const bf16* __restrict__ w,
-            const bf16* __restrict__ bias, int N, int n_items, int K, bool l2_prefetch, RopeAppendArgs<TO> ra) {
+            const bf16* __restrict__ bias, int N, int n_items, int K, bool l2_prefetch, RopeAppendArgs ra) {
   constexpr int R = gemv_rows_per_item(M);  // W rows per warp
   constexpr bool kTwoRows = R == 2;  // the optional L2 prefetch follows one row only
   // 16-byte loads in flight per lane and row: 8 for one row of one x (a 4096-wide row is then 2 batches instead
@@ -109,7 +94,7 @@ gemv_kernel(TO* __restrict__ out, const TX* __restrict__ x, const bf16* __restri
 #pragma unroll
         for (int r = 0; r < R; ++r) {
           float wf[8];
-          unpack8(wv[r][u], wf);
+          bf16x8_to_f32(wv[r][u], wf);
 #pragma unroll
           for (int i = 0; i < 8; ++i) acc[r][t] = fmaf(wf[i], xf[i], acc[r][t]);
         }
@@ -131,7 +116,7 @@ gemv_kernel(TO* __restrict__ out, const TX* __restrict__ x, const bf16* __restri
 #pragma unroll
       for (int r = 0; r < R; ++r) {
         float wf[8];
-        unpack8(wv[r], wf);
+        bf16x8_to_f32(wv[r], wf);
 #pragma unroll
         for (int i = 0; i < 8; ++i) acc[r][t] = fmaf(wf[i], xf[i], acc[r][t]);
       }
@@ -146,29 +131,23 @@ gemv_kernel(TO* __restrict__ out, const TX* __restrict__ x, const bf16* __restri
   }
 }
 
-template <int T, GemvMode M = GemvMode::plain, class TR = bf16>
+template <int T, GemvMode M = GemvMode::plain>
 Status launch_rows(void* out, DType out_t, const void* x, DType x_t, const bf16* w, const bf16* bias, int N, int K,
-                   cudaStream_t s, const RopeAppendArgs<TR>& ra = {}) {
+                   cudaStream_t s, const RopeAppendArgs& ra = {}) {
   return dispatch_act(out_t, [&](auto to) {
     return dispatch_act(x_t, [&](auto tx) {
       using TO = typename decltype(to)::type;
       using TX = typename decltype(tx)::type;
-      if constexpr (M == GemvMode::rope && !std::is_same_v<TO, TR>) {
-        return Status(ErrorCode::internal, "launch_gemv_rope: caches and qkv must share a dtype");
-      } else {
-        RopeAppendArgs<TO> r{};
-        if constexpr (M == GemvMode::rope) r = ra;
-        const int items = gemv_items(M, N, r);
-        const int blocks = ceil_div(items, kWarpsPerBlock);
-        TO* o = static_cast<TO*>(out);
-        const TX* xx = static_cast<const TX*>(x);
-        const bool pf = l2_prefetch_enabled();
-        // A programmatic dependent of the previous kernel: gemv_kernel waits for it before reading x.
-        launch_dependent(gemv_kernel<T, TX, TO, M>, dim3(unsigned(blocks)), dim3(kWarpsPerBlock * 32), s, o, xx, w,
-                         bias, N, items, K, pf, r);
-        PIXTRAL_CUDA_LAUNCH_CHECK(gemv_kernel);
-        return Status{};
-      }
+      const int items = gemv_items(M, N, ra);
+      const int blocks = ceil_div(items, kWarpsPerBlock);
+      TO* o = static_cast<TO*>(out);
+      const TX* xx = static_cast<const TX*>(x);
+      const bool pf = l2_prefetch_enabled();
+      // A programmatic dependent of the previous kernel: gemv_kernel waits for it before reading x.
+      launch_dependent(gemv_kernel<T, TX, TO, M>, dim3(unsigned(blocks)), dim3(kWarpsPerBlock * 32), s, o, xx, w, bias,
+                       N, items, K, pf, ra);
+      PIXTRAL_CUDA_LAUNCH_CHECK(gemv_kernel);
+      return Status{};
     });
   });
 }
@@ -210,13 +189,8 @@ Status launch_gemv_rope(void* qkv, DType t, const void* x, DType x_t, const bf16
                         const float* freq, bool halves, cudaStream_t s) {
   if (!gemv_supported(1, K, x, x_t, wqkv) || cache_t != t || head_dim % 2)
     return Status(ErrorCode::internal, "launch_gemv_rope: unsupported shape/alignment (caller must check)");
-  auto run = [&](auto tag) {
-    using TC = typename decltype(tag)::type;
-    RopeAppendArgs<TC> ra{static_cast<TC*>(k_cache), static_cast<TC*>(v_cache), pos, freq, nh, nkv, head_dim, halves};
-    const int N = (nh + 2 * nkv) * head_dim;
-    return launch_rows<1, GemvMode::rope, TC>(qkv, t, x, x_t, wqkv, nullptr, N, int(K), s, ra);
-  };
-  return t == DType::f32 ? run(Tag<float>{}) : run(Tag<bf16>{});
+  const RopeAppendArgs ra{k_cache, v_cache, pos, freq, nh, nkv, head_dim, halves};
+  return launch_rows<1, GemvMode::rope>(qkv, t, x, x_t, wqkv, nullptr, (nh + 2 * nkv) * head_dim, int(K), s, ra);
 }
 
 // PIXTRAL_CUDA_PREFETCH=1 turns the L2 prefetch on, PIXTRAL_CUDA_PDL=0 the programmatic dependent launch (A/B in

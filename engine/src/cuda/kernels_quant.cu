@@ -13,7 +13,6 @@
 // ref: llama.cpp ggml-cuda/mmvq.cu (quantized matrix-vector), kernels_gemv.cu here (the bf16 twin).
 #include <algorithm>
 #include <cstdlib>
-#include <type_traits>
 
 #include "cuda/cuda_backend.h"
 #include "cuda/gemv_modes.cuh"
@@ -159,14 +158,7 @@ template <class TX>
 __device__ __forceinline__ void load_x8(const TX* x, std::int64_t c, float f[8]);
 template <>
 __device__ __forceinline__ void load_x8<bf16>(const bf16* x, std::int64_t c, float f[8]) {
-  const uint4 u = __ldg(reinterpret_cast<const uint4*>(x) + c);
-  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&u);
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 v = __bfloat1622float2(h[i]);
-    f[2 * i] = v.x;
-    f[2 * i + 1] = v.y;
-  }
+  bf16x8_to_f32(__ldg(reinterpret_cast<const uint4*>(x) + c), f);
 }
 template <>
 __device__ __forceinline__ void load_x8<float>(const float* x, std::int64_t c, float f[8]) {
@@ -236,7 +228,7 @@ template <int T, class TX, class TO, bool INT4, GemvMode M = GemvMode::plain>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
 qgemv_kernel(TO* __restrict__ out, const TX* __restrict__ x, const std::uint8_t* __restrict__ q,
              const float* __restrict__ scales, const bf16* __restrict__ bias, int N, int n_items, int K,
-             RopeAppendArgs<TO> ra) {
+             RopeAppendArgs ra) {
   constexpr int R = gemv_rows_per_item(M);
   allow_dependents_to_launch();
   const int lane = threadIdx.x & 31;
@@ -294,29 +286,23 @@ qgemv_kernel(TO* __restrict__ out, const TX* __restrict__ x, const std::uint8_t*
   }
 }
 
-template <int T, GemvMode M = GemvMode::plain, class TR = bf16>
+template <int T, GemvMode M = GemvMode::plain>
 Status launch_rows(void* out, DType out_t, const void* x, DType x_t, const std::uint8_t* q, const float* scales,
-                   bool int4, const bf16* bias, int N, int K, cudaStream_t s, const RopeAppendArgs<TR>& ra = {}) {
+                   bool int4, const bf16* bias, int N, int K, cudaStream_t s, const RopeAppendArgs& ra = {}) {
   return dispatch_act(out_t, [&](auto to) {
     return dispatch_act(x_t, [&](auto tx) {
       using TO = typename decltype(to)::type;
       using TX = typename decltype(tx)::type;
-      if constexpr (M == GemvMode::rope && !std::is_same_v<TO, TR>) {
-        return Status(ErrorCode::internal, "launch_qgemv_rope: caches and qkv must share a dtype");
-      } else {
-        RopeAppendArgs<TO> r{};
-        if constexpr (M == GemvMode::rope) r = ra;
-        const int items = gemv_items(M, N, r);
-        const dim3 grid{unsigned(ceil_div(items, kWarpsPerBlock))}, block{kWarpsPerBlock * 32};
-        TO* o = static_cast<TO*>(out);
-        const TX* xx = static_cast<const TX*>(x);
-        if (int4)
-          launch_dependent(qgemv_kernel<T, TX, TO, true, M>, grid, block, s, o, xx, q, scales, bias, N, items, K, r);
-        else
-          launch_dependent(qgemv_kernel<T, TX, TO, false, M>, grid, block, s, o, xx, q, scales, bias, N, items, K, r);
-        PIXTRAL_CUDA_LAUNCH_CHECK(qgemv_kernel);
-        return Status{};
-      }
+      const int items = gemv_items(M, N, ra);
+      const dim3 grid{unsigned(ceil_div(items, kWarpsPerBlock))}, block{kWarpsPerBlock * 32};
+      TO* o = static_cast<TO*>(out);
+      const TX* xx = static_cast<const TX*>(x);
+      if (int4)
+        launch_dependent(qgemv_kernel<T, TX, TO, true, M>, grid, block, s, o, xx, q, scales, bias, N, items, K, ra);
+      else
+        launch_dependent(qgemv_kernel<T, TX, TO, false, M>, grid, block, s, o, xx, q, scales, bias, N, items, K, ra);
+      PIXTRAL_CUDA_LAUNCH_CHECK(qgemv_kernel);
+      return Status{};
     });
   });
 }
@@ -400,14 +386,9 @@ Status launch_qgemv_rope(void* qkv, DType t, const void* x, DType x_t, const std
                          int nkv, int head_dim, const float* freq, bool halves, cudaStream_t s) {
   if (!qgemv_supported(1, K, x, x_t, q, f) || cache_t != t || head_dim % 2)
     return Status(ErrorCode::internal, "launch_qgemv_rope: unsupported shape/alignment (caller must check)");
-  auto run = [&](auto tag) {
-    using TC = typename decltype(tag)::type;
-    RopeAppendArgs<TC> ra{static_cast<TC*>(k_cache), static_cast<TC*>(v_cache), pos, freq, nh, nkv, head_dim, halves};
-    const int N = (nh + 2 * nkv) * head_dim;
-    return launch_rows<1, GemvMode::rope, TC>(qkv, t, x, x_t, q, scales, f == Format::int4_g128, nullptr, N, int(K),
-                                              s, ra);
-  };
-  return t == DType::f32 ? run(Tag<float>{}) : run(Tag<bf16>{});
+  const RopeAppendArgs ra{k_cache, v_cache, pos, freq, nh, nkv, head_dim, halves};
+  return launch_rows<1, GemvMode::rope>(qkv, t, x, x_t, q, scales, f == Format::int4_g128, nullptr,
+                                        (nh + 2 * nkv) * head_dim, int(K), s, ra);
 }
 
 // ---- CudaBackend members for quantized weights -----------------------------------------------------------------
