@@ -48,6 +48,13 @@ Status check_shape(Format f, std::int64_t N, std::int64_t K, const std::string& 
 
 namespace {
 
+// int4_g128's scale source: of a and b the one of larger magnitude, on a tie the smaller (negative) one. Mirrored by
+// kernels_quant.cu (a warp tree): the result does not depend on the order of the values.
+inline float int4_extreme(float a, float b) {
+  const float fa = std::fabs(a), fb = std::fabs(b);
+  return fa > fb ? a : fb > fa ? b : std::min(a, b);
+}
+
 // q = clamp(rint(v / scale), lo, hi); 0 when scale == 0. Mirrored exactly by kernels_quant.cu.
 inline int quantize_value(float v, float scale, int lo, int hi) {
   if (scale == 0.0f) return 0;
@@ -76,9 +83,9 @@ void quantize_rows(const void* w, DType dtype, std::int64_t n0, std::int64_t n, 
     } else if (f == Format::int4_g128) {
       for (std::int64_t g = 0; g < spr; ++g) {
         const float* v = row.data() + g * kInt4Group;
-        float m = 0;
-        for (int j = 0; j < kInt4Group; ++j) m = std::max(m, std::fabs(v[j]));
-        const float s = m / float(kInt4Max);
+        float m = 0;  // the value of largest magnitude; on a tie the negative one (any scan order gives the same)
+        for (int j = 0; j < kInt4Group; ++j) m = int4_extreme(m, v[j]);
+        const float s = m == 0.0f ? 0.0f : m / float(kInt4Min);
         sr[g] = s;
         std::uint8_t* qg = qr + g * (kInt4Group / 2);
         for (int j = 0; j < kInt4Group / 2; ++j) {

@@ -7,8 +7,12 @@
 //   W[N, K] → q[N, K] int8 (row-major, one byte per value) and scale[N] fp32,
 //   scale[n] = max_k |W[n, k]| / 127, q = clamp(rint(W / scale), −127, 127); W ≈ q · scale[n].
 // int4_g128 — symmetric int4 in groups of 128 along the input dimension (K % 128 == 0, else `unsupported`):
-//   W[N, K] → packed[N, K/2] bytes and scale[N, K/128] fp32,
-//   scale[n, g] = max_{k in group g} |W[n, k]| / 7, q = clamp(rint(W / scale), −8, 7);
+//   W[N, K] → packed[N, K/2] bytes and scale[N, K/128] fp32 (may be negative),
+//   scale[n, g] = m / −8 where m is the group's value of largest magnitude (on a tie the negative one), so that
+//   m itself is exactly −8 and all 16 levels are used; q = clamp(rint(W / scale), −8, 7). Measured against
+//   absmax / 7 (format version 1) and against zero points (tests/bench/int4_zero_point.py): relative MSE of
+//   Gaussian groups 0.0106 vs 0.0138 (zero points 0.0101), heavy-tailed (Student-t 4) 0.029 vs 0.037 (0.021) —
+//   most of the zero points' gain at no cost in the kernels (no zero point per group to subtract).
 //   packing: byte j of row n holds element 2j in its LOW nibble and element 2j+1 in its HIGH nibble, each as a
 //   4-bit two's-complement value (0x0..0x7 → 0..7, 0x8..0xF → −8..−1). A group is 64 consecutive bytes.
 // All-zero rows/groups get scale 0 and q 0. Rounding: rint (nearest, ties to even) of the IEEE fp32 quotient
@@ -31,8 +35,8 @@ const char* format_name(Format f);  ///< "dense", "int8", "int4-g128"
 
 inline constexpr int kInt4Group = 128;
 inline constexpr int kInt8Max = 127;
-inline constexpr int kInt4Max = 7;   ///< scale divisor (positive side); −8 is reachable only by rounding
-inline constexpr int kInt4Min = -8;
+inline constexpr int kInt4Max = 7;
+inline constexpr int kInt4Min = -8;  ///< the level the group's largest-magnitude value maps to (scale = m / −8)
 
 /// Bytes of quantized values of one row of K inputs (int8: K; int4: K/2).
 std::int64_t row_bytes(Format f, std::int64_t K);

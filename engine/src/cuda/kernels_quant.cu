@@ -28,6 +28,12 @@ constexpr int kUnroll = 4;
 constexpr std::size_t kQuantUploadBytes = 64u << 20;  // bf16 rows per upload chunk
 constexpr std::int64_t kDequantTileValues = std::int64_t(32) << 20;
 
+// Of a and b the one of larger magnitude, on a tie the smaller (negative) one — quant.cpp's int4_extreme.
+__device__ __forceinline__ float int4_extreme(float a, float b) {
+  const float fa = fabsf(a), fb = fabsf(b);
+  return fa > fb ? a : fb > fa ? b : fminf(a, b);
+}
+
 // q = clamp(rint(v / scale), lo, hi), 0 when scale == 0 — the same operations as quant.cpp's quantize_value.
 __device__ __forceinline__ int quantize_value(float v, float scale, float lo, float hi) {
   if (scale == 0.0f) return 0;
@@ -68,14 +74,15 @@ __global__ void quantize_int4_kernel(std::uint8_t* __restrict__ q, float* __rest
   const int lane = threadIdx.x & 31;
   const bf16* wg = w + g * quant::kInt4Group + 4 * lane;
   float v[4];
-  float m = 0.f;
+  float m = 0.f;  // the value of largest magnitude, on a tie the negative one (as core/quant.cpp int4_extreme)
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
     v[i] = __bfloat162float(wg[i]);
-    m = fmaxf(m, fabsf(v[i]));
+    m = int4_extreme(m, v[i]);
   }
-  m = warp_max(m);
-  const float s = __fdiv_rn(m, float(quant::kInt4Max));
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) m = int4_extreme(m, __shfl_xor_sync(0xffffffffu, m, o));
+  const float s = m == 0.0f ? 0.0f : __fdiv_rn(m, float(quant::kInt4Min));
   if (lane == 0) scales[g] = s;
   int qi[4];
 #pragma unroll

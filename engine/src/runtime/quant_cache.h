@@ -36,7 +36,7 @@ inline constexpr char kMagic[8] = {'Q', 'U', 'I', 'R', 'E', 'Q', 'C', '\0'};
 inline constexpr std::uint32_t kFileVersion = 1;
 /// Version of the quantized bytes (core/quant.h: int8 per channel, int4 g128 nibble order, rounding). Bump it
 /// whenever core/quant.h changes what quantize_rows produces: every existing cache then becomes stale.
-inline constexpr std::uint32_t kQuantFormatVersion = 1;
+inline constexpr std::uint32_t kQuantFormatVersion = 2;  // 2: int4 scale = m / −8 (core/quant.h)
 inline constexpr std::uint64_t kHeaderBytes = 64;
 inline constexpr std::uint64_t kPayloadAlign = 4096;
 inline constexpr std::uint64_t kEntryFixedBytes = 64;  ///< an index entry before its name

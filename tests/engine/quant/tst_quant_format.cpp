@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // core/quant: the int8 per-channel and int4 group-128 formats — round-trip error bounds (half a quantization step
-// per element), scales = absmax / qmax, the documented int4 nibble packing, zero rows, dtype independence and the
+// per element; int4: the clamped side within a step), int8 scales = absmax / 127, int4 scales = m / −8 (m the
+// largest-magnitude value, the negative one on a tie), the documented int4 nibble packing, zero rows, dtype independence and the
 // refusal of an int4 input dimension that is not a multiple of 128 (naming the tensor).
 #include <gtest/gtest.h>
 
@@ -54,7 +55,7 @@ TEST(QuantFormat, Int8RoundTripWithinHalfStep) {
   }
 }
 
-TEST(QuantFormat, Int4RoundTripWithinHalfStepPerGroup) {
+TEST(QuantFormat, Int4RoundTripWithinItsStepsPerGroup) {
   const std::int64_t N = 9, K = 384;
   const auto w = random_rows(N, K, 2);
   auto m = quant::quantize(w.data(), DType::f32, N, K, Format::int4_g128, "w");
@@ -64,13 +65,22 @@ TEST(QuantFormat, Int4RoundTripWithinHalfStepPerGroup) {
   const auto d = quant::dequantize(*m);
   for (std::int64_t n = 0; n < N; ++n)
     for (std::int64_t g = 0; g < 3; ++g) {
-      float amax = 0;
-      for (std::int64_t k = g * 128; k < (g + 1) * 128; ++k) amax = std::max(amax, std::fabs(w[std::size_t(n * K + k)]));
+      // scale = m / −8 for m the group's largest-magnitude value (the negative one on a tie): m is exactly −8
+      // steps; values within 7.5 steps on the other side are within half a step, the rest (up to 8 steps, the
+      // +7 clamp) within one step.
+      float mval = 0;
+      for (std::int64_t k = g * 128; k < (g + 1) * 128; ++k) {
+        const float v = w[std::size_t(n * K + k)];
+        if (std::fabs(v) > std::fabs(mval) || (std::fabs(v) == std::fabs(mval) && v < mval)) mval = v;
+      }
       const float s = m->scales[std::size_t(n * 3 + g)];
-      EXPECT_EQ(s, amax / 7.f);
+      EXPECT_EQ(s, mval / -8.f);
+      const float step = std::fabs(s);
       for (std::int64_t k = g * 128; k < (g + 1) * 128; ++k) {
         const std::size_t i = std::size_t(n * K + k);
-        EXPECT_LE(std::fabs(d[i] - w[i]), 0.5f * s * (1 + 1e-5f)) << "row " << n << " col " << k;
+        if (w[i] == mval) EXPECT_EQ(d[i], w[i]) << "the extreme value maps to -8 exactly, row " << n << " col " << k;
+        const float bound = std::fabs(w[i] / s) <= 7.5f ? 0.5f * step : step;
+        EXPECT_LE(std::fabs(d[i] - w[i]), bound * (1 + 1e-5f)) << "row " << n << " col " << k;
       }
     }
   // Relative error of the whole matrix: int4 with 128-groups of Gaussian data is ~10% RMS, int8 ~1%.
@@ -83,12 +93,13 @@ TEST(QuantFormat, Int4RoundTripWithinHalfStepPerGroup) {
 }
 
 TEST(QuantFormat, Int4PackingLowNibbleIsEvenElement) {
-  // Values that are exact multiples of the scale: q[k] chosen, w = q * 0.25 with max |q| = 7 in the group.
+  // Values that are exact multiples of the scale: q[k] chosen, w = q * 0.25 with −8 in the group (the
+  // largest-magnitude value, so the scale is −2 / −8 = 0.25).
   const std::int64_t K = 128;
   std::vector<float> w(K);
   std::vector<int> q(K);
   for (int k = 0; k < K; ++k) {
-    q[std::size_t(k)] = (k * 5) % 15 - 7;  // −7..7
+    q[std::size_t(k)] = (k * 5) % 16 - 8;  // −8..7
     w[std::size_t(k)] = float(q[std::size_t(k)]) * 0.25f;
   }
   auto m = quant::quantize(w.data(), DType::f32, 1, K, Format::int4_g128, "w");
@@ -103,6 +114,28 @@ TEST(QuantFormat, Int4PackingLowNibbleIsEvenElement) {
   }
   const auto d = quant::dequantize(*m);
   for (int k = 0; k < K; ++k) EXPECT_EQ(d[std::size_t(k)], w[std::size_t(k)]);
+}
+
+TEST(QuantFormat, Int4ScaleFollowsTheLargestMagnitudeNegativeOnATie) {
+  const std::int64_t K = 128;
+  std::vector<float> w(std::size_t(2 * K), 0.01f);
+  w[5] = 0.8f;  // row 0: the extreme is positive → negative scale, 0.8 ↦ −8
+  w[7] = -0.3f;
+  w[K + 3] = 0.6f;  // row 1: +0.6 and −0.6 tie → the negative one sets the scale, −0.6 ↦ −8, +0.6 clamps to 7
+  w[K + 90] = -0.6f;
+  auto m = quant::quantize(w.data(), DType::f32, 2, K, Format::int4_g128, "w");
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ(m->scales[0], 0.8f / -8.f);
+  EXPECT_EQ(m->scales[1], 0.6f / 8.f);
+  const auto d = quant::dequantize(*m);
+  EXPECT_EQ(d[5], 0.8f);
+  EXPECT_EQ(d[std::size_t(K + 90)], -0.6f);
+  EXPECT_FLOAT_EQ(d[std::size_t(K + 3)], 7 * 0.6f / 8.f);
+  // The same values in another order give the same scale (the GPU reduces them as a tree).
+  std::vector<float> r(w.rbegin() + K, w.rend());
+  auto mr = quant::quantize(r.data(), DType::f32, 1, K, Format::int4_g128, "w");
+  ASSERT_TRUE(mr.ok());
+  EXPECT_EQ(mr->scales[0], m->scales[0]);
 }
 
 TEST(QuantFormat, ZeroRowsAndGroupsGetZeroScale) {
