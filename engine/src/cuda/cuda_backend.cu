@@ -278,6 +278,7 @@ Result<ops::Weight> CudaBackend::upload_weight_host(const WeightView& w) {
   // the bus; a prefill chunk's rows in one pass). Where the host cannot pin that much: on the device as usual
   // (the load's device-memory check then counts it; the memory plan had assumed host memory).
   const std::size_t n = std::size_t(w.numel());
+  if (n == 0) return upload_weight(w);
   void* host = nullptr;
   if (cudaHostAlloc(&host, n * 2, cudaHostAllocMapped) != cudaSuccess) {
     (void)cudaGetLastError();

@@ -357,7 +357,8 @@ Status CudaBackend::silu_mul(ops::Tensor out, const ops::Tensor& gate, const ops
 
 Status CudaBackend::matmul_silu(ops::Tensor out, ops::Tensor gu, const ops::Tensor& x, const ops::Weight& w13) {
   const std::int64_t T = x.rows, K = x.cols, F = out.cols;
-  if (w13.rows != 2 * F || w13.cols != K || out.rows != T || !is_act(x.dtype) || !is_act(out.dtype))
+  if (w13.rows != 2 * F || w13.cols != K || out.rows != T || gu.rows != T || gu.cols != 2 * F || !is_act(x.dtype) ||
+      !is_act(out.dtype))
     return bad("matmul_silu", "x " + shape(x) + " · " + w13.name + " [" + std::to_string(w13.rows) + "," +
                                   std::to_string(w13.cols) + "]ᵀ -> out " + shape(out));
   // Fused only where the unfused path would round g and u to the same dtype (gu's = out's).

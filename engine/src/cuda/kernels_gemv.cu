@@ -212,8 +212,22 @@ bool attention_prefetch_enabled() {
   static const bool on = e ? e[0] == '1' : l2_prefetch_enabled();
   return on;
 }
+// Compiled like every kernel of the library: its PTX version says whether griddepcontrol made it into the code.
+__global__ void pdl_probe_kernel() {}
+
 bool pdl_enabled() {
-  static const bool on = env_enabled("PIXTRAL_CUDA_PDL");
+  // Programmatic dependent launch needs the kernels to wait (griddepcontrol.wait, sm_90+ code). A library built
+  // for older architectures only and JIT-compiled for a Hopper GPU from their PTX has no wait in its kernels:
+  // launching those as dependents would let them run before the previous kernel's results exist.
+  static const bool on = [] {
+    if (!env_enabled("PIXTRAL_CUDA_PDL")) return false;
+    cudaFuncAttributes a{};
+    if (cudaFuncGetAttributes(&a, pdl_probe_kernel) != cudaSuccess) {
+      (void)cudaGetLastError();
+      return false;
+    }
+    return a.ptxVersion >= 90;
+  }();
   return on;
 }
 

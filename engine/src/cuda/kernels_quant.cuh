@@ -32,11 +32,11 @@ bool qgemv_supported(std::int64_t T, std::int64_t K, const void* x, DType x_t, c
 Status launch_qgemv(void* out, DType out_t, const void* x, DType x_t, const std::uint8_t* q, const float* scales,
                     quant::Format f, const bf16* bias, std::int64_t T, std::int64_t N, std::int64_t K,
                     cudaStream_t s);
-/// out[T, F] = silu(x · w1ᵀ) ⊙ (x · w3ᵀ) for a quantized w13 = [w1; w3] (2F rows), as launch_gemv_silu.
 /// launch_gemv_rope for a quantized [wq; wk; wv].
 Status launch_qgemv_rope(void* qkv, DType t, const void* x, DType x_t, const std::uint8_t* q, const float* scales,
                          quant::Format f, std::int64_t K, void* k_cache, void* v_cache, DType cache_t, const int* pos,
                          int nh, int nkv, int head_dim, const float* freq, bool halves, cudaStream_t s);
+/// out[T, F] = silu(x · w1ᵀ) ⊙ (x · w3ᵀ) for a quantized w13 = [w1; w3] (2F rows), as launch_gemv_silu.
 Status launch_qgemv_silu(void* out, DType out_t, const void* x, DType x_t, const std::uint8_t* q, const float* scales,
                          quant::Format f, std::int64_t T, std::int64_t F, std::int64_t K, cudaStream_t s);
 

@@ -227,9 +227,9 @@ class Backend {
     if (w13.rows != 2 * F || out.rows != T || gu.rows != T || gu.cols != 2 * F)
       return Status(ErrorCode::invalid_argument, "matmul_silu: w13 must stack w1 and w3 (2F rows) for out [T, F] "
                                                  "and gu [T, 2F]");
-    PIXTRAL_RETURN_IF_ERROR(matmul(gu, x, w13));
     if (T != 1)  // the halves of gu are [T, F] blocks only for one row
       return Status(ErrorCode::invalid_argument, "matmul_silu: the unfused path takes one row");
+    PIXTRAL_RETURN_IF_ERROR(matmul(gu, x, w13));
     const std::size_t es = dtype_size(gu.dtype);
     char* base = static_cast<char*>(gu.data);
     return silu_mul(out, Tensor{base, 1, F, gu.dtype}, Tensor{base + std::size_t(F) * es, 1, F, gu.dtype});
