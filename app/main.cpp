@@ -45,8 +45,7 @@ int main(int argc, char** argv) {
   quire::ChatStartup chat(inference.worker());
   quire::MainWindow window;
   chat.attachTo(window);
-  QObject::connect(inference.worker(), &quire::InferenceWorker::modelLoadFailed, &window,
-                   [&window](const QString& m) { window.statusBar()->showMessage(m); });
+  // A model that fails to load is said in the chat panel's lasting notice (ChatPanel), not the status bar.
   QObject::connect(inference.worker(), &quire::InferenceWorker::modelLoaded, &window,
                    [&window](const quire::ModelLoadInfo& i) {
                      window.statusBar()->showMessage(

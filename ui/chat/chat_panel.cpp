@@ -160,6 +160,9 @@ ChatPanel::ChatPanel(ChatController* controller, QWidget* parent) : QWidget(pare
     auto done = [loadRow] { loadRow->hide(); };
     connect(w, &InferenceWorker::modelLoaded, loadRow, done);
     connect(w, &InferenceWorker::modelLoadFailed, loadRow, done);
+    // Why the model did not load (missing tensor, out of memory, …) stays in the lasting notice until dismissed:
+    // a status-bar message was replaced by the next document load.
+    connect(w, &InferenceWorker::modelLoadFailed, this, [this](const QString& message) { showNotice(message); });
     connect(w, &InferenceWorker::modelLoadCancelled, loadRow, done);
   }
   // What is loaded, where, and the memory it takes: the weights as loaded (quantized where the precision says so)

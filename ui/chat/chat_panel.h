@@ -51,7 +51,8 @@ class ChatPanel : public QWidget {
   QLabel* modelInfoLabel() const { return m_modelInfo; }
   /// Shown while the history is read-only (the database cannot be written): says why; sending is off.
   QLabel* readOnlyNotice() const { return m_readOnly; }
-  /// A lasting notice (what happened to the history at startup: damaged and kept aside, could not be opened),
+  /// A lasting notice (what happened to the history at startup: damaged and kept aside, could not be opened; why
+  /// the model failed to load),
   /// shown above the messages until the user dismisses it — a status-bar message would be gone with the next
   /// document load. A second notice is added below the first; dismissing hides them all.
   void showNotice(const QString& text);

@@ -2,13 +2,17 @@
 // The GUI's startup wiring (ui/chat/chat_startup.h, what app/main.cpp runs): a corrupt history file is kept
 // aside byte for byte, a fresh one started, and the user is told in the chat panel — still told after a document
 // has loaded (a status-bar message was cleared by the load), until they dismiss it. A history that cannot be
-// opened (written by a newer Quire) is said the same way; a healthy one shows no notice.
+// opened (written by a newer Quire) is said the same way; a healthy one shows no notice. A model that fails to
+// load is said there too, and lasts past a document load.
 #include "chat/chat_panel.h"
 #include "chat/chat_startup.h"
+#include "inference/inference_thread.h"
+#include "inference/inference_worker.h"
 #include "main_window.h"
 #include "storage/conversation_store.h"
 #include "test_pdfs.h"
 
+#include <QDir>
 #include <QFile>
 #include <QLabel>
 #include <QSignalSpy>
@@ -124,6 +128,39 @@ class TestChatStartup : public QObject {
     QCOMPARE(panel->noticeLabel()->text(), text);
     QCOMPARE(readAll(db).isEmpty(), false);  // the newer history is left as it is
     QVERIFY(chat.store().movedAsidePath().isEmpty());
+  }
+
+  void modelLoadFailureIsSaidInTheChatAndLasts() {
+    const QString db = m_dir.filePath(QStringLiteral("model-fails.sqlite"));
+    const QString model = m_dir.filePath(QStringLiteral("broken-model"));
+    QVERIFY(QDir().mkpath(model));
+    {  // a folder that looks like a model but whose params.json is not JSON
+      QFile f(QDir(model).filePath(QStringLiteral("params.json")));
+      QVERIFY(f.open(QIODevice::WriteOnly));
+      f.write("{ not json");
+      QFile t(QDir(model).filePath(QStringLiteral("consolidated.safetensors")));
+      QVERIFY(t.open(QIODevice::WriteOnly));
+      t.write("garbage");
+    }
+    InferenceThread inference;
+    ChatStartup chat(inference.worker(), db);
+    MainWindow window;
+    window.setErrorDialogsEnabled(false);
+    chat.attachTo(window);
+    window.show();
+    QVERIFY(QTest::qWaitForWindowExposed(&window));
+    ChatPanel* panel = window.chatPanel();
+    QVERIFY(!panel->noticeBanner()->isVisible());
+    QSignalSpy failed(inference.worker(), &InferenceWorker::modelLoadFailed);
+    inference.worker()->loadModel(model);
+    QVERIFY(failed.wait(30000));
+    const QString message = failed.first().first().toString();
+    QVERIFY(!message.isEmpty());
+    QTRY_VERIFY(panel->noticeBanner()->isVisible());
+    QVERIFY2(panel->noticeLabel()->text().contains(message), qPrintable(panel->noticeLabel()->text()));
+    QVERIFY(openDocument(window));
+    QVERIFY(panel->noticeBanner()->isVisible());
+    QVERIFY(panel->noticeLabel()->text().contains(message));
   }
 
   void healthyHistoryShowsNoNotice() {
