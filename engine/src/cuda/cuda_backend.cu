@@ -66,6 +66,7 @@ Status CudaBackend::init(int device) {
                  ", " + std::to_string(prop.multiProcessorCount) + " SMs, " + mib(prop.totalGlobalMem) + ")";
   n_sms_ = prop.multiProcessorCount;
   PIXTRAL_CUDA_CHECK(cudaDeviceGetAttribute(&max_smem_, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  PIXTRAL_CUDA_CHECK(cudaDeviceGetAttribute(&smem_per_sm_, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device));
   PIXTRAL_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   PIXTRAL_CUBLAS_CHECK(cublasCreate(&cublas_));
   PIXTRAL_CUBLAS_CHECK(cublasSetStream(cublas_, stream_));

@@ -132,6 +132,7 @@ class CudaBackend final : public ops::Backend, public ops::CudaExtension {
   std::string device_name_;
   int n_sms_ = 0;
   int max_smem_ = 48 * 1024;
+  int smem_per_sm_ = 100 * 1024;
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
   Scratch cublas_ws_, convert_, im2col_, pixels_, attn_ws_, staging_dev_;

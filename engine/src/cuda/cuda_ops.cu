@@ -336,6 +336,7 @@ Status CudaBackend::attention_device_state(ops::Tensor out, const ops::Tensor& q
 
 Status CudaBackend::run_attention(AttentionLaunch& a) {
   a.max_smem = max_smem_;
+  a.smem_per_sm = smem_per_sm_;
   a.n_sms = n_sms_;
   a.path = attention_path_override();
   const std::int64_t ws = attention_workspace_floats(a);

@@ -97,6 +97,7 @@ struct AttentionLaunch {
   float* partial = nullptr;  // split-KV workspace (see attention_workspace_floats)
   std::int64_t partial_floats = 0;
   int max_smem = 48 * 1024;  // opt-in shared memory per block on this device
+  int smem_per_sm = 100 * 1024;  // shared memory per SM on this device
   int n_sms = 132;
 };
 /// The kernel launch_attention runs for `a` (never automatic; generic when the requested one cannot run it).
@@ -114,21 +115,21 @@ std::int64_t decode_attention_workspace_floats(const AttentionLaunch& a);
 Status launch_decode_attention(const AttentionLaunch& a, cudaStream_t s);
 
 /// Launch switches read once from the environment (defined in kernels_gemv.cu): PIXTRAL_CUDA_PREFETCH=1 turns the
-/// L2 prefetch of the GEMV / decode-attention kernels on (off by default), PIXTRAL_CUDA_PDL=0 turns programmatic
-/// dependent launch off.
+/// L2 prefetch of the GEMV kernels on (off by default), PIXTRAL_CUDA_PDL=0 turns programmatic dependent launch off.
 bool l2_prefetch_enabled();
-/// PIXTRAL_CUDA_ATTN_PREFETCH=0/1: the decode attention's L2 prefetch on its own (default: l2_prefetch_enabled()).
-bool attention_prefetch_enabled();
 bool pdl_enabled();
 
 /// Launches `kernel` as a programmatic dependent of the previous kernel on `s` (the kernel calls
-/// wait_for_previous_grid before touching that kernel's outputs); a plain launch where PDL is off or refused.
+/// wait_for_previous_grid before touching that kernel's outputs) with `smem` bytes of dynamic shared memory; a
+/// plain launch where PDL is off or refused.
 template <class... KArgs, class... Args>
-void launch_dependent(void (*kernel)(KArgs...), dim3 grid, dim3 block, cudaStream_t s, Args&&... args) {
+void launch_dependent_smem(void (*kernel)(KArgs...), dim3 grid, dim3 block, std::size_t smem, cudaStream_t s,
+                           Args&&... args) {
   if (pdl_enabled()) {
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = grid;
     cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
     cfg.stream = s;
     cudaLaunchAttribute attr[1];
     attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
@@ -138,7 +139,13 @@ void launch_dependent(void (*kernel)(KArgs...), dim3 grid, dim3 block, cudaStrea
     if (cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...) == cudaSuccess) return;
     (void)cudaGetLastError();  // not supported here: plain launch
   }
-  kernel<<<grid, block, 0, s>>>(std::forward<Args>(args)...);
+  kernel<<<grid, block, smem, s>>>(std::forward<Args>(args)...);
+}
+
+/// launch_dependent_smem without dynamic shared memory.
+template <class... KArgs, class... Args>
+void launch_dependent(void (*kernel)(KArgs...), dim3 grid, dim3 block, cudaStream_t s, Args&&... args) {
+  launch_dependent_smem(kernel, grid, block, 0, s, std::forward<Args>(args)...);
 }
 
 }  // namespace pixtral::cuda

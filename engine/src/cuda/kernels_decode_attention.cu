@@ -1,37 +1,46 @@
 // SPDX-License-Identifier: Apache-2.0
-// Decode attention (one query row, or a few), split-KV with long contiguous splits (v3): the live key range of a
-// row is cut at run time into n_splits equal pieces (rounded to the warp tile) and one block handles one
-// (split, KV head, query row) for all G query heads of the group, so each K/V row is read from device memory once
-// per row. n_splits is sized on the host so that n_splits × KV heads × rows ≈ one resident wave (2 blocks/SM at
-// G = 4: 33 splits × 8 heads at 132 SMs) and no split is under 64 keys; the split boundaries depend only on
-// n_splits and the live range, so eager and graph-replayed (capacity-sized) launches agree once the context
-// holds n_splits × 64 keys. Inside a split the 4 warps take 16-key tiles (32 at head_dim 64) round-robin; each
-// lane streams its K and V pieces with 16-byte loads and keeps an online (base-2) softmax in fp32 registers; the
-// next tile's K is loaded during this tile's P·V and its V during the next scores, and the tile after next is
-// prefetched into L2, so every warp keeps ~2 tiles in flight. The second kernel merges the splits in index order
-// with 8 thread groups per (row, head), all loads independent (no atomics: bit-identical run after run). A single
-// split writes the output directly. Both kernels use programmatic dependent launch (the first two tiles of every
-// warp are prefetched into L2 before waiting on the previous kernel; the combine's launch overlaps the split pass).
-// Masks: a key range per row (host ranges or the device decode state, for CUDA-graph replay).
+// Decode attention (one query row, or a few), split-KV with long contiguous splits: the live key range of a row is
+// cut at run time into n_splits equal pieces and one block handles one (split, KV head, query row) for all G query
+// heads of the group, so each K/V row is read from device memory once per row. n_splits is sized on the host so
+// that n_splits × KV heads × rows ≈ one resident wave (2 blocks/SM at G = 4: 33 splits × 8 heads at 132 SMs) and
+// no split is under 64 keys; the split boundaries depend only on n_splits and the live range, so eager and
+// graph-replayed (capacity-sized) launches agree once the context holds n_splits × 64 keys.
+// v5: a block copies its split into shared memory with cp.async in stages of 4 warp tiles (16 KB of K and 16 KB
+// of V), kStages stages in flight (3 at G = 4: 96 KB per block, 192 KB per SM), so a 4193-key split (2 stages) is
+// requested all at once, most of it before the programmatic-dependent-launch wait (cached rows before this step's
+// position are immutable; the rows this step appends are copied after the wait). The v3 kernel kept K/V in
+// registers and reached only ~2 tiles per warp in flight (3 dependent DRAM round trips per split). Inside a
+// stage each of the 4 warps takes one 16-key tile (32 at head_dim 64): each lane reads 16-byte pieces of K and V
+// from shared memory (two full rows per warp load: no bank conflict) and keeps an online (base-2) softmax in fp32
+// registers. The second kernel merges the splits in index order with 8 thread groups per (row, head), all loads
+// independent (no atomics: bit-identical run after run). A single split writes the output directly. Both kernels
+// use programmatic dependent launch. Masks: a key range per row (host ranges or the device decode state, for
+// CUDA-graph replay).
 // ref: FlashDecoding (Dao, Haziza, Massa, Sizov 2023) split-KV + log-sum-exp combine; vLLM paged_attention_v2;
-//      FlashInfer decode (fixed split count per wave, online softmax per split).
+//      FlashInfer decode (fixed split count per wave, online softmax per split, cp.async K/V pipeline).
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <utility>
 
 #include "cuda/kernels.cuh"
+#include "cuda/mma.cuh"
 
 namespace pixtral::cuda {
 namespace {
 
 constexpr int kWarps = 4;
 constexpr int kThreads = 32 * kWarps;
-constexpr int kSteps = 8;              // 16-byte K (and V) loads per lane per tile
 constexpr int kMinSplitKeys = 64;      // a split shorter than this is not worth its combine traffic
-// Resident blocks per SM (launch bounds): G = 4 needs up to 255 registers (K, V, scores, q, O of a 16-key tile
-// for 4 heads, the next tile's K in flight), so 2 blocks; G ≤ 2 fits 3.
+constexpr int kStageBytes = 16 * 1024; // K (and V) bytes of one stage: kWarps tiles
+// Resident blocks per SM (launch bounds) and stages in flight per block: G = 4 keeps q, scores and O of 4 heads
+// in registers (2 blocks of 128 threads), 3 stages × 32 KB where the SM has the shared memory (Hopper: 228 KB);
+// G ≤ 2 fits 3 blocks of 2 stages. Devices with less (sm_86/89: 100 KB per SM) run 1 stage per block.
 constexpr int blocks_per_sm(int G) { return G == 4 ? 2 : 3; }
+constexpr int max_stages(int G) { return G == 4 ? 3 : 2; }
+constexpr std::size_t stage_smem_bytes(int stages) { return std::size_t(stages) * 2 * kStageBytes; }
+// The kernel's static shared memory (the warp merge) plus the 1 KB the runtime reserves per block.
+constexpr std::size_t fixed_smem_bytes(int G, int D) { return std::size_t(kWarps) * G * (D + 2) * 4 + 1024; }
 constexpr int kMaxSplits = 256;
 constexpr int kCombineGroups = 8;      // thread groups over the splits in the combine
 constexpr float kLog2e = 1.4426950408889634f;
@@ -46,62 +55,89 @@ struct DecodeParams {
   const int* dev_state;
   int n_q, H, Hkv, key_lo, key_hi, n_splits;
   float scale_log2;
-  bool l2_prefetch;
 };
 
-// Loads the kSteps pieces of one tile (keys t0 + st * kKeysPerStep + sub); keys ≥ hi read as zero, unread.
-template <int kKeysPerStep>
-__device__ __forceinline__ void load_tile(uint4 (&r)[kSteps], const bf16* base, std::int64_t stride, int key0,
-                                          int hi) {
+// Issues the cp.async copies of one stage (keys key0 .. key0 + kStageKeys - 1 of KV head kvh) into the swizzled
+// shared tiles `ks`/`vs` (shared addresses): keys in [from, to) are copied, keys ≥ s1 zero-filled when
+// `zero_tail` (V of a masked key must be finite: p = 0 multiplies it), other keys left alone (a later call).
+template <int D>
+__device__ __forceinline__ void issue_stage(std::uint32_t ks, std::uint32_t vs, const DecodeParams& p, int kvh,
+                                            int key0, int from, int to, int s1, bool zero_tail) {
+  constexpr int kPieces = D / 8;                     // 16-byte pieces per key row
+  constexpr int kStageKeys = kStageBytes / (2 * D);  // keys per stage
+  constexpr int kPerThread = kStageKeys * kPieces / kThreads;
+  const std::int64_t kv_stride = std::int64_t(p.Hkv) * D;
 #pragma unroll
-  for (int st = 0; st < kSteps; ++st) {
-    const int key = key0 + st * kKeysPerStep;
-    r[st] = key < hi ? load_stream(reinterpret_cast<const uint4*>(base + std::int64_t(key) * stride)) : make_uint4(0, 0, 0, 0);
+  for (int j = 0; j < kPerThread; ++j) {
+    const int c = threadIdx.x + j * kThreads;
+    const int kk = c / kPieces, piece = c % kPieces, key = key0 + kk;
+    const bool copy = key >= from && key < to, zero = zero_tail && key >= s1;
+    if (copy || zero) {
+      const std::int64_t off = std::int64_t(copy ? key : 0) * kv_stride + std::int64_t(kvh) * D + piece * 8;
+      cp_async16(ks + swz<D>(kk, piece), p.k + off, copy);
+      cp_async16(vs + swz<D>(kk, piece), p.v + off, copy);
+    }
   }
 }
 
-template <int D, int G, class TO>
+// One block per (split, KV head, query row). The G query heads of the group are the rows 0..G-1 of a 16-row
+// tensor-core tile (the other rows are zero and never stored): per 16 keys a warp runs S = Q·Kᵀ as 2 × D/16
+// mma.sync m16n8k16 (K through ldmatrix from the swizzled stage), the online softmax on the fp32 accumulators
+// (a row's values live in the 4 lanes of a quad), and O += P·V as D/8 MMAs with P rounded to bf16 as the A
+// operand (FlashAttention-2) and V through ldmatrix.trans.
+template <int D, int G, int kStages, class TO>
 __global__ void __launch_bounds__(kThreads, blocks_per_sm(G)) decode_attention_kernel(const DecodeParams p) {
-  constexpr int kLanesPerKey = D / 8;              // 16-byte pieces of one row
-  constexpr int kKeysPerStep = 32 / kLanesPerKey;  // keys one warp-wide load covers
-  constexpr int kTile = kSteps * kKeysPerStep;     // keys per warp tile (16 at D = 128)
+  constexpr int kStageKeys = kStageBytes / (2 * D);  // keys per stage (64 at D = 128, 128 at D = 64)
+  constexpr int kWarpKeys = kStageKeys / kWarps;     // keys per warp and stage (16 / 32)
+  constexpr int kNt = D / 8;                         // n-tiles of O
+  extern __shared__ __align__(128) unsigned char smem_raw[];
   __shared__ float red_m[kWarps][G], red_l[kWarps][G];
   __shared__ __align__(16) float red_o[kWarps][G][D];
 
   allow_dependents_to_launch();
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int sub = lane / kLanesPerKey, dl = lane % kLanesPerKey;
+  const int g = lane >> 2, t = lane & 3;  // quad (row of the tile) and lane in the quad
   const int split = blockIdx.x, kvh = blockIdx.y, row = blockIdx.z;
   const std::int64_t n_vec = std::int64_t(p.n_q) * p.H;
-  const std::int64_t q_stride = std::int64_t(p.H) * D, kv_stride = std::int64_t(p.Hkv) * D;
+  const std::int64_t q_stride = std::int64_t(p.H) * D;
+  const std::uint32_t ks_all = smem_addr(smem_raw), vs_all = ks_all + kStages * kStageBytes;
   // Host key ranges were copied just before this launch: read them only after the PDL wait. The decode state
-  // was copied before the replayed graph started, so its position may be read early (to prefetch).
+  // was copied before the replayed graph started, so its position may be read early.
   if (!p.dev_state) wait_for_previous_grid();
-  const int2 rr = p.dev_state ? make_int2(0, p.dev_state[kDecodeStatePosition] + row + 1) : p.key_range[row];
-  // This row's live keys, cut into n_splits pieces of `per` keys (a multiple of the warp tile).
+  const int pos = p.dev_state ? p.dev_state[kDecodeStatePosition] : 0;
+  const int2 rr = p.dev_state ? make_int2(0, pos + row + 1) : p.key_range[row];
+  // This row's live keys, cut into n_splits pieces of `per` keys (a multiple of 16).
+  constexpr int kRound = 16;
   const int lo = max(rr.x, p.key_lo), hi = min(rr.y, p.key_hi);
   const int len = max(0, hi - lo);
-  const int per = ((len + p.n_splits - 1) / p.n_splits + kTile - 1) / kTile * kTile;
+  const int per = ((len + p.n_splits - 1) / p.n_splits + kRound - 1) / kRound * kRound;
   const int s0 = lo + split * per, s1 = min(hi, s0 + per);
+  const int n_stage = s1 > s0 ? (s1 - s0 + kStageKeys - 1) / kStageKeys : 0;
   const bool direct = p.n_splits == 1;
-  // Before waiting on the previous kernel (programmatic dependent launch): ask L2 for this warp's first two
-  // tiles, K and V (one 128-byte line per lane each). Cached rows before this step's are not written by the
-  // kernels still running; this step's row (scatter) is only prefetched into L2, never read before the wait.
-  // (A second wait, in key-range mode, returns at once.)
-  const int pf_end = p.l2_prefetch ? s1 : 0;
-  {
-    const int pk = lane / (D / 64), off = (lane % (D / 64)) * 64;
-#pragma unroll
-    for (int j = 0; j < 2; ++j) {
-      if (const int key = s0 + (warp + j * kWarps) * kTile + pk; key < pf_end) {
-        prefetch_l2(p.k + std::int64_t(key) * kv_stride + std::int64_t(kvh) * D + off);
-        prefetch_l2(p.v + std::int64_t(key) * kv_stride + std::int64_t(kvh) * D + off);
-      }
-    }
-  }
-  wait_for_previous_grid();  // q, out and the workspace belong to the previous kernels
 
-  if (s0 >= s1) {  // nothing of this row in this split (short row, or the tail splits)
+  // The first kStages stages, one cp.async group each (empty groups for missing stages keep the count fixed).
+  // Before the wait only rows the running kernels do not write: in decode-state mode the rows before this
+  // step's position (the QKV GEMV appends row pos onwards); in key-range mode the wait came first.
+  const int safe_hi = p.dev_state ? min(s1, pos) : s1;
+#pragma unroll
+  for (int i = 0; i < kStages; ++i) {
+    if (i < n_stage)
+      issue_stage<D>(ks_all + i * kStageBytes, vs_all + i * kStageBytes, p, kvh, s0 + i * kStageKeys, s0, safe_hi,
+                     s1, true);
+    cp_async_commit();
+  }
+  wait_for_previous_grid();  // q, out, the workspace and this step's K/V rows belong to the previous kernels
+  const bool late = safe_hi < min(s1, s0 + kStages * kStageKeys);  // block-uniform
+  if (late) {
+#pragma unroll
+    for (int i = 0; i < kStages; ++i)
+      if (i < n_stage)
+        issue_stage<D>(ks_all + i * kStageBytes, vs_all + i * kStageBytes, p, kvh, s0 + i * kStageKeys, safe_hi, s1,
+                       s1, false);
+    cp_async_commit();
+  }
+
+  if (n_stage == 0) {  // nothing of this row in this split (short row, or the tail splits)
     if (direct) {
       TO* out = static_cast<TO*>(p.out) + std::int64_t(row) * q_stride + std::int64_t(kvh) * G * D;
       for (int i = tid; i < G * D; i += kThreads) out[i] = from_f32<TO>(0.f);
@@ -117,109 +153,105 @@ __global__ void __launch_bounds__(kThreads, blocks_per_sm(G)) decode_attention_k
     return;
   }
 
-  const bf16* kbase = p.k + std::int64_t(kvh) * D + dl * 8;
-  const bf16* vbase = p.v + std::int64_t(kvh) * D + dl * 8;
-  int t0 = s0 + warp * kTile;  // this warp's tiles: t0, t0 + kWarps * kTile, ...
-  uint4 kr[kSteps], vr[kSteps];
-  if (t0 < s1) {
-    load_tile<kKeysPerStep>(kr, kbase, kv_stride, t0 + sub, s1);
-    load_tile<kKeysPerStep>(vr, vbase, kv_stride, t0 + sub, s1);
-  }
-  float qf[G][8];
+  // Q as A fragments: row g = head kvh·G + g (zero for g ≥ G; rows g + 8 are zero), k-step j = dims 16j..16j+15.
+  std::uint32_t qa[D / 16][2];
+  {
+    const std::uint32_t* qrow = reinterpret_cast<const std::uint32_t*>(
+        p.q + std::int64_t(row) * q_stride + std::int64_t(kvh * G + min(g, G - 1)) * D);
 #pragma unroll
-  for (int hh = 0; hh < G; ++hh) {
-    const uint4 u = *reinterpret_cast<const uint4*>(p.q + std::int64_t(row) * q_stride +
-                                                    std::int64_t(kvh * G + hh) * D + dl * 8);
-    bf16x8_to_f32(u, qf[hh]);
-#pragma unroll
-    for (int i = 0; i < 8; ++i) qf[hh][i] *= p.scale_log2;
-  }
-
-  // Online softmax state of this lane (its `sub` keys; the running max is warp-uniform).
-  float m_run[G], l_run[G], acc[G][8];
-#pragma unroll
-  for (int hh = 0; hh < G; ++hh) {
-    m_run[hh] = -INFINITY;
-    l_run[hh] = 0.f;
-#pragma unroll
-    for (int i = 0; i < 8; ++i) acc[hh][i] = 0.f;
-  }
-  // L2 prefetch of the tile after next: a tile's K (and V) rows are 32 lines of 128 B, one per lane.
-  constexpr int kLinesPerKey = D / 64;
-  const int pf_key = lane / kLinesPerKey, pf_off = (lane % kLinesPerKey) * 64;  // in bf16 elements
-  const bf16* kpf = p.k + std::int64_t(kvh) * D + pf_off;
-  const bf16* vpf = p.v + std::int64_t(kvh) * D + pf_off;
-  while (t0 < s1) {
-    const int tn = t0 + kWarps * kTile;
-    if (const int key = tn + kWarps * kTile + pf_key; key < pf_end) {
-      prefetch_l2(kpf + std::int64_t(key) * kv_stride);
-      prefetch_l2(vpf + std::int64_t(key) * kv_stride);
+    for (int j = 0; j < D / 16; ++j) {
+      qa[j][0] = g < G ? qrow[8 * j + t] : 0u;      // dims 16j + 2t, +1
+      qa[j][1] = g < G ? qrow[8 * j + 4 + t] : 0u;  // dims 16j + 8 + 2t, +1
     }
-    // Scores (base 2), masked to -inf at keys ≥ s1 (keys ≥ s0 by construction).
-    float sc[kSteps][G], mt[G];
+  }
+  // Online softmax state of row g (identical in the 4 lanes of the quad; l is this lane's partial sum).
+  float m_run = -INFINITY, l_run = 0.f;
+  float o[kNt][4];
 #pragma unroll
-    for (int hh = 0; hh < G; ++hh) mt[hh] = -INFINITY;
+  for (int n = 0; n < kNt; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+  // ldmatrix lane roles: K (non-transposed, B of S): matrices (keys 0-7 | 8-15) × (dims lo | hi 8 of a k-step);
+  // V (transposed, B of O): matrices (keys 0-7 | 8-15) × (n-tile m | m + 1).
+  const int k_key = (lane & 7) + ((lane >> 4) << 3), k_half = (lane >> 3) & 1;
+  const int v_key = (lane & 7) + (((lane >> 3) & 1) << 3), v_half = lane >> 4;
+
+  for (int i = 0; i < n_stage; ++i) {
+    // Stage i's group is complete once at most kStages - 1 newer groups are pending (the late group, newer than
+    // stages 0..kStages-1, is waited for in full first).
+    if (i == 0 && late)
+      cp_async_wait<0>();
+    else
+      cp_async_wait<kStages - 1>();
+    __syncthreads();  // every thread's copies of the stage are visible
+    const int slot = i % kStages;
+    const std::uint32_t kst = ks_all + slot * kStageBytes, vst = vs_all + slot * kStageBytes;
 #pragma unroll
-    for (int st = 0; st < kSteps; ++st) {
-      float kf[8];
-      bf16x8_to_f32(kr[st], kf);
-      const bool ok = t0 + sub + st * kKeysPerStep < s1;
+    for (int sub = 0; sub < kWarpKeys / 16; ++sub) {
+      const int r0 = warp * kWarpKeys + sub * 16;  // first key of this 16-key tile within the stage
+      const int key0 = s0 + i * kStageKeys + r0;
+      if (key0 >= s1) break;  // warp-uniform
+      // S = Q · Kᵀ: two n-tiles of 8 keys.
+      float sc[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
 #pragma unroll
-      for (int hh = 0; hh < G; ++hh) {
-        float d = 0.f;
+      for (int j = 0; j < D / 16; ++j) {
+        std::uint32_t kb[4];
+        ldmatrix_x4(kst + swz<D>(r0 + k_key, 2 * j + k_half), kb);
+        const std::uint32_t a[4] = {qa[j][0], 0u, qa[j][1], 0u};
+        mma_bf16(sc[0], a, kb[0], kb[1]);
+        mma_bf16(sc[1], a, kb[2], kb[3]);
+      }
+      // Row g: keys key0 + 8h + 2t + e in sc[h][e] (e = 0, 1); sc[h][2..3] belong to row g + 8 (unused).
+      float mt = -INFINITY;
 #pragma unroll
-        for (int i = 0; i < 8; ++i) d = fmaf(qf[hh][i], kf[i], d);
+      for (int h = 0; h < 2; ++h)
 #pragma unroll
-        for (int o = 1; o < kLanesPerKey; o <<= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
-        sc[st][hh] = ok ? d : -INFINITY;
-        mt[hh] = fmaxf(mt[hh], sc[st][hh]);
+        for (int e = 0; e < 2; ++e) {
+          const bool ok = key0 + 8 * h + 2 * t + e < s1;
+          sc[h][e] = ok ? sc[h][e] * p.scale_log2 : -INFINITY;
+          mt = fmaxf(mt, sc[h][e]);
+        }
+      mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, 1));
+      mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, 2));
+      const float m_new = fmaxf(m_run, mt);  // finite: key key0 is live
+      const float alpha = exp2f(m_run - m_new);  // 0 on the first tile
+      m_run = m_new;
+      float pr[2][2];
+#pragma unroll
+      for (int h = 0; h < 2; ++h)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) pr[h][e] = exp2f(sc[h][e] - m_new);  // 0 for masked keys
+      l_run = l_run * alpha + ((pr[0][0] + pr[0][1]) + (pr[1][0] + pr[1][1]));
+      // P as the A operand (rows g + 8 zero): keys 2t, 2t+1 | 8 + 2t, 8 + 2t + 1.
+      const std::uint32_t pa[4] = {pack_bf16(pr[0][0], pr[0][1]), 0u, pack_bf16(pr[1][0], pr[1][1]), 0u};
+#pragma unroll
+      for (int n = 0; n < kNt; n += 2) {
+        std::uint32_t vb[4];
+        ldmatrix_x4_trans(vst + swz<D>(r0 + v_key, n + v_half), vb);
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          o[n][e] *= alpha;
+          o[n + 1][e] *= alpha;
+        }
+        mma_bf16(o[n], pa, vb[0], vb[1]);
+        mma_bf16(o[n + 1], pa, vb[2], vb[3]);
       }
     }
-    if (tn < s1) load_tile<kKeysPerStep>(kr, kbase, kv_stride, tn + sub, s1);  // next tile's K, during P·V
-#pragma unroll
-    for (int hh = 0; hh < G; ++hh) {
-#pragma unroll
-      for (int o = kLanesPerKey; o < 32; o <<= 1) mt[hh] = fmaxf(mt[hh], __shfl_xor_sync(0xffffffffu, mt[hh], o));
-      const float m_new = fmaxf(m_run[hh], mt[hh]);  // finite: key t0 is live
-      const float alpha = exp2f(m_run[hh] - m_new);  // 0 on the first tile
-      m_run[hh] = m_new;
-      l_run[hh] *= alpha;
-#pragma unroll
-      for (int i = 0; i < 8; ++i) acc[hh][i] *= alpha;
-    }
-#pragma unroll
-    for (int st = 0; st < kSteps; ++st) {
-      float vf[8];
-      bf16x8_to_f32(vr[st], vf);
-#pragma unroll
-      for (int hh = 0; hh < G; ++hh) {
-        const float pr = exp2f(sc[st][hh] - m_run[hh]);  // 0 for masked keys (-inf)
-        l_run[hh] += pr;
-#pragma unroll
-        for (int i = 0; i < 8; ++i) acc[hh][i] = fmaf(pr, vf[i], acc[hh][i]);
-      }
-    }
-    if (tn < s1) load_tile<kKeysPerStep>(vr, vbase, kv_stride, tn + sub, s1);  // next tile's V
-    t0 = tn;
+    __syncthreads();  // the slot is read by every warp before it is refilled
+    if (i + kStages < n_stage)
+      issue_stage<D>(kst, vst, p, kvh, s0 + (i + kStages) * kStageKeys, s0, s1, s1, true);
+    cp_async_commit();
   }
 
-  // Reduce the lanes of each dim slice (fixed xor tree), then the warps through shared memory.
+  // Per warp: row g's l over the quad (fixed xor tree), O and m to shared memory, then the warps merged in a
+  // fixed order.
+  l_run += __shfl_xor_sync(0xffffffffu, l_run, 1);
+  l_run += __shfl_xor_sync(0xffffffffu, l_run, 2);
+  if (g < G) {
 #pragma unroll
-  for (int hh = 0; hh < G; ++hh) {
-#pragma unroll
-    for (int o = kLanesPerKey; o < 32; o <<= 1) {
-      l_run[hh] += __shfl_xor_sync(0xffffffffu, l_run[hh], o);
-#pragma unroll
-      for (int i = 0; i < 8; ++i) acc[hh][i] += __shfl_xor_sync(0xffffffffu, acc[hh][i], o);
-    }
-    if (sub == 0) {
-      float4* dst = reinterpret_cast<float4*>(&red_o[warp][hh][dl * 8]);
-      dst[0] = make_float4(acc[hh][0], acc[hh][1], acc[hh][2], acc[hh][3]);
-      dst[1] = make_float4(acc[hh][4], acc[hh][5], acc[hh][6], acc[hh][7]);
-    }
-    if (lane == 0) {
-      red_l[warp][hh] = l_run[hh];
-      red_m[warp][hh] = m_run[hh];  // -inf for a warp that had no tile (its O and L are 0)
+    for (int n = 0; n < kNt; ++n)
+      *reinterpret_cast<float2*>(&red_o[warp][g][8 * n + 2 * t]) = make_float2(o[n][0], o[n][1]);
+    if (t == 0) {
+      red_l[warp][g] = l_run;
+      red_m[warp][g] = m_run;  // -inf for a warp that had no tile (its O and L are 0)
     }
   }
   __syncthreads();
@@ -252,53 +284,61 @@ __global__ void __launch_bounds__(kThreads, blocks_per_sm(G)) decode_attention_k
   }
 }
 
-// One block of kCombineGroups × D threads per (row, head): group g sums splits g, g + 8, ... (independent loads,
-// unrolled), then the groups are added in index order. Empty splits carry M = -inf, O = L = 0 (weight 0).
+// Merges a split's (m, l, o) into a running (m, l, o): log-sum-exp rescaling, base 2. A split with m = -inf
+// (empty) has weight 0.
+__device__ __forceinline__ void lse_merge(float& m, float& l, float& o, float mc, float lc, float oc) {
+  if (mc == -INFINITY) return;
+  const float mn = fmaxf(m, mc);
+  const float a = exp2f(m - mn), b = exp2f(mc - mn);  // a = 0 while m = -inf
+  o = o * a + oc * b;
+  l = l * a + lc * b;
+  m = mn;
+}
+
+// One block of kCombineGroups × D threads per (row, head): group g merges splits g, g + 8, ... in index order with
+// all its loads (m, l and o of up to 8 splits) issued before any math — one dependent round trip to L2 — then
+// the groups are merged in index order through shared memory (no atomics: bit-identical run after run).
 template <int D, class TO>
 __global__ void __launch_bounds__(kCombineGroups * D)
 decode_combine_kernel(TO* __restrict__ out, const float* __restrict__ partial, int n_vec, int n_splits) {
-  __shared__ float wsplit[kMaxSplits], lsplit[kMaxSplits], red_m[kCombineGroups * D / 32];
-  __shared__ float red_o[kCombineGroups][D], red_l[kCombineGroups];
+  constexpr int kBatch = 8;  // splits per group loaded at once (33 splits: 5 per group)
+  __shared__ float red_o[kCombineGroups][D], red_m[kCombineGroups], red_l[kCombineGroups];
   allow_dependents_to_launch();
   wait_for_previous_grid();  // everything here comes from decode_attention_kernel
   const std::int64_t vec = blockIdx.x;
   const int tid = threadIdx.x, d = tid % D, g = tid / D;
   const float* Mp = partial + std::int64_t(n_splits) * n_vec * D;
   const float* Lp = Mp + std::int64_t(n_splits) * n_vec;
-  float m = -INFINITY;
-  for (int c = tid; c < n_splits; c += kCombineGroups * D) m = fmaxf(m, Mp[c * std::int64_t(n_vec) + vec]);
-  m = warp_max(m);
-  if ((tid & 31) == 0) red_m[tid >> 5] = m;
-  __syncthreads();
-  m = red_m[0];
-  for (int w = 1; w < kCombineGroups * D / 32; ++w) m = fmaxf(m, red_m[w]);  // max: exact in any order
-  for (int c = tid; c < n_splits; c += kCombineGroups * D) {
-    const float mc = Mp[c * std::int64_t(n_vec) + vec];
-    wsplit[c] = mc == -INFINITY ? 0.f : exp2f(mc - m);
-    lsplit[c] = Lp[c * std::int64_t(n_vec) + vec];
+  float m = -INFINITY, l = 0.f, o = 0.f;
+  for (int c0 = g; c0 < n_splits; c0 += kBatch * kCombineGroups) {
+    float mc[kBatch], lc[kBatch], oc[kBatch];
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) {
+      const int c = c0 + u * kCombineGroups;
+      const bool ok = c < n_splits;
+      const std::int64_t at = std::int64_t(ok ? c : 0) * n_vec + vec;
+      mc[u] = ok ? Mp[at] : -INFINITY;
+      lc[u] = ok ? Lp[at] : 0.f;
+      oc[u] = ok ? partial[at * D + d] : 0.f;
+    }
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) lse_merge(m, l, o, mc[u], lc[u], oc[u]);
   }
-  __syncthreads();
-  float acc = 0.f, l = 0.f;
-#pragma unroll 8
-  for (int c = g; c < n_splits; c += kCombineGroups) {
-    acc = fmaf(partial[(c * std::int64_t(n_vec) + vec) * D + d], wsplit[c], acc);
-    l = fmaf(lsplit[c], wsplit[c], l);
+  red_o[g][d] = o;
+  if (d == 0) {
+    red_m[g] = m;
+    red_l[g] = l;
   }
-  red_o[g][d] = acc;
-  if (d == 0) red_l[g] = l;
   __syncthreads();
   if (g == 0) {
-    float o = 0.f, lt = 0.f;
+    float mt = -INFINITY, lt = 0.f, ot = 0.f;
 #pragma unroll
-    for (int j = 0; j < kCombineGroups; ++j) {
-      o += red_o[j][d];
-      lt += red_l[j];
-    }
-    out[vec * D + d] = from_f32<TO>(lt > 0.f ? o / lt : 0.f);
+    for (int j = 0; j < kCombineGroups; ++j) lse_merge(mt, lt, ot, red_m[j], red_l[j], red_o[j][d]);
+    out[vec * D + d] = from_f32<TO>(lt > 0.f ? ot / lt : 0.f);
   }
 }
 
-// l2_prefetch_enabled() and pdl_enabled(): kernels.cuh (defined once, in kernels_gemv.cu).
+// pdl_enabled(): kernels.cuh (defined once, in kernels_gemv.cu).
 
 // Splits per (row, KV head): about one resident wave of blocks, none shorter than kMinSplitKeys.
 int n_splits_of(const AttentionLaunch& a) {
@@ -327,9 +367,26 @@ Status launch_decode_typed(const AttentionLaunch& a, cudaStream_t s) {
   p.key_hi = a.key_hi_max;
   p.n_splits = n_splits_of(a);
   p.scale_log2 = a.scale * kLog2e;
-  p.l2_prefetch = attention_prefetch_enabled();
   const dim3 grid(unsigned(p.n_splits), unsigned(a.n_kv_heads), unsigned(a.n_q));
-  launch_dependent(decode_attention_kernel<D, G, TO>, grid, dim3(kThreads), s, p);
+  // As many stages as keep blocks_per_sm(G) blocks resident (and fit one block's opt-in limit).
+  const auto fits = [&](int stages) {
+    const std::size_t block = stage_smem_bytes(stages) + fixed_smem_bytes(G, D);
+    return block <= std::size_t(a.max_smem) + 1024 && std::size_t(blocks_per_sm(G)) * block <= std::size_t(a.smem_per_sm);
+  };
+  const auto launch = [&](auto kernel, int stages) -> Status {
+    const std::size_t smem = stage_smem_bytes(stages);
+    static bool smem_set = false;  // per instantiation; cudaFuncSetAttribute is not a stream operation
+    if (!smem_set) {
+      PIXTRAL_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+      smem_set = true;
+    }
+    launch_dependent_smem(kernel, grid, dim3(kThreads), smem, s, p);
+    return {};
+  };
+  if (fits(max_stages(G)))
+    PIXTRAL_RETURN_IF_ERROR(launch(decode_attention_kernel<D, G, max_stages(G), TO>, max_stages(G)));
+  else
+    PIXTRAL_RETURN_IF_ERROR(launch(decode_attention_kernel<D, G, 1, TO>, 1));
   PIXTRAL_CUDA_LAUNCH_CHECK(decode_attention_kernel);
   if (p.n_splits > 1) {
     launch_dependent(decode_combine_kernel<D, TO>, dim3(unsigned(a.n_q * a.n_heads)), dim3(kCombineGroups * D), s,

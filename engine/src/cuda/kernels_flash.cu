@@ -14,6 +14,7 @@
 #include <cstdlib>
 
 #include "cuda/kernels.cuh"
+#include "cuda/mma.cuh"
 
 namespace pixtral::cuda {
 namespace {
@@ -38,41 +39,6 @@ struct FlashParams {
 __device__ __forceinline__ int2 row_range(const FlashParams& p, int row) {
   if (p.dev_state) return make_int2(0, p.dev_state[kDecodeStatePosition] + row + 1);
   return p.key_range[row];
-}
-
-// Byte offset of 16-byte chunk `c` of row `r` in a [rows][D] bf16 tile; chunks XOR-swizzled by row so that the
-// 8 rows an ldmatrix reads at one column hit 8 different bank groups.
-template <int D>
-__device__ __forceinline__ std::uint32_t swz(int r, int c) {
-  return std::uint32_t(r * D * 2 + ((c ^ (r & 7)) << 4));
-}
-
-__device__ __forceinline__ void cp_async16(std::uint32_t dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
-
-__device__ __forceinline__ void ldmatrix_x4(std::uint32_t addr, std::uint32_t (&r)[4]) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
-}
-__device__ __forceinline__ void ldmatrix_x4_trans(std::uint32_t addr, std::uint32_t (&r)[4]) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
-}
-// c[4] += a[16x16 bf16, row] · b[16x8 bf16, col], fp32 accumulators.
-__device__ __forceinline__ void mma_bf16(float (&c)[4], const std::uint32_t (&a)[4], std::uint32_t b0,
-                                         std::uint32_t b1) {
-  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-               "{%0,%1,%2,%3};\n"
-               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-__device__ __forceinline__ std::uint32_t pack_bf16(float lo, float hi) {
-  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // .x = lo (low 16 bits)
-  return *reinterpret_cast<std::uint32_t*>(&v);
 }
 
 // Copy rows [row0, row0 + 64) of a [*, stride] bf16 matrix (columns col0 .. col0 + D) into a swizzled tile;

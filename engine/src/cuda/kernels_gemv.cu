@@ -206,12 +206,6 @@ bool l2_prefetch_enabled() {
   static const bool on = e && e[0] == '1';
   return on;
 }
-bool attention_prefetch_enabled() {
-  // PIXTRAL_CUDA_ATTN_PREFETCH=0/1 sets the decode attention's L2 prefetch alone (A/B); otherwise as the GEMV's.
-  static const char* e = std::getenv("PIXTRAL_CUDA_ATTN_PREFETCH");
-  static const bool on = e ? e[0] == '1' : l2_prefetch_enabled();
-  return on;
-}
 // Compiled like every kernel of the library: its PTX version says whether griddepcontrol made it into the code.
 __global__ void pdl_probe_kernel() {}
 

@@ -141,6 +141,7 @@ void attention_lab(const AttnProblem& pb, int reps, double copy_bw, double gemm_
   a.key_lo_min = 0;
   a.key_hi_max = pb.causal ? pb.q_offset + pb.n_q : pb.n_kv;
   a.max_smem = max_smem;
+  LAB_CHECK(cudaDeviceGetAttribute(&a.smem_per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, 0));
   a.n_sms = n_sms;
   AttentionLaunch g = a;
   g.path = AttentionPath::generic;
