@@ -13,6 +13,7 @@
 // ref: llama.cpp ggml-cuda/mmvq.cu (quantized matrix-vector), kernels_gemv.cu here (the bf16 twin).
 #include <algorithm>
 #include <cstdlib>
+#include <type_traits>
 
 #include "cuda/cuda_backend.h"
 #include "cuda/gemv_modes.cuh"
@@ -293,6 +294,204 @@ qgemv_kernel(TO* __restrict__ out, const TX* __restrict__ x, const std::uint8_t*
   }
 }
 
+// ---- int4 × bf16 decode GEMV on the tensor cores ---------------------------------------------------------------
+// The scalar qgemv_kernel spends ~5-6 instructions a weight (nibble unpack, bf16 → f32 of x, FFMA, partial sums):
+// issue-bound at 34-44 % of copy bandwidth. Here one mma.sync.m16n8k16 (bf16 in, f32 accumulate) multiplies a
+// 16-row × 16-k tile of dequantized W by x (B columns = x rows, T ≤ 4 of 8 used): ~1.9 instructions a weight
+// (per 8 weights: 3 shifts, 4 LOP3, 4 bf16x2 subtractions, 1 MMA; x's fragments shared by the R tiles).
+//
+// Block = 16 work items (the MMA's M) × all of K; its W warps (4; PIXTRAL_CUDA_INT4_MMA=2/8 for A/B) split the K
+// groups of 128 (warp w: groups w, w + W, ...), each thread keeping 128 bytes of W loads in flight (NB groups,
+// refilled one group at a time; the first before griddepcontrol.wait: W and scales are immutable). Lane = 4g + t. For tile r (R = 1 plain, 2 silu/rope) the A rows g and g + 8 are W rows
+// gemv_item_rows(n0 + g)[r] and gemv_item_rows(n0 + g + 8)[r]; thread t of a row reads the 16 bytes 16t..16t+15
+// of the row's 64-byte group (one 16-byte load a row a group; the 4 threads of a row read it whole). Its word w
+// (bytes 4w..4w+3) holds nibbles i = 0..7 = k = 128G + 32t + 8w + i (low nibble first: core/quant.h).
+// The MMA's k order is free as long as A and B agree (each thread's A and B fragments cover the same k' slots
+// 2t, 2t+1, 2t+8, 2t+9 of a k-step): word w gives k-steps (w, h), h = 0, 1, with
+//   A reg0 = row g   (k + 2h, k + 2h + 4)   [k' 2t, 2t+1]      B b0 = (x[k + 2h],     x[k + 2h + 4])
+//   A reg1 = row g+8 (k + 2h, k + 2h + 4)
+//   A reg2 = row g   (k + 2h + 1, k + 2h + 5) [k' 2t+8, 2t+9]  B b1 = (x[k + 2h + 1], x[k + 2h + 5])
+//   A reg3 = row g+8 (k + 2h + 1, k + 2h + 5)
+// (PTX ISA "Matrix Fragments for mma.m16n8k16 with floating point type": a0,a1 row g / a2,a3 row g+8 at cols
+// 2t, 2t+1; a4..a7 the same at cols +8; b0,b1 rows 2t, 2t+1 / b2,b3 rows 2t+8, 2t+9 of col g; c0,c1 row g /
+// c2,c3 row g+8 at cols 2t, 2t+1.) Nibbles (s, s+4) of a word become a bf16x2 of exact values with one shift, one
+// LOP3 ((u >> 4s) & 0x000f000f) ^ 0x43084308 = bf16 (128 + (n ^ 8)) = 136 + v, and one bf16x2 subtraction of 136.
+// Per group: two fresh D (even / odd words: 4 dependent MMAs each) over the group's 8 k-steps, then
+// acc += scale(row, G) · D, one D after the other (fp32 FMA). The W warps' partial sums meet in shared memory and are added in warp order: deterministic, and a row's value does not depend on its
+// place in the tile, its tile, nor on T (fused silu/rope modes keep the bits of the plain matmul + epilogue).
+// ref: Marlin (IST-DASLab/marlin) dequant (LOP3 with 0x43004300 magic, bf16 variant), PTX ISA mma fragments.
+constexpr int kMmaItems = 16;  // work items per block: the MMA's M
+constexpr int kMmaWarpsDefault = 4;  // warps a block (splitting K's groups): PIXTRAL_CUDA_INT4_MMA=2/4/8 (A/B)
+
+// PIXTRAL_CUDA_INT4_MMA=0 sends int4 × bf16 GEMVs to the scalar kernel, =2/4/8 sets the tensor-core kernel's warps
+// a block (A/B in the kernel lab); read once. 0: the scalar kernel.
+int int4_mma_warps() {
+  static const int w = [] {
+    const char* e = std::getenv("PIXTRAL_CUDA_INT4_MMA");
+    if (!e || !e[0]) return kMmaWarpsDefault;
+    return e[0] == '0' ? 0 : e[0] == '2' ? 2 : e[0] == '8' ? 8 : kMmaWarpsDefault;
+  }();
+  return w;
+}
+
+// 16-byte load through L1 (x: read by every block), volatile so that the compiler keeps it in program order with
+// load_stream (hoisting the x of later groups ahead costs 16 registers a group).
+__device__ __forceinline__ uint4 load_cached(const uint4* p) {
+  uint4 r;
+  asm volatile("ld.global.nc.v4.u32 {%0,%1,%2,%3}, [%4];" : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
+  return r;
+}
+
+// d += A · B, m16n8k16, bf16 × bf16 → f32.
+__device__ __forceinline__ void mma_bf16_16816(float d[4], std::uint32_t a0, std::uint32_t a1, std::uint32_t a2,
+                                               std::uint32_t a3, std::uint32_t b0, std::uint32_t b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+#else
+  __trap();  // the MMA path is only launched on sm_80+ builds (bf16 mma.sync)
+#endif
+}
+
+// Nibbles s and s + 4 of word u (two's complement) as an exact bf16x2 (low half: nibble s).
+__device__ __forceinline__ std::uint32_t int4_pair_bf16(std::uint32_t u, int s) {
+  const std::uint32_t biased = ((u >> (4 * s)) & 0x000f000fu) ^ 0x43084308u;  // bf16 136 + v, v in -8..7
+  const __nv_bfloat162 h = __hsub2(*reinterpret_cast<const __nv_bfloat162*>(&biased),
+                                   __nv_bfloat162(__ushort_as_bfloat16(0x4308), __ushort_as_bfloat16(0x4308)));
+  return *reinterpret_cast<const std::uint32_t*>(&h);
+}
+
+template <int T, class TO, GemvMode M, int W>
+__global__ void __launch_bounds__(W * 32, 16 / W)  // 16 warps an SM: ≤ 128 registers
+q4mma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const std::uint8_t* __restrict__ q,
+             const float* __restrict__ scales, const bf16* __restrict__ bias, int N, int n_items, int K,
+             RopeAppendArgs ra) {
+  constexpr int R = gemv_rows_per_item(M);
+  constexpr int NB = 4 / R;  // groups in flight a thread: 2 rows · R tiles · 16 bytes · NB = 128 bytes
+  __shared__ float red[W][R][kMmaItems][4];  // [warp][tile][item][x row]
+  allow_dependents_to_launch();
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  const int n0 = blockIdx.x * kMmaItems;
+  const std::int64_t rb = K / 2;
+  const int n_groups = K / quant::kInt4Group;
+  // A rows g (h = 0) and g + 8 (h = 1) of each tile; items past the end read the last item's rows, never stored.
+  const uint4* wp[R][2];
+  const float* sp[R][2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    int rows[2];
+    gemv_item_rows<M>(min(n0 + g + 8 * h, n_items - 1), N, ra, rows);
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      wp[r][h] = reinterpret_cast<const uint4*>(q + std::int64_t(rows[r]) * rb) + t;
+      sp[r][h] = scales + std::int64_t(rows[r]) * n_groups;
+    }
+  }
+  const int my_groups = warp < n_groups ? (n_groups - 1 - warp) / W + 1 : 0;  // warp-uniform
+  uint4 wv[NB][R][2];
+  float sv[NB][R][2];
+#pragma unroll
+  for (int j = 0; j < NB; ++j)  // W and scales are immutable: the first groups before waiting
+    if (j < my_groups)
+#pragma unroll
+      for (int r = 0; r < R; ++r)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int G = warp + W * j;
+          wv[j][r][h] = load_stream(wp[r][h] + 4 * G);
+          sv[j][r][h] = __ldg(sp[r][h] + G);
+        }
+  wait_for_previous_grid();  // x (and out) belong to the previous kernels
+  // B column g = x row g (g < T; the other columns multiply zeros and are never read).
+  const uint4* xp = reinterpret_cast<const uint4*>(x + std::int64_t(g < T ? g : 0) * K + 32 * t);
+  float acc[R][4];
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) acc[r][e] = 0.f;
+  for (int i0 = 0; i0 < my_groups; i0 += NB) {
+#pragma unroll
+    for (int j = 0; j < NB; ++j) {
+      const int i = i0 + j;
+      if (i >= my_groups) break;  // warp-uniform
+      const int G = warp + W * i;
+      uint4 w[R][2];
+      float s[R][2];
+#pragma unroll
+      for (int r = 0; r < R; ++r)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          w[r][h] = wv[j][r][h];
+          s[r][h] = sv[j][r][h];
+        }
+      if (i + NB < my_groups)  // refill the slot: NB groups stay in flight
+#pragma unroll
+        for (int r = 0; r < R; ++r)
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const int Gn = G + W * NB;
+            wv[j][r][h] = load_stream(wp[r][h] + 4 * Gn);
+            sv[j][r][h] = __ldg(sp[r][h] + Gn);
+          }
+      uint4 xv[4];
+#pragma unroll
+      for (int ww = 0; ww < 4; ++ww) xv[ww] = g < T ? load_cached(xp + 16 * G + ww) : make_uint4(0u, 0u, 0u, 0u);
+      float d[R][2][4];  // two MMA chains (even / odd words): half the dependent-MMA latency
+#pragma unroll
+      for (int r = 0; r < R; ++r)
+#pragma unroll
+        for (int e = 0; e < 8; ++e) d[r][e / 4][e % 4] = 0.f;
+#pragma unroll
+      for (int ww = 0; ww < 4; ++ww) {
+        // x[k .. k + 7], k = 128G + 32t + 8ww: b for k-step h = (x[k+2h], x[k+2h+4]), (x[k+2h+1], x[k+2h+5])
+        const std::uint32_t b00 = __byte_perm(xv[ww].x, xv[ww].z, 0x5410), b01 = __byte_perm(xv[ww].x, xv[ww].z, 0x7632);
+        const std::uint32_t b10 = __byte_perm(xv[ww].y, xv[ww].w, 0x5410), b11 = __byte_perm(xv[ww].y, xv[ww].w, 0x7632);
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+          const std::uint32_t u0 = (&w[r][0].x)[ww], u1 = (&w[r][1].x)[ww];  // rows g, g + 8
+          mma_bf16_16816(d[r][ww & 1], int4_pair_bf16(u0, 0), int4_pair_bf16(u1, 0), int4_pair_bf16(u0, 1),
+                         int4_pair_bf16(u1, 1), b00, b01);
+          mma_bf16_16816(d[r][ww & 1], int4_pair_bf16(u0, 2), int4_pair_bf16(u1, 2), int4_pair_bf16(u0, 3),
+                         int4_pair_bf16(u1, 3), b10, b11);
+        }
+      }
+#pragma unroll
+      for (int r = 0; r < R; ++r)
+#pragma unroll
+        for (int c2 = 0; c2 < 2; ++c2) {
+          acc[r][0] = fmaf(s[r][0], d[r][c2][0], acc[r][0]);  // row g,     col 2t
+          acc[r][1] = fmaf(s[r][0], d[r][c2][1], acc[r][1]);  // row g,     col 2t + 1
+          acc[r][2] = fmaf(s[r][1], d[r][c2][2], acc[r][2]);  // row g + 8, col 2t
+          acc[r][3] = fmaf(s[r][1], d[r][c2][3], acc[r][3]);  // row g + 8, col 2t + 1
+        }
+    }
+  }
+  if (t < 2) {  // columns 0..3 = x rows (T ≤ 4)
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      red[warp][r][g][2 * t] = acc[r][0];
+      red[warp][r][g][2 * t + 1] = acc[r][1];
+      red[warp][r][g + 8][2 * t] = acc[r][2];
+      red[warp][r][g + 8][2 * t + 1] = acc[r][3];
+    }
+  }
+  __syncthreads();
+  const int item = threadIdx.x >> 2, c = threadIdx.x & 3;
+  if (threadIdx.x < kMmaItems * 4 && c < T && n0 + item < n_items) {
+    float v[2] = {0.f, 0.f};
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      float sum = red[0][r][item][c];
+#pragma unroll
+      for (int ww = 1; ww < W; ++ww) sum += red[ww][r][item][c];
+      v[r] = sum;
+    }
+    gemv_item_store<M>(out, c, n0 + item, N, v, bias, ra);
+  }
+}
+
 template <int T, GemvMode M = GemvMode::plain>
 Status launch_rows(void* out, DType out_t, const void* x, DType x_t, const std::uint8_t* q, const float* scales,
                    bool int4, const bf16* bias, int N, int K, cudaStream_t s, const RopeAppendArgs& ra = {}) {
@@ -304,6 +503,19 @@ Status launch_rows(void* out, DType out_t, const void* x, DType x_t, const std::
       const dim3 grid{unsigned(ceil_div(items, kWarpsPerBlock))}, block{kWarpsPerBlock * 32};
       TO* o = static_cast<TO*>(out);
       const TX* xx = static_cast<const TX*>(x);
+      if constexpr (std::is_same_v<TX, bf16>) {
+        if (const int w = int4 ? int4_mma_warps() : 0) {
+          const dim3 mgrid{unsigned(ceil_div(items, kMmaItems))};
+          if (w == 2)
+            launch_dependent(q4mma_kernel<T, TO, M, 2>, mgrid, dim3{64}, s, o, xx, q, scales, bias, N, items, K, ra);
+          else if (w == 8)
+            launch_dependent(q4mma_kernel<T, TO, M, 8>, mgrid, dim3{256}, s, o, xx, q, scales, bias, N, items, K, ra);
+          else
+            launch_dependent(q4mma_kernel<T, TO, M, 4>, mgrid, dim3{128}, s, o, xx, q, scales, bias, N, items, K, ra);
+          PIXTRAL_CUDA_LAUNCH_CHECK(q4mma_kernel);
+          return Status{};
+        }
+      }
       if (int4)
         launch_dependent(qgemv_kernel<T, TX, TO, true, M>, grid, block, s, o, xx, q, scales, bias, N, items, K, ra);
       else

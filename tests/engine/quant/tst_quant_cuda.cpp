@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // CUDA vs the CPU reference for quantized weights (label engine;gpu; every case skips with the loader's reason
 // without a GPU): the GPU quantizer's bytes and scales equal the reference's, the batch-1 quantized GEMV
-// (T ≤ 4, f32 and bf16 activations/outputs) and the T > 4 dequantize-tile + cuBLAS path match the CPU's
-// dequantize-on-the-fly matmul within NMSE budgets, stacked quantized uploads equal separate ones, row views
-// work, and the GEMV is deterministic.
+// (T ≤ 4, f32 and bf16 activations/outputs; int4 with bf16 activations on the tensor cores) and the T > 4
+// dequantize-tile + cuBLAS path match the CPU's dequantize-on-the-fly matmul within NMSE budgets, stacked quantized
+// uploads equal separate ones, row views work, and the GEMV is deterministic.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -167,6 +167,72 @@ TEST_P(QuantCuda, GemvIsDeterministicAndHandlesBias) {
   cpu_->free_weight(*c);
   G->free_weight(*g);
   G->free_weight(*gb);
+}
+
+// int4 weights with bf16 activations and T ≤ 4 run the tensor-core GEMV (16 output rows a block;
+// PIXTRAL_CUDA_INT4_MMA=0 sends them to the scalar kernel instead): item counts that leave a partial last block
+// (N = 16k + 5, and N < 16), K of one group (one warp with work) to 40 groups, T = 1..4, bf16 and f32 outputs, with
+// and without bias — within the GEMV budgets of the CPU reference (NaN/Inf fail), bit-identical on a rerun, a row's
+// value independent of T (row t of a T = 4 launch equals a T = 1 launch on x row t) and of its place in the 16-row
+// tile (a row view starting 3 rows in): what the fused silu / rope modes' bit-identity with the unfused ops rests on.
+TEST(QuantCudaInt4Mma, OddShapesMatchCpuDeterministicAndPositionFree) {
+  PIXTRAL_REQUIRE_GPU();
+  auto cpu = ops::make_cpu_backend(2);
+  std::mt19937 rng(21);
+  for (std::int64_t K : {128, 384, 5120}) {
+    for (std::int64_t N : {5, 16 * 3 + 5, 16 * 20 + 5}) {
+      Host h = make_weight(N, K, 1000 + std::uint64_t(N + K), "w");
+      std::vector<std::uint16_t> bias_bits(static_cast<std::size_t>(N));
+      for (std::int64_t n = 0; n < N; ++n) bias_bits[std::size_t(n)] = f32_to_bf16(0.01f * float(n % 13) - 0.06f);
+      WeightView bv{"b", bias_bits.data(), DType::bf16, {N}};
+      auto c = cpu->upload_weight_quantized(h.view, Format::int4_g128);
+      auto g = G->upload_weight_quantized(h.view, Format::int4_g128);
+      auto cb = cpu->upload_weight(bv);
+      auto gb = G->upload_weight(bv);
+      ASSERT_TRUE(c.ok() && g.ok() && cb.ok() && gb.ok());
+      for (std::int64_t T : {1, 2, 3, 4}) {
+        for (DType odt : {DType::bf16, DType::f32}) {
+          const bool with_bias = (T + N) % 2 == 1;
+          const std::string what = "int4 mma N=" + std::to_string(N) + " K=" + std::to_string(K) + " T=" +
+                                   std::to_string(T) + " out " + dtype_name(odt) + (with_bias ? " +bias" : "");
+          SCOPED_TRACE(what);
+          const auto xv = cuda_test::random_values(rng, std::size_t(T * K));
+          auto x = cuda_test::make_pair(cpu.get(), G, T, K, xv.data(), DType::bf16);
+          auto o = cuda_test::make_pair(cpu.get(), G, T, N, nullptr, odt);
+          ASSERT_TRUE(cpu->matmul(o->c, x->c, *c, with_bias ? &*cb : nullptr).ok());
+          Status st = G->matmul(o->g, x->g, *g, with_bias ? &*gb : nullptr);
+          ASSERT_TRUE(st.ok()) << st.to_string();
+          const auto first = download(G, o->g);
+          expect_close(download(cpu.get(), o->c), first, odt == DType::f32 ? 1e-8 : 2e-5, what);
+          cuda_test::reset_gpu(*o, nullptr);
+          ASSERT_TRUE(G->matmul(o->g, x->g, *g, with_bias ? &*gb : nullptr).ok());
+          cuda_test::expect_same_bits(first, download(G, o->g), "rerun " + what);
+          if (with_bias) continue;
+          // Row t alone (T = 1): the same bits as row t of the T-row launch.
+          auto o1 = cuda_test::make_pair(cpu.get(), G, 1, N, nullptr, odt);
+          for (std::int64_t t = 0; t < T; ++t) {
+            ASSERT_TRUE(G->matmul(o1->g, x->g.slice_rows(t, 1), *g).ok());
+            cuda_test::expect_same_bits(std::vector<float>(first.begin() + t * N, first.begin() + (t + 1) * N),
+                                        download(G, o1->g), "x row " + std::to_string(t) + " alone, " + what);
+          }
+          // Rows 3.. of W as a view: every row sits 3 places earlier in its tile, the same bits.
+          if (N > 3) {
+            const ops::Weight view = g->rows_view(3, N - 3, "w[3:]");
+            auto ov = cuda_test::make_pair(cpu.get(), G, T, N - 3, nullptr, odt);
+            ASSERT_TRUE(G->matmul(ov->g, x->g, view).ok());
+            const auto got = download(G, ov->g);
+            std::vector<float> want;
+            for (std::int64_t t = 0; t < T; ++t)
+              want.insert(want.end(), first.begin() + t * N + 3, first.begin() + (t + 1) * N);
+            cuda_test::expect_same_bits(want, got, "row view w[3:], " + what);
+          }
+        }
+      }
+      cpu->free_weight(*c);
+      G->free_weight(*g);
+      G->free_weight(*gb);
+    }
+  }
 }
 
 // matmul_silu (decode FFN: [w1; w3] in one pass, SiLU·mul in the GEMV's epilogue) for bf16, int8 and int4
