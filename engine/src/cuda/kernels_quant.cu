@@ -302,8 +302,9 @@ qgemv_kernel(TO* __restrict__ out, const TX* __restrict__ x, const std::uint8_t*
 // (per 8 weights: 3 shifts, 4 LOP3, 4 bf16x2 subtractions, 1 MMA; x's fragments shared by the R tiles).
 //
 // Block = 16 work items (the MMA's M) × all of K; its W warps (4; PIXTRAL_CUDA_INT4_MMA=2/8 for A/B) split the K
-// groups of 128 (warp w: groups w, w + W, ...), each thread keeping 128 bytes of W loads in flight (NB groups,
-// refilled one group at a time; the first before griddepcontrol.wait: W and scales are immutable). Lane = 4g + t. For tile r (R = 1 plain, 2 silu/rope) the A rows g and g + 8 are W rows
+// groups of 128 into W contiguous ranges, each thread keeping 128 bytes of W loads in flight (NB consecutive
+// groups, refilled one group at a time; the first before griddepcontrol.wait: W and scales are immutable).
+// Lane = 4g + t. For tile r (R = 1 plain, 2 silu/rope) the A rows g and g + 8 are W rows
 // gemv_item_rows(n0 + g)[r] and gemv_item_rows(n0 + g + 8)[r]; thread t of a row reads the 16 bytes 16t..16t+15
 // of the row's 64-byte group (one 16-byte load a row a group; the 4 threads of a row read it whole). Its word w
 // (bytes 4w..4w+3) holds nibbles i = 0..7 = k = 128G + 32t + 8w + i (low nibble first: core/quant.h).
@@ -322,7 +323,7 @@ qgemv_kernel(TO* __restrict__ out, const TX* __restrict__ x, const std::uint8_t*
 // place in the tile, its tile, nor on T (fused silu/rope modes keep the bits of the plain matmul + epilogue).
 // ref: Marlin (IST-DASLab/marlin) dequant (LOP3 with 0x43004300 magic, bf16 variant), PTX ISA mma fragments.
 constexpr int kMmaItems = 16;  // work items per block: the MMA's M
-constexpr int kMmaWarpsDefault = 4;  // warps a block (splitting K's groups): PIXTRAL_CUDA_INT4_MMA=2/4/8 (A/B)
+constexpr int kMmaWarpsDefault = 8;  // warps a block (splitting K's groups): PIXTRAL_CUDA_INT4_MMA=2/4/8 (A/B)
 
 // PIXTRAL_CUDA_INT4_MMA=0 sends int4 × bf16 GEMVs to the scalar kernel, =2/4/8 sets the tensor-core kernel's warps
 // a block (A/B in the kernel lab); read once. 0: the scalar kernel.
@@ -333,6 +334,19 @@ int int4_mma_warps() {
     return e[0] == '0' ? 0 : e[0] == '2' ? 2 : e[0] == '8' ? 8 : kMmaWarpsDefault;
   }();
   return w;
+}
+
+// Groups of W a thread keeps in flight in the q4mma kernel's shared-memory ring: 320 bytes of W a thread (10 groups
+// of one row pair, 5 of two), so 16 warps an SM hold ~160 KB of weights in flight without registers — the
+// register-held version (128 bytes a thread) reached only 30-50 % of copy bandwidth on an H200.
+constexpr int q4mma_ring_groups(int R) { return 10 / R; }
+template <int W, int R>
+constexpr std::size_t q4mma_smem_bytes() {
+  return std::size_t(q4mma_ring_groups(R)) * R * 2 * W * 32 * (16 + 4);
+}
+// 4-byte cp.async (scales), through L1 (.ca: the only form for fewer than 16 bytes).
+__device__ __forceinline__ void cp_async4(std::uint32_t dst, const void* src) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(dst), "l"(src));
 }
 
 // 16-byte load through L1 (x: read by every block), volatile so that the compiler keeps it in program order with
@@ -370,8 +384,13 @@ q4mma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const std::uint8_
              const float* __restrict__ scales, const bf16* __restrict__ bias, int N, int n_items, int K,
              RopeAppendArgs ra) {
   constexpr int R = gemv_rows_per_item(M);
-  constexpr int NB = 4 / R;  // groups in flight a thread: 2 rows · R tiles · 16 bytes · NB = 128 bytes
+  constexpr int S = q4mma_ring_groups(R);  // groups in flight a thread (cp.async ring in shared memory)
   __shared__ float red[W][R][kMmaItems][4];  // [warp][tile][item][x row]
+  // The ring: slot s holds, for each tile r and row half h, this thread's 16 bytes of W (then its scale), laid out
+  // [s][r][h][thread] so that a warp's accesses are 512 contiguous bytes (no bank conflict).
+  extern __shared__ __align__(16) unsigned char q4_ring[];
+  uint4* ring_w = reinterpret_cast<uint4*>(q4_ring);
+  float* ring_s = reinterpret_cast<float*>(ring_w + S * R * 2 * W * 32);
   allow_dependents_to_launch();
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
   const int n0 = blockIdx.x * kMmaItems;
@@ -390,20 +409,25 @@ q4mma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const std::uint8_
       sp[r][h] = scales + std::int64_t(rows[r]) * n_groups;
     }
   }
-  const int my_groups = warp < n_groups ? (n_groups - 1 - warp) / W + 1 : 0;  // warp-uniform
-  uint4 wv[NB][R][2];
-  float sv[NB][R][2];
+  // Warp w takes the contiguous groups [g_lo, g_hi): its NB loads in flight cover 64·NB consecutive bytes of each
+  // row (whole 128-byte lines, in order) instead of 64-byte pieces W groups apart.
+  const int g_lo = warp * n_groups / W, my_groups = (warp + 1) * n_groups / W - g_lo;  // warp-uniform
+  const auto slot_of = [&](int sl, int r, int h) { return ((sl * R + r) * 2 + h) * W * 32 + int(threadIdx.x); };
+  // Copies group G's W bytes and scales of this thread's rows into ring slot sl (no registers held in flight).
+  const auto issue = [&](int G, int sl) {
 #pragma unroll
-  for (int j = 0; j < NB; ++j)  // W and scales are immutable: the first groups before waiting
-    if (j < my_groups)
+    for (int r = 0; r < R; ++r)
 #pragma unroll
-      for (int r = 0; r < R; ++r)
+      for (int h = 0; h < 2; ++h) {
+        cp_async16(smem_addr(ring_w + slot_of(sl, r, h)), wp[r][h] + 4 * G, true);
+        cp_async4(smem_addr(ring_s + slot_of(sl, r, h)), sp[r][h] + G);
+      }
+  };
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int G = warp + W * j;
-          wv[j][r][h] = load_stream(wp[r][h] + 4 * G);
-          sv[j][r][h] = __ldg(sp[r][h] + G);
-        }
+  for (int j = 0; j < S; ++j) {  // W and scales are immutable: the first S groups before waiting
+    if (j < my_groups) issue(g_lo + j, j);
+    cp_async_commit();
+  }
   wait_for_previous_grid();  // x (and out) belong to the previous kernels
   // B column g = x row g (g < T; the other columns multiply zeros and are never read).
   const uint4* xp = reinterpret_cast<const uint4*>(x + std::int64_t(g < T ? g : 0) * K + 32 * t);
@@ -412,30 +436,24 @@ q4mma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const std::uint8_
   for (int r = 0; r < R; ++r)
 #pragma unroll
     for (int e = 0; e < 4; ++e) acc[r][e] = 0.f;
-  for (int i0 = 0; i0 < my_groups; i0 += NB) {
-#pragma unroll
-    for (int j = 0; j < NB; ++j) {
-      const int i = i0 + j;
-      if (i >= my_groups) break;  // warp-uniform
-      const int G = warp + W * i;
+  int sl = 0;
+  for (int i = 0; i < my_groups; ++i) {
+    {
+      const int G = g_lo + i;
+      cp_async_wait<S - 1>();  // group i's copies (this thread's own: no barrier needed) have landed
       uint4 w[R][2];
       float s[R][2];
 #pragma unroll
       for (int r = 0; r < R; ++r)
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
-          w[r][h] = wv[j][r][h];
-          s[r][h] = sv[j][r][h];
+          w[r][h] = ring_w[slot_of(sl, r, h)];
+          s[r][h] = ring_s[slot_of(sl, r, h)];
         }
-      if (i + NB < my_groups)  // refill the slot: NB groups stay in flight
-#pragma unroll
-        for (int r = 0; r < R; ++r)
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            const int Gn = G + W * NB;
-            wv[j][r][h] = load_stream(wp[r][h] + 4 * Gn);
-            sv[j][r][h] = __ldg(sp[r][h] + Gn);
-          }
+      asm volatile("" ::: "memory");  // the slot is read before its refill is issued
+      if (i + S < my_groups) issue(G + S, sl);  // S groups stay in flight
+      cp_async_commit();
+      sl = sl + 1 == S ? 0 : sl + 1;
       uint4 xv[4];
 #pragma unroll
       for (int ww = 0; ww < 4; ++ww) xv[ww] = g < T ? load_cached(xp + 16 * G + ww) : make_uint4(0u, 0u, 0u, 0u);
@@ -507,14 +525,21 @@ Status launch_rows(void* out, DType out_t, const void* x, DType x_t, const std::
       if constexpr (std::is_same_v<TX, bf16>) {
         if (const int w = int4 ? int4_mma_warps() : 0) {
           const dim3 mgrid{unsigned(ceil_div(items, kMmaItems))};
-          if (w == 2)
-            launch_dependent(q4mma_kernel<T, TO, M, 2>, mgrid, dim3{64}, s, o, xx, q, scales, bias, N, items, K, ra);
-          else if (w == 8)
-            launch_dependent(q4mma_kernel<T, TO, M, 8>, mgrid, dim3{256}, s, o, xx, q, scales, bias, N, items, K, ra);
-          else
-            launch_dependent(q4mma_kernel<T, TO, M, 4>, mgrid, dim3{128}, s, o, xx, q, scales, bias, N, items, K, ra);
-          PIXTRAL_CUDA_LAUNCH_CHECK(q4mma_kernel);
-          return Status{};
+          const auto launch = [&](auto kernel, auto warps) -> Status {
+            constexpr int Wn = decltype(warps)::value;
+            constexpr std::size_t smem = q4mma_smem_bytes<Wn, gemv_rows_per_item(M)>();
+            static bool smem_set = false;  // per instantiation; not a stream operation
+            if (!smem_set) {
+              PIXTRAL_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+              smem_set = true;
+            }
+            launch_dependent_smem(kernel, mgrid, dim3{Wn * 32}, smem, s, o, xx, q, scales, bias, N, items, K, ra);
+            PIXTRAL_CUDA_LAUNCH_CHECK(q4mma_kernel);
+            return Status{};
+          };
+          if (w == 2) return launch(q4mma_kernel<T, TO, M, 2>, std::integral_constant<int, 2>{});
+          if (w == 8) return launch(q4mma_kernel<T, TO, M, 8>, std::integral_constant<int, 8>{});
+          return launch(q4mma_kernel<T, TO, M, 4>, std::integral_constant<int, 4>{});
         }
       }
       if (int4)
