@@ -301,9 +301,10 @@ qgemv_kernel(TO* __restrict__ out, const TX* __restrict__ x, const std::uint8_t*
 // 16-row × 16-k tile of dequantized W by x (B columns = x rows, T ≤ 4 of 8 used): ~1.9 instructions a weight
 // (per 8 weights: 3 shifts, 4 LOP3, 4 bf16x2 subtractions, 1 MMA; x's fragments shared by the R tiles).
 //
-// Block = 16 work items (the MMA's M) × all of K; its W warps (4; PIXTRAL_CUDA_INT4_MMA=2/8 for A/B) split the K
-// groups of 128 into W contiguous ranges, each thread keeping 128 bytes of W loads in flight (NB consecutive
-// groups, refilled one group at a time; the first before griddepcontrol.wait: W and scales are immutable).
+// Block = 16 work items (the MMA's M) × all of K; its W warps (kMmaWarps = 8) split the K
+// groups of 128 into W contiguous ranges. Each thread streams its W bytes and scales through a cp.async ring in
+// shared memory (kRingGroups consecutive groups in flight, refilled one group at a time; the first before
+// griddepcontrol.wait: W and scales are immutable) — in flight without holding registers.
 // Lane = 4g + t. For tile r (R = 1 plain, 2 silu/rope) the A rows g and g + 8 are W rows
 // gemv_item_rows(n0 + g)[r] and gemv_item_rows(n0 + g + 8)[r]; thread t of a row reads the 16 bytes 16t..16t+15
 // of the row's 64-byte group (one 16-byte load a row a group; the 4 threads of a row read it whole). Its word w
@@ -323,26 +324,27 @@ qgemv_kernel(TO* __restrict__ out, const TX* __restrict__ x, const std::uint8_t*
 // place in the tile, its tile, nor on T (fused silu/rope modes keep the bits of the plain matmul + epilogue).
 // ref: Marlin (IST-DASLab/marlin) dequant (LOP3 with 0x43004300 magic, bf16 variant), PTX ISA mma fragments.
 constexpr int kMmaItems = 16;  // work items per block: the MMA's M
-constexpr int kMmaWarpsDefault = 8;  // warps a block (splitting K's groups): PIXTRAL_CUDA_INT4_MMA=2/4/8 (A/B)
+constexpr int kMmaWarps = 8;  // warps a block, splitting K's groups (measured against 4 and 2: see PERF_NOTES)
+// Groups of 128 a thread keeps in flight in the q4mma kernel's shared-memory ring, for one row pair (R = 1; half as
+// many for two): 6 groups = 192 bytes of W a thread, 61 KB a block, 3 blocks (24 warps) an SM. Measured on an H200
+// (int4 page-QA decode): 10 groups at 2 blocks an SM 3.71 ms/token, 6 groups 3.60; W held in registers
+// (128 bytes a thread) 4.05; the scalar kernel 4.45.
+constexpr int kRingGroups = 6;
 
-// PIXTRAL_CUDA_INT4_MMA=0 sends int4 × bf16 GEMVs to the scalar kernel, =2/4/8 sets the tensor-core kernel's warps
-// a block (A/B in the kernel lab); read once. 0: the scalar kernel.
-int int4_mma_warps() {
-  static const int w = [] {
+// PIXTRAL_CUDA_INT4_MMA=0 sends int4 × bf16 GEMVs to the scalar kernel (A/B); read once.
+bool int4_mma_enabled() {
+  static const bool on = [] {
     const char* e = std::getenv("PIXTRAL_CUDA_INT4_MMA");
-    if (!e || !e[0]) return kMmaWarpsDefault;
-    return e[0] == '0' ? 0 : e[0] == '2' ? 2 : e[0] == '8' ? 8 : kMmaWarpsDefault;
+    return !(e && e[0] == '0');
   }();
-  return w;
+  return on;
 }
 
-// Groups of W a thread keeps in flight in the q4mma kernel's shared-memory ring: 320 bytes of W a thread (10 groups
-// of one row pair, 5 of two), so 16 warps an SM hold ~160 KB of weights in flight without registers — the
-// register-held version (128 bytes a thread) reached only 30-50 % of copy bandwidth on an H200.
-constexpr int q4mma_ring_groups(int R) { return 10 / R; }
-template <int W, int R>
+constexpr int q4mma_ring_groups(int R) { return kRingGroups / R; }
+/// Dynamic shared memory of the q4mma kernel: the ring (16 bytes of W and a 4-byte scale per slot, tile, row half).
+template <int R>
 constexpr std::size_t q4mma_smem_bytes() {
-  return std::size_t(q4mma_ring_groups(R)) * R * 2 * W * 32 * (16 + 4);
+  return std::size_t(q4mma_ring_groups(R)) * R * 2 * kMmaWarps * 32 * (16 + 4);
 }
 // 4-byte cp.async (scales), through L1 (.ca: the only form for fewer than 16 bytes).
 __device__ __forceinline__ void cp_async4(std::uint32_t dst, const void* src) {
@@ -378,8 +380,8 @@ __device__ __forceinline__ std::uint32_t int4_pair_bf16(std::uint32_t u, int s) 
   return *reinterpret_cast<const std::uint32_t*>(&h);
 }
 
-template <int T, class TO, GemvMode M, int W>
-__global__ void __launch_bounds__(W * 32, 16 / W)  // 16 warps an SM: ≤ 128 registers
+template <int T, class TO, GemvMode M, int W = kMmaWarps>
+__global__ void __launch_bounds__(W * 32, 2)  // ≤ 128 registers (72-96 used: 3 blocks an SM)
 q4mma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const std::uint8_t* __restrict__ q,
              const float* __restrict__ scales, const bf16* __restrict__ bias, int N, int n_items, int K,
              RopeAppendArgs ra) {
@@ -523,23 +525,19 @@ Status launch_rows(void* out, DType out_t, const void* x, DType x_t, const std::
       TO* o = static_cast<TO*>(out);
       const TX* xx = static_cast<const TX*>(x);
       if constexpr (std::is_same_v<TX, bf16>) {
-        if (const int w = int4 ? int4_mma_warps() : 0) {
+        if (int4 && int4_mma_enabled()) {
           const dim3 mgrid{unsigned(ceil_div(items, kMmaItems))};
-          const auto launch = [&](auto kernel, auto warps) -> Status {
-            constexpr int Wn = decltype(warps)::value;
-            constexpr std::size_t smem = q4mma_smem_bytes<Wn, gemv_rows_per_item(M)>();
-            static bool smem_set = false;  // per instantiation; not a stream operation
-            if (!smem_set) {
-              PIXTRAL_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-              smem_set = true;
-            }
-            launch_dependent_smem(kernel, mgrid, dim3{Wn * 32}, smem, s, o, xx, q, scales, bias, N, items, K, ra);
-            PIXTRAL_CUDA_LAUNCH_CHECK(q4mma_kernel);
-            return Status{};
-          };
-          if (w == 2) return launch(q4mma_kernel<T, TO, M, 2>, std::integral_constant<int, 2>{});
-          if (w == 8) return launch(q4mma_kernel<T, TO, M, 8>, std::integral_constant<int, 8>{});
-          return launch(q4mma_kernel<T, TO, M, 4>, std::integral_constant<int, 4>{});
+          constexpr std::size_t smem = q4mma_smem_bytes<gemv_rows_per_item(M)>();
+          static bool smem_set = false;  // per instantiation; not a stream operation
+          if (!smem_set) {
+            PIXTRAL_CUDA_CHECK(cudaFuncSetAttribute(q4mma_kernel<T, TO, M>,
+                                                    cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+            smem_set = true;
+          }
+          launch_dependent_smem(q4mma_kernel<T, TO, M>, mgrid, dim3{kMmaWarps * 32}, smem, s, o, xx, q, scales, bias,
+                                N, items, K, ra);
+          PIXTRAL_CUDA_LAUNCH_CHECK(q4mma_kernel);
+          return Status{};
         }
       }
       if (int4)
