@@ -38,6 +38,12 @@ constexpr int kStageBytes = 16 * 1024; // K (and V) bytes of one stage: kWarps t
 // 4193 keys and 132 SMs. (Measured on an H200 against 2 blocks of 3 stages, 33 splits: bf16 decode 6.25-6.26 vs
 // 6.27-6.30 ms/token, same run.) Devices with less (sm_86/89: 100 KB per SM) run 1 stage per block.
 constexpr int blocks_per_sm(int) { return 3; }
+// PIXTRAL_CUDA_ATTN_STAGES=1: the one-stage kernel that devices with 100 KB of shared memory an SM run, forced here
+// (tests run it on Hopper; A/B). Read at each launch: a test sets it between runs.
+bool single_stage_forced() {
+  const char* e = std::getenv("PIXTRAL_CUDA_ATTN_STAGES");
+  return e && e[0] == '1';
+}
 constexpr int max_stages(int) { return 2; }
 constexpr std::size_t stage_smem_bytes(int stages) { return std::size_t(stages) * 2 * kStageBytes; }
 // The kernel's static shared memory (the warp merge) plus the 1 KB the runtime reserves per block.
@@ -376,15 +382,15 @@ Status launch_decode_typed(const AttentionLaunch& a, cudaStream_t s) {
   };
   const auto launch = [&](auto kernel, int stages) -> Status {
     const std::size_t smem = stage_smem_bytes(stages);
-    static bool smem_set = false;  // per instantiation; cudaFuncSetAttribute is not a stream operation
-    if (!smem_set) {
+    static bool smem_set[max_stages(G) + 1] = {};  // per kernel; cudaFuncSetAttribute is not a stream operation
+    if (!smem_set[stages]) {
       PIXTRAL_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-      smem_set = true;
+      smem_set[stages] = true;
     }
     launch_dependent_smem(kernel, grid, dim3(kThreads), smem, s, p);
     return {};
   };
-  if (fits(max_stages(G)))
+  if (!single_stage_forced() && fits(max_stages(G)))
     PIXTRAL_RETURN_IF_ERROR(launch(decode_attention_kernel<D, G, max_stages(G), TO>, max_stages(G)));
   else
     PIXTRAL_RETURN_IF_ERROR(launch(decode_attention_kernel<D, G, 1, TO>, 1));

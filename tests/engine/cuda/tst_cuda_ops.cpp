@@ -299,7 +299,8 @@ TEST_F(CudaOps, Attention) {
       {3, 2000, 16, 8, 128, true, 1997, {}, DType::f32},  // G = 2, three rows, f32 output
       {1, 5000, 32, 8, 128, true, 4999, {}, DType::f32},  // f32 output
   };
-  const char* paths[] = {nullptr, "generic", "flash", "decode"};
+  // "decode-1stage": the decode kernel with one shared-memory stage, what GPUs with 100 KB an SM run.
+  const char* paths[] = {nullptr, "generic", "flash", "decode", "decode-1stage"};
   // Under compute-sanitizer (racecheck is ~100× slower) run_gpu_checks.sh sets this to keep the small cases only.
   const bool quick = std::getenv("PIXTRAL_CUDA_TEST_QUICK") != nullptr;
   for (const auto& c : cases) {
@@ -328,10 +329,13 @@ TEST_F(CudaOps, Attention) {
     const auto ref = download(cpu_.get(), out->c);
     for (const char* path : paths) {
       const std::string w2 = what + " path=" + (path ? path : "auto");
-      if (path) setenv("PIXTRAL_CUDA_ATTENTION", path, 1);
+      const bool one_stage = path && std::string(path) == "decode-1stage";
+      if (path) setenv("PIXTRAL_CUDA_ATTENTION", one_stage ? "decode" : path, 1);
+      if (one_stage) setenv("PIXTRAL_CUDA_ATTN_STAGES", "1", 1);
       auto got = run_twice(G, out->g, [&] { return G->attention(out->g, q->g, k->g, v->g, p); },
                            [&] { reset_gpu(*out, nullptr); }, w2);
       unsetenv("PIXTRAL_CUDA_ATTENTION");
+      unsetenv("PIXTRAL_CUDA_ATTN_STAGES");
       expect_close(ref, got, kDot, w2);
     }
   }
