@@ -347,13 +347,29 @@ decode_combine_kernel(TO* __restrict__ out, const float* __restrict__ partial, i
 
 // pdl_enabled(): kernels.cuh (defined once, in kernels_gemv.cu).
 
+// Stages a block runs with on this device: max_stages(G) where blocks_per_sm(G) such blocks fit an SM's shared
+// memory (and one block the opt-in limit), else 1 (or 1 when forced by PIXTRAL_CUDA_ATTN_STAGES=1).
+int stages_for(const AttentionLaunch& a, int G, int D) {
+  const std::size_t block = stage_smem_bytes(max_stages(G)) + fixed_smem_bytes(G, D);
+  const bool fits = block <= std::size_t(a.max_smem) + 1024 &&
+                    std::size_t(blocks_per_sm(G)) * block <= std::size_t(a.smem_per_sm);
+  return fits && !single_stage_forced() ? max_stages(G) : 1;
+}
+
+// Blocks of the chosen kernel resident on an SM: blocks_per_sm(G), fewer where the shared memory is smaller (a
+// one-stage block is 42 KB at G = 4, D = 128: 2 on a 100 KB SM).
+int resident_blocks(const AttentionLaunch& a, int G, int D) {
+  const std::size_t block = stage_smem_bytes(stages_for(a, G, D)) + fixed_smem_bytes(G, D);
+  return std::max(1, std::min(blocks_per_sm(G), int(std::size_t(a.smem_per_sm) / block)));
+}
+
 // Splits per (row, KV head): about one resident wave of blocks, none shorter than kMinSplitKeys.
 int n_splits_of(const AttentionLaunch& a) {
   const int span = std::max(0, a.key_hi_max - a.key_lo_min);
   const std::int64_t per_split = std::max<std::int64_t>(1, std::int64_t(a.n_kv_heads) * a.n_q);
   const int G = a.n_heads / std::max(1, a.n_kv_heads);
   const int wave =
-      int(std::max<std::int64_t>(1, std::int64_t(blocks_per_sm(G)) * std::max(1, a.n_sms) / per_split));
+      int(std::max<std::int64_t>(1, std::int64_t(resident_blocks(a, G, a.head_dim)) * std::max(1, a.n_sms) / per_split));
   return std::max(1, std::min({ceil_div(span, kMinSplitKeys), wave, kMaxSplits}));
 }
 
@@ -375,11 +391,6 @@ Status launch_decode_typed(const AttentionLaunch& a, cudaStream_t s) {
   p.n_splits = n_splits_of(a);
   p.scale_log2 = a.scale * kLog2e;
   const dim3 grid(unsigned(p.n_splits), unsigned(a.n_kv_heads), unsigned(a.n_q));
-  // As many stages as keep blocks_per_sm(G) blocks resident (and fit one block's opt-in limit).
-  const auto fits = [&](int stages) {
-    const std::size_t block = stage_smem_bytes(stages) + fixed_smem_bytes(G, D);
-    return block <= std::size_t(a.max_smem) + 1024 && std::size_t(blocks_per_sm(G)) * block <= std::size_t(a.smem_per_sm);
-  };
   const auto launch = [&](auto kernel, int stages) -> Status {
     const std::size_t smem = stage_smem_bytes(stages);
     static bool smem_set[max_stages(G) + 1] = {};  // per kernel; cudaFuncSetAttribute is not a stream operation
@@ -390,7 +401,7 @@ Status launch_decode_typed(const AttentionLaunch& a, cudaStream_t s) {
     launch_dependent_smem(kernel, grid, dim3(kThreads), smem, s, p);
     return {};
   };
-  if (!single_stage_forced() && fits(max_stages(G)))
+  if (stages_for(a, G, D) == max_stages(G))
     PIXTRAL_RETURN_IF_ERROR(launch(decode_attention_kernel<D, G, max_stages(G), TO>, max_stages(G)));
   else
     PIXTRAL_RETURN_IF_ERROR(launch(decode_attention_kernel<D, G, 1, TO>, 1));

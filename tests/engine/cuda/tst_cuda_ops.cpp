@@ -411,12 +411,21 @@ TEST_F(CudaOps, DecodeStepGraphReplayReadsDeviceState) {
   PIXTRAL_REQUIRE_GPU();
   auto* ext = ops::cuda_extension(*G);
   ASSERT_NE(ext, nullptr);
-  struct Case { int H, Hkv, D; };
-  for (const Case c : {Case{32, 8, 128}, Case{8, 2, 64}, Case{6, 3, 24}}) {  // decode, decode, generic kernels
+  // cap 8192 at positions 4192 and 8000: splits of 96 and 176 keys, so the rows this step appends (copied after
+  // the dependent-launch wait, the "late" copies) fall in a second stage, and in a refilled one with one stage.
+  struct Case { int H, Hkv, D; std::int64_t cap; std::vector<int> positions; bool one_stage = false; };
+  const std::vector<int> short_positions = {1000, 1001, 257, 1499}, long_positions = {4192, 8000};
+  const std::vector<Case> cases = {{32, 8, 128, 1500, short_positions},       // decode kernel
+                                   {32, 8, 128, 8192, long_positions},        // decode kernel, several stages
+                                   {32, 8, 128, 8192, long_positions, true},  // the one-stage decode kernel
+                                   {8, 2, 64, 1500, short_positions},         // decode kernel, head_dim 64
+                                   {6, 3, 24, 1500, short_positions}};        // generic kernel
+  for (const Case& c : cases) {
+    unsetenv("PIXTRAL_CUDA_ATTN_STAGES");  // a failed case before may have left it set
     const std::string what = "decode graph H=" + std::to_string(c.H) + "/" + std::to_string(c.Hkv) + " D=" +
-                             std::to_string(c.D);
+                             std::to_string(c.D) + " cap " + std::to_string(c.cap) + (c.one_stage ? " one stage" : "");
     SCOPED_TRACE(what);
-    const std::int64_t cap = 1500, qd = std::int64_t(c.H) * c.D, kd = std::int64_t(c.Hkv) * c.D;
+    const std::int64_t cap = c.cap, qd = std::int64_t(c.H) * c.D, kd = std::int64_t(c.Hkv) * c.D;
     const int vocab = 11;
     auto kc_h = random_values(rng_, std::size_t(cap * kd));
     auto vc_h = random_values(rng_, std::size_t(cap * kd));
@@ -450,6 +459,7 @@ TEST_F(CudaOps, DecodeStepGraphReplayReadsDeviceState) {
       return b->attention(o, qq, kcache.slice_rows(0, n_keys), vcache.slice_rows(0, n_keys), pp);
     };
     // Warm up eagerly in device-state mode (scratch grows outside capture), then capture once.
+    if (c.one_stage) setenv("PIXTRAL_CUDA_ATTN_STAGES", "1", 1);  // read at launch: the graph keeps that kernel
     ASSERT_TRUE(ext->set_decode_state(999, 1).ok());
     ASSERT_TRUE(ext->set_decode_tokens(std::vector<int>{1}).ok());
     ext->set_device_state_mode(true);
@@ -461,12 +471,13 @@ TEST_F(CudaOps, DecodeStepGraphReplayReadsDeviceState) {
     st = step(G, q->g, kr->g, vr->g, kg, vg, out->g, emb->g, table->g, dummy_pos, dummy_ids, cap);
     const Status end = ext->end_capture();
     ext->set_device_state_mode(false);
+    unsetenv("PIXTRAL_CUDA_ATTN_STAGES");
     ASSERT_TRUE(st.ok()) << st.to_string();
     ASSERT_TRUE(end.ok()) << end.to_string();
     // The warm-up wrote row 999 of the GPU cache: put the same row into the CPU cache.
     reset(*kc, kc_h.data());
     reset(*vc, vc_h.data());
-    for (int pos : {1000, 1001, 257, 1499}) {
+    for (int pos : c.positions) {
       const std::string w2 = what + " position " + std::to_string(pos);
       SCOPED_TRACE(w2);
       auto qh = random_values(rng_, std::size_t(qd));
