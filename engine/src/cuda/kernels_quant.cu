@@ -319,7 +319,7 @@ qgemv_kernel(TO* __restrict__ out, const TX* __restrict__ x, const std::uint8_t*
 // 2t, 2t+1; a4..a7 the same at cols +8; b0,b1 rows 2t, 2t+1 / b2,b3 rows 2t+8, 2t+9 of col g; c0,c1 row g /
 // c2,c3 row g+8 at cols 2t, 2t+1.) Nibbles (s, s+4) of a word become a bf16x2 of exact values with one shift, one
 // LOP3 ((u >> 4s) & 0x000f000f) ^ 0x43084308 = bf16 (128 + (n ^ 8)) = 136 + v, and one bf16x2 subtraction of 136.
-// Per group: two fresh D (even / odd words: 4 dependent MMAs each) over the group's 8 k-steps, then
+// Per group: fresh D accumulators (4 chains of 2 dependent MMAs for one row pair, 2 of 4 for two) over the 8 k-steps, then
 // acc += scale(row, G) · D, one D after the other (fp32 FMA). The W warps' partial sums meet in shared memory and are added in warp order: deterministic, and a row's value does not depend on its
 // place in the tile, its tile, nor on T (fused silu/rope modes keep the bits of the plain matmul + epilogue).
 // ref: Marlin (IST-DASLab/marlin) dequant (LOP3 with 0x43004300 magic, bf16 variant), PTX ISA mma fragments.
@@ -354,8 +354,8 @@ __device__ __forceinline__ void cp_async4(std::uint32_t dst, const void* src) {
 // 16-byte load through L1 (x: read by every block), volatile so that the compiler keeps it in program order with
 // load_stream (hoisting the x of later groups ahead costs 16 registers a group).
 __device__ __forceinline__ uint4 load_cached(const uint4* p) {
-  uint4 r;
-  asm volatile("ld.global.nc.v4.u32 {%0,%1,%2,%3}, [%4];" : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
+  uint4 r;  // not .nc: under PDL the previous kernel wrote x during this kernel's lifetime (plain loads use L1 too)
+  asm volatile("ld.global.v4.u32 {%0,%1,%2,%3}, [%4];" : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
   return r;
 }
 
@@ -381,7 +381,7 @@ __device__ __forceinline__ std::uint32_t int4_pair_bf16(std::uint32_t u, int s) 
 }
 
 template <int T, class TO, GemvMode M, int W = kMmaWarps>
-__global__ void __launch_bounds__(W * 32, 2)  // ≤ 128 registers (72-96 used: 3 blocks an SM)
+__global__ void __launch_bounds__(W * 32, 3)  // ≤ 85 registers: 3 blocks (24 warps) an SM in every mode
 q4mma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const std::uint8_t* __restrict__ q,
              const float* __restrict__ scales, const bf16* __restrict__ bias, int N, int n_items, int K,
              RopeAppendArgs ra) {
@@ -452,18 +452,17 @@ q4mma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const std::uint8_
           w[r][h] = ring_w[slot_of(sl, r, h)];
           s[r][h] = ring_s[slot_of(sl, r, h)];
         }
-      asm volatile("" ::: "memory");  // the slot is read before its refill is issued
-      if (i + S < my_groups) issue(G + S, sl);  // S groups stay in flight
-      cp_async_commit();
-      sl = sl + 1 == S ? 0 : sl + 1;
       uint4 xv[4];
 #pragma unroll
       for (int ww = 0; ww < 4; ++ww) xv[ww] = g < T ? load_cached(xp + 16 * G + ww) : make_uint4(0u, 0u, 0u, 0u);
-      float d[R][2][4];  // two MMA chains (even / odd words): half the dependent-MMA latency
+      // Independent MMA chains, one per word: the kernel is latency-bound, a chain of dependent MMAs is what a warp
+      // waits on. The same for every mode: a row's bits must not depend on the mode (fused silu/rope = plain).
+      constexpr int kChains = 4;
+      float d[R][kChains][4];
 #pragma unroll
       for (int r = 0; r < R; ++r)
 #pragma unroll
-        for (int e = 0; e < 8; ++e) d[r][e / 4][e % 4] = 0.f;
+        for (int e = 0; e < 4 * kChains; ++e) d[r][e / 4][e % 4] = 0.f;
 #pragma unroll
       for (int ww = 0; ww < 4; ++ww) {
         // x[k .. k + 7], k = 128G + 32t + 8ww: b for k-step h = (x[k+2h], x[k+2h+4]), (x[k+2h+1], x[k+2h+5])
@@ -472,21 +471,27 @@ q4mma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const std::uint8_
 #pragma unroll
         for (int r = 0; r < R; ++r) {
           const std::uint32_t u0 = (&w[r][0].x)[ww], u1 = (&w[r][1].x)[ww];  // rows g, g + 8
-          mma_bf16_16816(d[r][ww & 1], int4_pair_bf16(u0, 0), int4_pair_bf16(u1, 0), int4_pair_bf16(u0, 1),
+          mma_bf16_16816(d[r][ww % kChains], int4_pair_bf16(u0, 0), int4_pair_bf16(u1, 0), int4_pair_bf16(u0, 1),
                          int4_pair_bf16(u1, 1), b00, b01);
-          mma_bf16_16816(d[r][ww & 1], int4_pair_bf16(u0, 2), int4_pair_bf16(u1, 2), int4_pair_bf16(u0, 3),
+          mma_bf16_16816(d[r][ww % kChains], int4_pair_bf16(u0, 2), int4_pair_bf16(u1, 2), int4_pair_bf16(u0, 3),
                          int4_pair_bf16(u1, 3), b10, b11);
         }
       }
 #pragma unroll
       for (int r = 0; r < R; ++r)
 #pragma unroll
-        for (int c2 = 0; c2 < 2; ++c2) {
+        for (int c2 = 0; c2 < kChains; ++c2) {
           acc[r][0] = fmaf(s[r][0], d[r][c2][0], acc[r][0]);  // row g,     col 2t
           acc[r][1] = fmaf(s[r][0], d[r][c2][1], acc[r][1]);  // row g,     col 2t + 1
           acc[r][2] = fmaf(s[r][1], d[r][c2][2], acc[r][2]);  // row g + 8, col 2t
           acc[r][3] = fmaf(s[r][1], d[r][c2][3], acc[r][3]);  // row g + 8, col 2t + 1
         }
+      // Refill the slot only now: the FMAs above consumed w and s (data dependence), so the shared loads are done
+      // before the cp.async that overwrites them is issued (PTX does not order an ld.shared before a later cp.async
+      // to the same address by the same thread).
+      if (i + S < my_groups) issue(G + S, sl);  // S - 1 groups in flight during the math, S after
+      cp_async_commit();
+      sl = sl + 1 == S ? 0 : sl + 1;
     }
   }
   if (t < 2) {  // columns 0..3 = x rows (T ≤ 4)
@@ -513,6 +518,28 @@ q4mma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const std::uint8_
   }
 }
 
+// Once per kernel (first, eager launch; not a stream operation): the shared-memory opt-in, and whether 2 or more
+// blocks fit an SM — on GPUs with 100 KB of shared memory an SM (sm_86/89) one 8-warp block would be latency-bound:
+// the scalar kernel runs there.
+template <int T, class TO, GemvMode M>
+bool q4mma_fits() {
+  static const bool fits = [] {
+    constexpr std::size_t smem = q4mma_smem_bytes<gemv_rows_per_item(M)>();
+    auto kernel = q4mma_kernel<T, TO, M>;
+    if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)) != cudaSuccess) {
+      (void)cudaGetLastError();
+      return false;
+    }
+    int blocks = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kMmaWarps * 32, smem) != cudaSuccess) {
+      (void)cudaGetLastError();
+      return false;
+    }
+    return blocks >= 2;
+  }();
+  return fits;
+}
+
 template <int T, GemvMode M = GemvMode::plain>
 Status launch_rows(void* out, DType out_t, const void* x, DType x_t, const std::uint8_t* q, const float* scales,
                    bool int4, const bf16* bias, int N, int K, cudaStream_t s, const RopeAppendArgs& ra = {}) {
@@ -525,15 +552,9 @@ Status launch_rows(void* out, DType out_t, const void* x, DType x_t, const std::
       TO* o = static_cast<TO*>(out);
       const TX* xx = static_cast<const TX*>(x);
       if constexpr (std::is_same_v<TX, bf16>) {
-        if (int4 && int4_mma_enabled()) {
+        constexpr std::size_t smem = q4mma_smem_bytes<gemv_rows_per_item(M)>();
+        if (int4 && int4_mma_enabled() && q4mma_fits<T, TO, M>()) {
           const dim3 mgrid{unsigned(ceil_div(items, kMmaItems))};
-          constexpr std::size_t smem = q4mma_smem_bytes<gemv_rows_per_item(M)>();
-          static bool smem_set = false;  // per instantiation; not a stream operation
-          if (!smem_set) {
-            PIXTRAL_CUDA_CHECK(cudaFuncSetAttribute(q4mma_kernel<T, TO, M>,
-                                                    cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-            smem_set = true;
-          }
           launch_dependent_smem(q4mma_kernel<T, TO, M>, mgrid, dim3{kMmaWarps * 32}, smem, s, o, xx, q, scales, bias,
                                 N, items, K, ra);
           PIXTRAL_CUDA_LAUNCH_CHECK(q4mma_kernel);

@@ -171,7 +171,7 @@ TEST_P(QuantCuda, GemvIsDeterministicAndHandlesBias) {
 
 // int4 weights with bf16 activations and T ≤ 4 run the tensor-core GEMV (16 output rows a block;
 // PIXTRAL_CUDA_INT4_MMA=0 sends them to the scalar kernel instead): item counts that leave a partial last block
-// (N = 16k + 5, and N < 16), K of one group (one warp with work) to 40 groups, T = 1..4, bf16 and f32 outputs, with
+// (N = 16k + 5, and N < 16), K of one group (one warp with work) to 112 groups, T = 1..4, bf16 and f32 outputs, with
 // and without bias — within the GEMV budgets of the CPU reference (NaN/Inf fail), bit-identical on a rerun, a row's
 // value independent of T (row t of a T = 4 launch equals a T = 1 launch on x row t) and of its place in the 16-row
 // tile (a row view starting 3 rows in): what the fused silu / rope modes' bit-identity with the unfused ops rests on.
@@ -179,7 +179,8 @@ TEST(QuantCudaInt4Mma, OddShapesMatchCpuDeterministicAndPositionFree) {
   PIXTRAL_REQUIRE_GPU();
   auto cpu = ops::make_cpu_backend(2);
   std::mt19937 rng(21);
-  for (std::int64_t K : {128, 384, 5120}) {
+  // 107 groups (uneven warp ranges) and 112 (w2's K): more groups a warp than the ring holds, so slots are refilled.
+  for (std::int64_t K : {128, 384, 5120, 128 * 107, 14336}) {
     for (std::int64_t N : {5, 16 * 3 + 5, 16 * 20 + 5}) {
       Host h = make_weight(N, K, 1000 + std::uint64_t(N + K), "w");
       std::vector<std::uint16_t> bias_bits(static_cast<std::size_t>(N));
