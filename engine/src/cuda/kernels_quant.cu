@@ -319,9 +319,10 @@ qgemv_kernel(TO* __restrict__ out, const TX* __restrict__ x, const std::uint8_t*
 // 2t, 2t+1; a4..a7 the same at cols +8; b0,b1 rows 2t, 2t+1 / b2,b3 rows 2t+8, 2t+9 of col g; c0,c1 row g /
 // c2,c3 row g+8 at cols 2t, 2t+1.) Nibbles (s, s+4) of a word become a bf16x2 of exact values with one shift, one
 // LOP3 ((u >> 4s) & 0x000f000f) ^ 0x43084308 = bf16 (128 + (n ^ 8)) = 136 + v, and one bf16x2 subtraction of 136.
-// Per group: fresh D accumulators (4 chains of 2 dependent MMAs for one row pair, 2 of 4 for two) over the 8 k-steps, then
-// acc += scale(row, G) · D, one D after the other (fp32 FMA). The W warps' partial sums meet in shared memory and are added in warp order: deterministic, and a row's value does not depend on its
-// place in the tile, its tile, nor on T (fused silu/rope modes keep the bits of the plain matmul + epilogue).
+// Per group: fresh D accumulators, one chain of 2 dependent MMAs per word (4 chains, in every mode), over the 8
+// k-steps, then acc += scale(row, G) · D, one D after the other (fp32 FMA). The W warps' partial sums meet in shared
+// memory and are added in warp order: deterministic, and a row's value does not depend on its place in the tile,
+// its tile, nor on T (fused silu/rope modes keep the bits of the plain matmul + epilogue).
 // ref: Marlin (IST-DASLab/marlin) dequant (LOP3 with 0x43004300 magic, bf16 variant), PTX ISA mma fragments.
 constexpr int kMmaItems = 16;  // work items per block: the MMA's M
 constexpr int kMmaWarps = 8;  // warps a block, splitting K's groups (measured against 4 and 2: see PERF_NOTES)
