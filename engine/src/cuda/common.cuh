@@ -97,6 +97,18 @@ __device__ __forceinline__ void bf16x8_to_f32(const uint4& u, float f[8]) {
   }
 }
 
+/// 8 consecutive activations starting at element 8c, as fp32 (the GEMVs' x: bf16 or f32, 16-byte aligned rows).
+/// Read through the non-coherent path after the dependent-launch wait (see PERF_NOTES, v5 review).
+__device__ __forceinline__ void load_x8(const bf16* x, std::int64_t c, float f[8]) {
+  bf16x8_to_f32(__ldg(reinterpret_cast<const uint4*>(x) + c), f);
+}
+__device__ __forceinline__ void load_x8(const float* x, std::int64_t c, float f[8]) {
+  const float4 a = __ldg(reinterpret_cast<const float4*>(x) + 2 * c);
+  const float4 b = __ldg(reinterpret_cast<const float4*>(x) + 2 * c + 1);
+  f[0] = a.x; f[1] = a.y; f[2] = a.z; f[3] = a.w;
+  f[4] = b.x; f[5] = b.y; f[6] = b.z; f[7] = b.w;
+}
+
 /// silu(g) · u in fp32: the one formula of silu_mul and of the GEMV that fuses it (same bits in both).
 __device__ __forceinline__ float silu_times(float g, float u) { return g / (1.0f + expf(-g)) * u; }
 /// silu_times of g and u as a matmul into TO would have stored them (rounded to TO first).

@@ -20,20 +20,6 @@ constexpr int kWarpsPerBlock = 8;
 constexpr int kBatchBytes = 32 * 4 * 16;  // the L2 prefetch's step: 2 KB = 16 lines (4 loads per lane)
 constexpr int kPrefetchBatches = 2;
 
-// 8 consecutive x values starting at element 8*c.
-template <class TX>
-__device__ __forceinline__ void load_x8(const TX* x, std::int64_t c, float f[8]);
-template <>
-__device__ __forceinline__ void load_x8<bf16>(const bf16* x, std::int64_t c, float f[8]) {
-  bf16x8_to_f32(__ldg(reinterpret_cast<const uint4*>(x) + c), f);
-}
-template <>
-__device__ __forceinline__ void load_x8<float>(const float* x, std::int64_t c, float f[8]) {
-  const float4 a = __ldg(reinterpret_cast<const float4*>(x) + 2 * c);
-  const float4 b = __ldg(reinterpret_cast<const float4*>(x) + 2 * c + 1);
-  f[0] = a.x; f[1] = a.y; f[2] = a.z; f[3] = a.w;
-  f[4] = b.x; f[5] = b.y; f[6] = b.z; f[7] = b.w;
-}
 
 // One warp per work item (gemv_modes.cuh: one output row, or the two rows of a SiLU·mul feature or a RoPE pair).
 template <int T, class TX, class TO, GemvMode M = GemvMode::plain>

@@ -163,19 +163,6 @@ __global__ void dequantize_kernel(bf16* __restrict__ out, const std::uint8_t* __
   }
 }
 
-template <class TX>
-__device__ __forceinline__ void load_x8(const TX* x, std::int64_t c, float f[8]);
-template <>
-__device__ __forceinline__ void load_x8<bf16>(const bf16* x, std::int64_t c, float f[8]) {
-  bf16x8_to_f32(__ldg(reinterpret_cast<const uint4*>(x) + c), f);
-}
-template <>
-__device__ __forceinline__ void load_x8<float>(const float* x, std::int64_t c, float f[8]) {
-  const float4 a = __ldg(reinterpret_cast<const float4*>(x) + 2 * c);
-  const float4 b = __ldg(reinterpret_cast<const float4*>(x) + 2 * c + 1);
-  f[0] = a.x; f[1] = a.y; f[2] = a.z; f[3] = a.w;
-  f[4] = b.x; f[5] = b.y; f[6] = b.z; f[7] = b.w;
-}
 
 // The 4 values of 32-bit word `u` of an int8 chunk (magic-number conversion, see int8_byte).
 __device__ __forceinline__ void unpack_int8_word(std::uint32_t u, float f[4]) {
