@@ -10,6 +10,7 @@
 #include "fixture_case.h"
 #include "inference/inference_thread.h"
 #include "storage/conversation_store.h"
+#include "tiny_model.h"
 #include "documents/document_loader.h"
 #include "test_pdfs.h"
 
@@ -38,14 +39,7 @@ class TestChatController : public QObject {
 
   QString newDbPath() { return m_dir.filePath(QStringLiteral("chat-%1.sqlite").arg(++m_dbCount)); }
 
-  void configure(ChatController& c, int maxTokens) {
-    c.setModelInfo(m_info);  // the tiny model's patch size comes with it
-    pixtral::GenerateParams p;
-    p.temperature = 0;
-    p.max_tokens = maxTokens;
-    c.setGenerateParams(p);
-    c.setContextLength(4096);
-  }
+  void configure(ChatController& c, int maxTokens) { test::configureGreedy(c, m_info, maxTokens); }
 
   QString question() const {
     return m_case.json.value(QStringLiteral("messages")).toArray().at(0).toObject().value(QStringLiteral("content")).toString();
@@ -61,16 +55,9 @@ class TestChatController : public QObject {
     m_case = test::fixtureCase(QStringLiteral("tiny-bf16"), QStringLiteral("a_text"));
     if (m_case.name.isEmpty()) QSKIP("tests/fixtures/models/tiny-bf16 not found (run tests/fixtures/models/make_fixtures.py)");
     m_thread = std::make_unique<InferenceThread>();
-    bool loaded = false;
-    QString failure;
-    connect(m_thread->worker(), &InferenceWorker::modelLoaded, this, [&](const ModelLoadInfo& i) {
-      m_info = i;
-      loaded = true;
-    });
-    connect(m_thread->worker(), &InferenceWorker::modelLoadFailed, this, [&](const QString& m) { failure = m; });
-    m_thread->worker()->loadModel(m_case.modelDir + QStringLiteral("/native"), {pixtral::Device::cpu, 2});
-    QVERIFY(QTest::qWaitFor([&] { return loaded || !failure.isEmpty(); }, kTimeoutMs));
-    QVERIFY2(loaded, qPrintable(failure));
+    const QString failure =
+        test::loadModelOnWorker(*m_thread, m_case.modelDir + QStringLiteral("/native"), &m_info, kTimeoutMs);
+    QVERIFY2(failure.isEmpty(), qPrintable(failure));
   }
 
   void cleanupTestCase() { m_thread.reset(); }

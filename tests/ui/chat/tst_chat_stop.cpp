@@ -10,6 +10,7 @@
 #include "inference/inference_worker.h"
 #include "main_window.h"
 #include "piece_gate.h"
+#include "tiny_model.h"
 #include "storage/conversation_store.h"
 
 #include <QApplication>
@@ -36,14 +37,7 @@ class TestChatStop : public QObject {
   std::unique_ptr<InferenceThread> m_thread;
   ModelLoadInfo m_info;
 
-  void configure(ChatController& c, int maxTokens) {
-    c.setModelInfo(m_info);
-    pixtral::GenerateParams p;
-    p.temperature = 0;
-    p.max_tokens = maxTokens;
-    c.setGenerateParams(p);
-    c.setContextLength(4096);
-  }
+  void configure(ChatController& c, int maxTokens) { test::configureGreedy(c, m_info, maxTokens); }
 
  private Q_SLOTS:
   void initTestCase() {
@@ -54,16 +48,9 @@ class TestChatStop : public QObject {
     const test::FixtureCase c = test::fixtureCase(QStringLiteral("tiny-bf16"), QStringLiteral("a_text"));
     if (c.name.isEmpty()) QSKIP("tests/fixtures/models/tiny-bf16 not found");
     m_thread = std::make_unique<InferenceThread>();
-    bool loaded = false;
-    QString failure;
-    connect(m_thread->worker(), &InferenceWorker::modelLoaded, this, [&](const ModelLoadInfo& i) {
-      m_info = i;
-      loaded = true;
-    });
-    connect(m_thread->worker(), &InferenceWorker::modelLoadFailed, this, [&](const QString& m) { failure = m; });
-    m_thread->worker()->loadModel(c.modelDir + QStringLiteral("/native"), {pixtral::Device::cpu, 2});
-    QVERIFY(QTest::qWaitFor([&] { return loaded || !failure.isEmpty(); }, kTimeoutMs));
-    QVERIFY2(loaded, qPrintable(failure));
+    const QString failure =
+        test::loadModelOnWorker(*m_thread, c.modelDir + QStringLiteral("/native"), &m_info, kTimeoutMs);
+    QVERIFY2(failure.isEmpty(), qPrintable(failure));
   }
 
   void cleanupTestCase() { m_thread.reset(); }
