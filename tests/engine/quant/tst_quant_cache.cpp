@@ -23,6 +23,7 @@
 #include "pixtral/log.h"
 #include "pixtral/model.h"
 #include "runtime/quant_cache.h"
+#include "quant_test_util.h"
 #include "tiny_model.h"
 
 using namespace pixtral;
@@ -30,18 +31,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-tiny::TinyModelSpec spec128() {
-  tiny::TinyModelSpec s;
-  s.dim = 128;
-  s.n_layers = 2;
-  s.n_heads = 4;
-  s.n_kv_heads = 2;
-  s.head_dim = 32;
-  s.hidden_dim = 256;
-  s.bf16 = true;
-  s.seed = 91;
-  return s;
-}
+tiny::TinyModelSpec spec128() { return quant_test::spec128(91); }
 
 std::vector<std::uint8_t> read_file(const std::string& p) {
   std::ifstream f(p, std::ios::binary);
@@ -109,29 +99,11 @@ class QuantCacheTest : public ::testing::Test {
   bool had_xdg_ = false;
 };
 
-/// Raw logits of the first generated token for a few prompts, and the greedy continuation of the first.
+/// Raw logits of the generated tokens for a few prompts (prefill and three decode steps each).
 std::vector<std::vector<float>> logits_of(const Model& m) {
-  std::vector<std::vector<float>> out;
-  for (const char* text : {"Hello there", "What is in the picture?", "1 2 3 4"}) {
-    auto s = m.create_session({256, 64});
-    EXPECT_TRUE(s.ok());
-    if (!s.ok()) return {};
-    GenerateParams gp;
-    gp.temperature = 0;
-    gp.max_tokens = 4;  // prefill and three decode steps
-    std::vector<Message> msgs{Message::user_text(text)};
-    auto g = (*s)->generate(msgs, gp, {}, [&](std::span<const float> v) { out.emplace_back(v.begin(), v.end()); });
-    EXPECT_TRUE(g.ok()) << g.status().message();
-  }
-  return out;
+  return quant_test::logits_of(m, {"Hello there", "What is in the picture?", "1 2 3 4"}, 4);
 }
-
-bool bit_identical(const std::vector<std::vector<float>>& a, const std::vector<std::vector<float>>& b) {
-  if (a.size() != b.size() || a.empty()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i)
-    if (a[i].size() != b[i].size() || std::memcmp(a[i].data(), b[i].data(), a[i].size() * 4) != 0) return false;
-  return true;
-}
+using quant_test::bit_identical;
 
 bool has_temp_files(const std::string& dir) {
   std::error_code ec;

@@ -16,6 +16,7 @@
 #include "cuda_test_util.h"
 #include "ops/backend.h"
 #include "pixtral/model.h"
+#include "quant_test_util.h"
 #include "tiny_model.h"
 
 namespace pixtral {
@@ -86,39 +87,13 @@ Result<std::shared_ptr<Model>> load(const std::string& dir, Device d) {
 }
 
 std::vector<std::vector<float>> logits_of(const Model& m, int max_tokens) {
-  std::vector<std::vector<float>> out;
-  for (const char* text : {"Hello there", "1 2 3 4"}) {
-    auto s = m.create_session({256, 64});
-    EXPECT_TRUE(s.ok());
-    if (!s.ok()) return {};
-    GenerateParams gp;
-    gp.temperature = 0;
-    gp.max_tokens = max_tokens;
-    std::vector<Message> msgs{Message::user_text(text)};
-    auto g = (*s)->generate(msgs, gp, {}, [&](std::span<const float> v) { out.emplace_back(v.begin(), v.end()); });
-    EXPECT_TRUE(g.ok()) << g.status().message();
-  }
-  return out;
+  return quant_test::logits_of(m, {"Hello there", "1 2 3 4"}, max_tokens);
 }
-
-bool bit_identical(const std::vector<std::vector<float>>& a, const std::vector<std::vector<float>>& b) {
-  if (a.size() != b.size() || a.empty()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i)
-    if (a[i].size() != b[i].size() || std::memcmp(a[i].data(), b[i].data(), a[i].size() * 4) != 0) return false;
-  return true;
-}
+using quant_test::bit_identical;
 
 TEST(QuantCacheCuda, ModelLoadsHitAcrossBackends) {
   PIXTRAL_REQUIRE_GPU();
-  tiny::TinyModelSpec s;
-  s.dim = 128;
-  s.n_heads = 4;
-  s.n_kv_heads = 2;
-  s.head_dim = 32;
-  s.hidden_dim = 256;
-  s.bf16 = true;
-  s.seed = 92;
-  const std::string dir = tiny::write_tiny_model(s);
+  const std::string dir = tiny::write_tiny_model(quant_test::spec128(92));
   ASSERT_FALSE(dir.empty());
   {
     // CPU first: separate wq/wk/wv entries.

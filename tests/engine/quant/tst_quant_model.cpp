@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "pixtral/model.h"
+#include "quant_test_util.h"
 #include "tiny_model.h"
 
 using namespace pixtral;
@@ -30,18 +31,7 @@ struct Bounds {
   double mean_kl, max_kl, min_top1;
 };
 
-tiny::TinyModelSpec spec128() {
-  tiny::TinyModelSpec s;
-  s.dim = 128;
-  s.n_layers = 2;
-  s.n_heads = 4;
-  s.n_kv_heads = 2;
-  s.head_dim = 32;
-  s.hidden_dim = 256;
-  s.bf16 = true;
-  s.seed = 77;
-  return s;
-}
+tiny::TinyModelSpec spec128() { return quant_test::spec128(77); }
 
 Result<std::shared_ptr<Model>> load(const std::string& dir, Precision p) {
   LoadOptions lo;
