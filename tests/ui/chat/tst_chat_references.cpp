@@ -5,6 +5,7 @@
 // Attach button, a drop on the panel and a paste into the prompt box, stored by content hash. The page text
 // layer joins the sent message. Export/Import from the File menu and the list's context menu. Offscreen, no
 // model needed (the whole loop with the tiny model is tst_chat_window).
+#include "chat_window.h"
 #include "chat/attachment_check.h"
 #include "chat/chat_controller.h"
 #include "chat/chat_panel.h"
@@ -92,25 +93,9 @@ class TestChatReferences : public QObject {
     return a;
   }
 
-  struct Window {
-    ConversationStore store;
-    std::unique_ptr<ChatController> controller;
-    std::unique_ptr<MainWindow> window;
-  };
-
-  // A store, a controller without a model and a shown main window with the chat.
-  std::unique_ptr<Window> makeWindow(const QString& db) {
-    auto w = std::make_unique<Window>();
-    if (!w->store.open(db)) return nullptr;
-    w->controller = std::make_unique<ChatController>(&w->store, nullptr);
-    w->window = std::make_unique<MainWindow>();
-    w->window->setErrorDialogsEnabled(false);
-    w->window->setChatController(w->controller.get());
-    w->window->resize(1300, 800);
-    w->window->show();
-    if (!QTest::qWaitForWindowExposed(w->window.get())) return nullptr;
-    return w;
-  }
+  // A store, a controller without a model and a shown main window with the chat (tests/ui/chat/chat_window.h).
+  using Window = test::ChatWindow;
+  static std::unique_ptr<Window> makeWindow(const QString& db) { return test::makeChatWindow(db); }
 
  private Q_SLOTS:
   void initTestCase() {

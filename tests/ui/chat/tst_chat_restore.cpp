@@ -6,6 +6,7 @@
 // landing; opening another conversation stops the restore; a programmatic open (the app starting) restores
 // nothing; at most limit() documents; an encrypted PDF is not asked for its password in the background.
 // Offscreen, no model needed.
+#include "chat_window.h"
 #include "chat/attachment_check.h"
 #include "chat/chat_controller.h"
 #include "chat/chat_panel.h"
@@ -88,24 +89,9 @@ class TestChatRestore : public QObject {
     return QFile::copy(m_pdf, path) ? path : QString();
   }
 
-  struct Window {
-    ConversationStore store;
-    std::unique_ptr<ChatController> controller;
-    std::unique_ptr<MainWindow> window;
-  };
-
-  std::unique_ptr<Window> makeWindow(const QString& db) {
-    auto w = std::make_unique<Window>();
-    if (!w->store.open(db)) return nullptr;
-    w->controller = std::make_unique<ChatController>(&w->store, nullptr);
-    w->window = std::make_unique<MainWindow>();
-    w->window->setErrorDialogsEnabled(false);
-    w->window->setChatController(w->controller.get());
-    w->window->resize(1300, 800);
-    w->window->show();
-    if (!QTest::qWaitForWindowExposed(w->window.get())) return nullptr;
-    return w;
-  }
+  // A store, a controller without a model and a shown main window with the chat (tests/ui/chat/chat_window.h).
+  using Window = test::ChatWindow;
+  static std::unique_ptr<Window> makeWindow(const QString& db) { return test::makeChatWindow(db); }
 
   // Opens conversation @p id as a user does: a click on its row in the list.
   static bool clickInList(Window& w, qint64 id) {
