@@ -7,6 +7,7 @@
 
 #include "core/quant.h"
 #include "cuda/common.cuh"
+#include "cuda/gemv_modes.cuh"
 #include "ops/backend.h"
 
 namespace pixtral::cuda {
@@ -39,6 +40,13 @@ Status launch_qgemv_rope(void* qkv, DType t, const void* x, DType x_t, const std
 /// out[T, F] = silu(x · w1ᵀ) ⊙ (x · w3ᵀ) for a quantized w13 = [w1; w3] (2F rows), as launch_gemv_silu.
 Status launch_qgemv_silu(void* out, DType out_t, const void* x, DType x_t, const std::uint8_t* q, const float* scales,
                          quant::Format f, std::int64_t T, std::int64_t F, std::int64_t K, cudaStream_t s);
+
+/// The int4 × bf16 GEMV on the tensor cores (kernels_q4mma.cu) for T ≤ 4 rows of x in @p mode (plain, silu, or rope
+/// with T = 1). Sets *launched; nothing is launched (and the caller runs the scalar kernel) where it does not run:
+/// PIXTRAL_CUDA_INT4_MMA=0, or fewer than 2 of its blocks fit an SM (GPUs with 100 KB of shared memory an SM).
+Status launch_q4mma(void* out, DType out_t, const bf16* x, const std::uint8_t* q, const float* scales,
+                    const bf16* bias, int T, int N, int items, int K, GemvMode mode, const RopeAppendArgs& ra,
+                    cudaStream_t s, bool* launched);
 
 /// The ops::Weight of a quantized device allocation: q packed values, scales on the device.
 inline ops::Weight quantized_weight(void* q, const float* scales, DType dtype, std::int64_t rows, std::int64_t cols,

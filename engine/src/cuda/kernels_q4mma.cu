@@ -1,0 +1,311 @@
+// SPDX-License-Identifier: Apache-2.0
+// The int4 × bf16 decode GEMV on the tensor cores (issue 6): launch_q4mma, called by kernels_quant.cu's GEMV
+// dispatch for int4 weights with bf16 activations (T ≤ 4, plain / silu / rope modes). Formats in core/quant.h.
+#include <cstdlib>
+
+#include "cuda/gemv_modes.cuh"
+#include "cuda/kernels.cuh"
+#include "cuda/kernels_quant.cuh"
+
+namespace pixtral::cuda {
+namespace {
+
+// ---- int4 × bf16 decode GEMV on the tensor cores ---------------------------------------------------------------
+// The scalar qgemv_kernel spends ~5-6 instructions a weight (nibble unpack, bf16 → f32 of x, FFMA, partial sums):
+// issue-bound at 34-44 % of copy bandwidth. Here one mma.sync.m16n8k16 (bf16 in, f32 accumulate) multiplies a
+// 16-row × 16-k tile of dequantized W by x (B columns = x rows, T ≤ 4 of 8 used): ~1.9 instructions a weight
+// (per 8 weights: 3 shifts, 4 LOP3, 4 bf16x2 subtractions, 1 MMA; x's fragments shared by the R tiles).
+//
+// Block = 16 work items (the MMA's M) × all of K; its W warps (kMmaWarps = 8) split the K
+// groups of 128 into W contiguous ranges. Each thread streams its W bytes and scales through a cp.async ring in
+// shared memory (kRingGroups consecutive groups in flight, refilled one group at a time; the first before
+// griddepcontrol.wait: W and scales are immutable) — in flight without holding registers.
+// Lane = 4g + t. For tile r (R = 1 plain, 2 silu/rope) the A rows g and g + 8 are W rows
+// gemv_item_rows(n0 + g)[r] and gemv_item_rows(n0 + g + 8)[r]; thread t of a row reads the 16 bytes 16t..16t+15
+// of the row's 64-byte group (one 16-byte load a row a group; the 4 threads of a row read it whole). Its word w
+// (bytes 4w..4w+3) holds nibbles i = 0..7 = k = 128G + 32t + 8w + i (low nibble first: core/quant.h).
+// The MMA's k order is free as long as A and B agree (each thread's A and B fragments cover the same k' slots
+// 2t, 2t+1, 2t+8, 2t+9 of a k-step): word w gives k-steps (w, h), h = 0, 1, with
+//   A reg0 = row g   (k + 2h, k + 2h + 4)   [k' 2t, 2t+1]      B b0 = (x[k + 2h],     x[k + 2h + 4])
+//   A reg1 = row g+8 (k + 2h, k + 2h + 4)
+//   A reg2 = row g   (k + 2h + 1, k + 2h + 5) [k' 2t+8, 2t+9]  B b1 = (x[k + 2h + 1], x[k + 2h + 5])
+//   A reg3 = row g+8 (k + 2h + 1, k + 2h + 5)
+// (PTX ISA "Matrix Fragments for mma.m16n8k16 with floating point type": a0,a1 row g / a2,a3 row g+8 at cols
+// 2t, 2t+1; a4..a7 the same at cols +8; b0,b1 rows 2t, 2t+1 / b2,b3 rows 2t+8, 2t+9 of col g; c0,c1 row g /
+// c2,c3 row g+8 at cols 2t, 2t+1.) Nibbles (s, s+4) of a word become a bf16x2 of exact values with one shift, one
+// LOP3 ((u >> 4s) & 0x000f000f) ^ 0x43084308 = bf16 (128 + (n ^ 8)) = 136 + v, and one bf16x2 subtraction of 136.
+// Per group: fresh D accumulators, one chain of 2 dependent MMAs per word (4 chains, in every mode), over the 8
+// k-steps, then acc += scale(row, G) · D, one D after the other (fp32 FMA). The W warps' partial sums meet in shared
+// memory and are added in warp order: deterministic, and a row's value does not depend on its place in the tile,
+// its tile, nor on T (fused silu/rope modes keep the bits of the plain matmul + epilogue).
+// ref: Marlin (IST-DASLab/marlin) dequant (LOP3 with 0x43004300 magic, bf16 variant), PTX ISA mma fragments.
+constexpr int kMmaItems = 16;  // work items per block: the MMA's M
+constexpr int kMmaWarps = 8;  // warps a block, splitting K's groups (measured against 4 and 2: see PERF_NOTES)
+// Groups of 128 a thread keeps in flight in the q4mma kernel's shared-memory ring, for one row pair (R = 1; half as
+// many for two): 6 groups = 192 bytes of W a thread, 61 KB a block, 3 blocks (24 warps) an SM. Measured on an H200
+// (int4 page-QA decode): 10 groups at 2 blocks an SM 3.71 ms/token, 6 groups 3.60; W held in registers
+// (128 bytes a thread) 4.05; the scalar kernel 4.45.
+constexpr int kRingGroups = 6;
+
+// PIXTRAL_CUDA_INT4_MMA=0 sends int4 × bf16 GEMVs to the scalar kernel (A/B); read once.
+bool int4_mma_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("PIXTRAL_CUDA_INT4_MMA");
+    return !(e && e[0] == '0');
+  }();
+  return on;
+}
+
+constexpr int q4mma_ring_groups(int R) { return kRingGroups / R; }
+/// Dynamic shared memory of the q4mma kernel: the ring (16 bytes of W and a 4-byte scale per slot, tile, row half).
+template <int R>
+constexpr std::size_t q4mma_smem_bytes() {
+  return std::size_t(q4mma_ring_groups(R)) * R * 2 * kMmaWarps * 32 * (16 + 4);
+}
+// 4-byte cp.async (scales), through L1 (.ca: the only form for fewer than 16 bytes).
+__device__ __forceinline__ void cp_async4(std::uint32_t dst, const void* src) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(dst), "l"(src));
+}
+
+// 16-byte load through L1 (x: read by every block), volatile so that the compiler keeps it in program order with
+// load_stream (hoisting the x of later groups ahead costs 16 registers a group).
+__device__ __forceinline__ uint4 load_cached(const uint4* p) {
+  uint4 r;  // not .nc: under PDL the previous kernel wrote x during this kernel's lifetime (plain loads use L1 too)
+  asm volatile("ld.global.v4.u32 {%0,%1,%2,%3}, [%4];" : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
+  return r;
+}
+
+// d += A · B, m16n8k16, bf16 × bf16 → f32.
+__device__ __forceinline__ void mma_bf16_16816(float d[4], std::uint32_t a0, std::uint32_t a1, std::uint32_t a2,
+                                               std::uint32_t a3, std::uint32_t b0, std::uint32_t b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+#else
+  __trap();  // the MMA path is only launched on sm_80+ builds (bf16 mma.sync)
+#endif
+}
+
+// Nibbles s and s + 4 of word u (two's complement) as an exact bf16x2 (low half: nibble s).
+__device__ __forceinline__ std::uint32_t int4_pair_bf16(std::uint32_t u, int s) {
+  const std::uint32_t biased = ((u >> (4 * s)) & 0x000f000fu) ^ 0x43084308u;  // bf16 136 + v, v in -8..7
+  const __nv_bfloat162 h = __hsub2(*reinterpret_cast<const __nv_bfloat162*>(&biased),
+                                   __nv_bfloat162(__ushort_as_bfloat16(0x4308), __ushort_as_bfloat16(0x4308)));
+  return *reinterpret_cast<const std::uint32_t*>(&h);
+}
+
+template <int T, class TO, GemvMode M, int W = kMmaWarps>
+__global__ void __launch_bounds__(W * 32, 3)  // ≤ 85 registers: 3 blocks (24 warps) an SM in every mode
+q4mma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const std::uint8_t* __restrict__ q,
+             const float* __restrict__ scales, const bf16* __restrict__ bias, int N, int n_items, int K,
+             RopeAppendArgs ra) {
+  constexpr int R = gemv_rows_per_item(M);
+  constexpr int S = q4mma_ring_groups(R);  // groups in flight a thread (cp.async ring in shared memory)
+  __shared__ float red[W][R][kMmaItems][4];  // [warp][tile][item][x row]
+  // The ring: slot s holds, for each tile r and row half h, this thread's 16 bytes of W (then its scale), laid out
+  // [s][r][h][thread] so that a warp's accesses are 512 contiguous bytes (no bank conflict).
+  extern __shared__ __align__(16) unsigned char q4_ring[];
+  uint4* ring_w = reinterpret_cast<uint4*>(q4_ring);
+  float* ring_s = reinterpret_cast<float*>(ring_w + S * R * 2 * W * 32);
+  allow_dependents_to_launch();
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  const int n0 = blockIdx.x * kMmaItems;
+  const std::int64_t rb = K / 2;
+  const int n_groups = K / quant::kInt4Group;
+  // A rows g (h = 0) and g + 8 (h = 1) of each tile; items past the end read the last item's rows, never stored.
+  const uint4* wp[R][2];
+  const float* sp[R][2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    int rows[2];
+    gemv_item_rows<M>(min(n0 + g + 8 * h, n_items - 1), N, ra, rows);
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      wp[r][h] = reinterpret_cast<const uint4*>(q + std::int64_t(rows[r]) * rb) + t;
+      sp[r][h] = scales + std::int64_t(rows[r]) * n_groups;
+    }
+  }
+  // Warp w takes the contiguous groups [g_lo, g_hi): its NB loads in flight cover 64·NB consecutive bytes of each
+  // row (whole 128-byte lines, in order) instead of 64-byte pieces W groups apart.
+  const int g_lo = warp * n_groups / W, my_groups = (warp + 1) * n_groups / W - g_lo;  // warp-uniform
+  const auto slot_of = [&](int sl, int r, int h) { return ((sl * R + r) * 2 + h) * W * 32 + int(threadIdx.x); };
+  // Copies group G's W bytes and scales of this thread's rows into ring slot sl (no registers held in flight).
+  const auto issue = [&](int G, int sl) {
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        cp_async16(smem_addr(ring_w + slot_of(sl, r, h)), wp[r][h] + 4 * G, true);
+        cp_async4(smem_addr(ring_s + slot_of(sl, r, h)), sp[r][h] + G);
+      }
+  };
+#pragma unroll
+  for (int j = 0; j < S; ++j) {  // W and scales are immutable: the first S groups before waiting
+    if (j < my_groups) issue(g_lo + j, j);
+    cp_async_commit();
+  }
+  wait_for_previous_grid();  // x (and out) belong to the previous kernels
+  // B column g = x row g (g < T; the other columns multiply zeros and are never read).
+  const uint4* xp = reinterpret_cast<const uint4*>(x + std::int64_t(g < T ? g : 0) * K + 32 * t);
+  float acc[R][4];
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) acc[r][e] = 0.f;
+  int sl = 0;
+  for (int i = 0; i < my_groups; ++i) {
+    {
+      const int G = g_lo + i;
+      cp_async_wait<S - 1>();  // group i's copies (this thread's own: no barrier needed) have landed
+      uint4 w[R][2];
+      float s[R][2];
+#pragma unroll
+      for (int r = 0; r < R; ++r)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          w[r][h] = ring_w[slot_of(sl, r, h)];
+          s[r][h] = ring_s[slot_of(sl, r, h)];
+        }
+      uint4 xv[4];
+#pragma unroll
+      for (int ww = 0; ww < 4; ++ww) xv[ww] = g < T ? load_cached(xp + 16 * G + ww) : make_uint4(0u, 0u, 0u, 0u);
+      // Independent MMA chains, one per word: the kernel is latency-bound, a chain of dependent MMAs is what a warp
+      // waits on. The same for every mode: a row's bits must not depend on the mode (fused silu/rope = plain).
+      constexpr int kChains = 4;
+      float d[R][kChains][4];
+#pragma unroll
+      for (int r = 0; r < R; ++r)
+#pragma unroll
+        for (int e = 0; e < 4 * kChains; ++e) d[r][e / 4][e % 4] = 0.f;
+#pragma unroll
+      for (int ww = 0; ww < 4; ++ww) {
+        // x[k .. k + 7], k = 128G + 32t + 8ww: b for k-step h = (x[k+2h], x[k+2h+4]), (x[k+2h+1], x[k+2h+5])
+        const std::uint32_t b00 = __byte_perm(xv[ww].x, xv[ww].z, 0x5410), b01 = __byte_perm(xv[ww].x, xv[ww].z, 0x7632);
+        const std::uint32_t b10 = __byte_perm(xv[ww].y, xv[ww].w, 0x5410), b11 = __byte_perm(xv[ww].y, xv[ww].w, 0x7632);
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+          const std::uint32_t u0 = (&w[r][0].x)[ww], u1 = (&w[r][1].x)[ww];  // rows g, g + 8
+          mma_bf16_16816(d[r][ww % kChains], int4_pair_bf16(u0, 0), int4_pair_bf16(u1, 0), int4_pair_bf16(u0, 1),
+                         int4_pair_bf16(u1, 1), b00, b01);
+          mma_bf16_16816(d[r][ww % kChains], int4_pair_bf16(u0, 2), int4_pair_bf16(u1, 2), int4_pair_bf16(u0, 3),
+                         int4_pair_bf16(u1, 3), b10, b11);
+        }
+      }
+#pragma unroll
+      for (int r = 0; r < R; ++r)
+#pragma unroll
+        for (int c2 = 0; c2 < kChains; ++c2) {
+          acc[r][0] = fmaf(s[r][0], d[r][c2][0], acc[r][0]);  // row g,     col 2t
+          acc[r][1] = fmaf(s[r][0], d[r][c2][1], acc[r][1]);  // row g,     col 2t + 1
+          acc[r][2] = fmaf(s[r][1], d[r][c2][2], acc[r][2]);  // row g + 8, col 2t
+          acc[r][3] = fmaf(s[r][1], d[r][c2][3], acc[r][3]);  // row g + 8, col 2t + 1
+        }
+      // Refill the slot only now: the FMAs above consumed w and s (data dependence), so the shared loads are done
+      // before the cp.async that overwrites them is issued (PTX does not order an ld.shared before a later cp.async
+      // to the same address by the same thread).
+      if (i + S < my_groups) issue(G + S, sl);  // S - 1 groups in flight during the math, S after
+      cp_async_commit();
+      sl = sl + 1 == S ? 0 : sl + 1;
+    }
+  }
+  if (t < 2) {  // columns 0..3 = x rows (T ≤ 4)
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      red[warp][r][g][2 * t] = acc[r][0];
+      red[warp][r][g][2 * t + 1] = acc[r][1];
+      red[warp][r][g + 8][2 * t] = acc[r][2];
+      red[warp][r][g + 8][2 * t + 1] = acc[r][3];
+    }
+  }
+  __syncthreads();
+  const int item = threadIdx.x >> 2, c = threadIdx.x & 3;
+  if (threadIdx.x < kMmaItems * 4 && c < T && n0 + item < n_items) {
+    float v[2] = {0.f, 0.f};
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      float sum = red[0][r][item][c];
+#pragma unroll
+      for (int ww = 1; ww < W; ++ww) sum += red[ww][r][item][c];
+      v[r] = sum;
+    }
+    gemv_item_store<M>(out, c, n0 + item, N, v, bias, ra);
+  }
+}
+
+// Once per kernel (first, eager launch; not a stream operation): the shared-memory opt-in, and whether 2 or more
+// blocks fit an SM — on GPUs with 100 KB of shared memory an SM (sm_86/89) one 8-warp block would be latency-bound:
+// the scalar kernel runs there.
+template <int T, class TO, GemvMode M>
+bool q4mma_fits() {
+  static const bool fits = [] {
+    constexpr std::size_t smem = q4mma_smem_bytes<gemv_rows_per_item(M)>();
+    auto kernel = q4mma_kernel<T, TO, M>;
+    if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)) != cudaSuccess) {
+      (void)cudaGetLastError();
+      return false;
+    }
+    int blocks = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kMmaWarps * 32, smem) != cudaSuccess) {
+      (void)cudaGetLastError();
+      return false;
+    }
+    return blocks >= 2;
+  }();
+  return fits;
+}
+
+template <int T, class TO, GemvMode M>
+Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* scales, const bf16* bias, int N,
+                    int items, int K, const RopeAppendArgs& ra, cudaStream_t s, bool* launched) {
+  *launched = false;
+  if (!q4mma_fits<T, TO, M>()) return {};
+  constexpr std::size_t smem = q4mma_smem_bytes<gemv_rows_per_item(M)>();
+  const dim3 grid{unsigned(ceil_div(items, kMmaItems))};
+  launch_dependent_smem(q4mma_kernel<T, TO, M>, grid, dim3{kMmaWarps * 32}, smem, s, out, x, q, scales, bias, N, items,
+                        K, ra);
+  PIXTRAL_CUDA_LAUNCH_CHECK(q4mma_kernel);
+  *launched = true;
+  return {};
+}
+
+template <class TO, GemvMode M>
+Status launch_rows(TO* out, const bf16* x, const std::uint8_t* q, const float* scales, const bf16* bias, int T,
+                   int N, int items, int K, const RopeAppendArgs& ra, cudaStream_t s, bool* launched) {
+  switch (T) {
+    case 1: return launch_typed<1, TO, M>(out, x, q, scales, bias, N, items, K, ra, s, launched);
+    case 2: return launch_typed<2, TO, M>(out, x, q, scales, bias, N, items, K, ra, s, launched);
+    case 3: return launch_typed<3, TO, M>(out, x, q, scales, bias, N, items, K, ra, s, launched);
+    default: return launch_typed<4, TO, M>(out, x, q, scales, bias, N, items, K, ra, s, launched);
+  }
+}
+
+template <class TO>
+Status launch_mode(TO* out, const bf16* x, const std::uint8_t* q, const float* scales, const bf16* bias, int T,
+                   int N, int items, int K, GemvMode mode, const RopeAppendArgs& ra, cudaStream_t s, bool* launched) {
+  switch (mode) {
+    case GemvMode::plain:
+      return launch_rows<TO, GemvMode::plain>(out, x, q, scales, bias, T, N, items, K, ra, s, launched);
+    case GemvMode::silu:
+      return launch_rows<TO, GemvMode::silu>(out, x, q, scales, bias, T, N, items, K, ra, s, launched);
+    default:  // rope: one x row
+      return launch_typed<1, TO, GemvMode::rope>(out, x, q, scales, bias, N, items, K, ra, s, launched);
+  }
+}
+
+}  // namespace
+
+Status launch_q4mma(void* out, DType out_t, const bf16* x, const std::uint8_t* q, const float* scales,
+                    const bf16* bias, int T, int N, int items, int K, GemvMode mode, const RopeAppendArgs& ra,
+                    cudaStream_t s, bool* launched) {
+  *launched = false;
+  if (!int4_mma_enabled() || T < 1 || T > kQGemvMaxRows) return {};
+  if (out_t == DType::f32)
+    return launch_mode(static_cast<float*>(out), x, q, scales, bias, T, N, items, K, mode, ra, s, launched);
+  if (out_t == DType::bf16)
+    return launch_mode(static_cast<bf16*>(out), x, q, scales, bias, T, N, items, K, mode, ra, s, launched);
+  return {};
+}
+
+}  // namespace pixtral::cuda
