@@ -55,6 +55,7 @@ struct Options {
   bool quick = false;
   bool json_out = false;
   int context = 8192;
+  int prefill_chunk = 0;  ///< --prefill-chunk N: rows per prefill chunk (0: the session default)
   Device device = Device::cuda;
   bool tiny = false;
   QuantCache quant_cache = QuantCache::automatic;
@@ -63,10 +64,11 @@ struct Options {
 
 const char* kBenchUsage =
     "usage: pixtral bench [--model DIR] [--precision auto|bf16|int8|int4] [--quick] [--json] [--context N]\n"
-    "                     [--accuracy N] [--quant-cache auto|off] [--write-model DIR]\n"
+    "                     [--accuracy N] [--quant-cache auto|off] [--write-model DIR] [--prefill-chunk N]\n"
     "  without --model: synthetic full-size Pixtral-12B weights (random bf16, quantized on the GPU for int8/int4)\n"
     "  --precision: decoder weight storage (default auto: the memory planner's choice for this GPU)\n"
     "  --context N: the session's KV-cache length in tokens (default 8192; the workload needs 4356)\n"
+    "  --prefill-chunk N: at most N prompt rows per decoder prefill pass (default: the session's, 4096 on CUDA)\n"
     "  --accuracy N: int8/int4 next-token KL divergence and top-1 agreement vs bf16 on N prompts\n"
     "                (default 8; 0 with --quick; needs memory for a bf16 copy as well)\n"
     "  --quant-cache off: with --model, quantize on load without reading or writing the cache file\n"
@@ -390,7 +392,7 @@ int run(const Options& o) {
   {
     PlanTarget t;
     t.cuda = be.name() == "cuda";
-    t.prefill_rows = t.cuda ? 4096 : 256;
+    t.prefill_rows = o.prefill_chunk > 0 ? o.prefill_chunk : t.cuda ? kCudaPrefillRows : kCpuPrefillRows;
     t.free_bytes = plan.free_bytes;
     t.context_reserve = false;
     plan = plan_for(cfg, plan_tensors(mi.ckpt), plan.precision, std::min(o.context, cfg.max_context), t);
@@ -406,6 +408,7 @@ int run(const Options& o) {
   std::vector<Message> conv1 = {user1};
   SessionOptions sopt;
   sopt.context_length = o.context;
+  sopt.prefill_chunk = o.prefill_chunk;
   GenerateParams gp;
   gp.temperature = 0;
   gp.top_p = 1;
@@ -643,6 +646,9 @@ int run_bench(int argc, char** argv) {
     } else if (a == "--context" && value(v)) {
       o.context = std::atoi(v.c_str());
       if (o.context < 16) return bench_fail(2, "--context must be a number of tokens");
+    } else if (a == "--prefill-chunk" && value(v)) {
+      o.prefill_chunk = std::atoi(v.c_str());
+      if (o.prefill_chunk < 1) return bench_fail(2, "--prefill-chunk must be a number of rows");
     } else if (a == "--device" && value(v)) {
       if (v != "cpu" && v != "cuda") return bench_fail(2, "--device cpu|cuda");
       o.device = v == "cpu" ? Device::cpu : Device::cuda;

@@ -98,8 +98,9 @@ using LogitsCallback = std::function<void(std::span<const float> logits)>;
 
 struct SessionOptions {
   int context_length = 16384;  ///< tokens; at most the model's maximum (131072); sizes the KV cache
-  /// Rows per prefill step; cancellation is checked between chunks. 0 = the backend's choice: 4096 on CUDA (large
-  /// GEMMs run near the tensor-core rate; one chunk is ~180 ms for Pixtral-12B on an H200), 256 on the CPU.
+  /// Rows per prefill step; cancellation is checked between chunks. 0 = the backend's choice: 6144 on CUDA (a
+  /// one-image page prompt in one chunk: ~180 ms for Pixtral-12B on an H200; the memory plan may halve it), 256 on
+  /// the CPU.
   int prefill_chunk = 0;
 };
 

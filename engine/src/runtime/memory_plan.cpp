@@ -251,7 +251,7 @@ Result<MemoryPlan> plan_for_load(ops::Backend& be, const Checkpoint& ckpt, Preci
   const std::vector<PlanTensor> tensors = plan_tensors(ckpt);
   PlanTarget t;
   t.cuda = be.name() == "cuda";
-  t.prefill_rows = t.cuda ? 4096 : 256;  // the SessionOptions::prefill_chunk defaults (Model::create_session)
+  t.prefill_rows = t.cuda ? kCudaPrefillRows : kCpuPrefillRows;  // the SessionOptions::prefill_chunk defaults (Model::create_session)
   t.context_reserve = false;             // the backend (context, cuBLAS) exists already
   const int context = std::min(SessionOptions{}.context_length, cfg.max_context);
   if (!t.cuda) {
@@ -324,7 +324,7 @@ Result<MemoryPlan> plan_memory(const std::string& dir, const PlanOptions& o) {
     t.free_bytes = o.free_bytes;
   }
   if (!t.cuda) {
-    t.prefill_rows = 256;
+    t.prefill_rows = kCpuPrefillRows;
     t.context_reserve = false;
     if (t.free_bytes == 0) t.free_bytes = available_ram_bytes();
   }

@@ -149,7 +149,7 @@ Result<std::unique_ptr<Session>> Model::create_session(const SessionOptions& opt
   if (o.context_length < 16 || o.context_length > impl_->info.max_context)
     return Status(ErrorCode::invalid_argument, "context length " + std::to_string(o.context_length) +
                                                    " is outside 16.." + std::to_string(impl_->info.max_context));
-  if (o.prefill_chunk < 1) o.prefill_chunk = impl_->backend->name() == "cuda" ? 4096 : 256;
+  if (o.prefill_chunk < 1) o.prefill_chunk = impl_->backend->name() == "cuda" ? kCudaPrefillRows : kCpuPrefillRows;
   if (options.prefill_chunk < 1 && impl_->info.plan.prefill_rows > 0)  // the memory plan's chunk (may be smaller)
     o.prefill_chunk = impl_->info.plan.prefill_rows;
   o.prefill_chunk = std::min(o.prefill_chunk, o.context_length);
