@@ -9,54 +9,22 @@
 // block's range are zero-filled, so no out-of-bounds row is read). Deterministic: no atomics, fixed order.
 // ref: FlashAttention-2 (Dao 2023) Alg. 1; flash-attention csrc/flash_attn/src/flash_fwd_kernel.h (fragment
 // layouts, P kept in registers as the A operand of P·V); PTX ISA §9.7.14.5.8 (m16n8k16 fragment layout).
+// This file: v1 and the dispatch between v1 and v2 (kernels_flash2.cu: 128 rows a block, two m16 tiles a warp).
 #include <climits>
 #include <cstdint>
 #include <cstdlib>
 
-#include "cuda/kernels.cuh"
-#include "cuda/mma.cuh"
+#include "cuda/kernels_flash.cuh"
 
 namespace pixtral::cuda {
 namespace {
+
+using namespace flash;
 
 constexpr int kBr = 64;       // query rows per block
 constexpr int kBc = 64;       // keys per tile
 constexpr int kWarps = 4;     // 16 query rows each
 constexpr int kThreads = 32 * kWarps;
-constexpr float kLog2e = 1.4426950408889634f;
-
-struct FlashParams {
-  void* out;
-  const bf16* q;
-  const bf16* k;
-  const bf16* v;
-  const int2* key_range;  // [n_q] or null with dev_state
-  const int* dev_state;   // decode state (kDecodeStatePosition = first row's position) or null
-  int n_q, H, Hkv, n_qblocks;
-  float scale_log2;  // scale · log2(e): the softmax runs in base 2
-};
-
-__device__ __forceinline__ int2 row_range(const FlashParams& p, int row) {
-  if (p.dev_state) return make_int2(0, p.dev_state[kDecodeStatePosition] + row + 1);
-  return p.key_range[row];
-}
-
-// Copy rows [row0, row0 + 64) of a [*, stride] bf16 matrix (columns col0 .. col0 + D) into a swizzled tile;
-// rows outside [row0, row_end) are zero-filled.
-template <int D>
-__device__ __forceinline__ void load_tile(std::uint32_t tile, const bf16* base, std::int64_t stride, int row0,
-                                          int row_end, int tid) {
-  constexpr int kChunks = D / 8;
-#pragma unroll
-  for (int i = tid; i < kBc * kChunks; i += kThreads) {
-    const int r = i / kChunks, c = i % kChunks;
-    const int row = row0 + r;
-    const bool valid = row < row_end;
-    const bf16* src = valid ? base + std::int64_t(row) * stride + c * 8 : base;
-    cp_async16(tile + swz<D>(r, c), src, valid);
-  }
-}
-
 template <int D, class TO>
 __global__ void __launch_bounds__(kThreads, 2) flash_fwd_kernel(const FlashParams p) {
   constexpr int kTileBytes = kBc * D * 2;
@@ -84,7 +52,7 @@ __global__ void __launch_bounds__(kThreads, 2) flash_fwd_kernel(const FlashParam
 
   // Key ranges of the block's rows; padding rows get an empty range that widens nothing.
   if (tid < kBr) s_rng[tid] = tid < nr ? row_range(p, r0 + tid) : make_int2(INT_MAX, INT_MIN);
-  load_tile<D>(s_q, qg, q_stride, 0, nr, tid);
+  load_tile<D, kBc, kThreads>(s_q, qg, q_stride, 0, nr, tid);
   __syncthreads();
   int blk_lo = INT_MAX, blk_hi = INT_MIN, max_lo = INT_MIN, min_hi = INT_MAX;
   for (int i = 0; i < nr; ++i) {
@@ -99,8 +67,8 @@ __global__ void __launch_bounds__(kThreads, 2) flash_fwd_kernel(const FlashParam
   const int n_tiles = blk_hi > blk_lo ? (blk_hi - blk_lo + kBc - 1) / kBc : 0;
 
   if (n_tiles > 0) {
-    load_tile<D>(s_k(0), kg, kv_stride, blk_lo, blk_hi, tid);
-    load_tile<D>(s_v(0), vg, kv_stride, blk_lo, blk_hi, tid);
+    load_tile<D, kBc, kThreads>(s_k(0), kg, kv_stride, blk_lo, blk_hi, tid);
+    load_tile<D, kBc, kThreads>(s_v(0), vg, kv_stride, blk_lo, blk_hi, tid);
   }
   cp_async_commit();  // group 0: Q, K0, V0
 
@@ -114,8 +82,8 @@ __global__ void __launch_bounds__(kThreads, 2) flash_fwd_kernel(const FlashParam
     const int kt = blk_lo + it * kBc;
     const int buf = it & 1;
     if (it + 1 < n_tiles) {
-      load_tile<D>(s_k(buf ^ 1), kg, kv_stride, kt + kBc, blk_hi, tid);
-      load_tile<D>(s_v(buf ^ 1), vg, kv_stride, kt + kBc, blk_hi, tid);
+      load_tile<D, kBc, kThreads>(s_k(buf ^ 1), kg, kv_stride, kt + kBc, blk_hi, tid);
+      load_tile<D, kBc, kThreads>(s_v(buf ^ 1), vg, kv_stride, kt + kBc, blk_hi, tid);
       cp_async_commit();
       cp_async_wait<1>();
     } else {
@@ -234,18 +202,7 @@ __global__ void __launch_bounds__(kThreads, 2) flash_fwd_kernel(const FlashParam
 
 template <int D, class TO>
 Status launch_flash_typed(const AttentionLaunch& a, cudaStream_t s) {
-  FlashParams p;
-  p.out = a.out;
-  p.q = static_cast<const bf16*>(a.q);
-  p.k = static_cast<const bf16*>(a.k);
-  p.v = static_cast<const bf16*>(a.v);
-  p.key_range = a.key_range;
-  p.dev_state = a.dev_state;
-  p.n_q = int(a.n_q);
-  p.H = a.n_heads;
-  p.Hkv = a.n_kv_heads;
-  p.n_qblocks = ceil_div(a.n_q, kBr);
-  p.scale_log2 = a.scale * kLog2e;
+  const FlashParams p = make_params(a, kBr);
   const std::size_t smem = flash_attention_smem_bytes(D);
   auto kernel = flash_fwd_kernel<D, TO>;
   static bool smem_set = false;  // per instantiation; cudaFuncSetAttribute is not a stream operation
@@ -261,8 +218,21 @@ Status launch_flash_typed(const AttentionLaunch& a, cudaStream_t s) {
 
 bool aligned16(const void* p) { return (reinterpret_cast<std::uintptr_t>(p) & 15) == 0; }
 
+// v2 (kernels_flash2.cu) wherever it can run and the launch fills its 128-row blocks (below 128 rows its warps
+// would idle where v1 spreads the rows over 4 warps); PIXTRAL_CUDA_FLASH=1|2, read per launch, forces v1 or v2
+// (A/B timing, tests; v2 falls back to v1 where it cannot run).
+constexpr std::int64_t kFlash2MinRows = 128;
+bool use_flash2(const AttentionLaunch& a) {
+  const char* e = std::getenv("PIXTRAL_CUDA_FLASH");
+  if (e && e[0] == '1') return false;
+  if (!flash2_supported(a)) return false;
+  return (e && e[0] == '2') || a.n_q >= kFlash2MinRows;
+}
+
 }  // namespace
 
+// v1's block (the smaller one): flash_attention_supported is true wherever v1 can run; v2 is taken only where
+// its own block fits too (flash2_supported).
 std::size_t flash_attention_smem_bytes(int head_dim) {
   return std::size_t(5) * kBc * head_dim * 2 + std::size_t(kBr) * sizeof(int2);
 }
@@ -279,6 +249,7 @@ Status launch_flash_attention(const AttentionLaunch& a, cudaStream_t s) {
     return Status(ErrorCode::internal, "cuda flash attention: unsupported launch (head_dim " +
                                            std::to_string(a.head_dim) + ", dtypes or alignment)");
   if (a.n_q == 0) return {};
+  if (use_flash2(a)) return launch_flash2(a, s);
   if (a.head_dim == 64)
     return a.out_t == DType::f32 ? launch_flash_typed<64, float>(a, s) : launch_flash_typed<64, bf16>(a, s);
   return a.out_t == DType::f32 ? launch_flash_typed<128, float>(a, s) : launch_flash_typed<128, bf16>(a, s);

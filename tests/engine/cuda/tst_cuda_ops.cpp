@@ -265,7 +265,8 @@ TEST_F(CudaOps, Rope2d) {
 
 // Every attention case runs through each kernel that can take it: automatic dispatch (decode kernel for ≤ 4
 // rows, tensor-core flash kernel for bf16 head_dim 64/128, else generic), and each path forced through
-// PIXTRAL_CUDA_ATTENTION (a forced path that cannot run the case falls back to generic).
+// PIXTRAL_CUDA_ATTENTION (a forced path that cannot run the case falls back to generic), the flash kernel once
+// per variant (PIXTRAL_CUDA_FLASH=1|2).
 TEST_F(CudaOps, Attention) {
   PIXTRAL_REQUIRE_GPU();
   struct Case { std::int64_t n_q, n_kv; int H, Hkv, D; bool causal; int q_offset; std::vector<int> segments;
@@ -288,6 +289,15 @@ TEST_F(CudaOps, Attention) {
       {77, 77, 4, 4, 64, false, 0, {}, DType::f32},           // full attention, f32 output
       {130, 130, 4, 2, 128, true, 0, {}, DType::f32},         // causal, f32 output
       {64, 64, 2, 2, 64, true, 0, {}},                        // exactly one tile
+      // flash v2 (128-row blocks, two m16 tiles a warp) edges
+      {129, 129, 4, 2, 128, true, 0, {}},                     // one row past a 128-row block
+      {255, 255, 4, 4, 64, false, 0, {}},                     // last block one row short, head_dim 64
+      {383, 383, 8, 2, 128, true, 0, {}, DType::f32},         // three blocks, the last one row short, f32
+      {300, 1337, 8, 2, 128, true, 1037, {}},                 // chunked prefill: q_offset not tile-aligned, 3 blocks
+      {200, 263, 4, 4, 64, true, 63, {}, DType::f32},         // same at head_dim 64, f32
+      {600, 600, 4, 4, 64, false, 0, {100, 150, 200, 150}},   // segment edges inside 128-row blocks and warps
+      {400, 400, 4, 2, 128, false, 0, {70, 200, 130}, DType::f32},  // same at head_dim 128, f32
+      {260, 260, 2, 2, 64, false, 0, {5, 3, 120, 1, 131}},    // segments shorter than a warp's 32 rows
       // split-KV decode shapes
       {3, 600, 8, 2, 64, true, 597, {}},           // three rows, G = 4, head_dim 64
       {4, 1000, 4, 4, 128, true, 996, {}},         // four rows, G = 1
@@ -300,7 +310,9 @@ TEST_F(CudaOps, Attention) {
       {1, 5000, 32, 8, 128, true, 4999, {}, DType::f32},  // f32 output
   };
   // "decode-1stage": the decode kernel with one shared-memory stage, what GPUs with 100 KB an SM run.
-  const char* paths[] = {nullptr, "generic", "flash", "decode", "decode-1stage"};
+  // "flash-v1" / "flash-v2": the tensor-core kernel with PIXTRAL_CUDA_FLASH forcing its variant (64-row blocks,
+  // or 128-row blocks with two m16 tiles a warp). run_twice checks each for identical bits on a second run.
+  const char* paths[] = {nullptr, "generic", "flash-v1", "flash-v2", "decode", "decode-1stage"};
   // Under compute-sanitizer (racecheck is ~100× slower) run_gpu_checks.sh sets this to keep the small cases only.
   const bool quick = std::getenv("PIXTRAL_CUDA_TEST_QUICK") != nullptr;
   for (const auto& c : cases) {
@@ -329,13 +341,16 @@ TEST_F(CudaOps, Attention) {
     const auto ref = download(cpu_.get(), out->c);
     for (const char* path : paths) {
       const std::string w2 = what + " path=" + (path ? path : "auto");
-      const bool one_stage = path && std::string(path) == "decode-1stage";
-      if (path) setenv("PIXTRAL_CUDA_ATTENTION", one_stage ? "decode" : path, 1);
+      const std::string ps = path ? path : "";
+      const bool one_stage = ps == "decode-1stage", flash_variant = ps.rfind("flash-v", 0) == 0;
+      if (path) setenv("PIXTRAL_CUDA_ATTENTION", one_stage ? "decode" : flash_variant ? "flash" : path, 1);
       if (one_stage) setenv("PIXTRAL_CUDA_ATTN_STAGES", "1", 1);
+      if (flash_variant) setenv("PIXTRAL_CUDA_FLASH", ps.c_str() + 7, 1);
       auto got = run_twice(G, out->g, [&] { return G->attention(out->g, q->g, k->g, v->g, p); },
                            [&] { reset_gpu(*out, nullptr); }, w2);
       unsetenv("PIXTRAL_CUDA_ATTENTION");
       unsetenv("PIXTRAL_CUDA_ATTN_STAGES");
+      unsetenv("PIXTRAL_CUDA_FLASH");
       expect_close(ref, got, kDot, w2);
     }
   }
@@ -413,17 +428,24 @@ TEST_F(CudaOps, DecodeStepGraphReplayReadsDeviceState) {
   ASSERT_NE(ext, nullptr);
   // cap 8192 at positions 4192 and 8000: splits of 96 and 176 keys, so the rows this step appends (copied after
   // the dependent-launch wait, the "late" copies) fall in a second stage, and in a refilled one with one stage.
-  struct Case { int H, Hkv, D; std::int64_t cap; std::vector<int> positions; bool one_stage = false; };
+  // flash: "1" / "2" forces the tensor-core prefill kernel's variant (PIXTRAL_CUDA_FLASH) instead of decode.
+  struct Case { int H, Hkv, D; std::int64_t cap; std::vector<int> positions; bool one_stage = false;
+                const char* flash = nullptr; };
   const std::vector<int> short_positions = {1000, 1001, 257, 1499}, long_positions = {4192, 8000};
   const std::vector<Case> cases = {{32, 8, 128, 1500, short_positions},       // decode kernel
                                    {32, 8, 128, 8192, long_positions},        // decode kernel, several stages
                                    {32, 8, 128, 8192, long_positions, true},  // the one-stage decode kernel
                                    {8, 2, 64, 1500, short_positions},         // decode kernel, head_dim 64
+                                   {32, 8, 128, 1500, short_positions, false, "1"},  // flash v1, device state
+                                   {8, 2, 64, 1500, short_positions, false, "2"},    // flash v2, device state
                                    {6, 3, 24, 1500, short_positions}};        // generic kernel
   for (const Case& c : cases) {
-    unsetenv("PIXTRAL_CUDA_ATTN_STAGES");  // a failed case before may have left it set
+    unsetenv("PIXTRAL_CUDA_ATTN_STAGES");  // a failed case before may have left them set
+    unsetenv("PIXTRAL_CUDA_ATTENTION");
+    unsetenv("PIXTRAL_CUDA_FLASH");
     const std::string what = "decode graph H=" + std::to_string(c.H) + "/" + std::to_string(c.Hkv) + " D=" +
-                             std::to_string(c.D) + " cap " + std::to_string(c.cap) + (c.one_stage ? " one stage" : "");
+                             std::to_string(c.D) + " cap " + std::to_string(c.cap) +
+                             (c.one_stage ? " one stage" : "") + (c.flash ? std::string(" flash v") + c.flash : "");
     SCOPED_TRACE(what);
     const std::int64_t cap = c.cap, qd = std::int64_t(c.H) * c.D, kd = std::int64_t(c.Hkv) * c.D;
     const int vocab = 11;
@@ -460,6 +482,10 @@ TEST_F(CudaOps, DecodeStepGraphReplayReadsDeviceState) {
     };
     // Warm up eagerly in device-state mode (scratch grows outside capture), then capture once.
     if (c.one_stage) setenv("PIXTRAL_CUDA_ATTN_STAGES", "1", 1);  // read at launch: the graph keeps that kernel
+    if (c.flash) {
+      setenv("PIXTRAL_CUDA_ATTENTION", "flash", 1);
+      setenv("PIXTRAL_CUDA_FLASH", c.flash, 1);
+    }
     ASSERT_TRUE(ext->set_decode_state(999, 1).ok());
     ASSERT_TRUE(ext->set_decode_tokens(std::vector<int>{1}).ok());
     ext->set_device_state_mode(true);
@@ -472,6 +498,8 @@ TEST_F(CudaOps, DecodeStepGraphReplayReadsDeviceState) {
     const Status end = ext->end_capture();
     ext->set_device_state_mode(false);
     unsetenv("PIXTRAL_CUDA_ATTN_STAGES");
+    unsetenv("PIXTRAL_CUDA_ATTENTION");
+    unsetenv("PIXTRAL_CUDA_FLASH");
     ASSERT_TRUE(st.ok()) << st.to_string();
     ASSERT_TRUE(end.ok()) << end.to_string();
     // The warm-up wrote row 999 of the GPU cache: put the same row into the CPU cache.

@@ -1,0 +1,80 @@
+// SPDX-License-Identifier: Apache-2.0
+// Shared by the two tensor-core prefill kernels (kernels_flash.cu: v1, 64 query rows a block, Q in registers;
+// kernels_flash2.cu: v2, 128 query rows a block, two m16 tiles a warp): launch parameters, the per-row key range,
+// the swizzled cp.async tile copy, the paired output store. Private to libpixtral_cuda.so.
+// ref: FlashAttention-2 (Dao 2023); flash-attention csrc/flash_attn/src/flash_fwd_kernel.h.
+#pragma once
+
+#include <cstdint>
+
+#include "cuda/kernels.cuh"
+#include "cuda/mma.cuh"
+
+namespace pixtral::cuda::flash {
+
+constexpr float kLog2e = 1.4426950408889634f;
+
+struct FlashParams {
+  void* out;
+  const bf16* q;
+  const bf16* k;
+  const bf16* v;
+  const int2* key_range;  // [n_q] or null with dev_state
+  const int* dev_state;   // decode state (kDecodeStatePosition = first row's position) or null
+  int n_q, H, Hkv, n_qblocks;
+  float scale_log2;  // scale · log2(e): the softmax runs in base 2
+};
+
+inline FlashParams make_params(const AttentionLaunch& a, int rows_per_block) {
+  FlashParams p;
+  p.out = a.out;
+  p.q = static_cast<const bf16*>(a.q);
+  p.k = static_cast<const bf16*>(a.k);
+  p.v = static_cast<const bf16*>(a.v);
+  p.key_range = a.key_range;
+  p.dev_state = a.dev_state;
+  p.n_q = int(a.n_q);
+  p.H = a.n_heads;
+  p.Hkv = a.n_kv_heads;
+  p.n_qblocks = ceil_div(a.n_q, rows_per_block);
+  p.scale_log2 = a.scale * kLog2e;
+  return p;
+}
+
+/// Keys [x, y) query row `row` (of the launch) may see.
+__device__ __forceinline__ int2 row_range(const FlashParams& p, int row) {
+  if (p.dev_state) return make_int2(0, p.dev_state[kDecodeStatePosition] + row + 1);
+  return p.key_range[row];
+}
+
+/// Copies rows [row0, row0 + kRows) of a [*, stride] bf16 matrix (D columns from `base`) into a swizzled tile
+/// (swz<D>) with kThreads threads; rows at or past row_end are zero-filled and never read.
+template <int D, int kRows, int kThreads>
+__device__ __forceinline__ void load_tile(std::uint32_t tile, const bf16* base, std::int64_t stride, int row0,
+                                          int row_end, int tid) {
+  constexpr int kChunks = D / 8;
+#pragma unroll
+  for (int i = tid; i < kRows * kChunks; i += kThreads) {
+    const int r = i / kChunks, c = i % kChunks;
+    const int row = row0 + r;
+    const bool valid = row < row_end;
+    const bf16* src = valid ? base + std::int64_t(row) * stride + c * 8 : base;
+    cp_async16(tile + swz<D>(r, c), src, valid);
+  }
+}
+
+/// Two adjacent output elements (8-byte aligned for f32, 4-byte for bf16), rounded as from_f32.
+__device__ __forceinline__ void store2(float* d, float a, float b) {
+  *reinterpret_cast<float2*>(d) = make_float2(a, b);
+}
+__device__ __forceinline__ void store2(bf16* d, float a, float b) {
+  *reinterpret_cast<__nv_bfloat162*>(d) = __floats2bfloat162_rn(a, b);
+}
+
+/// v2 (kernels_flash2.cu): dynamic shared memory of a block, whether it can run `a` (on top of
+/// flash_attention_supported), and the launch.
+std::size_t flash2_smem_bytes(int head_dim);
+bool flash2_supported(const AttentionLaunch& a);
+Status launch_flash2(const AttentionLaunch& a, cudaStream_t s);
+
+}  // namespace pixtral::cuda::flash
