@@ -224,7 +224,8 @@ TEST_F(CudaOps, RmsNormAndFusedResidual) {
 TEST_F(CudaOps, Rope1d) {
   PIXTRAL_REQUIRE_GPU();
   struct Case { std::int64_t T; int heads, D; float theta; };
-  for (const Case c : {Case{1, 32, 128, 1e6f}, Case{7, 3, 8, 10000.f}, Case{33, 2, 64, 1e6f}, Case{5, 8, 24, 10000.f}}) {
+  for (const Case c : {Case{1, 32, 128, 1e6f}, Case{7, 3, 8, 10000.f}, Case{33, 2, 64, 1e6f}, Case{5, 8, 24, 10000.f},
+                       Case{600, 32, 128, 1e6f}}) {
     for (auto pairs : {ops::RopePairs::interleaved, ops::RopePairs::halves}) {
       const std::string what = "rope T=" + std::to_string(c.T) + " heads=" + std::to_string(c.heads) + " D=" +
                                std::to_string(c.D) + (pairs == ops::RopePairs::halves ? " halves" : " interleaved");
@@ -533,7 +534,7 @@ TEST_F(CudaOps, DecodeStepGraphReplayReadsDeviceState) {
 
 TEST_F(CudaOps, Activations) {
   PIXTRAL_REQUIRE_GPU();
-  for (std::int64_t n : {1, 7, 1000, 14336 * 3 + 5}) {
+  for (std::int64_t n : {1, 7, 1000, 14336 * 3 + 5, 14336 * 4}) {  // multiples of 8: the 16-byte kernel
     const std::string what = "n=" + std::to_string(n);
     SCOPED_TRACE(what);
     auto gh = random_values(rng_, std::size_t(n), 6.0f);
