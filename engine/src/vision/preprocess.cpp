@@ -10,6 +10,7 @@
 #include <cstring>
 #include <string>
 
+#include "vision/bands.h"
 #include "vision/resize.h"
 
 namespace pixtral::vision {
@@ -141,43 +142,51 @@ Status preprocess_into(const ImageView& image, int patch_size, int max_image_siz
   px.height = grid->height * patch_size;
   const std::size_t plane = std::size_t(px.width) * px.height;
 
-  std::vector<std::uint8_t> rgb_row(std::size_t(image.width) * 3);
   px.chw.resize(plane * 3);  // (3, height, width)
+  const int threads = band_threads(plane * 3);
   if (image.width == px.width && image.height == px.height) {
     // No resize (cv2.resize to the same size copies): every value is an integer 0..255, so the normalisation
     // below is a 256-entry table per channel — the same floats, without 3 divisions per pixel (a 1024×1024 page
-    // image is ~3 M values on the time-to-first-token path).
+    // image is ~3 M values on the time-to-first-token path). Row bands on threads.
     float lut[3][256];
     for (int c = 0; c < 3; ++c)
       for (int v = 0; v < 256; ++v) lut[c][v] = float((double(float(v)) / 255.0 - kClipMean[c]) / kClipStd[c]);
-    for (int y = 0; y < px.height; ++y) {
-      row_to_rgb8(image.data + std::size_t(y) * image.row_bytes(), image.format, image.width, rgb_row.data());
-      for (int c = 0; c < 3; ++c) {
-        float* out = px.chw.data() + c * plane + std::size_t(y) * px.width;
-        for (int x = 0; x < px.width; ++x) out[x] = lut[c][rgb_row[std::size_t(x) * 3 + c]];
+    for_bands(px.height, threads, [&](int y0, int y1) {
+      std::vector<std::uint8_t> rgb_row(std::size_t(image.width) * 3);
+      for (int y = y0; y < y1; ++y) {
+        row_to_rgb8(image.data + std::size_t(y) * image.row_bytes(), image.format, image.width, rgb_row.data());
+        for (int c = 0; c < 3; ++c) {
+          float* out = px.chw.data() + c * plane + std::size_t(y) * px.width;
+          for (int x = 0; x < px.width; ++x) out[x] = lut[c][rgb_row[std::size_t(x) * 3 + c]];
+        }
       }
-    }
+    });
     return {};
   }
 
   // Resize the composited RGB as float 0..255 (transform_image: np.array(rgb, dtype=float32) → cv2.resize),
-  // fetching and compositing one source row at a time.
+  // fetching and compositing one source row at a time (each thread its own row buffer).
   std::vector<float> hwc(plane * 3);  // (height, width, 3)
   resize_cubic_rows(
       image.width, image.height, 3, px.width, px.height,
       [&](int sy, float* out) {
+        thread_local std::vector<std::uint8_t> rgb_row;
+        rgb_row.resize(std::size_t(image.width) * 3);
         row_to_rgb8(image.data + std::size_t(sy) * image.row_bytes(), image.format, image.width, rgb_row.data());
         for (std::size_t i = 0; i < rgb_row.size(); ++i) out[i] = float(rgb_row[i]);
       },
-      hwc.data());
+      hwc.data(), threads);
 
   // normalize(): (v / 255 − mean) / std. mistral-common does this in float64 on the float32 resize output; doing
   // it in double and rounding once to float gives the float32 value nearest the reference's.
-  for (int c = 0; c < 3; ++c) {
-    float* out = px.chw.data() + c * plane;
-    for (std::size_t i = 0; i < plane; ++i)
-      out[i] = float((double(hwc[i * 3 + c]) / 255.0 - kClipMean[c]) / kClipStd[c]);
-  }
+  for_bands(px.height, threads, [&](int y0, int y1) {
+    const std::size_t i0 = std::size_t(y0) * px.width, i1 = std::size_t(y1) * px.width;
+    for (int c = 0; c < 3; ++c) {
+      float* out = px.chw.data() + c * plane;
+      for (std::size_t i = i0; i < i1; ++i)
+        out[i] = float((double(hwc[i * 3 + c]) / 255.0 - kClipMean[c]) / kClipStd[c]);
+    }
+  });
   return {};
 }
 

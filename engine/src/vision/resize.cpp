@@ -8,6 +8,8 @@
 #include <cmath>
 #include <cstring>
 
+#include "vision/bands.h"
+
 namespace pixtral::vision {
 namespace {
 
@@ -44,41 +46,16 @@ void resample_row(const float* S, int cn, const CubicAxis& ax, int dst_w, float*
              S[idx[3] * cn + c] * w[3];
 }
 
-}  // namespace
-
-CubicAxis cubic_axis(int src_len, int dst_len) {
-  CubicAxis ax;
-  ax.index.resize(std::size_t(dst_len) * 4);
-  ax.weight.resize(std::size_t(dst_len) * 4);
-  // cv::resize: inv_scale = dst/src (double), scale = 1/inv_scale — not src/dst, which can differ in the last bit.
-  const double inv_scale = double(dst_len) / src_len;
-  const double scale = 1. / inv_scale;
-  for (int d = 0; d < dst_len; ++d) {
-    float f = float((d + 0.5) * scale - 0.5);
-    const int s = int(std::floor(f));
-    f -= float(s);
-    cubic_weights(f, &ax.weight[std::size_t(d) * 4]);
-    for (int k = 0; k < 4; ++k)  // taps s−1 .. s+2, clamped (HResizeCubic's border loop; resizeGeneric_'s clip)
-      ax.index[std::size_t(d) * 4 + k] = std::clamp(s - 1 + k, 0, src_len - 1);
-  }
-  return ax;
-}
-
-void resize_cubic_rows(int src_w, int src_h, int cn, int dst_w, int dst_h, const RowFetcher& fetch, float* dst) {
+// Destination rows [dy0, dy1) with their own cache of 4 horizontally resampled rows and their own source row.
+void resize_band(int src_w, int cn, int dst_w, const CubicAxis& xs, const CubicAxis& ys, const RowFetcher& fetch,
+                 float* dst, int dy0, int dy1) {
   const std::size_t dst_row = std::size_t(dst_w) * cn;
-  if (src_w == dst_w && src_h == dst_h) {  // cv::resize: "Source and destination are of same size. Use simple copy."
-    for (int y = 0; y < dst_h; ++y) fetch(y, dst + y * dst_row);
-    return;
-  }
-  const CubicAxis xs = cubic_axis(src_w, dst_w);
-  const CubicAxis ys = cubic_axis(src_h, dst_h);
-
   // A cache of 4 horizontally resampled rows, tagged by source row. The rows a destination row needs are
   // non-decreasing in dy, so evicting the lowest tag not needed now never drops a row needed later.
   std::vector<float> src_row(std::size_t(src_w) * cn);      // (src_w, cn)
   std::vector<float> slots(4 * dst_row);                      // (4, dst_w, cn)
   std::array<int, 4> tag = {-1, -1, -1, -1};
-  for (int dy = 0; dy < dst_h; ++dy) {
+  for (int dy = dy0; dy < dy1; ++dy) {
     const int* need = &ys.index[std::size_t(dy) * 4];
     const float* b = &ys.weight[std::size_t(dy) * 4];
     std::array<const float*, 4> rows{};
@@ -102,6 +79,40 @@ void resize_cubic_rows(int src_w, int src_h, int cn, int dst_w, int dst_h, const
     for (std::size_t x = 0; x < dst_row; ++x)
       D[x] = rows[0][x] * b[0] + rows[1][x] * b[1] + rows[2][x] * b[2] + rows[3][x] * b[3];
   }
+}
+
+}  // namespace
+
+CubicAxis cubic_axis(int src_len, int dst_len) {
+  CubicAxis ax;
+  ax.index.resize(std::size_t(dst_len) * 4);
+  ax.weight.resize(std::size_t(dst_len) * 4);
+  // cv::resize: inv_scale = dst/src (double), scale = 1/inv_scale — not src/dst, which can differ in the last bit.
+  const double inv_scale = double(dst_len) / src_len;
+  const double scale = 1. / inv_scale;
+  for (int d = 0; d < dst_len; ++d) {
+    float f = float((d + 0.5) * scale - 0.5);
+    const int s = int(std::floor(f));
+    f -= float(s);
+    cubic_weights(f, &ax.weight[std::size_t(d) * 4]);
+    for (int k = 0; k < 4; ++k)  // taps s−1 .. s+2, clamped (HResizeCubic's border loop; resizeGeneric_'s clip)
+      ax.index[std::size_t(d) * 4 + k] = std::clamp(s - 1 + k, 0, src_len - 1);
+  }
+  return ax;
+}
+
+void resize_cubic_rows(int src_w, int src_h, int cn, int dst_w, int dst_h, const RowFetcher& fetch, float* dst,
+                       int threads) {
+  const std::size_t dst_row = std::size_t(dst_w) * cn;
+  if (src_w == dst_w && src_h == dst_h) {  // cv::resize: "Source and destination are of same size. Use simple copy."
+    for_bands(dst_h, threads, [&](int y0, int y1) {
+      for (int y = y0; y < y1; ++y) fetch(y, dst + y * dst_row);
+    });
+    return;
+  }
+  const CubicAxis xs = cubic_axis(src_w, dst_w);
+  const CubicAxis ys = cubic_axis(src_h, dst_h);
+  for_bands(dst_h, threads, [&](int dy0, int dy1) { resize_band(src_w, cn, dst_w, xs, ys, fetch, dst, dy0, dy1); });
 }
 
 }  // namespace pixtral::vision

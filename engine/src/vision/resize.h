@@ -27,8 +27,10 @@ using RowFetcher = std::function<void(int sy, float* out)>;
 
 /// Resize src_w×src_h → dst_w×dst_h (channels interleaved) into dst ([dst_h, dst_w, channels] floats). Source
 /// rows come from `fetch`, each at most once and in increasing order. When both sizes are equal the rows are
-/// copied, as cv::resize does.
+/// copied, as cv::resize does. threads > 1: the destination rows are split into that many bands computed
+/// concurrently (same values as one thread); `fetch` is then called from several threads at once, and a source
+/// row a band edge shares is fetched once per band (in increasing order within each band).
 void resize_cubic_rows(int src_w, int src_h, int channels, int dst_w, int dst_h, const RowFetcher& fetch,
-                       float* dst);
+                       float* dst, int threads = 1);
 
 }  // namespace pixtral::vision

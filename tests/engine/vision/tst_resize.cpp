@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "vision/preprocess.h"
@@ -123,4 +124,40 @@ TEST(Resize, AxisTable) {
   EXPECT_TRUE(resize_bicubic(nullptr, 1, 1, 3, 2, 2).empty());
   std::vector<float> one(3, 1.f);
   EXPECT_TRUE(resize_bicubic(one.data(), 1, 1, 3, 0, 2).empty());
+}
+
+// Row bands on threads compute every destination row with the single-thread code: the same bits for any thread
+// count (down- and up-scaling, equal sizes, odd sizes, bands of one row).
+TEST(Resize, ThreadedBandsEqualOneThread) {
+  struct Case { int sw, sh, dw, dh; };
+  for (const Case c : {Case{1000, 701, 517, 333}, Case{97, 61, 300, 211}, Case{640, 480, 640, 480}, Case{50, 9, 23, 5}}) {
+    std::vector<float> src(std::size_t(c.sw) * c.sh * 3);
+    std::uint32_t h = 12345u + std::uint32_t(c.sw);
+    for (float& v : src) {
+      h = h * 1664525u + 1013904223u;
+      v = float(h >> 24);
+    }
+    const std::size_t row = std::size_t(c.sw) * 3;
+    auto run = [&](int threads) {
+      std::vector<float> dst(std::size_t(c.dw) * c.dh * 3, -1.f);
+      bool in_range = true;
+      resize_cubic_rows(
+          c.sw, c.sh, 3, c.dw, c.dh,
+          [&](int sy, float* out) {
+            if (sy < 0 || sy >= c.sh) in_range = false;
+            std::copy(src.begin() + std::ptrdiff_t(sy * row), src.begin() + std::ptrdiff_t((sy + 1) * row), out);
+          },
+          dst.data(), threads);
+      EXPECT_TRUE(in_range);
+      return dst;
+    };
+    const auto one = run(1);
+    EXPECT_TRUE(std::none_of(one.begin(), one.end(), [](float v) { return v == -1.f; })) << "rows left unwritten";
+    for (int threads : {2, 3, 7, 8}) {
+      const auto many = run(threads);
+      ASSERT_EQ(many.size(), one.size());
+      EXPECT_EQ(std::memcmp(many.data(), one.data(), one.size() * sizeof(float)), 0)
+          << c.sw << "x" << c.sh << " -> " << c.dw << "x" << c.dh << " with " << threads << " threads";
+    }
+  }
 }
