@@ -9,7 +9,8 @@
 // block's range are zero-filled, so no out-of-bounds row is read). Deterministic: no atomics, fixed order.
 // ref: FlashAttention-2 (Dao 2023) Alg. 1; flash-attention csrc/flash_attn/src/flash_fwd_kernel.h (fragment
 // layouts, P kept in registers as the A operand of P·V); PTX ISA §9.7.14.5.8 (m16n8k16 fragment layout).
-// This file: v1 and the dispatch between v1 and v2 (kernels_flash2.cu: 128 rows a block, two m16 tiles a warp).
+// This file: v1 and the dispatch between v1, v2 (kernels_flash2.cu: 128 rows a block, two m16 tiles a warp) and
+// v3 (kernels_flash3.cu: v2's tiling, leaner softmax; PIXTRAL_CUDA_FLASH=3 only, until measured).
 #include <climits>
 #include <cstdint>
 #include <cstdlib>
@@ -219,14 +220,20 @@ Status launch_flash_typed(const AttentionLaunch& a, cudaStream_t s) {
 bool aligned16(const void* p) { return (reinterpret_cast<std::uintptr_t>(p) & 15) == 0; }
 
 // v2 (kernels_flash2.cu) wherever it can run and the launch fills its 128-row blocks (below 128 rows its warps
-// would idle where v1 spreads the rows over 4 warps); PIXTRAL_CUDA_FLASH=1|2, read per launch, forces v1 or v2
-// (A/B timing, tests; v2 falls back to v1 where it cannot run).
+// would idle where v1 spreads the rows over 4 warps); PIXTRAL_CUDA_FLASH, read per launch, forces a variant (A/B
+// timing, tests): "1" v1, "2" v2, "3" / "3e" / "3o" v3 and its configurations (kernels_flash3.cu); v2 and v3 fall
+// back to v1 where they cannot run. Returns 1, 2 or 3; *config = the character after "3".
 constexpr std::int64_t kFlash2MinRows = 128;
-bool use_flash2(const AttentionLaunch& a) {
+int pick_flash(const AttentionLaunch& a, char* config) {
   const char* e = std::getenv("PIXTRAL_CUDA_FLASH");
-  if (e && e[0] == '1') return false;
-  if (!flash2_supported(a)) return false;
-  return (e && e[0] == '2') || a.n_q >= kFlash2MinRows;
+  *config = '\0';
+  if (e && e[0] == '1') return 1;
+  if (!flash2_supported(a)) return 1;
+  if (e && e[0] == '3') {
+    *config = e[1];
+    return flash3_supported(a) ? 3 : 1;
+  }
+  return (e && e[0] == '2') || a.n_q >= kFlash2MinRows ? 2 : 1;
 }
 
 }  // namespace
@@ -249,7 +256,12 @@ Status launch_flash_attention(const AttentionLaunch& a, cudaStream_t s) {
     return Status(ErrorCode::internal, "cuda flash attention: unsupported launch (head_dim " +
                                            std::to_string(a.head_dim) + ", dtypes or alignment)");
   if (a.n_q == 0) return {};
-  if (use_flash2(a)) return launch_flash2(a, s);
+  char config;
+  switch (pick_flash(a, &config)) {
+    case 2: return launch_flash2(a, s);
+    case 3: return launch_flash3(a, config, s);
+    default: break;
+  }
   if (a.head_dim == 64)
     return a.out_t == DType::f32 ? launch_flash_typed<64, float>(a, s) : launch_flash_typed<64, bf16>(a, s);
   return a.out_t == DType::f32 ? launch_flash_typed<128, float>(a, s) : launch_flash_typed<128, bf16>(a, s);

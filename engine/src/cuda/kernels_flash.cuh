@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-// Shared by the two tensor-core prefill kernels (kernels_flash.cu: v1, 64 query rows a block, Q in registers;
-// kernels_flash2.cu: v2, 128 query rows a block, two m16 tiles a warp): launch parameters, the per-row key range,
+// Shared by the tensor-core prefill kernels (kernels_flash.cu: v1, 64 query rows a block, Q in registers;
+// kernels_flash2.cu: v2, 128 query rows a block, two m16 tiles a warp; kernels_flash3.cu: v3, v2's tiling with a
+// leaner softmax): launch parameters, the per-row key range,
 // the swizzled cp.async tile copy, the paired output store. Private to libpixtral_cuda.so.
 // ref: FlashAttention-2 (Dao 2023); flash-attention csrc/flash_attn/src/flash_fwd_kernel.h.
 #pragma once
@@ -76,5 +77,10 @@ __device__ __forceinline__ void store2(bf16* d, float a, float b) {
 std::size_t flash2_smem_bytes(int head_dim);
 bool flash2_supported(const AttentionLaunch& a);
 Status launch_flash2(const AttentionLaunch& a, cudaStream_t s);
+
+/// v3 (kernels_flash3.cu): v2's block with a leaner softmax; `config` is the PIXTRAL_CUDA_FLASH suffix after '3'
+/// ('\0' the default, 'e' eager rescaling, 'o' head_dim 64 at two blocks an SM).
+bool flash3_supported(const AttentionLaunch& a);
+Status launch_flash3(const AttentionLaunch& a, char config, cudaStream_t s);
 
 }  // namespace pixtral::cuda::flash

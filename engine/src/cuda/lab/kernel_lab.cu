@@ -8,8 +8,9 @@
 //        quant: int8/int4 GEMV vs their byte floor, whole-matrix dequantization, prefill GEMM T=4096)
 //        PIXTRAL_CUDA_PREFETCH=0 pixtral_cuda_lab ...     (same without the GEMV / decode-attention L2 prefetch)
 //        PIXTRAL_CUDA_PDL=0 pixtral_cuda_lab ...          (GEMV without programmatic dependent launch)
-//        (attention: the prefill shapes print flash-v1 and flash-v2 (PIXTRAL_CUDA_FLASH forced), then the automatic
-//        choice "flash", each timed and checked against the generic kernel)
+//        (attention: the prefill shapes print flash-v1, flash-v2 and v3's configurations flash-v3, -v3e, -v3o, -v3s
+//        (PIXTRAL_CUDA_FLASH forced), then the automatic choice "flash", each timed and checked against the generic
+//        kernel)
 // ref: llm.c dev/cuda/*.cu (validate-then-benchmark mains).
 #include <algorithm>
 #include <cmath>
@@ -166,9 +167,10 @@ void attention_lab(const AttnProblem& pb, int reps, double copy_bw, double gemm_
   const double flops = 4.0 * pairs * pb.H * pb.D;
   const double bytes = double(kv_bytes) + 2.0 * qn * 2;
   const double floor_ms = std::max(flops / gemm_rate, bytes / copy_bw) * 1e3;
-  // Prefill: both flash variants (PIXTRAL_CUDA_FLASH, read per launch; v2 falls back to v1 where it cannot run),
-  // then the automatic choice, which the decode graph below and the totals use.
-  const char* variants[] = {"1", "2", nullptr};
+  // Prefill: each flash variant (PIXTRAL_CUDA_FLASH, read per launch; v2 / v3 fall back to v1 where they cannot
+  // run; v3's configurations in kernels_flash3.cu), then the automatic choice, which the decode graph below and the
+  // totals use.
+  const char* variants[] = {"1", "2", "3", "3e", "3o", "3s", nullptr};
   float t_fast = 0;
   for (const char* var : variants) {
     if (decode && var) continue;
@@ -178,7 +180,7 @@ void attention_lab(const AttnProblem& pb, int reps, double copy_bw, double gemm_
     const float t = median_ms(s, reps, [&](int i) { run(a, o_fast, i); });
     unsetenv("PIXTRAL_CUDA_FLASH");
     const std::string kname = decode ? "decode" : var ? std::string("flash-v") + var : "flash";
-    std::printf("%-30s %-8s %9.1f us %7.1f TFLOP/s %6.0f GB/s  floor %7.1f us  x%.2f | generic %9.1f us  x%.1f | "
+    std::printf("%-30s %-9s %9.1f us %7.1f TFLOP/s %6.0f GB/s  floor %7.1f us  x%.2f | generic %9.1f us  x%.1f | "
                 "NMSE %.1e%s\n",
                 pb.name, kname.c_str(), t * 1e3, flops / (t * 1e-3) / 1e12, bytes / (t * 1e-3) / 1e9, floor_ms * 1e3,
                 t / floor_ms, t_gen * 1e3, t_gen / t, err, err > 1e-4 ? "  <-- MISMATCH" : "");
