@@ -79,7 +79,7 @@ bool flash2_supported(const AttentionLaunch& a);
 Status launch_flash2(const AttentionLaunch& a, cudaStream_t s);
 
 /// v3 (kernels_flash3.cu): v2's block with a leaner softmax; `config` is the PIXTRAL_CUDA_FLASH suffix after '3'
-/// ('\0' the default, 'e' eager rescaling, 'o' head_dim 64 at two blocks an SM).
+/// ('\0' the default; 'e', 'o', 's', 't': the A/B configurations listed in kernels_flash3.cu).
 bool flash3_supported(const AttentionLaunch& a);
 Status launch_flash3(const AttentionLaunch& a, char config, cudaStream_t s);
 

@@ -16,9 +16,10 @@
 //   - mma.sync without `volatile` (a pure function of its registers; ptxas registers came out the same).
 // PIXTRAL_CUDA_FLASH=3 runs the default configuration; suffixes select others for A/B (launch_flash3): "3e" eager
 // rescaling (m = running max as v2), "3o" head_dim 64 at v2's occupancy (2 blocks, Q in registers, 64-key steps),
-// "3s" 32-key steps at 2 blocks an SM. Everything else as v2: key ranges per row or the device decode state,
-// zero-filled keys past the block's range, fully masked rows give 0 (no NaN), deterministic (no atomics, fixed
-// order), v2's two barriers a tile (one barrier a tile, issuing tile t + 1 after it, spilled at head_dim 128).
+// "3s" 32-key steps at 2 blocks an SM, "3t" head_dim 64 at 3 blocks with 16-key steps and Q in registers.
+// Everything else as v2: key ranges per row or the device decode state, zero-filled keys past the block's range,
+// fully masked rows give 0 (no NaN), deterministic (no atomics, fixed order), v2's two barriers a tile (one
+// barrier a tile, issuing tile t + 1 after it, spilled at head_dim 128).
 // K and V stay in one cp.async group: with two buffers tile t + 1's copy has all of tile t's compute to land (FA2
 // splits the K and V groups because its K and V are single-buffered).
 // ref: flash-attention csrc/flash_attn/src/flash_fwd_kernel.h (compute_attn_1rowblock), softmax.h
@@ -62,7 +63,8 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) flash3_fwd_kernel(const 
   constexpr int kKSteps = D / 16;   // k-steps of Q·Kᵀ
   constexpr int kDTiles = D / 8;    // n-tiles of the output
   constexpr int kNTiles = kSub / 8;  // n-tiles of S (one softmax step)
-  constexpr bool kQInRegs = D <= 64 && kMinBlocks <= 2;  // 3 blocks an SM (168 registers): Q from smem
+  // Q in registers at head_dim 64 except 3 blocks an SM with 32-key steps (168 registers: Q from smem there)
+  constexpr bool kQInRegs = D <= 64 && (kMinBlocks <= 2 || kSub <= 16);
   constexpr std::uint32_t kQBytes = kBr * D * 2, kTileBytes = kBc * D * 2;
   extern __shared__ __align__(128) unsigned char smem[];
   const std::uint32_t s_base = std::uint32_t(__cvta_generic_to_shared(smem));
@@ -335,12 +337,16 @@ bool flash3_supported(const AttentionLaunch& a) { return flash2_supported(a); }
 //   'e'      2, eager, 64 | 3, eager, 32
 //   'o'      as default   | 2, lazy, 64 (v2's occupancy and steps)
 //   's'      2, lazy, 32  | 2, lazy, 32 (spare registers for the compiler to run ldmatrix ahead of the MMAs)
+//   't'      as default   | 3, lazy, 16 (Q back in registers at 3 blocks: v2's ldmatrix per MMA, 12 warps an SM)
+// (4 blocks an SM at head_dim 64 — one wave for the 4096-patch image — spills at 128 registers even with 16-key
+// steps and Q from smem.)
 Status launch_flash3(const AttentionLaunch& a, char config, cudaStream_t s) {
   if (a.head_dim == 64) {
     switch (config) {
       case 'e': return launch_out<64, 3, false, 32>(a, s);
       case 'o': return launch_out<64, 2, true, 64>(a, s);
       case 's': return launch_out<64, 2, true, 32>(a, s);
+      case 't': return launch_out<64, 3, true, 16>(a, s);
       default: return launch_out<64, 3, true, 32>(a, s);
     }
   }
