@@ -219,10 +219,11 @@ Status launch_flash_typed(const AttentionLaunch& a, cudaStream_t s) {
 
 bool aligned16(const void* p) { return (reinterpret_cast<std::uintptr_t>(p) & 15) == 0; }
 
-// v2 (kernels_flash2.cu) wherever it can run and the launch fills its 128-row blocks (below 128 rows its warps
-// would idle where v1 spreads the rows over 4 warps); PIXTRAL_CUDA_FLASH, read per launch, forces a variant (A/B
-// timing, tests): "1" v1, "2" v2, "3" / "3e" / "3o" v3 and its configurations (kernels_flash3.cu); v2 and v3 fall
-// back to v1 where they cannot run. Returns 1, 2 or 3; *config = the character after "3".
+// v3 (kernels_flash3.cu: v2's 128-row blocks with a leaner softmax) wherever it can run and the launch fills its
+// blocks (below 128 rows its warps would idle where v1 spreads the rows over 4 warps). PIXTRAL_CUDA_FLASH, read per
+// launch, forces a variant (A/B timing, tests): "1" v1, "2" v2 (kernels_flash2.cu), "3" / "3e" / "3m" v3 and its
+// configurations; v2 and v3 fall back to v1 where they cannot run. Returns 1, 2 or 3; *config = the character
+// after "3".
 constexpr std::int64_t kFlash2MinRows = 128;
 int pick_flash(const AttentionLaunch& a, char* config) {
   const char* e = std::getenv("PIXTRAL_CUDA_FLASH");
@@ -233,7 +234,8 @@ int pick_flash(const AttentionLaunch& a, char* config) {
     *config = e[1];
     return flash3_supported(a) ? 3 : 1;
   }
-  return (e && e[0] == '2') || a.n_q >= kFlash2MinRows ? 2 : 1;
+  if (e && e[0] == '2') return 2;
+  return a.n_q >= kFlash2MinRows && flash3_supported(a) ? 3 : 1;
 }
 
 }  // namespace

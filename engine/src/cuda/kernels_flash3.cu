@@ -14,9 +14,9 @@
 //     what lets head_dim 64 run 3 blocks an SM (168 registers; Q from shared memory there), and at head_dim 128
 //     leaves the compiler registers to run ldmatrix ahead of the MMAs; the warp's skip test is per step.
 //   - mma.sync without `volatile` (a pure function of its registers; ptxas registers came out the same).
-// PIXTRAL_CUDA_FLASH=3 runs the default configuration; suffixes select others for A/B (launch_flash3): "3e" eager
-// rescaling (m = running max as v2), "3o" head_dim 64 at v2's occupancy (2 blocks, Q in registers, 64-key steps),
-// "3s" 32-key steps at 2 blocks an SM, "3t" head_dim 64 at 3 blocks with 16-key steps and Q in registers.
+// The automatic choice for ≥ 128 query rows (kernels_flash.cu). PIXTRAL_CUDA_FLASH=3 forces the default
+// configuration; suffixes select others for A/B (launch_flash3): "3e" eager rescaling (m = running max as v2),
+// "3m" head_dim 64 at 3 blocks an SM with 32-key steps.
 // Everything else as v2: key ranges per row or the device decode state, zero-filled keys past the block's range,
 // fully masked rows give 0 (no NaN), deterministic (no atomics, fixed order), v2's two barriers a tile (one
 // barrier a tile, issuing tile t + 1 after it, spilled at head_dim 128).
@@ -333,28 +333,24 @@ Status launch_out(const AttentionLaunch& a, cudaStream_t s) {
 bool flash3_supported(const AttentionLaunch& a) { return flash2_supported(a); }
 
 // Configurations (blocks an SM, lazy rescaling, keys a softmax step), head_dim 128 | 64:
-//   default  2, lazy, 64 | 3, lazy, 32 (S in 32 registers, not 64: what fits 168 registers without spills)
-//   'e'      2, eager, 64 | 3, eager, 32
-//   'o'      as default   | 2, lazy, 64 (v2's occupancy and steps)
-//   's'      2, lazy, 32  | 2, lazy, 32 (spare registers for the compiler to run ldmatrix ahead of the MMAs)
-//   't'      as default   | 3, lazy, 16 (Q back in registers at 3 blocks: v2's ldmatrix per MMA, 12 warps an SM)
+//   default  2, lazy, 64 | 2, lazy, 64
+//   'e'      2, eager, 64 | 2, eager, 64 (v2's rescaling, for A/B)
+//   'm'      as default   | 3, lazy, 32 (S in 32 registers: 168 registers, Q from shared memory)
+// Measured on an H200 (lab, 2026-11-28): decoder 4193 causal hd128 default 520.7 µs = 276.6 TFLOP/s (v2 626.3,
+// eager 538.4, 32-key steps 559.0); vision 4096 patches hd64 default 279.5 µs = 245.8 TFLOP/s (v2 361.7;
+// 3 blocks with 32-key steps 324.5, with 16-key steps and Q in registers 382.4, 2 blocks with 32-key steps 316.5).
 // (4 blocks an SM at head_dim 64 — one wave for the 4096-patch image — spills at 128 registers even with 16-key
 // steps and Q from smem.)
 Status launch_flash3(const AttentionLaunch& a, char config, cudaStream_t s) {
   if (a.head_dim == 64) {
     switch (config) {
-      case 'e': return launch_out<64, 3, false, 32>(a, s);
-      case 'o': return launch_out<64, 2, true, 64>(a, s);
-      case 's': return launch_out<64, 2, true, 32>(a, s);
-      case 't': return launch_out<64, 3, true, 16>(a, s);
-      default: return launch_out<64, 3, true, 32>(a, s);
+      case 'e': return launch_out<64, 2, false, 64>(a, s);
+      case 'm': return launch_out<64, 3, true, 32>(a, s);
+      default: return launch_out<64, 2, true, 64>(a, s);
     }
   }
-  switch (config) {
-    case 'e': return launch_out<128, 2, false, 64>(a, s);
-    case 's': return launch_out<128, 2, true, 32>(a, s);
-    default: return launch_out<128, 2, true, 64>(a, s);
-  }
+  if (config == 'e') return launch_out<128, 2, false, 64>(a, s);
+  return launch_out<128, 2, true, 64>(a, s);
 }
 
 }  // namespace pixtral::cuda::flash

@@ -267,7 +267,7 @@ TEST_F(CudaOps, Rope2d) {
 // Every attention case runs through each kernel that can take it: automatic dispatch (decode kernel for ≤ 4
 // rows, tensor-core flash kernel for bf16 head_dim 64/128, else generic), and each path forced through
 // PIXTRAL_CUDA_ATTENTION (a forced path that cannot run the case falls back to generic), the flash kernel once
-// per variant (PIXTRAL_CUDA_FLASH=1|2|3, and v3's configurations 3e|3o|3s|3t).
+// per variant (PIXTRAL_CUDA_FLASH=1|2|3, and v3's configurations 3e|3m).
 TEST_F(CudaOps, Attention) {
   PIXTRAL_REQUIRE_GPU();
   struct Case { std::int64_t n_q, n_kv; int H, Hkv, D; bool causal; int q_offset; std::vector<int> segments;
@@ -313,10 +313,10 @@ TEST_F(CudaOps, Attention) {
   // "decode-1stage": the decode kernel with one shared-memory stage, what GPUs with 100 KB an SM run.
   // "flash-v1" / "flash-v2" / "flash-v3*": the tensor-core kernel with PIXTRAL_CUDA_FLASH forcing its variant
   // (64-row blocks, or 128-row blocks with two m16 tiles a warp; v3: v2's blocks with lazy rescaling, "3e" eager,
-  // "3o" / "3s" / "3t" other occupancies and softmax steps, kernels_flash3.cu). run_twice checks each for
+  // "3m" 3 blocks an SM at head_dim 64, kernels_flash3.cu). run_twice checks each for
   // identical bits on a second run.
-  const char* paths[] = {nullptr,     "generic",   "flash-v1",  "flash-v2",  "flash-v3", "flash-v3e",
-                         "flash-v3o", "flash-v3s", "flash-v3t", "decode",    "decode-1stage"};
+  const char* paths[] = {nullptr,    "generic",   "flash-v1", "flash-v2",
+                         "flash-v3", "flash-v3e", "flash-v3m", "decode", "decode-1stage"};
   // Under compute-sanitizer (racecheck is ~100× slower) run_gpu_checks.sh sets this to keep the small cases only.
   const bool quick = std::getenv("PIXTRAL_CUDA_TEST_QUICK") != nullptr;
   for (const auto& c : cases) {
