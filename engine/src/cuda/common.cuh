@@ -98,13 +98,16 @@ __device__ __forceinline__ void bf16x8_to_f32(const uint4& u, float f[8]) {
 }
 
 /// 8 consecutive activations starting at element 8c, as fp32 (the GEMVs' x: bf16 or f32, 16-byte aligned rows).
-/// Read through the non-coherent path after the dependent-launch wait (see PERF_NOTES, v5 review).
+/// Plain loads, not the non-coherent path (ld.global.nc): under programmatic dependent launch the previous kernel
+/// writes x while this one is resident, so x is not read-only for this kernel's lifetime — the condition .nc
+/// needs; griddepcontrol.wait makes the previous grid's writes visible to ordinary loads.
+/// (__ldca = ld.global.ca, the default caching of an ordinary load, as one 16-byte access.)
 __device__ __forceinline__ void load_x8(const bf16* x, std::int64_t c, float f[8]) {
-  bf16x8_to_f32(__ldg(reinterpret_cast<const uint4*>(x) + c), f);
+  bf16x8_to_f32(__ldca(reinterpret_cast<const uint4*>(x) + c), f);
 }
 __device__ __forceinline__ void load_x8(const float* x, std::int64_t c, float f[8]) {
-  const float4 a = __ldg(reinterpret_cast<const float4*>(x) + 2 * c);
-  const float4 b = __ldg(reinterpret_cast<const float4*>(x) + 2 * c + 1);
+  const float4 a = __ldca(reinterpret_cast<const float4*>(x) + 2 * c);
+  const float4 b = __ldca(reinterpret_cast<const float4*>(x) + 2 * c + 1);
   f[0] = a.x; f[1] = a.y; f[2] = a.z; f[3] = a.w;
   f[4] = b.x; f[5] = b.y; f[6] = b.z; f[7] = b.w;
 }

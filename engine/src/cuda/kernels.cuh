@@ -5,12 +5,48 @@
 #pragma once
 
 #include <cstdint>
+#include <mutex>
+#include <tuple>
 #include <utility>
+#include <vector>
 
 #include "cuda/common.cuh"
 #include "cuda/cuda_ext.h"
 
 namespace pixtral::cuda {
+
+// ---- per-device launch settings -----------------------------------------------------------------------------
+/// A host-side fact about (the current device, key, tag) computed once — the dynamic-shared-memory opt-in and the
+/// occupancy checks that depend on it hold for one device only (cudaFuncSetAttribute applies to the current
+/// device), so a process that uses a second GPU computes them again there. Thread-safe.
+template <class F>
+bool per_device_once(const void* key, long tag, F&& compute) {
+  static std::mutex mu;  // one per F: each call site's own table
+  static std::vector<std::tuple<int, const void*, long, bool>> memo;
+  int dev = -1;
+  if (cudaGetDevice(&dev) != cudaSuccess) (void)cudaGetLastError();
+  std::lock_guard<std::mutex> lock(mu);
+  for (const auto& [d, k, t, v] : memo)
+    if (d == dev && k == key && t == tag) return v;
+  const bool v = compute();
+  memo.emplace_back(dev, key, tag, v);
+  return v;
+}
+
+/// Lets `kernel` use `bytes` of dynamic shared memory on the current device (once per device and kernel).
+template <class K>
+Status allow_dynamic_smem(K* kernel, std::size_t bytes, const char* what) {
+  cudaError_t err = cudaSuccess;
+  const bool ok = per_device_once(reinterpret_cast<const void*>(kernel), long(bytes), [&] {
+    err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));
+    if (err != cudaSuccess) (void)cudaGetLastError();
+    return err == cudaSuccess;
+  });
+  if (ok) return {};
+  return Status(ErrorCode::internal, std::string("cuda ") + what + ": this GPU refused " + std::to_string(bytes) +
+                                         " bytes of shared memory per block" +
+                                         (err != cudaSuccess ? std::string(" (") + cudaGetErrorString(err) + ")" : ""));
+}
 
 // ---- kernels_elementwise.cu ------------------------------------------------------------------------------
 /// dst[n] = src[n] converted (src may be f32, bf16 or f16; dst f32 or bf16), rounding to nearest even.

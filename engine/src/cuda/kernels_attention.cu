@@ -262,11 +262,8 @@ Status launch_attention(const AttentionLaunch& a, cudaStream_t s) {
       using TI = typename decltype(ti)::type;
       using TO = typename decltype(to)::type;
       auto kernel = attention_kernel<TI, TO>;
-      static int smem_set = 48 * 1024;  // per instantiation; raised once, outside any graph capture in practice
-      if (int(g.smem) > smem_set) {
-        PIXTRAL_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, a.max_smem));
-        smem_set = a.max_smem;
-      }
+      if (g.smem > 48 * 1024)
+        PIXTRAL_RETURN_IF_ERROR(allow_dynamic_smem(kernel, std::size_t(a.max_smem), "attention"));
       const dim3 grid(unsigned(g.q_blocks), unsigned(a.n_kv_heads), unsigned(g.n_splits));
       kernel<<<grid, kThreads, g.smem, s>>>(static_cast<TO*>(a.out), a.partial, static_cast<const TI*>(a.q),
                                             static_cast<const TI*>(a.k), static_cast<const TI*>(a.v), a.key_range,

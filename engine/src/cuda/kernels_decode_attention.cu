@@ -393,11 +393,7 @@ Status launch_decode_typed(const AttentionLaunch& a, cudaStream_t s) {
   const dim3 grid(unsigned(p.n_splits), unsigned(a.n_kv_heads), unsigned(a.n_q));
   const auto launch = [&](auto kernel, int stages) -> Status {
     const std::size_t smem = stage_smem_bytes(stages);
-    static bool smem_set[max_stages(G) + 1] = {};  // per kernel; cudaFuncSetAttribute is not a stream operation
-    if (!smem_set[stages]) {
-      PIXTRAL_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-      smem_set[stages] = true;
-    }
+    PIXTRAL_RETURN_IF_ERROR(allow_dynamic_smem(kernel, smem, "decode attention"));  // not a stream operation
     launch_dependent_smem(kernel, grid, dim3(kThreads), smem, s, p);
     return {};
   };

@@ -22,10 +22,11 @@ constexpr int kPrefetchBatches = 2;
 
 
 // One warp per work item (gemv_modes.cuh: one output row, or the two rows of a SiLU·mul feature or a RoPE pair).
+// x is not __restrict__: with it the compiler may read x through ld.global.nc, which load_x8 avoids (common.cuh).
 template <int T, class TX, class TO, GemvMode M = GemvMode::plain>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
-gemv_kernel(TO* __restrict__ out, const TX* __restrict__ x, const bf16* __restrict__ w,
-            const bf16* __restrict__ bias, int N, int n_items, int K, bool l2_prefetch, RopeAppendArgs ra) {
+gemv_kernel(TO* __restrict__ out, const TX* x, const bf16* __restrict__ w, const bf16* __restrict__ bias, int N,
+            int n_items, int K, bool l2_prefetch, RopeAppendArgs ra) {
   constexpr int R = gemv_rows_per_item(M);  // W rows per warp
   constexpr bool kTwoRows = R == 2;  // the optional L2 prefetch follows one row only
   // 16-byte loads in flight per lane and row: 8 for one row of one x (a 4096-wide row is then 2 batches instead

@@ -234,14 +234,14 @@ q4mma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const std::uint8_
   }
 }
 
-// Once per kernel (first, eager launch; not a stream operation): the shared-memory opt-in, and whether 2 or more
+// Once per kernel and device (first, eager launch; not a stream operation): the shared-memory opt-in, and whether 2 or more
 // blocks fit an SM — on GPUs with 100 KB of shared memory an SM (sm_86/89) one 8-warp block would be latency-bound:
 // the scalar kernel runs there.
 template <int T, class TO, GemvMode M>
 bool q4mma_fits() {
-  static const bool fits = [] {
-    constexpr std::size_t smem = q4mma_smem_bytes<gemv_rows_per_item(M)>();
-    auto kernel = q4mma_kernel<T, TO, M>;
+  constexpr std::size_t smem = q4mma_smem_bytes<gemv_rows_per_item(M)>();
+  auto kernel = q4mma_kernel<T, TO, M>;
+  return per_device_once(reinterpret_cast<const void*>(kernel), long(smem), [&] {
     if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)) != cudaSuccess) {
       (void)cudaGetLastError();
       return false;
@@ -252,8 +252,7 @@ bool q4mma_fits() {
       return false;
     }
     return blocks >= 2;
-  }();
-  return fits;
+  });
 }
 
 template <int T, class TO, GemvMode M>

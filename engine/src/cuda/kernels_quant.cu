@@ -175,7 +175,7 @@ __device__ __forceinline__ void unpack_int8_word(std::uint32_t u, float f[4]) {
 // int4: elements 32c..32c+31 (x 8-chunks 4c..4c+3), all in group c/4, scale applied per chunk. The int4 values
 // arrive times 2^(4(e&3)) (int4_word_scaled); four partial sums, one per power, are scaled back exactly.
 template <int T, class TX, bool INT4>
-__device__ __forceinline__ void accumulate(const uint4& wv, int c, const TX* __restrict__ x, int K,
+__device__ __forceinline__ void accumulate(const uint4& wv, int c, const TX* x, int K,
                                           const float* __restrict__ srow, float acc[T]) {
   const std::uint32_t u[4] = {wv.x, wv.y, wv.z, wv.w};
   if constexpr (INT4) {
@@ -222,7 +222,7 @@ __device__ __forceinline__ void accumulate(const uint4& wv, int c, const TX* __r
 // One warp per work item (gemv_modes.cuh: one output row, or the two rows of a SiLU·mul feature or a RoPE pair).
 template <int T, class TX, class TO, bool INT4, GemvMode M = GemvMode::plain>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
-qgemv_kernel(TO* __restrict__ out, const TX* __restrict__ x, const std::uint8_t* __restrict__ q,
+qgemv_kernel(TO* __restrict__ out, const TX* x, const std::uint8_t* __restrict__ q,
              const float* __restrict__ scales, const bf16* __restrict__ bias, int N, int n_items, int K,
              RopeAppendArgs ra) {
   constexpr int R = gemv_rows_per_item(M);
