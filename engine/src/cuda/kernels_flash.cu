@@ -9,10 +9,12 @@
 // block's range are zero-filled, so no out-of-bounds row is read). Deterministic: no atomics, fixed order.
 // ref: FlashAttention-2 (Dao 2023) Alg. 1; flash-attention csrc/flash_attn/src/flash_fwd_kernel.h (fragment
 // layouts, P kept in registers as the A operand of P·V); PTX ISA §9.7.14.5.8 (m16n8k16 fragment layout).
-// This file: v1 and the dispatch between v1, v2 (kernels_flash2.cu: 128 rows a block, two m16 tiles a warp) and
-// v3 (kernels_flash3.cu: v2's tiling, leaner softmax; PIXTRAL_CUDA_FLASH=3 only, until measured).
+// This file: v1 and the dispatch between v1, v2 (kernels_flash2.cu: 128 rows a block, two m16 tiles a warp), v3
+// (kernels_flash3.cu: v2's tiling, leaner softmax; the automatic choice) and v4 (kernels_flash4.cu: wgmma on
+// sm_90a; PIXTRAL_CUDA_FLASH=4 only, until measured).
 #include <climits>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 
 #include "cuda/kernels_flash.cuh"
@@ -222,14 +224,26 @@ bool aligned16(const void* p) { return (reinterpret_cast<std::uintptr_t>(p) & 15
 // v3 (kernels_flash3.cu: v2's 128-row blocks with a leaner softmax) wherever it can run and the launch fills its
 // blocks (below 128 rows its warps would idle where v1 spreads the rows over 4 warps). PIXTRAL_CUDA_FLASH, read per
 // launch, forces a variant (A/B timing, tests): "1" v1, "2" v2 (kernels_flash2.cu), "3" / "3e" / "3m" v3 and its
-// configurations; v2 and v3 fall back to v1 where they cannot run. Returns 1, 2 or 3; *config = the character
-// after "3".
+// configurations, "4" / "4s" v4 (kernels_flash4.cu: wgmma, sm_90a); v2 and v3 fall back to v1 where they cannot run,
+// v4 to v3 (said once on stderr). Returns 1, 2, 3 or 4; *config = the character after "3" or "4".
 constexpr std::int64_t kFlash2MinRows = 128;
 int pick_flash(const AttentionLaunch& a, char* config) {
   const char* e = std::getenv("PIXTRAL_CUDA_FLASH");
   *config = '\0';
   if (e && e[0] == '1') return 1;
   if (!flash2_supported(a)) return 1;
+  if (e && e[0] == '4') {
+    *config = e[1];
+    if (flash4_supported(a)) return 4;
+    static bool said = false;
+    if (!said) {
+      said = true;
+      std::fprintf(stderr, "pixtral cuda: PIXTRAL_CUDA_FLASH=4 cannot run here (needs an sm_90 GPU and a build with "
+                           "90 in CMAKE_CUDA_ARCHITECTURES); flash v3 instead\n");
+    }
+    *config = '\0';
+    return flash3_supported(a) ? 3 : 1;
+  }
   if (e && e[0] == '3') {
     *config = e[1];
     return flash3_supported(a) ? 3 : 1;
@@ -262,6 +276,7 @@ Status launch_flash_attention(const AttentionLaunch& a, cudaStream_t s) {
   switch (pick_flash(a, &config)) {
     case 2: return launch_flash2(a, s);
     case 3: return launch_flash3(a, config, s);
+    case 4: return launch_flash4(a, config, s);
     default: break;
   }
   if (a.head_dim == 64)

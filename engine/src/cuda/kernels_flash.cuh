@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // Shared by the tensor-core prefill kernels (kernels_flash.cu: v1, 64 query rows a block, Q in registers;
 // kernels_flash2.cu: v2, 128 query rows a block, two m16 tiles a warp; kernels_flash3.cu: v3, v2's tiling with a
-// leaner softmax): launch parameters, the per-row key range,
+// leaner softmax; kernels_flash4.cu: v4, wgmma on sm_90a): launch parameters, the per-row key range,
 // the swizzled cp.async tile copy, the paired output store. Private to libpixtral_cuda.so.
 // ref: FlashAttention-2 (Dao 2023); flash-attention csrc/flash_attn/src/flash_fwd_kernel.h.
 #pragma once
@@ -82,5 +82,11 @@ Status launch_flash2(const AttentionLaunch& a, cudaStream_t s);
 /// ('\0' the default; 'e', 'o', 's', 't': the A/B configurations listed in kernels_flash3.cu).
 bool flash3_supported(const AttentionLaunch& a);
 Status launch_flash3(const AttentionLaunch& a, char config, cudaStream_t s);
+
+/// v4 (kernels_flash4.cu): 128 rows a block on Hopper's warpgroup MMA (wgmma); supported only where the device is
+/// compute capability 9.0 and runs the file's sm_90a image (built when 90 is among CMAKE_CUDA_ARCHITECTURES).
+/// `config`: the PIXTRAL_CUDA_FLASH suffix after '4' ('\0' the default, 's' P·V in 64-column halves at head_dim 128).
+bool flash4_supported(const AttentionLaunch& a);
+Status launch_flash4(const AttentionLaunch& a, char config, cudaStream_t s);
 
 }  // namespace pixtral::cuda::flash

@@ -1,0 +1,448 @@
+// SPDX-License-Identifier: Apache-2.0
+// Prefill attention on Hopper's warpgroup MMA, v4 (PIXTRAL_CUDA_FLASH=4 only, until measured): v3's semantics
+// (kernels_flash3.cu: per-row key ranges or the device decode state, zero-filled keys past the block's range, lazy
+// rescaling, base-2 softmax with ex2.approx.ftz, fully masked rows give 0, deterministic) with both products on
+// wgmma.mma_async instead of mma.sync m16n8k16:
+//   - one block = 128 query rows of one head = 2 warpgroups (256 threads) × 64 rows; 64-key K/V tiles
+//     double-buffered with cp.async by all 256 threads (v3's two barriers a tile);
+//   - S = Q·Kᵀ: wgmma m64n64k16, A = the warpgroup's 64 Q rows and B = the K tile, both from shared memory through
+//     matrix descriptors (K-major: head_dim contiguous), D/16 k-steps;
+//   - softmax on the S accumulators in registers; P rounded to bf16 in registers is the A operand of
+//     O += P·V: wgmma m64nDk16 with A from registers (its fragment = the accumulator fragment pairwise) and B = the
+//     V tile from shared memory, MN-major (head_dim contiguous) through the transpose bit;
+//   - a warpgroup skips a key tile none of its 64 rows can see (the skip has to be warpgroup-uniform: wgmma is
+//     issued by all 4 warps together).
+// Shared-memory tiles use the canonical 128-byte-swizzled layout: a tile of R rows × D bf16 is D/64 panels of
+// R rows × 128 bytes (64 columns); in a panel, 16-byte chunk c of row r sits at r·128 + ((c ^ (r mod 8)) · 16)
+// (address bits [4,7) ^= bits [7,10), so every panel starts 1024-byte aligned). For the Q·Kᵀ k-step kk the
+// descriptors start at panel kk/4, byte 32·(kk mod 4) (stride byte offset 1024 = one 8-row group); for the P·V
+// k-step kk the V descriptor starts 16 rows (2048 bytes) further each step, leading byte offset = the panel stride
+// (64 rows × 128 bytes: the second 64 columns of head_dim 128), stride byte offset 1024 (8 keys).
+// Needs sm_90a: the wgmma body is compiled only for arch=compute_90a (engine/src/cuda/CMakeLists.txt adds that code
+// to this file when 90 is among CMAKE_CUDA_ARCHITECTURES, PIXTRAL_CUDA_SM90A); the other images of the kernel are
+// empty and carry a static shared-memory marker so flash4_supported can tell from cudaFuncGetAttributes which image
+// the driver loaded.
+// ref: PTX ISA "Asynchronous Warpgroup Level Matrix Multiply-Accumulate" (wgmma.mma_async, register fragments
+// for m64nNk16, "Matrix Descriptor Format", "Shared Memory Matrix Layout" with 128B swizzling, wgmma.fence /
+// commit_group / wait_group, fence.proxy.async); CUTLASS cute/atom/mma_traits_sm90_gmma.hpp (GMMA::CLayout_64xN,
+// ALayout_64x16, make_gmma_desc: K-major and MN-major canonical layouts); FlashAttention-3 (Shah et al. 2024:
+// P from registers as the A operand of P·V).
+#include <atomic>
+#include <climits>
+#include <cstdint>
+
+#include "cuda/kernels_flash.cuh"
+
+namespace pixtral::cuda::flash {
+namespace {
+
+constexpr int kBr = 128;       // query rows per block
+constexpr int kGroups = 2;     // warpgroups, 64 rows each
+constexpr int kThreads = 128 * kGroups;
+constexpr int kBc = 64;        // keys per tile
+
+template <int D>
+constexpr std::size_t smem_bytes() {
+  // 1024 bytes of alignment slack, [Q: kBr × D][K0][V0][K1][V1: kBc × D] bf16, the rows' key ranges, 4 warps'
+  // range summaries (warps 0..3 own rows 0..127)
+  return 1024 + std::size_t(kBr) * D * 2 + std::size_t(4) * kBc * D * 2 + kBr * sizeof(int2) + 4 * sizeof(int4);
+}
+
+// Byte offset of 16-byte chunk c (of D/8) of row r in a kRows-row tile in the 128B-swizzled panel layout.
+template <int kRows>
+__device__ __forceinline__ std::uint32_t sw128(int r, int c) {
+  return std::uint32_t((c >> 3) * (kRows * 128) + r * 128 + (((c & 7) ^ (r & 7)) << 4));
+}
+
+// Rows [row0, row0 + kRows) of a [*, stride] bf16 matrix (D columns from `base`) into a sw128 tile; rows at or past
+// row_end are zero-filled and never read.
+template <int D, int kRows>
+__device__ __forceinline__ void load_tile_sw128(std::uint32_t tile, const bf16* base, std::int64_t stride, int row0,
+                                                int row_end, int tid) {
+  constexpr int kChunks = D / 8;
+#pragma unroll
+  for (int i = tid; i < kRows * kChunks; i += kThreads) {
+    const int r = i / kChunks, c = i % kChunks;
+    const int row = row0 + r;
+    const bool valid = row < row_end;
+    const bf16* src = valid ? base + std::int64_t(row) * stride + c * 8 : base;
+    cp_async16(tile + sw128<kRows>(r, c), src, valid);
+  }
+}
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+constexpr float kSlack = 8.f;  // lazy rescaling: P ≤ 2^kSlack (v3)
+
+// 2^x, flushing denormal results to 0 (one MUFU.EX2); ex2(-inf) = 0.
+__device__ __forceinline__ float ex2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// Shared-memory matrix descriptor: start address, leading / stride dimension byte offsets (all >> 4, 14 bits),
+// base offset 0 (every swizzle atom starts 1024-byte aligned), swizzle mode 1 = 128 bytes (bits 62-63).
+__device__ __forceinline__ std::uint64_t desc_sw128(std::uint32_t addr, std::uint32_t lbo, std::uint32_t sbo) {
+  return std::uint64_t((addr & 0x3FFFF) >> 4) | (std::uint64_t((lbo & 0x3FFFF) >> 4) << 16) |
+         (std::uint64_t((sbo & 0x3FFFF) >> 4) << 32) | (std::uint64_t(1) << 62);
+}
+__device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wg_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+// Keeps the compiler from moving reads / writes of an wgmma operand register across the fences above.
+__device__ __forceinline__ void reg_fence(float& x) { asm volatile("" : "+f"(x)::"memory"); }
+__device__ __forceinline__ void reg_fence(std::uint32_t& x) { asm volatile("" : "+r"(x)::"memory"); }
+// cp.async wrote shared memory through the generic proxy; wgmma reads it through the async proxy.
+__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+
+#define PX_F4(d, i) "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3])
+#define PX_F32(d, o)                                                                                       \
+  PX_F4(d, o + 0), PX_F4(d, o + 4), PX_F4(d, o + 8), PX_F4(d, o + 12), PX_F4(d, o + 16), PX_F4(d, o + 20), \
+      PX_F4(d, o + 24), PX_F4(d, o + 28)
+#define PX_R32_0                                                                  \
+  "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, " \
+  "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
+#define PX_R32_32                                                                          \
+  "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, " \
+  "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+
+// s[64 × 64] (= or +=, `accumulate`) Q[64 × 16] · K[64 keys × 16]ᵀ, both K-major in shared memory.
+__device__ __forceinline__ void wgmma_qk(float (&s)[32], std::uint64_t da, std::uint64_t db, int accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {" PX_R32_0 "}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+      : PX_F32(s, 0)
+      : "l"(da), "l"(db), "r"(accumulate));
+}
+// o[64 × 64] += P[64 × 16] (registers) · V[16 keys × 64] (MN-major: transposed B).
+__device__ __forceinline__ void wgmma_pv(float (&o)[32], const std::uint32_t (&a)[4], std::uint64_t db) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {" PX_R32_0 "}, {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
+      : PX_F32(o, 0)
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
+}
+// o[64 × 128] += P[64 × 16] · V[16 keys × 128].
+__device__ __forceinline__ void wgmma_pv(float (&o)[64], const std::uint32_t (&a)[4], std::uint64_t db) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {" PX_R32_0 ", " PX_R32_32
+      "}, {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"
+      : PX_F32(o, 0), PX_F32(o, 32)
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
+}
+// Columns [kOff / 32 · 64, + 64) of o[64 × 128] += P[64 × 16] · V[16 keys × 64] (one 64-column panel of V).
+template <int kOff>
+__device__ __forceinline__ void wgmma_pv_half(float (&o)[64], const std::uint32_t (&a)[4], std::uint64_t db) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {" PX_R32_0 "}, {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
+      : PX_F32(o, kOff)
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
+}
+#undef PX_F4
+#undef PX_F32
+#undef PX_R32_0
+#undef PX_R32_32
+#endif  // __CUDA_ARCH_FEAT_SM90_ALL
+
+// kSplitPV (head_dim 128 only): P·V as two m64n64k16 per k-step, one per 64-column panel of V, instead of one
+// m64n128k16 that spans both panels through the descriptor's leading byte offset (an A/B and layout cross-check).
+template <int D, class TO, bool kSplitPV>
+__global__ void __launch_bounds__(kThreads, 2) flash4_fwd_kernel(const FlashParams p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  constexpr int kKSteps = D / 16;  // k-steps of Q·Kᵀ
+  constexpr int kO = D / 2;        // O accumulators a thread (64 rows × D over 128 threads)
+  constexpr std::uint32_t kQBytes = kBr * D * 2, kTileBytes = kBc * D * 2;
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  const std::uint32_t s_raw = std::uint32_t(__cvta_generic_to_shared(smem_raw));
+  const std::uint32_t s_base = (s_raw + 1023u) & ~1023u;  // swizzle atoms 1024-byte aligned
+  unsigned char* smem = smem_raw + (s_base - s_raw);
+  const std::uint32_t s_q = s_base;
+  auto s_k = [&](int b) { return s_base + kQBytes + kTileBytes * (2 * b); };
+  auto s_v = [&](int b) { return s_base + kQBytes + kTileBytes * (2 * b + 1); };
+  int2* s_rng = reinterpret_cast<int2*>(smem + kQBytes + 4 * kTileBytes);
+  int4* s_wrng = reinterpret_cast<int4*>(s_rng + kBr);
+
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int wg = warp >> 2, wq = warp & 3;  // warpgroup, warp in the warpgroup
+  const int g = lane >> 2, t4 = lane & 3;
+  const int h = blockIdx.x;
+  const int qb = p.n_qblocks - 1 - int(blockIdx.y);  // heaviest (causal) query blocks first, all heads
+  const int kvh = h / (p.H / p.Hkv);
+  const int r0 = qb * kBr;
+  const int nr = min(kBr, p.n_q - r0);
+  const std::int64_t q_stride = std::int64_t(p.H) * D, kv_stride = std::int64_t(p.Hkv) * D;
+  const bf16* qg = p.q + std::int64_t(r0) * q_stride + std::int64_t(h) * D;
+  const bf16* kg = p.k + std::int64_t(kvh) * D;
+  const bf16* vg = p.v + std::int64_t(kvh) * D;
+  const float sc = p.scale_log2;
+
+  // Key ranges: thread tid < 128 owns block row tid; per warp (32 rows) the union [lo, hi) and the intersection
+  // [maxlo, minhi) of its rows' ranges; per warpgroup (warps 2w, 2w + 1 of the first 128 threads) and per block
+  // the unions.
+  if (tid < kBr) {
+    const bool valid = tid < nr;
+    const int2 rr = valid ? row_range(p, r0 + tid) : make_int2(INT_MAX, INT_MIN);
+    s_rng[tid] = rr;
+    int lo = valid ? rr.x : INT_MAX, hi = valid ? rr.y : INT_MIN;
+    int maxlo = valid ? rr.x : INT_MIN, minhi = valid ? rr.y : INT_MAX;
+#pragma unroll
+    for (int o_ = 16; o_ > 0; o_ >>= 1) {
+      lo = min(lo, __shfl_xor_sync(0xffffffffu, lo, o_));
+      hi = max(hi, __shfl_xor_sync(0xffffffffu, hi, o_));
+      maxlo = max(maxlo, __shfl_xor_sync(0xffffffffu, maxlo, o_));
+      minhi = min(minhi, __shfl_xor_sync(0xffffffffu, minhi, o_));
+    }
+    if (lane == 0) s_wrng[warp] = make_int4(lo, hi, maxlo, minhi);
+  }
+  load_tile_sw128<D, kBr>(s_q, qg, q_stride, 0, nr, tid);
+  __syncthreads();
+  int blk_lo = INT_MAX, blk_hi = INT_MIN;
+#pragma unroll
+  for (int w = 0; w < 4; ++w) {
+    const int4 wr = s_wrng[w];
+    blk_lo = min(blk_lo, wr.x);
+    blk_hi = max(blk_hi, wr.y);
+  }
+  // This warpgroup's 64 rows: union (x, y), intersection (z, w); re-read each tile (registers are scarce).
+  auto group_range = [&] {
+    const int4 a = s_wrng[2 * wg], b = s_wrng[2 * wg + 1];
+    return make_int4(min(a.x, b.x), max(a.y, b.y), max(a.z, b.z), min(a.w, b.w));
+  };
+  const int n_tiles = blk_hi > blk_lo ? (blk_hi - blk_lo + kBc - 1) / kBc : 0;
+
+  if (n_tiles > 0) {
+    load_tile_sw128<D, kBc>(s_k(0), kg, kv_stride, blk_lo, blk_hi, tid);
+    load_tile_sw128<D, kBc>(s_v(0), vg, kv_stride, blk_lo, blk_hi, tid);
+  }
+  cp_async_commit();  // group 0: Q, K0, V0
+
+  // This thread's rows (block-local): row_a = 64 wg + 16 wq + g (accumulators 4j, 4j + 1), row_b = row_a + 8
+  // (4j + 2, 4j + 3); accumulator 4j + c is column 8j + 2 t4 + (c & 1) (PTX ISA wgmma D fragment, m64nNk16).
+  const int row_a = 64 * wg + 16 * wq + g;
+  float o[kO];
+#pragma unroll
+  for (int i = 0; i < kO; ++i) o[i] = 0.f;
+  float s[32];
+#pragma unroll
+  for (int i = 0; i < 32; ++i) s[i] = 0.f;
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};  // running max (scaled, base 2), partial row sums
+
+  // Descriptors that move with the tile: Q (this warpgroup's 64 rows; stride byte offset 1024 = 8 rows × 128 B),
+  // K (64 keys, K-major), V (MN-major: leading byte offset = the 64-column panel stride).
+  const std::uint32_t q_wg = s_q + 64 * 128 * wg;
+
+  for (int it = 0; it < n_tiles; ++it) {
+    const int kt = blk_lo + it * kBc;
+    const int buf = it & 1;
+    // v3's pipeline: once both warpgroups are done with tile it − 1 (first barrier; their wgmma groups were waited
+    // for), issue tile it + 1 into its buffer, wait for tile it, make it visible to the async proxy, barrier.
+    if (it > 0) __syncthreads();
+    if (it + 1 < n_tiles) {
+      load_tile_sw128<D, kBc>(s_k(buf ^ 1), kg, kv_stride, kt + kBc, blk_hi, tid);
+      load_tile_sw128<D, kBc>(s_v(buf ^ 1), vg, kv_stride, kt + kBc, blk_hi, tid);
+      cp_async_commit();
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    fence_proxy_async();
+    __syncthreads();
+    // Warpgroup-uniform: a tile none of this warpgroup's rows can see changes nothing (α = 1, P = 0): skipped.
+    const int4 grng = group_range();
+    if (!(kt < grng.y && kt + kBc > grng.x)) continue;
+
+    // S = Q Kᵀ (raw, unscaled) for the warpgroup's 64 rows × 64 keys.
+#pragma unroll
+    for (int i = 0; i < 32; ++i) reg_fence(s[i]);
+    wg_fence();
+#pragma unroll
+    for (int kk = 0; kk < kKSteps; ++kk) {
+      const std::uint32_t panel_off = std::uint32_t(kk >> 2), k_off = std::uint32_t(kk & 3) * 32;
+      const std::uint64_t da = desc_sw128(q_wg + panel_off * (kBr * 128) + k_off, 16, 1024);
+      const std::uint64_t db = desc_sw128(s_k(buf) + panel_off * (kBc * 128) + k_off, 16, 1024);
+      wgmma_qk(s, da, db, kk > 0);
+    }
+    wg_commit();
+    wg_wait0();
+#pragma unroll
+    for (int i = 0; i < 32; ++i) reg_fence(s[i]);
+
+    // Mask (raw scores to -inf) where a row's range cuts this tile; the rows' raw maxima (scale > 0).
+    const bool need_mask = kt < grng.z || kt + kBc > grng.w;
+    float mx[2];
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {  // row i of this thread: row_a + 8 i, accumulators 4j + 2i, 4j + 2i + 1
+      mx[i] = -INFINITY;
+      if (need_mask) {
+        const int2 rr = s_rng[row_a + 8 * i];
+#pragma unroll
+        for (int j = 0; j < 8; ++j)
+#pragma unroll
+          for (int c = 0; c < 2; ++c) {
+            const int key = kt + j * 8 + 2 * t4 + c;
+            if (key < rr.x || key >= rr.y) s[4 * j + 2 * i + c] = -INFINITY;
+          }
+      }
+#pragma unroll
+      for (int j = 0; j < 8; ++j) mx[i] = fmaxf(mx[i], fmaxf(s[4 * j + 2 * i], s[4 * j + 2 * i + 1]));
+    }
+    // New running max (scaled); α = 2^(m_old − m_new), exactly 1 where m stays; nm = −m (0 while all masked).
+    float al[2], nm[2];
+    bool moved = false;
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+#pragma unroll
+      for (int o_ = 1; o_ <= 2; o_ <<= 1) mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], o_));
+      const float ms = mx[i] * sc;  // -inf stays -inf
+      const float mn = ms > m[i] + kSlack ? ms : m[i];
+      const bool up = mn != m[i];
+      al[i] = up ? ex2(m[i] - mn) : 1.f;  // ex2(-inf) = 0 on the first tile a row sees
+      moved |= up;
+      m[i] = mn;
+      nm[i] = mn == -INFINITY ? 0.f : -mn;
+    }
+    // P = 2^(s·scale − m), rounded to bf16 as the A fragment of P·V: k-step kk (keys 16 kk ..) takes accumulators
+    // 8kk .. 8kk + 7 — {row_a, keys 2t4, +1}, {row_b, same}, {row_a, keys 8 + 2t4, +1}, {row_b, same}, the
+    // m64nNk16 A register layout (= mma.m16n8k16's A layout per warp).
+    float sum[2] = {0.f, 0.f};
+    std::uint32_t pa[4][4];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+#pragma unroll
+      for (int c = 0; c < 4; ++c) s[4 * j + c] = ex2(fmaf(s[4 * j + c], sc, nm[c >> 1]));
+      sum[0] += s[4 * j] + s[4 * j + 1];
+      sum[1] += s[4 * j + 2] + s[4 * j + 3];
+      pa[j >> 1][2 * (j & 1)] = pack_bf16(s[4 * j], s[4 * j + 1]);
+      pa[j >> 1][2 * (j & 1) + 1] = pack_bf16(s[4 * j + 2], s[4 * j + 3]);
+    }
+#pragma unroll
+    for (int i = 0; i < 2; ++i) l[i] = l[i] * al[i] + sum[i];
+    if (__any_sync(0xffffffffu, moved)) {  // warp-uniform; α = 1 elsewhere, so skipping it is exact
+#pragma unroll
+      for (int j = 0; j < kO / 4; ++j) {
+        o[4 * j] *= al[0];
+        o[4 * j + 1] *= al[0];
+        o[4 * j + 2] *= al[1];
+        o[4 * j + 3] *= al[1];
+      }
+    }
+
+    // O += P V: 4 k-steps of 16 keys; V descriptor 16 rows (2048 bytes) further each step.
+#pragma unroll
+    for (int i = 0; i < kO; ++i) reg_fence(o[i]);
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) reg_fence(pa[kk][i]);
+    wg_fence();
+#pragma unroll
+    for (int kk = 0; kk < kBc / 16; ++kk) {
+      const std::uint32_t v_kk = s_v(buf) + kk * 16 * 128;
+      if constexpr (kSplitPV && D == 128) {
+        wgmma_pv_half<0>(o, pa[kk], desc_sw128(v_kk, kBc * 128, 1024));
+        wgmma_pv_half<32>(o, pa[kk], desc_sw128(v_kk + kBc * 128, kBc * 128, 1024));
+      } else {
+        wgmma_pv(o, pa[kk], desc_sw128(v_kk, kBc * 128, 1024));
+      }
+    }
+    wg_commit();
+    wg_wait0();
+#pragma unroll
+    for (int i = 0; i < kO; ++i) reg_fence(o[i]);
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) reg_fence(pa[kk][i]);
+  }
+  cp_async_wait<0>();  // a block with no key tile still has its Q copy in flight
+
+  TO* out = static_cast<TO*>(p.out) + std::int64_t(r0) * q_stride + std::int64_t(h) * D;
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+#pragma unroll
+    for (int o_ = 1; o_ <= 2; o_ <<= 1) l[i] += __shfl_xor_sync(0xffffffffu, l[i], o_);
+    const float inv = l[i] > 0.f ? 1.f / l[i] : 0.f;
+    const int row = row_a + 8 * i;
+    if (row < nr) {
+      TO* dst = out + std::int64_t(row) * q_stride + 2 * t4;
+#pragma unroll
+      for (int j = 0; j < kO / 4; ++j) store2(dst + j * 8, o[4 * j + 2 * i] * inv, o[4 * j + 2 * i + 1] * inv);
+    }
+  }
+#else
+  // Not the sm_90a image: never launched (flash4_supported). The static shared word is the marker the host reads
+  // through cudaFuncGetAttributes (sharedSizeBytes != 0: the driver loaded this image, v4 cannot run).
+  __shared__ int not_sm90a[1];
+  asm volatile("st.shared.u32 [%0], 0;\n" ::"r"(std::uint32_t(__cvta_generic_to_shared(not_sm90a))));
+#endif
+}
+
+template <int D, class TO, bool kSplitPV>
+Status launch_typed(const AttentionLaunch& a, cudaStream_t s) {
+  const FlashParams p = make_params(a, kBr);
+  constexpr std::size_t smem = smem_bytes<D>();
+  auto kernel = flash4_fwd_kernel<D, TO, kSplitPV>;
+  static bool smem_set = false;  // per instantiation; cudaFuncSetAttribute is not a stream operation
+  if (!smem_set) {
+    PIXTRAL_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    smem_set = true;
+  }
+  const dim3 grid(unsigned(a.n_heads), unsigned(p.n_qblocks));
+  kernel<<<grid, kThreads, smem, s>>>(p);
+  PIXTRAL_CUDA_LAUNCH_CHECK(flash4_fwd_kernel);
+  return {};
+}
+
+// Whether the current device runs this file's sm_90a image: compute capability 9.0 and the loaded image of the
+// kernel has no static shared memory (the non-sm_90a images carry a marker word). Once per device (up to 64).
+bool device_runs_sm90a() {
+#if defined(PIXTRAL_CUDA_SM90A)
+  static std::atomic<signed char> known[64];  // 0 unknown, 1 yes, -1 no
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) {
+    (void)cudaGetLastError();
+    return false;
+  }
+  if (const signed char k = known[dev].load(std::memory_order_relaxed); k != 0) return k > 0;
+  bool ok = false;
+  int major = 0, minor = 0;
+  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess) {
+    (void)cudaGetLastError();  // ours: not left for the next launch check
+  } else if (major == 9 && minor == 0) {
+    cudaFuncAttributes fa{};
+    if (cudaFuncGetAttributes(&fa, flash4_fwd_kernel<64, bf16, false>) == cudaSuccess)
+      ok = fa.sharedSizeBytes == 0;
+    else
+      (void)cudaGetLastError();
+  }
+  known[dev].store(ok ? 1 : -1, std::memory_order_relaxed);
+  return ok;
+#else
+  return false;
+#endif
+}
+
+}  // namespace
+
+bool flash4_supported(const AttentionLaunch& a) {
+  constexpr std::size_t kReservedPerBlock = 1024;  // the runtime's shared memory per block
+  const std::size_t smem = a.head_dim == 64 ? smem_bytes<64>() : smem_bytes<128>();
+  const std::uintptr_t out = reinterpret_cast<std::uintptr_t>(a.out);
+  return flash_attention_supported(a) && smem <= std::size_t(a.max_smem) &&
+         smem + kReservedPerBlock <= std::size_t(a.smem_per_sm) && (out & 7) == 0 &&
+         ceil_div(a.n_q, kBr) <= 65535 && device_runs_sm90a();
+}
+
+// config: '\0' the default; 's' P·V split into two 64-column wgmmas at head_dim 128 (same at head_dim 64).
+Status launch_flash4(const AttentionLaunch& a, char config, cudaStream_t s) {
+  if (a.head_dim == 64)
+    return a.out_t == DType::f32 ? launch_typed<64, float, false>(a, s) : launch_typed<64, bf16, false>(a, s);
+  if (config == 's')
+    return a.out_t == DType::f32 ? launch_typed<128, float, true>(a, s) : launch_typed<128, bf16, true>(a, s);
+  return a.out_t == DType::f32 ? launch_typed<128, float, false>(a, s) : launch_typed<128, bf16, false>(a, s);
+}
+
+}  // namespace pixtral::cuda::flash
