@@ -223,7 +223,8 @@ bool aligned16(const void* p) { return (reinterpret_cast<std::uintptr_t>(p) & 15
 // idle where v1 spreads the rows over 4 warps). H200 lab: decoder 4193 causal hd128 v4 430 µs (335 TFLOP/s), v3
 // 524, v1 757; vision 4096 patches hd64 v4 270 µs, v3 277, v1 365. PIXTRAL_CUDA_FLASH, read per
 // launch, forces a variant (A/B timing, tests): "1" v1, "2" v2 (kernels_flash2.cu), "3" / "3e" / "3m" v3 and its
-// configurations, "4" / "4s" v4 (kernels_flash4.cu: wgmma, sm_90a); v2 and v3 fall back to v1 where they cannot run,
+// configurations, "4" / "4s" v4 (kernels_flash4.cu: wgmma, sm_90a), "4w" / "4p" / "4b" / "4c" its
+// warp-specialized configurations (kernels_flash4w.cuh); v2 and v3 fall back to v1 where they cannot run,
 // v4 to v3 (said once on stderr). Returns 1, 2, 3 or 4; *config = the character after "3" or "4".
 constexpr std::int64_t kFlash2MinRows = 128;
 int pick_flash(const AttentionLaunch& a, char* config) {
@@ -233,7 +234,7 @@ int pick_flash(const AttentionLaunch& a, char* config) {
   if (!flash2_supported(a)) return 1;
   if (e && e[0] == '4') {
     *config = e[1];
-    if (flash4_supported(a)) return 4;
+    if (flash4_supported(a, *config)) return 4;
     static bool said = false;
     if (!said) {
       said = true;

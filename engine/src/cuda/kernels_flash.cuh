@@ -85,8 +85,11 @@ Status launch_flash3(const AttentionLaunch& a, char config, cudaStream_t s);
 
 /// v4 (kernels_flash4.cu): 128 rows a block on Hopper's warpgroup MMA (wgmma); supported only where the device is
 /// compute capability 9.0 and runs the file's sm_90a image (built when 90 is among CMAKE_CUDA_ARCHITECTURES).
-/// `config`: the PIXTRAL_CUDA_FLASH suffix after '4' ('\0' the default, 's' P·V in 64-column halves at head_dim 128).
+/// `config`: the PIXTRAL_CUDA_FLASH suffix after '4' ('\0' the default, 's' P·V in 64-column halves at head_dim 128;
+/// 'w', 'p', 'b', 'c' the warp-specialized kernels of kernels_flash4w.cuh, which need more shared memory: the
+/// two-argument flash4_supported checks the configuration's).
 bool flash4_supported(const AttentionLaunch& a);
+bool flash4_supported(const AttentionLaunch& a, char config);
 Status launch_flash4(const AttentionLaunch& a, char config, cudaStream_t s);
 
 }  // namespace pixtral::cuda::flash

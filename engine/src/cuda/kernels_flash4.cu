@@ -395,6 +395,10 @@ Status launch_typed(const AttentionLaunch& a, cudaStream_t s) {
   return {};
 }
 
+// The warp-specialized configurations 4w / 4p / 4b / 4c (producer warp, mbarrier ring, intra-warpgroup overlap,
+// ping-pong): textually part of this file.
+#include "cuda/kernels_flash4w.cuh"
+
 // Whether the current device runs this file's sm_90a image: compute capability 9.0 and the loaded image of the
 // kernel has no static shared memory (the non-sm_90a images carry a marker word). Once per device (up to 64).
 bool device_runs_sm90a() {
@@ -427,17 +431,27 @@ bool device_runs_sm90a() {
 
 }  // namespace
 
-bool flash4_supported(const AttentionLaunch& a) {
+bool flash4_supported(const AttentionLaunch& a) { return flash4_supported(a, '\0'); }
+
+bool flash4_supported(const AttentionLaunch& a, char config) {
   constexpr std::size_t kReservedPerBlock = 1024;  // the runtime's shared memory per block
-  const std::size_t smem = a.head_dim == 64 ? smem_bytes<64>() : smem_bytes<128>();
+  const bool w = is_w_config(config);
+  const std::size_t smem = a.head_dim == 64 ? (w ? smem_w<64>(config) : smem_bytes<64>())
+                                            : (w ? smem_w<128>(config) : smem_bytes<128>());
   const std::uintptr_t out = reinterpret_cast<std::uintptr_t>(a.out);
   return flash_attention_supported(a) && smem <= std::size_t(a.max_smem) &&
          smem + kReservedPerBlock <= std::size_t(a.smem_per_sm) && (out & 7) == 0 &&
          ceil_div(a.n_q, kBr) <= 65535 && device_runs_sm90a();
 }
 
-// config: '\0' the default; 's' P·V split into two 64-column wgmmas at head_dim 128 (same at head_dim 64).
+// config: '\0' the default; 's' P·V split into two 64-column wgmmas at head_dim 128 (same at head_dim 64);
+// 'w', 'p', 'b', 'c': the warp-specialized kernels (kernels_flash4w.cuh).
 Status launch_flash4(const AttentionLaunch& a, char config, cudaStream_t s) {
+  if (is_w_config(config)) {
+    if (a.head_dim == 64)
+      return a.out_t == DType::f32 ? launch_w<64, float>(a, config, s) : launch_w<64, bf16>(a, config, s);
+    return a.out_t == DType::f32 ? launch_w<128, float>(a, config, s) : launch_w<128, bf16>(a, config, s);
+  }
   if (a.head_dim == 64)
     return a.out_t == DType::f32 ? launch_typed<64, float, false>(a, s) : launch_typed<64, bf16, false>(a, s);
   if (config == 's')

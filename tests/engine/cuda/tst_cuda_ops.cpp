@@ -314,9 +314,10 @@ TEST_F(CudaOps, Attention) {
   // "flash-v1" / "flash-v2" / "flash-v3*": the tensor-core kernel with PIXTRAL_CUDA_FLASH forcing its variant
   // (64-row blocks, or 128-row blocks with two m16 tiles a warp; v3: v2's blocks with lazy rescaling, "3e" eager,
   // "3m" 3 blocks an SM at head_dim 64, kernels_flash3.cu; v4: wgmma, kernels_flash4.cu, "4s" its P·V in 64-column
-  // halves; v3 on GPUs other than sm_90). run_twice checks each for identical bits on a second run.
-  const char* paths[] = {nullptr,     "generic",   "flash-v1",  "flash-v2", "flash-v3",     "flash-v3e",
-                         "flash-v3m", "flash-v4",  "flash-v4s", "decode",   "decode-1stage"};
+  // halves, "4w" / "4p" / "4b" / "4c" warp-specialized, kernels_flash4w.cuh; v3 on GPUs other than sm_90). run_twice checks each for identical bits on a second run.
+  const char* paths[] = {nullptr,     "generic",   "flash-v1",  "flash-v2",  "flash-v3",  "flash-v3e",
+                         "flash-v3m", "flash-v4",  "flash-v4s", "flash-v4w", "flash-v4p", "flash-v4b",
+                         "flash-v4c", "decode",    "decode-1stage"};
   // Under compute-sanitizer (racecheck is ~100× slower) run_gpu_checks.sh sets this to keep the small cases only.
   const bool quick = std::getenv("PIXTRAL_CUDA_TEST_QUICK") != nullptr;
   for (const auto& c : cases) {
@@ -447,6 +448,9 @@ TEST_F(CudaOps, DecodeStepGraphReplayReadsDeviceState) {
                                    {8, 2, 64, 1500, short_positions, false, "3"},    // same, head_dim 64
                                    {32, 8, 128, 1500, short_positions, false, "4"},  // flash v4 (wgmma), device state
                                    {8, 2, 64, 1500, short_positions, false, "4"},    // same, head_dim 64
+                                   {32, 8, 128, 1500, short_positions, false, "4p"},  // v4 warp-specialized
+                                   {8, 2, 64, 1500, short_positions, false, "4w"},    // same, head_dim 64
+                                   {8, 2, 64, 1500, short_positions, false, "4b"},    // 128-key tiles, ping-pong
                                    {6, 3, 24, 1500, short_positions}};        // generic kernel
   for (const Case& c : cases) {
     unsetenv("PIXTRAL_CUDA_ATTN_STAGES");  // a failed case before may have left them set

@@ -9,7 +9,7 @@
 //        PIXTRAL_CUDA_PREFETCH=0 pixtral_cuda_lab ...     (same without the GEMV / decode-attention L2 prefetch)
 //        PIXTRAL_CUDA_PDL=0 pixtral_cuda_lab ...          (GEMV without programmatic dependent launch)
 //        (attention: the prefill shapes print flash-v1, flash-v2, v3's configurations flash-v3, -v3e, -v3m and
-//        flash-v4 (wgmma; v3 where it cannot run), PIXTRAL_CUDA_FLASH forced, then the automatic choice "flash",
+//        flash-v4, -v4s, -v4w, -v4p, -v4b, -v4c (wgmma; v3 where it cannot run), PIXTRAL_CUDA_FLASH forced, then the automatic choice "flash",
 //        each timed and checked against the generic kernel)
 // ref: llm.c dev/cuda/*.cu (validate-then-benchmark mains).
 #include <algorithm>
@@ -170,7 +170,7 @@ void attention_lab(const AttnProblem& pb, int reps, double copy_bw, double gemm_
   // Prefill: each flash variant (PIXTRAL_CUDA_FLASH, read per launch; v2 / v3 fall back to v1 where they cannot
   // run; v3's configurations in kernels_flash3.cu), then the automatic choice, which the decode graph below and the
   // totals use.
-  const char* variants[] = {"1", "2", "3", "3e", "3m", "4", "4s", nullptr};
+  const char* variants[] = {"1", "2", "3", "3e", "3m", "4", "4s", "4w", "4p", "4b", "4c", nullptr};
   float t_fast = 0;
   for (const char* var : variants) {
     if (decode && var) continue;
