@@ -9,9 +9,8 @@
 // block's range are zero-filled, so no out-of-bounds row is read). Deterministic: no atomics, fixed order.
 // ref: FlashAttention-2 (Dao 2023) Alg. 1; flash-attention csrc/flash_attn/src/flash_fwd_kernel.h (fragment
 // layouts, P kept in registers as the A operand of P·V); PTX ISA §9.7.14.5.8 (m16n8k16 fragment layout).
-// This file: v1 and the dispatch between v1, v2 (kernels_flash2.cu: 128 rows a block, two m16 tiles a warp), v3
-// (kernels_flash3.cu: v2's tiling, leaner softmax; the automatic choice) and v4 (kernels_flash4.cu: wgmma on
-// sm_90a; PIXTRAL_CUDA_FLASH=4 only, until measured).
+// This file: v1 and the dispatch between v1, v3 (kernels_flash3.cu: 128 rows a block, two m16 tiles a warp, a lean
+// softmax) and v4 (kernels_flash4.cu: wgmma on sm_90a).
 #include <climits>
 #include <cstdint>
 #include <cstdio>
@@ -218,23 +217,20 @@ Status launch_flash_typed(const AttentionLaunch& a, cudaStream_t s) {
 
 bool aligned16(const void* p) { return (reinterpret_cast<std::uintptr_t>(p) & 15) == 0; }
 
-// v4 (kernels_flash4.cu: wgmma, sm_90 GPUs with the sm_90a image) or else v3 (kernels_flash3.cu: v2's 128-row
-// blocks with a leaner softmax) wherever it can run and the launch fills its blocks (below 128 rows their warps would
-// idle where v1 spreads the rows over 4 warps). H200 lab: decoder 4193 causal hd128 v4 430 µs (335 TFLOP/s), v3
-// 524, v1 757; vision 4096 patches hd64 v4 270 µs, v3 277, v1 365. PIXTRAL_CUDA_FLASH, read per
-// launch, forces a variant (A/B timing, tests): "1" v1, "2" v2 (kernels_flash2.cu), "3" / "3e" / "3m" v3 and its
-// configurations, "4" / "4s" v4 (kernels_flash4.cu: wgmma, sm_90a), "4w" / "4p" / "4b" / "4c" its
-// warp-specialized configurations (kernels_flash4w.cuh); v2 and v3 fall back to v1 where they cannot run,
-// v4 to v3 (said once on stderr). Returns 1, 2, 3 or 4; *config = the character after "3" or "4".
-constexpr std::int64_t kFlash2MinRows = 128;
+// v4 (kernels_flash4.cu: wgmma, sm_90 GPUs with the sm_90a image) or else v3 (kernels_flash3.cu: 128-row blocks,
+// two m16 tiles a warp) wherever it can run and the launch fills its blocks (below 128 rows their warps would idle
+// where v1 spreads the rows over 4 warps). H200 lab: decoder 4193 causal hd128 v4 430 µs (335 TFLOP/s), v3 524, v1
+// 757; vision 4096 patches hd64 v4 270 µs, v3 277, v1 365. PIXTRAL_CUDA_FLASH, read per launch, forces a variant
+// (A/B timing, tests): "1" v1, "3" / "3e" / "3m" v3 and its configurations, "4" / "4s" v4; v3 falls back to v1
+// where it cannot run, v4 to v3 (said once on stderr). Returns 1, 3 or 4; *config = the character after the digit.
+constexpr std::int64_t kFlashBigMinRows = 128;
 int pick_flash(const AttentionLaunch& a, char* config) {
   const char* e = std::getenv("PIXTRAL_CUDA_FLASH");
   *config = '\0';
   if (e && e[0] == '1') return 1;
-  if (!flash2_supported(a)) return 1;
   if (e && e[0] == '4') {
     *config = e[1];
-    if (flash4_supported(a, *config)) return 4;
+    if (flash4_supported(a)) return 4;
     static bool said = false;
     if (!said) {
       said = true;
@@ -248,15 +244,14 @@ int pick_flash(const AttentionLaunch& a, char* config) {
     *config = e[1];
     return flash3_supported(a) ? 3 : 1;
   }
-  if (e && e[0] == '2') return 2;
-  if (a.n_q < kFlash2MinRows) return 1;
+  if (a.n_q < kFlashBigMinRows) return 1;
   return flash4_supported(a) ? 4 : flash3_supported(a) ? 3 : 1;
 }
 
 }  // namespace
 
-// v1's block (the smaller one): flash_attention_supported is true wherever v1 can run; v2 is taken only where
-// its own block fits too (flash2_supported).
+// v1's block (the smallest): flash_attention_supported is true wherever v1 can run; v3 and v4 are taken only where
+// their own blocks fit too (flash3_supported, flash4_supported).
 std::size_t flash_attention_smem_bytes(int head_dim) {
   return std::size_t(5) * kBc * head_dim * 2 + std::size_t(kBr) * sizeof(int2);
 }
@@ -275,7 +270,6 @@ Status launch_flash_attention(const AttentionLaunch& a, cudaStream_t s) {
   if (a.n_q == 0) return {};
   char config;
   switch (pick_flash(a, &config)) {
-    case 2: return launch_flash2(a, s);
     case 3: return launch_flash3(a, config, s);
     case 4: return launch_flash4(a, config, s);
     default: break;

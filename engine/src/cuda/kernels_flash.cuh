@@ -1,11 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 // Shared by the tensor-core prefill kernels (kernels_flash.cu: v1, 64 query rows a block, Q in registers;
-// kernels_flash2.cu: v2, 128 query rows a block, two m16 tiles a warp; kernels_flash3.cu: v3, v2's tiling with a
-// leaner softmax; kernels_flash4.cu: v4, wgmma on sm_90a): launch parameters, the per-row key range,
-// the swizzled cp.async tile copy, the paired output store. Private to libpixtral_cuda.so.
+// kernels_flash3.cu: v3, 128 query rows a block, two m16 tiles a warp, a lean softmax; kernels_flash4.cu: v4, wgmma
+// on sm_90a): launch parameters, the per-row key ranges, the swizzled cp.async tile copy, the paired output store.
+// Private to libpixtral_cuda.so. (v2 — v3's tiling with v1's softmax — was superseded by v3 and removed.)
 // ref: FlashAttention-2 (Dao 2023); flash-attention csrc/flash_attn/src/flash_fwd_kernel.h.
 #pragma once
 
+#include <climits>
 #include <cstdint>
 
 #include "cuda/kernels.cuh"
@@ -48,6 +49,26 @@ __device__ __forceinline__ int2 row_range(const FlashParams& p, int row) {
   return p.key_range[row];
 }
 
+/// The key ranges of a 128-row block's rows: thread tid (< 128) owns block row tid — its range [x, y) into s_rng[tid]
+/// (rows past nr get an empty range that widens nothing) — and lane 0 of each warp writes the union [lo, hi) and the
+/// intersection [maxlo, minhi) of its 32 rows' ranges to s_wrng[warp] as (lo, hi, maxlo, minhi).
+__device__ __forceinline__ void block_row_ranges(const FlashParams& p, int r0, int nr, int tid, int2* s_rng,
+                                                 int4* s_wrng) {
+  const bool valid = tid < nr;
+  const int2 rr = valid ? row_range(p, r0 + tid) : make_int2(INT_MAX, INT_MIN);
+  s_rng[tid] = rr;
+  int lo = valid ? rr.x : INT_MAX, hi = valid ? rr.y : INT_MIN;
+  int maxlo = valid ? rr.x : INT_MIN, minhi = valid ? rr.y : INT_MAX;
+#pragma unroll
+  for (int o_ = 16; o_ > 0; o_ >>= 1) {
+    lo = min(lo, __shfl_xor_sync(0xffffffffu, lo, o_));
+    hi = max(hi, __shfl_xor_sync(0xffffffffu, hi, o_));
+    maxlo = max(maxlo, __shfl_xor_sync(0xffffffffu, maxlo, o_));
+    minhi = min(minhi, __shfl_xor_sync(0xffffffffu, minhi, o_));
+  }
+  if ((tid & 31) == 0) s_wrng[tid >> 5] = make_int4(lo, hi, maxlo, minhi);
+}
+
 /// Copies rows [row0, row0 + kRows) of a [*, stride] bf16 matrix (D columns from `base`) into a swizzled tile
 /// (swz<D>) with kThreads threads; rows at or past row_end are zero-filled and never read.
 template <int D, int kRows, int kThreads>
@@ -72,24 +93,16 @@ __device__ __forceinline__ void store2(bf16* d, float a, float b) {
   *reinterpret_cast<__nv_bfloat162*>(d) = __floats2bfloat162_rn(a, b);
 }
 
-/// v2 (kernels_flash2.cu): dynamic shared memory of a block, whether it can run `a` (on top of
-/// flash_attention_supported), and the launch.
-std::size_t flash2_smem_bytes(int head_dim);
-bool flash2_supported(const AttentionLaunch& a);
-Status launch_flash2(const AttentionLaunch& a, cudaStream_t s);
-
-/// v3 (kernels_flash3.cu): v2's block with a leaner softmax; `config` is the PIXTRAL_CUDA_FLASH suffix after '3'
-/// ('\0' the default; 'e', 'o', 's', 't': the A/B configurations listed in kernels_flash3.cu).
+/// v3 (kernels_flash3.cu): whether it can run `a` (on top of flash_attention_supported: its block's shared memory
+/// fits, 8-byte aligned output, grid limits) and the launch; `config` is the PIXTRAL_CUDA_FLASH suffix after '3'
+/// ('\0' the default; 'e', 'm': the A/B configurations listed in kernels_flash3.cu).
 bool flash3_supported(const AttentionLaunch& a);
 Status launch_flash3(const AttentionLaunch& a, char config, cudaStream_t s);
 
 /// v4 (kernels_flash4.cu): 128 rows a block on Hopper's warpgroup MMA (wgmma); supported only where the device is
 /// compute capability 9.0 and runs the file's sm_90a image (built when 90 is among CMAKE_CUDA_ARCHITECTURES).
-/// `config`: the PIXTRAL_CUDA_FLASH suffix after '4' ('\0' the default, 's' P·V in 64-column halves at head_dim 128;
-/// 'w', 'p', 'b', 'c' the warp-specialized kernels of kernels_flash4w.cuh, which need more shared memory: the
-/// two-argument flash4_supported checks the configuration's).
+/// `config`: the PIXTRAL_CUDA_FLASH suffix after '4' ('\0' the default, 's' P·V in 64-column halves at head_dim 128).
 bool flash4_supported(const AttentionLaunch& a);
-bool flash4_supported(const AttentionLaunch& a, char config);
 Status launch_flash4(const AttentionLaunch& a, char config, cudaStream_t s);
 
 }  // namespace pixtral::cuda::flash

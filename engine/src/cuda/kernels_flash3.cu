@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
-// Prefill attention on the tensor cores, v3: v2's tiling (kernels_flash2.cu: 128 query rows a block, 4 warps × two
-// m16 tiles, 64-key K/V tiles double-buffered with cp.async, Q from shared memory at head_dim 128) with fewer
-// instructions between the MMAs, which is where v2 spends its time (232 TFLOP/s at hd128 on an H200: about a third
+// Prefill attention on the tensor cores, v3: 128 query rows a block, 4 warps × two m16 tiles (each K/V fragment
+// from ldmatrix feeds two MMAs), 64-key K/V tiles double-buffered with cp.async, Q from shared memory at head_dim
+// 128 — the tiling of the removed v2 (commit 4a1e058) — with fewer instructions between the MMAs, which is where v2
+// spent its time (232 TFLOP/s at hd128 on an H200: about a third
 // of what its shared-memory and tensor-core traffic would allow):
 //   - softmax in base 2 with the scale folded in: p = ex2.approx.ftz(fma(s, scale·log2e, -m)) — one FFMA and one
 //     MUFU an element, where v2's s·scale, s − m and exp2f (ex2.approx.f32 without ftz, which ptxas wraps in a
@@ -87,23 +88,9 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) flash3_fwd_kernel(const 
   const bf16* vg = p.v + std::int64_t(kvh) * D;
   const float sc = p.scale_log2;
 
-  // Key ranges as v2: thread tid owns block row tid; per warp the union [w_lo, w_hi) and the intersection
+  // Key ranges: thread tid owns block row tid; per warp the union [w_lo, w_hi) and the intersection
   // [w_maxlo, w_minhi) of its 32 rows' ranges; per block the union (the tiles to load).
-  {
-    const bool valid = tid < nr;
-    const int2 rr = valid ? row_range(p, r0 + tid) : make_int2(INT_MAX, INT_MIN);
-    s_rng[tid] = rr;
-    int lo = valid ? rr.x : INT_MAX, hi = valid ? rr.y : INT_MIN;
-    int maxlo = valid ? rr.x : INT_MIN, minhi = valid ? rr.y : INT_MAX;
-#pragma unroll
-    for (int o_ = 16; o_ > 0; o_ >>= 1) {
-      lo = min(lo, __shfl_xor_sync(0xffffffffu, lo, o_));
-      hi = max(hi, __shfl_xor_sync(0xffffffffu, hi, o_));
-      maxlo = max(maxlo, __shfl_xor_sync(0xffffffffu, maxlo, o_));
-      minhi = min(minhi, __shfl_xor_sync(0xffffffffu, minhi, o_));
-    }
-    if (lane == 0) s_wrng[warp] = make_int4(lo, hi, maxlo, minhi);
-  }
+  block_row_ranges(p, r0, nr, tid, s_rng, s_wrng);
   load_tile<D, kBr, kThreads>(s_q, qg, q_stride, 0, nr, tid);
   __syncthreads();
   int blk_lo = INT_MAX, blk_hi = INT_MIN;
@@ -326,8 +313,14 @@ Status launch_out(const AttentionLaunch& a, cudaStream_t s) {
 
 }  // namespace
 
-// v3 needs what v2 needs (same block, same shared memory).
-bool flash3_supported(const AttentionLaunch& a) { return flash2_supported(a); }
+bool flash3_supported(const AttentionLaunch& a) {
+  constexpr std::size_t kReservedPerBlock = 1024;  // the runtime's shared memory per block
+  const std::size_t smem = a.head_dim <= 64 ? smem_bytes<64>() : smem_bytes<128>();
+  const std::uintptr_t out = reinterpret_cast<std::uintptr_t>(a.out);
+  return flash_attention_supported(a) && smem <= std::size_t(a.max_smem) &&
+         smem + kReservedPerBlock <= std::size_t(a.smem_per_sm) && (out & 7) == 0 &&
+         ceil_div(a.n_q, kBr) <= 65535;  // grid.y
+}
 
 // Configurations (blocks an SM, lazy rescaling, keys a softmax step), head_dim 128 | 64:
 //   default  2, lazy, 64 | 2, lazy, 64

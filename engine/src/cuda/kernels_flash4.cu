@@ -181,21 +181,7 @@ __global__ void __launch_bounds__(kThreads, 2) flash4_fwd_kernel(const FlashPara
   // Key ranges: thread tid < 128 owns block row tid; per warp (32 rows) the union [lo, hi) and the intersection
   // [maxlo, minhi) of its rows' ranges; per warpgroup (warps 2w, 2w + 1 of the first 128 threads) and per block
   // the unions.
-  if (tid < kBr) {
-    const bool valid = tid < nr;
-    const int2 rr = valid ? row_range(p, r0 + tid) : make_int2(INT_MAX, INT_MIN);
-    s_rng[tid] = rr;
-    int lo = valid ? rr.x : INT_MAX, hi = valid ? rr.y : INT_MIN;
-    int maxlo = valid ? rr.x : INT_MIN, minhi = valid ? rr.y : INT_MAX;
-#pragma unroll
-    for (int o_ = 16; o_ > 0; o_ >>= 1) {
-      lo = min(lo, __shfl_xor_sync(0xffffffffu, lo, o_));
-      hi = max(hi, __shfl_xor_sync(0xffffffffu, hi, o_));
-      maxlo = max(maxlo, __shfl_xor_sync(0xffffffffu, maxlo, o_));
-      minhi = min(minhi, __shfl_xor_sync(0xffffffffu, minhi, o_));
-    }
-    if (lane == 0) s_wrng[warp] = make_int4(lo, hi, maxlo, minhi);
-  }
+  if (tid < kBr) block_row_ranges(p, r0, nr, tid, s_rng, s_wrng);
   load_tile_sw128<D, kBr>(s_q, qg, q_stride, 0, nr, tid);
   __syncthreads();
   int blk_lo = INT_MAX, blk_hi = INT_MIN;
@@ -395,10 +381,6 @@ Status launch_typed(const AttentionLaunch& a, cudaStream_t s) {
   return {};
 }
 
-// The warp-specialized configurations 4w / 4p / 4b / 4c (producer warp, mbarrier ring, intra-warpgroup overlap,
-// ping-pong): textually part of this file.
-#include "cuda/kernels_flash4w.cuh"
-
 // Whether the current device runs this file's sm_90a image: compute capability 9.0 and the loaded image of the
 // kernel has no static shared memory (the non-sm_90a images carry a marker word). Once per device (up to 64).
 bool device_runs_sm90a() {
@@ -431,27 +413,19 @@ bool device_runs_sm90a() {
 
 }  // namespace
 
-bool flash4_supported(const AttentionLaunch& a) { return flash4_supported(a, '\0'); }
-
-bool flash4_supported(const AttentionLaunch& a, char config) {
+bool flash4_supported(const AttentionLaunch& a) {
   constexpr std::size_t kReservedPerBlock = 1024;  // the runtime's shared memory per block
-  const bool w = is_w_config(config);
-  const std::size_t smem = a.head_dim == 64 ? (w ? smem_w<64>(config) : smem_bytes<64>())
-                                            : (w ? smem_w<128>(config) : smem_bytes<128>());
+  const std::size_t smem = a.head_dim == 64 ? smem_bytes<64>() : smem_bytes<128>();
   const std::uintptr_t out = reinterpret_cast<std::uintptr_t>(a.out);
   return flash_attention_supported(a) && smem <= std::size_t(a.max_smem) &&
          smem + kReservedPerBlock <= std::size_t(a.smem_per_sm) && (out & 7) == 0 &&
          ceil_div(a.n_q, kBr) <= 65535 && device_runs_sm90a();
 }
 
-// config: '\0' the default; 's' P·V split into two 64-column wgmmas at head_dim 128 (same at head_dim 64);
-// 'w', 'p', 'b', 'c': the warp-specialized kernels (kernels_flash4w.cuh).
+// config: '\0' the default; 's' P·V split into two 64-column wgmmas at head_dim 128 (same at head_dim 64).
+// (Warp-specialized configurations — a producer warpgroup filling an mbarrier ring with cp.async, intra-warpgroup
+// overlap, ping-pong — were measured slower than this kernel on an H200 and removed; commit 1fd1084, PERF_NOTES v6.)
 Status launch_flash4(const AttentionLaunch& a, char config, cudaStream_t s) {
-  if (is_w_config(config)) {
-    if (a.head_dim == 64)
-      return a.out_t == DType::f32 ? launch_w<64, float>(a, config, s) : launch_w<64, bf16>(a, config, s);
-    return a.out_t == DType::f32 ? launch_w<128, float>(a, config, s) : launch_w<128, bf16>(a, config, s);
-  }
   if (a.head_dim == 64)
     return a.out_t == DType::f32 ? launch_typed<64, float, false>(a, s) : launch_typed<64, bf16, false>(a, s);
   if (config == 's')

@@ -8,8 +8,8 @@
 //        quant: int8/int4 GEMV vs their byte floor, whole-matrix dequantization, prefill GEMM T=4096)
 //        PIXTRAL_CUDA_PREFETCH=0 pixtral_cuda_lab ...     (same without the GEMV / decode-attention L2 prefetch)
 //        PIXTRAL_CUDA_PDL=0 pixtral_cuda_lab ...          (GEMV without programmatic dependent launch)
-//        (attention: the prefill shapes print flash-v1, flash-v2, v3's configurations flash-v3, -v3e, -v3m and
-//        flash-v4, -v4s, -v4w, -v4p, -v4b, -v4c (wgmma; v3 where it cannot run), PIXTRAL_CUDA_FLASH forced, then the automatic choice "flash",
+//        (attention: the prefill shapes print flash-v1, v3's configurations flash-v3, -v3e, -v3m and flash-v4, -v4s
+//        (wgmma; v3 where it cannot run), PIXTRAL_CUDA_FLASH forced, then the automatic choice "flash",
 //        each timed and checked against the generic kernel)
 // ref: llm.c dev/cuda/*.cu (validate-then-benchmark mains).
 #include <algorithm>
@@ -167,10 +167,10 @@ void attention_lab(const AttnProblem& pb, int reps, double copy_bw, double gemm_
   const double flops = 4.0 * pairs * pb.H * pb.D;
   const double bytes = double(kv_bytes) + 2.0 * qn * 2;
   const double floor_ms = std::max(flops / gemm_rate, bytes / copy_bw) * 1e3;
-  // Prefill: each flash variant (PIXTRAL_CUDA_FLASH, read per launch; v2 / v3 fall back to v1 where they cannot
-  // run; v3's configurations in kernels_flash3.cu), then the automatic choice, which the decode graph below and the
-  // totals use.
-  const char* variants[] = {"1", "2", "3", "3e", "3m", "4", "4s", "4w", "4p", "4b", "4c", nullptr};
+  // Prefill: each flash variant (PIXTRAL_CUDA_FLASH, read per launch; v3 falls back to v1 and v4 to v3 where they
+  // cannot run; the configurations in kernels_flash3.cu / kernels_flash4.cu), then the automatic choice, which the
+  // decode graph below and the totals use.
+  const char* variants[] = {"1", "3", "3e", "3m", "4", "4s", nullptr};
   float t_fast = 0;
   for (const char* var : variants) {
     if (decode && var) continue;
