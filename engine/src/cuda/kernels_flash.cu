@@ -44,13 +44,7 @@ __global__ void __launch_bounds__(kThreads, 2) flash_fwd_kernel(const FlashParam
   const int g = lane >> 2, t4 = lane & 3;
   const int qb = p.n_qblocks - 1 - int(blockIdx.x);  // heaviest (causal) blocks first
   const int h = blockIdx.y;
-  const int kvh = h / (p.H / p.Hkv);
-  const int r0 = qb * kBr;
-  const int nr = min(kBr, p.n_q - r0);
-  const std::int64_t q_stride = std::int64_t(p.H) * D, kv_stride = std::int64_t(p.Hkv) * D;
-  const bf16* qg = p.q + std::int64_t(r0) * q_stride + std::int64_t(h) * D;
-  const bf16* kg = p.k + std::int64_t(kvh) * D;
-  const bf16* vg = p.v + std::int64_t(kvh) * D;
+  const auto [kvh, r0, nr, q_stride, kv_stride, qg, kg, vg] = block_rows<D, kBr>(p, h, qb);
 
   // Key ranges of the block's rows; padding rows get an empty range that widens nothing.
   if (tid < kBr) s_rng[tid] = tid < nr ? row_range(p, r0 + tid) : make_int2(INT_MAX, INT_MIN);

@@ -49,6 +49,27 @@ __device__ __forceinline__ int2 row_range(const FlashParams& p, int row) {
   return p.key_range[row];
 }
 
+/// Where a block of kRows query rows of head h works: its KV head, first row r0 and row count nr (the last block
+/// may be partial), the row strides and the global pointers to its Q rows and its KV head's K and V.
+struct BlockRows {
+  int kvh, r0, nr;
+  std::int64_t q_stride, kv_stride;
+  const bf16 *qg, *kg, *vg;
+};
+template <int D, int kRows>
+__device__ __forceinline__ BlockRows block_rows(const FlashParams& p, int h, int qb) {
+  BlockRows b;
+  b.kvh = h / (p.H / p.Hkv);
+  b.r0 = qb * kRows;
+  b.nr = min(kRows, p.n_q - b.r0);
+  b.q_stride = std::int64_t(p.H) * D;
+  b.kv_stride = std::int64_t(p.Hkv) * D;
+  b.qg = p.q + std::int64_t(b.r0) * b.q_stride + std::int64_t(h) * D;
+  b.kg = p.k + std::int64_t(b.kvh) * D;
+  b.vg = p.v + std::int64_t(b.kvh) * D;
+  return b;
+}
+
 /// The key ranges of a 128-row block's rows: thread tid (< 128) owns block row tid — its range [x, y) into s_rng[tid]
 /// (rows past nr get an empty range that widens nothing) — and lane 0 of each warp writes the union [lo, hi) and the
 /// intersection [maxlo, minhi) of its 32 rows' ranges to s_wrng[warp] as (lo, hi, maxlo, minhi).

@@ -79,13 +79,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) flash3_fwd_kernel(const 
   const int g = lane >> 2, t4 = lane & 3;
   const int h = blockIdx.x;
   const int qb = p.n_qblocks - 1 - int(blockIdx.y);  // heaviest (causal) query blocks first, all heads
-  const int kvh = h / (p.H / p.Hkv);
-  const int r0 = qb * kBr;
-  const int nr = min(kBr, p.n_q - r0);
-  const std::int64_t q_stride = std::int64_t(p.H) * D, kv_stride = std::int64_t(p.Hkv) * D;
-  const bf16* qg = p.q + std::int64_t(r0) * q_stride + std::int64_t(h) * D;
-  const bf16* kg = p.k + std::int64_t(kvh) * D;
-  const bf16* vg = p.v + std::int64_t(kvh) * D;
+  const auto [kvh, r0, nr, q_stride, kv_stride, qg, kg, vg] = block_rows<D, kBr>(p, h, qb);
   const float sc = p.scale_log2;
 
   // Key ranges: thread tid owns block row tid; per warp the union [w_lo, w_hi) and the intersection

@@ -125,6 +125,18 @@ double expect_close(const std::vector<float>& cpu, const std::vector<float>& gpu
   return nmse;
 }
 
+Status decode_step(ops::Backend* b, DecodeStepTensors& t, const ops::AttentionParams& p, float theta,
+                   ops::RopePairs pairs, std::span<const int> pos, std::span<const int> ids, std::int64_t n_keys) {
+  PIXTRAL_RETURN_IF_ERROR(b->embed(t.emb, *t.table, ids));
+  PIXTRAL_RETURN_IF_ERROR(b->rope(t.q, p.n_heads, p.head_dim, pos, theta, pairs));
+  PIXTRAL_RETURN_IF_ERROR(b->rope(t.k, p.n_kv_heads, p.head_dim, pos, theta, pairs));
+  PIXTRAL_RETURN_IF_ERROR(b->scatter_rows(t.k_cache, t.k, pos));
+  PIXTRAL_RETURN_IF_ERROR(b->scatter_rows(t.v_cache, t.v, pos));
+  ops::AttentionParams pp = p;
+  pp.q_offset = pos[0];
+  return b->attention(t.out, t.q, t.k_cache.slice_rows(0, n_keys), t.v_cache.slice_rows(0, n_keys), pp);
+}
+
 void expect_same_bits(const std::vector<float>& a, const std::vector<float>& b, const std::string& what) {
   ASSERT_EQ(a.size(), b.size()) << what;
   EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)), 0) << what << ": run twice, bits differ";

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <memory>
 #include <random>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -60,6 +61,19 @@ std::vector<float> download(ops::Backend* b, const ops::Tensor& t);
 /// NMSE of gpu vs cpu: Σ(g−c)² / Σc². Adds a failure (with `what`) when any value is NaN/Inf or above budget.
 double expect_close(const std::vector<float>& cpu, const std::vector<float>& gpu, double budget,
                     const std::string& what);
+/// The tensors of one decode step that the device decode state drives (cuda_ext.h), on one backend.
+struct DecodeStepTensors {
+  ops::Tensor q, k, v;   // this step's rows: q [T, H·D], k and v [T, Hkv·D]
+  ops::Tensor k_cache, v_cache;
+  ops::Tensor out, emb;  // attention output [T, H·D], embedded tokens [T, *]
+  const ops::Weight* table = nullptr;
+};
+/// embed(emb, ids); rope of q and k at `pos`; the KV append (scatter_rows at `pos`); causal attention of q over the
+/// first n_keys cache rows (q_offset = pos[0]; p gives heads, head_dim and scale). In device-state mode the spans'
+/// values are ignored (the device state supplies them), their sizes still count rows.
+Status decode_step(ops::Backend* b, DecodeStepTensors& t, const ops::AttentionParams& p, float theta,
+                   ops::RopePairs pairs, std::span<const int> pos, std::span<const int> ids, std::int64_t n_keys);
+
 /// Bitwise equality of two downloads (determinism).
 void expect_same_bits(const std::vector<float>& a, const std::vector<float>& b, const std::string& what);
 

@@ -82,18 +82,8 @@ TEST_F(CudaDecodeState, SeveralRowsReplayReadDeviceState) {
     p.causal = true;
     const float theta = 1e6f;
     const auto pairs = ops::RopePairs::interleaved;
-    auto step = [&](ops::Backend* b, ops::Tensor& qq, ops::Tensor& kk, ops::Tensor& vv, ops::Tensor& kcache,
-                    ops::Tensor& vcache, ops::Tensor& o, ops::Tensor& e, const ops::Weight& tab,
-                    std::span<const int> pos, std::span<const int> ids, std::int64_t n_keys) -> Status {
-      PIXTRAL_RETURN_IF_ERROR(b->embed(e, tab, ids));
-      PIXTRAL_RETURN_IF_ERROR(b->rope(qq, c.H, c.D, pos, theta, pairs));
-      PIXTRAL_RETURN_IF_ERROR(b->rope(kk, c.Hkv, c.D, pos, theta, pairs));
-      PIXTRAL_RETURN_IF_ERROR(b->scatter_rows(kcache, kk, pos));
-      PIXTRAL_RETURN_IF_ERROR(b->scatter_rows(vcache, vv, pos));
-      ops::AttentionParams pp = p;
-      pp.q_offset = pos[0];
-      return b->attention(o, qq, kcache.slice_rows(0, n_keys), vcache.slice_rows(0, n_keys), pp);
-    };
+    cuda_test::DecodeStepTensors tg{q->g, kr->g, vr->g, kc->g, vc->g, out->g, emb->g, &table->g};
+    cuda_test::DecodeStepTensors tc{q->c, kr->c, vr->c, kc->c, vc->c, out->c, emb->c, &table->c};
     if (c.one_stage) setenv("PIXTRAL_CUDA_ATTN_STAGES", "1", 1);  // read at launch: the graph keeps that kernel
     if (c.attention) setenv("PIXTRAL_CUDA_ATTENTION", c.attention, 1);
     if (c.flash) setenv("PIXTRAL_CUDA_FLASH", c.flash, 1);
@@ -103,12 +93,11 @@ TEST_F(CudaDecodeState, SeveralRowsReplayReadDeviceState) {
     ASSERT_TRUE(ext->set_decode_state(900, c.rows).ok());
     ASSERT_TRUE(ext->set_decode_tokens(warm_ids).ok());
     ext->set_device_state_mode(true);
-    ops::Tensor kg = kc->g, vg = vc->g;
-    Status st = step(G, q->g, kr->g, vr->g, kg, vg, out->g, emb->g, table->g, dummy, dummy, cap);  // eager warm-up
+    Status st = cuda_test::decode_step(G, tg, p, theta, pairs, dummy, dummy, cap);  // eager warm-up
     ASSERT_TRUE(st.ok()) << st.to_string();
     ASSERT_TRUE(G->synchronize().ok());
     ASSERT_TRUE(ext->begin_capture().ok());
-    st = step(G, q->g, kr->g, vr->g, kg, vg, out->g, emb->g, table->g, dummy, dummy, cap);
+    st = cuda_test::decode_step(G, tg, p, theta, pairs, dummy, dummy, cap);
     const Status end = ext->end_capture();
     ext->set_device_state_mode(false);
     ASSERT_TRUE(st.ok()) << st.to_string();
@@ -133,8 +122,7 @@ TEST_F(CudaDecodeState, SeveralRowsReplayReadDeviceState) {
         pos_v[std::size_t(i)] = pos + int(i);
         ids[std::size_t(i)] = int(rng_() % vocab);
       }
-      ops::Tensor kcc = kc->c, vcc = vc->c;
-      st = step(cpu_.get(), q->c, kr->c, vr->c, kcc, vcc, out->c, emb->c, table->c, pos_v, ids, pos + T);
+      st = cuda_test::decode_step(cpu_.get(), tc, p, theta, pairs, pos_v, ids, pos + T);
       ASSERT_TRUE(st.ok()) << st.to_string();
       ASSERT_TRUE(ext->set_decode_state(pos, c.rows).ok());
       ASSERT_TRUE(ext->set_decode_tokens(ids).ok());

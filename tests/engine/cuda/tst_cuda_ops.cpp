@@ -476,18 +476,8 @@ TEST_F(CudaOps, DecodeStepGraphReplayReadsDeviceState) {
     const float theta = 1e6f;
     const auto pairs = ops::RopePairs::halves;
     const std::vector<int> dummy_pos = {0}, dummy_ids = {0};  // sizes only: values come from the device state
-    auto step = [&](ops::Backend* b, ops::Tensor& qq, ops::Tensor& kk, ops::Tensor& vv, ops::Tensor& kcache,
-                    ops::Tensor& vcache, ops::Tensor& o, ops::Tensor& e, const ops::Weight& tab,
-                    std::span<const int> pos, std::span<const int> ids, std::int64_t n_keys) -> Status {
-      PIXTRAL_RETURN_IF_ERROR(b->embed(e, tab, ids));
-      PIXTRAL_RETURN_IF_ERROR(b->rope(qq, c.H, c.D, pos, theta, pairs));
-      PIXTRAL_RETURN_IF_ERROR(b->rope(kk, c.Hkv, c.D, pos, theta, pairs));
-      PIXTRAL_RETURN_IF_ERROR(b->scatter_rows(kcache, kk, pos));
-      PIXTRAL_RETURN_IF_ERROR(b->scatter_rows(vcache, vv, pos));
-      ops::AttentionParams pp = p;
-      pp.q_offset = pos[0];
-      return b->attention(o, qq, kcache.slice_rows(0, n_keys), vcache.slice_rows(0, n_keys), pp);
-    };
+    cuda_test::DecodeStepTensors tg{q->g, kr->g, vr->g, kc->g, vc->g, out->g, emb->g, &table->g};
+    cuda_test::DecodeStepTensors tc{q->c, kr->c, vr->c, kc->c, vc->c, out->c, emb->c, &table->c};
     // Warm up eagerly in device-state mode (scratch grows outside capture), then capture once.
     if (c.one_stage) setenv("PIXTRAL_CUDA_ATTN_STAGES", "1", 1);  // read at launch: the graph keeps that kernel
     if (c.flash) {
@@ -497,12 +487,11 @@ TEST_F(CudaOps, DecodeStepGraphReplayReadsDeviceState) {
     ASSERT_TRUE(ext->set_decode_state(999, 1).ok());
     ASSERT_TRUE(ext->set_decode_tokens(std::vector<int>{1}).ok());
     ext->set_device_state_mode(true);
-    ops::Tensor kg = kc->g, vg = vc->g;
-    Status st = step(G, q->g, kr->g, vr->g, kg, vg, out->g, emb->g, table->g, dummy_pos, dummy_ids, cap);
+    Status st = cuda_test::decode_step(G, tg, p, theta, pairs, dummy_pos, dummy_ids, cap);
     ASSERT_TRUE(st.ok()) << st.to_string();
     ASSERT_TRUE(G->synchronize().ok());
     ASSERT_TRUE(ext->begin_capture().ok());
-    st = step(G, q->g, kr->g, vr->g, kg, vg, out->g, emb->g, table->g, dummy_pos, dummy_ids, cap);
+    st = cuda_test::decode_step(G, tg, p, theta, pairs, dummy_pos, dummy_ids, cap);
     const Status end = ext->end_capture();
     ext->set_device_state_mode(false);
     unsetenv("PIXTRAL_CUDA_ATTN_STAGES");
@@ -524,8 +513,7 @@ TEST_F(CudaOps, DecodeStepGraphReplayReadsDeviceState) {
       reset(*out, nullptr);
       reset(*emb, nullptr);
       const std::vector<int> pos_v = {pos}, ids = {tok};
-      ops::Tensor kcc = kc->c, vcc = vc->c;
-      st = step(cpu_.get(), q->c, kr->c, vr->c, kcc, vcc, out->c, emb->c, table->c, pos_v, ids, pos + 1);
+      st = cuda_test::decode_step(cpu_.get(), tc, p, theta, pairs, pos_v, ids, pos + 1);
       ASSERT_TRUE(st.ok()) << st.to_string();
       ASSERT_TRUE(ext->set_decode_state(pos, 1).ok());
       ASSERT_TRUE(ext->set_decode_tokens(ids).ok());
