@@ -4,7 +4,6 @@
 // problem, at the prefill chunk sizes the session uses (2 × 2112 rows for the 4193-token page-QA prompt) and at
 // one 4193-row chunk. Prints TFLOP/s per shape and the per-layer / 40-layer totals, so a prefill's GEMM time
 // can be read against the card's bf16 rate (the largest square GEMM here) without profiling the whole run.
-// 'det best' / 'det': the best and the count of the candidates cuda_gemm.cu may keep (deterministic reduction).
 // Usage: pixtral_gemm_lab [reps=20]
 // ref: cuBLAS docs, cublasLtMatmulAlgoGetHeuristic / cublasLtMatmul (heuristic search, workspace).
 #include <cublasLt.h>
@@ -111,18 +110,6 @@ int main(int argc, char** argv) {
                          &beta, y, CUDA_R_16BF, N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   };
   // The best of cuBLASLt's heuristic candidates for the same problem (timed here, as a session could at load).
-  // As cuda_gemm.cu keeps them: splitK 1, or split-K partial sums reduced in fp32 in a separate step.
-  auto deterministic = [](const cublasLtMatmulAlgo_t& a) {
-    int splitk = 1;
-    unsigned scheme = 0;
-    std::size_t wr = 0;
-    GL_BLAS(cublasLtMatmulAlgoConfigGetAttribute(&a, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &splitk, sizeof splitk, &wr));
-    GL_BLAS(cublasLtMatmulAlgoConfigGetAttribute(&a, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &scheme, sizeof scheme,
-                                                 &wr));
-    return splitk <= 1 || scheme == CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
-  };
-  float best_det = 0;  // the last lt_best call's best among the deterministic candidates
-  int n_det = 0;
   auto lt_best = [&](int T, int N, int K, int* n_algos) {
     cublasLtMatmulDesc_t op;
     GL_BLAS(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
@@ -142,15 +129,12 @@ int main(int argc, char** argv) {
     GL_BLAS(cublasLtMatmulAlgoGetHeuristic(lt, op, la, lb, lc, lc, pref, 16, res, &found));
     *n_algos = found;
     float best = 1e30f;
-    best_det = 1e30f;
-    n_det = 0;
     for (int i = 0; i < found; ++i) {
       if (res[i].state != CUBLAS_STATUS_SUCCESS) continue;
       const float t = median_ms(s, reps, [&] {
         GL_BLAS(cublasLtMatmul(lt, op, &alpha, w, la, x, lb, &beta, y, lc, y, lc, &res[i].algo, ws, ws_bytes, s));
       });
       best = std::min(best, t);
-      if (deterministic(res[i].algo)) best_det = std::min(best_det, t), ++n_det;
     }
     cublasLtMatmulPreferenceDestroy(pref);
     cublasLtMatrixLayoutDestroy(la);
@@ -179,8 +163,8 @@ int main(int argc, char** argv) {
                       {"decoder, 1 chunk of 4193 rows", dec, 7, 4193, 1, 40},
                       {"vision, 4096 patches", vis, 6, 4096, 1, 24}};
   for (const Run& r : runs) {
-    std::printf("\n%s (%d layers)\n%-16s %6s %6s %6s  %9s %8s  %9s %8s %5s  %9s %4s\n", r.what, r.layers, "shape", "T",
-                "N", "K", "GemmEx us", "TFLOP/s", "Lt best", "TFLOP/s", "algos", "det best", "det");
+    std::printf("\n%s (%d layers)\n%-16s %6s %6s %6s  %9s %8s  %9s %8s %5s\n", r.what, r.layers, "shape", "T", "N",
+                "K", "GemmEx us", "TFLOP/s", "Lt best", "TFLOP/s", "algos");
     double layer_ex = 0, layer_lt = 0;
     for (int i = 0; i < r.n_shapes; ++i) {
       const Shape& sh = r.shapes[i];
@@ -188,9 +172,8 @@ int main(int argc, char** argv) {
       const float t_ex = median_ms(s, reps, [&] { gemm_ex(r.T, sh.N, sh.K); });
       int n_algos = 0;
       const float t_lt = lt_best(r.T, sh.N, sh.K, &n_algos);
-      std::printf("%-16s %6d %6d %6d  %9.1f %8.0f  %9.1f %8.0f %5d  %9.1f %4d\n", sh.name, r.T, sh.N, sh.K,
-                  t_ex * 1e3, flops / (t_ex * 1e-3) / 1e12, t_lt * 1e3, flops / (t_lt * 1e-3) / 1e12, n_algos,
-                  best_det * 1e3, n_det);
+      std::printf("%-16s %6d %6d %6d  %9.1f %8.0f  %9.1f %8.0f %5d\n", sh.name, r.T, sh.N, sh.K, t_ex * 1e3,
+                  flops / (t_ex * 1e-3) / 1e12, t_lt * 1e3, flops / (t_lt * 1e-3) / 1e12, n_algos);
       layer_ex += sh.per_layer * t_ex;
       layer_lt += sh.per_layer * std::min(t_lt, t_ex);
     }
