@@ -109,10 +109,9 @@ std::string run_child(const char* tune, int* exit_code) {
     return "readlink /proc/self/exe failed";
   }
   exe[n] = 0;
-  // env's -u options first: after a NAME=VALUE operand everything is the command.
-  const std::string cmd = std::string("env -u GTEST_OUTPUT -u PIXTRAL_CUDA_GEMM_TUNE PIXTRAL_CUDA_GEMM_LOG=1 ") +
-                          (tune ? std::string("PIXTRAL_CUDA_GEMM_TUNE=") + tune + " " : std::string()) + "'" + exe +
-                          "' --gtest_filter=CudaGemm.MatchesCpuAndRepeats 2>&1";
+  const std::string cmd = std::string("env -u GTEST_OUTPUT PIXTRAL_CUDA_GEMM_LOG=1 ") +
+                          (tune ? std::string("PIXTRAL_CUDA_GEMM_TUNE=") + tune : std::string("-u PIXTRAL_CUDA_GEMM_TUNE")) +
+                          " '" + exe + "' --gtest_filter=CudaGemm.MatchesCpuAndRepeats 2>&1";
   FILE* p = popen(cmd.c_str(), "r");
   if (!p) {
     *exit_code = -1;
