@@ -8,7 +8,6 @@
 #include <string>
 
 #include "cuda/cuda_backend.h"
-#include "cuda/cuda_gemm.h"
 #include "cuda/kernels_quant.cuh"
 
 namespace pixtral::cuda {
@@ -40,11 +39,13 @@ Status too_many_rows(const std::string& op, std::int64_t rows) {
 
 Status CudaBackend::gemm(void* out, DType out_t, const bf16* x, const bf16* w, std::int64_t T, std::int64_t N,
                          std::int64_t K) {
-  // Column-major view: outᵀ[N, T] = W[N, K] (stored as col-major [K, N], transposed) · xᵀ[K, T]. From
-  // kGemmTuneMinRows rows: the cuBLASLt algorithm timed once for the shape's bucket (cuda_gemm.h); below, GemmEx.
-  const GemmContext ctx{cublas_, stream_, cublas_ws_.ptr, cublas_ws_.cap, device_};
-  if (T >= kGemmTuneMinRows) return gemm_tuned(ctx, out, out_t, x, w, T, N, K);
-  return gemm_ex(ctx, out, out_t, x, w, T, N, K);
+  // Column-major view: outᵀ[N, T] = W[N, K] (stored as col-major [K, N], transposed) · xᵀ[K, T].
+  const float alpha = 1.f, beta = 0.f;
+  PIXTRAL_CUBLAS_CHECK(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, int(N), int(T), int(K), &alpha, w,
+                                    CUDA_R_16BF, int(K), x, CUDA_R_16BF, int(K), &beta, out,
+                                    out_t == DType::f32 ? CUDA_R_32F : CUDA_R_16BF, int(N), CUBLAS_COMPUTE_32F,
+                                    CUBLAS_GEMM_DEFAULT));
+  return {};
 }
 
 Result<const bf16*> CudaBackend::as_bf16(const ops::Tensor& x, Scratch& s, std::string_view what) {
