@@ -4,9 +4,8 @@
 // the card's measured copy bandwidth and bf16 GEMM rate. Validates first (NMSE vs a reference on the same random
 // bf16 data, never zeros), then times: warm-up, CUDA events, median of `reps`, inputs rotated across copies
 // totalling ≥ 4× L2 where the floor is bandwidth, so no run reads from cache.
-// Usage: pixtral_cuda_lab [reps=50] [gemv|attention|quant|q4bulk]   (gemv and attention when no section is named;
-//        quant: int8/int4 GEMV vs their byte floor, whole-matrix dequantization, prefill GEMM T=4096;
-//        q4bulk: the bulk-copy int4 GEMV vs q4mma, bit-equality then graph timing: lab/q4bulk_lab.cuh)
+// Usage: pixtral_cuda_lab [reps=50] [gemv|attention|quant]   (gemv and attention when no section is named;
+//        quant: int8/int4 GEMV vs their byte floor, whole-matrix dequantization, prefill GEMM T=4096)
 //        PIXTRAL_CUDA_PREFETCH=0 pixtral_cuda_lab ...     (same without the GEMV / decode-attention L2 prefetch)
 //        PIXTRAL_CUDA_PDL=0 pixtral_cuda_lab ...          (GEMV without programmatic dependent launch)
 //        (attention: the prefill shapes print flash-v1, v3's configurations flash-v3, -v3e, -v3m and flash-v4, -v4s
@@ -318,15 +317,12 @@ void quant_lab(int reps, double copy_bw, double gemm_rate, cudaStream_t s, cubla
   LAB_CHECK(cudaGetLastError());
 }
 
-#include "q4bulk_lab.cuh"  // NOLINT: the q4bulk section, after the lab's helpers
-
 int main(int argc, char** argv) {
   const int reps = argc > 1 ? std::max(3, std::atoi(argv[1])) : 50;
   const char* section = argc > 2 ? argv[2] : "";
   const bool do_gemv = !*section || !std::strcmp(section, "gemv");
   const bool do_attn = !*section || !std::strcmp(section, "attention");
   const bool do_quant = !std::strcmp(section, "quant");
-  const bool do_q4bulk = !std::strcmp(section, "q4bulk");
   double gemm_rate = 0;
   cudaDeviceProp prop{};
   LAB_CHECK(cudaGetDeviceProperties(&prop, 0));
@@ -389,7 +385,6 @@ int main(int argc, char** argv) {
                                                   prop.multiProcessorCount);
   }
   if (do_quant) quant_lab(reps, copy_bw, gemm_rate, s, h, prop.l2CacheSize);
-  if (do_q4bulk) q4bulk_lab(reps, copy_bw, s, prop.l2CacheSize);
   if (!do_gemv) {
     cublasDestroy(h);
     return 0;
