@@ -36,6 +36,8 @@ CudaBackend::~CudaBackend() {
                      &quant_src_, &sample_ws_})
     if (s->ptr) cudaFree(s->ptr);
   if (staging_host_) cudaFreeHost(staging_host_);
+  if (pixels_host_) cudaFreeHost(pixels_host_);
+  if (pixels_copied_) cudaEventDestroy(pixels_copied_);
   for (auto& [dev, host] : host_weights_) cudaFreeHost(host);
   if (decode_host_) cudaFreeHost(decode_host_);
   if (sample_host_) cudaFreeHost(sample_host_);

@@ -109,6 +109,9 @@ class CudaBackend final : public ops::Backend, public ops::CudaExtension {
   /// Copy host bytes to device through the pinned staging ring; returns the device address (valid for ops
   /// queued until the ring wraps, i.e. for the op being queued).
   Result<void*> stage(const void* host, std::size_t bytes);
+  /// patch_embed's pixels, rounded to bf16 on host threads into pinned memory and copied asynchronously into
+  /// pixels_; an error (pinned memory refused) leaves the caller to copy the fp32 pixels instead.
+  Status upload_pixels_bf16(const float* pixels, std::size_t n);
   /// Device table of per-pair frequencies for RoPE (cached per theta/head_dim/kind).
   Result<const float*> rope_freq(float theta, int head_dim, bool two_d);
   /// x as bf16 for cuBLAS (x itself when already bf16, else converted into scratch).
@@ -141,6 +144,10 @@ class CudaBackend final : public ops::Backend, public ops::CudaExtension {
   int* sample_host_ = nullptr;    // pinned: the sampled token
   Scratch dequant_, quant_src_;  // quantized weights: prefill dequantization tile, bf16 rows being quantized
   char* staging_host_ = nullptr;  // pinned, kStagingBytes, two halves
+  std::uint16_t* pixels_host_ = nullptr;  // pinned: an image's pixels as bf16 (patch_embed), pixels_host_n_ values
+  std::size_t pixels_host_n_ = 0;
+  cudaEvent_t pixels_copied_ = nullptr;   // recorded after the last copy out of pixels_host_
+  bool pixels_copy_pending_ = false;
   std::size_t staging_off_ = 0;  // absolute offset of the next copy in the ring
   int staging_half_ = 0;          // the half staging_off_ is in (explicit: an exactly full half is ambiguous)
   cudaEvent_t staging_done_[2] = {nullptr, nullptr};

@@ -2,10 +2,13 @@
 // CudaBackend ops: shape validation (specific invalid_argument messages), staging of host spans, and dispatch to
 // the launchers in kernels_*.cu or cuBLAS. Semantics are those of the CPU twin (engine/src/cpu); see
 // ops/backend.h for each op's contract.
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "cuda/cuda_backend.h"
 #include "cuda/kernels_quant.cuh"
@@ -394,6 +397,43 @@ Status CudaBackend::scatter_rows(ops::Tensor dst, const ops::Tensor& src, std::s
                              std::int64_t(rows.size()), src.cols, stream_);
 }
 
+Status CudaBackend::upload_pixels_bf16(const float* pixels, std::size_t n) {
+  if (pixels_copy_pending_) {  // the previous image's copy out of pixels_host_ must be done before it is rewritten
+    PIXTRAL_CUDA_CHECK(cudaEventSynchronize(pixels_copied_));
+    pixels_copy_pending_ = false;
+  }
+  if (!pixels_copied_) PIXTRAL_CUDA_CHECK(cudaEventCreateWithFlags(&pixels_copied_, cudaEventDisableTiming));
+  if (pixels_host_n_ < n) {
+    if (pixels_host_) cudaFreeHost(pixels_host_);
+    pixels_host_ = nullptr;
+    pixels_host_n_ = 0;
+    void* h = nullptr;
+    if (cudaMallocHost(&h, n * 2) != cudaSuccess) {
+      (void)cudaGetLastError();  // not this op's error: the caller falls back to pageable fp32
+      return Status(ErrorCode::out_of_memory, "cuda patch_embed: no pinned host memory for the pixels");
+    }
+    pixels_host_ = static_cast<std::uint16_t*>(h);
+    pixels_host_n_ = n;
+  }
+  PIXTRAL_RETURN_IF_ERROR(ensure(pixels_, n * 2, "image pixels"));
+  // Round to nearest even on host threads (f32_to_bf16: the device's __float2bfloat16_rn for finite values); a
+  // 1024×1024 image is 3 M values.
+  const unsigned hw = std::thread::hardware_concurrency();
+  const std::size_t threads = n < (std::size_t(1) << 18) ? 1 : std::size_t(std::clamp(hw == 0 ? 1u : hw, 1u, 8u));
+  auto convert = [&](std::size_t b) {
+    const std::size_t i0 = n * b / threads, i1 = n * (b + 1) / threads;
+    for (std::size_t i = i0; i < i1; ++i) pixels_host_[i] = f32_to_bf16(pixels[i]);
+  };
+  std::vector<std::thread> pool;
+  for (std::size_t b = 1; b < threads; ++b) pool.emplace_back(convert, b);
+  convert(0);
+  for (auto& t : pool) t.join();
+  PIXTRAL_CUDA_CHECK(cudaMemcpyAsync(pixels_.ptr, pixels_host_, n * 2, cudaMemcpyHostToDevice, stream_));
+  PIXTRAL_CUDA_CHECK(cudaEventRecord(pixels_copied_, stream_));
+  pixels_copy_pending_ = true;
+  return {};
+}
+
 Status CudaBackend::patch_embed(ops::Tensor out, const float* pixels_chw, int channels, int height, int width,
                                 int patch, const ops::Weight& conv) {
   if (patch <= 0 || height % patch || width % patch)
@@ -408,12 +448,17 @@ Status CudaBackend::patch_embed(ops::Tensor out, const float* pixels_chw, int ch
                                   " patches");
   if (n_patches == 0) return {};
   const std::size_t n_pix = std::size_t(channels) * height * width;
-  PIXTRAL_RETURN_IF_ERROR(ensure(pixels_, n_pix * 4, "image pixels"));
   PIXTRAL_RETURN_IF_ERROR(ensure(im2col_, std::size_t(n_patches * K) * 2, "patch matrix (im2col)"));
-  PIXTRAL_CUDA_CHECK(cudaMemcpyAsync(pixels_.ptr, pixels_chw, n_pix * 4, cudaMemcpyHostToDevice, stream_));
   auto* cols = static_cast<bf16*>(im2col_.ptr);
-  PIXTRAL_RETURN_IF_ERROR(
-      launch_im2col(cols, static_cast<const float*>(pixels_.ptr), channels, height, width, patch, stream_));
+  // The pixels cross the bus as the bf16 values im2col rounds them to anyway (half the bytes, from pinned memory,
+  // asynchronously); where pinned memory is refused, as fp32 from the caller's memory.
+  DType pixels_t = DType::bf16;
+  if (capturing_ || !upload_pixels_bf16(pixels_chw, n_pix).ok()) {
+    pixels_t = DType::f32;
+    PIXTRAL_RETURN_IF_ERROR(ensure(pixels_, n_pix * 4, "image pixels"));
+    PIXTRAL_CUDA_CHECK(cudaMemcpyAsync(pixels_.ptr, pixels_chw, n_pix * 4, cudaMemcpyHostToDevice, stream_));
+  }
+  PIXTRAL_RETURN_IF_ERROR(launch_im2col(cols, pixels_.ptr, pixels_t, channels, height, width, patch, stream_));
   if (gemv_supported(n_patches, K, cols, DType::bf16, conv.data))
     return launch_gemv(out.data, out.dtype, cols, DType::bf16, wptr(conv), nullptr, n_patches, conv.rows, K, stream_);
   return gemm(out.data, out.dtype, cols, wptr(conv), n_patches, conv.rows, K);

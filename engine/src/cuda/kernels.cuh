@@ -81,7 +81,7 @@ Status launch_rope(void* x, DType t, std::int64_t T, int n_heads, int head_dim, 
 Status launch_rope_append(void* qkv, DType t, void* k_cache, void* v_cache, DType cache_t, const int* pos, int nh,
                           int nkv, int head_dim, const float* freq, bool halves, cudaStream_t s);
 /// out[(H/P)*(W/P), C*P*P] (bf16) = patches of the fp32 CHW image, each pixel rounded to bf16.
-Status launch_im2col(bf16* out, const float* pixels, int C, int H, int W, int P, cudaStream_t s);
+Status launch_im2col(bf16* out, const void* pixels, DType pixels_t, int C, int H, int W, int P, cudaStream_t s);
 
 // ---- kernels_gemv.cu -------------------------------------------------------------------------------------
 /// Largest row count the batch GEMV path handles (one pass over W for all rows).

@@ -300,7 +300,8 @@ __global__ void rope_append_kernel(T* qkv, TC* k_cache, TC* v_cache, const int* 
 }
 
 // out[p, ch*P*P + ky*P + kx] = bf16(pixels[ch, r*P + ky, c*P + kx]) for patch p = r * (W/P) + c.
-__global__ void im2col_kernel(bf16* out, const float* pixels, int C, int H, int W, int P, std::int64_t n) {
+template <class TP>
+__global__ void im2col_kernel(bf16* out, const TP* pixels, int C, int H, int W, int P, std::int64_t n) {
   const int cols_p = W / P;
   const int K = C * P * P;
   for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < n;
@@ -309,7 +310,7 @@ __global__ void im2col_kernel(bf16* out, const float* pixels, int C, int H, int 
     const int k = int(i % K);
     const int ch = k / (P * P), ky = (k / P) % P, kx = k % P;
     const int r = int(p / cols_p), c = int(p % cols_p);
-    out[i] = __float2bfloat16_rn(pixels[(std::int64_t(ch) * H + r * P + ky) * W + c * P + kx]);
+    out[i] = from_f32<bf16>(to_f32(pixels[(std::int64_t(ch) * H + r * P + ky) * W + c * P + kx]));
   }
 }
 
@@ -522,12 +523,15 @@ Status launch_rope_append(void* qkv, DType t, void* k_cache, void* v_cache, DTyp
   });
 }
 
-Status launch_im2col(bf16* out, const float* pixels, int C, int H, int W, int P, cudaStream_t s) {
+Status launch_im2col(bf16* out, const void* pixels, DType pixels_t, int C, int H, int W, int P, cudaStream_t s) {
   const std::int64_t n = std::int64_t(H / P) * (W / P) * C * P * P;
   if (n == 0) return {};
-  im2col_kernel<<<grid_for(n), kBlock, 0, s>>>(out, pixels, C, H, W, P, n);
-  PIXTRAL_CUDA_LAUNCH_CHECK(im2col_kernel);
-  return {};
+  return dispatch_act(pixels_t, [&](auto tp) {
+    using TP = typename decltype(tp)::type;
+    im2col_kernel<<<grid_for(n), kBlock, 0, s>>>(out, static_cast<const TP*>(pixels), C, H, W, P, n);
+    PIXTRAL_CUDA_LAUNCH_CHECK(im2col_kernel);
+    return Status{};
+  });
 }
 
 }  // namespace pixtral::cuda
