@@ -364,11 +364,8 @@ Status launch_typed(const AttentionLaunch& a, cudaStream_t s) {
   const FlashParams p = make_params(a, kBr);
   constexpr std::size_t smem = smem_bytes<D>();
   auto kernel = flash4_fwd_kernel<D, TO, kSplitPV>;
-  static bool smem_set = false;  // per instantiation; cudaFuncSetAttribute is not a stream operation
-  if (!smem_set) {
-    PIXTRAL_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-    smem_set = true;
-  }
+  // Once per device and instantiation (kernels.cuh); cudaFuncSetAttribute is not a stream operation.
+  PIXTRAL_RETURN_IF_ERROR(allow_dynamic_smem(kernel, smem, "flash attention v4"));
   const dim3 grid(unsigned(a.n_heads), unsigned(p.n_qblocks));
   kernel<<<grid, kThreads, smem, s>>>(p);
   PIXTRAL_CUDA_LAUNCH_CHECK(flash4_fwd_kernel);
