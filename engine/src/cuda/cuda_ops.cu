@@ -3,13 +3,13 @@
 // the launchers in kernels_*.cu or cuBLAS. Semantics are those of the CPU twin (engine/src/cpu); see
 // ops/backend.h for each op's contract.
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <string>
-#include <thread>
-#include <vector>
 
+#include "core/bands.h"
 #include "cuda/cuda_backend.h"
 #include "cuda/kernels_quant.cuh"
 
@@ -398,6 +398,8 @@ Status CudaBackend::scatter_rows(ops::Tensor dst, const ops::Tensor& src, std::s
 }
 
 Status CudaBackend::upload_pixels_bf16(const float* pixels, std::size_t n) {
+  if (n > std::size_t(INT_MAX))  // for_bands counts in int; such an image takes the fp32 path
+    return Status(ErrorCode::invalid_argument, "cuda patch_embed: too many pixels for the bf16 upload");
   if (pixels_copy_pending_) {  // the previous image's copy out of pixels_host_ must be done before it is rewritten
     PIXTRAL_CUDA_CHECK(cudaEventSynchronize(pixels_copied_));
     pixels_copy_pending_ = false;
@@ -418,16 +420,9 @@ Status CudaBackend::upload_pixels_bf16(const float* pixels, std::size_t n) {
   PIXTRAL_RETURN_IF_ERROR(ensure(pixels_, n * 2, "image pixels"));
   // Round to nearest even on host threads (f32_to_bf16: the device's __float2bfloat16_rn for finite values); a
   // 1024×1024 image is 3 M values.
-  const unsigned hw = std::thread::hardware_concurrency();
-  const std::size_t threads = n < (std::size_t(1) << 18) ? 1 : std::size_t(std::clamp(hw == 0 ? 1u : hw, 1u, 8u));
-  auto convert = [&](std::size_t b) {
-    const std::size_t i0 = n * b / threads, i1 = n * (b + 1) / threads;
-    for (std::size_t i = i0; i < i1; ++i) pixels_host_[i] = f32_to_bf16(pixels[i]);
-  };
-  std::vector<std::thread> pool;
-  for (std::size_t b = 1; b < threads; ++b) pool.emplace_back(convert, b);
-  convert(0);
-  for (auto& t : pool) t.join();
+  for_bands(int(n), band_threads(n), [&](int i0, int i1) {
+    for (int i = i0; i < i1; ++i) pixels_host_[i] = f32_to_bf16(pixels[i]);
+  });
   PIXTRAL_CUDA_CHECK(cudaMemcpyAsync(pixels_.ptr, pixels_host_, n * 2, cudaMemcpyHostToDevice, stream_));
   PIXTRAL_CUDA_CHECK(cudaEventRecord(pixels_copied_, stream_));
   pixels_copy_pending_ = true;

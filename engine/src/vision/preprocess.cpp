@@ -10,7 +10,7 @@
 #include <cstring>
 #include <string>
 
-#include "vision/bands.h"
+#include "core/bands.h"
 #include "vision/resize.h"
 
 namespace pixtral::vision {

@@ -8,7 +8,7 @@
 #include <cmath>
 #include <cstring>
 
-#include "vision/bands.h"
+#include "core/bands.h"
 
 namespace pixtral::vision {
 namespace {

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-// Row bands on threads for the image preprocessing (a 1024×1024 page image is ~3 M values on the time-to-first-
-// token path: ~5 ms on one core). Each band's rows are computed by exactly the code a single thread would run, so
+// Contiguous bands of rows (or values) on a few host threads, for host-side work on the time-to-first-token path:
+// the image preprocessing (vision/preprocess.cpp, vision/resize.cpp: a 1024×1024 page image is ~3 M values, ~5 ms on
+// one core) and the CUDA backend's bf16 pixel conversion. Each band runs exactly the code a single thread would, so
 // the output does not depend on the number of threads.
 #pragma once
 
@@ -9,7 +10,7 @@
 #include <thread>
 #include <vector>
 
-namespace pixtral::vision {
+namespace pixtral {
 
 /// Threads worth using for `values` output values: 1 below ~256 K values (thread start-up would dominate), else
 /// up to 8 (the work is memory-bound beyond that), never more than the machine has.
@@ -35,4 +36,4 @@ void for_bands(int n, int threads, Fn&& fn) {
   for (auto& t : pool) t.join();
 }
 
-}  // namespace pixtral::vision
+}  // namespace pixtral
