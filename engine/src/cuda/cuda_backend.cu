@@ -5,6 +5,8 @@
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <cstdint>
+#include <cstdlib>
 #include <cstdio>
 #include <cstring>
 
@@ -47,6 +49,7 @@ CudaBackend::~CudaBackend() {
     if (e) cudaEventDestroy(e);
   if (cublas_) cublasDestroy(cublas_);
   if (stream_) cudaStreamDestroy(stream_);
+  if (pool_) cudaMemPoolDestroy(pool_);  // tensors still out are released with their last free
 }
 
 Result<CudaBackend*> CudaBackend::create(int device) {
@@ -70,6 +73,18 @@ Status CudaBackend::init(int device) {
   PIXTRAL_CUDA_CHECK(cudaDeviceGetAttribute(&max_smem_, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
   PIXTRAL_CUDA_CHECK(cudaDeviceGetAttribute(&smem_per_sm_, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device));
   PIXTRAL_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  int pools = 0;
+  PIXTRAL_CUDA_CHECK(cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, device));
+  const char* pool_env = std::getenv("PIXTRAL_CUDA_POOL");
+  if (pools && !(pool_env && pool_env[0] == '0')) {
+    cudaMemPoolProps props{};
+    props.allocType = cudaMemAllocationTypePinned;
+    props.location.type = cudaMemLocationTypeDevice;
+    props.location.id = device;
+    PIXTRAL_CUDA_CHECK(cudaMemPoolCreate(&pool_, &props));
+    std::uint64_t keep = UINT64_MAX;  // never hand freed memory back on its own (trimmed only when cudaMalloc fails)
+    PIXTRAL_CUDA_CHECK(cudaMemPoolSetAttribute(pool_, cudaMemPoolAttrReleaseThreshold, &keep));
+  }
   PIXTRAL_CUBLAS_CHECK(cublasCreate(&cublas_));
   PIXTRAL_CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
   // Reductions inside cuBLAS stay in fp32 even with bf16 outputs (split-K), and no atomics: deterministic.
@@ -130,20 +145,32 @@ Status CudaBackend::set_decode_tokens(std::span<const int> ids) {
 
 // ---- memory ------------------------------------------------------------------------------------------------
 
-Result<void*> CudaBackend::device_alloc(std::size_t bytes, std::string_view what) {
+Status CudaBackend::injected_failure(std::size_t bytes, std::string_view what) {
   if (fail_after_ > 0 && --fail_after_ == 0)
     return Status(ErrorCode::out_of_memory, "out of GPU memory allocating " + std::string(what) + " (" +
                                                 mib(bytes) + "; injected failure)");
+  return {};
+}
+
+Status CudaBackend::out_of_memory(std::size_t bytes, std::string_view what) {
+  cudaGetLastError();  // clear the (non-sticky) allocation error
+  std::size_t free_b = 0, total_b = 0;
+  memory_info(&free_b, &total_b);
+  return Status(ErrorCode::out_of_memory, "out of GPU memory allocating " + std::string(what) + " (" + mib(bytes) +
+                                              " requested, " + mib(free_b) + " free of " + mib(total_b) + ")");
+}
+
+Result<void*> CudaBackend::device_alloc(std::size_t bytes, std::string_view what) {
+  PIXTRAL_RETURN_IF_ERROR(injected_failure(bytes, what));
   void* p = nullptr;
   cudaError_t e = cudaMalloc(&p, std::max<std::size_t>(bytes, 16));
-  if (e == cudaErrorMemoryAllocation) {
-    cudaGetLastError();  // clear the sticky-free error state
-    std::size_t free_b = 0, total_b = 0;
-    cudaMemGetInfo(&free_b, &total_b);
-    return Status(ErrorCode::out_of_memory, "out of GPU memory allocating " + std::string(what) + " (" +
-                                                mib(bytes) + " requested, " + mib(free_b) + " free of " +
-                                                mib(total_b) + ")");
+  if (e == cudaErrorMemoryAllocation && pool_) {  // the pool may hold freed activations: give them back, retry
+    cudaGetLastError();
+    PIXTRAL_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    PIXTRAL_CUDA_CHECK(cudaMemPoolTrimTo(pool_, 0));
+    e = cudaMalloc(&p, std::max<std::size_t>(bytes, 16));
   }
+  if (e == cudaErrorMemoryAllocation) return out_of_memory(bytes, what);
   if (e != cudaSuccess) return cuda_error(e, "cudaMalloc", __FILE__, __LINE__);
   allocated_ += bytes;
   peak_ = std::max(peak_, allocated_);
@@ -206,14 +233,38 @@ Result<ops::Tensor> CudaBackend::alloc(std::int64_t rows, std::int64_t cols, DTy
     return Status(ErrorCode::unsupported, std::string("cuda alloc ") + std::string(what) + ": dtype " +
                                               dtype_name(dtype) + " (activations are f32 or bf16)");
   ops::Tensor t{nullptr, rows, cols, dtype};
-  auto p = device_alloc(t.bytes(), what);
-  if (!p.ok()) return p.status();
-  t.data = *p;
+  if (!pool_) {
+    auto p = device_alloc(t.bytes(), what);
+    if (!p.ok()) return p.status();
+    t.data = *p;
+    return t;
+  }
+  // Stream-ordered: the memory is usable by work queued on stream_ after this call (every op runs there).
+  if (capturing_)
+    return Status(ErrorCode::internal, "cuda alloc " + std::string(what) + " inside a captured graph");
+  const std::size_t bytes = std::max<std::size_t>(t.bytes(), 16);
+  PIXTRAL_RETURN_IF_ERROR(injected_failure(bytes, what));
+  cudaError_t e = cudaMallocFromPoolAsync(&t.data, bytes, pool_, stream_);
+  if (e == cudaErrorMemoryAllocation) {  // its own free blocks may be too small: return them whole, retry once
+    cudaGetLastError();
+    PIXTRAL_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    PIXTRAL_CUDA_CHECK(cudaMemPoolTrimTo(pool_, 0));
+    e = cudaMallocFromPoolAsync(&t.data, bytes, pool_, stream_);
+  }
+  if (e == cudaErrorMemoryAllocation) return out_of_memory(bytes, what);
+  if (e != cudaSuccess) return cuda_error(e, "cudaMallocFromPoolAsync", __FILE__, __LINE__);
+  allocated_ += t.bytes();
+  peak_ = std::max(peak_, allocated_);
   return t;
 }
 
 void CudaBackend::free(ops::Tensor& t) {
-  device_free(t.data, t.bytes());
+  if (pool_ && t.data) {
+    cudaFreeAsync(t.data, stream_);  // after the work queued so far; no wait
+    allocated_ -= std::min(allocated_, std::size_t(t.bytes()));
+  } else {
+    device_free(t.data, t.bytes());
+  }
   t.data = nullptr;
 }
 
@@ -376,6 +427,12 @@ Status CudaBackend::synchronize() {
 
 Status CudaBackend::memory_info(std::size_t* free_bytes, std::size_t* total_bytes) {
   PIXTRAL_CUDA_CHECK(cudaMemGetInfo(free_bytes, total_bytes));
+  if (pool_) {  // what the pool keeps but no tensor uses is free to us: a cudaMalloc that needs it trims the pool
+    std::uint64_t reserved = 0, used = 0;
+    PIXTRAL_CUDA_CHECK(cudaMemPoolGetAttribute(pool_, cudaMemPoolAttrReservedMemCurrent, &reserved));
+    PIXTRAL_CUDA_CHECK(cudaMemPoolGetAttribute(pool_, cudaMemPoolAttrUsedMemCurrent, &used));
+    if (reserved > used) *free_bytes += std::size_t(reserved - used);
+  }
   return {};
 }
 

@@ -102,6 +102,9 @@ class CudaBackend final : public ops::Backend, public ops::CudaExtension {
   /// cudaMalloc with fault injection and an out_of_memory message naming `what` and the free memory.
   Result<void*> device_alloc(std::size_t bytes, std::string_view what);
   void device_free(void* p, std::size_t bytes);
+  /// The injected allocation failure (fail_allocation_after), if this allocation is the one.
+  Status injected_failure(std::size_t bytes, std::string_view what);
+  Status out_of_memory(std::size_t bytes, std::string_view what);
   /// Copy one host tensor into device bf16 at dst (f16/f32 converted on the device).
   Status upload_into(bf16* dst, const WeightView& w);
   /// Ensure `s` holds `bytes` (grows by 1.5× after a stream sync; contents are not kept).
@@ -137,6 +140,10 @@ class CudaBackend final : public ops::Backend, public ops::CudaExtension {
   int max_smem_ = 48 * 1024;
   int smem_per_sm_ = 100 * 1024;
   cudaStream_t stream_ = nullptr;
+  // Activations (alloc/free) come from a stream-ordered pool that keeps what is freed: a second image or prompt
+  // reuses the first one's memory without cudaMalloc/cudaFree (cudaFree waits for the whole device). Null where
+  // the device has no memory pools or PIXTRAL_CUDA_POOL=0 (A/B switch): plain cudaMalloc then.
+  cudaMemPool_t pool_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
   Scratch cublas_ws_, convert_, im2col_, pixels_, attn_ws_, staging_dev_;
   std::unordered_map<const void*, void*> host_weights_;  // upload_weight_host: device pointer -> pinned host block

@@ -238,24 +238,47 @@ __global__ void rope_kernel(T* x, std::int64_t n_items, int n_heads, int head_di
   // One thread per (row, pair index m): the angle and its sin/cos (double, rounded to float) are computed once
   // and applied to that pair of every head of the row — the same float math per element as one thread per pair,
   // with n_heads× fewer sincos calls; a warp's consecutive m touch consecutive pairs of a head (coalesced).
+  // The heads go in batches of kBatch whose loads are all issued before the first store: one memory round trip
+  // a batch instead of one a head (the loop was latency-bound: 32 dependent round trips a thread at 32 heads).
+  constexpr int kBatch = 8;
   const int half = head_dim / 2;
   for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < n_items;
        i += std::int64_t(gridDim.x) * blockDim.x) {
     const int m = int(i % half);
     const std::int64_t t = i / half;
     const int pos = m < split ? pos_a[t] : pos_b[t];
+    const int i0 = halves ? m : 2 * m;
+    const int i1 = halves ? m + half : 2 * m + 1;
+    T* row = x + t * n_heads * head_dim;
+    float x0[kBatch], x1[kBatch];
+    const int h_first = min(kBatch, n_heads);
+#pragma unroll
+    for (int j = 0; j < kBatch; ++j)
+      if (j < h_first) {  // the first batch's loads go out before the sincos
+        x0[j] = to_f32(row[std::int64_t(j) * head_dim + i0]);
+        x1[j] = to_f32(row[std::int64_t(j) * head_dim + i1]);
+      }
     const float angle = __fmul_rn(float(pos), freq[m]);
     double sd, cd;
     sincos(double(angle), &sd, &cd);
     const float sn = float(sd), cs = float(cd);
-    const int i0 = halves ? m : 2 * m;
-    const int i1 = halves ? m + half : 2 * m + 1;
-    T* row = x + t * n_heads * head_dim;
-    for (int hh = 0; hh < n_heads; ++hh) {
-      T* head = row + std::int64_t(hh) * head_dim;
-      const float x0 = to_f32(head[i0]), x1 = to_f32(head[i1]);
-      head[i0] = from_f32<T>(__fsub_rn(__fmul_rn(x0, cs), __fmul_rn(x1, sn)));
-      head[i1] = from_f32<T>(__fadd_rn(__fmul_rn(x0, sn), __fmul_rn(x1, cs)));
+    for (int h0 = 0; h0 < n_heads; h0 += kBatch) {
+      const int nb = min(kBatch, n_heads - h0);
+      if (h0 > 0) {
+#pragma unroll
+        for (int j = 0; j < kBatch; ++j)
+          if (j < nb) {
+            x0[j] = to_f32(row[std::int64_t(h0 + j) * head_dim + i0]);
+            x1[j] = to_f32(row[std::int64_t(h0 + j) * head_dim + i1]);
+          }
+      }
+#pragma unroll
+      for (int j = 0; j < kBatch; ++j)
+        if (j < nb) {
+          T* head = row + std::int64_t(h0 + j) * head_dim;
+          head[i0] = from_f32<T>(__fsub_rn(__fmul_rn(x0[j], cs), __fmul_rn(x1[j], sn)));
+          head[i1] = from_f32<T>(__fadd_rn(__fmul_rn(x0[j], sn), __fmul_rn(x1[j], cs)));
+        }
     }
   }
 }
