@@ -63,9 +63,10 @@ Status encode_images(ops::Backend& be, const ModelConfig& cfg, const VisionWeigh
   ap.scale = 1.0f / std::sqrt(float(hd));
   ap.causal = false;
   ap.segments = seg;
-  for (int il = 0; il < vc.num_hidden_layers; ++il) {
+  const int n_layers = vc.num_hidden_layers;
+  if (n_layers > 0) PX_TRY(be.rms_norm(y, h, w.layers[0].attention_norm, vc.norm_eps));
+  for (int il = 0; il < n_layers; ++il) {
     const BlockWeights& b = w.layers[il];
-    PX_TRY(be.rms_norm(y, h, b.attention_norm, vc.norm_eps));
     PX_TRY(be.matmul(q, y, b.wq));
     PX_TRY(be.matmul(k, y, b.wk));
     PX_TRY(be.matmul(v, y, b.wv));
@@ -78,7 +79,10 @@ Status encode_images(ops::Backend& be, const ModelConfig& cfg, const VisionWeigh
     PX_TRY(be.matmul(u, y, b.w3));
     PX_TRY(be.silu_mul(g, g, u));
     PX_TRY(be.matmul(o, g, b.w2));
-    PX_TRY(be.add(h, o));
+    if (il + 1 < n_layers)  // h += mlp out; y = the next layer's attention_norm(h)
+      PX_TRY(be.add_rms_norm(h, o, y, w.layers[il + 1].attention_norm, vc.norm_eps));
+    else
+      PX_TRY(be.add(h, o));
     if (be.tracing()) be.trace(lname("vision.layers.", il, "out"), h);
   }
 
