@@ -10,7 +10,8 @@
 // ref: FlashAttention-2 (Dao 2023) Alg. 1; flash-attention csrc/flash_attn/src/flash_fwd_kernel.h (fragment
 // layouts, P kept in registers as the A operand of P·V); PTX ISA §9.7.14.5.8 (m16n8k16 fragment layout).
 // This file: v1 and the dispatch between v1, v3 (kernels_flash3.cu: 128 rows a block, two m16 tiles a warp, a lean
-// softmax) and v4 (kernels_flash4.cu: wgmma on sm_90a).
+// softmax), v4 (kernels_flash4.cu: wgmma on sm_90a) and v5 (kernels_flash5.cu: wgmma with TMA loads and warp
+// specialization, forced only).
 #include <climits>
 #include <cstdint>
 #include <cstdio>
@@ -215,8 +216,10 @@ bool aligned16(const void* p) { return (reinterpret_cast<std::uintptr_t>(p) & 15
 // two m16 tiles a warp) wherever it can run and the launch fills its blocks (below 128 rows their warps would idle
 // where v1 spreads the rows over 4 warps). H200 lab: decoder 4193 causal hd128 v4 430 µs (335 TFLOP/s), v3 524, v1
 // 757; vision 4096 patches hd64 v4 270 µs, v3 277, v1 365. PIXTRAL_CUDA_FLASH, read per launch, forces a variant
-// (A/B timing, tests): "1" v1, "3" / "3e" / "3m" v3 and its configurations, "4" / "4s" v4; v3 falls back to v1
-// where it cannot run, v4 to v3 (said once on stderr). Returns 1, 3 or 4; *config = the character after the digit.
+// (A/B timing, tests): "1" v1, "3" / "3e" / "3m" v3 and its configurations, "4" / "4s" v4, "5" / "5p" / "5n" v5
+// (kernels_flash5.cu: TMA, warp specialization; not automatic until measured); v3 falls back to v1 where it cannot
+// run, v4 to v3, v5 to v4 then v3 (v4's and v5's fallbacks said once on stderr). Returns 1, 3, 4 or 5; *config = the
+// character after the digit.
 constexpr std::int64_t kFlashBigMinRows = 128;
 int pick_flash(const AttentionLaunch& a, char* config) {
   const char* e = std::getenv("PIXTRAL_CUDA_FLASH");
@@ -233,6 +236,19 @@ int pick_flash(const AttentionLaunch& a, char* config) {
     }
     *config = '\0';
     return flash3_supported(a) ? 3 : 1;
+  }
+  if (e && e[0] == '5') {
+    *config = e[1];
+    if (flash5_supported(a)) return 5;
+    static bool said = false;
+    if (!said) {
+      said = true;
+      std::fprintf(stderr, "pixtral cuda: PIXTRAL_CUDA_FLASH=5 cannot run here (needs an sm_90 GPU, a build with 90 "
+                           "in CMAKE_CUDA_ARCHITECTURES, per-row key ranges and cuTensorMapEncodeTiled from the "
+                           "driver); flash v4 instead, or v3 where v4 cannot run\n");
+    }
+    *config = '\0';
+    return flash4_supported(a) ? 4 : flash3_supported(a) ? 3 : 1;
   }
   if (e && e[0] == '3') {
     *config = e[1];
@@ -266,6 +282,7 @@ Status launch_flash_attention(const AttentionLaunch& a, cudaStream_t s) {
   switch (pick_flash(a, &config)) {
     case 3: return launch_flash3(a, config, s);
     case 4: return launch_flash4(a, config, s);
+    case 5: return launch_flash5(a, config, s);
     default: break;
   }
   if (a.head_dim == 64)

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // Shared by the tensor-core prefill kernels (kernels_flash.cu: v1, 64 query rows a block, Q in registers;
 // kernels_flash3.cu: v3, 128 query rows a block, two m16 tiles a warp, a lean softmax; kernels_flash4.cu: v4, wgmma
-// on sm_90a): launch parameters, the per-row key ranges, the swizzled cp.async tile copy, the paired output store.
+// on sm_90a; kernels_flash5.cu: v5, wgmma with TMA and warp specialization): launch parameters, the per-row key
+// ranges, the swizzled cp.async tile copy, the paired output store.
 // Private to libpixtral_cuda.so. (v2 — v3's tiling with v1's softmax — was superseded by v3 and removed.)
 // ref: FlashAttention-2 (Dao 2023); flash-attention csrc/flash_attn/src/flash_fwd_kernel.h.
 #pragma once
@@ -125,5 +126,12 @@ Status launch_flash3(const AttentionLaunch& a, char config, cudaStream_t s);
 /// `config`: the PIXTRAL_CUDA_FLASH suffix after '4' ('\0' the default, 's' P·V in 64-column halves at head_dim 128).
 bool flash4_supported(const AttentionLaunch& a);
 Status launch_flash4(const AttentionLaunch& a, char config, cudaStream_t s);
+
+/// v5 (kernels_flash5.cu): v4's semantics in the FlashAttention-3 design (TMA loads by a producer warpgroup into an
+/// mbarrier ring, setmaxnreg, 128-key tiles, S_{t+1} on the tensor cores during the softmax of S_t); per-row key
+/// ranges only (no device decode state); same device requirement as v4. `config`: the PIXTRAL_CUDA_FLASH suffix
+/// after '5' ('\0' the default, 'p' ping-pong between the consumer warpgroups, 'n' 64-key tiles).
+bool flash5_supported(const AttentionLaunch& a);
+Status launch_flash5(const AttentionLaunch& a, char config, cudaStream_t s);
 
 }  // namespace pixtral::cuda::flash

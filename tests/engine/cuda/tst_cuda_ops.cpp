@@ -267,7 +267,7 @@ TEST_F(CudaOps, Rope2d) {
 // Every attention case runs through each kernel that can take it: automatic dispatch (decode kernel for ≤ 4
 // rows, tensor-core flash kernel for bf16 head_dim 64/128, else generic), and each path forced through
 // PIXTRAL_CUDA_ATTENTION (a forced path that cannot run the case falls back to generic), the flash kernel once
-// per variant (PIXTRAL_CUDA_FLASH=1|3|4, and the configurations 3e|3m|4s).
+// per variant (PIXTRAL_CUDA_FLASH=1|3|4|5, and the configurations 3e|3m|4s|5p|5n).
 TEST_F(CudaOps, Attention) {
   PIXTRAL_REQUIRE_GPU();
   struct Case { std::int64_t n_q, n_kv; int H, Hkv, D; bool causal; int q_offset; std::vector<int> segments;
@@ -299,6 +299,8 @@ TEST_F(CudaOps, Attention) {
       {600, 600, 4, 4, 64, false, 0, {100, 150, 200, 150}},   // segment edges inside 128-row blocks and warps
       {400, 400, 4, 2, 128, false, 0, {70, 200, 130}, DType::f32},  // same at head_dim 128, f32
       {260, 260, 2, 2, 64, false, 0, {5, 3, 120, 1, 131}},    // segments shorter than a warp's 32 rows
+      {150, 700, 8, 2, 128, true, 300, {}},                   // keys past the last row's range (a cache): v5's
+                                                              // tensor maps end at the largest key a row sees
       // split-KV decode shapes
       {3, 600, 8, 2, 64, true, 597, {}},           // three rows, G = 4, head_dim 64
       {4, 1000, 4, 4, 128, true, 996, {}},         // four rows, G = 1
@@ -314,9 +316,10 @@ TEST_F(CudaOps, Attention) {
   // "flash-v1" / "flash-v3*" / "flash-v4*": the tensor-core kernel with PIXTRAL_CUDA_FLASH forcing its variant
   // (v1: 64-row blocks; v3: 128-row blocks with two m16 tiles a warp and lazy rescaling, "3e" eager, "3m" 3 blocks
   // an SM at head_dim 64, kernels_flash3.cu; v4: wgmma, kernels_flash4.cu, "4s" its P·V in 64-column halves, v3 on
-  // GPUs other than sm_90). run_twice checks each for identical bits on a second run.
-  const char* paths[] = {nullptr,     "generic",  "flash-v1",  "flash-v3", "flash-v3e",
-                         "flash-v3m", "flash-v4", "flash-v4s", "decode",   "decode-1stage"};
+  // GPUs other than sm_90; v5: TMA + warp specialization, kernels_flash5.cu, 128-key tiles, "5p" with ping-pong,
+  // "5n" 64-key tiles, v4 where it cannot run). run_twice checks each for identical bits on a second run.
+  const char* paths[] = {nullptr,     "generic",  "flash-v1",  "flash-v3",  "flash-v3e", "flash-v3m",     "flash-v4",
+                         "flash-v4s", "flash-v5", "flash-v5p", "flash-v5n", "decode",    "decode-1stage"};
   // Under compute-sanitizer (racecheck is ~100× slower) run_gpu_checks.sh sets this to keep the small cases only.
   const bool quick = std::getenv("PIXTRAL_CUDA_TEST_QUICK") != nullptr;
   for (const auto& c : cases) {

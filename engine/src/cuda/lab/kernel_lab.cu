@@ -8,8 +8,9 @@
 //        quant: int8/int4 GEMV vs their byte floor, whole-matrix dequantization, prefill GEMM T=4096)
 //        PIXTRAL_CUDA_PREFETCH=0 pixtral_cuda_lab ...     (same without the GEMV / decode-attention L2 prefetch)
 //        PIXTRAL_CUDA_PDL=0 pixtral_cuda_lab ...          (GEMV without programmatic dependent launch)
-//        (attention: the prefill shapes print flash-v1, v3's configurations flash-v3, -v3e, -v3m and flash-v4, -v4s
-//        (wgmma; v3 where it cannot run), PIXTRAL_CUDA_FLASH forced, then the automatic choice "flash",
+//        (attention: the prefill shapes print flash-v1, v3's configurations flash-v3, -v3e, -v3m, flash-v4, -v4s
+//        (wgmma; v3 where it cannot run) and flash-v5, -v5p, -v5n (TMA + warp specialization; v4 where it cannot
+//        run), PIXTRAL_CUDA_FLASH forced, then the automatic choice "flash",
 //        each timed and checked against the generic kernel)
 // ref: llm.c dev/cuda/*.cu (validate-then-benchmark mains).
 #include <algorithm>
@@ -167,10 +168,10 @@ void attention_lab(const AttnProblem& pb, int reps, double copy_bw, double gemm_
   const double flops = 4.0 * pairs * pb.H * pb.D;
   const double bytes = double(kv_bytes) + 2.0 * qn * 2;
   const double floor_ms = std::max(flops / gemm_rate, bytes / copy_bw) * 1e3;
-  // Prefill: each flash variant (PIXTRAL_CUDA_FLASH, read per launch; v3 falls back to v1 and v4 to v3 where they
-  // cannot run; the configurations in kernels_flash3.cu / kernels_flash4.cu), then the automatic choice, which the
-  // decode graph below and the totals use.
-  const char* variants[] = {"1", "3", "3e", "3m", "4", "4s", nullptr};
+  // Prefill: each flash variant (PIXTRAL_CUDA_FLASH, read per launch; v3 falls back to v1, v4 to v3 and v5 to v4
+  // where they cannot run; the configurations in kernels_flash3.cu / 4.cu / 5.cu), then the automatic choice, which
+  // the decode graph below and the totals use.
+  const char* variants[] = {"1", "3", "3e", "3m", "4", "4s", "5", "5p", "5n", nullptr};
   float t_fast = 0;
   for (const char* var : variants) {
     if (decode && var) continue;
