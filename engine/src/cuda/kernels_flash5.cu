@@ -92,7 +92,9 @@ __device__ __forceinline__ void mbar_expect_tx(std::uint32_t a, std::uint32_t by
 __device__ __forceinline__ void mbar_arrive(std::uint32_t a) {
   asm volatile("{\n.reg .b64 st;\nmbarrier.arrive.shared::cta.b64 st, [%0];\n}\n" ::"r"(a) : "memory");
 }
-// Acquire (cta scope): returns once the phase of parity `parity` has completed.
+// Acquire (cta scope): returns once the phase of parity `parity` has completed. (A timed variant that traps after
+// seconds — a launch failure instead of a hang — made ptxas spill the head_dim 128 consumers and serialize their
+// wgmma: not kept.)
 __device__ __forceinline__ void mbar_wait(std::uint32_t a, std::uint32_t parity) {
   std::uint32_t done;
   do {
