@@ -174,12 +174,17 @@ Result<Ceilings> measure_ceilings(const Options& o) {
     if (!y.ok()) return y.status();
     PIXTRAL_RETURN_IF_ERROR(fill_random(*be, *x, 3));
     std::vector<double> ms;
-    for (int i = 0; i < reps + 3; ++i) {
+    // Warm-up by time, not by count: an idle GPU starts at its lowest clocks (an H200 at 345 MHz) and three 8192³
+    // products (~4 ms) did not always bring it up — one quick run's rate came out 30 % low and its TTFT floor high.
+    const auto warm0 = Clock::now();
+    for (int i = 0; i < 3 || ms_between(warm0, Clock::now()) < (o.device == Device::cpu ? 0.0 : 200.0); ++i)
+      PIXTRAL_RETURN_IF_ERROR(be->matmul(*y, *x, *w));
+    for (int i = 0; i < reps; ++i) {
       PIXTRAL_RETURN_IF_ERROR(be->synchronize());
       const auto t0 = Clock::now();
       PIXTRAL_RETURN_IF_ERROR(be->matmul(*y, *x, *w));
       PIXTRAL_RETURN_IF_ERROR(be->synchronize());
-      if (i >= 3) ms.push_back(ms_between(t0, Clock::now()));
+      ms.push_back(ms_between(t0, Clock::now()));
     }
     c.gemm_flops_per_s = 2.0 * double(n) * double(n) * double(n) / (median(ms) * 1e-3);
     be->free(*x);

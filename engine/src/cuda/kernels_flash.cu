@@ -212,14 +212,16 @@ Status launch_flash_typed(const AttentionLaunch& a, cudaStream_t s) {
 
 bool aligned16(const void* p) { return (reinterpret_cast<std::uintptr_t>(p) & 15) == 0; }
 
-// v4 (kernels_flash4.cu: wgmma, sm_90 GPUs with the sm_90a image) or else v3 (kernels_flash3.cu: 128-row blocks,
-// two m16 tiles a warp) wherever it can run and the launch fills its blocks (below 128 rows their warps would idle
-// where v1 spreads the rows over 4 warps). H200 lab: decoder 4193 causal hd128 v4 430 µs (335 TFLOP/s), v3 524, v1
-// 757; vision 4096 patches hd64 v4 270 µs, v3 277, v1 365. PIXTRAL_CUDA_FLASH, read per launch, forces a variant
-// (A/B timing, tests): "1" v1, "3" / "3e" / "3m" v3 and its configurations, "4" / "4s" v4, "5" / "5p" / "5n" v5
-// (kernels_flash5.cu: TMA, warp specialization; not automatic until measured); v3 falls back to v1 where it cannot
-// run, v4 to v3, v5 to v4 then v3 (v4's and v5's fallbacks said once on stderr). Returns 1, 3, 4 or 5; *config = the
-// character after the digit.
+// v5 in its ping-pong configuration (kernels_flash5.cu: TMA loads by a producer warpgroup, 2 consumer warpgroups on
+// wgmma, setmaxnreg) wherever it can run (sm_90 with the sm_90a image, per-row key ranges, the driver's tensor-map
+// encoder), at any row count; else v4 (kernels_flash4.cu: wgmma) or v3 (kernels_flash3.cu: 128-row blocks, two m16
+// tiles a warp) where the launch fills their 128-row blocks, else v1 (below 128 rows v3/v4 warps would idle where v1
+// spreads the rows over 4 warps). H200 lab (same run): decoder 4193 causal hd128 v5p 261 µs (551 TFLOP/s), v5 314,
+// v5n 326, v4 428, v3 520, v1 763; vision 4096 patches hd64 v5p 176 µs, v5 199, v4 273, v3 279, v1 366; 30-row
+// follow-up at 4193 keys v5 47 µs, v5p 49, v4 126, v1 131. PIXTRAL_CUDA_FLASH, read per launch, forces a variant
+// (A/B timing, tests): "1" v1, "3" / "3e" / "3m" v3 and its configurations, "4" / "4s" v4, "5" / "5p" / "5n" v5;
+// v3 falls back to v1 where it cannot run, v4 to v3, v5 to v4 then v3 (v4's and v5's fallbacks said once on
+// stderr). Returns 1, 3, 4 or 5; *config = the character after the digit.
 constexpr std::int64_t kFlashBigMinRows = 128;
 int pick_flash(const AttentionLaunch& a, char* config) {
   const char* e = std::getenv("PIXTRAL_CUDA_FLASH");
@@ -253,6 +255,10 @@ int pick_flash(const AttentionLaunch& a, char* config) {
   if (e && e[0] == '3') {
     *config = e[1];
     return flash3_supported(a) ? 3 : 1;
+  }
+  if (flash5_supported(a)) {
+    *config = 'p';
+    return 5;
   }
   if (a.n_q < kFlashBigMinRows) return 1;
   return flash4_supported(a) ? 4 : flash3_supported(a) ? 3 : 1;
