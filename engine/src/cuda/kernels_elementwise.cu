@@ -283,6 +283,92 @@ __global__ void rope_kernel(T* x, std::int64_t n_items, int n_heads, int head_di
   }
 }
 
+// One warp a block issues bulk L2 prefetches of 32 KB pieces, then waits for the previous kernel (a kernel after this one
+// must still see that one's writes). Issued at launch under PDL: while the kernels before it are latency-bound.
+__global__ void l2_prefetch_kernel(const char* p, std::size_t n) {
+  allow_dependents_to_launch();
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  constexpr std::size_t kPiece = 32 * 1024;
+  const std::size_t first = (std::size_t(blockIdx.x) * blockDim.x + threadIdx.x) * kPiece;
+  for (std::size_t off = first; off < n; off += std::size_t(gridDim.x) * blockDim.x * kPiece) {
+    const unsigned bytes = unsigned(n - off < kPiece ? n - off : kPiece);
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p + off), "r"(bytes) : "memory");
+  }
+#endif
+  wait_for_previous_grid();
+}
+
+// rope_kernel for bf16 with two adjacent pair indices (m, m + 1) a thread: 4-byte accesses (halves: x0 of both
+// pairs, then x1 of both) or one 8-byte access (interleaved: x0, x1, x0', x1'), the same float math per element.
+// Needs head_dim % 4 == 0, an even split and an 8-byte aligned x (launch_rope checks).
+__global__ void rope_bf16_x2_kernel(bf16* x, std::int64_t n_items, int n_heads, int head_dim, const int* pos_a,
+                                    const int* pos_b, const float* freq, int split, bool halves) {
+  constexpr int kBatch = 8;
+  const int half = head_dim / 2, quarter = head_dim / 4;
+  for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < n_items;
+       i += std::int64_t(gridDim.x) * blockDim.x) {
+    const int m = 2 * int(i % quarter);
+    const std::int64_t t = i / quarter;
+    const int pos = m < split ? pos_a[t] : pos_b[t];
+    bf16* row = x + t * n_heads * head_dim;
+    // element offsets in a head: halves x0 at m, x1 at m + half (two pairs each); interleaved all four at 2m
+    const int o0 = halves ? m : 2 * m, o1 = halves ? m + half : 2 * m;
+    float cs[2], sn[2];
+    auto angles = [&] {
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        const float angle = __fmul_rn(float(pos), freq[m + j]);
+        double sd, cd;
+        sincos(double(angle), &sd, &cd);
+        sn[j] = float(sd);
+        cs[j] = float(cd);
+      }
+    };
+    for (int h0 = 0; h0 < n_heads; h0 += kBatch) {
+      const int nb = min(kBatch, n_heads - h0);
+      float a[kBatch][2], b[kBatch][2];  // x0 and x1 of pairs m, m + 1
+#pragma unroll
+      for (int j = 0; j < kBatch; ++j)
+        if (j < nb) {
+          bf16* head = row + std::int64_t(h0 + j) * head_dim;
+          if (halves) {
+            const __nv_bfloat162 u = *reinterpret_cast<const __nv_bfloat162*>(head + o0);
+            const __nv_bfloat162 w = *reinterpret_cast<const __nv_bfloat162*>(head + o1);
+            a[j][0] = __low2float(u), a[j][1] = __high2float(u);
+            b[j][0] = __low2float(w), b[j][1] = __high2float(w);
+          } else {
+            const uint2 r = *reinterpret_cast<const uint2*>(head + o0);
+            const __nv_bfloat162 u = *reinterpret_cast<const __nv_bfloat162*>(&r.x);
+            const __nv_bfloat162 w = *reinterpret_cast<const __nv_bfloat162*>(&r.y);
+            a[j][0] = __low2float(u), b[j][0] = __high2float(u);
+            a[j][1] = __low2float(w), b[j][1] = __high2float(w);
+          }
+        }
+      if (h0 == 0) angles();  // after the first batch's loads are out
+#pragma unroll
+      for (int j = 0; j < kBatch; ++j)
+        if (j < nb) {
+          float r0[2], r1[2];
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            r0[e] = __fsub_rn(__fmul_rn(a[j][e], cs[e]), __fmul_rn(b[j][e], sn[e]));
+            r1[e] = __fadd_rn(__fmul_rn(a[j][e], sn[e]), __fmul_rn(b[j][e], cs[e]));
+          }
+          bf16* head = row + std::int64_t(h0 + j) * head_dim;
+          if (halves) {
+            *reinterpret_cast<__nv_bfloat162*>(head + o0) = __floats2bfloat162_rn(r0[0], r0[1]);
+            *reinterpret_cast<__nv_bfloat162*>(head + o1) = __floats2bfloat162_rn(r1[0], r1[1]);
+          } else {
+            uint2 r;
+            *reinterpret_cast<__nv_bfloat162*>(&r.x) = __floats2bfloat162_rn(r0[0], r1[0]);
+            *reinterpret_cast<__nv_bfloat162*>(&r.y) = __floats2bfloat162_rn(r0[1], r1[1]);
+            *reinterpret_cast<uint2*>(head + o0) = r;
+          }
+        }
+    }
+  }
+}
+
 // rope_kernel over q | k of one decode row plus the KV append, in one launch: thread i < (nh + nkv)·half rotates
 // one pair (q heads in place, k heads straight into the cache row, rounded to qkv's dtype first so the bits equal
 // rope + scatter_rows); the threads after copy v's elements into its cache row.
@@ -517,10 +603,27 @@ Status launch_bias_add(void* out, DType out_t, const bf16* bias, std::int64_t T,
   });
 }
 
+Status launch_l2_prefetch(const void* p, std::size_t n, cudaStream_t s) {
+  if (n == 0) return {};
+  // One 32 KB piece per thread, spread over up to 128 one-warp blocks (one SM's bulk-copy unit issues ~0.3 TB/s).
+  const std::size_t pieces = (n + 32 * 1024 - 1) / (32 * 1024);
+  const unsigned blocks = unsigned(std::min<std::size_t>(128, (pieces + 31) / 32));
+  launch_dependent(l2_prefetch_kernel, dim3(blocks), dim3(32), s, static_cast<const char*>(p), n);
+  PIXTRAL_CUDA_LAUNCH_CHECK(l2_prefetch_kernel);
+  return {};
+}
+
 Status launch_rope(void* x, DType t, std::int64_t T, int n_heads, int head_dim, const int* pos_a, const int* pos_b,
                    const float* freq, int split, bool halves, cudaStream_t s) {
   const std::int64_t n = T * (head_dim / 2);  // (row, pair index) items; each covers every head
   if (n == 0 || n_heads == 0) return {};
+  if (t == DType::bf16 && head_dim % 4 == 0 && split % 2 == 0 && (reinterpret_cast<std::uintptr_t>(x) & 7) == 0) {
+    const std::int64_t n2 = n / 2;  // (row, pair-index pair) items
+    rope_bf16_x2_kernel<<<grid_for(n2), kBlock, 0, s>>>(static_cast<bf16*>(x), n2, n_heads, head_dim, pos_a, pos_b,
+                                                        freq, split, halves);
+    PIXTRAL_CUDA_LAUNCH_CHECK(rope_bf16_x2_kernel);
+    return {};
+  }
   return dispatch_act(t, [&](auto tx) {
     using TX = typename decltype(tx)::type;
     rope_kernel<<<grid_for(n), kBlock, 0, s>>>(static_cast<TX*>(x), n, n_heads, head_dim, pos_a, pos_b, freq, split,

@@ -225,7 +225,7 @@ TEST_F(CudaOps, Rope1d) {
   PIXTRAL_REQUIRE_GPU();
   struct Case { std::int64_t T; int heads, D; float theta; };
   for (const Case c : {Case{1, 32, 128, 1e6f}, Case{7, 3, 8, 10000.f}, Case{33, 2, 64, 1e6f}, Case{5, 8, 24, 10000.f},
-                       Case{600, 32, 128, 1e6f}, Case{9, 12, 64, 1e6f}, Case{4, 1, 8, 10000.f}}) {
+                       Case{600, 32, 128, 1e6f}, Case{9, 12, 64, 1e6f}, Case{4, 1, 8, 10000.f}, Case{3, 2, 6, 10000.f}}) {
     for (auto pairs : {ops::RopePairs::interleaved, ops::RopePairs::halves}) {
       const std::string what = "rope T=" + std::to_string(c.T) + " heads=" + std::to_string(c.heads) + " D=" +
                                std::to_string(c.D) + (pairs == ops::RopePairs::halves ? " halves" : " interleaved");
