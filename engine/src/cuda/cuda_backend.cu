@@ -85,7 +85,6 @@ Status CudaBackend::init(int device) {
     std::uint64_t keep = UINT64_MAX;  // never hand freed memory back on its own (trimmed only when cudaMalloc fails)
     PIXTRAL_CUDA_CHECK(cudaMemPoolSetAttribute(pool_, cudaMemPoolAttrReleaseThreshold, &keep));
   }
-  if (const char* e = std::getenv("PIXTRAL_CUDA_L2PF_MB")) l2_prefetch_bytes_ = std::size_t(std::atoi(e)) << 20;
   PIXTRAL_CUBLAS_CHECK(cublasCreate(&cublas_));
   PIXTRAL_CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
   // Reductions inside cuBLAS stay in fp32 even with bf16 outputs (split-K), and no atomics: deterministic.

@@ -75,7 +75,6 @@ class CudaBackend final : public ops::Backend, public ops::CudaExtension {
                                ops::Tensor k_cache, ops::Tensor v_cache) override;
   Status gelu(ops::Tensor x) override;
   Status scatter_rows(ops::Tensor dst, const ops::Tensor& src, std::span<const int> rows) override;
-  Status prefetch_weight(const ops::Weight& w) override;
   Status patch_embed(ops::Tensor out, const float* pixels_chw, int channels, int height, int width, int patch,
                      const ops::Weight& conv) override;
   // Sampling on the device (cuda_sample.cu).
@@ -145,7 +144,6 @@ class CudaBackend final : public ops::Backend, public ops::CudaExtension {
   // reuses the first one's memory without cudaMalloc/cudaFree (cudaFree waits for the whole device). Null where
   // the device has no memory pools or PIXTRAL_CUDA_POOL=0 (A/B switch): plain cudaMalloc then.
   cudaMemPool_t pool_ = nullptr;
-  std::size_t l2_prefetch_bytes_ = 0;  // prefetch_weight's budget (PIXTRAL_CUDA_L2PF_MB; 0: off)
   cublasHandle_t cublas_ = nullptr;
   Scratch cublas_ws_, convert_, im2col_, pixels_, attn_ws_, staging_dev_;
   std::unordered_map<const void*, void*> host_weights_;  // upload_weight_host: device pointer -> pinned host block

@@ -460,13 +460,3 @@ Status CudaBackend::patch_embed(ops::Tensor out, const float* pixels_chw, int ch
 }
 
 }  // namespace pixtral::cuda
-
-namespace pixtral::cuda {
-Status CudaBackend::prefetch_weight(const ops::Weight& w) {
-  if (l2_prefetch_bytes_ == 0 || !w.data || host_weights_.count(w.data)) return {};
-  const std::size_t total = std::size_t(w.rows) * w.row_bytes();
-  const std::size_t n = std::min(total, l2_prefetch_bytes_) / 16 * 16;
-  if (reinterpret_cast<std::uintptr_t>(w.data) % 16) return {};
-  return launch_l2_prefetch(w.data, n, stream_);
-}
-}  // namespace pixtral::cuda

@@ -75,10 +75,6 @@ Status launch_bias_add(void* out, DType out_t, const bf16* bias, std::int64_t T,
 /// RoPE in place on x[T, n_heads * head_dim]. Pair m (< head_dim/2) rotates by float(pos[t]) · freq[m] where pos is
 /// pos_a for m < split and pos_b otherwise (1-D RoPE: split = head_dim/2). halves: pair m = dims (m, m + D/2);
 /// else (interleaved) dims (2m, 2m + 1).
-/// Bulk L2 prefetch of bytes [0, n) at p (16-byte aligned; n a multiple of 16) in one small dependent-launched kernel
-/// that completes only after the kernel before it (so the kernel after it still waits for that one). No-op before
-/// sm_90.
-Status launch_l2_prefetch(const void* p, std::size_t n, cudaStream_t s);
 Status launch_rope(void* x, DType t, std::int64_t T, int n_heads, int head_dim, const int* pos_a, const int* pos_b,
                    const float* freq, int split, bool halves, cudaStream_t s);
 /// One decode row's RoPE of q | k (q in place, k into row *pos of k_cache) and v copied to row *pos of v_cache.

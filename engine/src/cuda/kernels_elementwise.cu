@@ -283,21 +283,6 @@ __global__ void rope_kernel(T* x, std::int64_t n_items, int n_heads, int head_di
   }
 }
 
-// One warp a block issues bulk L2 prefetches of 32 KB pieces, then waits for the previous kernel (a kernel after this one
-// must still see that one's writes). Issued at launch under PDL: while the kernels before it are latency-bound.
-__global__ void l2_prefetch_kernel(const char* p, std::size_t n) {
-  allow_dependents_to_launch();
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  constexpr std::size_t kPiece = 32 * 1024;
-  const std::size_t first = (std::size_t(blockIdx.x) * blockDim.x + threadIdx.x) * kPiece;
-  for (std::size_t off = first; off < n; off += std::size_t(gridDim.x) * blockDim.x * kPiece) {
-    const unsigned bytes = unsigned(n - off < kPiece ? n - off : kPiece);
-    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p + off), "r"(bytes) : "memory");
-  }
-#endif
-  wait_for_previous_grid();
-}
-
 // rope_kernel for bf16 with two adjacent pair indices (m, m + 1) a thread: 4-byte accesses (halves: x0 of both
 // pairs, then x1 of both) or one 8-byte access (interleaved: x0, x1, x0', x1'), the same float math per element.
 // Needs head_dim % 4 == 0, an even split and an 8-byte aligned x (launch_rope checks).
@@ -601,16 +586,6 @@ Status launch_bias_add(void* out, DType out_t, const bf16* bias, std::int64_t T,
     PIXTRAL_CUDA_LAUNCH_CHECK(bias_add_kernel);
     return Status{};
   });
-}
-
-Status launch_l2_prefetch(const void* p, std::size_t n, cudaStream_t s) {
-  if (n == 0) return {};
-  // One 32 KB piece per thread, spread over up to 128 one-warp blocks (one SM's bulk-copy unit issues ~0.3 TB/s).
-  const std::size_t pieces = (n + 32 * 1024 - 1) / (32 * 1024);
-  const unsigned blocks = unsigned(std::min<std::size_t>(128, (pieces + 31) / 32));
-  launch_dependent(l2_prefetch_kernel, dim3(blocks), dim3(32), s, static_cast<const char*>(p), n);
-  PIXTRAL_CUDA_LAUNCH_CHECK(l2_prefetch_kernel);
-  return {};
 }
 
 Status launch_rope(void* x, DType t, std::int64_t T, int n_heads, int head_dim, const int* pos_a, const int* pos_b,

@@ -212,11 +212,8 @@ Status decoder_forward(ops::Backend& be, const ModelConfig& cfg, const DecoderWe
     }
     const int n_keys = device_state ? kv.context : pos0 + T;  // device state: live length read on the device
     PX_TRY(be.attention(attn, q, kv.k[il].slice_rows(0, n_keys), kv.v[il].slice_rows(0, n_keys), ap));
-    // Decode: the attention and the row norms are latency-bound; the next weight starts towards the cache then.
-    if (T == 1) PX_TRY(be.prefetch_weight(b.wo));
     PX_TRY(be.matmul(o, attn, b.wo));
     PX_TRY(be.add_rms_norm(h, o, xn, b.ffn_norm, cfg.norm_eps));  // h += attn out; xn = ffn_norm(h)
-    if (T == 1) PX_TRY(be.prefetch_weight(b.w13.data ? b.w13 : b.w1));
     if (T == 1 && b.w13.data) {
       PX_TRY(be.matmul_silu(gate, s.gu, xn, b.w13));  // [w1; w3] in one pass, SiLU·mul fused where the backend can
     } else {
@@ -227,10 +224,6 @@ Status decoder_forward(ops::Backend& be, const ModelConfig& cfg, const DecoderWe
     PX_TRY(be.matmul(o, gate, b.w2));
     const ops::Weight& next_norm = il + 1 < cfg.n_layers ? w.layers[il + 1].attention_norm : w.norm;
     PX_TRY(be.add_rms_norm(h, o, xn, next_norm, cfg.norm_eps));  // h += ffn out; xn = next norm(h)
-    if (T == 1) {
-      const BlockWeights* nb = il + 1 < cfg.n_layers ? &w.layers[il + 1] : nullptr;
-      PX_TRY(be.prefetch_weight(!nb ? w.output : nb->stacked() ? nb->wqkv : nb->wq));
-    }
     if (be.tracing()) be.trace(lname("layers.", il, "out"), h);
   }
   be.trace("norm", xn);

@@ -243,13 +243,6 @@ class Backend {
   /// dtype). out[(H/P)*(W/P), dim] row-major over patches (r, c); patch vector order ch*P*P + ky*P + kx.
   virtual Status patch_embed(Tensor out, const float* pixels_chw, int channels, int height, int width, int patch,
                              const Weight& conv) = 0;
-  /// A hint, queued like an op: start pulling the first rows of `w` into the device's last-level cache for the
-  /// matmul that reads it next, while the ops queued before it are latency-bound. Never changes a result; the
-  /// default does nothing.
-  virtual Status prefetch_weight(const Weight& w) {
-    (void)w;
-    return {};
-  }
 
   // ---- tracing ----------------------------------------------------------------------------------------------
   /// When set, the model reports named activations (downloaded to fp32) through this hook. Slow; tests only.
