@@ -7,9 +7,10 @@
 #include <cstddef>
 
 namespace pixtral::cuda {
-inline constexpr int kCudaAbiVersion = 6;  // 2: CudaExtension decode state; 3: sample, rope_append_kv, weight
+inline constexpr int kCudaAbiVersion = 7;  // 2: CudaExtension decode state; 3: sample, rope_append_kv, weight
                                            // download / prequantized upload, inject_device_fault; 4: matmul_silu;
-                                           // 5: matmul_rope_append_kv; 6: upload_weight_host
+                                           // 5: matmul_rope_append_kv; 6: upload_weight_host;
+                                           // 7: matmul_add
 }
 
 extern "C" {

@@ -60,6 +60,7 @@ class CudaBackend final : public ops::Backend, public ops::CudaExtension {
   Status add_rms_norm(ops::Tensor h, const ops::Tensor& delta, ops::Tensor out, const ops::Weight& w,
                       float eps) override;
   Status add(ops::Tensor h, const ops::Tensor& delta) override;
+  Status matmul_add(ops::Tensor h, ops::Tensor tmp, const ops::Tensor& x, const ops::Weight& w) override;
   Status rope(ops::Tensor x, int n_heads, int head_dim, std::span<const int> positions, float theta,
               ops::RopePairs pairs) override;
   Status rope_append_kv(ops::Tensor qkv, int n_heads, int n_kv_heads, int head_dim, int position, float theta,
@@ -119,13 +120,16 @@ class CudaBackend final : public ops::Backend, public ops::CudaExtension {
   Result<const float*> rope_freq(float theta, int head_dim, bool two_d);
   /// x as bf16 for cuBLAS (x itself when already bf16, else converted into scratch).
   Result<const bf16*> as_bf16(const ops::Tensor& x, Scratch& s, std::string_view what);
-  Status gemm(void* out, DType out_t, const bf16* x, const bf16* w, std::int64_t T, std::int64_t N, std::int64_t K);
+  /// out[T, N] = x · Wᵀ + beta · out (beta 0 or 1), cuBLAS with fp32 accumulation.
+  Status gemm(void* out, DType out_t, const bf16* x, const bf16* w, std::int64_t T, std::int64_t N, std::int64_t K,
+              float beta = 0.f);
   /// matmul with an int8/int4 weight (kernels_quant.cu): quantized GEMV for T ≤ 4, else dequantized tiles + cuBLAS.
   /// The KV-append row of a decode step on the device: the decode state's slot (device-state mode) or `position`
   /// staged after checking it is inside both caches (else invalid_argument naming `op`).
   Result<const int*> append_position(const char* op, int position, const ops::Tensor& k_cache,
                                      const ops::Tensor& v_cache);
-  Status matmul_quantized(ops::Tensor out, const ops::Tensor& x, const ops::Weight& w, const ops::Weight* bias);
+  Status matmul_quantized(ops::Tensor out, const ops::Tensor& x, const ops::Weight& w, const ops::Weight* bias,
+                          float beta = 0.f);
   /// attention() while in device-state mode (key ranges from the decode state).
   Status attention_device_state(ops::Tensor out, const ops::Tensor& q, const ops::Tensor& k, const ops::Tensor& v,
                                 const ops::AttentionParams& p);

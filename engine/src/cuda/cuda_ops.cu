@@ -41,9 +41,9 @@ Status too_many_rows(const std::string& op, std::int64_t rows) {
 }  // namespace
 
 Status CudaBackend::gemm(void* out, DType out_t, const bf16* x, const bf16* w, std::int64_t T, std::int64_t N,
-                         std::int64_t K) {
+                         std::int64_t K, float beta) {
   // Column-major view: outᵀ[N, T] = W[N, K] (stored as col-major [K, N], transposed) · xᵀ[K, T].
-  const float alpha = 1.f, beta = 0.f;
+  const float alpha = 1.f;
   PIXTRAL_CUBLAS_CHECK(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, int(N), int(T), int(K), &alpha, w,
                                     CUDA_R_16BF, int(K), x, CUDA_R_16BF, int(K), &beta, out,
                                     out_t == DType::f32 ? CUDA_R_32F : CUDA_R_16BF, int(N), CUBLAS_COMPUTE_32F,
@@ -95,6 +95,24 @@ Status CudaBackend::matmul(ops::Tensor out, const ops::Tensor& x, const ops::Wei
   PIXTRAL_RETURN_IF_ERROR(gemm(out.data, out.dtype, *xb, wptr(w), T, N, K));
   if (b) return launch_bias_add(out.data, out.dtype, b, T, N, stream_);
   return {};
+}
+
+// Prefill: one GEMM with beta = 1 reads h and writes round(h + x·Wᵀ) — no product tensor written and read back, and
+// the row norm after it reads h alone (add_rms_norm read h and the product and wrote h). Rows the one-row GEMVs
+// serve (decode) keep the default: their fused add + norm kernel is what the decode graph is built from.
+Status CudaBackend::matmul_add(ops::Tensor h, ops::Tensor tmp, const ops::Tensor& x, const ops::Weight& w) {
+  const std::int64_t T = x.rows, K = x.cols, N = w.rows;
+  if (w.cols != K || h.rows != T || h.cols != N || !is_act(x.dtype) || !is_act(h.dtype))
+    return bad("matmul_add", "x " + shape(x) + " · " + w.name + " [" + std::to_string(w.rows) + "," +
+                                 std::to_string(w.cols) + "]ᵀ -> h " + shape(h));
+  if (T == 0) return {};
+  const bool one_row_kernel = w.quantized() ? qgemv_supported(T, K, x.data, x.dtype, w.data, w.format)
+                                            : gemv_supported(T, K, x.data, x.dtype, w.data);
+  if (one_row_kernel) return ops::Backend::matmul_add(h, tmp, x, w);
+  if (w.quantized()) return matmul_quantized(h, x, w, nullptr, 1.f);
+  auto xb = as_bf16(x, convert_, "matmul input conversion buffer");
+  if (!xb.ok()) return xb.status();
+  return gemm(h.data, h.dtype, *xb, wptr(w), T, N, K, 1.f);
 }
 
 Status CudaBackend::rms_norm(ops::Tensor out, const ops::Tensor& x, const ops::Weight& w, float eps) {

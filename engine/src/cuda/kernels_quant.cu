@@ -455,7 +455,7 @@ Result<ops::Weight> CudaBackend::upload_weight_stacked_quantized(std::span<const
 }
 
 Status CudaBackend::matmul_quantized(ops::Tensor out, const ops::Tensor& x, const ops::Weight& w,
-                                     const ops::Weight* bias) {
+                                     const ops::Weight* bias, float beta) {
   const std::int64_t T = x.rows, K = x.cols, N = w.rows;
   if (T == 0 || N == 0) return {};
   if (!w.data || !w.scales)
@@ -473,7 +473,7 @@ Status CudaBackend::matmul_quantized(ops::Tensor out, const ops::Tensor& x, cons
   PIXTRAL_RETURN_IF_ERROR(ensure(dequant_, std::size_t(tile * K) * 2, "quantized weight dequantization tile"));
   const std::int64_t rb = quant::row_bytes(w.format, K), spr = quant::scales_per_row(w.format, K);
   const std::size_t osz = dtype_size(out.dtype);
-  const float alpha = 1.f, beta = 0.f;
+  const float alpha = 1.f;  // beta 1: out += the product (matmul_add)
   for (std::int64_t n0 = 0; n0 < N; n0 += tile) {
     const std::int64_t m = std::min(tile, N - n0);
     auto* dq = static_cast<bf16*>(dequant_.ptr);

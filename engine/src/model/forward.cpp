@@ -73,16 +73,13 @@ Status encode_images(ops::Backend& be, const ModelConfig& cfg, const VisionWeigh
     PX_TRY(be.rope_2d(q, nh, hd, prow, pcol, vc.rope_theta, pairs));
     PX_TRY(be.rope_2d(k, nh, hd, prow, pcol, vc.rope_theta, pairs));
     PX_TRY(be.attention(a, q, k, v, ap));
-    PX_TRY(be.matmul(o, a, b.wo));
-    PX_TRY(be.add_rms_norm(h, o, y, b.ffn_norm, vc.norm_eps));  // h += attn; y = ffn_norm(h)
+    PX_TRY(be.matmul_add(h, o, a, b.wo));  // h += attn · woᵀ
+    PX_TRY(be.rms_norm(y, h, b.ffn_norm, vc.norm_eps));
     PX_TRY(be.matmul(g, y, b.w1));
     PX_TRY(be.matmul(u, y, b.w3));
     PX_TRY(be.silu_mul(g, g, u));
-    PX_TRY(be.matmul(o, g, b.w2));
-    if (il + 1 < n_layers)  // h += mlp out; y = the next layer's attention_norm(h)
-      PX_TRY(be.add_rms_norm(h, o, y, w.layers[il + 1].attention_norm, vc.norm_eps));
-    else
-      PX_TRY(be.add(h, o));
+    PX_TRY(be.matmul_add(h, o, g, b.w2));  // h += mlp out
+    if (il + 1 < n_layers) PX_TRY(be.rms_norm(y, h, w.layers[il + 1].attention_norm, vc.norm_eps));
     if (be.tracing()) be.trace(lname("vision.layers.", il, "out"), h);
   }
 
@@ -212,8 +209,15 @@ Status decoder_forward(ops::Backend& be, const ModelConfig& cfg, const DecoderWe
     }
     const int n_keys = device_state ? kv.context : pos0 + T;  // device state: live length read on the device
     PX_TRY(be.attention(attn, q, kv.k[il].slice_rows(0, n_keys), kv.v[il].slice_rows(0, n_keys), ap));
-    PX_TRY(be.matmul(o, attn, b.wo));
-    PX_TRY(be.add_rms_norm(h, o, xn, b.ffn_norm, cfg.norm_eps));  // h += attn out; xn = ffn_norm(h)
+    // h += attn out; xn = ffn_norm(h). Decode: the product, then one fused add + norm (the graph's kernels);
+    // prefill: the product accumulated into h (matmul_add), then the norm.
+    if (T == 1) {
+      PX_TRY(be.matmul(o, attn, b.wo));
+      PX_TRY(be.add_rms_norm(h, o, xn, b.ffn_norm, cfg.norm_eps));
+    } else {
+      PX_TRY(be.matmul_add(h, o, attn, b.wo));
+      PX_TRY(be.rms_norm(xn, h, b.ffn_norm, cfg.norm_eps));
+    }
     if (T == 1 && b.w13.data) {
       PX_TRY(be.matmul_silu(gate, s.gu, xn, b.w13));  // [w1; w3] in one pass, SiLU·mul fused where the backend can
     } else {
@@ -221,9 +225,14 @@ Status decoder_forward(ops::Backend& be, const ModelConfig& cfg, const DecoderWe
       PX_TRY(be.matmul(up, xn, b.w3));
       PX_TRY(be.silu_mul(gate, gate, up));
     }
-    PX_TRY(be.matmul(o, gate, b.w2));
     const ops::Weight& next_norm = il + 1 < cfg.n_layers ? w.layers[il + 1].attention_norm : w.norm;
-    PX_TRY(be.add_rms_norm(h, o, xn, next_norm, cfg.norm_eps));  // h += ffn out; xn = next norm(h)
+    if (T == 1) {  // h += ffn out; xn = next norm(h)
+      PX_TRY(be.matmul(o, gate, b.w2));
+      PX_TRY(be.add_rms_norm(h, o, xn, next_norm, cfg.norm_eps));
+    } else {
+      PX_TRY(be.matmul_add(h, o, gate, b.w2));
+      PX_TRY(be.rms_norm(xn, h, next_norm, cfg.norm_eps));
+    }
     if (be.tracing()) be.trace(lname("layers.", il, "out"), h);
   }
   be.trace("norm", xn);

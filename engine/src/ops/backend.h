@@ -179,6 +179,13 @@ class Backend {
   virtual Status add_rms_norm(Tensor h, const Tensor& delta, Tensor out, const Weight& w, float eps) = 0;
   /// h += delta
   virtual Status add(Tensor h, const Tensor& delta) = 0;
+  /// h[T, N] += x[T, K] · W[N, K]ᵀ (fp32 accumulation): the residual step of a block's last matmul. tmp [T, N] is
+  /// scratch for this default (matmul into tmp, then add); a backend may accumulate into h directly (the product
+  /// is then added to h before it is rounded to h's dtype: one rounding instead of two).
+  virtual Status matmul_add(Tensor h, Tensor tmp, const Tensor& x, const Weight& w) {
+    PIXTRAL_RETURN_IF_ERROR(matmul(tmp, x, w));
+    return add(h, tmp);
+  }
   /// 1-D RoPE in place on x[T, n_heads * head_dim]: pair m of the head at row t rotates by
   /// positions[t] · inv_freq[m], inv_freq[m] = 1 / theta^(2m / head_dim) (fp32, torch's formula).
   virtual Status rope(Tensor x, int n_heads, int head_dim, std::span<const int> positions, float theta,

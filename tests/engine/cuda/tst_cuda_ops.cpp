@@ -86,6 +86,34 @@ TEST_F(CudaOps, Matmul) {
   }
 }
 
+// h += x · Wᵀ: prefill rows accumulate into h in the GEMM (beta = 1: h + product rounded once), one-row GEMV rows
+// take the default (product into tmp, then add). Both against the CPU's matmul + add; h starts random (never 0).
+TEST_F(CudaOps, MatmulAdd) {
+  PIXTRAL_REQUIRE_GPU();
+  struct Case { std::int64_t T, K, N; DType x_t, h_t; };
+  const Case cases[] = {
+      {1, 5120, 257, DType::bf16, DType::bf16}, {2, 136, 7, DType::bf16, DType::f32},
+      {64, 1024, 300, DType::bf16, DType::bf16}, {130, 200, 72, DType::f32, DType::f32},
+      {300, 512, 1024, DType::bf16, DType::bf16}, {9, 13, 31, DType::bf16, DType::bf16},
+  };
+  for (const auto& c : cases) {
+    const std::string what = "matmul_add T=" + std::to_string(c.T) + " K=" + std::to_string(c.K) + " N=" +
+                             std::to_string(c.N) + " x " + dtype_name(c.x_t) + " h " + dtype_name(c.h_t);
+    SCOPED_TRACE(what);
+    auto xh = random_values(rng_, std::size_t(c.T * c.K));
+    auto hh = random_values(rng_, std::size_t(c.T * c.N));
+    auto x = make_pair(cpu_.get(), G, c.T, c.K, xh.data(), c.x_t);
+    auto h = make_pair(cpu_.get(), G, c.T, c.N, hh.data(), c.h_t);
+    auto tmp = make_pair(cpu_.get(), G, c.T, c.N, nullptr, c.h_t);
+    auto w = make_weight(cpu_.get(), G, rng_, c.N, c.K, "w", 1.0f / std::sqrt(float(c.K)));
+    ASSERT_TRUE(cpu_->matmul_add(h->c, tmp->c, x->c, w->c).ok());
+    auto ref = download(cpu_.get(), h->c);
+    auto got = run_twice(G, h->g, [&] { return G->matmul_add(h->g, tmp->g, x->g, w->g); },
+                         [&] { reset_gpu(*h, hh.data()); }, what);
+    expect_close(ref, got, kDot, what);
+  }
+}
+
 TEST_F(CudaOps, EmbedAndWeightConversion) {
   PIXTRAL_REQUIRE_GPU();
   for (std::int64_t D : {8, 100, 5120}) {

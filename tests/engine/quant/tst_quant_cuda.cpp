@@ -105,6 +105,15 @@ TEST_P(QuantCuda, MatmulMatchesCpuReference) {
         expect_close(download(cpu_.get(), o->c), download(G, o->g), budget,
                      std::string(quant::format_name(f)) + " [" + std::to_string(s.N) + "," + std::to_string(s.K) +
                          "] T=" + std::to_string(T) + " " + dtype_name(gdt));
+        // h += x · Wᵀ (prefill: the dequantized tiles' GEMMs with beta = 1), h random
+        const auto hv = cuda_test::random_values(rng, std::size_t(T * s.N));
+        auto hp = cuda_test::make_pair(cpu_.get(), G, T, s.N, hv.data(), gdt);
+        ASSERT_TRUE(cpu_->matmul_add(hp->c, o->c, x->c, *c).ok());
+        const Status st2 = G->matmul_add(hp->g, o->g, x->g, *g);
+        ASSERT_TRUE(st2.ok()) << st2.message();
+        expect_close(download(cpu_.get(), hp->c), download(G, hp->g), budget,
+                     std::string("matmul_add ") + quant::format_name(f) + " [" + std::to_string(s.N) + "," +
+                         std::to_string(s.K) + "] T=" + std::to_string(T) + " " + dtype_name(gdt));
       }
     }
     cpu_->free_weight(*c);
