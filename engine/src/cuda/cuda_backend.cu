@@ -73,6 +73,7 @@ Status CudaBackend::init(int device) {
   PIXTRAL_CUDA_CHECK(cudaDeviceGetAttribute(&max_smem_, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
   PIXTRAL_CUDA_CHECK(cudaDeviceGetAttribute(&smem_per_sm_, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device));
   PIXTRAL_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  if (const char* e = std::getenv("PIXTRAL_CUDA_STAGE_REUSE")) stage_reuse_ = e[0] != '0';
   int pools = 0;
   PIXTRAL_CUDA_CHECK(cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, device));
   const char* pool_env = std::getenv("PIXTRAL_CUDA_POOL");
@@ -205,6 +206,10 @@ Result<void*> CudaBackend::stage(const void* host, std::size_t bytes) {
   if (padded > half)
     return Status(ErrorCode::invalid_argument,
                   "cuda: " + mib(bytes) + " of host indices in one op exceeds the staging buffer (" + mib(half) + ")");
+  if (stage_reuse_ && !capturing_)
+    for (const StagedCopy& e : staged_)
+      if (e.half >= 0 && e.bytes == bytes && std::memcmp(staging_host_ + e.off, host, bytes) == 0)
+        return static_cast<void*>(static_cast<char*>(staging_dev_.ptr) + e.off);
   int h = staging_half_;
   if (staging_off_ + padded > std::size_t(h + 1) * half) {  // move to the other half
     if (!capturing_) {
@@ -214,6 +219,8 @@ Result<void*> CudaBackend::stage(const void* host, std::size_t bytes) {
     h ^= 1;
     staging_half_ = h;
     staging_off_ = std::size_t(h) * half;
+    for (StagedCopy& e : staged_)
+      if (e.half == h) e.half = -1;  // about to be overwritten
     if (staging_pending_[h]) {  // the previous lap's copies from this half must have run
       PIXTRAL_CUDA_CHECK(cudaEventSynchronize(staging_done_[h]));
       staging_pending_[h] = false;
@@ -222,6 +229,10 @@ Result<void*> CudaBackend::stage(const void* host, std::size_t bytes) {
   std::memcpy(staging_host_ + staging_off_, host, bytes);  // exactly `bytes`: never read past the caller's data
   void* dev = static_cast<char*>(staging_dev_.ptr) + staging_off_;
   PIXTRAL_CUDA_CHECK(cudaMemcpyAsync(dev, staging_host_ + staging_off_, bytes, cudaMemcpyHostToDevice, stream_));
+  if (stage_reuse_ && !capturing_) {
+    staged_[staged_next_] = {staging_off_, bytes, h};
+    staged_next_ = (staged_next_ + 1) % 4;
+  }
   bytes = padded;
   staging_off_ += bytes;
   return dev;

@@ -163,6 +163,16 @@ class CudaBackend final : public ops::Backend, public ops::CudaExtension {
   int staging_half_ = 0;          // the half staging_off_ is in (explicit: an exactly full half is ambiguous)
   cudaEvent_t staging_done_[2] = {nullptr, nullptr};
   bool staging_pending_[2] = {false, false};
+  // The last few staged copies, reused when an op stages the same bytes again (every layer's rope positions and
+  // attention key ranges): each copy in the stream costs a few µs of idle GPU between kernels. An entry lives until
+  // the ring re-enters its half (the device bytes are then rewritten); none is used or made during graph capture.
+  struct StagedCopy {
+    std::size_t off = 0, bytes = 0;
+    int half = -1;  // -1: empty
+  };
+  StagedCopy staged_[4];
+  int staged_next_ = 0;
+  bool stage_reuse_ = true;  // PIXTRAL_CUDA_STAGE_REUSE=0: copy every time (A/B)
   struct RopeTable {
     float theta;
     int head_dim;

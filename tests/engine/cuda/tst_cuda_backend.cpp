@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <random>
+#include <vector>
 
 #include "cuda/cuda_ext.h"
 #include "cuda_test_util.h"
@@ -64,6 +66,34 @@ TEST(CudaBackend, OutOfMemoryNamesTheAllocationAndBackendStaysUsable) {
   ASSERT_TRUE(ok.ok()) << ok.status().to_string();
   G->free(*ok);
   EXPECT_TRUE(G->synchronize().ok());
+}
+
+// Host indices (positions, key ranges) go through the pinned staging ring; an op that stages the same bytes as a
+// recent one reuses that device copy. Positions that change, repeat, and come back after the ring has wrapped
+// (each 16 KB, 64 to a 1 MiB half: 300 ops wrap it twice) must always give the CPU's rotation.
+TEST(CudaBackend, StagedIndicesAreReusedOnlyWhileEqualAndValid) {
+  PIXTRAL_REQUIRE_GPU();
+  auto cpu = ops::make_cpu_backend(1);
+  std::mt19937 rng(11);
+  const std::int64_t T = 4000;
+  const int heads = 1, D = 64;
+  const auto xh = cuda_test::random_values(rng, std::size_t(T * heads * D));
+  auto x = cuda_test::make_pair(cpu.get(), G, T, heads * D, xh.data());
+  auto random_positions = [&] {
+    std::vector<int> p(static_cast<std::size_t>(T));
+    for (auto& v : p) v = int(rng() % 100000);
+    return p;
+  };
+  const std::vector<int> a = random_positions(), b = random_positions();
+  for (int i = 0; i < 300; ++i) {
+    const std::vector<int> pos = i % 4 == 0 || i % 4 == 3 ? a : i % 4 == 1 ? b : random_positions();
+    cuda_test::reset(*x, xh.data());
+    ASSERT_TRUE(cpu->rope(x->c, heads, D, pos, 1e6f, ops::RopePairs::halves).ok());
+    ASSERT_TRUE(G->rope(x->g, heads, D, pos, 1e6f, ops::RopePairs::halves).ok());
+    const double e = cuda_test::expect_close(cuda_test::download(cpu.get(), x->c), cuda_test::download(G, x->g),
+                                             1e-5, "rope after " + std::to_string(i) + " staged copies");
+    if (e > 1e-5) break;  // one bf16 rounding; stale positions would rotate by other angles (error ~1)
+  }
 }
 
 TEST(CudaBackend, InjectedAllocationFailures) {
