@@ -261,8 +261,8 @@ Status CudaBackend::rope_2d(ops::Tensor x, int n_heads, int head_dim, std::span<
 Status CudaBackend::attention(ops::Tensor out, const ops::Tensor& q, const ops::Tensor& k, const ops::Tensor& v,
                               const ops::AttentionParams& p) {
   const std::int64_t qd = std::int64_t(p.n_heads) * p.head_dim, kd = std::int64_t(p.n_kv_heads) * p.head_dim;
-  if (q.cols != qd || k.cols != kd || v.cols != kd || k.rows != v.rows || out.rows != q.rows || out.cols != qd ||
-      !is_act(out.dtype))
+  if (p.n_heads <= 0 || p.n_kv_heads <= 0 || p.head_dim <= 0 || p.n_heads % p.n_kv_heads != 0 || q.cols != qd ||
+      k.cols != kd || v.cols != kd || k.rows != v.rows || out.rows != q.rows || out.cols != qd || !is_act(out.dtype))
     return bad("attention", "q " + shape(q) + " k " + shape(k) + " v " + shape(v) + " out " + shape(out) + " for " +
                                 std::to_string(p.n_heads) + "/" + std::to_string(p.n_kv_heads) + " heads of " +
                                 std::to_string(p.head_dim));

@@ -11,7 +11,7 @@
 // layouts, P kept in registers as the A operand of P·V); PTX ISA §9.7.14.5.8 (m16n8k16 fragment layout).
 // This file: v1 and the dispatch between v1, v3 (kernels_flash3.cu: 128 rows a block, two m16 tiles a warp, a lean
 // softmax), v4 (kernels_flash4.cu: wgmma on sm_90a) and v5 (kernels_flash5.cu: wgmma with TMA loads and warp
-// specialization, forced only).
+// specialization; the automatic choice on sm_90).
 #include <climits>
 #include <cstdint>
 #include <cstdio>
@@ -288,7 +288,19 @@ Status launch_flash_attention(const AttentionLaunch& a, cudaStream_t s) {
   switch (pick_flash(a, &config)) {
     case 3: return launch_flash3(a, config, s);
     case 4: return launch_flash4(a, config, s);
-    case 5: return launch_flash5(a, config, s);
+    case 5: {
+      Status st = launch_flash5(a, config, s);
+      if (st.code() != ErrorCode::unsupported) return st;  // unsupported: its tensor maps could not be made
+      static bool said = false;
+      if (!said) {
+        said = true;
+        std::fprintf(stderr, "pixtral cuda: flash attention v5 unavailable (%s); v4 or v3 instead\n",
+                     st.message().c_str());
+      }
+      if (flash4_supported(a)) return launch_flash4(a, '\0', s);
+      if (flash3_supported(a)) return launch_flash3(a, '\0', s);
+      break;
+    }
     default: break;
   }
   if (a.head_dim == 64)

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <climits>
+#include <cmath>
 #include <cstdint>
 
 #include "cuda/kernels.cuh"
@@ -114,6 +115,10 @@ __device__ __forceinline__ void store2(float* d, float a, float b) {
 __device__ __forceinline__ void store2(bf16* d, float a, float b) {
   *reinterpret_cast<__nv_bfloat162*>(d) = __floats2bfloat162_rn(a, b);
 }
+
+/// v3, v4 and v5 mask with −inf before the scale is applied (one FFMA per score): a scale ≤ 0 or not finite would
+/// give NaN (−inf · 0) or a wrong maximum; such launches take v1.
+inline bool scale_folds(const AttentionLaunch& a) { return a.scale > 0.f && a.scale < INFINITY; }
 
 /// v3 (kernels_flash3.cu): whether it can run `a` (on top of flash_attention_supported: its block's shared memory
 /// fits, 8-byte aligned output, grid limits) and the launch; `config` is the PIXTRAL_CUDA_FLASH suffix after '3'

@@ -311,7 +311,7 @@ bool flash3_supported(const AttentionLaunch& a) {
   constexpr std::size_t kReservedPerBlock = 1024;  // the runtime's shared memory per block
   const std::size_t smem = a.head_dim <= 64 ? smem_bytes<64>() : smem_bytes<128>();
   const std::uintptr_t out = reinterpret_cast<std::uintptr_t>(a.out);
-  return flash_attention_supported(a) && smem <= std::size_t(a.max_smem) &&
+  return flash_attention_supported(a) && scale_folds(a) && smem <= std::size_t(a.max_smem) &&
          smem + kReservedPerBlock <= std::size_t(a.smem_per_sm) && (out & 7) == 0 &&
          ceil_div(a.n_q, kBr) <= 65535;  // grid.y
 }

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// Prefill attention on Hopper's warpgroup MMA, v4 (PIXTRAL_CUDA_FLASH=4 only, until measured): v3's semantics
+// Prefill attention on Hopper's warpgroup MMA, v4 (automatic on sm_90 where v5 cannot run): v3's semantics
 // (kernels_flash3.cu: per-row key ranges or the device decode state, zero-filled keys past the block's range, lazy
 // rescaling, base-2 softmax with ex2.approx.ftz, fully masked rows give 0, deterministic) with both products on
 // wgmma.mma_async instead of mma.sync m16n8k16:
@@ -327,7 +327,7 @@ bool flash4_supported(const AttentionLaunch& a) {
   constexpr std::size_t kReservedPerBlock = 1024;  // the runtime's shared memory per block
   const std::size_t smem = a.head_dim == 64 ? smem_bytes<64>() : smem_bytes<128>();
   const std::uintptr_t out = reinterpret_cast<std::uintptr_t>(a.out);
-  return flash_attention_supported(a) && smem <= std::size_t(a.max_smem) &&
+  return flash_attention_supported(a) && scale_folds(a) && smem <= std::size_t(a.max_smem) &&
          smem + kReservedPerBlock <= std::size_t(a.smem_per_sm) && (out & 7) == 0 &&
          ceil_div(a.n_q, kBr) <= 65535 && device_runs_sm90a();
 }

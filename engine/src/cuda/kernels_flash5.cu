@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// Prefill attention v5, the FlashAttention-3 design on sm_90a (PIXTRAL_CUDA_FLASH=5 only, until measured). v4's
+// Prefill attention v5, the FlashAttention-3 design on sm_90a (the automatic prefill attention on sm_90, config 5p;
+// kernels_flash.cu pick_flash). v4's
 // semantics (kernels_flash4.cu: per-row key ranges [x, y), keys outside a row's range masked, lazy rescaling, base-2
 // softmax with ex2.approx.ftz, fully masked rows give 0, bf16 or f32 output, deterministic: fixed order, no
 // atomics); the device decode state is not supported (flash5_supported: v4 takes those launches). The machine:
@@ -77,8 +78,9 @@ constexpr std::size_t max_smem_bytes() {
   return std::max(Layout<D, 128, stages<D, 128>()>::kBytes, Layout<D, 64, stages<D, 64>()>::kBytes);
 }
 
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 constexpr int kProducerRegs = 24, kConsumerRegs = 240;  // 128 · 24 + 256 · 240 = 384 · 168 (launch bound 384, 1)
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 constexpr int kBarTurn = 1;  // named barriers 1, 2: consumer warpgroup 0's / 1's turn (ping-pong)
 
 __device__ __forceinline__ void mbar_init(std::uint32_t a, int count) {
@@ -426,6 +428,9 @@ __global__ void __launch_bounds__(kThreads, 1)
       release(v_empty(sl));
     }
   } else {
+    // No tile of this warpgroup's rows (e.g. every row's range empty): the Q load the producer issued for the
+    // block must still have landed before the block exits.
+    if (n_tiles > 0 && wg == 0) mbar_wait(q_full, 0);
     turn_begin();  // the final turn, empty
     turn_end();
   }
@@ -478,7 +483,8 @@ EncodeTiledFn encode_tiled() {
 Status encode_map(CUtensorMap* map, const void* base, std::int64_t cols, std::int64_t rows, int box_rows,
                   const char* what) {
   const EncodeTiledFn fn = encode_tiled();
-  if (!fn) return Status(ErrorCode::internal, "cuda flash attention v5: the driver has no cuTensorMapEncodeTiled");
+  // Failures here are ErrorCode::unsupported: nothing was queued, and the dispatcher runs v4 or v3 instead.
+  if (!fn) return Status(ErrorCode::unsupported, "cuda flash attention v5: the driver has no cuTensorMapEncodeTiled");
   const cuuint64_t dims[2] = {cuuint64_t(cols), cuuint64_t(rows)};
   const cuuint64_t strides[1] = {cuuint64_t(cols) * 2};  // bytes, dimension 1
   const cuuint32_t box[2] = {64, cuuint32_t(box_rows)};
@@ -487,7 +493,7 @@ Status encode_map(CUtensorMap* map, const void* base, std::int64_t cols, std::in
                         elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
                         CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   if (r != CUDA_SUCCESS)
-    return Status(ErrorCode::internal, std::string("cuda flash attention v5: cuTensorMapEncodeTiled (") + what +
+    return Status(ErrorCode::unsupported, std::string("cuda flash attention v5: cuTensorMapEncodeTiled (") + what +
                                            ") failed with CUresult " + std::to_string(int(r)));
   return {};
 }
@@ -531,8 +537,10 @@ bool device_runs_sm90a() {
     (void)cudaGetLastError();  // ours: not left for the next launch check
   } else if (major == 9 && minor == 0) {
     cudaFuncAttributes fa{};
+    // The sm_90a image (no marker), compiled to at least the registers the producer/consumer hand-over assumes
+    // (setmaxnreg: 128 × kProducerRegs + 256 × kConsumerRegs ≤ 384 × numRegs); fewer would block in setmaxnreg.
     if (cudaFuncGetAttributes(&fa, flash5_fwd_kernel<64, bf16, 128, stages<64, 128>(), false>) == cudaSuccess)
-      ok = fa.sharedSizeBytes == 0;
+      ok = fa.sharedSizeBytes == 0 && 128 * kProducerRegs + 256 * kConsumerRegs <= 384 * fa.numRegs;
     else
       (void)cudaGetLastError();
   }
@@ -554,7 +562,8 @@ Status launch_d(const AttentionLaunch& a, char config, cudaStream_t s) {
 
 bool flash5_supported(const AttentionLaunch& a) {
   constexpr std::size_t kReservedPerBlock = 1024;  // the runtime's shared memory per block
-  if (!flash_attention_supported(a) || a.dev_state != nullptr || a.key_range == nullptr) return false;
+  if (!flash_attention_supported(a) || !scale_folds(a) || a.dev_state != nullptr || a.key_range == nullptr)
+    return false;
   const std::size_t smem = a.head_dim == 64 ? max_smem_bytes<64>() : max_smem_bytes<128>();
   const std::uintptr_t out = reinterpret_cast<std::uintptr_t>(a.out);
   return smem <= std::size_t(a.max_smem) && smem + kReservedPerBlock <= std::size_t(a.smem_per_sm) &&

@@ -329,6 +329,13 @@ TEST_F(CudaOps, Attention) {
       {260, 260, 2, 2, 64, false, 0, {5, 3, 120, 1, 131}},    // segments shorter than a warp's 32 rows
       {150, 700, 8, 2, 128, true, 300, {}},                   // keys past the last row's range (a cache): v5's
                                                               // tensor maps end at the largest key a row sees
+      // flash v5 (128-key tiles, a warpgroup computes only the tiles its 64 rows meet, ping-pong turns)
+      {1288, 1288, 8, 2, 128, false, 0, {1088, 200}},         // a warpgroup skips 8 tiles before its run
+      {4160, 4160, 2, 2, 64, false, 0, {4032, 128}},          // a Pixtral-size image next to a small one
+      {30, 4193, 32, 8, 128, true, 4163, {}},                 // the follow-up turn's shape
+      {30, 4193, 32, 8, 128, true, 4163, {}, DType::f32},     // same, f32 output
+      {150, 1000, 8, 2, 128, false, 0, {}},                   // non-causal, n_q ≠ n_kv, partial last key tile
+      {1024, 1024, 8, 2, 128, true, 0, {}},                   // causal, full last block
       // split-KV decode shapes
       {3, 600, 8, 2, 64, true, 597, {}},           // three rows, G = 4, head_dim 64
       {4, 1000, 4, 4, 128, true, 996, {}},         // four rows, G = 1
