@@ -7,6 +7,7 @@
 // ref: FlashAttention-2 (Dao 2023); flash-attention csrc/flash_attn/src/flash_fwd_kernel.h.
 #pragma once
 
+#include <atomic>
 #include <climits>
 #include <cmath>
 #include <cstdint>
@@ -114,6 +115,33 @@ __device__ __forceinline__ void store2(float* d, float a, float b) {
 }
 __device__ __forceinline__ void store2(bf16* d, float a, float b) {
   *reinterpret_cast<__nv_bfloat162*>(d) = __floats2bfloat162_rn(a, b);
+}
+
+/// Whether the current device has compute capability 9.0 and runs the sm_90a image of `kernel` (a file built with
+/// PIXTRAL_CUDA_SM90A gives its other images a static shared-memory marker word) and `accept` takes the loaded
+/// image's attributes. Remembered per device (up to 64) in `known` (0 unknown, 1 yes, -1 no).
+template <class Accept>
+bool device_runs_sm90a_image(const void* kernel, std::atomic<signed char> (&known)[64], Accept accept) {
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) {
+    (void)cudaGetLastError();
+    return false;
+  }
+  if (const signed char k = known[dev].load(std::memory_order_relaxed); k != 0) return k > 0;
+  bool ok = false;
+  int major = 0, minor = 0;
+  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess) {
+    (void)cudaGetLastError();  // ours: not left for the next launch check
+  } else if (major == 9 && minor == 0) {
+    cudaFuncAttributes fa{};
+    if (cudaFuncGetAttributes(&fa, kernel) == cudaSuccess)
+      ok = fa.sharedSizeBytes == 0 && accept(fa);
+    else
+      (void)cudaGetLastError();
+  }
+  known[dev].store(ok ? 1 : -1, std::memory_order_relaxed);
+  return ok;
 }
 
 /// v3, v4 and v5 mask with −inf before the scale is applied (one FFMA per score): a scale ≤ 0 or not finite would

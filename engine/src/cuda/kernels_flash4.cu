@@ -295,27 +295,9 @@ Status launch_typed(const AttentionLaunch& a, cudaStream_t s) {
 // kernel has no static shared memory (the non-sm_90a images carry a marker word). Once per device (up to 64).
 bool device_runs_sm90a() {
 #if defined(PIXTRAL_CUDA_SM90A)
-  static std::atomic<signed char> known[64];  // 0 unknown, 1 yes, -1 no
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) {
-    (void)cudaGetLastError();
-    return false;
-  }
-  if (const signed char k = known[dev].load(std::memory_order_relaxed); k != 0) return k > 0;
-  bool ok = false;
-  int major = 0, minor = 0;
-  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
-      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess) {
-    (void)cudaGetLastError();  // ours: not left for the next launch check
-  } else if (major == 9 && minor == 0) {
-    cudaFuncAttributes fa{};
-    if (cudaFuncGetAttributes(&fa, flash4_fwd_kernel<64, bf16, false>) == cudaSuccess)
-      ok = fa.sharedSizeBytes == 0;
-    else
-      (void)cudaGetLastError();
-  }
-  known[dev].store(ok ? 1 : -1, std::memory_order_relaxed);
-  return ok;
+  static std::atomic<signed char> known[64];
+  return device_runs_sm90a_image(reinterpret_cast<const void*>(flash4_fwd_kernel<64, bf16, false>), known,
+                                 [](const cudaFuncAttributes&) { return true; });
 #else
   return false;
 #endif
