@@ -144,6 +144,26 @@ bool device_runs_sm90a_image(const void* kernel, std::atomic<signed char> (&know
   return ok;
 }
 
+/// The end of a v4/v5 consumer warpgroup: its O rows (wgmma m64nD accumulator layout: the thread's rows row_a and
+/// row_a + 8, column pairs 2·t4 + 8j) divided by their softmax sums — summed over the quad here; a row that saw no
+/// key gives 0 — and stored; block rows ≥ nr are not stored. `out` points at the block's first row of this head.
+template <int kO, class TO>
+__device__ __forceinline__ void store_o_rows(TO* out, std::int64_t q_stride, int row_a, int t4, int nr, float (&l)[2],
+                                             const float (&o)[kO]) {
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+#pragma unroll
+    for (int o_ = 1; o_ <= 2; o_ <<= 1) l[i] += __shfl_xor_sync(0xffffffffu, l[i], o_);
+    const float inv = l[i] > 0.f ? 1.f / l[i] : 0.f;
+    const int row = row_a + 8 * i;
+    if (row < nr) {
+      TO* dst = out + std::int64_t(row) * q_stride + 2 * t4;
+#pragma unroll
+      for (int j = 0; j < kO / 4; ++j) store2(dst + j * 8, o[4 * j + 2 * i] * inv, o[4 * j + 2 * i + 1] * inv);
+    }
+  }
+}
+
 /// v3, v4 and v5 mask with −inf before the scale is applied (one FFMA per score): a scale ≤ 0 or not finite would
 /// give NaN (−inf · 0) or a wrong maximum; such launches take v1.
 inline bool scale_folds(const AttentionLaunch& a) { return a.scale > 0.f && a.scale < INFINITY; }

@@ -258,18 +258,7 @@ __global__ void __launch_bounds__(kThreads, 2) flash4_fwd_kernel(const FlashPara
   cp_async_wait<0>();  // a block with no key tile still has its Q copy in flight
 
   TO* out = static_cast<TO*>(p.out) + std::int64_t(r0) * q_stride + std::int64_t(h) * D;
-#pragma unroll
-  for (int i = 0; i < 2; ++i) {
-#pragma unroll
-    for (int o_ = 1; o_ <= 2; o_ <<= 1) l[i] += __shfl_xor_sync(0xffffffffu, l[i], o_);
-    const float inv = l[i] > 0.f ? 1.f / l[i] : 0.f;
-    const int row = row_a + 8 * i;
-    if (row < nr) {
-      TO* dst = out + std::int64_t(row) * q_stride + 2 * t4;
-#pragma unroll
-      for (int j = 0; j < kO / 4; ++j) store2(dst + j * 8, o[4 * j + 2 * i] * inv, o[4 * j + 2 * i + 1] * inv);
-    }
-  }
+  store_o_rows<kO>(out, q_stride, row_a, t4, nr, l, o);
 #else
   // Not the sm_90a image: never launched (flash4_supported). The static shared word is the marker the host reads
   // through cudaFuncGetAttributes (sharedSizeBytes != 0: the driver loaded this image, v4 cannot run).
