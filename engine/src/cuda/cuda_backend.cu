@@ -161,14 +161,19 @@ Status CudaBackend::out_of_memory(std::size_t bytes, std::string_view what) {
                                               " requested, " + mib(free_b) + " free of " + mib(total_b) + ")");
 }
 
+Status CudaBackend::trim_pool() {
+  cudaGetLastError();  // the failed allocation's (non-sticky) error
+  PIXTRAL_CUDA_CHECK(cudaStreamSynchronize(stream_));  // frees queued on the stream have happened
+  PIXTRAL_CUDA_CHECK(cudaMemPoolTrimTo(pool_, 0));
+  return {};
+}
+
 Result<void*> CudaBackend::device_alloc(std::size_t bytes, std::string_view what) {
   PIXTRAL_RETURN_IF_ERROR(injected_failure(bytes, what));
   void* p = nullptr;
   cudaError_t e = cudaMalloc(&p, std::max<std::size_t>(bytes, 16));
   if (e == cudaErrorMemoryAllocation && pool_) {  // the pool may hold freed activations: give them back, retry
-    cudaGetLastError();
-    PIXTRAL_CUDA_CHECK(cudaStreamSynchronize(stream_));
-    PIXTRAL_CUDA_CHECK(cudaMemPoolTrimTo(pool_, 0));
+    PIXTRAL_RETURN_IF_ERROR(trim_pool());
     e = cudaMalloc(&p, std::max<std::size_t>(bytes, 16));
   }
   if (e == cudaErrorMemoryAllocation) return out_of_memory(bytes, what);
@@ -257,9 +262,7 @@ Result<ops::Tensor> CudaBackend::alloc(std::int64_t rows, std::int64_t cols, DTy
   PIXTRAL_RETURN_IF_ERROR(injected_failure(bytes, what));
   cudaError_t e = cudaMallocFromPoolAsync(&t.data, bytes, pool_, stream_);
   if (e == cudaErrorMemoryAllocation) {  // its own free blocks may be too small: return them whole, retry once
-    cudaGetLastError();
-    PIXTRAL_CUDA_CHECK(cudaStreamSynchronize(stream_));
-    PIXTRAL_CUDA_CHECK(cudaMemPoolTrimTo(pool_, 0));
+    PIXTRAL_RETURN_IF_ERROR(trim_pool());
     e = cudaMallocFromPoolAsync(&t.data, bytes, pool_, stream_);
   }
   if (e == cudaErrorMemoryAllocation) return out_of_memory(bytes, what);

@@ -106,6 +106,8 @@ class CudaBackend final : public ops::Backend, public ops::CudaExtension {
   /// The injected allocation failure (fail_allocation_after), if this allocation is the one.
   Status injected_failure(std::size_t bytes, std::string_view what);
   Status out_of_memory(std::size_t bytes, std::string_view what);
+  /// After an allocation failed: wait for the queued work, then hand the pool's unused memory back to the driver.
+  Status trim_pool();
   /// Copy one host tensor into device bf16 at dst (f16/f32 converted on the device).
   Status upload_into(bf16* dst, const WeightView& w);
   /// Ensure `s` holds `bytes` (grows by 1.5× after a stream sync; contents are not kept).
