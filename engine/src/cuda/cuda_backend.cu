@@ -154,15 +154,15 @@ Status CudaBackend::injected_failure(std::size_t bytes, std::string_view what) {
 }
 
 Status CudaBackend::out_of_memory(std::size_t bytes, std::string_view what) {
-  cudaGetLastError();  // clear the (non-sticky) allocation error
+  (void)cudaGetLastError();  // clear the (non-sticky) allocation error
   std::size_t free_b = 0, total_b = 0;
-  memory_info(&free_b, &total_b);
+  (void)memory_info(&free_b, &total_b);  // best effort: the message still names what did not fit
   return Status(ErrorCode::out_of_memory, "out of GPU memory allocating " + std::string(what) + " (" + mib(bytes) +
                                               " requested, " + mib(free_b) + " free of " + mib(total_b) + ")");
 }
 
 Status CudaBackend::trim_pool() {
-  cudaGetLastError();  // the failed allocation's (non-sticky) error
+  (void)cudaGetLastError();  // the failed allocation's (non-sticky) error
   PIXTRAL_CUDA_CHECK(cudaStreamSynchronize(stream_));  // frees queued on the stream have happened
   PIXTRAL_CUDA_CHECK(cudaMemPoolTrimTo(pool_, 0));
   return {};
