@@ -294,13 +294,11 @@ Status launch_rows(void* out, DType out_t, const void* x, DType x_t, const std::
       TO* o = static_cast<TO*>(out);
       const TX* xx = static_cast<const TX*>(x);
       if constexpr (std::is_same_v<TX, bf16>) {
-        // The tensor-core GEMVs where they run (kernels_q4mma.cu, kernels_q8mma.cu), else the scalar kernel below.
-        bool launched = false;
-        if (int4)
+        if (int4) {  // the tensor-core GEMV where it runs (kernels_q4mma.cu), else the scalar kernel below
+          bool launched = false;
           PIXTRAL_RETURN_IF_ERROR(launch_q4mma(o, out_t, xx, q, scales, bias, T, N, items, K, M, ra, s, &launched));
-        else
-          PIXTRAL_RETURN_IF_ERROR(launch_q8mma(o, out_t, xx, q, scales, bias, T, N, items, K, M, ra, s, &launched));
-        if (launched) return Status{};
+          if (launched) return Status{};
+        }
       }
       if (int4)
         launch_dependent(qgemv_kernel<T, TX, TO, true, M>, grid, block, s, o, xx, q, scales, bias, N, items, K, ra);

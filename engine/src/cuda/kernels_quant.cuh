@@ -48,13 +48,6 @@ Status launch_q4mma(void* out, DType out_t, const bf16* x, const std::uint8_t* q
                     const bf16* bias, int T, int N, int items, int K, GemvMode mode, const RopeAppendArgs& ra,
                     cudaStream_t s, bool* launched);
 
-/// The int8 × bf16 GEMV on the tensor cores (kernels_q8mma.cu) for one row of x (T = 1) in @p mode, K a multiple of
-/// 64. Sets *launched; nothing is launched (the caller runs the scalar kernel) where it does not run:
-/// unless PIXTRAL_CUDA_INT8_MMA=1, T > 1, K % 64 ≠ 0, or fewer than 2 of its blocks fit an SM.
-Status launch_q8mma(void* out, DType out_t, const bf16* x, const std::uint8_t* q, const float* scales,
-                    const bf16* bias, int T, int N, int items, int K, GemvMode mode, const RopeAppendArgs& ra,
-                    cudaStream_t s, bool* launched);
-
 /// The ops::Weight of a quantized device allocation: q packed values, scales on the device.
 inline ops::Weight quantized_weight(void* q, const float* scales, DType dtype, std::int64_t rows, std::int64_t cols,
                                     const std::string& name, quant::Format f) {
