@@ -10,12 +10,16 @@
 // int8 head, norms, one embedding row, the KV cache); and for int8/int4 the next-token distributions of a few
 // prompts are compared with a bf16 copy of the same weights (KL divergence, top-1 agreement).
 // Timing: warm-up first; synchronize + steady_clock around each measured region; medians.
+// Diagnostic (PIXTRAL_BENCH_GRAPH_ALONE=1, CUDA): the captured decode step replayed 64 times back to back after the
+// last page-QA run, printed next to the measured step: their difference is what each token spends outside the
+// decoder (sampling, the host round trip, launches).
 // Hidden options for a smoke test without a GPU: --device cpu --tiny (a tiny synthetic config).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <cstdlib>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -448,6 +452,17 @@ int run(const Options& o) {
     });
     if (!g.ok()) return bench_fail(4, "page QA: " + g.status().message());
     mem.sample();
+    // Diagnostic: the captured decode step replayed back to back (no sampling, no host round trip between steps;
+    // it rewrites the last cached row with the same values), against the measured step.
+    if (auto* ext = ops::cuda_extension(be); ext && rep == reps - 1 && std::getenv("PIXTRAL_BENCH_GRAPH_ALONE")) {
+      constexpr int kReplays = 64;
+      bool ok = be.synchronize().ok();
+      const auto t0 = Clock::now();
+      for (int i = 0; ok && i < kReplays; ++i) ok = ext->replay().ok();
+      ok = ok && be.synchronize().ok();
+      if (ok) note(o, "decode graph replayed back to back: " + std::to_string(ms_between(t0, Clock::now()) / kReplays) +
+                          " ms/step");
+    }
     // Follow-up turn: the answer's ids + a new 30-token question; only the new rows are processed.
     std::vector<Message> conv2 = conv1;
     Message answer{Role::assistant, {ContentPart::from_text(g->text)}, g->tokens};
