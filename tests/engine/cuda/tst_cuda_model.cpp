@@ -163,7 +163,9 @@ TEST(CudaModel, LogitsWithinBudgetAndGreedyTokensMatchWhereDecisive) {
       ASSERT_TRUE(cpu) << why;
       auto gpu = model_on(dir, pixtral::Device::cuda, &why);
       ASSERT_TRUE(gpu) << why;
-      if (!self_check()) ASSERT_EQ(gpu->info().backend, "cuda");
+      if (!self_check()) {
+        ASSERT_EQ(gpu->info().backend, "cuda");
+      }
       const std::string id = c.id() + " [" + layout + "]";
       auto a = greedy(*cpu, c, steps_of(c));
       auto b = greedy(*gpu, c, steps_of(c));
