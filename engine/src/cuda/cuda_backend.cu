@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstdio>
 #include <cstring>
+#include <iterator>
 
 #include "cuda/cuda_abi.h"
 #include "cuda/cuda_backend.h"
@@ -236,7 +237,7 @@ Result<void*> CudaBackend::stage(const void* host, std::size_t bytes) {
   PIXTRAL_CUDA_CHECK(cudaMemcpyAsync(dev, staging_host_ + staging_off_, bytes, cudaMemcpyHostToDevice, stream_));
   if (stage_reuse_ && !capturing_) {
     staged_[staged_next_] = {staging_off_, bytes, h};
-    staged_next_ = (staged_next_ + 1) % 4;
+    staged_next_ = (staged_next_ + 1) % int(std::size(staged_));
   }
   bytes = padded;
   staging_off_ += bytes;
