@@ -125,11 +125,11 @@ class CudaBackend final : public ops::Backend, public ops::CudaExtension {
   /// out[T, N] = x · Wᵀ + beta · out (beta 0 or 1), cuBLAS with fp32 accumulation.
   Status gemm(void* out, DType out_t, const bf16* x, const bf16* w, std::int64_t T, std::int64_t N, std::int64_t K,
               float beta = 0.f);
-  /// matmul with an int8/int4 weight (kernels_quant.cu): quantized GEMV for T ≤ 4, else dequantized tiles + cuBLAS.
   /// The KV-append row of a decode step on the device: the decode state's slot (device-state mode) or `position`
   /// staged after checking it is inside both caches (else invalid_argument naming `op`).
   Result<const int*> append_position(const char* op, int position, const ops::Tensor& k_cache,
                                      const ops::Tensor& v_cache);
+  /// matmul with an int8/int4 weight (kernels_quant.cu): quantized GEMV for T ≤ 4, else dequantized tiles + cuBLAS.
   Status matmul_quantized(ops::Tensor out, const ops::Tensor& x, const ops::Weight& w, const ops::Weight* bias,
                           float beta = 0.f);
   /// attention() while in device-state mode (key ranges from the decode state).

@@ -99,16 +99,19 @@ Status CudaBackend::matmul(ops::Tensor out, const ops::Tensor& x, const ops::Wei
 
 // Prefill: one GEMM with beta = 1 reads h and writes round(h + x·Wᵀ) — no product tensor written and read back, and
 // the row norm after it reads h alone (add_rms_norm read h and the product and wrote h). Rows the one-row GEMVs
-// serve (decode) keep the default: their fused add + norm kernel is what the decode graph is built from.
+// serve (decode): the product rounded to h's dtype and added in the GEMV's epilogue (gemv_modes.cuh, residual mode:
+// the bits of this op's default with tmp in h's dtype), so the norm after it is the decode step's only other kernel.
 Status CudaBackend::matmul_add(ops::Tensor h, ops::Tensor tmp, const ops::Tensor& x, const ops::Weight& w) {
   const std::int64_t T = x.rows, K = x.cols, N = w.rows;
   if (w.cols != K || h.rows != T || h.cols != N || !is_act(x.dtype) || !is_act(h.dtype))
     return bad("matmul_add", "x " + shape(x) + " · " + w.name + " [" + std::to_string(w.rows) + "," +
                                  std::to_string(w.cols) + "]ᵀ -> h " + shape(h));
   if (T == 0) return {};
-  const bool one_row_kernel = w.quantized() ? qgemv_supported(T, K, x.data, x.dtype, w.data, w.format)
-                                            : gemv_supported(T, K, x.data, x.dtype, w.data);
-  if (one_row_kernel) return ops::Backend::matmul_add(h, tmp, x, w);
+  if (w.quantized() && w.scales && qgemv_supported(T, K, x.data, x.dtype, w.data, w.format))
+    return launch_qgemv_add(h.data, h.dtype, x.data, x.dtype, static_cast<const std::uint8_t*>(w.data), w.scales,
+                            w.format, T, N, K, stream_);
+  if (!w.quantized() && gemv_supported(T, K, x.data, x.dtype, w.data))
+    return launch_gemv_add(h.data, h.dtype, x.data, x.dtype, wptr(w), T, N, K, stream_);
   if (w.quantized()) return matmul_quantized(h, x, w, nullptr, 1.f);
   auto xb = as_bf16(x, convert_, "matmul input conversion buffer");
   if (!xb.ok()) return xb.status();

@@ -10,13 +10,17 @@
 //          in double, four separately rounded products); q pairs go to out (qkv), k pairs to k_cache row pos;
 //          the items after are pairs of v dims copied to v_cache row pos. qkv's k and v parts are not written.
 //          The bits of matmul into qkv followed by rope_append_kv (k/v caches in the output dtype).
+//   residual: item n = row n, out[t, n] = round(h[t, n] + round(x[t]·W[n] (+ bias[n]))) with out = h, both roundings
+//          to h's dtype: the bits of a matmul into a tmp of h's dtype followed by add(h, tmp) (matmul_add). The
+//          storing lane reads h[t, n] right after the dependent-launch wait (gemv_item_prior), so that L2 round trip
+//          is not at the end of the kernel; h[t, n] is read and written by that lane alone, so in place is safe.
 #pragma once
 
 #include "cuda/common.cuh"
 
 namespace pixtral::cuda {
 
-enum class GemvMode { plain, silu, rope };
+enum class GemvMode { plain, silu, rope, residual };
 
 /// The rope mode's extra arguments (ignored by the other modes).
 struct RopeAppendArgs {
@@ -28,9 +32,11 @@ struct RopeAppendArgs {
   bool halves = false;
 };
 
-constexpr int gemv_rows_per_item(GemvMode m) { return m == GemvMode::plain ? 1 : 2; }
+constexpr int gemv_rows_per_item(GemvMode m) {
+  return m == GemvMode::plain || m == GemvMode::residual ? 1 : 2;
+}
 
-/// Work items of a launch: N output features (plain), F (silu), or the rope mode's pairs.
+/// Work items of a launch: N output features (plain, residual), F (silu), or the rope mode's pairs.
 inline int gemv_items(GemvMode m, int N, const RopeAppendArgs& ra) {
   if (m != GemvMode::rope) return N;
   return (ra.nh + ra.nkv) * (ra.hd / 2) + ra.nkv * ra.hd / 2;
@@ -39,7 +45,7 @@ inline int gemv_items(GemvMode m, int N, const RopeAppendArgs& ra) {
 /// The W rows of item n (N: plain/silu output count).
 template <GemvMode M>
 __device__ __forceinline__ void gemv_item_rows(int n, int N, const RopeAppendArgs& ra, int rows[2]) {
-  if constexpr (M == GemvMode::plain) {
+  if constexpr (M == GemvMode::plain || M == GemvMode::residual) {
     rows[0] = n;
   } else if constexpr (M == GemvMode::silu) {
     rows[0] = n;
@@ -58,13 +64,25 @@ __device__ __forceinline__ void gemv_item_rows(int n, int N, const RopeAppendArg
   }
 }
 
-/// Lane 0's write of item n for x row t; v holds the item's fp32 dot products (scales applied).
+/// Residual mode: h[t, n] as it was before this kernel, read by the thread that will store item n right after the
+/// dependent-launch wait; 0 in the other modes.
+template <GemvMode M, class TO>
+__device__ __forceinline__ float gemv_item_prior(const TO* out, int t, int n, int N) {
+  if constexpr (M == GemvMode::residual) return to_f32(out[std::int64_t(t) * N + n]);
+  return 0.f;
+}
+
+/// Lane 0's write of item n for x row t; v holds the item's fp32 dot products (scales applied); prior: what
+/// gemv_item_prior read (residual mode).
 template <GemvMode M, class TO>
 __device__ __forceinline__ void gemv_item_store(TO* out, int t, int n, int N, const float v[2], const bf16* bias,
-                                                const RopeAppendArgs& ra) {
+                                                const RopeAppendArgs& ra, float prior = 0.f) {
   if constexpr (M == GemvMode::plain) {
     const float b = bias ? __bfloat162float(bias[n]) : 0.f;
     out[std::int64_t(t) * N + n] = from_f32<TO>(v[0] + b);
+  } else if constexpr (M == GemvMode::residual) {
+    const float b = bias ? __bfloat162float(bias[n]) : 0.f;
+    out[std::int64_t(t) * N + n] = from_f32<TO>(prior + to_f32(from_f32<TO>(v[0] + b)));
   } else if constexpr (M == GemvMode::silu) {
     out[std::int64_t(t) * N + n] = silu_mul_rounded<TO>(v[0], v[1]);
   } else {

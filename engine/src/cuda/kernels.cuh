@@ -91,6 +91,10 @@ bool gemv_supported(std::int64_t T, std::int64_t K, const void* x, DType x_t, co
 /// out[T, N] = x[T, K] · W[N, K]ᵀ (+ bias[N]) for T ≤ kGemvMaxRows, streaming W once with 16-byte loads.
 Status launch_gemv(void* out, DType out_t, const void* x, DType x_t, const bf16* w, const bf16* bias,
                    std::int64_t T, std::int64_t N, std::int64_t K, cudaStream_t s);
+/// h[T, N] += x[T, K] · W[N, K]ᵀ with the product rounded to h's dtype first (gemv_modes.cuh, residual mode): the
+/// bits of launch_gemv into a tmp of h's dtype followed by launch_add, in one kernel.
+Status launch_gemv_add(void* h, DType h_t, const void* x, DType x_t, const bf16* w, std::int64_t T, std::int64_t N,
+                       std::int64_t K, cudaStream_t s);
 /// out[T, F] = silu(x · w1ᵀ) ⊙ (x · w3ᵀ), w13 = [w1; w3] (2F rows of K): each warp walks row f of w1 and of w3
 /// (the bits of launch_gemv into [g | u] followed by launch_silu_mul).
 Status launch_gemv_silu(void* out, DType out_t, const void* x, DType x_t, const bf16* w13, std::int64_t T,

@@ -70,6 +70,9 @@ gemv_kernel(TO* __restrict__ out, const TX* x, const bf16* __restrict__ w, const
   bool full = c + 32 * (kUnroll - 1) < n_chunks;
   if (full) load_batch();
   wait_for_previous_grid();  // x (and out) belong to the previous kernels
+  float prior[T];  // residual mode: h before this kernel (gemv_modes.cuh)
+#pragma unroll
+  for (int t = 0; t < T; ++t) prior[t] = lane == 0 ? gemv_item_prior<M>(out, t, n, N) : 0.f;
   while (full) {
     if (lane < kIterBytes / 128 && pf < row_bytes) prefetch_l2(wbytes + pf);
 #pragma unroll
@@ -114,7 +117,7 @@ gemv_kernel(TO* __restrict__ out, const TX* x, const bf16* __restrict__ w, const
     float v[2] = {0.f, 0.f};
 #pragma unroll
     for (int r = 0; r < R; ++r) v[r] = warp_sum(acc[r][t]);
-    if (lane == 0) gemv_item_store<M>(out, t, n, N, v, bias, ra);
+    if (lane == 0) gemv_item_store<M>(out, t, n, N, v, bias, ra, prior[t]);
   }
 }
 
@@ -156,6 +159,19 @@ Status launch_gemv(void* out, DType out_t, const void* x, DType x_t, const bf16*
     case 2: return launch_rows<2>(out, out_t, x, x_t, w, bias, int(N), int(K), s);
     case 3: return launch_rows<3>(out, out_t, x, x_t, w, bias, int(N), int(K), s);
     default: return launch_rows<4>(out, out_t, x, x_t, w, bias, int(N), int(K), s);
+  }
+}
+
+Status launch_gemv_add(void* h, DType h_t, const void* x, DType x_t, const bf16* w, std::int64_t T, std::int64_t N,
+                       std::int64_t K, cudaStream_t s) {
+  if (!gemv_supported(T, K, x, x_t, w))
+    return Status(ErrorCode::internal, "launch_gemv_add: unsupported shape/alignment (caller must check)");
+  constexpr GemvMode A = GemvMode::residual;
+  switch (T) {
+    case 1: return launch_rows<1, A>(h, h_t, x, x_t, w, nullptr, int(N), int(K), s);
+    case 2: return launch_rows<2, A>(h, h_t, x, x_t, w, nullptr, int(N), int(K), s);
+    case 3: return launch_rows<3, A>(h, h_t, x, x_t, w, nullptr, int(N), int(K), s);
+    default: return launch_rows<4, A>(h, h_t, x, x_t, w, nullptr, int(N), int(K), s);
   }
 }
 

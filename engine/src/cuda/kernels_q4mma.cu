@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // The int4 × bf16 decode GEMV on the tensor cores (issue 6): launch_q4mma, called by kernels_quant.cu's GEMV
-// dispatch for int4 weights with bf16 activations (T ≤ 4, plain / silu / rope modes). Formats in core/quant.h.
+// dispatch for int4 weights with bf16 activations (T ≤ 4, plain / silu / rope / residual modes). Formats in core/quant.h.
 #include <cstdlib>
 
 #include "cuda/gemv_modes.cuh"
@@ -147,6 +147,10 @@ q4mma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const std::uint8_
     cp_async_commit();
   }
   wait_for_previous_grid();  // x (and out) belong to the previous kernels
+  // The thread that stores (item, x row) below reads h now in residual mode (gemv_modes.cuh, gemv_item_prior).
+  const int item = threadIdx.x >> 2, c = threadIdx.x & 3;
+  const bool stores = threadIdx.x < kMmaItems * 4 && c < T && n0 + item < n_items;
+  const float prior = stores ? gemv_item_prior<M>(out, c, n0 + item, N) : 0.f;
   // B column g = x row g (g < T; the other columns multiply zeros and are never read).
   const uint4* xp = reinterpret_cast<const uint4*>(x + std::int64_t(g < T ? g : 0) * K + 32 * t);
   float acc[R][4];
@@ -220,8 +224,7 @@ q4mma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const std::uint8_
     }
   }
   __syncthreads();
-  const int item = threadIdx.x >> 2, c = threadIdx.x & 3;
-  if (threadIdx.x < kMmaItems * 4 && c < T && n0 + item < n_items) {
+  if (stores) {
     float v[2] = {0.f, 0.f};
 #pragma unroll
     for (int r = 0; r < R; ++r) {
@@ -230,7 +233,7 @@ q4mma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const std::uint8_
       for (int ww = 1; ww < W; ++ww) sum += red[ww][r][item][c];
       v[r] = sum;
     }
-    gemv_item_store<M>(out, c, n0 + item, N, v, bias, ra);
+    gemv_item_store<M>(out, c, n0 + item, N, v, bias, ra, prior);
   }
 }
 
@@ -288,6 +291,8 @@ Status launch_mode(TO* out, const bf16* x, const std::uint8_t* q, const float* s
       return launch_rows<TO, GemvMode::plain>(out, x, q, scales, bias, T, N, items, K, ra, s, launched);
     case GemvMode::silu:
       return launch_rows<TO, GemvMode::silu>(out, x, q, scales, bias, T, N, items, K, ra, s, launched);
+    case GemvMode::residual:
+      return launch_rows<TO, GemvMode::residual>(out, x, q, scales, bias, T, N, items, K, ra, s, launched);
     default:  // rope: one x row
       return launch_typed<1, TO, GemvMode::rope>(out, x, q, scales, bias, N, items, K, ra, s, launched);
   }

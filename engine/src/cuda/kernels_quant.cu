@@ -258,6 +258,9 @@ qgemv_kernel(TO* __restrict__ out, const TX* x, const std::uint8_t* __restrict__
   bool full = c + 32 * (kUnroll - 1) < n_chunks;
   if (full) load_batch();  // W is immutable: the first batch before waiting on the previous kernel
   wait_for_previous_grid();  // x (and out) belong to the previous kernels
+  float prior[T];  // residual mode: h before this kernel (gemv_modes.cuh)
+#pragma unroll
+  for (int t = 0; t < T; ++t) prior[t] = lane == 0 ? gemv_item_prior<M>(out, t, n, N) : 0.f;
   while (full) {
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u)
@@ -278,7 +281,7 @@ qgemv_kernel(TO* __restrict__ out, const TX* x, const std::uint8_t* __restrict__
       v[r] = warp_sum(acc[r][t]);
       if (!INT4) v[r] *= srow[r][0];
     }
-    if (lane == 0) gemv_item_store<M>(out, t, n, N, v, bias, ra);
+    if (lane == 0) gemv_item_store<M>(out, t, n, N, v, bias, ra, prior[t]);
   }
 }
 
@@ -368,6 +371,20 @@ Status launch_qgemv(void* out, DType out_t, const void* x, DType x_t, const std:
     case 2: return launch_rows<2>(out, out_t, x, x_t, q, scales, int4, bias, int(N), int(K), s);
     case 3: return launch_rows<3>(out, out_t, x, x_t, q, scales, int4, bias, int(N), int(K), s);
     default: return launch_rows<4>(out, out_t, x, x_t, q, scales, int4, bias, int(N), int(K), s);
+  }
+}
+
+Status launch_qgemv_add(void* h, DType h_t, const void* x, DType x_t, const std::uint8_t* q, const float* scales,
+                        Format f, std::int64_t T, std::int64_t N, std::int64_t K, cudaStream_t s) {
+  if (!qgemv_supported(T, K, x, x_t, q, f))
+    return Status(ErrorCode::internal, "launch_qgemv_add: unsupported shape/alignment (caller must check)");
+  const bool int4 = f == Format::int4_g128;
+  constexpr GemvMode A = GemvMode::residual;
+  switch (T) {
+    case 1: return launch_rows<1, A>(h, h_t, x, x_t, q, scales, int4, nullptr, int(N), int(K), s);
+    case 2: return launch_rows<2, A>(h, h_t, x, x_t, q, scales, int4, nullptr, int(N), int(K), s);
+    case 3: return launch_rows<3, A>(h, h_t, x, x_t, q, scales, int4, nullptr, int(N), int(K), s);
+    default: return launch_rows<4, A>(h, h_t, x, x_t, q, scales, int4, nullptr, int(N), int(K), s);
   }
 }
 

@@ -33,6 +33,9 @@ bool qgemv_supported(std::int64_t T, std::int64_t K, const void* x, DType x_t, c
 Status launch_qgemv(void* out, DType out_t, const void* x, DType x_t, const std::uint8_t* q, const float* scales,
                     quant::Format f, const bf16* bias, std::int64_t T, std::int64_t N, std::int64_t K,
                     cudaStream_t s);
+/// launch_gemv_add (h += x · Wᵀ, the product rounded to h's dtype first) for a quantized W.
+Status launch_qgemv_add(void* h, DType h_t, const void* x, DType x_t, const std::uint8_t* q, const float* scales,
+                        quant::Format f, std::int64_t T, std::int64_t N, std::int64_t K, cudaStream_t s);
 /// launch_gemv_rope for a quantized [wq; wk; wv].
 Status launch_qgemv_rope(void* qkv, DType t, const void* x, DType x_t, const std::uint8_t* q, const float* scales,
                          quant::Format f, std::int64_t K, void* k_cache, void* v_cache, DType cache_t, const int* pos,
@@ -42,7 +45,7 @@ Status launch_qgemv_silu(void* out, DType out_t, const void* x, DType x_t, const
                          quant::Format f, std::int64_t T, std::int64_t F, std::int64_t K, cudaStream_t s);
 
 /// The int4 × bf16 GEMV on the tensor cores (kernels_q4mma.cu) for T ≤ 4 rows of x in @p mode (plain, silu, or rope
-/// with T = 1). Sets *launched; nothing is launched (and the caller runs the scalar kernel) where it does not run:
+/// with T = 1, or residual). Sets *launched; nothing is launched (and the caller runs the scalar kernel) where it does not run:
 /// PIXTRAL_CUDA_INT4_MMA=0, or fewer than 2 of its blocks fit an SM (GPUs with 100 KB of shared memory an SM).
 Status launch_q4mma(void* out, DType out_t, const bf16* x, const std::uint8_t* q, const float* scales,
                     const bf16* bias, int T, int N, int items, int K, GemvMode mode, const RopeAppendArgs& ra,

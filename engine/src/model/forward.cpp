@@ -209,15 +209,10 @@ Status decoder_forward(ops::Backend& be, const ModelConfig& cfg, const DecoderWe
     }
     const int n_keys = device_state ? kv.context : pos0 + T;  // device state: live length read on the device
     PX_TRY(be.attention(attn, q, kv.k[il].slice_rows(0, n_keys), kv.v[il].slice_rows(0, n_keys), ap));
-    // h += attn out; xn = ffn_norm(h). Decode: the product, then one fused add + norm (the graph's kernels);
-    // prefill: the product accumulated into h (matmul_add), then the norm.
-    if (T == 1) {
-      PX_TRY(be.matmul(o, attn, b.wo));
-      PX_TRY(be.add_rms_norm(h, o, xn, b.ffn_norm, cfg.norm_eps));
-    } else {
-      PX_TRY(be.matmul_add(h, o, attn, b.wo));
-      PX_TRY(be.rms_norm(xn, h, b.ffn_norm, cfg.norm_eps));
-    }
+    // h += attn out, accumulated into h by the product where the backend can (the GEMM's beta, the decode GEMV's
+    // epilogue); xn = ffn_norm(h).
+    PX_TRY(be.matmul_add(h, o, attn, b.wo));
+    PX_TRY(be.rms_norm(xn, h, b.ffn_norm, cfg.norm_eps));
     if (T == 1 && b.w13.data) {
       PX_TRY(be.matmul_silu(gate, s.gu, xn, b.w13));  // [w1; w3] in one pass, SiLU·mul fused where the backend can
     } else {
@@ -226,13 +221,8 @@ Status decoder_forward(ops::Backend& be, const ModelConfig& cfg, const DecoderWe
       PX_TRY(be.silu_mul(gate, gate, up));
     }
     const ops::Weight& next_norm = il + 1 < cfg.n_layers ? w.layers[il + 1].attention_norm : w.norm;
-    if (T == 1) {  // h += ffn out; xn = next norm(h)
-      PX_TRY(be.matmul(o, gate, b.w2));
-      PX_TRY(be.add_rms_norm(h, o, xn, next_norm, cfg.norm_eps));
-    } else {
-      PX_TRY(be.matmul_add(h, o, gate, b.w2));
-      PX_TRY(be.rms_norm(xn, h, next_norm, cfg.norm_eps));
-    }
+    PX_TRY(be.matmul_add(h, o, gate, b.w2));  // h += ffn out; xn = next norm(h)
+    PX_TRY(be.rms_norm(xn, h, next_norm, cfg.norm_eps));
     if (be.tracing()) be.trace(lname("layers.", il, "out"), h);
   }
   be.trace("norm", xn);

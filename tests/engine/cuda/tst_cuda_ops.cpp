@@ -87,7 +87,8 @@ TEST_F(CudaOps, Matmul) {
 }
 
 // h += x · Wᵀ: prefill rows accumulate into h in the GEMM (beta = 1: h + product rounded once), one-row GEMV rows
-// take the default (product into tmp, then add). Both against the CPU's matmul + add; h starts random (never 0).
+// add the rounded product in the GEMV's epilogue (residual mode; bit-identical to matmul + add in
+// QuantCudaResidual). Both against the CPU's matmul + add; h starts random (never 0).
 TEST_F(CudaOps, MatmulAdd) {
   PIXTRAL_REQUIRE_GPU();
   struct Case { std::int64_t T, K, N; DType x_t, h_t; };

@@ -3,7 +3,8 @@
 // without a GPU): the GPU quantizer's bytes and scales equal the reference's, the batch-1 quantized GEMV
 // (T ≤ 4, f32 and bf16 activations/outputs; int4 with bf16 activations on the tensor cores) and the T > 4
 // dequantize-tile + cuBLAS path match the CPU's dequantize-on-the-fly matmul within NMSE budgets, stacked quantized
-// uploads equal separate ones, row views work, and the GEMV is deterministic.
+// uploads equal separate ones, row views work, and the GEMV is deterministic; the decode GEMVs' residual mode
+// (matmul_add) equals matmul + add bit for bit.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -368,6 +369,45 @@ TEST(QuantCudaRope, FusedEqualsUnfused) {
   EXPECT_EQ(bad.code(), ErrorCode::invalid_argument) << bad.to_string();
   EXPECT_NE(bad.message().find("matmul_rope_append_kv"), std::string::npos) << bad.message();
   G->free_weight(*w);
+}
+
+// matmul_add in the decode GEMVs (residual mode: the product rounded to h's dtype, then added in the epilogue) for
+// bf16, int8 and int4 weights, T = 1..4, bf16 and f32 h: bit-identical to the default (matmul into a tmp of h's
+// dtype, then add) on the GPU; h starts random, so a product written over h instead of added to it fails.
+TEST(QuantCudaResidual, MatmulAddEqualsMatmulThenAdd) {
+  PIXTRAL_REQUIRE_GPU();
+  auto cpu = ops::make_cpu_backend(1);
+  std::mt19937 rng(13);
+  for (Format f : {Format::dense, Format::int8_channel, Format::int4_g128}) {
+    for (Shape s : {Shape{257, 5120}, Shape{64, 1024}, Shape{8, 256}}) {
+      Host hw = make_weight(s.N, s.K, 800 + s.N, "wo");
+      auto w = f == Format::dense ? G->upload_weight(hw.view) : G->upload_weight_quantized(hw.view, f);
+      ASSERT_TRUE(w.ok()) << w.status().to_string();
+      for (std::int64_t T : {1, 2, 3, 4}) {
+        for (DType dt : {DType::bf16, DType::f32}) {
+          const std::string what = std::string(quant::format_name(f)) + " N=" + std::to_string(s.N) + " K=" +
+                                   std::to_string(s.K) + " T=" + std::to_string(T) + " " + dtype_name(dt);
+          SCOPED_TRACE(what);
+          const auto xv = cuda_test::random_values(rng, std::size_t(T * s.K));
+          const auto hv = cuda_test::random_values(rng, std::size_t(T * s.N));
+          auto x = cuda_test::make_pair(cpu.get(), G, T, s.K, xv.data(), dt);
+          auto h = cuda_test::make_pair(cpu.get(), G, T, s.N, hv.data(), dt);
+          auto tmp = cuda_test::make_pair(cpu.get(), G, T, s.N, nullptr, dt);
+          Status st = G->ops::Backend::matmul_add(h->g, tmp->g, x->g, *w);
+          ASSERT_TRUE(st.ok()) << st.to_string();
+          const auto ref = download(G, h->g);
+          for (int run = 0; run < 2; ++run) {
+            cuda_test::reset_gpu(*h, hv.data());
+            cuda_test::reset_gpu(*tmp, nullptr);
+            st = G->matmul_add(h->g, tmp->g, x->g, *w);
+            ASSERT_TRUE(st.ok()) << st.to_string();
+            cuda_test::expect_same_bits(ref, download(G, h->g), "run " + std::to_string(run) + " " + what);
+          }
+        }
+      }
+      G->free_weight(*w);
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Formats, QuantCuda, ::testing::Values(Format::int8_channel, Format::int4_g128),
