@@ -19,8 +19,9 @@
 //                      candidate list — a prefix of the sorted vocabulary (the order of appends varies, the set
 //                      does not).
 //   4. sample_select   one block: greedy → the argmax of the partials. Else the candidates are bitonic-sorted in
-//                      shared memory and thread 0 runs the host sampler's top-k / nucleus / draw over them, after
-//                      checking exactly (in double) that the nucleus lies inside them.
+//                      shared memory, their terms computed by all threads, and thread 0 runs the host sampler's
+//                      top-k / nucleus / draw sums over them in its order, after checking exactly (in double)
+//                      that the nucleus lies inside them.
 // The device hands the draw back (token −1, the host samples instead) when more than kCandidates tokens are
 // needed, when top-k reaches terms below 2^-63 of the top token's, or when neither top-k nor top-p truncates (the
 // host sorts the whole vocabulary). Pixtral's next-token distributions at the defaults need a handful of tokens.
@@ -123,20 +124,27 @@ __device__ __forceinline__ int term_bucket(double t) {
   return b < 0 ? 0 : min(b, kBuckets);
 }
 
+/// The vocabulary's largest logit from the blocks' partials, reduced by the whole block and returned to every
+/// thread (fmaxf is exact and order-free, so this is the value a serial walk finds; the partials are never NaN).
+/// Contains __syncthreads: every thread of the block calls it.
 __device__ float global_max(const SampleWork* w) {
+  __shared__ float s_warp[32];
   float mx = -INFINITY;
-  for (int b = 0; b < kBlocks; ++b) mx = fmaxf(mx, w->block_max[b]);
+  for (int b = threadIdx.x; b < kBlocks; b += blockDim.x) mx = fmaxf(mx, w->block_max[b]);
+  mx = warp_max(mx);
+  if ((threadIdx.x & 31) == 0) s_warp[threadIdx.x >> 5] = mx;
+  __syncthreads();
+  mx = -INFINITY;
+  for (int k = 0; k < int(blockDim.x >> 5); ++k) mx = fmaxf(mx, s_warp[k]);
   return mx;
 }
 
 __global__ void sample_hist(const float* __restrict__ logits, int n, float temperature, SampleWork* w) {
-  __shared__ float s_mx;
   __shared__ double s_part[kThreads / 32];
   __shared__ unsigned long long s_count[kBuckets], s_mass[kBuckets], s_total;
   for (int b = threadIdx.x; b < kBuckets; b += blockDim.x) s_count[b] = 0, s_mass[b] = 0;
-  if (threadIdx.x == 0) s_mx = global_max(w), s_total = 0;
-  __syncthreads();
-  const float mx = s_mx;
+  if (threadIdx.x == 0) s_total = 0;
+  const float mx = global_max(w);  // its barrier also publishes the zeroed counters
   const int per = (n + kBlocks - 1) / kBlocks;
   const int lo = blockIdx.x * per, hi = min(n, lo + per);
   double sum = 0;
@@ -168,10 +176,11 @@ __global__ void sample_hist(const float* __restrict__ logits, int n, float tempe
 
 __global__ void sample_collect(const float* __restrict__ logits, int n, float temperature, float top_p, int top_k,
                                SampleWork* w) {
-  __shared__ float s_mx;
   __shared__ int s_depth;
+  __shared__ unsigned long long s_count[kBuckets], s_mass[kBuckets];
+  for (int b = threadIdx.x; b < kBuckets; b += blockDim.x) s_count[b] = w->bucket_count[b], s_mass[b] = w->bucket_mass[b];
+  const float mx = global_max(w);  // its barrier also publishes the buckets' copies
   if (threadIdx.x == 0) {
-    s_mx = global_max(w);
     // The shallowest depth that certainly holds what the host sampler will look at: the top-k tokens, or (no
     // top-k) more than top_p of the mass — with a margin for the fixed-point rounding (1 unit per token).
     const int limit = top_k > 0 ? min(top_k, n) : n;
@@ -180,8 +189,8 @@ __global__ void sample_collect(const float* __restrict__ logits, int n, float te
     int depth = -1;
     if (limit < n || top_p < 1.0f)
       for (int b = 0; b < kBuckets; ++b) {
-        count += w->bucket_count[b];
-        mass += w->bucket_mass[b];
+        count += s_count[b];
+        mass += s_mass[b];
         if (limit < n ? count >= (unsigned long long)limit : double(mass) > need) {
           depth = count <= (unsigned long long)kCandidates ? b : -1;
           break;
@@ -193,7 +202,6 @@ __global__ void sample_collect(const float* __restrict__ logits, int n, float te
   __syncthreads();
   const int depth = s_depth;
   if (depth < 0) return;
-  const float mx = s_mx;
   const int per = (n + kBlocks - 1) / kBlocks;
   const int lo = blockIdx.x * per, hi = min(n, lo + per);
   for (int j = lo + threadIdx.x; j < hi; j += blockDim.x) {
@@ -212,6 +220,9 @@ __global__ void sample_select(int n, bool greedy, float temperature, float top_p
                               unsigned long long seed, unsigned long long draw, SampleWork* w, int* token_out) {
   __shared__ float sv[kCandidates];
   __shared__ int si[kCandidates];
+  __shared__ double s_term[kCandidates];  // the sorted candidates' terms, then their shares of the total
+  __shared__ double s_block_sum[kBlocks];
+  __shared__ double s_total;
   __shared__ int s_count;
   if (greedy) {
     // The blocks' winners reduced by the whole block: one load a thread (thread 0 walking the 128 entries alone cost
@@ -269,19 +280,30 @@ __global__ void sample_select(int n, bool greedy, float temperature, float top_p
       __syncthreads();
     }
   }
-  if (threadIdx.x != 0) return;
-  // ref: runtime/sampler.cpp Sampler::sample, over the sorted candidates.
+  // ref: runtime/sampler.cpp Sampler::sample, over the sorted candidates. The terms (a double exp each) and their
+  // shares of the total are computed by all threads; thread 0 then runs the sampler's sums over them in the
+  // sampler's order, so every value and every sum is the one the serial code computed.
   const float mx = sv[0];
-  double total = 0;
-  int m;
-  if (limit < n) {
-    m = limit;
-    for (int i = 0; i < m; ++i) total += device_term(sv[i], mx, temperature);
-  } else {
-    for (int b = 0; b < kBlocks; ++b) total += w->block_sum[b];
-    m = count;
+  for (int k = threadIdx.x; k < count; k += blockDim.x) s_term[k] = device_term(sv[k], mx, temperature);
+  for (int b = threadIdx.x; b < kBlocks; b += blockDim.x) s_block_sum[b] = w->block_sum[b];
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    double total = 0;
+    if (limit < n) {
+      for (int i = 0; i < limit; ++i) total += s_term[i];
+    } else {
+      for (int b = 0; b < kBlocks; ++b) total += s_block_sum[b];
+    }
+    s_total = total;
+  }
+  __syncthreads();
+  const int m = limit < n ? limit : count;
+  for (int k = threadIdx.x; k < m; k += blockDim.x) s_term[k] /= s_total;  // term / total, as the sampler divides
+  __syncthreads();
+  if (threadIdx.x != 0) return;
+  if (limit == n) {
     double mass = 0;
-    for (int i = 0; i < m; ++i) mass += device_term(sv[i], mx, temperature) / total;
+    for (int i = 0; i < m; ++i) mass += s_term[i];
     if (!(mass > top_p)) {  // the nucleus may reach past the candidates: the host decides
       w->token = -1;
       if (token_out) *token_out = -1;
@@ -297,17 +319,17 @@ __global__ void sample_select(int n, bool greedy, float temperature, float top_p
         cut = i;
         break;
       }
-      before_mass += float(device_term(sv[i], mx, temperature) / total);
+      before_mass += float(s_term[i]);
     }
     keep = max(cut, 1);
   }
   double mass = 0;
-  for (int i = 0; i < keep; ++i) mass += float(device_term(sv[i], mx, temperature) / total);
+  for (int i = 0; i < keep; ++i) mass += float(s_term[i]);
   const double u = double(device_counter_uniform(seed, draw)) * mass;
   double acc = 0;
   int pick = si[keep - 1];
   for (int i = 0; i < keep; ++i) {
-    acc += float(device_term(sv[i], mx, temperature) / total);
+    acc += float(s_term[i]);
     if (u < acc) {
       pick = si[i];
       break;
