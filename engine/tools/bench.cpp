@@ -22,6 +22,7 @@
 #include <cstdlib>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -228,6 +229,42 @@ struct Figure {
   std::string note;
 };
 
+/// The device sampler alone: µs a draw (Backend::sample, its 4-byte copy and stream sync included), median of 200
+/// after 20 warm-up draws, on LLM-shaped logits of the vocabulary's size (N(0, 3) with 5 strong tokens near 16:
+/// tst_cuda_sampler's "llm" shape). Greedy, and the engine's default settings (what the app samples with; the
+/// decode figure is greedy). NaN where the backend leaves sampling to the host.
+struct SamplerTimes {
+  double greedy_us = std::nan(""), default_us = std::nan("");
+};
+SamplerTimes time_sampler(ops::Backend& be, int vocab) {
+  SamplerTimes r;
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> logits(static_cast<std::size_t>(vocab));
+  for (auto& x : logits) x = 3.0f * normal(rng);
+  std::uniform_int_distribution<int> pick(0, vocab - 1);
+  for (int k = 0; k < 5; ++k) logits[std::size_t(pick(rng))] = 16.0f + 2.0f * normal(rng);
+  auto t = be.alloc(1, vocab, DType::f32, "bench sampler logits");
+  if (!t.ok()) return r;
+  if (be.upload(*t, logits.data()).ok()) {
+    const GenerateParams defaults;
+    for (const bool greedy : {true, false}) {
+      const ops::SampleParams sp{greedy ? 0.0f : defaults.temperature, defaults.top_p, defaults.top_k, 1234};
+      std::vector<double> us;
+      bool decided = true;
+      for (int i = 0; i < 220 && decided; ++i) {
+        int token = -1;
+        const auto t0 = Clock::now();
+        decided = be.sample(*t, sp, std::uint64_t(i), &token).ok() && token >= 0;
+        if (i >= 20) us.push_back(ms_between(t0, Clock::now()) * 1e3);
+      }
+      if (decided) (greedy ? r.greedy_us : r.default_us) = median(us);
+    }
+  }
+  be.free(*t);
+  return r;
+}
+
 int run(const Options& o) {
   set_log_level(LogLevel::warning);
 
@@ -421,6 +458,11 @@ int run(const Options& o) {
   figs.push_back({"followup_ttft", "ms", median(followup), followup_floor,
                   std::to_string(followup_new) + " new rows after " + std::to_string(kept) + " kept"});
   if (ext) {
+    const SamplerTimes st = time_sampler(be, cfg.vocab_size);
+    figs.push_back({"sampler_default", "us", st.default_us, std::nan(""),
+                    "one device draw at T " + std::to_string(GenerateParams{}.temperature).substr(0, 4) + ", top-p " +
+                        std::to_string(GenerateParams{}.top_p).substr(0, 4) + " (greedy: " +
+                        std::to_string(st.greedy_us).substr(0, 5) + " us), LLM-shaped logits"});
     const double floor_mem = double(plan.weight_bytes) + kvtok * o.context;
     figs.push_back({"peak_gpu_memory", "GiB", double(ext->peak_allocated_bytes()) / gib, floor_mem / gib,
                     "engine allocations, floor = weights as loaded + KV (device total in use: " +
