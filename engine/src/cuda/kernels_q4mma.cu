@@ -75,26 +75,29 @@ __device__ __forceinline__ uint4 load_cached(const uint4* p) {
   return r;
 }
 
-// d += A · B, m16n8k16, bf16 × bf16 → f32.
+// d = A · B + c, m16n8k16, bf16 × bf16 → f32 (d and c may be the same registers).
 __device__ __forceinline__ void mma_bf16_16816(float d[4], std::uint32_t a0, std::uint32_t a1, std::uint32_t a2,
-                                               std::uint32_t a3, std::uint32_t b0, std::uint32_t b1) {
+                                               std::uint32_t a3, std::uint32_t b0, std::uint32_t b1,
+                                               const float c[4]) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+      "{%10,%11,%12,%13};"
+      : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1), "f"(c[0]), "f"(c[1]), "f"(c[2]), "f"(c[3]));
 #else
   __trap();  // the MMA path is only launched on sm_80+ builds (bf16 mma.sync)
 #endif
 }
 
-// Nibbles s and s + 4 of word u (two's complement) as an exact bf16x2 (low half: nibble s).
-__device__ __forceinline__ std::uint32_t int4_pair_bf16(std::uint32_t u, int s) {
-  const std::uint32_t biased = ((u >> (4 * s)) & 0x000f000fu) ^ 0x43084308u;  // bf16 136 + v, v in -8..7
-  const __nv_bfloat162 h = __hsub2(*reinterpret_cast<const __nv_bfloat162*>(&biased),
-                                   __nv_bfloat162(__ushort_as_bfloat16(0x4308), __ushort_as_bfloat16(0x4308)));
-  return *reinterpret_cast<const std::uint32_t*>(&h);
+// Nibbles s and s + 4 of word u (two's complement v) as the exact bf16x2 of 136 + v (low half: nibble s), in one
+// LOP3: ((u >> 4s) & 0x000f000f) ^ 0x43084308 (0x4308 = bf16 136; n ^ 8 = v + 8 for the nibble n of v). The 136
+// is not subtracted here: the group's chains start from -136 · Σx instead (see the kernel).
+__device__ __forceinline__ std::uint32_t int4_pair_biased(std::uint32_t u, int s) {
+  std::uint32_t r;
+  asm("lop3.b32 %0, %1, 0x000f000f, 0x43084308, 0x6a;" : "=r"(r) : "r"(u >> (4 * s)));  // (a & b) ^ c
+  return r;
 }
+constexpr std::uint32_t kMinus136x2 = 0xc308c308u;  // bf16x2 (-136, -136)
 
 template <int T, class TO, GemvMode M, int W = kMmaWarps>
 __global__ void __launch_bounds__(W * 32, 3)  // ≤ 85 registers: 3 blocks (24 warps) an SM in every mode
@@ -112,19 +115,20 @@ q4mma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const std::uint8_
   allow_dependents_to_launch();
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
   const int n0 = blockIdx.x * kMmaItems;
-  const std::int64_t rb = K / 2;
+  const int rb = K / 2;
   const int n_groups = K / quant::kInt4Group;
   // A rows g (h = 0) and g + 8 (h = 1) of each tile; items past the end read the last item's rows, never stored.
-  const uint4* wp[R][2];
-  const float* sp[R][2];
+  // 32-bit offsets from q (bytes, this thread's 16 of the group's 64) and from scales (launch_typed: every row's
+  // bytes lie below 2^32), not 64-bit pointers: registers.
+  std::uint32_t woff[R][2], soff[R][2];
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     int rows[2];
     gemv_item_rows<M>(min(n0 + g + 8 * h, n_items - 1), N, ra, rows);
 #pragma unroll
     for (int r = 0; r < R; ++r) {
-      wp[r][h] = reinterpret_cast<const uint4*>(q + std::int64_t(rows[r]) * rb) + t;
-      sp[r][h] = scales + std::int64_t(rows[r]) * n_groups;
+      woff[r][h] = std::uint32_t(rows[r]) * std::uint32_t(rb) + 16u * std::uint32_t(t);
+      soff[r][h] = std::uint32_t(rows[r]) * std::uint32_t(n_groups);
     }
   }
   // Warp w takes the contiguous groups [g_lo, g_hi): its NB loads in flight cover 64·NB consecutive bytes of each
@@ -137,8 +141,8 @@ q4mma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const std::uint8_
     for (int r = 0; r < R; ++r)
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        cp_async16(smem_addr(ring_w + slot_of(sl, r, h)), wp[r][h] + 4 * G, true);
-        cp_async4(smem_addr(ring_s + slot_of(sl, r, h)), sp[r][h] + G);
+        cp_async16(smem_addr(ring_w + slot_of(sl, r, h)), q + (woff[r][h] + 64u * std::uint32_t(G)), true);
+        cp_async4(smem_addr(ring_s + slot_of(sl, r, h)), scales + (soff[r][h] + std::uint32_t(G)));
       }
   };
 #pragma unroll
@@ -152,7 +156,7 @@ q4mma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const std::uint8_
   const bool stores = threadIdx.x < kMmaItems * 4 && c < T && n0 + item < n_items;
   const float prior = stores ? gemv_item_prior<M>(out, c, n0 + item, N) : 0.f;
   // B column g = x row g (g < T; the other columns multiply zeros and are never read).
-  const uint4* xp = reinterpret_cast<const uint4*>(x + std::int64_t(g < T ? g : 0) * K + 32 * t);
+  const uint4* xp = reinterpret_cast<const uint4*>(x + std::int64_t(g < T ? g : 0) * K + 32 * t);  // g ≥ T: row 0
   float acc[R][4];
 #pragma unroll
   for (int r = 0; r < R; ++r)
@@ -163,49 +167,46 @@ q4mma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const std::uint8_
     {
       const int G = g_lo + i;
       cp_async_wait<S - 1>();  // group i's copies (this thread's own: no barrier needed) have landed
-      uint4 w[R][2];
-      float s[R][2];
-#pragma unroll
-      for (int r = 0; r < R; ++r)
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          w[r][h] = ring_w[slot_of(sl, r, h)];
-          s[r][h] = ring_s[slot_of(sl, r, h)];
-        }
+      // x[k .. k + 7] of x row g, k = 128G + 32t + 8ww. Lanes with g ≥ T load row 0 again: their B columns only
+      // reach D columns ≥ T, which are never read (no zeroing, no predicate).
       uint4 xv[4];
 #pragma unroll
-      for (int ww = 0; ww < 4; ++ww) xv[ww] = g < T ? load_cached(xp + 16 * G + ww) : make_uint4(0u, 0u, 0u, 0u);
+      for (int ww = 0; ww < 4; ++ww) xv[ww] = load_cached(xp + 16 * G + ww);
       // Independent MMA chains, one per word: the kernel is latency-bound, a chain of dependent MMAs is what a warp
       // waits on. The same for every mode: a row's bits must not depend on the mode (fused silu/rope = plain).
+      // A holds 136 + v (int4_pair_biased): each chain starts from c = -136 · (its x), two MMAs with A = -136
+      // (exact products), so that D = Σ v·x without a subtraction per weight pair. The correction is computed
+      // again for each tile (the tensor pipe is idle; keeping it for both tiles costs registers and spills).
       constexpr int kChains = 4;
-      float d[R][kChains][4];
 #pragma unroll
-      for (int r = 0; r < R; ++r)
+      for (int r = 0; r < R; ++r) {
+        const uint4 w0 = ring_w[slot_of(sl, r, 0)], w1 = ring_w[slot_of(sl, r, 1)];  // rows g, g + 8
+        float d[kChains][4];
 #pragma unroll
-        for (int e = 0; e < 4 * kChains; ++e) d[r][e / 4][e % 4] = 0.f;
-#pragma unroll
-      for (int ww = 0; ww < 4; ++ww) {
-        // x[k .. k + 7], k = 128G + 32t + 8ww: b for k-step h = (x[k+2h], x[k+2h+4]), (x[k+2h+1], x[k+2h+5])
-        const std::uint32_t b00 = __byte_perm(xv[ww].x, xv[ww].z, 0x5410), b01 = __byte_perm(xv[ww].x, xv[ww].z, 0x7632);
-        const std::uint32_t b10 = __byte_perm(xv[ww].y, xv[ww].w, 0x5410), b11 = __byte_perm(xv[ww].y, xv[ww].w, 0x7632);
-#pragma unroll
-        for (int r = 0; r < R; ++r) {
-          const std::uint32_t u0 = (&w[r][0].x)[ww], u1 = (&w[r][1].x)[ww];  // rows g, g + 8
-          mma_bf16_16816(d[r][ww % kChains], int4_pair_bf16(u0, 0), int4_pair_bf16(u1, 0), int4_pair_bf16(u0, 1),
-                         int4_pair_bf16(u1, 1), b00, b01);
-          mma_bf16_16816(d[r][ww % kChains], int4_pair_bf16(u0, 2), int4_pair_bf16(u1, 2), int4_pair_bf16(u0, 3),
-                         int4_pair_bf16(u1, 3), b10, b11);
+        for (int ww = 0; ww < 4; ++ww) {
+          // b for k-step h = (x[k+2h], x[k+2h+4]), (x[k+2h+1], x[k+2h+5])
+          const std::uint32_t b00 = __byte_perm(xv[ww].x, xv[ww].z, 0x5410), b01 = __byte_perm(xv[ww].x, xv[ww].z, 0x7632);
+          const std::uint32_t b10 = __byte_perm(xv[ww].y, xv[ww].w, 0x5410), b11 = __byte_perm(xv[ww].y, xv[ww].w, 0x7632);
+          constexpr float kZero[4] = {0.f, 0.f, 0.f, 0.f};
+          float* dc = d[ww % kChains];
+          mma_bf16_16816(dc, kMinus136x2, kMinus136x2, kMinus136x2, kMinus136x2, b00, b01, kZero);
+          mma_bf16_16816(dc, kMinus136x2, kMinus136x2, kMinus136x2, kMinus136x2, b10, b11, dc);
+          const std::uint32_t u0 = (&w0.x)[ww], u1 = (&w1.x)[ww];
+          mma_bf16_16816(dc, int4_pair_biased(u0, 0), int4_pair_biased(u1, 0), int4_pair_biased(u0, 1),
+                         int4_pair_biased(u1, 1), b00, b01, dc);
+          mma_bf16_16816(dc, int4_pair_biased(u0, 2), int4_pair_biased(u1, 2), int4_pair_biased(u0, 3),
+                         int4_pair_biased(u1, 3), b10, b11, dc);
         }
-      }
-#pragma unroll
-      for (int r = 0; r < R; ++r)
+        // acc += scale · D, chain after chain (the tile's own accumulators: the same order in every mode).
+        const float s0 = ring_s[slot_of(sl, r, 0)], s1 = ring_s[slot_of(sl, r, 1)];
 #pragma unroll
         for (int c2 = 0; c2 < kChains; ++c2) {
-          acc[r][0] = fmaf(s[r][0], d[r][c2][0], acc[r][0]);  // row g,     col 2t
-          acc[r][1] = fmaf(s[r][0], d[r][c2][1], acc[r][1]);  // row g,     col 2t + 1
-          acc[r][2] = fmaf(s[r][1], d[r][c2][2], acc[r][2]);  // row g + 8, col 2t
-          acc[r][3] = fmaf(s[r][1], d[r][c2][3], acc[r][3]);  // row g + 8, col 2t + 1
+          acc[r][0] = fmaf(s0, d[c2][0], acc[r][0]);  // row g,     col 2t
+          acc[r][1] = fmaf(s0, d[c2][1], acc[r][1]);  // row g,     col 2t + 1
+          acc[r][2] = fmaf(s1, d[c2][2], acc[r][2]);  // row g + 8, col 2t
+          acc[r][3] = fmaf(s1, d[c2][3], acc[r][3]);  // row g + 8, col 2t + 1
         }
+      }
       // Refill the slot only now: the FMAs above consumed w and s (data dependence), so the shared loads are done
       // before the cp.async that overwrites them is issued (PTX does not order an ld.shared before a later cp.async
       // to the same address by the same thread).
@@ -262,7 +263,9 @@ template <int T, class TO, GemvMode M>
 Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* scales, const bf16* bias, int N,
                     int items, int K, const RopeAppendArgs& ra, cudaStream_t s, bool* launched) {
   *launched = false;
-  if (!q4mma_fits<T, TO, M>()) return {};
+  // The kernel addresses W and the scales with 32-bit offsets: rows ≤ 2N (silu) of K / 2 bytes must stay below
+  // 2^32 (N·K < 2^31 leaves room); larger weights go to the scalar kernel.
+  if (std::int64_t(N) * K >= (std::int64_t(1) << 31) || !q4mma_fits<T, TO, M>()) return {};
   constexpr std::size_t smem = q4mma_smem_bytes<gemv_rows_per_item(M)>();
   const dim3 grid{unsigned(ceil_div(items, kMmaItems))};
   launch_dependent_smem(q4mma_kernel<T, TO, M>, grid, dim3{kMmaWarps * 32}, smem, s, out, x, q, scales, bias, N, items,

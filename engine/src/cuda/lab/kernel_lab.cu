@@ -254,8 +254,13 @@ void quant_lab(int reps, double copy_bw, double gemm_rate, cudaStream_t s, cubla
               "T=4096 on the dequantized bf16 vs FLOPs / GEMM rate)\n");
   std::printf("%-10s %5s %8s %9s %7s %9s %7s %11s %7s %11s %7s\n", "shape", "fmt", "MB", "gemv us", "%copy",
               "graph us", "%copy", "dequant us", "%copy", "gemm us", "%rate");
+  // PIXTRAL_LAB_SHAPE / PIXTRAL_LAB_FORMAT (int8|int4) restrict the table (one kernel under a profiler).
+  const char* only_shape = std::getenv("PIXTRAL_LAB_SHAPE");
+  const char* only_format = std::getenv("PIXTRAL_LAB_FORMAT");
   for (const auto& sh : shapes)
     for (quant::Format f : {quant::Format::int8_channel, quant::Format::int4_g128}) {
+      if (only_shape && std::strcmp(only_shape, sh.name) != 0) continue;
+      if (only_format && std::strcmp(only_format, f == quant::Format::int8_channel ? "int8" : "int4") != 0) continue;
       const std::size_t qbytes = quantized_alloc_bytes(f, sh.N, sh.K);
       const int copies = int(std::max<std::size_t>(2, (std::size_t(4) * l2_bytes + qbytes - 1) / qbytes));
       bf16* W;
