@@ -19,7 +19,10 @@ namespace {
 // Block = 16 work items (the MMA's M) × all of K; its W warps (kMmaWarps = 8) split the K
 // groups of 128 into W contiguous ranges. Each thread streams its W bytes and scales through a cp.async ring in
 // shared memory (kRingGroups consecutive groups in flight, refilled one group at a time; the first before
-// griddepcontrol.wait: W and scales are immutable) — in flight without holding registers.
+// griddepcontrol.wait: W and scales are immutable) — in flight without holding registers. For T = 1 the group's
+// x row (256 bytes a warp) travels through the same ring, copied by lanes 0..15 and read by every lane after a
+// __syncwarp: a plain load of x when the group's W had landed put one dependent L1/L2 round trip on every group's
+// path (H200 int4 decode 3.58 -> 3.26 ms/token).
 // Lane = 4g + t. For tile r (R = 1 plain, 2 silu/rope) the A rows g and g + 8 are W rows
 // gemv_item_rows(n0 + g)[r] and gemv_item_rows(n0 + g + 8)[r]; thread t of a row reads the 16 bytes 16t..16t+15
 // of the row's 64-byte group (one 16-byte load a row a group; the 4 threads of a row read it whole). Its word w
@@ -32,10 +35,11 @@ namespace {
 //   A reg3 = row g+8 (k + 2h + 1, k + 2h + 5)
 // (PTX ISA "Matrix Fragments for mma.m16n8k16 with floating point type": a0,a1 row g / a2,a3 row g+8 at cols
 // 2t, 2t+1; a4..a7 the same at cols +8; b0,b1 rows 2t, 2t+1 / b2,b3 rows 2t+8, 2t+9 of col g; c0,c1 row g /
-// c2,c3 row g+8 at cols 2t, 2t+1.) Nibbles (s, s+4) of a word become a bf16x2 of exact values with one shift, one
-// LOP3 ((u >> 4s) & 0x000f000f) ^ 0x43084308 = bf16 (128 + (n ^ 8)) = 136 + v, and one bf16x2 subtraction of 136.
-// Per group: fresh D accumulators, one chain of 2 dependent MMAs per word (4 chains, in every mode), over the 8
-// k-steps, then acc += scale(row, G) · D, one D after the other (fp32 FMA). The W warps' partial sums meet in shared
+// c2,c3 row g+8 at cols 2t, 2t+1.) Nibbles (s, s+4) of a word become the bf16x2 of the exact values 136 + v with
+// one shift and one LOP3 ((u >> 4s) & 0x000f000f) ^ 0x43084308 = bf16 (128 + (n ^ 8)); the 136 is taken off once a
+// chain: it starts from -136 · x over its k-steps (two MMAs with a constant A).
+// Per group: one chain of 4 dependent MMAs per word (4 chains, in every mode), over the 8 k-steps, then
+// acc += scale(row, G) · D, one D after the other (fp32 FMA). The W warps' partial sums meet in shared
 // memory and are added in warp order: deterministic, and a row's value does not depend on its place in the tile,
 // its tile, nor on T (fused silu/rope modes keep the bits of the plain matmul + epilogue).
 // ref: Marlin (IST-DASLab/marlin) dequant (LOP3 with 0x43004300 magic, bf16 variant), PTX ISA mma fragments.
@@ -57,10 +61,13 @@ bool int4_mma_enabled() {
 }
 
 constexpr int q4mma_ring_groups(int R) { return kRingGroups / R; }
-/// Dynamic shared memory of the q4mma kernel: the ring (16 bytes of W and a 4-byte scale per slot, tile, row half).
-template <int R>
+/// One x row (T = 1) travels through the ring with W: 256 bytes (a group's 128 bf16) a warp and slot.
+constexpr bool q4mma_ring_x(int T) { return T == 1; }
+/// Dynamic shared memory of the q4mma kernel: the ring (16 bytes of W and a 4-byte scale per slot, tile, row half,
+/// thread; for T = 1 also the group's x row, 256 bytes a warp).
+template <int R, int T>
 constexpr std::size_t q4mma_smem_bytes() {
-  return std::size_t(q4mma_ring_groups(R)) * R * 2 * kMmaWarps * 32 * (16 + 4);
+  return std::size_t(q4mma_ring_groups(R)) * (R * 2 * kMmaWarps * 32 * (16 + 4) + (q4mma_ring_x(T) ? kMmaWarps * 256 : 0));
 }
 // 4-byte cp.async (scales), through L1 (.ca: the only form for fewer than 16 bytes).
 __device__ __forceinline__ void cp_async4(std::uint32_t dst, const void* src) {
@@ -112,6 +119,8 @@ q4mma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const std::uint8_
   extern __shared__ __align__(16) unsigned char q4_ring[];
   uint4* ring_w = reinterpret_cast<uint4*>(q4_ring);
   float* ring_s = reinterpret_cast<float*>(ring_w + S * R * 2 * W * 32);
+  constexpr bool kRingX = q4mma_ring_x(T);
+  uint4* ring_x = reinterpret_cast<uint4*>(ring_s + S * R * 2 * W * 32);  // [slot][warp][16 × 16 bytes] (T = 1)
   allow_dependents_to_launch();
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
   const int n0 = blockIdx.x * kMmaItems;
@@ -145,12 +154,24 @@ q4mma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const std::uint8_
         cp_async4(smem_addr(ring_s + slot_of(sl, r, h)), scales + (soff[r][h] + std::uint32_t(G)));
       }
   };
+  // x of group G into ring slot sl (T = 1): lanes 0..15 copy the row's 256 bytes, 16 each; every lane of the warp
+  // reads them after its wait and a __syncwarp. x arrives with W instead of one dependent load a group later.
+  const uint4* xg = reinterpret_cast<const uint4*>(x) + (lane & 15);
+  const auto issue_x = [&](int G, int sl) {
+    if (lane < 16) cp_async16(smem_addr(ring_x + (sl * W + warp) * 16 + lane), xg + 16 * G, true);
+  };
 #pragma unroll
   for (int j = 0; j < S; ++j) {  // W and scales are immutable: the first S groups before waiting
     if (j < my_groups) issue(g_lo + j, j);
     cp_async_commit();
   }
   wait_for_previous_grid();  // x (and out) belong to the previous kernels
+  if constexpr (kRingX) {  // the first S groups' x, one more commit group: the first wait below takes them all
+#pragma unroll
+    for (int j = 0; j < S; ++j)
+      if (j < my_groups) issue_x(g_lo + j, j);
+    cp_async_commit();
+  }
   // The thread that stores (item, x row) below reads h now in residual mode (gemv_modes.cuh, gemv_item_prior).
   const int item = threadIdx.x >> 2, c = threadIdx.x & 3;
   const bool stores = threadIdx.x < kMmaItems * 4 && c < T && n0 + item < n_items;
@@ -166,12 +187,20 @@ q4mma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const std::uint8_
   for (int i = 0; i < my_groups; ++i) {
     {
       const int G = g_lo + i;
-      cp_async_wait<S - 1>();  // group i's copies (this thread's own: no barrier needed) have landed
-      // x[k .. k + 7] of x row g, k = 128G + 32t + 8ww. Lanes with g ≥ T load row 0 again: their B columns only
-      // reach D columns ≥ T, which are never read (no zeroing, no predicate).
+      // x[k .. k + 7] of x row g, k = 128G + 32t + 8ww. Lanes with g ≥ T take row 0: their B columns only reach
+      // D columns ≥ T, which are never read (no zeroing, no predicate).
       uint4 xv[4];
+      if constexpr (kRingX) {
+        // i = 0: every copy so far (the x group was committed last); later the oldest of S groups in flight.
+        if (i == 0) cp_async_wait<0>(); else cp_async_wait<S - 1>();
+        __syncwarp();  // x was copied by lanes 0..15
 #pragma unroll
-      for (int ww = 0; ww < 4; ++ww) xv[ww] = load_cached(xp + 16 * G + ww);
+        for (int ww = 0; ww < 4; ++ww) xv[ww] = ring_x[(sl * W + warp) * 16 + 4 * t + ww];
+      } else {
+        cp_async_wait<S - 1>();  // group i's copies (this thread's own: no barrier needed) have landed
+#pragma unroll
+        for (int ww = 0; ww < 4; ++ww) xv[ww] = load_cached(xp + 16 * G + ww);
+      }
       // Independent MMA chains, one per word: the kernel is latency-bound, a chain of dependent MMAs is what a warp
       // waits on. The same for every mode: a row's bits must not depend on the mode (fused silu/rope = plain).
       // A holds 136 + v (int4_pair_biased): each chain starts from c = -136 · (its x), two MMAs with A = -136
@@ -210,7 +239,11 @@ q4mma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const std::uint8_
       // Refill the slot only now: the FMAs above consumed w and s (data dependence), so the shared loads are done
       // before the cp.async that overwrites them is issued (PTX does not order an ld.shared before a later cp.async
       // to the same address by the same thread).
-      if (i + S < my_groups) issue(G + S, sl);  // S - 1 groups in flight during the math, S after
+      if (i + S < my_groups) {
+        if constexpr (kRingX) __syncwarp();  // every lane has read slot sl's x before lanes 0..15 overwrite it
+        issue(G + S, sl);  // S - 1 groups in flight during the math, S after
+        if constexpr (kRingX) issue_x(G + S, sl);
+      }
       cp_async_commit();
       sl = sl + 1 == S ? 0 : sl + 1;
     }
@@ -243,7 +276,7 @@ q4mma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const std::uint8_
 // the scalar kernel runs there.
 template <int T, class TO, GemvMode M>
 bool q4mma_fits() {
-  constexpr std::size_t smem = q4mma_smem_bytes<gemv_rows_per_item(M)>();
+  constexpr std::size_t smem = q4mma_smem_bytes<gemv_rows_per_item(M), T>();
   auto kernel = q4mma_kernel<T, TO, M>;
   return per_device_once(reinterpret_cast<const void*>(kernel), long(smem), [&] {
     if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)) != cudaSuccess) {
@@ -266,7 +299,7 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
   // The kernel addresses W and the scales with 32-bit offsets: rows ≤ 2N (silu) of K / 2 bytes must stay below
   // 2^32 (N·K < 2^31 leaves room); larger weights go to the scalar kernel.
   if (std::int64_t(N) * K >= (std::int64_t(1) << 31) || !q4mma_fits<T, TO, M>()) return {};
-  constexpr std::size_t smem = q4mma_smem_bytes<gemv_rows_per_item(M)>();
+  constexpr std::size_t smem = q4mma_smem_bytes<gemv_rows_per_item(M), T>();
   const dim3 grid{unsigned(ceil_div(items, kMmaItems))};
   launch_dependent_smem(q4mma_kernel<T, TO, M>, grid, dim3{kMmaWarps * 32}, smem, s, out, x, q, scales, bias, N, items,
                         K, ra);
