@@ -219,6 +219,21 @@ __device__ __forceinline__ void accumulate(const uint4& wv, int c, const TX* x, 
   }
 }
 
+// accumulate's int8 path for one x row already loaded (the chunk's 16 bf16 as two 16-byte words): the same FMAs in
+// the same order.
+__device__ __forceinline__ void accumulate_int8_x(const uint4& wv, const uint4 xw[2], float& acc) {
+  const std::uint32_t u[4] = {wv.x, wv.y, wv.z, wv.w};
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    float wf[8], xf[8];
+    unpack_int8_word(u[2 * h], wf);
+    unpack_int8_word(u[2 * h + 1], wf + 4);
+    bf16x8_to_f32(xw[h], xf);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) acc = fmaf(wf[e], xf[e], acc);
+  }
+}
+
 // One warp per work item (gemv_modes.cuh: one output row, or the two rows of a SiLU·mul feature or a RoPE pair).
 template <int T, class TX, class TO, bool INT4, GemvMode M = GemvMode::plain>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
@@ -249,6 +264,18 @@ qgemv_kernel(TO* __restrict__ out, const TX* x, const std::uint8_t* __restrict__
     for (int t = 0; t < T; ++t) acc[r][t] = 0.f;
   int c = lane;
   uint4 wv[R][kUnroll];
+  // int8, one bf16 x row (decode): the batch's x (2 × 16 bytes a chunk) is loaded with its W, not by accumulate once
+  // W has arrived (a dependent L1/L2 round trip a batch); same products in the same order, the same bits.
+  constexpr bool kPreX = !INT4 && T == 1 && std::is_same_v<TX, bf16>;
+  uint4 xw[kPreX ? kUnroll : 1][2];
+  const auto load_x_batch = [&] {
+    if constexpr (kPreX) {
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) xw[u][h] = __ldca(reinterpret_cast<const uint4*>(x) + 2 * (c + 32 * u) + h);
+    }
+  };
   auto load_batch = [&] {
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u)
@@ -258,6 +285,7 @@ qgemv_kernel(TO* __restrict__ out, const TX* x, const std::uint8_t* __restrict__
   bool full = c + 32 * (kUnroll - 1) < n_chunks;
   if (full) load_batch();  // W is immutable: the first batch before waiting on the previous kernel
   wait_for_previous_grid();  // x (and out) belong to the previous kernels
+  if (full) load_x_batch();
   float prior[T];  // residual mode: h before this kernel (gemv_modes.cuh)
 #pragma unroll
   for (int t = 0; t < T; ++t) prior[t] = lane == 0 ? gemv_item_prior<M>(out, t, n, N) : 0.f;
@@ -265,10 +293,18 @@ qgemv_kernel(TO* __restrict__ out, const TX* x, const std::uint8_t* __restrict__
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u)
 #pragma unroll
-      for (int r = 0; r < R; ++r) accumulate<T, TX, INT4>(wv[r][u], c + 32 * u, x, K, srow[r], acc[r]);
+      for (int r = 0; r < R; ++r) {
+        if constexpr (kPreX)
+          accumulate_int8_x(wv[r][u], xw[u], acc[r][0]);
+        else
+          accumulate<T, TX, INT4>(wv[r][u], c + 32 * u, x, K, srow[r], acc[r]);
+      }
     c += 32 * kUnroll;
     full = c + 32 * (kUnroll - 1) < n_chunks;
-    if (full) load_batch();
+    if (full) {
+      load_batch();
+      load_x_batch();
+    }
   }
   for (; c < n_chunks; c += 32)
 #pragma unroll
