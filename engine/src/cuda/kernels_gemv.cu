@@ -9,6 +9,7 @@
 // per row: deterministic. Falls back to cuBLAS when K % 8 != 0 or pointers are not 16-byte aligned.
 // ref: llama.cpp ggml-cuda/mmv.cu (one warp per row), calm src/infer.cu (matmul_warppar).
 #include <cstdlib>
+#include <type_traits>
 
 #include "cuda/gemv_modes.cuh"
 #include "cuda/kernels.cuh"
@@ -65,11 +66,22 @@ gemv_kernel(TO* __restrict__ out, const TX* x, const bf16* __restrict__ w, const
 #pragma unroll
       for (int r = 0; r < R; ++r) wv[r][u] = load_stream(wrow[r] + c + 32 * u);
   };
+  // One bf16 x row (decode): the batch's x is loaded with its W, not chunk by chunk once W has arrived (a dependent
+  // L1/L2 round trip a batch); the same products in the same order.
+  constexpr bool kPreX = T == 1 && std::is_same_v<TX, bf16>;
+  uint4 xw[kPreX ? kUnroll : 1];
+  const auto load_x_batch = [&] {
+    if constexpr (kPreX) {
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) xw[u] = __ldca(reinterpret_cast<const uint4*>(x) + c + 32 * u);
+    }
+  };
   // The first batch of W is loaded before waiting on the previous kernel (W is immutable): with the early
   // trigger of the kernels before, this GEMV's blocks are resident while that kernel drains.
   bool full = c + 32 * (kUnroll - 1) < n_chunks;
   if (full) load_batch();
   wait_for_previous_grid();  // x (and out) belong to the previous kernels
+  if (full) load_x_batch();
   float prior[T];  // residual mode: h before this kernel (gemv_modes.cuh)
 #pragma unroll
   for (int t = 0; t < T; ++t) prior[t] = lane == 0 ? gemv_item_prior<M>(out, t, n, N) : 0.f;
@@ -80,7 +92,10 @@ gemv_kernel(TO* __restrict__ out, const TX* x, const bf16* __restrict__ w, const
 #pragma unroll
       for (int t = 0; t < T; ++t) {
         float xf[8];
-        load_x8(x + std::int64_t(t) * K, c + 32 * u, xf);
+        if constexpr (kPreX)
+          bf16x8_to_f32(xw[u], xf);
+        else
+          load_x8(x + std::int64_t(t) * K, c + 32 * u, xf);
 #pragma unroll
         for (int r = 0; r < R; ++r) {
           float wf[8];
@@ -93,7 +108,10 @@ gemv_kernel(TO* __restrict__ out, const TX* x, const bf16* __restrict__ w, const
     c += 32 * kUnroll;
     pf += kIterBytes;
     full = c + 32 * (kUnroll - 1) < n_chunks;
-    if (full) load_batch();
+    if (full) {
+      load_batch();
+      load_x_batch();
+    }
   }
   for (; c < n_chunks; c += 32) {
     uint4 wv[R];
