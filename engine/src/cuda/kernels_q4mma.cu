@@ -13,8 +13,9 @@ namespace {
 // ---- int4 × bf16 decode GEMV on the tensor cores ---------------------------------------------------------------
 // The scalar qgemv_kernel spends ~5-6 instructions a weight (nibble unpack, bf16 → f32 of x, FFMA, partial sums):
 // issue-bound at 34-44 % of copy bandwidth. Here one mma.sync.m16n8k16 (bf16 in, f32 accumulate) multiplies a
-// 16-row × 16-k tile of dequantized W by x (B columns = x rows, T ≤ 4 of 8 used): ~1.9 instructions a weight
-// (per 8 weights: 3 shifts, 4 LOP3, 4 bf16x2 subtractions, 1 MMA; x's fragments shared by the R tiles).
+// 16-row × 16-k tile of dequantized W by x (B columns = x rows, T ≤ 4 of 8 used): ~1 instruction a weight
+// (per 8 weights: 3 shifts, 4 LOP3, 2 MMAs — one of them the bias correction; x's fragments shared by the R tiles;
+// 0.17 warp instructions a byte of W on w2, ncu, against 0.22 with a bf16x2 subtraction a pair).
 //
 // Block = 16 work items (the MMA's M) × all of K; its W warps (kMmaWarps = 8) split the K
 // groups of 128 into W contiguous ranges. Each thread streams its W bytes and scales through a cp.async ring in
@@ -46,7 +47,8 @@ namespace {
 constexpr int kMmaItems = 16;  // work items per block: the MMA's M
 constexpr int kMmaWarps = 8;  // warps a block, splitting K's groups (measured against 4 and 2: see PERF_NOTES)
 // Groups of 128 a thread keeps in flight in the q4mma kernel's shared-memory ring, for one row pair (R = 1; half as
-// many for two): 6 groups = 192 bytes of W a thread, 61 KB a block, 3 blocks (24 warps) an SM. Measured on an H200
+// many for two): 6 groups = 192 bytes of W a thread, 61 KB a block (73 KB with T = 1's x: 3 blocks use 225 of the
+// 228 KB), 3 blocks (24 warps) an SM. Measured on an H200
 // (int4 page-QA decode): 10 groups at 2 blocks an SM 3.71 ms/token, 6 groups 3.60; W held in registers
 // (128 bytes a thread) 4.05; the scalar kernel 4.45.
 constexpr int kRingGroups = 6;
@@ -176,7 +178,7 @@ q4mma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const std::uint8_
   const int item = threadIdx.x >> 2, c = threadIdx.x & 3;
   const bool stores = threadIdx.x < kMmaItems * 4 && c < T && n0 + item < n_items;
   const float prior = stores ? gemv_item_prior<M>(out, c, n0 + item, N) : 0.f;
-  // B column g = x row g (g < T; the other columns multiply zeros and are never read).
+  // B column g = x row g (g < T; the other columns multiply x row 0 again and are never read).
   const uint4* xp = reinterpret_cast<const uint4*>(x + std::int64_t(g < T ? g : 0) * K + 32 * t);  // g ≥ T: row 0
   float acc[R][4];
 #pragma unroll
@@ -204,8 +206,10 @@ q4mma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const std::uint8_
       // Independent MMA chains, one per word: the kernel is latency-bound, a chain of dependent MMAs is what a warp
       // waits on. The same for every mode: a row's bits must not depend on the mode (fused silu/rope = plain).
       // A holds 136 + v (int4_pair_biased): each chain starts from c = -136 · (its x), two MMAs with A = -136
-      // (exact products), so that D = Σ v·x without a subtraction per weight pair. The correction is computed
-      // again for each tile (the tensor pipe is idle; keeping it for both tiles costs registers and spills).
+      // (exact products), so that D = Σ v·x without a subtraction per weight pair. The chain passes through
+      // ~136·Σx, so its fp32 accumulation error is ~30× that of Σ v·x alone (~1e-6 relative at this group size:
+      // far below a bf16 output's rounding; the f32-output parity budgets hold). The correction is written once
+      // a tile (the tensor pipe is idle; keeping it live for both tiles costs registers and spills).
       constexpr int kChains = 4;
 #pragma unroll
       for (int r = 0; r < R; ++r) {
