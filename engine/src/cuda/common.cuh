@@ -157,7 +157,7 @@ __device__ __forceinline__ void cp_async16(std::uint32_t dst, const void* src, b
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 /// Waits until at most N of this thread's most recent groups are pending (all older ones complete).
 template <int N>
-__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
 __device__ __forceinline__ std::uint32_t smem_addr(const void* p) {
   return std::uint32_t(__cvta_generic_to_shared(p));
 }

@@ -12,7 +12,7 @@
 //          The bits of matmul into qkv followed by rope_append_kv (k/v caches in the output dtype).
 //   residual: item n = row n, out[t, n] = round(h[t, n] + round(x[t]·W[n] (+ bias[n]))) with out = h, both roundings
 //          to h's dtype: the bits of a matmul into a tmp of h's dtype followed by add(h, tmp) (matmul_add). The
-//          storing lane reads h[t, n] right after the dependent-launch wait (gemv_item_prior), so that L2 round trip
+//          storing lane reads h[t, n] right after the dependent-launch wait (gemv_item_pre), so that L2 round trip
 //          is not at the end of the kernel; h[t, n] is read and written by that lane alone, so in place is safe.
 #pragma once
 
@@ -64,37 +64,55 @@ __device__ __forceinline__ void gemv_item_rows(int n, int N, const RopeAppendArg
   }
 }
 
-/// Residual mode: h[t, n] as it was before this kernel, read by the thread that will store item n right after the
-/// dependent-launch wait; 0 in the other modes.
+/// What the storing thread of (item n, x row t) needs besides the dot products, read or computed right after the
+/// dependent-launch wait so that no dependent load or long computation sits at the end of every warp:
+///   residual mode: h[t, n] as it was before this kernel (in place is safe: that thread alone reads and writes it);
+///   rope mode: the position and, for a q | k pair, cos/sin of float(pos)·freq[m] (double sincos, ~100 dependent
+///   fp64 instructions, and freq[m] an L2 round trip: both were at the end of every warp before).
+struct GemvItemPre {
+  float prior = 0.f;
+  float cs = 0.f, sn = 0.f;
+  int pos = 0;
+};
+
 template <GemvMode M, class TO>
-__device__ __forceinline__ float gemv_item_prior(const TO* out, int t, int n, int N) {
-  if constexpr (M == GemvMode::residual) return to_f32(out[std::int64_t(t) * N + n]);
-  return 0.f;
+__device__ __forceinline__ GemvItemPre gemv_item_pre(const TO* out, int t, int n, int N, const RopeAppendArgs& ra) {
+  GemvItemPre pre;
+  if constexpr (M == GemvMode::residual) pre.prior = to_f32(out[std::int64_t(t) * N + n]);
+  if constexpr (M == GemvMode::rope) {
+    const int half = ra.hd / 2, n_rot = (ra.nh + ra.nkv) * half;
+    pre.pos = *ra.pos;
+    if (n < n_rot) {
+      const float angle = __fmul_rn(float(pre.pos), ra.freq[n % half]);
+      double sd, cd;
+      sincos(double(angle), &sd, &cd);
+      pre.sn = float(sd);
+      pre.cs = float(cd);
+    }
+  }
+  return pre;
 }
 
-/// Lane 0's write of item n for x row t; v holds the item's fp32 dot products (scales applied); prior: what
-/// gemv_item_prior read (residual mode).
+/// Lane 0's write of item n for x row t; v holds the item's fp32 dot products (scales applied); pre: what
+/// gemv_item_pre read and computed.
 template <GemvMode M, class TO>
 __device__ __forceinline__ void gemv_item_store(TO* out, int t, int n, int N, const float v[2], const bf16* bias,
-                                                const RopeAppendArgs& ra, float prior = 0.f) {
+                                                const RopeAppendArgs& ra, const GemvItemPre& pre) {
   if constexpr (M == GemvMode::plain) {
     const float b = bias ? __bfloat162float(bias[n]) : 0.f;
     out[std::int64_t(t) * N + n] = from_f32<TO>(v[0] + b);
   } else if constexpr (M == GemvMode::residual) {
     const float b = bias ? __bfloat162float(bias[n]) : 0.f;
-    out[std::int64_t(t) * N + n] = from_f32<TO>(prior + to_f32(from_f32<TO>(v[0] + b)));
+    out[std::int64_t(t) * N + n] = from_f32<TO>(pre.prior + to_f32(from_f32<TO>(v[0] + b)));
   } else if constexpr (M == GemvMode::silu) {
     out[std::int64_t(t) * N + n] = silu_mul_rounded<TO>(v[0], v[1]);
   } else {
     const int half = ra.hd / 2, n_rot = (ra.nh + ra.nkv) * half;
-    const std::int64_t kvd = std::int64_t(ra.nkv) * ra.hd, row0 = std::int64_t(*ra.pos) * kvd;
+    const std::int64_t kvd = std::int64_t(ra.nkv) * ra.hd, row0 = std::int64_t(pre.pos) * kvd;
     if (n < n_rot) {
       const int hh = n / half, m = n % half;
       const float x0 = to_f32(from_f32<TO>(v[0])), x1 = to_f32(from_f32<TO>(v[1]));
-      const float angle = __fmul_rn(float(*ra.pos), ra.freq[m]);
-      double sd, cd;
-      sincos(double(angle), &sd, &cd);
-      const float sn = float(sd), cs = float(cd);
+      const float sn = pre.sn, cs = pre.cs;
       const TO r0 = from_f32<TO>(__fsub_rn(__fmul_rn(x0, cs), __fmul_rn(x1, sn)));
       const TO r1 = from_f32<TO>(__fadd_rn(__fmul_rn(x0, sn), __fmul_rn(x1, cs)));
       const int i0 = ra.halves ? m : 2 * m, i1 = ra.halves ? m + half : 2 * m + 1;

@@ -82,9 +82,10 @@ gemv_kernel(TO* __restrict__ out, const TX* x, const bf16* __restrict__ w, const
   if (full) load_batch();
   wait_for_previous_grid();  // x (and out) belong to the previous kernels
   if (full) load_x_batch();
-  float prior[T];  // residual mode: h before this kernel (gemv_modes.cuh)
+  GemvItemPre pre[T];  // the storing lane's epilogue inputs (gemv_modes.cuh)
 #pragma unroll
-  for (int t = 0; t < T; ++t) prior[t] = lane == 0 ? gemv_item_prior<M>(out, t, n, N) : 0.f;
+  for (int t = 0; t < T; ++t)
+    if (lane == 0) pre[t] = gemv_item_pre<M>(out, t, n, N, ra);
   while (full) {
     if (lane < kIterBytes / 128 && pf < row_bytes) prefetch_l2(wbytes + pf);
 #pragma unroll
@@ -135,7 +136,7 @@ gemv_kernel(TO* __restrict__ out, const TX* x, const bf16* __restrict__ w, const
     float v[2] = {0.f, 0.f};
 #pragma unroll
     for (int r = 0; r < R; ++r) v[r] = warp_sum(acc[r][t]);
-    if (lane == 0) gemv_item_store<M>(out, t, n, N, v, bias, ra, prior[t]);
+    if (lane == 0) gemv_item_store<M>(out, t, n, N, v, bias, ra, pre[t]);
   }
 }
 

@@ -174,10 +174,10 @@ q4mma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const std::uint8_
       if (j < my_groups) issue_x(g_lo + j, j);
     cp_async_commit();
   }
-  // The thread that stores (item, x row) below reads h now in residual mode (gemv_modes.cuh, gemv_item_prior).
+  // The thread that stores (item, x row) below gets its epilogue inputs now (gemv_modes.cuh, gemv_item_pre).
   const int item = threadIdx.x >> 2, c = threadIdx.x & 3;
   const bool stores = threadIdx.x < kMmaItems * 4 && c < T && n0 + item < n_items;
-  const float prior = stores ? gemv_item_prior<M>(out, c, n0 + item, N) : 0.f;
+  const GemvItemPre pre = stores ? gemv_item_pre<M>(out, c, n0 + item, N, ra) : GemvItemPre{};
   // B column g = x row g (g < T; the other columns multiply x row 0 again and are never read).
   const uint4* xp = reinterpret_cast<const uint4*>(x + std::int64_t(g < T ? g : 0) * K + 32 * t);  // g ≥ T: row 0
   float acc[R][4];
@@ -271,7 +271,7 @@ q4mma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const std::uint8_
       for (int ww = 1; ww < W; ++ww) sum += red[ww][r][item][c];
       v[r] = sum;
     }
-    gemv_item_store<M>(out, c, n0 + item, N, v, bias, ra, prior);
+    gemv_item_store<M>(out, c, n0 + item, N, v, bias, ra, pre);
   }
 }
 

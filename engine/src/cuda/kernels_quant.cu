@@ -286,9 +286,10 @@ qgemv_kernel(TO* __restrict__ out, const TX* x, const std::uint8_t* __restrict__
   if (full) load_batch();  // W is immutable: the first batch before waiting on the previous kernel
   wait_for_previous_grid();  // x (and out) belong to the previous kernels
   if (full) load_x_batch();
-  float prior[T];  // residual mode: h before this kernel (gemv_modes.cuh)
+  GemvItemPre pre[T];  // the storing lane's epilogue inputs (gemv_modes.cuh)
 #pragma unroll
-  for (int t = 0; t < T; ++t) prior[t] = lane == 0 ? gemv_item_prior<M>(out, t, n, N) : 0.f;
+  for (int t = 0; t < T; ++t)
+    if (lane == 0) pre[t] = gemv_item_pre<M>(out, t, n, N, ra);
   while (full) {
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u)
@@ -317,7 +318,7 @@ qgemv_kernel(TO* __restrict__ out, const TX* x, const std::uint8_t* __restrict__
       v[r] = warp_sum(acc[r][t]);
       if (!INT4) v[r] *= srow[r][0];
     }
-    if (lane == 0) gemv_item_store<M>(out, t, n, N, v, bias, ra, prior[t]);
+    if (lane == 0) gemv_item_store<M>(out, t, n, N, v, bias, ra, pre[t]);
   }
 }
 
