@@ -14,6 +14,7 @@
 #include <string>
 
 #include "core/tensor.h"
+#include "cuda/timeline.cuh"
 #include "pixtral/status.h"
 
 namespace pixtral::cuda {

@@ -473,7 +473,9 @@ Status CudaBackend::end_capture() {
 
 Status CudaBackend::replay() {
   if (!graph_exec_) return Status(ErrorCode::invalid_argument, "cuda: replay without a captured graph");
+  tl_before_replay(replays_, stream_);
   PIXTRAL_CUDA_CHECK(cudaGraphLaunch(graph_exec_, stream_));
+  tl_after_replay(replays_++, stream_);
   return {};
 }
 

@@ -188,6 +188,7 @@ class CudaBackend final : public ops::Backend, public ops::CudaExtension {
   bool capturing_ = false;
   cudaGraph_t graph_ = nullptr;
   cudaGraphExec_t graph_exec_ = nullptr;
+  long replays_ = 0;  // graph launches so far (the developer timeline's window, timeline.cuh)
   // Device decode state (cuda_ext.h) and the pinned slots its host copies come from (one event per slot, so a
   // slot is rewritten only after its previous copy ran).
   static constexpr int kDecodeSlots = 32;

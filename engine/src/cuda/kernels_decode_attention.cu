@@ -101,6 +101,7 @@ __global__ void __launch_bounds__(kThreads, blocks_per_sm(G)) decode_attention_k
   __shared__ float red_m[kWarps][G], red_l[kWarps][G];
   __shared__ __align__(16) float red_o[kWarps][G][D];
 
+  PIXTRAL_TIMELINE(kTlAttention);
   allow_dependents_to_launch();
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int g = lane >> 2, t = lane & 3;  // quad (row of the tile) and lane in the quad
@@ -310,6 +311,7 @@ __global__ void __launch_bounds__(kCombineGroups * D)
 decode_combine_kernel(TO* __restrict__ out, const float* __restrict__ partial, int n_vec, int n_splits) {
   constexpr int kBatch = 8;  // splits per group loaded at once (49 splits: 7 per group)
   __shared__ float red_o[kCombineGroups][D], red_m[kCombineGroups], red_l[kCombineGroups];
+  PIXTRAL_TIMELINE(kTlCombine);
   allow_dependents_to_launch();
   wait_for_previous_grid();  // everything here comes from decode_attention_kernel
   const std::int64_t vec = blockIdx.x;

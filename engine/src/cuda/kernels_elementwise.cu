@@ -113,6 +113,7 @@ __device__ __forceinline__ float rounded(float v) { return to_f32(from_f32<T>(v)
 template <int R, bool ADD, class TH, class TD, class TO>
 __global__ void row_norm_kernel(TH* h, const TD* delta, TO* out, const bf16* w, int D, float eps) {
   __shared__ float scratch[32];
+  PIXTRAL_TIMELINE(kTlRowNorm);
   allow_dependents_to_launch();
   const std::int64_t row = blockIdx.x;
   const int nv = D / 8;
@@ -156,6 +157,7 @@ __global__ void row_norm_kernel(TH* h, const TD* delta, TO* out, const bf16* w, 
 // grid (T, ceil(D / 8 / 256)): one 16-byte piece per thread.
 template <class TO>
 __global__ void embed_vec_kernel(TO* out, const bf16* table, const int* ids, int D, std::int64_t vocab) {
+  PIXTRAL_TIMELINE(kTlEmbed);
   allow_dependents_to_launch();
   const std::int64_t t = blockIdx.x;
   const int p = blockIdx.y * blockDim.x + threadIdx.x;

@@ -33,6 +33,7 @@ gemv_kernel(TO* __restrict__ out, const TX* x, const bf16* __restrict__ w, const
   // 16-byte loads in flight per lane and row: 8 for one row of one x (a 4096-wide row is then 2 batches instead
   // of 4; measured 70 % of copy bandwidth for wo at 4), 4 where the registers hold more rows or more x.
   constexpr int kUnroll = R * T == 1 ? 8 : 4;
+  PIXTRAL_TIMELINE(kTlGemv + unsigned(M));
   allow_dependents_to_launch();
   const int lane = threadIdx.x & 31;
   const int n = blockIdx.x * kWarpsPerBlock + (threadIdx.x >> 5);

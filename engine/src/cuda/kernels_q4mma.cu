@@ -123,6 +123,7 @@ q4mma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const std::uint8_
   float* ring_s = reinterpret_cast<float*>(ring_w + S * R * 2 * W * 32);
   constexpr bool kRingX = q4mma_ring_x(T);
   uint4* ring_x = reinterpret_cast<uint4*>(ring_s + S * R * 2 * W * 32);  // [slot][warp][16 × 16 bytes] (T = 1)
+  PIXTRAL_TIMELINE(kTlQ4mma + unsigned(M));
   allow_dependents_to_launch();
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
   const int n0 = blockIdx.x * kMmaItems;

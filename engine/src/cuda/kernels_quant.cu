@@ -241,6 +241,7 @@ qgemv_kernel(TO* __restrict__ out, const TX* x, const std::uint8_t* __restrict__
              const float* __restrict__ scales, const bf16* __restrict__ bias, int N, int n_items, int K,
              RopeAppendArgs ra) {
   constexpr int R = gemv_rows_per_item(M);
+  PIXTRAL_TIMELINE((INT4 ? kTlQgemv4 : kTlQgemv8) + unsigned(M));
   allow_dependents_to_launch();
   const int lane = threadIdx.x & 31;
   const int n = blockIdx.x * kWarpsPerBlock + (threadIdx.x >> 5);

@@ -1,0 +1,78 @@
+// SPDX-License-Identifier: Apache-2.0
+// Developer build option PIXTRAL_CUDA_TIMELINE (CMake, OFF by default; nothing of this is compiled otherwise): the
+// decode-step kernels record, per block, when thread 0 started and finished (%globaltimer, ns) with the kernel's tag,
+// grid size, block index and SM, for a window of replayed decode graphs (cuda_timeline.cu writes them to the CSV file
+// named by PIXTRAL_CUDA_TIMELINE). A timeline of the graph as it runs, programmatic-dependent-launch overlap included,
+// which ncu (kernels serialized) cannot give and nsys is not installed for. tests/bench/timeline.py reads the file.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace pixtral::cuda {
+
+// Kernel tags (the CSV's tag column): family × 100 + GEMV mode (0 plain, 1 silu, 2 rope, 3 residual).
+enum TimelineTag : unsigned {
+  kTlGemv = 100,     // bf16 GEMV (kernels_gemv.cu)
+  kTlQgemv8 = 200,   // int8 scalar GEMV (kernels_quant.cu)
+  kTlQgemv4 = 250,   // int4 scalar GEMV
+  kTlQ4mma = 300,    // int4 tensor-core GEMV (kernels_q4mma.cu)
+  kTlAttention = 400,
+  kTlCombine = 401,
+  kTlRowNorm = 500,
+  kTlEmbed = 501,
+};
+
+#ifdef PIXTRAL_CUDA_TIMELINE
+struct TlRecord {
+  unsigned long long t0, t1;
+  unsigned tag, grid, block, sm;
+};
+// Per translation unit (the kernels are not compiled as relocatable device code): every unit that includes this
+// header registers a setter (below) and cuda_timeline.cu points all of them at one buffer and one counter.
+static __device__ TlRecord* g_tl_records = nullptr;
+static __device__ unsigned* g_tl_count = nullptr;
+static __device__ unsigned g_tl_capacity = 0;
+
+__device__ __forceinline__ unsigned long long tl_now() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
+struct TlScope {
+  unsigned long long t0;
+  unsigned tag;
+  __device__ explicit TlScope(unsigned tag_) : t0(tl_now()), tag(tag_) {}
+  __device__ ~TlScope() {
+    if (threadIdx.x != 0 || !g_tl_records) return;
+    const unsigned i = atomicAdd(g_tl_count, 1u);
+    if (i >= g_tl_capacity) return;
+    unsigned sm;
+    asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
+    g_tl_records[i] = TlRecord{t0, tl_now(), tag, gridDim.x * gridDim.y * gridDim.z,
+                               blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z), sm};
+  }
+};
+
+using TlSetter = void (*)(TlRecord* records, unsigned* count, unsigned capacity);
+void tl_register(TlSetter set);  // cuda_timeline.cu
+static void tl_set_this_unit(TlRecord* records, unsigned* count, unsigned capacity) {
+  (void)cudaMemcpyToSymbol(g_tl_records, &records, sizeof records);
+  (void)cudaMemcpyToSymbol(g_tl_count, &count, sizeof count);
+  (void)cudaMemcpyToSymbol(g_tl_capacity, &capacity, sizeof capacity);
+}
+static const bool g_tl_registered = (tl_register(&tl_set_this_unit), true);
+
+#define PIXTRAL_TIMELINE(tag) const ::pixtral::cuda::TlScope pixtral_tl_scope_(tag)
+#else
+#define PIXTRAL_TIMELINE(tag) (void)0
+#endif
+
+/// Called by CudaBackend::replay around each graph launch: the window of replays to record (no-op unless built with
+/// PIXTRAL_CUDA_TIMELINE and PIXTRAL_CUDA_TIMELINE names the output file).
+void tl_before_replay(long replay, cudaStream_t s);
+void tl_after_replay(long replay, cudaStream_t s);
+
+}  // namespace pixtral::cuda

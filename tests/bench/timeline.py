@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
+"""Summarises a decode timeline written by a PIXTRAL_CUDA_TIMELINE build (engine/src/cuda/timeline.cuh).
+
+usage: timeline.py FILE.csv [--layers]
+
+Each CSV row is one block of one kernel: tag, grid (blocks of its launch), block, sm, t0, t1 (%globaltimer ns at
+thread 0's start and end). A launch's blocks all start before any block of the launch after next (programmatic
+dependent launch lets only the next kernel start early), so sorting a (tag, grid) pair's rows by t0 and cutting them
+into runs of `grid` rows recovers the launches. Per kernel kind the table gives the launches per decode step, the
+mean duration (first block start to last block end), the mean overlap with the kernel before (how long it was
+resident before that one ended) and what it adds to the step: its end minus the previous kernel's end, summed per
+step. The adds sum to the step's time; the time no recorded kernel covers (sampler, copies) is listed as well.
+"""
+import collections
+import csv
+import sys
+
+TAGS = {100: "bf16", 200: "int8", 250: "int4s", 300: "q4mma"}
+MODES = {0: "plain", 1: "silu", 2: "rope", 3: "residual"}
+
+
+def kind_name(tag):
+    if tag == 400:
+        return "attention"
+    if tag == 401:
+        return "combine"
+    if tag == 500:
+        return "norm"
+    if tag == 501:
+        return "embed"
+    fam = tag - tag % 50 if tag % 100 >= 50 else tag - tag % 100
+    return f"{TAGS.get(fam, str(fam))} {MODES.get(tag - fam, str(tag - fam))}"
+
+
+def launches(rows):
+    groups = collections.defaultdict(list)
+    for r in rows:
+        groups[(r["tag"], r["grid"])].append(r)
+    out = []
+    for (tag, grid), rs in groups.items():
+        rs.sort(key=lambda r: r["t0"])
+        if len(rs) % grid:
+            print(f"warning: tag {tag} grid {grid}: {len(rs)} rows, not a multiple of the grid "
+                  "(capacity reached, or the window cut a launch); the rest is dropped", file=sys.stderr)
+        for i in range(0, len(rs) - len(rs) % grid, grid):
+            chunk = rs[i:i + grid]
+            out.append({"tag": tag, "grid": grid, "start": min(r["t0"] for r in chunk),
+                        "end": max(r["t1"] for r in chunk)})
+    out.sort(key=lambda l: l["start"])
+    return out
+
+
+def label(seq):
+    """Names the decoder's GEMVs by their place: the residual GEMV after the attention is wo, after SiLU w2."""
+    prev = None
+    for l in seq:
+        name = kind_name(l["tag"])
+        mode = l["tag"] % 50 if l["tag"] < 400 else None
+        if mode == 3:
+            name += " (wo)" if prev in ("combine", "attention") else " (w2)"
+        elif mode == 2:
+            name += " (qkv)"
+        elif mode == 1:
+            name += " (w1;w3)"
+        elif mode == 0 and l["grid"] > 2000:
+            name += " (lm_head)"
+        l["name"] = name
+        prev = kind_name(l["tag"])
+
+
+def main():
+    path = sys.argv[1]
+    with open(path) as f:
+        rows = [{k: int(v) for k, v in r.items()} for r in csv.DictReader(f)]
+    seq = launches(rows)
+    label(seq)
+    # Decode steps start at the embedding gather.
+    steps, cur = [], []
+    for l in seq:
+        if l["name"] == "embed" and cur:
+            steps.append(cur)
+            cur = []
+        cur.append(l)
+    if cur:
+        steps.append(cur)
+    steps = [s for s in steps if s[0]["name"] == "embed"]
+    if not steps:
+        sys.exit("no decode step found (no embed launch)")
+    agg = collections.OrderedDict()
+    totals = []
+    for s in steps:
+        prev_end = s[0]["start"]
+        for l in s:
+            a = agg.setdefault(l["name"], {"n": 0, "dur": 0, "ovl": 0, "adds": 0})
+            a["n"] += 1
+            a["dur"] += l["end"] - l["start"]
+            a["ovl"] += max(0, prev_end - l["start"])
+            a["adds"] += max(0, l["end"] - prev_end)
+            prev_end = max(prev_end, l["end"])
+        totals.append(prev_end - s[0]["start"])
+    n = len(steps)
+    print(f"{n} decode steps, {sum(len(s) for s in steps) / n:.0f} recorded launches a step, "
+          f"step {sum(totals) / n / 1e3:.1f} us (first recorded start to last recorded end)")
+    print(f"{'kernel':<22}{'per step':>9}{'mean us':>9}{'overlap us':>11}{'adds us/launch':>15}{'adds ms/step':>13}")
+    for name, a in agg.items():
+        k = a["n"]
+        print(f"{name:<22}{k / n:>9.0f}{a['dur'] / k / 1e3:>9.2f}{a['ovl'] / k / 1e3:>11.2f}"
+              f"{a['adds'] / k / 1e3:>15.2f}{a['adds'] / n / 1e6:>13.3f}")
+    if len(sys.argv) > 2 and sys.argv[2] == "--layers":
+        s = steps[-1]
+        t0 = s[0]["start"]
+        prev_end = t0
+        for l in s[:40]:
+            print(f"{l['name']:<22} start {(l['start'] - t0) / 1e3:8.2f} end {(l['end'] - t0) / 1e3:8.2f} "
+                  f"dur {(l['end'] - l['start']) / 1e3:6.2f} adds {max(0, l['end'] - prev_end) / 1e3:6.2f}")
+            prev_end = max(prev_end, l["end"])
+    # Between steps: what no recorded kernel covers (lm_head's sampler, the host's round trip).
+    gaps = [steps[i + 1][0]["start"] - max(l["end"] for l in steps[i]) for i in range(n - 1)]
+    if gaps:
+        print(f"between steps (sampler, token copy, host): {sum(gaps) / len(gaps) / 1e3:.1f} us")
+
+
+if __name__ == "__main__":
+    main()
