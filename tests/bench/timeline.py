@@ -29,6 +29,10 @@ def kind_name(tag):
         return "norm"
     if tag == 501:
         return "embed"
+    if tag == 600:
+        return "sample max"
+    if tag == 601:
+        return "sample select"
     fam = tag - tag % 50 if tag % 100 >= 50 else tag - tag % 100
     return f"{TAGS.get(fam, str(fam))} {MODES.get(tag - fam, str(tag - fam))}"
 
@@ -69,13 +73,8 @@ def label(seq):
         prev = kind_name(l["tag"])
 
 
-def main():
-    path = sys.argv[1]
-    with open(path) as f:
-        rows = [{k: int(v) for k, v in r.items()} for r in csv.DictReader(f)]
-    seq = launches(rows)
-    label(seq)
-    # Decode steps start at the embedding gather.
+def split_steps(seq):
+    """Decode steps start at the embedding gather; launches before the first one are dropped."""
     steps, cur = [], []
     for l in seq:
         if l["name"] == "embed" and cur:
@@ -84,9 +83,12 @@ def main():
         cur.append(l)
     if cur:
         steps.append(cur)
-    steps = [s for s in steps if s[0]["name"] == "embed"]
-    if not steps:
-        sys.exit("no decode step found (no embed launch)")
+    return [s for s in steps if s[0]["name"] == "embed"]
+
+
+def aggregate(steps):
+    """Per kernel name: launches, summed duration, overlap with the end so far, and what it adds to its step; and
+    each step's length (first start to last end)."""
     agg = collections.OrderedDict()
     totals = []
     for s in steps:
@@ -99,6 +101,37 @@ def main():
             a["adds"] += max(0, l["end"] - prev_end)
             prev_end = max(prev_end, l["end"])
         totals.append(prev_end - s[0]["start"])
+    return agg, totals
+
+
+def after_lm_head(steps):
+    """Mean times (ns) after lm_head's end: the device sampler's kernels (when recorded) and the next step's embed."""
+    tails = collections.defaultdict(list)
+    for i in range(len(steps) - 1):
+        head = [l for l in steps[i] if "(lm_head)" in l["name"]]
+        if not head:
+            continue
+        t_ref = head[-1]["end"]
+        for l in steps[i]:
+            if l["name"].startswith("sample"):
+                tails[l["name"] + " start"].append(l["start"] - t_ref)
+                tails[l["name"] + " end"].append(l["end"] - t_ref)
+        tails["next embed start"].append(steps[i + 1][0]["start"] - t_ref)
+    return {k: sum(v) / len(v) for k, v in tails.items()}
+
+
+def read(path):
+    with open(path) as f:
+        return [{k: int(v) for k, v in r.items()} for r in csv.DictReader(f)]
+
+
+def main():
+    seq = launches(read(sys.argv[1]))
+    label(seq)
+    steps = split_steps(seq)
+    if not steps:
+        sys.exit("no decode step found (no embed launch)")
+    agg, totals = aggregate(steps)
     n = len(steps)
     print(f"{n} decode steps, {sum(len(s) for s in steps) / n:.0f} recorded launches a step, "
           f"step {sum(totals) / n / 1e3:.1f} us (first recorded start to last recorded end)")
@@ -115,11 +148,9 @@ def main():
             print(f"{l['name']:<22} start {(l['start'] - t0) / 1e3:8.2f} end {(l['end'] - t0) / 1e3:8.2f} "
                   f"dur {(l['end'] - l['start']) / 1e3:6.2f} adds {max(0, l['end'] - prev_end) / 1e3:6.2f}")
             prev_end = max(prev_end, l["end"])
-    # Between steps: what no recorded kernel covers (lm_head's sampler, the host's round trip).
-    gaps = [steps[i + 1][0]["start"] - max(l["end"] for l in steps[i]) for i in range(n - 1)]
-    if gaps:
-        print(f"between steps (sampler, token copy, host): {sum(gaps) / len(gaps) / 1e3:.1f} us")
-
+    tails = after_lm_head(steps)
+    if tails:
+        print("after lm_head's end (us): " + ", ".join(f"{k} {v / 1e3:.1f}" for k, v in tails.items()))
 
 if __name__ == "__main__":
     main()

@@ -97,6 +97,7 @@ __device__ void block_argmax(float& v, int& i) {
 }
 
 __global__ void sample_max(const float* __restrict__ logits, int n, SampleWork* w) {
+  PIXTRAL_TIMELINE(kTlSampleMax);
   const int per = (n + kBlocks - 1) / kBlocks;
   const int lo = blockIdx.x * per, hi = min(n, lo + per);
   float v = -INFINITY;
@@ -218,6 +219,7 @@ __global__ void sample_collect(const float* __restrict__ logits, int n, float te
 
 __global__ void sample_select(int n, bool greedy, float temperature, float top_p, int top_k,
                               unsigned long long seed, unsigned long long draw, SampleWork* w, int* token_out) {
+  PIXTRAL_TIMELINE(kTlSampleSelect);
   __shared__ float sv[kCandidates];
   __shared__ int si[kCandidates];
   __shared__ double s_term[kCandidates];  // the sorted candidates' terms, then their shares of the total

@@ -22,6 +22,8 @@ enum TimelineTag : unsigned {
   kTlCombine = 401,
   kTlRowNorm = 500,
   kTlEmbed = 501,
+  kTlSampleMax = 600,     // the device sampler (cuda_sample.cu), between graph replays
+  kTlSampleSelect = 601,
 };
 
 #ifdef PIXTRAL_CUDA_TIMELINE

@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
+"""Tests of tests/bench/timeline.py on hand-built block records (ctest: bench.timeline_script)."""
+import os
+import sys
+import tempfile
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import timeline  # noqa: E402
+
+EMBED, NORM, ATTN, COMB = 501, 500, 400, 401
+ROPE, SILU, RESID, PLAIN = 102, 101, 103, 100
+SMAX, SSEL = 600, 601
+
+
+def blocks(tag, grid, start, end, stagger=0):
+    """grid records of one launch: block b starts at start + b * stagger; the last one ends at end."""
+    return [{"tag": tag, "grid": grid, "block": b, "sm": b % 7, "t0": start + b * stagger,
+             "t1": end - (grid - 1 - b) * stagger} for b in range(grid)]
+
+
+def layer(t):
+    """One decoder layer from t (ns): kernels overlapping the one before, as under programmatic dependent launch."""
+    rows = []
+    rows += blocks(ROPE, 6, t, t + 100, 2)
+    rows += blocks(ATTN, 4, t + 90, t + 130, 1)
+    rows += blocks(COMB, 2, t + 125, t + 140)
+    rows += blocks(RESID, 5, t + 135, t + 200, 3)
+    rows += blocks(NORM, 1, t + 150, t + 210)
+    rows += blocks(SILU, 8, t + 205, t + 400, 4)
+    rows += blocks(RESID, 5, t + 390, t + 500, 3)
+    rows += blocks(NORM, 1, t + 450, t + 510)
+    return rows
+
+
+def step(t, layers=2):
+    rows = blocks(EMBED, 1, t, t + 10) + blocks(NORM, 1, t + 5, t + 20)
+    for i in range(layers):
+        rows += layer(t + 20 + 510 * i)
+    end = t + 20 + 510 * layers
+    rows += blocks(PLAIN, 9, end - 5, end + 300, 5)  # lm_head: grid > 2000 is what names it, see below
+    rows += blocks(SMAX, 3, end + 310, end + 320)
+    rows += blocks(SSEL, 1, end + 322, end + 330)
+    return rows, end + 300
+
+
+class TimelineTest(unittest.TestCase):
+    def setUp(self):
+        # lm_head is told from other plain GEMVs by its grid: give it a realistic one.
+        rows, self.lm_end = step(1000)
+        rows2, _ = step(self.lm_end + 400)
+        self.rows = []
+        for r in rows + rows2:
+            if r["tag"] == PLAIN:
+                r = dict(r, grid=16384)
+            self.rows.append(r)
+        # lm_head's 9 records stand for a 16384-block launch: pad each launch with copies of its last block.
+        pads = []
+        for start in (1000, self.lm_end + 400):
+            lm = [r for r in self.rows if r["tag"] == PLAIN and r["t0"] >= start][:9]
+            pads += [dict(lm[-1], block=9 + i) for i in range(16384 - 9)]
+        self.rows += pads
+
+    def test_launches_are_recovered_per_tag_and_grid(self):
+        seq = timeline.launches(self.rows)
+        timeline.label(seq)
+        names = [l["name"] for l in seq]
+        # Two steps: embed, norm, 2 × 8 layer kernels, lm_head, two sampler kernels.
+        self.assertEqual(len(seq), 2 * (2 + 16 + 3))
+        self.assertEqual(names[:10], ["embed", "norm", "bf16 rope (qkv)", "attention", "combine",
+                                      "bf16 residual (wo)", "norm", "bf16 silu (w1;w3)", "bf16 residual (w2)",
+                                      "norm"])
+        self.assertEqual(names[18:21], ["bf16 plain (lm_head)", "sample max", "sample select"])
+        wo = [l for l in seq if l["name"] == "bf16 residual (wo)"][0]
+        self.assertEqual((wo["start"] - 1000, wo["end"] - 1000), (20 + 135, 20 + 200))
+
+    def test_adds_sum_to_the_step_and_overlap_is_counted(self):
+        seq = timeline.launches(self.rows)
+        timeline.label(seq)
+        steps = timeline.split_steps(seq)
+        self.assertEqual(len(steps), 2)
+        agg, totals = timeline.aggregate(steps)
+        self.assertEqual(totals[0], self.lm_end + 30 - 1000)  # first start to the sampler's end
+        self.assertEqual(sum(a["adds"] for a in agg.values()), sum(totals))
+        # The attention starts 10 ns before the QKV GEMV ends and ends 30 ns after it: overlap 10, adds 30.
+        attn = agg["attention"]
+        self.assertEqual((attn["n"], attn["ovl"] // attn["n"], attn["adds"] // attn["n"]), (4, 10, 30))
+        # The norm after wo lies inside wo's span except its last 10 ns.
+        self.assertEqual(agg["norm"]["n"], 2 * 5)
+
+    def test_after_lm_head(self):
+        seq = timeline.launches(self.rows)
+        timeline.label(seq)
+        tails = timeline.after_lm_head(timeline.split_steps(seq))
+        self.assertEqual(tails["sample max start"], 10)
+        self.assertEqual(tails["sample select end"], 30)
+        self.assertEqual(tails["next embed start"], 400)
+
+    def test_a_cut_launch_is_dropped_with_a_warning(self):
+        rows = [r for r in self.rows if not (r["tag"] == SILU and r["block"] == 3 and r["t0"] < 1000 + 600)]
+        with tempfile.TemporaryFile("w+") as err:
+            old, sys.stderr = sys.stderr, err
+            try:
+                seq = timeline.launches(rows)
+            finally:
+                sys.stderr = old
+            err.seek(0)
+            self.assertIn("not a multiple of the grid", err.read())
+        self.assertEqual(sum(1 for l in seq if l["tag"] == SILU), 3)
+
+    def test_reads_the_csv_the_library_writes(self):
+        with tempfile.NamedTemporaryFile("w", suffix=".csv", delete=False) as f:
+            f.write("tag,grid,block,sm,t0,t1\n")
+            for r in self.rows[:50]:
+                f.write(f"{r['tag']},{r['grid']},{r['block']},{r['sm']},{r['t0']},{r['t1']}\n")
+            path = f.name
+        try:
+            self.assertEqual(timeline.read(path)[:50], self.rows[:50])
+        finally:
+            os.unlink(path)
+
+
+if __name__ == "__main__":
+    unittest.main()
