@@ -18,21 +18,13 @@ import sys
 
 TAGS = {100: "bf16", 200: "int8", 250: "int4s", 300: "q4mma"}
 MODES = {0: "plain", 1: "silu", 2: "rope", 3: "residual"}
+# The other tags of timeline.cuh's TimelineTag.
+KINDS = {400: "attention", 401: "combine", 500: "norm", 501: "embed", 600: "sample max", 601: "sample select"}
 
 
 def kind_name(tag):
-    if tag == 400:
-        return "attention"
-    if tag == 401:
-        return "combine"
-    if tag == 500:
-        return "norm"
-    if tag == 501:
-        return "embed"
-    if tag == 600:
-        return "sample max"
-    if tag == 601:
-        return "sample select"
+    if tag in KINDS:
+        return KINDS[tag]
     fam = tag - tag % 50 if tag % 100 >= 50 else tag - tag % 100
     return f"{TAGS.get(fam, str(fam))} {MODES.get(tag - fam, str(tag - fam))}"
 
