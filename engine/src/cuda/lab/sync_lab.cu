@@ -1,0 +1,206 @@
+// SPDX-License-Identifier: Apache-2.0
+// Sync lab (not a test): what one dependency across the whole GPU costs, the number that decides whether a
+// persistent decode-layer kernel (PERF_NOTES v12) can beat the present chain of kernels. Three ways of ordering R
+// phases, each phase a block-wide read of what another block wrote in the phase before (so the ordering is real):
+//   chain+pdl   R kernels in a CUDA graph, each a programmatic dependent of the one before (griddepcontrol: the
+//               decode step's way);
+//   chain       the same R kernels without PDL;
+//   barrier     one persistent kernel (cooperative launch: all blocks resident) with a grid barrier between
+//               phases: arrive with an atomicAdd, the last block bumps a generation word, the others spin on it
+//               (ld.acquire.gpu);
+//   cg          the same with cooperative_groups' grid.sync().
+// For grids of 1, 2 and 3 blocks of 256 threads per SM, prints µs per phase (median of 7 replays of R = 400).
+// Usage: pixtral_sync_lab [R=400]
+// ref: CUDA programming guide, "Programmatic Dependent Launch" and "Grid Synchronization"; the PTX memory model
+//      (ld.acquire / st.release at gpu scope).
+#include <cooperative_groups.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+#define SL_CHECK(expr)                                                                              \
+  do {                                                                                              \
+    cudaError_t e_ = (expr);                                                                        \
+    if (e_ != cudaSuccess) {                                                                        \
+      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_));  \
+      std::exit(1);                                                                                 \
+    }                                                                                               \
+  } while (0)
+
+namespace {
+
+constexpr int kThreads = 256;
+
+__device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
+  unsigned v;
+  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+__device__ __forceinline__ void st_release(unsigned* p, unsigned v) {
+  asm volatile("st.release.gpu.global.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
+}
+
+// One phase: every thread reads a word the next block wrote in the phase before and writes its own.
+__device__ __forceinline__ void phase(float* buf, int r) {
+  const int b = blockIdx.x, n = gridDim.x;
+  const float* src = buf + std::size_t((b + 1) % n) * kThreads;
+  float* dst = buf + std::size_t(n) * kThreads * (r & 1) + std::size_t(b) * kThreads;
+  const float v = __ldcg(src + std::size_t(n) * kThreads * ((r + 1) & 1) + threadIdx.x);
+  dst[threadIdx.x] = v + 1.f;
+}
+
+__global__ void chain_kernel(float* buf, int r) {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+  phase(buf, r);
+}
+
+__global__ void barrier_kernel(float* buf, unsigned* count, unsigned* gen, int R) {
+  for (int r = 0; r < R; ++r) {
+    phase(buf, r);
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      const unsigned g = ld_acquire(gen);
+      __threadfence();
+      if (atomicAdd(count, 1u) == gridDim.x - 1) {
+        *count = 0;
+        st_release(gen, g + 1);
+      } else {
+        while (ld_acquire(gen) == g) {
+        }
+      }
+    }
+    __syncthreads();
+  }
+}
+
+__global__ void cg_kernel(float* buf, int R) {
+  cooperative_groups::grid_group grid = cooperative_groups::this_grid();
+  for (int r = 0; r < R; ++r) {
+    phase(buf, r);
+    grid.sync();
+  }
+}
+
+float median(std::vector<float> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// µs per phase of a captured chain of R launches (replayed 7 times after one warm-up).
+float time_chain(int grid, int R, bool pdl, float* buf, cudaStream_t s) {
+  cudaGraph_t g;
+  SL_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+  for (int r = 0; r < R; ++r) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(unsigned(grid));
+    cfg.blockDim = dim3(kThreads);
+    cfg.stream = s;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = pdl ? 1 : 0;
+    SL_CHECK(cudaLaunchKernelEx(&cfg, chain_kernel, buf, r));
+  }
+  SL_CHECK(cudaStreamEndCapture(s, &g));
+  cudaGraphExec_t ge;
+  SL_CHECK(cudaGraphInstantiate(&ge, g, 0));
+  cudaEvent_t a, b;
+  SL_CHECK(cudaEventCreate(&a));
+  SL_CHECK(cudaEventCreate(&b));
+  SL_CHECK(cudaGraphLaunch(ge, s));
+  std::vector<float> t;
+  for (int i = 0; i < 7; ++i) {
+    SL_CHECK(cudaEventRecord(a, s));
+    SL_CHECK(cudaGraphLaunch(ge, s));
+    SL_CHECK(cudaEventRecord(b, s));
+    SL_CHECK(cudaEventSynchronize(b));
+    float ms = 0;
+    SL_CHECK(cudaEventElapsedTime(&ms, a, b));
+    t.push_back(ms * 1000.f / R);
+  }
+  SL_CHECK(cudaEventDestroy(a));
+  SL_CHECK(cudaEventDestroy(b));
+  SL_CHECK(cudaGraphExecDestroy(ge));
+  SL_CHECK(cudaGraphDestroy(g));
+  return median(t);
+}
+
+// µs per phase of one cooperative launch running R phases (7 launches after one warm-up).
+template <class Launch>
+float time_persistent(int R, cudaStream_t s, Launch launch) {
+  cudaEvent_t a, b;
+  SL_CHECK(cudaEventCreate(&a));
+  SL_CHECK(cudaEventCreate(&b));
+  launch();
+  std::vector<float> t;
+  for (int i = 0; i < 7; ++i) {
+    SL_CHECK(cudaEventRecord(a, s));
+    launch();
+    SL_CHECK(cudaEventRecord(b, s));
+    SL_CHECK(cudaEventSynchronize(b));
+    float ms = 0;
+    SL_CHECK(cudaEventElapsedTime(&ms, a, b));
+    t.push_back(ms * 1000.f / R);
+  }
+  SL_CHECK(cudaEventDestroy(a));
+  SL_CHECK(cudaEventDestroy(b));
+  return median(t);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int R = argc > 1 ? std::atoi(argv[1]) : 400;
+  if (R < 2) R = 2;
+  cudaDeviceProp prop{};
+  SL_CHECK(cudaGetDeviceProperties(&prop, 0));
+  const int sms = prop.multiProcessorCount;
+  int fit_barrier = 0, fit_cg = 0;
+  SL_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fit_barrier, barrier_kernel, kThreads, 0));
+  SL_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fit_cg, cg_kernel, kThreads, 0));
+  cudaStream_t s;
+  SL_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  float* buf = nullptr;
+  unsigned* words = nullptr;
+  SL_CHECK(cudaMalloc(&buf, std::size_t(2) * 3 * sms * kThreads * sizeof(float)));
+  SL_CHECK(cudaMemset(buf, 0, std::size_t(2) * 3 * sms * kThreads * sizeof(float)));
+  SL_CHECK(cudaMalloc(&words, 2 * sizeof(unsigned)));
+  SL_CHECK(cudaMemset(words, 0, 2 * sizeof(unsigned)));
+  std::printf("%s, %d SMs; R = %d phases; µs per phase (median of 7)\n", prop.name, sms, R);
+  std::printf("%-14s %10s %10s %10s %10s\n", "blocks/SM", "chain+pdl", "chain", "barrier", "cg");
+  for (int per_sm = 1; per_sm <= 3; ++per_sm) {
+    const int grid = per_sm * sms;
+    const float pdl = time_chain(grid, R, true, buf, s);
+    const float plain = time_chain(grid, R, false, buf, s);
+    float bar = -1.f, cg = -1.f;
+    if (per_sm <= fit_barrier) {
+      bar = time_persistent(R, s, [&] {
+        unsigned* count = words;
+        unsigned* gen = words + 1;
+        void* args[] = {&buf, &count, &gen, &R};
+        SL_CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<void*>(barrier_kernel), dim3(unsigned(grid)),
+                                             dim3(kThreads), args, 0, s));
+      });
+    }
+    if (per_sm <= fit_cg) {
+      cg = time_persistent(R, s, [&] {
+        void* args[] = {&buf, &R};
+        SL_CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<void*>(cg_kernel), dim3(unsigned(grid)),
+                                             dim3(kThreads), args, 0, s));
+      });
+    }
+    std::printf("%-14d %10.2f %10.2f %10.2f %10.2f\n", per_sm, pdl, plain, bar, cg);
+  }
+  SL_CHECK(cudaGetLastError());
+  SL_CHECK(cudaFree(buf));
+  SL_CHECK(cudaFree(words));
+  SL_CHECK(cudaStreamDestroy(s));
+  return 0;
+}
