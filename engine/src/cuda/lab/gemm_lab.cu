@@ -16,14 +16,8 @@
 #include <cstdlib>
 #include <vector>
 
-#define GL_CHECK(expr)                                                                              \
-  do {                                                                                              \
-    cudaError_t e_ = (expr);                                                                        \
-    if (e_ != cudaSuccess) {                                                                        \
-      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_));  \
-      std::exit(1);                                                                                 \
-    }                                                                                               \
-  } while (0)
+#include "lab_common.h"
+
 #define GL_BLAS(expr)                                                                               \
   do {                                                                                              \
     int s_ = int(expr);                                                                             \
@@ -47,28 +41,6 @@ __global__ void fill(__nv_bfloat16* p, std::size_t n, unsigned seed) {
   }
 }
 
-template <class F>
-float median_ms(cudaStream_t s, int reps, F&& f) {
-  for (int i = 0; i < 3; ++i) f();
-  cudaEvent_t a, b;
-  GL_CHECK(cudaEventCreate(&a));
-  GL_CHECK(cudaEventCreate(&b));
-  std::vector<float> t;
-  for (int i = 0; i < reps; ++i) {
-    GL_CHECK(cudaEventRecord(a, s));
-    f();
-    GL_CHECK(cudaEventRecord(b, s));
-    GL_CHECK(cudaEventSynchronize(b));
-    float ms = 0;
-    GL_CHECK(cudaEventElapsedTime(&ms, a, b));
-    t.push_back(ms);
-  }
-  GL_CHECK(cudaEventDestroy(a));
-  GL_CHECK(cudaEventDestroy(b));
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
-
 struct Shape {
   const char* name;
   int N, K;
@@ -80,7 +52,7 @@ struct Shape {
 int main(int argc, char** argv) {
   const int reps = argc > 1 ? std::max(3, std::atoi(argv[1])) : 20;
   cudaStream_t s;
-  GL_CHECK(cudaStreamCreate(&s));
+  LAB_CHECK(cudaStreamCreate(&s));
   cublasHandle_t blas;
   GL_BLAS(cublasCreate(&blas));
   GL_BLAS(cublasSetStream(blas, s));
@@ -88,20 +60,20 @@ int main(int argc, char** argv) {
   GL_BLAS(cublasLtCreate(&lt));
   const std::size_t ws_bytes = 32u << 20;  // CudaBackend's cuBLAS workspace
   void* ws;
-  GL_CHECK(cudaMalloc(&ws, ws_bytes));
+  LAB_CHECK(cudaMalloc(&ws, ws_bytes));
   GL_BLAS(cublasSetWorkspace(blas, ws, ws_bytes));
   cudaDeviceProp prop;
-  GL_CHECK(cudaGetDeviceProperties(&prop, 0));
+  LAB_CHECK(cudaGetDeviceProperties(&prop, 0));
   std::printf("GEMM lab — %s, %d SMs\n", prop.name, prop.multiProcessorCount);
 
   const std::size_t max_elems = std::size_t(28672) * 14336;
   __nv_bfloat16 *w, *x, *y;
-  GL_CHECK(cudaMalloc(&w, max_elems * 2));
-  GL_CHECK(cudaMalloc(&x, std::size_t(8192) * 14336 * 2));
-  GL_CHECK(cudaMalloc(&y, std::size_t(8192) * 28672 * 2));
+  LAB_CHECK(cudaMalloc(&w, max_elems * 2));
+  LAB_CHECK(cudaMalloc(&x, std::size_t(8192) * 14336 * 2));
+  LAB_CHECK(cudaMalloc(&y, std::size_t(8192) * 28672 * 2));
   fill<<<2048, 256, 0, s>>>(w, max_elems, 1);
   fill<<<2048, 256, 0, s>>>(x, std::size_t(8192) * 14336, 2);
-  GL_CHECK(cudaStreamSynchronize(s));
+  LAB_CHECK(cudaStreamSynchronize(s));
 
   const float alpha = 1.f, beta = 0.f;
   // out[T, N] = x[T, K] · W[N, K]ᵀ, column-major view as CudaBackend::gemm: outᵀ (N × T) = Wᵀᵀ · xᵀ.
@@ -180,10 +152,10 @@ int main(int argc, char** argv) {
     std::printf("per layer (unfused shapes): GemmEx %.3f ms, best %.3f ms; whole prefill: %.1f ms vs %.1f ms\n",
                 layer_ex, layer_lt, layer_ex * r.chunks * r.layers, layer_lt * r.chunks * r.layers);
   }
-  GL_CHECK(cudaFree(w));
-  GL_CHECK(cudaFree(x));
-  GL_CHECK(cudaFree(y));
-  GL_CHECK(cudaFree(ws));
+  LAB_CHECK(cudaFree(w));
+  LAB_CHECK(cudaFree(x));
+  LAB_CHECK(cudaFree(y));
+  LAB_CHECK(cudaFree(ws));
   cublasLtDestroy(lt);
   cublasDestroy(blas);
   return 0;

@@ -23,18 +23,11 @@
 
 #include "cuda/kernels.cuh"
 #include "cuda/kernels_quant.cuh"
+#include "lab_common.h"
 
 using namespace pixtral;
 using namespace pixtral::cuda;
 
-#define LAB_CHECK(expr)                                                                         \
-  do {                                                                                          \
-    cudaError_t e_ = (expr);                                                                    \
-    if (e_ != cudaSuccess) {                                                                    \
-      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                             \
-    }                                                                                           \
-  } while (0)
 #define LAB_STATUS(expr)                                                                        \
   do {                                                                                          \
     Status s_ = (expr);                                                                         \
@@ -60,26 +53,6 @@ __global__ void fill_random(bf16* p, std::size_t n, unsigned seed, float scale) 
     if (fabsf(u) < 1.f / 64) u = u < 0 ? -1.f / 64 : 1.f / 64;  // never zero
     p[i] = __float2bfloat16_rn(u * scale);
   }
-}
-
-template <class F>
-float median_ms(cudaStream_t s, int reps, F&& f) {
-  cudaEvent_t a, b;
-  LAB_CHECK(cudaEventCreate(&a));
-  LAB_CHECK(cudaEventCreate(&b));
-  for (int i = 0; i < 5; ++i) f(i);  // warm-up
-  std::vector<float> t(reps);
-  for (int i = 0; i < reps; ++i) {
-    LAB_CHECK(cudaEventRecord(a, s));
-    f(i);
-    LAB_CHECK(cudaEventRecord(b, s));
-    LAB_CHECK(cudaEventSynchronize(b));
-    LAB_CHECK(cudaEventElapsedTime(&t[i], a, b));
-  }
-  LAB_CHECK(cudaEventDestroy(a));
-  LAB_CHECK(cudaEventDestroy(b));
-  std::sort(t.begin(), t.end());
-  return t[reps / 2];
 }
 
 double nmse_bf16(const bf16* a_dev, const bf16* b_dev, std::size_t n, cudaStream_t s) {

@@ -21,14 +21,7 @@
 #include <cstdlib>
 #include <vector>
 
-#define SL_CHECK(expr)                                                                              \
-  do {                                                                                              \
-    cudaError_t e_ = (expr);                                                                        \
-    if (e_ != cudaSuccess) {                                                                        \
-      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_));  \
-      std::exit(1);                                                                                 \
-    }                                                                                               \
-  } while (0)
+#include "lab_common.h"
 
 namespace {
 
@@ -87,15 +80,16 @@ __global__ void cg_kernel(float* buf, int R) {
   }
 }
 
-float median(std::vector<float> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
+// µs per phase of `run` (R phases): median of 7 timed runs.
+template <class Run>
+float time_per_phase(int R, cudaStream_t s, Run run) {
+  return median_ms(s, 7, run) * 1000.f / float(R);
 }
 
-// µs per phase of a captured chain of R launches (replayed 7 times after one warm-up).
+// A chain of R launches captured in a CUDA graph (each a programmatic dependent of the one before when `pdl`).
 float time_chain(int grid, int R, bool pdl, float* buf, cudaStream_t s) {
   cudaGraph_t g;
-  SL_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+  LAB_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
   for (int r = 0; r < R; ++r) {
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = dim3(unsigned(grid));
@@ -106,52 +100,15 @@ float time_chain(int grid, int R, bool pdl, float* buf, cudaStream_t s) {
     attr[0].val.programmaticStreamSerializationAllowed = 1;
     cfg.attrs = attr;
     cfg.numAttrs = pdl ? 1 : 0;
-    SL_CHECK(cudaLaunchKernelEx(&cfg, chain_kernel, buf, r));
+    LAB_CHECK(cudaLaunchKernelEx(&cfg, chain_kernel, buf, r));
   }
-  SL_CHECK(cudaStreamEndCapture(s, &g));
+  LAB_CHECK(cudaStreamEndCapture(s, &g));
   cudaGraphExec_t ge;
-  SL_CHECK(cudaGraphInstantiate(&ge, g, 0));
-  cudaEvent_t a, b;
-  SL_CHECK(cudaEventCreate(&a));
-  SL_CHECK(cudaEventCreate(&b));
-  SL_CHECK(cudaGraphLaunch(ge, s));
-  std::vector<float> t;
-  for (int i = 0; i < 7; ++i) {
-    SL_CHECK(cudaEventRecord(a, s));
-    SL_CHECK(cudaGraphLaunch(ge, s));
-    SL_CHECK(cudaEventRecord(b, s));
-    SL_CHECK(cudaEventSynchronize(b));
-    float ms = 0;
-    SL_CHECK(cudaEventElapsedTime(&ms, a, b));
-    t.push_back(ms * 1000.f / R);
-  }
-  SL_CHECK(cudaEventDestroy(a));
-  SL_CHECK(cudaEventDestroy(b));
-  SL_CHECK(cudaGraphExecDestroy(ge));
-  SL_CHECK(cudaGraphDestroy(g));
-  return median(t);
-}
-
-// µs per phase of one cooperative launch running R phases (7 launches after one warm-up).
-template <class Launch>
-float time_persistent(int R, cudaStream_t s, Launch launch) {
-  cudaEvent_t a, b;
-  SL_CHECK(cudaEventCreate(&a));
-  SL_CHECK(cudaEventCreate(&b));
-  launch();
-  std::vector<float> t;
-  for (int i = 0; i < 7; ++i) {
-    SL_CHECK(cudaEventRecord(a, s));
-    launch();
-    SL_CHECK(cudaEventRecord(b, s));
-    SL_CHECK(cudaEventSynchronize(b));
-    float ms = 0;
-    SL_CHECK(cudaEventElapsedTime(&ms, a, b));
-    t.push_back(ms * 1000.f / R);
-  }
-  SL_CHECK(cudaEventDestroy(a));
-  SL_CHECK(cudaEventDestroy(b));
-  return median(t);
+  LAB_CHECK(cudaGraphInstantiate(&ge, g, 0));
+  const float us = time_per_phase(R, s, [&] { LAB_CHECK(cudaGraphLaunch(ge, s)); });
+  LAB_CHECK(cudaGraphExecDestroy(ge));
+  LAB_CHECK(cudaGraphDestroy(g));
+  return us;
 }
 
 }  // namespace
@@ -160,19 +117,19 @@ int main(int argc, char** argv) {
   int R = argc > 1 ? std::atoi(argv[1]) : 400;
   if (R < 2) R = 2;
   cudaDeviceProp prop{};
-  SL_CHECK(cudaGetDeviceProperties(&prop, 0));
+  LAB_CHECK(cudaGetDeviceProperties(&prop, 0));
   const int sms = prop.multiProcessorCount;
   int fit_barrier = 0, fit_cg = 0;
-  SL_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fit_barrier, barrier_kernel, kThreads, 0));
-  SL_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fit_cg, cg_kernel, kThreads, 0));
+  LAB_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fit_barrier, barrier_kernel, kThreads, 0));
+  LAB_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fit_cg, cg_kernel, kThreads, 0));
   cudaStream_t s;
-  SL_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  LAB_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
   float* buf = nullptr;
   unsigned* words = nullptr;
-  SL_CHECK(cudaMalloc(&buf, std::size_t(2) * 3 * sms * kThreads * sizeof(float)));
-  SL_CHECK(cudaMemset(buf, 0, std::size_t(2) * 3 * sms * kThreads * sizeof(float)));
-  SL_CHECK(cudaMalloc(&words, 2 * sizeof(unsigned)));
-  SL_CHECK(cudaMemset(words, 0, 2 * sizeof(unsigned)));
+  LAB_CHECK(cudaMalloc(&buf, std::size_t(2) * 3 * sms * kThreads * sizeof(float)));
+  LAB_CHECK(cudaMemset(buf, 0, std::size_t(2) * 3 * sms * kThreads * sizeof(float)));
+  LAB_CHECK(cudaMalloc(&words, 2 * sizeof(unsigned)));
+  LAB_CHECK(cudaMemset(words, 0, 2 * sizeof(unsigned)));
   std::printf("%s, %d SMs; R = %d phases; µs per phase (median of 7)\n", prop.name, sms, R);
   std::printf("%-14s %10s %10s %10s %10s\n", "blocks/SM", "chain+pdl", "chain", "barrier", "cg");
   for (int per_sm = 1; per_sm <= 3; ++per_sm) {
@@ -181,26 +138,26 @@ int main(int argc, char** argv) {
     const float plain = time_chain(grid, R, false, buf, s);
     float bar = -1.f, cg = -1.f;
     if (per_sm <= fit_barrier) {
-      bar = time_persistent(R, s, [&] {
+      bar = time_per_phase(R, s, [&] {
         unsigned* count = words;
         unsigned* gen = words + 1;
         void* args[] = {&buf, &count, &gen, &R};
-        SL_CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<void*>(barrier_kernel), dim3(unsigned(grid)),
+        LAB_CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<void*>(barrier_kernel), dim3(unsigned(grid)),
                                              dim3(kThreads), args, 0, s));
       });
     }
     if (per_sm <= fit_cg) {
-      cg = time_persistent(R, s, [&] {
+      cg = time_per_phase(R, s, [&] {
         void* args[] = {&buf, &R};
-        SL_CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<void*>(cg_kernel), dim3(unsigned(grid)),
+        LAB_CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<void*>(cg_kernel), dim3(unsigned(grid)),
                                              dim3(kThreads), args, 0, s));
       });
     }
     std::printf("%-14d %10.2f %10.2f %10.2f %10.2f\n", per_sm, pdl, plain, bar, cg);
   }
-  SL_CHECK(cudaGetLastError());
-  SL_CHECK(cudaFree(buf));
-  SL_CHECK(cudaFree(words));
-  SL_CHECK(cudaStreamDestroy(s));
+  LAB_CHECK(cudaGetLastError());
+  LAB_CHECK(cudaFree(buf));
+  LAB_CHECK(cudaFree(words));
+  LAB_CHECK(cudaStreamDestroy(s));
   return 0;
 }
