@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // Sync lab (not a test): what one dependency across the whole GPU costs, the number that decides whether a
-// persistent decode-layer kernel (PERF_NOTES v12) can beat the present chain of kernels. Three ways of ordering R
+// persistent decode-layer kernel (PERF_NOTES v12) can beat the present chain of kernels. Four ways of ordering R
 // phases, each phase a block-wide read of what another block wrote in the phase before (so the ordering is real):
 //   chain+pdl   R kernels in a CUDA graph, each a programmatic dependent of the one before (griddepcontrol: the
 //               decode step's way);
