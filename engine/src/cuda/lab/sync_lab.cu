@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // Sync lab (not a test): what one dependency across the whole GPU costs, the number that decides whether a
-// persistent decode-layer kernel (PERF_NOTES v12) can beat the present chain of kernels. Four ways of ordering R
+// persistent decode-layer kernel (PERF_NOTES v12) can beat the present chain of kernels. Five ways of ordering R
 // phases, each phase a block-wide read of what another block wrote in the phase before (so the ordering is real):
 //   chain+pdl   R kernels in a CUDA graph, each a programmatic dependent of the one before (griddepcontrol: the
 //               decode step's way);
@@ -8,7 +8,10 @@
 //   barrier     one persistent kernel (cooperative launch: all blocks resident) with a grid barrier between
 //               phases: arrive with an atomicAdd, the last block bumps a generation word, the others spin on it
 //               (ld.acquire.gpu);
-//   cg          the same with cooperative_groups' grid.sync().
+//   cg          the same with cooperative_groups' grid.sync();
+//   flags       a persistent kernel where each block waits only for the one block whose words it reads: that
+//               block's flag (st.release of the phase number after its writes, ld.acquire spin before reading) —
+//               the cost of a fine-grained dependency, against the whole-grid ones above.
 // For grids of 1, 2 and 3 blocks of 256 threads per SM, prints µs per phase (median of 7 replays of R = 400).
 // Usage: pixtral_sync_lab [R=400]
 // ref: CUDA programming guide, "Programmatic Dependent Launch" and "Grid Synchronization"; the PTX memory model
@@ -72,6 +75,26 @@ __global__ void barrier_kernel(float* buf, unsigned* count, unsigned* gen, int R
   }
 }
 
+// flags[b] = the last phase block b finished (0 before the first launch; `base` = R × the launches before, so
+// the words need no reset between launches).
+__global__ void flag_kernel(float* buf, unsigned* flags, unsigned base, int R) {
+  const int b = blockIdx.x, n = gridDim.x;
+  for (int r = 0; r < R; ++r) {
+    if (r > 0) {  // phase r reads what block b + 1 wrote in phase r - 1
+      if (threadIdx.x == 0)
+        while (ld_acquire(flags + (b + 1) % n) < base + unsigned(r)) {
+        }
+      __syncthreads();
+    }
+    phase(buf, r);
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      __threadfence();
+      st_release(flags + b, base + unsigned(r) + 1);
+    }
+  }
+}
+
 __global__ void cg_kernel(float* buf, int R) {
   cooperative_groups::grid_group grid = cooperative_groups::this_grid();
   for (int r = 0; r < R; ++r) {
@@ -131,7 +154,11 @@ int main(int argc, char** argv) {
   LAB_CHECK(cudaMalloc(&words, 2 * sizeof(unsigned)));
   LAB_CHECK(cudaMemset(words, 0, 2 * sizeof(unsigned)));
   std::printf("%s, %d SMs; R = %d phases; µs per phase (median of 7)\n", prop.name, sms, R);
-  std::printf("%-14s %10s %10s %10s %10s\n", "blocks/SM", "chain+pdl", "chain", "barrier", "cg");
+  unsigned* flags = nullptr;
+  LAB_CHECK(cudaMalloc(&flags, std::size_t(3) * sms * sizeof(unsigned)));
+  int fit_flags = 0;
+  LAB_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fit_flags, flag_kernel, kThreads, 0));
+  std::printf("%-14s %10s %10s %10s %10s %10s\n", "blocks/SM", "chain+pdl", "chain", "barrier", "cg", "flags");
   for (int per_sm = 1; per_sm <= 3; ++per_sm) {
     const int grid = per_sm * sms;
     const float pdl = time_chain(grid, R, true, buf, s);
@@ -153,11 +180,23 @@ int main(int argc, char** argv) {
                                              dim3(kThreads), args, 0, s));
       });
     }
-    std::printf("%-14d %10.2f %10.2f %10.2f %10.2f\n", per_sm, pdl, plain, bar, cg);
+    float fl = -1.f;
+    if (per_sm <= fit_flags) {
+      LAB_CHECK(cudaMemsetAsync(flags, 0, std::size_t(3) * sms * sizeof(unsigned), s));
+      unsigned base = 0;
+      fl = time_per_phase(R, s, [&] {
+        void* args[] = {&buf, &flags, &base, &R};
+        LAB_CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<void*>(flag_kernel), dim3(unsigned(grid)),
+                                              dim3(kThreads), args, 0, s));
+        base += unsigned(R);
+      });
+    }
+    std::printf("%-14d %10.2f %10.2f %10.2f %10.2f %10.2f\n", per_sm, pdl, plain, bar, cg, fl);
   }
   LAB_CHECK(cudaGetLastError());
   LAB_CHECK(cudaFree(buf));
   LAB_CHECK(cudaFree(words));
+  LAB_CHECK(cudaFree(flags));
   LAB_CHECK(cudaStreamDestroy(s));
   return 0;
 }
