@@ -49,7 +49,8 @@ void tl_before_replay(long replay, cudaStream_t s) {
   Window& w = window();
   if (!w.path || w.done || replay != w.from) return;
   if (cudaMalloc(&w.records, sizeof(TlRecord) * w.capacity) != cudaSuccess ||
-      cudaMalloc(&w.count, sizeof(unsigned)) != cudaSuccess || cudaMemset(w.count, 0, sizeof(unsigned)) != cudaSuccess) {
+      cudaMalloc(&w.count, sizeof(unsigned)) != cudaSuccess ||
+      cudaMemset(w.count, 0, sizeof(unsigned)) != cudaSuccess) {
     std::fprintf(stderr, "timeline: no device memory for the records\n");
     (void)cudaGetLastError();
     w.done = true;

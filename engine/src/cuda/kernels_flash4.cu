@@ -305,7 +305,8 @@ bool flash4_supported(const AttentionLaunch& a) {
 
 // config: '\0' the default; 's' P·V split into two 64-column wgmmas at head_dim 128 (same at head_dim 64).
 // (Warp-specialized configurations — a producer warpgroup filling an mbarrier ring with cp.async, intra-warpgroup
-// overlap, ping-pong — were measured slower than this kernel on an H200 and removed; commit 1fd1084, PERF_NOTES_v1-v7.md, v6.)
+// overlap, ping-pong — were measured slower than this kernel on an H200 and removed; commit 1fd1084,
+// PERF_NOTES_v1-v7.md, v6.)
 Status launch_flash4(const AttentionLaunch& a, char config, cudaStream_t s) {
   if (a.head_dim == 64)
     return a.out_t == DType::f32 ? launch_typed<64, float, false>(a, s) : launch_typed<64, bf16, false>(a, s);
