@@ -232,7 +232,7 @@ class TestApiServer : public QObject {
     ModelLoadOptions wlo;
     wlo.device = pixtral::Device::cpu;
     m_thread->worker()->loadModel(modelDir, wlo);
-    QVERIFY(loaded.wait(60000));
+    QTRY_COMPARE_WITH_TIMEOUT(loaded.count(), 1, 60000);  // emitted on the worker thread: a wait() could miss it
 
     ApiServerOptions o;
     o.token = kToken;

@@ -153,7 +153,9 @@ class TestChatStartup : public QObject {
     QVERIFY(!panel->noticeBanner()->isVisible());
     QSignalSpy failed(inference.worker(), &InferenceWorker::modelLoadFailed);
     inference.worker()->loadModel(model);
-    QVERIFY(failed.wait(30000));
+    // The worker thread may emit before this thread reaches a QSignalSpy::wait(), which only counts later
+    // emissions: poll the count instead.
+    QTRY_COMPARE_WITH_TIMEOUT(failed.count(), 1, 30000);
     const QString message = failed.first().first().toString();
     QVERIFY(!message.isEmpty());
     QTRY_VERIFY(panel->noticeBanner()->isVisible());
