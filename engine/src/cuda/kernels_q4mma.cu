@@ -14,8 +14,9 @@ namespace {
 // The scalar qgemv_kernel spends ~5-6 instructions a weight (nibble unpack, bf16 → f32 of x, FFMA, partial sums):
 // issue-bound at 34-44 % of copy bandwidth. Here one mma.sync.m16n8k16 (bf16 in, f32 accumulate) multiplies a
 // 16-row × 16-k tile of dequantized W by x (B columns = x rows, T ≤ 4 of 8 used): ~1 instruction a weight
-// (per 8 weights: 3 shifts, 4 LOP3, 2 MMAs — one of them the bias correction; x's fragments shared by the R tiles;
-// 0.17 warp instructions a byte of W on w2, ncu, against 0.22 with a bf16x2 subtraction a pair).
+// (per 8 weights: 3 shifts, 4 LOP3, 1 MMA, plus one bias-correction MMA a group and x row; x's fragments shared
+// by the R tiles; with a correction MMA a word: 0.17 warp instructions a byte of W on w2, ncu, against 0.22 with
+// a bf16x2 subtraction a pair).
 //
 // Block = 16 work items (the MMA's M) × all of K; its W warps (kMmaWarps = 8) split the K
 // groups of 128 into W contiguous ranges. Each thread streams its W bytes and scales through a cp.async ring in
@@ -38,9 +39,13 @@ namespace {
 // 2t, 2t+1; a4..a7 the same at cols +8; b0,b1 rows 2t, 2t+1 / b2,b3 rows 2t+8, 2t+9 of col g; c0,c1 row g /
 // c2,c3 row g+8 at cols 2t, 2t+1.) Nibbles (s, s+4) of a word become the bf16x2 of the exact values 136 + v with
 // one shift and one LOP3 ((u >> 4s) & 0x000f000f) ^ 0x43084308 = bf16 (128 + (n ^ 8)); the 136 is taken off once a
-// chain: it starts from -136 · x over its k-steps (two MMAs with a constant A).
-// Per group: one chain of 4 dependent MMAs per word (4 chains, in every mode), over the 8 k-steps, then
-// acc += scale(row, G) · D, one D after the other (fp32 FMA). The W warps' partial sums meet in shared
+// group and x row: C = -136 · Σ x over the group's 128 k, the same for every W row, from ONE MMA with a constant A
+// whose 8 B columns hold 8 slices of the group's x (lane 4j + t supplies x[4(4j + t) .. +3] to column j; see
+// group_correction), then two shuffles across the quad. (Two MMAs with a constant A a word and tile, 8 to 16 a
+// group, kept the tensor pipe busy: timing them out made int4 decode 3.29 -> 3.11 ms/token on an H200.)
+// Per group: one chain of 2 dependent MMAs per word (4 chains, in every mode), over the 8 k-steps, then
+// acc += scale(row, G) · (((D0 + D1) + (D2 + D3)) + C) (fp32; the cancellation of the 136s happens before the
+// scale, at the group's magnitude). The W warps' partial sums meet in shared
 // memory and are added in warp order: deterministic, and a row's value does not depend on its place in the tile,
 // its tile, nor on T (fused silu/rope modes keep the bits of the plain matmul + epilogue).
 // ref: Marlin (IST-DASLab/marlin) dequant (LOP3 with 0x43004300 magic, bf16 variant), PTX ISA mma fragments.
@@ -107,6 +112,28 @@ __device__ __forceinline__ std::uint32_t int4_pair_biased(std::uint32_t u, int s
   return r;
 }
 constexpr std::uint32_t kMinus136x2 = 0xc308c308u;  // bf16x2 (-136, -136)
+
+// 8-byte load through L1 (x for T > 1; volatile for the same reason as load_cached).
+__device__ __forceinline__ uint2 load_cached8(const uint2* p) {
+  uint2 r;
+  asm volatile("ld.global.v2.u32 {%0,%1}, [%2];" : "=r"(r.x), "=r"(r.y) : "l"(p));
+  return r;
+}
+
+// -136 · Σ x[k] over one group's 128 k of one x row, for every lane of the warp, from @p xs = this lane's 4 values
+// x[4·lane .. 4·lane + 3] of the group: lane 4j + t gives B column j its k' slots 2t, 2t+1, 2t+8, 2t+9, so that
+// column j of D = -136 · (x[16j .. 16j + 15]) (the A rows are all -136; products exact in fp32). The lane holds
+// columns 2t and 2t+1 (rows g and g + 8 equal); two xor shuffles add the quad's columns. The same bits in every
+// lane, and the same for an x row whatever T, the mode or the tile.
+__device__ __forceinline__ float group_correction(uint2 xs) {
+  constexpr float kZero[4] = {0.f, 0.f, 0.f, 0.f};
+  float d[4];
+  mma_bf16_16816(d, kMinus136x2, kMinus136x2, kMinus136x2, kMinus136x2, xs.x, xs.y, kZero);
+  float v = d[0] + d[1];
+  v += __shfl_xor_sync(0xffffffffu, v, 1);  // a + b == b + a: both lanes of a pair hold the same bits
+  v += __shfl_xor_sync(0xffffffffu, v, 2);
+  return v;
+}
 
 template <int T, class TO, GemvMode M, int W = kMmaWarps>
 __global__ void __launch_bounds__(W * 32, 3)  // ≤ 85 registers: 3 blocks (24 warps) an SM in every mode
@@ -204,13 +231,25 @@ q4mma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const std::uint8_
 #pragma unroll
         for (int ww = 0; ww < 4; ++ww) xv[ww] = load_cached(xp + 16 * G + ww);
       }
+      // C = -136 · Σ x over the group, for the D columns 2t and 2t + 1 this thread holds (x rows; columns ≥ T are
+      // never read): one MMA and two shuffles an x row (group_correction).
+      float corr[2] = {0.f, 0.f};
+      {
+        const uint2* xc = kRingX ? reinterpret_cast<const uint2*>(ring_x + (sl * W + warp) * 16)
+                                 : reinterpret_cast<const uint2*>(x + 128 * std::int64_t(G));
+#pragma unroll
+        for (int row = 0; row < T; ++row) {
+          const float cr = group_correction(kRingX ? xc[lane] : load_cached8(xc + std::int64_t(row) * (K / 4) + lane));
+          if (row == 2 * t) corr[0] = cr;
+          if (row == 2 * t + 1) corr[1] = cr;
+        }
+      }
       // Independent MMA chains, one per word: the kernel is latency-bound, a chain of dependent MMAs is what a warp
       // waits on. The same for every mode: a row's bits must not depend on the mode (fused silu/rope = plain).
-      // A holds 136 + v (int4_pair_biased): each chain starts from c = -136 · (its x), two MMAs with A = -136
-      // (exact products), so that D = Σ v·x without a subtraction per weight pair. The chain passes through
-      // ~136·Σx, so its fp32 accumulation error is ~30× that of Σ v·x alone (~1e-6 relative at this group size:
-      // far below a bf16 output's rounding; the f32-output parity budgets hold). The correction is written once
-      // a tile (the tensor pipe is idle; keeping it live for both tiles costs registers and spills).
+      // A holds 136 + v (int4_pair_biased): the chains sum (136 + v)·x and C takes the 136 off once a group, so
+      // that no weight pair needs a subtraction. The sum passes through ~136·Σx, so its fp32 error is ~30× that of
+      // Σ v·x alone (~1e-6 relative at this group size: far below a bf16 output's rounding; the f32-output parity
+      // budgets hold).
       constexpr int kChains = 4;
 #pragma unroll
       for (int r = 0; r < R; ++r) {
@@ -223,23 +262,22 @@ q4mma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const std::uint8_
           const std::uint32_t b10 = __byte_perm(xv[ww].y, xv[ww].w, 0x5410), b11 = __byte_perm(xv[ww].y, xv[ww].w, 0x7632);
           constexpr float kZero[4] = {0.f, 0.f, 0.f, 0.f};
           float* dc = d[ww % kChains];
-          mma_bf16_16816(dc, kMinus136x2, kMinus136x2, kMinus136x2, kMinus136x2, b00, b01, kZero);
-          mma_bf16_16816(dc, kMinus136x2, kMinus136x2, kMinus136x2, kMinus136x2, b10, b11, dc);
           const std::uint32_t u0 = (&w0.x)[ww], u1 = (&w1.x)[ww];
           mma_bf16_16816(dc, int4_pair_biased(u0, 0), int4_pair_biased(u1, 0), int4_pair_biased(u0, 1),
-                         int4_pair_biased(u1, 1), b00, b01, dc);
+                         int4_pair_biased(u1, 1), b00, b01, kZero);
           mma_bf16_16816(dc, int4_pair_biased(u0, 2), int4_pair_biased(u1, 2), int4_pair_biased(u0, 3),
                          int4_pair_biased(u1, 3), b10, b11, dc);
         }
-        // acc += scale · D, chain after chain (the tile's own accumulators: the same order in every mode).
+        // acc += scale · (D + C) (the tile's own accumulators: the same order in every mode).
+        static_assert(kChains == 4, "the sum below adds four chains");
         const float s0 = ring_s[slot_of(sl, r, 0)], s1 = ring_s[slot_of(sl, r, 1)];
+        float sum[4];
 #pragma unroll
-        for (int c2 = 0; c2 < kChains; ++c2) {
-          acc[r][0] = fmaf(s0, d[c2][0], acc[r][0]);  // row g,     col 2t
-          acc[r][1] = fmaf(s0, d[c2][1], acc[r][1]);  // row g,     col 2t + 1
-          acc[r][2] = fmaf(s1, d[c2][2], acc[r][2]);  // row g + 8, col 2t
-          acc[r][3] = fmaf(s1, d[c2][3], acc[r][3]);  // row g + 8, col 2t + 1
-        }
+        for (int e = 0; e < 4; ++e) sum[e] = ((d[0][e] + d[1][e]) + (d[2][e] + d[3][e])) + corr[e & 1];
+        acc[r][0] = fmaf(s0, sum[0], acc[r][0]);  // row g,     col 2t
+        acc[r][1] = fmaf(s0, sum[1], acc[r][1]);  // row g,     col 2t + 1
+        acc[r][2] = fmaf(s1, sum[2], acc[r][2]);  // row g + 8, col 2t
+        acc[r][3] = fmaf(s1, sum[3], acc[r][3]);  // row g + 8, col 2t + 1
       }
       // Refill the slot only now: the FMAs above consumed w and s (data dependence), so the shared loads are done
       // before the cp.async that overwrites them is issued (PTX does not order an ld.shared before a later cp.async
