@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // The int4 × bf16 decode GEMV on the tensor cores (issue 6): launch_q4mma, called by kernels_quant.cu's GEMV
-// dispatch for int4 weights with bf16 activations (T ≤ 4, plain / silu / rope / residual modes). Formats in core/quant.h.
+// dispatch for int4 weights with bf16 activations (T ≤ 4, plain / silu / rope / residual modes). Formats in
+// core/quant.h.
 #include <cstdlib>
 
 #include "cuda/gemv_modes.cuh"
@@ -43,9 +44,9 @@ namespace {
 // whose 8 B columns hold 8 slices of the group's x (lane 4j + t supplies x[4(4j + t) .. +3] to column j; see
 // group_correction), then two shuffles across the quad. (Two MMAs with a constant A a word and tile, 8 to 16 a
 // group, kept the tensor pipe busy: timing them out made int4 decode 3.29 -> 3.11 ms/token on an H200.)
-// Per group: one chain of 2 dependent MMAs per word (4 chains, in every mode), over the 8 k-steps, then
-// acc += scale(row, G) · (((D0 + D1) + (D2 + D3)) + C) (fp32; the cancellation of the 136s happens before the
-// scale, at the group's magnitude). The W warps' partial sums meet in shared
+// Per group: two chains of 4 dependent MMAs (words 0, 2 and 1, 3; in every mode), over the 8 k-steps, then
+// acc += scale(row, G) · ((D0 + D1) + C) (fp32; the cancellation of the 136s happens before the scale, at the
+// group's magnitude). The W warps' partial sums meet in shared
 // memory and are added in warp order: deterministic, and a row's value does not depend on its place in the tile,
 // its tile, nor on T (fused silu/rope modes keep the bits of the plain matmul + epilogue).
 // ref: Marlin (IST-DASLab/marlin) dequant (LOP3 with 0x43004300 magic, bf16 variant), PTX ISA mma fragments.
@@ -74,7 +75,8 @@ constexpr bool q4mma_ring_x(int T) { return T == 1; }
 /// thread; for T = 1 also the group's x row, 256 bytes a warp).
 template <int R, int T>
 constexpr std::size_t q4mma_smem_bytes() {
-  return std::size_t(q4mma_ring_groups(R)) * (R * 2 * kMmaWarps * 32 * (16 + 4) + (q4mma_ring_x(T) ? kMmaWarps * 256 : 0));
+  return std::size_t(q4mma_ring_groups(R)) *
+         (R * 2 * kMmaWarps * 32 * (16 + 4) + (q4mma_ring_x(T) ? kMmaWarps * 256 : 0));
 }
 // 4-byte cp.async (scales), through L1 (.ca: the only form for fewer than 16 bytes).
 __device__ __forceinline__ void cp_async4(std::uint32_t dst, const void* src) {
@@ -239,18 +241,20 @@ q4mma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const std::uint8_
                                  : reinterpret_cast<const uint2*>(x + 128 * std::int64_t(G));
 #pragma unroll
         for (int row = 0; row < T; ++row) {
-          const float cr = group_correction(kRingX ? xc[lane] : load_cached8(xc + std::int64_t(row) * (K / 4) + lane));
+          const uint2 xs = kRingX ? xc[lane] : load_cached8(xc + std::int64_t(row) * (K / 4) + lane);
+          const float cr = group_correction(xs);
           if (row == 2 * t) corr[0] = cr;
           if (row == 2 * t + 1) corr[1] = cr;
         }
       }
-      // Independent MMA chains, one per word: the kernel is latency-bound, a chain of dependent MMAs is what a warp
-      // waits on. The same for every mode: a row's bits must not depend on the mode (fused silu/rope = plain).
+      // Two independent MMA chains (H200 int4 decode, same run: four chains of 2 MMAs 3.23 ms/token, one of 8 3.21,
+      // two of 4 3.14: fewer chains are fewer adds, longer ones wait longer). The same for every mode: a row's bits
+      // must not depend on the mode (fused silu/rope = plain).
       // A holds 136 + v (int4_pair_biased): the chains sum (136 + v)·x and C takes the 136 off once a group, so
       // that no weight pair needs a subtraction. The sum passes through ~136·Σx, so its fp32 error is ~30× that of
       // Σ v·x alone (~1e-6 relative at this group size: far below a bf16 output's rounding; the f32-output parity
       // budgets hold).
-      constexpr int kChains = 4;
+      constexpr int kChains = 2;  // words 0, 2 and 1, 3
 #pragma unroll
       for (int r = 0; r < R; ++r) {
         const uint4 w0 = ring_w[slot_of(sl, r, 0)], w1 = ring_w[slot_of(sl, r, 1)];  // rows g, g + 8
@@ -258,22 +262,24 @@ q4mma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const std::uint8_
 #pragma unroll
         for (int ww = 0; ww < 4; ++ww) {
           // b for k-step h = (x[k+2h], x[k+2h+4]), (x[k+2h+1], x[k+2h+5])
-          const std::uint32_t b00 = __byte_perm(xv[ww].x, xv[ww].z, 0x5410), b01 = __byte_perm(xv[ww].x, xv[ww].z, 0x7632);
-          const std::uint32_t b10 = __byte_perm(xv[ww].y, xv[ww].w, 0x5410), b11 = __byte_perm(xv[ww].y, xv[ww].w, 0x7632);
+          const std::uint32_t b00 = __byte_perm(xv[ww].x, xv[ww].z, 0x5410);
+          const std::uint32_t b01 = __byte_perm(xv[ww].x, xv[ww].z, 0x7632);
+          const std::uint32_t b10 = __byte_perm(xv[ww].y, xv[ww].w, 0x5410);
+          const std::uint32_t b11 = __byte_perm(xv[ww].y, xv[ww].w, 0x7632);
           constexpr float kZero[4] = {0.f, 0.f, 0.f, 0.f};
           float* dc = d[ww % kChains];
           const std::uint32_t u0 = (&w0.x)[ww], u1 = (&w1.x)[ww];
           mma_bf16_16816(dc, int4_pair_biased(u0, 0), int4_pair_biased(u1, 0), int4_pair_biased(u0, 1),
-                         int4_pair_biased(u1, 1), b00, b01, kZero);
+                         int4_pair_biased(u1, 1), b00, b01, ww < kChains ? kZero : dc);
           mma_bf16_16816(dc, int4_pair_biased(u0, 2), int4_pair_biased(u1, 2), int4_pair_biased(u0, 3),
                          int4_pair_biased(u1, 3), b10, b11, dc);
         }
         // acc += scale · (D + C) (the tile's own accumulators: the same order in every mode).
-        static_assert(kChains == 4, "the sum below adds four chains");
+        static_assert(kChains == 2, "the sum below adds two chains");
         const float s0 = ring_s[slot_of(sl, r, 0)], s1 = ring_s[slot_of(sl, r, 1)];
         float sum[4];
 #pragma unroll
-        for (int e = 0; e < 4; ++e) sum[e] = ((d[0][e] + d[1][e]) + (d[2][e] + d[3][e])) + corr[e & 1];
+        for (int e = 0; e < 4; ++e) sum[e] = (d[0][e] + d[1][e]) + corr[e & 1];
         acc[r][0] = fmaf(s0, sum[0], acc[r][0]);  // row g,     col 2t
         acc[r][1] = fmaf(s0, sum[1], acc[r][1]);  // row g,     col 2t + 1
         acc[r][2] = fmaf(s1, sum[2], acc[r][2]);  // row g + 8, col 2t
@@ -314,9 +320,9 @@ q4mma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const std::uint8_
   }
 }
 
-// Once per kernel and device (first, eager launch; not a stream operation): the shared-memory opt-in, and whether 2 or more
-// blocks fit an SM — on GPUs with 100 KB of shared memory an SM (sm_86/89) one 8-warp block would be latency-bound:
-// the scalar kernel runs there.
+// Once per kernel and device (first, eager launch; not a stream operation): the shared-memory opt-in, and whether 2
+// or more blocks fit an SM — on GPUs with 100 KB of shared memory an SM (sm_86/89) one 8-warp block would be
+// latency-bound: the scalar kernel runs there.
 template <int T, class TO, GemvMode M>
 bool q4mma_fits() {
   constexpr std::size_t smem = q4mma_smem_bytes<gemv_rows_per_item(M), T>();
