@@ -252,16 +252,19 @@ class TestInferenceWorker : public QObject {
     QSignalSpy pieces(relayOf(w), &Relay::pieceArrived);
     QSignalSpy finished(relayOf(w), &Relay::generationFinished);
     QSemaphore inSecond, go;
+    // The first request to stream is the one parked (the worker runs them in order: busyId). Its id is taken from
+    // its first piece, not set after generate() returns: the worker may stream before this thread gets to that.
     std::atomic<quint64> parkIn{0};
     std::atomic<int> seen{0};
     auto conn = connect(w, &InferenceWorker::pieceArrived, w, [&](qint64, quint64 id, const QString&, int) {
+      quint64 none = 0;
+      parkIn.compare_exchange_strong(none, id);
       if (id == parkIn.load() && ++seen == 2) {
         inSecond.release();
         go.acquire();
       }
     }, Qt::DirectConnection);
     const quint64 busyId = w->generate(greedyRequest(931, test::caseMessages(c), 2000));
-    parkIn = busyId;
     const quint64 nextId = w->generate(greedyRequest(931, test::caseMessages(c), c.maxTokens));
     const quint64 droppedId = w->generate(greedyRequest(931, test::caseMessages(c), c.maxTokens));
     QVERIFY(busyId != 0 && nextId != busyId && droppedId != nextId);
@@ -269,6 +272,7 @@ class TestInferenceWorker : public QObject {
     w->stop(busyId);
     w->stop(droppedId);
     go.release();
+    QCOMPARE(parkIn.load(), busyId);  // after the release: a failed check must not leave the worker parked
     QTRY_COMPARE_WITH_TIMEOUT(finished.count(), 3, kGenerateTimeoutMs);
     disconnect(conn);
     std::map<quint64, GenerationResult> results;
