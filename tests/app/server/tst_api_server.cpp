@@ -228,11 +228,14 @@ class TestApiServer : public QObject {
     m_model = model.value();
 
     m_thread = std::make_unique<InferenceThread>();
-    QSignalSpy loaded(m_thread->worker(), &InferenceWorker::modelLoaded);
+    // Counted on this thread (queued from the worker's): a QSignalSpy's wait() could miss an early emission.
+    int loaded = 0;
+    QObject receiver;
+    connect(m_thread->worker(), &InferenceWorker::modelLoaded, &receiver, [&] { ++loaded; });
     ModelLoadOptions wlo;
     wlo.device = pixtral::Device::cpu;
     m_thread->worker()->loadModel(modelDir, wlo);
-    QTRY_COMPARE_WITH_TIMEOUT(loaded.count(), 1, 60000);  // emitted on the worker thread: a wait() could miss it
+    QTRY_COMPARE_WITH_TIMEOUT(loaded, 1, 60000);
 
     ApiServerOptions o;
     o.token = kToken;

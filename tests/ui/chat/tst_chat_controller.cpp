@@ -9,6 +9,7 @@
 #include "chat/conversation_list_model.h"
 #include "fixture_case.h"
 #include "inference/inference_thread.h"
+#include "piece_gate.h"
 #include "storage/conversation_store.h"
 #include "tiny_model.h"
 #include "documents/document_loader.h"
@@ -23,6 +24,7 @@
 #include <QtTest>
 
 using namespace quire;
+using test::PieceGate;
 
 namespace {
 constexpr int kTimeoutMs = 120000;
@@ -233,13 +235,19 @@ class TestChatController : public QObject {
     QVERIFY(store.open(newDbPath()));
     ChatController c(&store, m_thread->worker());
     configure(c, 2000);
+    // The worker waits in its 2nd piece until the switch is done: the tiny model's whole answer takes ~30 ms, so
+    // without the gate a slow GUI thread could switch after the answer had ended on its own.
+    PieceGate gate(m_thread->worker(), {2});
     bool switched = false;
     qint64 answerId = 0;
     connect(&c, &ChatController::messageUpdated, &c, [&](int row, const QString&) {
       if (switched || row >= c.messages().size() || c.messages()[row].role != MessageRole::Assistant) return;
       switched = true;
       answerId = c.messages()[row].id;
-      QTimer::singleShot(0, &c, [&c] { c.newConversation(); });
+      QTimer::singleShot(0, &c, [&c, &gate] {
+        c.newConversation();
+        gate.release();
+      });
     });
     QVERIFY(c.send(question()));
     QVERIFY(waitIdle(c));
@@ -258,9 +266,15 @@ class TestChatController : public QObject {
     QVERIFY(store.open(newDbPath()));
     ChatController c(&store, m_thread->worker());
     configure(c, 2000);
+    // Stopped on the answer's first update, while the worker waits in its 2nd piece (the tiny model's whole answer
+    // takes ~30 ms: a later stop could come after it had ended on its own).
+    PieceGate gate(m_thread->worker(), {2});
     int pieces = 0;
     connect(&c, &ChatController::messageUpdated, &c, [&](int, const QString&) {
-      if (++pieces == 2) c.stop();
+      if (++pieces == 1) {
+        c.stop();
+        gate.release();
+      }
     });
     QVERIFY(c.send(question()));
     QVERIFY(waitIdle(c));

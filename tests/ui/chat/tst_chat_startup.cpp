@@ -151,12 +151,16 @@ class TestChatStartup : public QObject {
     QVERIFY(QTest::qWaitForWindowExposed(&window));
     ChatPanel* panel = window.chatPanel();
     QVERIFY(!panel->noticeBanner()->isVisible());
-    QSignalSpy failed(inference.worker(), &InferenceWorker::modelLoadFailed);
+    // Received on this thread (queued from the worker's): a QSignalSpy on the worker would append on the worker
+    // thread while this one reads, and its wait() only counts emissions after it is called — the worker may
+    // already have failed by then.
+    QStringList failures;
+    QObject receiver;
+    connect(inference.worker(), &InferenceWorker::modelLoadFailed, &receiver,
+            [&](const QString& m) { failures << m; });
     inference.worker()->loadModel(model);
-    // The worker thread may emit before this thread reaches a QSignalSpy::wait(), which only counts later
-    // emissions: poll the count instead.
-    QTRY_COMPARE_WITH_TIMEOUT(failed.count(), 1, 30000);
-    const QString message = failed.first().first().toString();
+    QTRY_COMPARE_WITH_TIMEOUT(failures.size(), 1, 30000);
+    const QString message = failures.first();
     QVERIFY(!message.isEmpty());
     QTRY_VERIFY(panel->noticeBanner()->isVisible());
     QVERIFY2(panel->noticeLabel()->text().contains(message), qPrintable(panel->noticeLabel()->text()));
