@@ -38,9 +38,11 @@ class TestSingleInstance : public QObject {
     QSignalSpy spy(&first, &SingleInstance::filesReceived);
     // The second launch blocks on its socket, so it runs on another thread while this one serves.
     QFuture<bool> sent = QtConcurrent::run([name] {
-      return SingleInstance(name).sendToRunning({QStringLiteral("relative.pdf"), QStringLiteral("/abs/ü b.png")});
+      // 10 s a wait (not the default 2 s): this thread serves it from inside QTRY's loop, slowly when loaded.
+      return SingleInstance(name).sendToRunning({QStringLiteral("relative.pdf"), QStringLiteral("/abs/ü b.png")},
+                                                10000);
     });
-    QTRY_COMPARE_WITH_TIMEOUT(spy.count(), 1, 5000);
+    QTRY_COMPARE_WITH_TIMEOUT(spy.count(), 1, 20000);
     QTRY_VERIFY(sent.isFinished());
     QVERIFY(sent.result());
     const QStringList files = spy.at(0).at(0).toStringList();

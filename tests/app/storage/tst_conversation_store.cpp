@@ -267,10 +267,11 @@ class TestConversationStore : public QObject {
     QCOMPARE(reader.message(answer)->text, QStringLiteral("aaaab"));
     QCOMPARE(reader.message(answer)->tokenIds, (Tokens{0, 1, 2, 3, 4}));
 
-    writer.setCommitInterval(100, 1000000);
+    // By time: 1 s, so that a loaded machine's pause between the last commit and "c" does not commit "c" early.
+    writer.setCommitInterval(1000, 1000000);
     QVERIFY(writer.appendToAssistantMessage(answer, QStringLiteral("c"), Tokens{5}));
     QCOMPARE(reader.message(answer)->text, QStringLiteral("aaaab"));
-    QTest::qWait(120);
+    QTest::qWait(1100);
     QVERIFY(writer.appendToAssistantMessage(answer, QStringLiteral("d"), Tokens{6}));
     QCOMPARE(reader.message(answer)->text, QStringLiteral("aaaabcd"));
     QVERIFY(writer.finishAssistantMessage(answer, MessageState::Complete, QJsonObject{{"tokens_per_s", 9.5}}));

