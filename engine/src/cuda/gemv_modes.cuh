@@ -12,8 +12,8 @@
 //          The bits of matmul into qkv followed by rope_append_kv (k/v caches in the output dtype).
 //   residual: item n = row n, out[t, n] = round(h[t, n] + round(x[t]·W[n] (+ bias[n]))) with out = h, both roundings
 //          to h's dtype: the bits of a matmul into a tmp of h's dtype followed by add(h, tmp) (matmul_add). The
-//          storing lane reads h[t, n] right after the dependent-launch wait (gemv_item_pre), so that L2 round trip
-//          is not at the end of the kernel; h[t, n] is read and written by that lane alone, so in place is safe.
+//          storing lane reads h[t, n] right after the dependent-launch wait (gemv_item_pre_late), so that L2 round
+//          trip is not at the end of the kernel; h[t, n] is read and written by that lane alone, so in place is safe.
 #pragma once
 
 #include "cuda/common.cuh"
@@ -64,21 +64,25 @@ __device__ __forceinline__ void gemv_item_rows(int n, int N, const RopeAppendArg
   }
 }
 
-/// What the storing thread of (item n, x row t) needs besides the dot products, read or computed right after the
-/// dependent-launch wait so that no dependent load or long computation sits at the end of every warp:
-///   residual mode: h[t, n] as it was before this kernel (in place is safe: that thread alone reads and writes it);
-///   rope mode: the position and, for a q | k pair, cos/sin of float(pos)·freq[m] (double sincos, ~100 dependent
-///   fp64 instructions, and freq[m] an L2 round trip: both were at the end of every warp before).
+/// What the storing thread of (item n, x row t) needs besides the dot products, read or computed before its main
+/// loop so that no dependent load or long computation sits at the end of every warp:
+///   rope mode (gemv_item_pre_early, BEFORE the dependent-launch wait): the position and, for a q | k pair, cos/sin
+///   of float(pos)·freq[m] (double sincos, ~100 dependent fp64 instructions, and freq[m] an L2 round trip). No
+///   kernel of the decode step writes them — the position is the host's (staged by a copy, which a kernel never
+///   overlaps) or the decode state's (written by the host before the step), freq is constant — so they are read
+///   while the previous kernel drains instead of after it;
+///   residual mode (gemv_item_pre_late, after the wait): h[t, n] as it was before this kernel (in place is safe:
+///   that thread alone reads and writes it), kept as loaded and converted only at the store, so that the thread does
+///   not stall on the load before its main loop.
+template <class TO>
 struct GemvItemPre {
-  float prior = 0.f;
+  TO prior{};
   float cs = 0.f, sn = 0.f;
   int pos = 0;
 };
 
 template <GemvMode M, class TO>
-__device__ __forceinline__ GemvItemPre gemv_item_pre(const TO* out, int t, int n, int N, const RopeAppendArgs& ra) {
-  GemvItemPre pre;
-  if constexpr (M == GemvMode::residual) pre.prior = to_f32(out[std::int64_t(t) * N + n]);
+__device__ __forceinline__ void gemv_item_pre_early(GemvItemPre<TO>& pre, int n, const RopeAppendArgs& ra) {
   if constexpr (M == GemvMode::rope) {
     const int half = ra.hd / 2, n_rot = (ra.nh + ra.nkv) * half;
     pre.pos = *ra.pos;
@@ -90,20 +94,24 @@ __device__ __forceinline__ GemvItemPre gemv_item_pre(const TO* out, int t, int n
       pre.cs = float(cd);
     }
   }
-  return pre;
+}
+
+template <GemvMode M, class TO>
+__device__ __forceinline__ void gemv_item_pre_late(GemvItemPre<TO>& pre, const TO* out, int t, int n, int N) {
+  if constexpr (M == GemvMode::residual) pre.prior = out[std::int64_t(t) * N + n];
 }
 
 /// Lane 0's write of item n for x row t; v holds the item's fp32 dot products (scales applied); pre: what
-/// gemv_item_pre read and computed.
+/// gemv_item_pre_early / _late read and computed.
 template <GemvMode M, class TO>
 __device__ __forceinline__ void gemv_item_store(TO* out, int t, int n, int N, const float v[2], const bf16* bias,
-                                                const RopeAppendArgs& ra, const GemvItemPre& pre) {
+                                                const RopeAppendArgs& ra, const GemvItemPre<TO>& pre) {
   if constexpr (M == GemvMode::plain) {
     const float b = bias ? __bfloat162float(bias[n]) : 0.f;
     out[std::int64_t(t) * N + n] = from_f32<TO>(v[0] + b);
   } else if constexpr (M == GemvMode::residual) {
     const float b = bias ? __bfloat162float(bias[n]) : 0.f;
-    out[std::int64_t(t) * N + n] = from_f32<TO>(pre.prior + to_f32(from_f32<TO>(v[0] + b)));
+    out[std::int64_t(t) * N + n] = from_f32<TO>(to_f32(pre.prior) + to_f32(from_f32<TO>(v[0] + b)));
   } else if constexpr (M == GemvMode::silu) {
     out[std::int64_t(t) * N + n] = silu_mul_rounded<TO>(v[0], v[1]);
   } else {

@@ -197,6 +197,11 @@ q4mma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const std::uint8_
     if (j < my_groups) issue(g_lo + j, j);
     cp_async_commit();
   }
+  // The thread that stores (item, x row) below gets its epilogue inputs (gemv_modes.cuh): the rope mode's now.
+  const int item = threadIdx.x >> 2, c = threadIdx.x & 3;
+  const bool stores = threadIdx.x < kMmaItems * 4 && c < T && n0 + item < n_items;
+  GemvItemPre<TO> pre;
+  if (stores) gemv_item_pre_early<M>(pre, n0 + item, ra);
   wait_for_previous_grid();  // x (and out) belong to the previous kernels
   if constexpr (kRingX) {  // the first S groups' x, one more commit group: the first wait below takes them all
 #pragma unroll
@@ -204,10 +209,7 @@ q4mma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const std::uint8_
       if (j < my_groups) issue_x(g_lo + j, j);
     cp_async_commit();
   }
-  // The thread that stores (item, x row) below gets its epilogue inputs now (gemv_modes.cuh, gemv_item_pre).
-  const int item = threadIdx.x >> 2, c = threadIdx.x & 3;
-  const bool stores = threadIdx.x < kMmaItems * 4 && c < T && n0 + item < n_items;
-  const GemvItemPre pre = stores ? gemv_item_pre<M>(out, c, n0 + item, N, ra) : GemvItemPre{};
+  if (stores) gemv_item_pre_late<M>(pre, out, c, n0 + item, N);  // the residual mode's h, after the wait
   // B column g = x row g (g < T; the other columns multiply x row 0 again and are never read).
   const uint4* xp = reinterpret_cast<const uint4*>(x + std::int64_t(g < T ? g : 0) * K + 32 * t);  // g ≥ T: row 0
   float acc[R][4];

@@ -285,12 +285,15 @@ qgemv_kernel(TO* __restrict__ out, const TX* x, const std::uint8_t* __restrict__
   };
   bool full = c + 32 * (kUnroll - 1) < n_chunks;
   if (full) load_batch();  // W is immutable: the first batch before waiting on the previous kernel
-  wait_for_previous_grid();  // x (and out) belong to the previous kernels
-  if (full) load_x_batch();
-  GemvItemPre pre[T];  // the storing lane's epilogue inputs (gemv_modes.cuh)
+  GemvItemPre<TO> pre[T];  // the storing lane's epilogue inputs (gemv_modes.cuh): the rope mode's before the wait
 #pragma unroll
   for (int t = 0; t < T; ++t)
-    if (lane == 0) pre[t] = gemv_item_pre<M>(out, t, n, N, ra);
+    if (lane == 0) gemv_item_pre_early<M>(pre[t], n, ra);
+  wait_for_previous_grid();  // x (and out) belong to the previous kernels
+  if (full) load_x_batch();
+#pragma unroll
+  for (int t = 0; t < T; ++t)
+    if (lane == 0) gemv_item_pre_late<M>(pre[t], out, t, n, N);
   while (full) {
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u)
