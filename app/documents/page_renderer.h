@@ -39,6 +39,8 @@ class PageRenderer : public QObject {
 
   /// Worker threads (default 2).
   void setMaxThreads(int n) { m_pool.setMaxThreadCount(std::max(1, n)); }
+  /// The workers' pool (tests occupy its threads to order requests against the workers deterministically).
+  QThreadPool* threadPool() { return &m_pool; }
 
   /// Wants @p pages at @p scale (device pixels per point), nearest to @p currentPage first. Anything not in this
   /// list that has not started yet is cancelled. Returns the new generation number.
