@@ -156,6 +156,7 @@ class CudaBackend final : public ops::Backend, public ops::CudaExtension {
   Scratch sample_ws_;             // device sampler workspace (cuda_sample.cu)
   int* sample_host_ = nullptr;    // pinned: the sampled token
   Scratch dequant_, quant_src_;  // quantized weights: prefill dequantization tile, bf16 rows being quantized
+  Scratch q4corr_;                // int4 prefill passes: each x row's group corrections (launch_q4mma_rows)
   char* staging_host_ = nullptr;  // pinned, kStagingBytes, two halves
   std::uint16_t* pixels_host_ = nullptr;  // pinned: an image's pixels as bf16 (patch_embed), pixels_host_n_ values
   std::size_t pixels_host_n_ = 0;

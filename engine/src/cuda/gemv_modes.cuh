@@ -30,6 +30,9 @@ struct RopeAppendArgs {
   const float* freq = nullptr;  // [hd/2]
   int nh = 0, nkv = 0, hd = 0;
   bool halves = false;
+  // q4mma with T > 1 (kernels_q4mma.cu): -136 · Σx of each x row and group of 128, [T][K / 128], computed once for
+  // every block by q4mma_corrections (null: each warp computes its own).
+  const float* x_corr = nullptr;
 };
 
 constexpr int gemv_rows_per_item(GemvMode m) {

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // The int4 × bf16 decode GEMV on the tensor cores (issue 6): launch_q4mma, called by kernels_quant.cu's GEMV
-// dispatch for int4 weights with bf16 activations (T ≤ 4, plain / silu / rope / residual modes). Formats in
-// core/quant.h.
+// dispatch for int4 weights with bf16 activations (T ≤ 4, plain / silu / rope / residual modes), and
+// launch_q4mma_rows, short prefills as passes of ≤ 8 rows (plain / residual). Formats in core/quant.h.
+#include <algorithm>
 #include <cstdlib>
 
 #include "cuda/gemv_modes.cuh"
@@ -69,6 +70,11 @@ bool int4_mma_enabled() {
 }
 
 constexpr int q4mma_ring_groups(int R) { return kRingGroups / R; }
+/// x rows a launch takes: T ≤ kQGemvMaxRows in every mode (decode), up to kQ4PassRows in the plain and residual
+/// modes (a prefill pass: the MMA's 8 B columns are all x rows; the same MMAs a group as T = 1).
+constexpr int kQ4PassRows = 8;
+/// D columns a block keeps in shared memory for its final sum: 4 (T ≤ 4, as before passes existed) or 8.
+constexpr int q4mma_cols(int T) { return T <= 4 ? 4 : 8; }
 /// One x row (T = 1) travels through the ring with W: 256 bytes (a group's 128 bf16) a warp and slot.
 constexpr bool q4mma_ring_x(int T) { return T == 1; }
 /// Dynamic shared memory of the q4mma kernel: the ring (16 bytes of W and a 4-byte scale per slot, tile, row half,
@@ -144,7 +150,8 @@ q4mma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const std::uint8_
              RopeAppendArgs ra) {
   constexpr int R = gemv_rows_per_item(M);
   constexpr int S = q4mma_ring_groups(R);  // groups in flight a thread (cp.async ring in shared memory)
-  __shared__ float red[W][R][kMmaItems][4];  // [warp][tile][item][x row]
+  constexpr int kCols = q4mma_cols(T);  // D columns kept: x rows 0..T-1 of the MMA's 8
+  __shared__ float red[W][R][kMmaItems][kCols];  // [warp][tile][item][x row]
   // The ring: slot s holds, for each tile r and row half h, this thread's 16 bytes of W (then its scale), laid out
   // [s][r][h][thread] so that a warp's accesses are 512 contiguous bytes (no bank conflict).
   extern __shared__ __align__(16) unsigned char q4_ring[];
@@ -198,8 +205,8 @@ q4mma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const std::uint8_
     cp_async_commit();
   }
   // The thread that stores (item, x row) below gets its epilogue inputs (gemv_modes.cuh): the rope mode's now.
-  const int item = threadIdx.x >> 2, c = threadIdx.x & 3;
-  const bool stores = threadIdx.x < kMmaItems * 4 && c < T && n0 + item < n_items;
+  const int item = threadIdx.x / kCols, c = threadIdx.x % kCols;
+  const bool stores = threadIdx.x < kMmaItems * kCols && c < T && n0 + item < n_items;
   GemvItemPre<TO> pre;
   if (stores) gemv_item_pre_early<M>(pre, n0 + item, ra);
   wait_for_previous_grid();  // x (and out) belong to the previous kernels
@@ -238,7 +245,10 @@ q4mma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const std::uint8_
       // C = -136 · Σ x over the group, for the D columns 2t and 2t + 1 this thread holds (x rows; columns ≥ T are
       // never read): one MMA and two shuffles an x row (group_correction).
       float corr[2] = {0.f, 0.f};
-      {
+      if (!kRingX && ra.x_corr) {  // T > 1 with the corrections computed once (q4mma_corrections: the same bits)
+        if (2 * t < T) corr[0] = __ldca(ra.x_corr + (2 * t) * n_groups + G);
+        if (2 * t + 1 < T) corr[1] = __ldca(ra.x_corr + (2 * t + 1) * n_groups + G);
+      } else {
         const uint2* xc = kRingX ? reinterpret_cast<const uint2*>(ring_x + (sl * W + warp) * 16)
                                  : reinterpret_cast<const uint2*>(x + 128 * std::int64_t(G));
 #pragma unroll
@@ -299,7 +309,7 @@ q4mma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const std::uint8_
       sl = sl + 1 == S ? 0 : sl + 1;
     }
   }
-  if (t < 2) {  // columns 0..3 = x rows (T ≤ 4)
+  if (2 * t < kCols) {  // columns 2t, 2t + 1 = x rows
 #pragma unroll
     for (int r = 0; r < R; ++r) {
       red[warp][r][g][2 * t] = acc[r][0];
@@ -320,6 +330,21 @@ q4mma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const std::uint8_
     }
     gemv_item_store<M>(out, c, n0 + item, N, v, bias, ra, pre);
   }
+}
+
+// -136 · Σx over each group of 128 of each of T x rows (the prefill passes' corrections, [T][K / 128]): one warp a
+// (row, group), group_correction on the same 8 bytes a lane as the kernel's own path — the same bits.
+__global__ void q4mma_corrections(const bf16* __restrict__ x, int T, int K, float* __restrict__ corr) {
+  allow_dependents_to_launch();
+  wait_for_previous_grid();  // x comes from the previous kernels
+  const int n_groups = K / quant::kInt4Group;
+  const int wid = int(blockIdx.x) * (blockDim.x / 32) + int(threadIdx.x / 32), lane = threadIdx.x & 31;
+  if (wid >= T * n_groups) return;  // warp-uniform
+  const int row = wid / n_groups, G = wid % n_groups;
+  const uint2 xs = load_cached8(reinterpret_cast<const uint2*>(x + std::int64_t(row) * K + 128 * std::int64_t(G)) +
+                                lane);
+  const float cr = group_correction(xs);
+  if (lane == 0) corr[wid] = cr;
 }
 
 // Once per kernel and device (first, eager launch; not a stream operation): the shared-memory opt-in, and whether 2
@@ -366,8 +391,20 @@ Status launch_rows(TO* out, const bf16* x, const std::uint8_t* q, const float* s
     case 1: return launch_typed<1, TO, M>(out, x, q, scales, bias, N, items, K, ra, s, launched);
     case 2: return launch_typed<2, TO, M>(out, x, q, scales, bias, N, items, K, ra, s, launched);
     case 3: return launch_typed<3, TO, M>(out, x, q, scales, bias, N, items, K, ra, s, launched);
-    default: return launch_typed<4, TO, M>(out, x, q, scales, bias, N, items, K, ra, s, launched);
+    case 4: return launch_typed<4, TO, M>(out, x, q, scales, bias, N, items, K, ra, s, launched);
+    default: break;
   }
+  if constexpr (M == GemvMode::plain || M == GemvMode::residual) {  // prefill passes (launch_q4mma_rows)
+    switch (T) {
+      case 5: return launch_typed<5, TO, M>(out, x, q, scales, bias, N, items, K, ra, s, launched);
+      case 6: return launch_typed<6, TO, M>(out, x, q, scales, bias, N, items, K, ra, s, launched);
+      case 7: return launch_typed<7, TO, M>(out, x, q, scales, bias, N, items, K, ra, s, launched);
+      case 8: return launch_typed<8, TO, M>(out, x, q, scales, bias, N, items, K, ra, s, launched);
+      default: break;
+    }
+  }
+  *launched = false;
+  return {};
 }
 
 template <class TO>
@@ -391,11 +428,42 @@ Status launch_q4mma(void* out, DType out_t, const bf16* x, const std::uint8_t* q
                     const bf16* bias, int T, int N, int items, int K, GemvMode mode, const RopeAppendArgs& ra,
                     cudaStream_t s, bool* launched) {
   *launched = false;
-  if (!int4_mma_enabled() || T < 1 || T > kQGemvMaxRows) return {};
+  const bool pass_mode = mode == GemvMode::plain || mode == GemvMode::residual;
+  if (!int4_mma_enabled() || T < 1 || T > (pass_mode ? kQ4PassRows : kQGemvMaxRows)) return {};
   if (out_t == DType::f32)
     return launch_mode(static_cast<float*>(out), x, q, scales, bias, T, N, items, K, mode, ra, s, launched);
   if (out_t == DType::bf16)
     return launch_mode(static_cast<bf16*>(out), x, q, scales, bias, T, N, items, K, mode, ra, s, launched);
+  return {};
+}
+
+Status launch_q4mma_rows(void* out, DType out_t, const bf16* x, const std::uint8_t* q, const float* scales,
+                         const bf16* bias, std::int64_t T, int N, int K, bool residual, float* corr, cudaStream_t s,
+                         bool* launched) {
+  *launched = false;
+  if (T < 1 || T > kQ4PassMaxRows || !int4_mma_enabled()) return {};
+  const GemvMode mode = residual ? GemvMode::residual : GemvMode::plain;
+  const std::size_t osz = out_t == DType::f32 ? 4 : 2;
+  const int n_groups = K / quant::kInt4Group;
+  if (corr) {
+    constexpr int kWarps = 8;
+    launch_dependent(q4mma_corrections, dim3(unsigned(ceil_div(int(T) * n_groups, kWarps))), dim3(kWarps * 32), s, x,
+                     int(T), K, corr);
+    PIXTRAL_CUDA_LAUNCH_CHECK(q4mma_corrections);
+  }
+  for (std::int64_t t0 = 0; t0 < T; t0 += kQ4PassRows) {
+    const int rows = int(std::min<std::int64_t>(kQ4PassRows, T - t0));
+    RopeAppendArgs ra;
+    if (corr && rows > 1) ra.x_corr = corr + t0 * n_groups;
+    bool ok = false;
+    PIXTRAL_RETURN_IF_ERROR(launch_q4mma(static_cast<char*>(out) + std::size_t(t0) * std::size_t(N) * osz, out_t,
+                                         x + t0 * K, q, scales, bias, rows, N, N, K, mode, ra, s, &ok));
+    if (!ok) {
+      if (t0 == 0) return {};  // no pass launched (the corrections' kernel is harmless): the caller's other path
+      return Status(ErrorCode::internal, "launch_q4mma_rows: a later pass could not run");
+    }
+  }
+  *launched = true;
   return {};
 }
 

@@ -522,6 +522,17 @@ Status CudaBackend::matmul_quantized(ops::Tensor out, const ops::Tensor& x, cons
   const bf16* b = bias ? static_cast<const bf16*>(bias->data) : nullptr;
   if (qgemv_supported(T, K, x.data, x.dtype, q, w.format))
     return launch_qgemv(out.data, out.dtype, x.data, x.dtype, q, w.scales, w.format, b, T, N, K, stream_);
+  // A few rows (a follow-up turn's prefill) with int4 weights: passes of ≤ 8 rows on the tensor-core GEMV.
+  if (w.format == Format::int4_g128 && x.dtype == DType::bf16 && T <= kQ4PassMaxRows && K % quant::kInt4Group == 0 &&
+      (out.dtype == DType::bf16 || out.dtype == DType::f32) && reinterpret_cast<std::uintptr_t>(x.data) % 16 == 0) {
+    PIXTRAL_RETURN_IF_ERROR(
+        ensure(q4corr_, std::size_t(T * (K / quant::kInt4Group)) * sizeof(float), "int4 prefill corrections"));
+    bool launched = false;
+    PIXTRAL_RETURN_IF_ERROR(launch_q4mma_rows(out.data, out.dtype, static_cast<const bf16*>(x.data), q, w.scales, b,
+                                              T, int(N), int(K), beta != 0.f, static_cast<float*>(q4corr_.ptr),
+                                              stream_, &launched));
+    if (launched) return {};
+  }
   // Prefill: dequantize a tile of W rows to bf16, cuBLAS into out[:, n0 .. n0 + m) (ldc = N).
   auto xb = as_bf16(x, convert_, "matmul input conversion buffer");
   if (!xb.ok()) return xb.status();

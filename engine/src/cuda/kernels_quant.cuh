@@ -45,11 +45,26 @@ Status launch_qgemv_silu(void* out, DType out_t, const void* x, DType x_t, const
                          quant::Format f, std::int64_t T, std::int64_t F, std::int64_t K, cudaStream_t s);
 
 /// The int4 × bf16 GEMV on the tensor cores (kernels_q4mma.cu) for T ≤ 4 rows of x in @p mode (plain, silu, or rope
-/// with T = 1, or residual). Sets *launched; nothing is launched (and the caller runs the scalar kernel) where it does not run:
-/// PIXTRAL_CUDA_INT4_MMA=0, or fewer than 2 of its blocks fit an SM (GPUs with 100 KB of shared memory an SM).
+/// with T = 1, or residual; plain and residual take up to 8). Sets *launched; nothing is launched (and the caller runs
+/// the scalar kernel) where it does not run: PIXTRAL_CUDA_INT4_MMA=0, or fewer than 2 of its blocks fit an SM (GPUs
+/// with 100 KB of shared memory an SM).
 Status launch_q4mma(void* out, DType out_t, const bf16* x, const std::uint8_t* q, const float* scales,
                     const bf16* bias, int T, int N, int items, int K, GemvMode mode, const RopeAppendArgs& ra,
                     cudaStream_t s, bool* launched);
+/// Short prefills (a follow-up turn's few rows) with int4 weights: out[T, N] = x · Wᵀ (+ bias), or h += that
+/// (residual: the product rounded to h's dtype first), as passes of ≤ 8 x rows through launch_q4mma — each pass
+/// reads the int4 bytes once, where dequantizing to bf16 tiles for cuBLAS writes and reads 4× them. Every row has the
+/// bits of a one-row launch. @p corr: device scratch of T × K / 128 floats for each row's group corrections,
+/// computed once instead of by every warp of every pass (null: by every warp). Sets *launched (false: nothing
+/// launched, take the other path).
+Status launch_q4mma_rows(void* out, DType out_t, const bf16* x, const std::uint8_t* q, const float* scales,
+                         const bf16* bias, std::int64_t T, int N, int K, bool residual, float* corr, cudaStream_t s,
+                         bool* launched);
+/// The most x rows launch_q4mma_rows is used for (above: dequantized tiles + cuBLAS, whose cost hardly depends on the
+/// rows). Measured on an H200 at 34 rows (5 passes, Pixtral-12B's follow-up turn): 28.2 -> 26.9 ms to the first
+/// token; a pass reads every int4 weight (6.5 GB, ≥ 1.4 ms at the read rate), more than that gain, so a sixth would
+/// lose.
+inline constexpr std::int64_t kQ4PassMaxRows = 40;
 
 /// The ops::Weight of a quantized device allocation: q packed values, scales on the device.
 inline ops::Weight quantized_weight(void* q, const float* scales, DType dtype, std::int64_t rows, std::int64_t cols,

@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 // CUDA vs the CPU reference for quantized weights (label engine;gpu; every case skips with the loader's reason
 // without a GPU): the GPU quantizer's bytes and scales equal the reference's, the batch-1 quantized GEMV
-// (T ≤ 4, f32 and bf16 activations/outputs; int4 with bf16 activations on the tensor cores) and the T > 4
-// dequantize-tile + cuBLAS path match the CPU's dequantize-on-the-fly matmul within NMSE budgets, stacked quantized
-// uploads equal separate ones, row views work, and the GEMV is deterministic; the decode GEMVs' residual mode
+// (T ≤ 4, f32 and bf16 activations/outputs; int4 with bf16 activations on the tensor cores, and up to 64 rows there
+// as passes of ≤ 8) and the dequantize-tile + cuBLAS path (more rows) match the CPU's dequantize-on-the-fly matmul
+// within NMSE budgets, stacked quantized uploads equal separate ones, row views work, and the GEMV is deterministic
+// (an int4 row has the bits of a one-row launch however many rows run with it); the GEMVs' residual mode
 // (matmul_add) equals matmul + add bit for bit.
 #include <gtest/gtest.h>
 
@@ -201,7 +202,8 @@ TEST(QuantCudaInt4Mma, OddShapesMatchCpuDeterministicAndPositionFree) {
       auto cb = cpu->upload_weight(bv);
       auto gb = G->upload_weight(bv);
       ASSERT_TRUE(c.ok() && g.ok() && cb.ok() && gb.ok());
-      for (std::int64_t T : {1, 2, 3, 4}) {
+      // 5..8: one prefill pass; 9 and 20: passes of 8 and a remainder (launch_q4mma_rows).
+      for (std::int64_t T : {1, 2, 3, 4, 5, 8, 9, 20}) {
         for (DType odt : {DType::bf16, DType::f32}) {
           const bool with_bias = (T + N) % 2 == 1;
           const std::string what = "int4 mma N=" + std::to_string(N) + " K=" + std::to_string(K) + " T=" +
@@ -372,8 +374,9 @@ TEST(QuantCudaRope, FusedEqualsUnfused) {
 }
 
 // matmul_add in the decode GEMVs (residual mode: the product rounded to h's dtype, then added in the epilogue) for
-// bf16, int8 and int4 weights, T = 1..4, bf16 and f32 h: bit-identical to the default (matmul into a tmp of h's
-// dtype, then add) on the GPU; h starts random, so a product written over h instead of added to it fails.
+// bf16, int8 and int4 weights, T = 1..4 (int4 with bf16 h also 5..13: the prefill passes), bf16 and f32 h:
+// bit-identical to the default (matmul into a tmp of h's dtype, then add) on the GPU; h starts random, so a product
+// written over h instead of added to it fails.
 TEST(QuantCudaResidual, MatmulAddEqualsMatmulThenAdd) {
   PIXTRAL_REQUIRE_GPU();
   auto cpu = ops::make_cpu_backend(1);
@@ -383,8 +386,10 @@ TEST(QuantCudaResidual, MatmulAddEqualsMatmulThenAdd) {
       Host hw = make_weight(s.N, s.K, 800 + s.N, "wo");
       auto w = f == Format::dense ? G->upload_weight(hw.view) : G->upload_weight_quantized(hw.view, f);
       ASSERT_TRUE(w.ok()) << w.status().to_string();
-      for (std::int64_t T : {1, 2, 3, 4}) {
+      // int4 with bf16 rows: also the prefill passes of ≤ 8 rows (5, 8, and 13 = 8 + 5).
+      for (std::int64_t T : {1, 2, 3, 4, 5, 8, 13}) {
         for (DType dt : {DType::bf16, DType::f32}) {
+          if (T > 4 && (f != Format::int4_g128 || dt != DType::bf16)) continue;  // cuBLAS with beta 1: one rounding
           const std::string what = std::string(quant::format_name(f)) + " N=" + std::to_string(s.N) + " K=" +
                                    std::to_string(s.K) + " T=" + std::to_string(T) + " " + dtype_name(dt);
           SCOPED_TRACE(what);
