@@ -384,27 +384,25 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
   return {};
 }
 
+// launch_typed<T> for the runtime T among Tc..Tmax (not launched when T is none of them).
+template <int Tmax, class TO, GemvMode M, int Tc = 1>
+Status launch_rows_upto(TO* out, const bf16* x, const std::uint8_t* q, const float* scales, const bf16* bias, int T,
+                        int N, int items, int K, const RopeAppendArgs& ra, cudaStream_t s, bool* launched) {
+  if (T == Tc) return launch_typed<Tc, TO, M>(out, x, q, scales, bias, N, items, K, ra, s, launched);
+  if constexpr (Tc < Tmax) {
+    return launch_rows_upto<Tmax, TO, M, Tc + 1>(out, x, q, scales, bias, T, N, items, K, ra, s, launched);
+  } else {
+    *launched = false;
+    return {};
+  }
+}
+
+// T ≤ 4 in every mode (decode); up to 8 in the plain and residual modes (prefill passes, launch_q4mma_rows).
 template <class TO, GemvMode M>
 Status launch_rows(TO* out, const bf16* x, const std::uint8_t* q, const float* scales, const bf16* bias, int T,
                    int N, int items, int K, const RopeAppendArgs& ra, cudaStream_t s, bool* launched) {
-  switch (T) {
-    case 1: return launch_typed<1, TO, M>(out, x, q, scales, bias, N, items, K, ra, s, launched);
-    case 2: return launch_typed<2, TO, M>(out, x, q, scales, bias, N, items, K, ra, s, launched);
-    case 3: return launch_typed<3, TO, M>(out, x, q, scales, bias, N, items, K, ra, s, launched);
-    case 4: return launch_typed<4, TO, M>(out, x, q, scales, bias, N, items, K, ra, s, launched);
-    default: break;
-  }
-  if constexpr (M == GemvMode::plain || M == GemvMode::residual) {  // prefill passes (launch_q4mma_rows)
-    switch (T) {
-      case 5: return launch_typed<5, TO, M>(out, x, q, scales, bias, N, items, K, ra, s, launched);
-      case 6: return launch_typed<6, TO, M>(out, x, q, scales, bias, N, items, K, ra, s, launched);
-      case 7: return launch_typed<7, TO, M>(out, x, q, scales, bias, N, items, K, ra, s, launched);
-      case 8: return launch_typed<8, TO, M>(out, x, q, scales, bias, N, items, K, ra, s, launched);
-      default: break;
-    }
-  }
-  *launched = false;
-  return {};
+  constexpr int kMax = M == GemvMode::plain || M == GemvMode::residual ? kQ4PassRows : kQGemvMaxRows;
+  return launch_rows_upto<kMax, TO, M>(out, x, q, scales, bias, T, N, items, K, ra, s, launched);
 }
 
 template <class TO>
