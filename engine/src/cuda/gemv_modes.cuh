@@ -22,7 +22,7 @@ namespace pixtral::cuda {
 
 enum class GemvMode { plain, silu, rope, residual };
 
-/// The rope mode's extra arguments (ignored by the other modes).
+/// The rope mode's extra arguments (ignored by the other modes), and q4mma's precomputed corrections (x_corr).
 struct RopeAppendArgs {
   void* k_cache = nullptr;  // [capacity, nkv·hd] in the output dtype; row *pos written
   void* v_cache = nullptr;

@@ -73,6 +73,10 @@ constexpr int q4mma_ring_groups(int R) { return kRingGroups / R; }
 /// x rows a launch takes: T ≤ kQGemvMaxRows in every mode (decode), up to kQ4PassRows in the plain and residual
 /// modes (a prefill pass: the MMA's 8 B columns are all x rows; the same MMAs a group as T = 1).
 constexpr int kQ4PassRows = 8;
+/// The most x rows a launch in mode M takes.
+constexpr int q4mma_max_rows(GemvMode m) {
+  return m == GemvMode::plain || m == GemvMode::residual ? kQ4PassRows : kQGemvMaxRows;
+}
 /// D columns a block keeps in shared memory for its final sum: 4 (T ≤ 4, as before passes existed) or 8.
 constexpr int q4mma_cols(int T) { return T <= 4 ? 4 : 8; }
 /// One x row (T = 1) travels through the ring with W: 256 bytes (a group's 128 bf16) a warp and slot.
@@ -401,8 +405,7 @@ Status launch_rows_upto(TO* out, const bf16* x, const std::uint8_t* q, const flo
 template <class TO, GemvMode M>
 Status launch_rows(TO* out, const bf16* x, const std::uint8_t* q, const float* scales, const bf16* bias, int T,
                    int N, int items, int K, const RopeAppendArgs& ra, cudaStream_t s, bool* launched) {
-  constexpr int kMax = M == GemvMode::plain || M == GemvMode::residual ? kQ4PassRows : kQGemvMaxRows;
-  return launch_rows_upto<kMax, TO, M>(out, x, q, scales, bias, T, N, items, K, ra, s, launched);
+  return launch_rows_upto<q4mma_max_rows(M), TO, M>(out, x, q, scales, bias, T, N, items, K, ra, s, launched);
 }
 
 template <class TO>
@@ -426,8 +429,7 @@ Status launch_q4mma(void* out, DType out_t, const bf16* x, const std::uint8_t* q
                     const bf16* bias, int T, int N, int items, int K, GemvMode mode, const RopeAppendArgs& ra,
                     cudaStream_t s, bool* launched) {
   *launched = false;
-  const bool pass_mode = mode == GemvMode::plain || mode == GemvMode::residual;
-  if (!int4_mma_enabled() || T < 1 || T > (pass_mode ? kQ4PassRows : kQGemvMaxRows)) return {};
+  if (!int4_mma_enabled() || T < 1 || T > q4mma_max_rows(mode)) return {};
   if (out_t == DType::f32)
     return launch_mode(static_cast<float*>(out), x, q, scales, bias, T, N, items, K, mode, ra, s, launched);
   if (out_t == DType::bf16)
