@@ -36,7 +36,7 @@ CudaBackend::~CudaBackend() {
   if (graph_) cudaGraphDestroy(graph_);
   for (auto& t : rope_tables_) cudaFree(t.dev);
   for (Scratch* s : {&cublas_ws_, &convert_, &im2col_, &pixels_, &attn_ws_, &staging_dev_, &decode_state_, &dequant_,
-                     &quant_src_, &sample_ws_})
+                     &quant_src_, &sample_ws_, &q4corr_})
     if (s->ptr) cudaFree(s->ptr);
   if (staging_host_) cudaFreeHost(staging_host_);
   if (pixels_host_) cudaFreeHost(pixels_host_);
@@ -44,7 +44,10 @@ CudaBackend::~CudaBackend() {
   for (auto& [dev, host] : host_weights_) cudaFreeHost(host);
   if (decode_host_) cudaFreeHost(decode_host_);
   if (sample_host_) cudaFreeHost(sample_host_);
+  if (sampled_host_) cudaFreeHost(sampled_host_);
   for (auto& e : decode_done_)
+    if (e) cudaEventDestroy(e);
+  for (auto& e : sampled_done_)
     if (e) cudaEventDestroy(e);
   for (auto& e : staging_done_)
     if (e) cudaEventDestroy(e);
@@ -102,6 +105,9 @@ Status CudaBackend::init(int device) {
   PIXTRAL_CUDA_CHECK(cudaMemsetAsync(decode_state_.ptr, 0, kDecodeStateInts * sizeof(int), stream_));
   PIXTRAL_CUDA_CHECK(cudaMallocHost(&decode_host_, sizeof(int) * kDecodeSlots * kDecodeStateInts));
   for (auto& e : decode_done_) PIXTRAL_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+  PIXTRAL_CUDA_CHECK(cudaHostAlloc(&sampled_host_, sizeof(int) * kSampledRing, cudaHostAllocMapped));
+  PIXTRAL_CUDA_CHECK(cudaHostGetDevicePointer(reinterpret_cast<void**>(&sampled_dev_), sampled_host_, 0));
+  for (auto& e : sampled_done_) PIXTRAL_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
   return {};
 }
 
@@ -143,6 +149,39 @@ Status CudaBackend::set_decode_tokens(std::span<const int> ids) {
     return Status(ErrorCode::invalid_argument, "cuda set_decode_tokens: " + std::to_string(ids.size()) +
                                                    " ids (1.." + std::to_string(kDecodeStateMaxRows) + ")");
   return write_decode_state(ids.data(), kDecodeStateTokens, int(ids.size()));
+}
+
+Status CudaBackend::set_decode_draw(std::uint64_t draw) {
+  int v[2];
+  static_assert(sizeof v == sizeof draw);
+  std::memcpy(v, &draw, sizeof v);  // little-endian: the low word first, as the kernels read it
+  PIXTRAL_RETURN_IF_ERROR(write_decode_state(v, kDecodeStateDraw, 2));
+  next_draw_ = draw;
+  sampled_count_ = 0;  // a new run: tokens of an earlier one not taken are forgotten
+  return {};
+}
+
+Status CudaBackend::push_sampled() {
+  if (sampled_count_ == kMaxSampledInFlight)
+    return Status(ErrorCode::invalid_argument, "cuda: more than " + std::to_string(kMaxSampledInFlight) +
+                                                   " sampled tokens queued and not taken");
+  const int slot = (sampled_head_ + sampled_count_) % kMaxSampledInFlight;
+  PIXTRAL_CUDA_CHECK(cudaEventRecord(sampled_done_[slot], stream_));
+  sampled_draw_[slot] = next_draw_++;
+  ++sampled_count_;
+  return {};
+}
+
+Status CudaBackend::take_sampled_token(int* token) {
+  *token = -1;
+  if (sampled_count_ == 0) return Status(ErrorCode::invalid_argument, "cuda: no sampled token to take");
+  const int slot = sampled_head_;
+  sampled_head_ = (sampled_head_ + 1) % kMaxSampledInFlight;
+  --sampled_count_;
+  PIXTRAL_CUDA_CHECK(cudaEventSynchronize(sampled_done_[slot]));
+  // The kernel's write to mapped memory is visible once its completion is observed (it ends with a system fence).
+  *token = static_cast<volatile int*>(sampled_host_)[sampled_draw_[slot] % kSampledRing];
+  return {};
 }
 
 // ---- memory ------------------------------------------------------------------------------------------------
@@ -455,6 +494,7 @@ Status CudaBackend::begin_capture() {
   if (capturing_) return Status(ErrorCode::invalid_argument, "cuda: already capturing");
   PIXTRAL_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
   capturing_ = true;
+  capture_samples_ = false;
   return {};
 }
 
@@ -467,6 +507,7 @@ Status CudaBackend::end_capture() {
   if (graph_) cudaGraphDestroy(graph_);
   graph_ = g;
   graph_exec_ = nullptr;
+  graph_samples_ = capture_samples_;
   PIXTRAL_CUDA_CHECK(cudaGraphInstantiate(&graph_exec_, graph_, 0));
   return {};
 }
@@ -476,6 +517,7 @@ Status CudaBackend::replay() {
   tl_before_replay(replays_, stream_);
   PIXTRAL_CUDA_CHECK(cudaGraphLaunch(graph_exec_, stream_));
   tl_after_replay(replays_++, stream_);
+  if (graph_samples_) return push_sampled();
   return {};
 }
 

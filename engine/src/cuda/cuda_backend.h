@@ -96,6 +96,9 @@ class CudaBackend final : public ops::Backend, public ops::CudaExtension {
   Status set_decode_tokens(std::span<const int> ids) override;
   void set_device_state_mode(bool on) override { device_state_mode_ = on; }
   bool device_state_mode() const override { return device_state_mode_; }
+  Status sample_to_state(const ops::Tensor& logits, const ops::SampleParams& p) override;  // cuda_sample.cu
+  Status set_decode_draw(std::uint64_t draw) override;
+  Status take_sampled_token(int* token) override;
 
  private:
   CudaBackend() = default;
@@ -155,6 +158,9 @@ class CudaBackend final : public ops::Backend, public ops::CudaExtension {
   std::unordered_map<const void*, void*> host_weights_;  // upload_weight_host: device pointer -> pinned host block
   Scratch sample_ws_;             // device sampler workspace (cuda_sample.cu)
   int* sample_host_ = nullptr;    // pinned: the sampled token
+  /// The samplers' kernels (sample() and sample_to_state()); state: the decode state to read the draw from and
+  /// advance, null for sample(). Checks the launches.
+  Status queue_sampler(const ops::Tensor& logits, const ops::SampleParams& p, std::uint64_t draw, int* state);
   Scratch dequant_, quant_src_;  // quantized weights: prefill dequantization tile, bf16 rows being quantized
   Scratch q4corr_;                // int4 prefill passes: each x row's group corrections (launch_q4mma_rows)
   char* staging_host_ = nullptr;  // pinned, kStagingBytes, two halves
@@ -198,6 +204,20 @@ class CudaBackend final : public ops::Backend, public ops::CudaExtension {
   cudaEvent_t decode_done_[kDecodeSlots] = {};
   bool decode_pending_[kDecodeSlots] = {};
   int decode_slot_ = 0;
+  // The sampler inside the graph (cuda_ext.h): each sampling writes its token into the mapped host ring at draw %
+  // kSampledRing; the FIFO holds the samplings queued and not yet taken (their event and draw), oldest at
+  // sampled_head_.
+  static constexpr int kSampledRing = 2 * kMaxSampledInFlight;
+  int* sampled_host_ = nullptr;    // pinned and mapped, kSampledRing ints
+  int* sampled_dev_ = nullptr;     // its device address
+  cudaEvent_t sampled_done_[kMaxSampledInFlight] = {};
+  std::uint64_t sampled_draw_[kMaxSampledInFlight] = {};
+  int sampled_head_ = 0, sampled_count_ = 0;
+  std::uint64_t next_draw_ = 0;    // the draw the next sampling uses (set_decode_draw, + 1 a sampling)
+  bool graph_samples_ = false;     // the captured graph ends with sample_to_state
+  bool capture_samples_ = false;   // sample_to_state was called during the capture in progress
+  /// Record the end of a sampling just queued (eager or replay) in the FIFO.
+  Status push_sampled();
   bool device_state_mode_ = false;
 };
 

@@ -14,6 +14,7 @@
 //   [kDecodeStateNKv]                KV rows after this step's rows are appended (position + rows)
 //   [kDecodeStatePositions + t]      position + t, t < kDecodeStateMaxRows (read by rope and scatter_rows)
 //   [kDecodeStateTokens + t]         token id of row t (read by embed)
+//   [kDecodeStateDraw], +1           the sampler's next draw number (uint64, low word first; sample_to_state)
 // Host side:
 //   int* decode_state()                       the device pointer (fixed for the backend's life; a GPU sampler
 //                                             may write the next token straight to decode_state() + kDecodeStateTokens)
@@ -37,6 +38,25 @@
 // Typical decode loop: run one step eagerly in device-state mode (scratch grows outside capture), then
 // begin_capture(); the step's ops; end_capture(); and per token: set_decode_state(pos, 1);
 // set_decode_tokens({tok}) unless the sampler wrote it; replay(). Results are identical to the host-span path.
+//
+// ---- The sampler inside the decode graph (no host copy between tokens) ---------------------------------------
+//   Status sample_to_state(logits, p)        queues ops::Backend::sample's kernels (same semantics, same bits)
+//                                             with the draw number read from the decode state; the token goes
+//                                             into token slot 0 and the state advances by one row (position,
+//                                             n_kv and positions[0] + 1, the draw + 1), so the next replay of a
+//                                             one-row step consumes it with no copy from the host. Capturable:
+//                                             captured after the step's ops, every replay samples once.
+//   Status set_decode_draw(draw)             sets the draw slot (a copy, like set_decode_state; refused while
+//                                             capturing) and forgets sampled tokens not taken (a new run)
+//   Status take_sampled_token(&token)        waits for the oldest sampling not yet taken (an eager
+//                                             sample_to_state, or a replay of a graph that samples) and returns
+//                                             its token; samplings queued after it keep running. Token -1: the
+//                                             device left the draw to the host (ops::Backend::sample); the
+//                                             logits are those of that step only if nothing was queued after
+//                                             it, and the host must set_decode_tokens before the next replay
+//                                             (the token slot then holds 0).
+// So a greedy decode loop may queue the step that consumes token n + 1 before reading token n + 1 (the host's
+// round trip off the GPU's path): at most kMaxSampledInFlight samplings are queued and not taken.
 #pragma once
 
 #include <cstddef>
@@ -52,7 +72,9 @@ inline constexpr int kDecodeStateNKv = 1;
 inline constexpr int kDecodeStatePositions = 2;
 inline constexpr int kDecodeStateTokens = 6;
 inline constexpr int kDecodeStateMaxRows = 4;
+inline constexpr int kDecodeStateDraw = 10;  // two ints: a uint64, 8-byte aligned
 inline constexpr int kDecodeStateInts = 16;
+inline constexpr int kMaxSampledInFlight = 8;
 
 class CudaExtension {
  public:
@@ -83,6 +105,11 @@ class CudaExtension {
   virtual Status set_decode_tokens(std::span<const int> ids) = 0;
   virtual void set_device_state_mode(bool on) = 0;
   virtual bool device_state_mode() const = 0;
+
+  // ---- the sampler inside the decode graph (see the top of this file) ------------------------------------
+  virtual Status sample_to_state(const Tensor& logits, const SampleParams& p) = 0;
+  virtual Status set_decode_draw(std::uint64_t draw) = 0;
+  virtual Status take_sampled_token(int* token) = 0;
 };
 
 /// The CUDA extension of `backend`, or nullptr when `backend` is not the loaded CUDA backend.

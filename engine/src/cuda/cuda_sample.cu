@@ -22,6 +22,9 @@
 //                      shared memory, their terms computed by all threads, and thread 0 runs the host sampler's
 //                      top-k / nucleus / draw sums over them in its order, after checking exactly (in double)
 //                      that the nucleus lies inside them.
+// sample_to_state queues the same kernels inside the decode graph (cuda_ext.h): sample_select reads the draw from
+// the decode state and, besides w->token, writes the token into the state's token slot, advances the state by one
+// row and one draw, and puts the token into a mapped host ring — no copy either way between tokens.
 // The device hands the draw back (token −1, the host samples instead) when more than kCandidates tokens are
 // needed, when top-k reaches terms below 2^-63 of the top token's, or when neither top-k nor top-p truncates (the
 // host sorts the whole vocabulary). Pixtral's next-token distributions at the defaults need a handful of tokens.
@@ -217,8 +220,34 @@ __global__ void sample_collect(const float* __restrict__ logits, int n, float te
   }
 }
 
+/// Where sample_select puts its token besides w->token (thread 0, once): for sample_to_state, into the decode state
+/// (token slot 0, then the state advanced by one row and one draw) and into the mapped host ring at draw % ring_n.
+struct SampleSink {
+  int* state = nullptr;  // the decode state (cuda_ext.h), or null: sample()
+  int* ring = nullptr;
+  int ring_n = 1;
+};
+
+__device__ unsigned long long state_draw(const int* state) {
+  return *reinterpret_cast<const unsigned long long*>(state + kDecodeStateDraw);
+}
+
+__device__ void sink_token(SampleWork* w, const SampleSink& out, int token) {
+  w->token = token;
+  if (!out.state) return;
+  int* st = out.state;
+  const unsigned long long draw = state_draw(st);
+  st[kDecodeStateTokens] = token < 0 ? 0 : token;  // -1: the host sets the token before the next replay
+  st[kDecodeStatePosition] += 1;
+  st[kDecodeStateNKv] += 1;
+  st[kDecodeStatePositions] += 1;
+  *reinterpret_cast<unsigned long long*>(st + kDecodeStateDraw) = draw + 1;
+  out.ring[draw % (unsigned long long)out.ring_n] = token;
+  __threadfence_system();  // the host reads the ring once it sees this kernel complete
+}
+
 __global__ void sample_select(int n, bool greedy, float temperature, float top_p, int top_k,
-                              unsigned long long seed, unsigned long long draw, SampleWork* w, int* token_out) {
+                              unsigned long long seed, unsigned long long draw_arg, SampleWork* w, SampleSink out) {
   PIXTRAL_TIMELINE(kTlSampleSelect);
   __shared__ float sv[kCandidates];
   __shared__ int si[kCandidates];
@@ -235,10 +264,7 @@ __global__ void sample_select(int n, bool greedy, float temperature, float top_p
     for (int b = threadIdx.x; b < kBlocks; b += blockDim.x)
       if (before(w->block_max[b], w->block_arg[b], v, idx)) v = w->block_max[b], idx = w->block_arg[b];
     block_argmax(v, idx);
-    if (threadIdx.x == 0) {
-      w->token = idx == INT_MAX ? 0 : idx;  // all −inf/NaN: token 0, as the host's argmax
-      if (token_out) *token_out = w->token;
-    }
+    if (threadIdx.x == 0) sink_token(w, out, idx == INT_MAX ? 0 : idx);  // all −inf/NaN: token 0, as the host's
     return;
   }
   if (threadIdx.x == 0) s_count = w->depth < 0 ? -1 : w->count;
@@ -247,10 +273,7 @@ __global__ void sample_select(int n, bool greedy, float temperature, float top_p
   const bool nucleus = top_p < 1.0f;
   const int limit = top_k > 0 ? min(top_k, n) : n;
   if (count < 0 || count > kCandidates || (limit < n && count < limit) || (limit == n && !nucleus)) {
-    if (threadIdx.x == 0) {
-      w->token = -1;
-      if (token_out) *token_out = -1;
-    }
+    if (threadIdx.x == 0) sink_token(w, out, -1);
     return;
   }
   int size = 1;
@@ -307,8 +330,7 @@ __global__ void sample_select(int n, bool greedy, float temperature, float top_p
     double mass = 0;
     for (int i = 0; i < m; ++i) mass += s_term[i];
     if (!(mass > top_p)) {  // the nucleus may reach past the candidates: the host decides
-      w->token = -1;
-      if (token_out) *token_out = -1;
+      sink_token(w, out, -1);
       return;
     }
   }
@@ -327,6 +349,7 @@ __global__ void sample_select(int n, bool greedy, float temperature, float top_p
   }
   double mass = 0;
   for (int i = 0; i < keep; ++i) mass += float(s_term[i]);
+  const unsigned long long draw = out.state ? state_draw(out.state) : draw_arg;
   const double u = double(device_counter_uniform(seed, draw)) * mass;
   double acc = 0;
   int pick = si[keep - 1];
@@ -337,18 +360,16 @@ __global__ void sample_select(int n, bool greedy, float temperature, float top_p
       break;
     }
   }
-  w->token = pick;
-  if (token_out) *token_out = pick;
+  sink_token(w, out, pick);
 }
 
 }  // namespace
 
-Status CudaBackend::sample(const ops::Tensor& logits, const ops::SampleParams& p, std::uint64_t draw, int* token) {
-  *token = -1;
+Status CudaBackend::queue_sampler(const ops::Tensor& logits, const ops::SampleParams& p, std::uint64_t draw,
+                                  int* state) {
   if (logits.dtype != DType::f32 || logits.rows != 1 || logits.cols < 1 || logits.cols > INT_MAX / 2)
     return Status(ErrorCode::invalid_argument, "cuda sample: logits must be one f32 row");
   PIXTRAL_RETURN_IF_ERROR(ensure(sample_ws_, sizeof(SampleWork), "sampler workspace"));
-  if (!sample_host_) PIXTRAL_CUDA_CHECK(cudaMallocHost(&sample_host_, sizeof(int)));
   auto* w = static_cast<SampleWork*>(sample_ws_.ptr);
   const int n = int(logits.cols);
   const auto* x = static_cast<const float*>(logits.data);
@@ -361,14 +382,33 @@ Status CudaBackend::sample(const ops::Tensor& logits, const ops::SampleParams& p
     sample_collect<<<kBlocks, kThreads, 0, stream_>>>(x, n, p.temperature, p.top_p, p.top_k, w);
     PIXTRAL_CUDA_LAUNCH_CHECK("sample_collect");
   }
-  sample_select<<<1, 1024, 0, stream_>>>(n, greedy, p.temperature, p.top_p, p.top_k, p.seed, draw, w, nullptr);
+  SampleSink out;
+  if (state) out = SampleSink{state, sampled_dev_, kSampledRing};
+  sample_select<<<1, 1024, 0, stream_>>>(n, greedy, p.temperature, p.top_p, p.top_k, p.seed, draw, w, out);
   PIXTRAL_CUDA_LAUNCH_CHECK("sample_select");
+  return {};
+}
+
+Status CudaBackend::sample(const ops::Tensor& logits, const ops::SampleParams& p, std::uint64_t draw, int* token) {
+  *token = -1;
+  if (!sample_host_) PIXTRAL_CUDA_CHECK(cudaMallocHost(&sample_host_, sizeof(int)));
+  PIXTRAL_RETURN_IF_ERROR(queue_sampler(logits, p, draw, nullptr));
+  auto* w = static_cast<SampleWork*>(sample_ws_.ptr);
   PIXTRAL_CUDA_CHECK(
       cudaMemcpyAsync(sample_host_, &w->token, sizeof(int), cudaMemcpyDeviceToHost, stream_));
   PIXTRAL_CUDA_CHECK(cudaStreamSynchronize(stream_));
   *token = *sample_host_;
-  if (*token >= n) return Status(ErrorCode::internal, "cuda sample: token id out of range");
+  if (*token >= int(logits.cols)) return Status(ErrorCode::internal, "cuda sample: token id out of range");
   return {};
+}
+
+Status CudaBackend::sample_to_state(const ops::Tensor& logits, const ops::SampleParams& p) {
+  PIXTRAL_RETURN_IF_ERROR(queue_sampler(logits, p, 0, decode_state()));
+  if (capturing_) {
+    capture_samples_ = true;
+    return {};
+  }
+  return push_sampled();
 }
 
 }  // namespace pixtral::cuda

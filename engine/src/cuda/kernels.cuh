@@ -108,12 +108,14 @@ Status launch_gemv_rope(void* qkv, DType t, const void* x, DType x_t, const bf16
 
 // ---- kernels_attention.cu (dispatch + generic), kernels_flash.cu, kernels_decode_attention.cu ---------------
 /// Layout of the device decode-state int buffer: see cuda_ext.h.
+using ops::kDecodeStateDraw;
 using ops::kDecodeStateInts;
 using ops::kDecodeStateMaxRows;
 using ops::kDecodeStateNKv;
 using ops::kDecodeStatePosition;
 using ops::kDecodeStatePositions;
 using ops::kDecodeStateTokens;
+using ops::kMaxSampledInFlight;
 /// Which attention kernel runs: automatic picks decode (n_q ≤ kDecodeAttentionMaxRows), else flash (tensor
 /// cores), else generic, each only where it supports the launch; the others force one (tests, kernel lab).
 enum class AttentionPath { automatic, generic, flash, decode };

@@ -8,6 +8,7 @@
 #include <memory>
 
 #include "io/checkpoint.h"
+#include "cuda/cuda_ext.h"
 #include "model/forward.h"
 #include "model/weights.h"
 #include "pixtral/model.h"
@@ -22,13 +23,19 @@ struct Model::Impl {
   std::unique_ptr<ops::Backend> backend;
   ModelWeights weights;
   ModelInfo info;
-  /// The session whose decode step the backend's CUDA graph holds (one graph per backend).
+  /// The session whose decode step the backend's CUDA graph holds (one graph per backend), and whether the graph
+  /// ends with the device sampler (then with these parameters).
   mutable const void* graph_owner = nullptr;
+  mutable bool graph_samples = false;
+  mutable ops::SampleParams graph_sample_params;
   /// Preprocessing output buffers, reused by every session's turns (a model is used from one thread at a time):
   /// a 1024×1024 page does not fault in 12 MB of fresh pages per question.
   mutable std::vector<vision::Pixels> pixel_buffers;
-  bool graphs_enabled = true;
+  bool graphs_enabled = true;   ///< PIXTRAL_NO_GRAPHS=1: every decode step runs its ops
   bool device_sampling = true;  ///< Backend::sample first (PIXTRAL_HOST_SAMPLER=1: always the host sampler)
+  /// With a decode graph and device sampling: 2 (default) the sampler inside the graph and greedy steps queued
+  /// before their token is read; 1 the sampler inside the graph only; 0 neither (PIXTRAL_DECODE_PIPELINE, A/B).
+  int decode_pipeline = 2;
 
   ~Impl() {
     if (backend) free_weights(*backend, weights);
@@ -71,12 +78,21 @@ struct Session::Impl {
   /// One batch-1 decoder step for token `tok` at position `pos` (logits into scratch.logits): replays the
   /// session's CUDA graph when the backend has one, else runs the ops.
   Status decode_step(int tok, int pos);
+  /// The CUDA extension when decode steps run as a graph (CUDA backend, graphs on, not tracing), else null.
+  ops::CudaExtension* graph_extension() const;
+  /// decode_step with the device sampler in the graph (graph_extension() must be non-null): sets the decode state
+  /// to (tok, pos, draw) and queues the step, which samples draw `draw` into the device state: the next token,
+  /// taken with take_sampled_token, is consumed by the next replay without a copy.
+  Status decode_step_sampling(int tok, int pos, const ops::SampleParams& sp, std::uint64_t draw);
 };
 
 /// Fill impl.info from the checkpoint, the backend and the load choices (shared by Model::load and the synthetic
 /// benchmark model).
 void fill_model_info(Model::Impl& impl, const std::string& path, const std::string& fallback,
                      const std::string& precision);
+
+/// The environment's A/B switches (PIXTRAL_NO_GRAPHS, PIXTRAL_HOST_SAMPLER, PIXTRAL_DECODE_PIPELINE) into impl.
+void read_env_switches(Model::Impl& impl);
 
 /// XXH64 over an image's size, format and pixels: the identity of its features.
 std::uint64_t image_hash(const Image& img);

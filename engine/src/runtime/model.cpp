@@ -67,6 +67,17 @@ Result<std::unique_ptr<ops::Backend>> make_backend(const LoadOptions& o, std::st
 
 }  // namespace
 
+void read_env_switches(Model::Impl& impl) {
+  const auto on = [](const char* name) {
+    const char* v = std::getenv(name);
+    return v && *v && *v != '0';
+  };
+  if (on("PIXTRAL_NO_GRAPHS")) impl.graphs_enabled = false;
+  if (on("PIXTRAL_HOST_SAMPLER")) impl.device_sampling = false;
+  if (const char* p = std::getenv("PIXTRAL_DECODE_PIPELINE"); p && *p >= '0' && *p <= '2' && !p[1])
+    impl.decode_pipeline = *p - '0';
+}
+
 void fill_model_info(Model::Impl& impl, const std::string& path, const std::string& fallback,
                      const std::string& precision) {
   const ModelConfig& cfg = impl.ckpt.config();
@@ -130,8 +141,7 @@ Result<std::shared_ptr<Model>> Model::load(const std::string& dir, const LoadOpt
   if (!w.ok()) return w.status();
   impl->weights = std::move(w.value());
 
-  if (const char* g = std::getenv("PIXTRAL_NO_GRAPHS"); g && *g && *g != '0') impl->graphs_enabled = false;
-  if (const char* h = std::getenv("PIXTRAL_HOST_SAMPLER"); h && *h && *h != '0') impl->device_sampling = false;
+  read_env_switches(*impl);
   fill_model_info(*impl, dir, fallback,
                   wopt.linear == ops::WeightFormat::int8_channel ? "int8"
                   : wopt.linear == ops::WeightFormat::int4_g128  ? "int4"

@@ -47,30 +47,69 @@ const char* finish_reason_name(FinishReason r) {
   return "?";
 }
 
-Status Session::Impl::decode_step(int tok, int pos) {
+ops::CudaExtension* Session::Impl::graph_extension() const {
   ops::Backend& be = *m->backend;
-  const ModelConfig& cfg = m->ckpt.config();
+  if (!m->graphs_enabled || be.tracing() || !m->weights.decoder.layers[0].stacked()) return nullptr;
+  return ops::cuda_extension(be);
+}
+
+namespace {
+bool same_sampling(const ops::SampleParams& a, const ops::SampleParams& b) {
+  return a.temperature == b.temperature && a.top_p == b.top_p && a.top_k == b.top_k && a.seed == b.seed;
+}
+}  // namespace
+
+/// Sets the device state for (tok, pos), then replays the session's graph when it is the one wanted (with the
+/// device sampler and these parameters, or without), else runs the step eagerly in device-state mode (scratch
+/// settles outside the capture) and records the same step as the graph.
+static Status graph_step(Session::Impl& s, ops::CudaExtension& ext, int tok, int pos, const ops::SampleParams* sp,
+                         std::uint64_t draw) {
+  const Model::Impl& m = *s.m;
+  ops::Backend& be = *m.backend;
+  const ModelConfig& cfg = m.ckpt.config();
   const int one[1] = {tok};
-  ops::CudaExtension* ext = m->graphs_enabled ? ops::cuda_extension(be) : nullptr;
-  if (!ext || be.tracing() || !m->weights.decoder.layers[0].stacked())
-    return decoder_forward(be, cfg, m->weights.decoder, m->ckpt.rope_pairs(), one, pos, {}, kv, scratch, true);
-  PIXTRAL_RETURN_IF_ERROR(ext->set_decode_state(pos, 1));
-  PIXTRAL_RETURN_IF_ERROR(ext->set_decode_tokens(one));
-  if (m->graph_owner == this) return ext->replay();
-  // First step of this session: run it eagerly in device-state mode (scratch settles outside the capture), then
-  // record the same step; later steps only update the device state and replay.
-  m->graph_owner = nullptr;
-  ext->set_device_state_mode(true);
-  Status st = decoder_forward(be, cfg, m->weights.decoder, m->ckpt.rope_pairs(), one, pos, {}, kv, scratch, true, true);
-  if (st.ok()) st = ext->begin_capture();
+  PIXTRAL_RETURN_IF_ERROR(ext.set_decode_state(pos, 1));
+  PIXTRAL_RETURN_IF_ERROR(ext.set_decode_tokens(one));
+  if (sp) PIXTRAL_RETURN_IF_ERROR(ext.set_decode_draw(draw));
+  if (m.graph_owner == &s && m.graph_samples == (sp != nullptr) && (!sp || same_sampling(*sp, m.graph_sample_params)))
+    return ext.replay();
+  m.graph_owner = nullptr;
+  const auto step = [&]() -> Status {
+    PIXTRAL_RETURN_IF_ERROR(decoder_forward(be, cfg, m.weights.decoder, m.ckpt.rope_pairs(), one, pos, {}, s.kv,
+                                            s.scratch, true, true));
+    return sp ? ext.sample_to_state(s.scratch.logits, *sp) : Status{};
+  };
+  ext.set_device_state_mode(true);
+  Status st = step();
+  if (st.ok()) st = ext.begin_capture();
   if (st.ok()) {
-    st = decoder_forward(be, cfg, m->weights.decoder, m->ckpt.rope_pairs(), one, pos, {}, kv, scratch, true, true);
-    const Status end = ext->end_capture();
+    st = step();
+    const Status end = ext.end_capture();
     if (st.ok()) st = end;
   }
-  ext->set_device_state_mode(false);
-  if (st.ok()) m->graph_owner = this;
+  ext.set_device_state_mode(false);
+  if (st.ok()) {
+    m.graph_owner = &s;
+    m.graph_samples = sp != nullptr;
+    if (sp) m.graph_sample_params = *sp;
+  }
   return st;
+}
+
+Status Session::Impl::decode_step(int tok, int pos) {
+  ops::CudaExtension* ext = graph_extension();
+  if (!ext) {
+    const int one[1] = {tok};
+    return decoder_forward(*m->backend, m->ckpt.config(), m->weights.decoder, m->ckpt.rope_pairs(), one, pos, {}, kv,
+                           scratch, true);
+  }
+  return graph_step(*this, *ext, tok, pos, nullptr, 0);
+}
+
+Status Session::Impl::decode_step_sampling(int tok, int pos, const ops::SampleParams& sp, std::uint64_t draw) {
+  ops::CudaExtension* ext = graph_extension();
+  if (!ext) return Status(ErrorCode::internal, "decode_step_sampling without a CUDA graph");
+  return graph_step(*this, *ext, tok, pos, &sp, draw);
 }
 
 Session::Session(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -244,17 +283,35 @@ Result<Generation> Session::run(std::span<const Message> messages, const Generat
   const int eos = m.tokenizer->special().eos;
   auto t_decode = Clock::now();
   const ops::SampleParams sample_params{params.temperature, params.top_p, params.top_k, params.seed};
+  // With a decode graph, the device sampler runs inside it: the step writes the next token into the device state
+  // for the next replay (no copy from the host between tokens) and into host memory for us. Greedy runs queue
+  // the step that consumes token n + 1 before reading it, so the host's round trip is off the GPU's path (one
+  // step too many is computed when the turn ends by a stop token or a cancellation: its KV row lies past the
+  // cached record and is never used). Non-greedy runs are not queued ahead: a draw the device leaves to the host
+  // needs that step's logits.
+  ops::CudaExtension* const gext =
+      !on_logits && m.device_sampling && m.decode_pipeline > 0 ? s.graph_extension() : nullptr;
+  const bool pipelined = gext && m.decode_pipeline > 1 && (params.temperature <= 0.0f || params.top_k == 1);
+  bool queued_ahead = false;  // the step that consumes this step's token is already queued
+  const int vocab = int(s.host_logits.size());
   for (int step = 0;; ++step) {
     // The device samples when it can (4 bytes cross instead of the logits); the host sampler decides otherwise
     // and whenever the caller wants the logits themselves.
     int tok = -1;
-    if (!on_logits && m.device_sampling)
+    bool host_drawn = false;
+    if (gext && step > 0) {
+      PIXTRAL_RETURN_IF_ERROR(gext->take_sampled_token(&tok));
+    } else if (!on_logits && m.device_sampling) {
       PIXTRAL_RETURN_IF_ERROR(be.sample(s.scratch.logits, sample_params, std::uint64_t(step), &tok));
-    if (tok < 0) {
+    }
+    if (tok < 0) {  // (queued_ahead is false here: a pipelined run is greedy, which the device always decides)
       PIXTRAL_RETURN_IF_ERROR(be.download(s.scratch.logits, s.host_logits.data()));
       if (on_logits) on_logits(s.host_logits);
       tok = s.sampler.sample(s.host_logits, params, std::uint64_t(step));
+      host_drawn = true;
     }
+    if (tok < 0 || tok >= vocab)
+      return Status(ErrorCode::internal, "sampled token id " + std::to_string(tok) + " is outside the vocabulary");
     gen.tokens.push_back(tok);
     if (step == 0) {
       tm.prefill_ms = ms_since(t_prefill);
@@ -283,8 +340,18 @@ Result<Generation> Session::run(std::span<const Message> messages, const Generat
       gen.finish = FinishReason::length;
       break;
     }
-    PIXTRAL_RETURN_IF_ERROR(s.decode_step(tok, pos));
+    if (!gext) {
+      PIXTRAL_RETURN_IF_ERROR(s.decode_step(tok, pos));
+    } else if (step == 0) {
+      PIXTRAL_RETURN_IF_ERROR(s.decode_step_sampling(tok, pos, sample_params, 1));
+    } else if (!queued_ahead) {  // the device state already holds pos and the draw; the token unless the host drew it
+      if (host_drawn) PIXTRAL_RETURN_IF_ERROR(gext->set_decode_tokens(std::span<const int>(&tok, 1)));
+      PIXTRAL_RETURN_IF_ERROR(gext->replay());
+    }
     s.cached.push_back(tok);
+    // The next step, queued before its token is read: only when it will run (the turn does not end by length first).
+    queued_ahead = pipelined && int(gen.tokens.size()) + 1 < params.max_tokens && pos + 2 < s.options.context_length;
+    if (queued_ahead) PIXTRAL_RETURN_IF_ERROR(gext->replay());
   }
   const std::string tail = stream.finish();
   if (!tail.empty() && on_piece) on_piece(tail, -1);

@@ -350,6 +350,7 @@ Result<std::shared_ptr<Model>> make_synthetic_model(const SyntheticOptions& o, S
     g_pools.push_back(norm_pool);
   }
 
+  read_env_switches(*impl);
   fill_model_info(*impl, "(synthetic)", fallback, precision_name(plan->precision));
   impl->info.plan = *plan;
   return std::make_shared<Model>(std::move(impl));

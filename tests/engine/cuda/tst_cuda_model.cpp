@@ -270,4 +270,82 @@ TEST(CudaModel, RunTwiceIdenticalBits) {
   }
 }
 
+/// One turn's outcome, for comparing two ways of running it.
+struct Turn {
+  std::vector<int> tokens;
+  std::string finish;
+  std::vector<int> cached;
+};
+
+/// Four turns on one session: greedy to the length limit; a sampled follow-up; a greedy turn cancelled after
+/// three tokens; a greedy turn after the cancellation.
+std::optional<std::vector<Turn>> four_turns(const pixtral::Model& m, const Case& c) {
+  auto msgs = fixture::parse_messages(c.json.at("messages"), c.dir);
+  if (!msgs.ok()) {
+    ADD_FAILURE() << c.id() << ": messages: " << msgs.status().to_string();
+    return std::nullopt;
+  }
+  auto s = new_session(m, c);
+  if (!s) return std::nullopt;
+  std::vector<pixtral::Message> conv = *msgs;
+  std::vector<Turn> out;
+  for (int turn = 0; turn < 4; ++turn) {
+    pixtral::GenerateParams gp;
+    gp.temperature = turn == 1 ? 0.8f : 0.0f;
+    gp.top_p = turn == 1 ? 0.95f : 1.0f;
+    gp.seed = 17;
+    gp.max_tokens = turn == 1 ? 10 : 12;
+    int pieces = 0;
+    auto g = s->generate(conv, gp, [&](std::string_view, int) { return turn != 2 || ++pieces < 3; });
+    if (!g.ok()) {
+      ADD_FAILURE() << c.id() << " turn " << turn << ": " << g.status().to_string();
+      return std::nullopt;
+    }
+    out.push_back({g->tokens, pixtral::finish_reason_name(g->finish), s->cached_tokens()});
+    pixtral::Message answer{pixtral::Role::assistant, {pixtral::ContentPart::from_text(g->text)}, g->tokens};
+    conv.push_back(answer);
+    conv.push_back(pixtral::Message::user_text("and then?"));
+  }
+  return out;
+}
+
+// The decode graph with the device sampler inside (the token written into the device state, greedy steps queued
+// before their token is read) gives exactly the tokens, finish reasons and cached records of step-by-step
+// decoding with the same device sampler (graphs off), over turns ending by length and by cancellation, greedy and
+// sampled.
+TEST(CudaModel, SamplerInTheGraphEqualsStepByStep) {
+  REQUIRE_GPU_AND_FIXTURES();
+  std::set<std::string> done;
+  for (const Case& c : fixture::cases()) {
+    if (done.count(c.model)) continue;
+    done.insert(c.model);
+    std::string why;
+    auto graphs = model_on(c.model_dir / "native", pixtral::Device::cuda, &why);
+    ASSERT_TRUE(graphs) << why;
+    pixtral::LoadOptions o;
+    o.device = self_check() ? pixtral::Device::cpu : pixtral::Device::cuda;
+    auto plain = pixtral::Model::load((c.model_dir / "native").string(), o);
+    ASSERT_TRUE(plain.ok()) << plain.status().to_string();
+    const_cast<pixtral::Model::Impl&>((*plain)->impl()).graphs_enabled = false;
+    auto& pipeline = const_cast<pixtral::Model::Impl&>(graphs->impl()).decode_pipeline;
+    ASSERT_EQ(pipeline, 2) << "the default: sampler in the graph, greedy steps queued ahead";
+    auto b = four_turns(**plain, c);
+    ASSERT_TRUE(b) << c.id();
+    if ((*b)[2].finish == "cancelled") EXPECT_EQ((*b)[2].tokens.size(), 3u) << c.id();
+    for (int mode : {2, 1}) {  // queued ahead, and the sampler in the graph alone
+      pipeline = mode;
+      auto a = four_turns(*graphs, c);
+      pipeline = 2;
+      ASSERT_TRUE(a) << c.id();
+      if (!self_check())
+        EXPECT_TRUE(graphs->impl().graph_samples) << c.id() << ": the graph with the sampler inside did not run";
+      for (std::size_t t = 0; t < a->size(); ++t) {
+        EXPECT_EQ((*a)[t].tokens, (*b)[t].tokens) << c.id() << " mode " << mode << " turn " << t;
+        EXPECT_EQ((*a)[t].finish, (*b)[t].finish) << c.id() << " mode " << mode << " turn " << t;
+        EXPECT_EQ((*a)[t].cached, (*b)[t].cached) << c.id() << " mode " << mode << " turn " << t;
+      }
+    }
+  }
+}
+
 }  // namespace

@@ -6,10 +6,12 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "cuda/cuda_ext.h"
 #include "cuda_test_util.h"
 #include "runtime/sampler.h"
 
@@ -158,6 +160,84 @@ TEST(CudaSampler, DrawsFollowTheSeedAndCounter) {
   int distinct = 0;
   for (std::size_t i = 1; i < first.size(); ++i) distinct += first[i] != first[0];
   EXPECT_GT(distinct, 0) << "different draws must be able to pick different tokens";
+  G->free(*dev);
+}
+
+/// The decode state as the device holds it (its bytes downloaded as an f32 row: a copy, bits unchanged).
+std::vector<int> device_state(ops::Backend* G, ops::CudaExtension* ext) {
+  std::vector<float> f(ops::kDecodeStateInts);
+  const ops::Tensor t{ext->decode_state(), 1, ops::kDecodeStateInts, DType::f32};
+  EXPECT_TRUE(G->download(t, f.data()).ok());
+  std::vector<int> v(f.size());
+  std::memcpy(v.data(), f.data(), f.size() * sizeof(int));
+  return v;
+}
+
+std::uint64_t state_draw(const std::vector<int>& v) {
+  std::uint64_t d = 0;
+  std::memcpy(&d, &v[ops::kDecodeStateDraw], sizeof d);
+  return d;
+}
+
+// sample_to_state (the sampler inside the decode graph): the token of sample() for the draw in the decode state,
+// written into the state's token slot with the state advanced by one row and one draw; eager and captured, every
+// replay sampling the next draw; tokens taken oldest first; at most kMaxSampledInFlight queued.
+TEST(CudaSampler, SampleToStateEqualsSampleAndAdvancesTheState) {
+  PIXTRAL_REQUIRE_GPU();
+  ops::CudaExtension* ext = ops::cuda_extension(*G);
+  ASSERT_NE(ext, nullptr);
+  std::mt19937 rng(5);
+  const auto logits = make_logits(rng, 1000, Shape::flat);  // sampled draws vary with the draw number
+  auto dev = G->alloc(1, 1000, DType::f32, "logits (test)");
+  ASSERT_TRUE(dev.ok());
+  ASSERT_TRUE(G->upload(*dev, logits.data()).ok());
+  int tok = -2;
+  EXPECT_EQ(ext->take_sampled_token(&tok).code(), ErrorCode::invalid_argument) << "nothing was sampled";
+  for (const ops::SampleParams p : {ops::SampleParams{0.0f, 1.0f, 0, 3}, ops::SampleParams{1.0f, 0.5f, 0, 99}}) {
+    const std::string what = p.temperature > 0 ? "sampled" : "greedy";
+    const std::uint64_t d0 = 40;
+    std::vector<int> want;
+    for (std::uint64_t d = d0; d < d0 + 4; ++d) {
+      int t = -2;
+      ASSERT_TRUE(G->sample(*dev, p, d, &t).ok());
+      ASSERT_GE(t, 0) << what << ": a 1000-token vocabulary fits the device's candidate list";
+      want.push_back(t);
+    }
+    if (p.temperature > 0) EXPECT_NE(want, std::vector<int>(4, want[0])) << "the draws must differ";
+    // Eager: one sampling now.
+    ASSERT_TRUE(ext->set_decode_state(100, 1).ok());
+    ASSERT_TRUE(ext->set_decode_tokens(std::vector<int>{5}).ok());
+    ASSERT_TRUE(ext->set_decode_draw(d0).ok());
+    ASSERT_TRUE(ext->sample_to_state(*dev, p).ok());
+    ASSERT_TRUE(ext->take_sampled_token(&tok).ok());
+    EXPECT_EQ(tok, want[0]) << what;
+    std::vector<int> st = device_state(G, ext);
+    EXPECT_EQ(st[ops::kDecodeStatePosition], 101) << what;
+    EXPECT_EQ(st[ops::kDecodeStateNKv], 102) << what;
+    EXPECT_EQ(st[ops::kDecodeStatePositions], 101) << what;
+    EXPECT_EQ(st[ops::kDecodeStateTokens], want[0]) << what;
+    EXPECT_EQ(state_draw(st), d0 + 1) << what;
+    // Captured: every replay samples the next draw; taken oldest first while later ones run.
+    ASSERT_TRUE(ext->begin_capture().ok());
+    ASSERT_TRUE(ext->sample_to_state(*dev, p).ok());
+    ASSERT_TRUE(ext->end_capture().ok());
+    for (int r = 0; r < 3; ++r) ASSERT_TRUE(ext->replay().ok());
+    for (int r = 1; r < 4; ++r) {
+      ASSERT_TRUE(ext->take_sampled_token(&tok).ok());
+      EXPECT_EQ(tok, want[std::size_t(r)]) << what << " replay " << r;
+    }
+    st = device_state(G, ext);
+    EXPECT_EQ(st[ops::kDecodeStatePosition], 104) << what;
+    EXPECT_EQ(st[ops::kDecodeStateNKv], 105) << what;
+    EXPECT_EQ(st[ops::kDecodeStateTokens], want[3]) << what;
+    EXPECT_EQ(state_draw(st), d0 + 4) << what;
+    EXPECT_EQ(ext->take_sampled_token(&tok).code(), ErrorCode::invalid_argument) << what << ": all were taken";
+    // At most kMaxSampledInFlight queued and not taken; a new run (set_decode_draw) forgets them.
+    for (int r = 0; r < ops::kMaxSampledInFlight; ++r) ASSERT_TRUE(ext->replay().ok());
+    EXPECT_EQ(ext->replay().code(), ErrorCode::invalid_argument) << what;
+    ASSERT_TRUE(ext->set_decode_draw(d0).ok());
+    EXPECT_EQ(ext->take_sampled_token(&tok).code(), ErrorCode::invalid_argument) << what;
+  }
   G->free(*dev);
 }
 
