@@ -8,9 +8,11 @@
 // draw u = counter_uniform(seed, draw) · kept mass. The device evaluates the same expressions; only the order of
 // the double-precision sum over the whole vocabulary differs (≈ 1e-16 relative).
 //
-// Four kernels, fixed launch shapes (results never depend on the card's SM count):
+// Greedy is one kernel, sample_greedy (kBlocks blocks: each block's max logit and its lowest index; the block that
+// finishes last takes the argmax of those). Sampling is four kernels, fixed launch shapes (results never depend on
+// the card's SM count):
 //   1. sample_max      kBlocks blocks: each block's max logit and its lowest index.
-//   2. sample_hist     kBlocks blocks (skipped when greedy): global max from the partials; the block's sum of terms
+//   2. sample_hist     kBlocks blocks: global max from the partials; the block's sum of terms
 //                      (fixed-order tree, so run-to-run identical) and a histogram of the terms by binary exponent
 //                      (bucket b holds terms in (2^-(b+1), 2^-b]): token counts and fixed-point masses, integer
 //                      atomics only, so it is deterministic too.
@@ -18,13 +20,13 @@
 //                      top_p of the mass (the nucleus lies inside); tokens down to that depth are appended to a
 //                      candidate list — a prefix of the sorted vocabulary (the order of appends varies, the set
 //                      does not).
-//   4. sample_select   one block: greedy → the argmax of the partials. Else the candidates are bitonic-sorted in
-//                      shared memory, their terms computed by all threads, and thread 0 runs the host sampler's
-//                      top-k / nucleus / draw sums over them in its order, after checking exactly (in double)
-//                      that the nucleus lies inside them.
-// sample_to_state queues the same kernels inside the decode graph (cuda_ext.h): sample_select reads the draw from
-// the decode state and, besides w->token, writes the token into the state's token slot, advances the state by one
-// row and one draw, and puts the token into a mapped host ring — no copy either way between tokens.
+//   4. sample_select   one block: the candidates are bitonic-sorted in shared memory, their terms computed by all
+//                      threads, and thread 0 runs the host sampler's top-k / nucleus / draw sums over them in its
+//                      order, after checking exactly (in double) that the nucleus lies inside them.
+// sample_to_state queues the same kernels inside the decode graph (cuda_ext.h): the kernel that picks the token
+// (sample_greedy's last block, sample_select) reads the draw from the decode state and, besides w->token, writes
+// the token into the state's token slot, advances the state by one row and one draw, and puts the token into a
+// mapped host ring — no copy either way between tokens.
 // The device hands the draw back (token −1, the host samples instead) when more than kCandidates tokens are
 // needed, when top-k reaches terms below 2^-63 of the top token's, or when neither top-k nor top-p truncates (the
 // host sorts the whole vocabulary). Pixtral's next-token distributions at the defaults need a handful of tokens.
@@ -50,6 +52,7 @@ struct SampleWork {
   unsigned long long bucket_count[kBuckets];
   unsigned long long bucket_mass[kBuckets];  // fixed point, kMassScale
   unsigned long long total_mass;             // fixed point, every token
+  unsigned int greedy_done;  // sample_greedy's blocks finished (the last one resets it to 0)
   int count;  // candidates appended (≤ kCandidates)
   int depth;  // deepest bucket collected, −1: the device cannot decide
   int token;
@@ -246,7 +249,47 @@ __device__ void sink_token(SampleWork* w, const SampleSink& out, int token) {
   __threadfence_system();  // the host reads the ring once it sees this kernel complete
 }
 
-__global__ void sample_select(int n, bool greedy, float temperature, float top_p, int top_k,
+/// Greedy in one kernel (sample_max, then the argmax of the blocks' winners by the block that finishes last: no
+/// second launch on the decode loop's path). `before` is a total order on (value, id) and NaN never wins, so the
+/// token is the one sample_max + sample_select (and the host's serial argmax) pick, whichever block is last.
+/// Launched as a dependent launch: it waits for the logits' kernel before reading them.
+__global__ void sample_greedy(const float* __restrict__ logits, int n, SampleWork* w, SampleSink out) {
+  PIXTRAL_TIMELINE(kTlSampleMax);
+  wait_for_previous_grid();
+  __shared__ bool s_last;
+  const int per = (n + kBlocks - 1) / kBlocks;
+  const int lo = blockIdx.x * per, hi = min(n, lo + per);
+  float v = -INFINITY;
+  int idx = INT_MAX;
+  for (int j = lo + threadIdx.x; j < hi; j += blockDim.x) {
+    const float x = logits[j];
+    if (before(x, j, v, idx)) v = x, idx = j;
+  }
+  block_argmax(v, idx);
+  if (threadIdx.x == 0) {
+    w->block_max[blockIdx.x] = v;
+    w->block_arg[blockIdx.x] = idx;
+    __threadfence();  // the winner is visible before the count says so
+    s_last = atomicAdd(&w->greedy_done, 1u) == kBlocks - 1;
+  }
+  __syncthreads();  // also: block_argmax's shared memory is free again
+  if (!s_last) return;
+  __threadfence();
+  v = -INFINITY;
+  idx = INT_MAX;
+  for (int b = threadIdx.x; b < kBlocks; b += blockDim.x) {
+    const float bv = __ldcg(&w->block_max[b]);  // from L2: other blocks wrote them
+    const int bi = __ldcg(&w->block_arg[b]);
+    if (before(bv, bi, v, idx)) v = bv, idx = bi;
+  }
+  block_argmax(v, idx);
+  if (threadIdx.x == 0) {
+    w->greedy_done = 0;
+    sink_token(w, out, idx == INT_MAX ? 0 : idx);  // all −inf/NaN: token 0, as the host's argmax
+  }
+}
+
+__global__ void sample_select(int n, float temperature, float top_p, int top_k,
                               unsigned long long seed, unsigned long long draw_arg, SampleWork* w, SampleSink out) {
   PIXTRAL_TIMELINE(kTlSampleSelect);
   __shared__ float sv[kCandidates];
@@ -255,18 +298,6 @@ __global__ void sample_select(int n, bool greedy, float temperature, float top_p
   __shared__ double s_block_sum[kBlocks];
   __shared__ double s_total;
   __shared__ int s_count;
-  if (greedy) {
-    // The blocks' winners reduced by the whole block: one load a thread (thread 0 walking the 128 entries alone cost
-    // ~40 µs a token on an H200, on the decode loop's critical path). `before` is a total order on (value, id) and
-    // NaN never wins, so the token is the one the serial loop picked.
-    float v = -INFINITY;
-    int idx = INT_MAX;
-    for (int b = threadIdx.x; b < kBlocks; b += blockDim.x)
-      if (before(w->block_max[b], w->block_arg[b], v, idx)) v = w->block_max[b], idx = w->block_arg[b];
-    block_argmax(v, idx);
-    if (threadIdx.x == 0) sink_token(w, out, idx == INT_MAX ? 0 : idx);  // all −inf/NaN: token 0, as the host's
-    return;
-  }
   if (threadIdx.x == 0) s_count = w->depth < 0 ? -1 : w->count;
   __syncthreads();
   const int count = s_count;
@@ -369,22 +400,27 @@ Status CudaBackend::queue_sampler(const ops::Tensor& logits, const ops::SamplePa
                                   int* state) {
   if (logits.dtype != DType::f32 || logits.rows != 1 || logits.cols < 1 || logits.cols > INT_MAX / 2)
     return Status(ErrorCode::invalid_argument, "cuda sample: logits must be one f32 row");
-  PIXTRAL_RETURN_IF_ERROR(ensure(sample_ws_, sizeof(SampleWork), "sampler workspace"));
+  if (sample_ws_.cap < sizeof(SampleWork)) {  // new: sample_greedy's count starts at 0 (its last block resets it)
+    PIXTRAL_RETURN_IF_ERROR(ensure(sample_ws_, sizeof(SampleWork), "sampler workspace"));
+    PIXTRAL_CUDA_CHECK(cudaMemsetAsync(sample_ws_.ptr, 0, sample_ws_.cap, stream_));
+  }
   auto* w = static_cast<SampleWork*>(sample_ws_.ptr);
   const int n = int(logits.cols);
   const auto* x = static_cast<const float*>(logits.data);
-  const bool greedy = p.temperature <= 0.0f || p.top_k == 1;
-  sample_max<<<kBlocks, kThreads, 0, stream_>>>(x, n, w);
-  PIXTRAL_CUDA_LAUNCH_CHECK("sample_max");
-  if (!greedy) {
-    sample_hist<<<kBlocks, kThreads, 0, stream_>>>(x, n, p.temperature, w);
-    PIXTRAL_CUDA_LAUNCH_CHECK("sample_hist");
-    sample_collect<<<kBlocks, kThreads, 0, stream_>>>(x, n, p.temperature, p.top_p, p.top_k, w);
-    PIXTRAL_CUDA_LAUNCH_CHECK("sample_collect");
-  }
   SampleSink out;
   if (state) out = SampleSink{state, sampled_dev_, kSampledRing};
-  sample_select<<<1, 1024, 0, stream_>>>(n, greedy, p.temperature, p.top_p, p.top_k, p.seed, draw, w, out);
+  if (p.temperature <= 0.0f || p.top_k == 1) {  // greedy
+    launch_dependent(sample_greedy, dim3(kBlocks), dim3(kThreads), stream_, x, n, w, out);
+    PIXTRAL_CUDA_LAUNCH_CHECK("sample_greedy");
+    return {};
+  }
+  sample_max<<<kBlocks, kThreads, 0, stream_>>>(x, n, w);
+  PIXTRAL_CUDA_LAUNCH_CHECK("sample_max");
+  sample_hist<<<kBlocks, kThreads, 0, stream_>>>(x, n, p.temperature, w);
+  PIXTRAL_CUDA_LAUNCH_CHECK("sample_hist");
+  sample_collect<<<kBlocks, kThreads, 0, stream_>>>(x, n, p.temperature, p.top_p, p.top_k, w);
+  PIXTRAL_CUDA_LAUNCH_CHECK("sample_collect");
+  sample_select<<<1, 1024, 0, stream_>>>(n, p.temperature, p.top_p, p.top_k, p.seed, draw, w, out);
   PIXTRAL_CUDA_LAUNCH_CHECK("sample_select");
   return {};
 }

@@ -33,8 +33,8 @@ struct Model::Impl {
   mutable std::vector<vision::Pixels> pixel_buffers;
   bool graphs_enabled = true;   ///< PIXTRAL_NO_GRAPHS=1: every decode step runs its ops
   bool device_sampling = true;  ///< Backend::sample first (PIXTRAL_HOST_SAMPLER=1: always the host sampler)
-  /// With a decode graph and device sampling: 2 (default) the sampler inside the graph and greedy steps queued
-  /// before their token is read; 1 the sampler inside the graph only; 0 neither (PIXTRAL_DECODE_PIPELINE, A/B).
+  /// With a decode graph and device sampling: N ≥ 1 the sampler inside the graph and greedy steps queued N − 1
+  /// ahead of the token the host reads (default 2: one ahead); 0 neither (PIXTRAL_DECODE_PIPELINE=0..7, A/B).
   int decode_pipeline = 2;
 
   ~Impl() {

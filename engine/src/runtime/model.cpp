@@ -74,7 +74,7 @@ void read_env_switches(Model::Impl& impl) {
   };
   if (on("PIXTRAL_NO_GRAPHS")) impl.graphs_enabled = false;
   if (on("PIXTRAL_HOST_SAMPLER")) impl.device_sampling = false;
-  if (const char* p = std::getenv("PIXTRAL_DECODE_PIPELINE"); p && *p >= '0' && *p <= '2' && !p[1])
+  if (const char* p = std::getenv("PIXTRAL_DECODE_PIPELINE"); p && *p >= '0' && *p <= '7' && !p[1])
     impl.decode_pipeline = *p - '0';
 }
 

@@ -285,14 +285,15 @@ Result<Generation> Session::run(std::span<const Message> messages, const Generat
   const ops::SampleParams sample_params{params.temperature, params.top_p, params.top_k, params.seed};
   // With a decode graph, the device sampler runs inside it: the step writes the next token into the device state
   // for the next replay (no copy from the host between tokens) and into host memory for us. Greedy runs queue
-  // the step that consumes token n + 1 before reading it, so the host's round trip is off the GPU's path (one
-  // step too many is computed when the turn ends by a stop token or a cancellation: its KV row lies past the
-  // cached record and is never used). Non-greedy runs are not queued ahead: a draw the device leaves to the host
-  // needs that step's logits.
+  // the steps that consume the next `ahead` tokens before reading them, so the host's round trip is off the GPU's
+  // path (as many steps too many are computed when the turn ends by a stop token or a cancellation: their KV rows
+  // lie past the cached record and are never used). Non-greedy runs are not queued ahead: a draw the device
+  // leaves to the host needs that step's logits.
   ops::CudaExtension* const gext =
       !on_logits && m.device_sampling && m.decode_pipeline > 0 ? s.graph_extension() : nullptr;
-  const bool pipelined = gext && m.decode_pipeline > 1 && (params.temperature <= 0.0f || params.top_k == 1);
-  bool queued_ahead = false;  // the step that consumes this step's token is already queued
+  const bool greedy = params.temperature <= 0.0f || params.top_k == 1;
+  const int ahead = gext && greedy ? std::max(0, m.decode_pipeline - 1) : 0;
+  int issued = 0;  // decode steps queued in this run: step k consumes token k
   const int vocab = int(s.host_logits.size());
   for (int step = 0;; ++step) {
     // The device samples when it can (4 bytes cross instead of the logits); the host sampler decides otherwise
@@ -304,7 +305,7 @@ Result<Generation> Session::run(std::span<const Message> messages, const Generat
     } else if (!on_logits && m.device_sampling) {
       PIXTRAL_RETURN_IF_ERROR(be.sample(s.scratch.logits, sample_params, std::uint64_t(step), &tok));
     }
-    if (tok < 0) {  // (queued_ahead is false here: a pipelined run is greedy, which the device always decides)
+    if (tok < 0) {  // (nothing is queued ahead here: a pipelined run is greedy, which the device always decides)
       PIXTRAL_RETURN_IF_ERROR(be.download(s.scratch.logits, s.host_logits.data()));
       if (on_logits) on_logits(s.host_logits);
       tok = s.sampler.sample(s.host_logits, params, std::uint64_t(step));
@@ -344,14 +345,20 @@ Result<Generation> Session::run(std::span<const Message> messages, const Generat
       PIXTRAL_RETURN_IF_ERROR(s.decode_step(tok, pos));
     } else if (step == 0) {
       PIXTRAL_RETURN_IF_ERROR(s.decode_step_sampling(tok, pos, sample_params, 1));
-    } else if (!queued_ahead) {  // the device state already holds pos and the draw; the token unless the host drew it
+      issued = 1;
+    } else if (issued == step) {  // the device state already holds pos and the draw; the token unless the host drew it
       if (host_drawn) PIXTRAL_RETURN_IF_ERROR(gext->set_decode_tokens(std::span<const int>(&tok, 1)));
       PIXTRAL_RETURN_IF_ERROR(gext->replay());
+      ++issued;
     }
     s.cached.push_back(tok);
-    // The next step, queued before its token is read: only when it will run (the turn does not end by length first).
-    queued_ahead = pipelined && int(gen.tokens.size()) + 1 < params.max_tokens && pos + 2 < s.options.context_length;
-    if (queued_ahead) PIXTRAL_RETURN_IF_ERROR(gext->replay());
+    // Later steps, queued before their tokens are read: only those that will run (step k runs unless the turn ends
+    // by length first: k + 1 < max_tokens, and its position pos + k - step stays inside the context).
+    while (gext && issued <= step + ahead && issued + 1 < params.max_tokens &&
+           pos + (issued - step) + 1 < s.options.context_length) {
+      PIXTRAL_RETURN_IF_ERROR(gext->replay());
+      ++issued;
+    }
   }
   const std::string tail = stream.finish();
   if (!tail.empty() && on_piece) on_piece(tail, -1);

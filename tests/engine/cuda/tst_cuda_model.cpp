@@ -332,7 +332,7 @@ TEST(CudaModel, SamplerInTheGraphEqualsStepByStep) {
     auto b = four_turns(**plain, c);
     ASSERT_TRUE(b) << c.id();
     if ((*b)[2].finish == "cancelled") EXPECT_EQ((*b)[2].tokens.size(), 3u) << c.id();
-    for (int mode : {2, 1}) {  // queued ahead, and the sampler in the graph alone
+    for (int mode : {2, 4, 1}) {  // one and three steps queued ahead, and the sampler in the graph alone
       pipeline = mode;
       auto a = four_turns(*graphs, c);
       pipeline = 2;
