@@ -11,7 +11,7 @@ inline constexpr int kCudaAbiVersion = 8;  // 2: CudaExtension decode state; 3: 
                                            // download / prequantized upload, inject_device_fault; 4: matmul_silu;
                                            // 5: matmul_rope_append_kv; 6: upload_weight_host;
                                            // 7: matmul_add; 8: sample_to_state, set_decode_draw,
-                                           // take_sampled_token
+                                           // take_sampled_token, allocation_attempts
 }
 
 extern "C" {

@@ -78,6 +78,9 @@ Status CudaBackend::init(int device) {
   PIXTRAL_CUDA_CHECK(cudaDeviceGetAttribute(&smem_per_sm_, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device));
   PIXTRAL_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   if (const char* e = std::getenv("PIXTRAL_CUDA_STAGE_REUSE")) stage_reuse_ = e[0] != '0';
+  // Test hook: fail_allocation_after(n) from the backend's first allocation on (a failure at every allocation
+  // site of Model::load, which creates the backend; tst_cuda_model).
+  if (const char* e = std::getenv("PIXTRAL_CUDA_FAIL_ALLOCATION")) fail_after_ = std::max(0, std::atoi(e));
   int pools = 0;
   PIXTRAL_CUDA_CHECK(cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, device));
   const char* pool_env = std::getenv("PIXTRAL_CUDA_POOL");
@@ -187,6 +190,7 @@ Status CudaBackend::take_sampled_token(int* token) {
 // ---- memory ------------------------------------------------------------------------------------------------
 
 Status CudaBackend::injected_failure(std::size_t bytes, std::string_view what) {
+  ++allocation_attempts_;
   if (fail_after_ > 0 && --fail_after_ == 0)
     return Status(ErrorCode::out_of_memory, "out of GPU memory allocating " + std::string(what) + " (" +
                                                 mib(bytes) + "; injected failure)");

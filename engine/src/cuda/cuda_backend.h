@@ -90,6 +90,7 @@ class CudaBackend final : public ops::Backend, public ops::CudaExtension {
   Status end_capture() override;
   Status replay() override;
   void fail_allocation_after(int n) override { fail_after_ = n; }
+  long allocation_attempts() const override { return allocation_attempts_; }
   Status inject_device_fault() override;  // cuda_fault.cu
   int* decode_state() override { return static_cast<int*>(decode_state_.ptr); }
   Status set_decode_state(int position, int n_rows) override;
@@ -192,6 +193,7 @@ class CudaBackend final : public ops::Backend, public ops::CudaExtension {
   std::vector<int> host_ints_;
   std::size_t allocated_ = 0, peak_ = 0;
   int fail_after_ = 0;
+  long allocation_attempts_ = 0;  // device allocations tried (each passes injected_failure once)
   bool capturing_ = false;
   cudaGraph_t graph_ = nullptr;
   cudaGraphExec_t graph_exec_ = nullptr;

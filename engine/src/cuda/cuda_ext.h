@@ -95,6 +95,9 @@ class CudaExtension {
   /// Test hook: make the n-th device allocation from now fail with out_of_memory (n = 1: the next one);
   /// 0 disables. Lets a test inject a failure at every allocation site.
   virtual void fail_allocation_after(int n) = 0;
+  /// Device allocations tried since the backend was created (the sites fail_allocation_after can reach; with
+  /// PIXTRAL_CUDA_FAIL_ALLOCATION=n in the environment the backend starts with fail_allocation_after(n)).
+  virtual long allocation_attempts() const = 0;
   /// Test hook: queue a kernel that traps, leaving the context in the sticky error state a lost or reset GPU
   /// leaves behind (every later CUDA call fails). Irreversible for the process: use it in a test binary of its own.
   virtual Status inject_device_fault() = 0;

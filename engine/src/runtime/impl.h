@@ -91,6 +91,9 @@ struct Session::Impl {
 void fill_model_info(Model::Impl& impl, const std::string& path, const std::string& fallback,
                      const std::string& precision);
 
+/// `st` with " — " + `hint` appended when it is an out-of-memory error that does not yet say what to try.
+Status with_oom_hint(const Status& st, const std::string& hint);
+
 /// The environment's A/B switches (PIXTRAL_NO_GRAPHS, PIXTRAL_HOST_SAMPLER, PIXTRAL_DECODE_PIPELINE) into impl.
 void read_env_switches(Model::Impl& impl);
 

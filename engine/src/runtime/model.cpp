@@ -67,6 +67,11 @@ Result<std::unique_ptr<ops::Backend>> make_backend(const LoadOptions& o, std::st
 
 }  // namespace
 
+Status with_oom_hint(const Status& st, const std::string& hint) {
+  if (st.code() != ErrorCode::out_of_memory || st.message().find(" — ") != std::string::npos) return st;
+  return Status(ErrorCode::out_of_memory, st.message() + " — " + hint);
+}
+
 void read_env_switches(Model::Impl& impl) {
   const auto on = [](const char* name) {
     const char* v = std::getenv(name);
@@ -122,7 +127,7 @@ Result<std::shared_ptr<Model>> Model::load(const std::string& dir, const LoadOpt
 
   std::string fallback;
   auto be = make_backend(options, fallback);
-  if (!be.ok()) return be.status();
+  if (!be.ok()) return with_oom_hint(be.status(), "close other programs that use the GPU, or load on the CPU");
   impl->backend = std::move(be.value());
 
   UploadProgress progress;
@@ -138,7 +143,12 @@ Result<std::shared_ptr<Model>> Model::load(const std::string& dir, const LoadOpt
   auto qcache = qcache::open_store(dir, impl->ckpt.layout() == CheckpointLayout::mistral ? "mistral" : "hf", options,
                                    wopt);
   auto w = upload_weights(*impl->backend, impl->ckpt, progress, wopt, qcache.get());
-  if (!w.ok()) return w.status();
+  if (!w.ok())
+    return with_oom_hint(w.status(), wopt.linear == ops::WeightFormat::int4_g128
+                                         ? "the weights do not fit in the GPU's free memory now: close other programs "
+                                           "that use the GPU"
+                                         : "the weights do not fit in the GPU's free memory now: close other programs "
+                                           "that use the GPU, or choose a lower precision (int8 or int4)");
   impl->weights = std::move(w.value());
 
   read_env_switches(*impl);

@@ -140,6 +140,9 @@ Result<Prompt> Session::build_prompt(std::span<const Message> messages) const {
 Result<Generation> Session::generate(std::span<const Message> messages, const GenerateParams& params,
                                      const PieceCallback& on_piece, const LogitsCallback& on_logits) {
   auto r = run(messages, params, on_piece, on_logits);
+  if (!r.ok() && r.status().code() == ErrorCode::out_of_memory)  // the cached record stays valid: nothing is lost
+    return with_oom_hint(r.status(), "try a shorter conversation or a smaller image, or close other programs that "
+                                     "use the GPU");
   if (!r.ok() && r.status().code() == ErrorCode::device) {
     // The GPU failed mid-turn (a kernel fault, a reset, a lost device): what the cache holds is unknown, so it is
     // forgotten, and the error says what to do. Every later call fails the same way, without waiting on the GPU.

@@ -14,12 +14,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
 #include <optional>
 #include <set>
 
+#include "cuda/cuda_ext.h"
 #include "fixture_cases.h"
 #include "runtime/impl.h"
 
@@ -345,6 +347,96 @@ TEST(CudaModel, SamplerInTheGraphEqualsStepByStep) {
         EXPECT_EQ((*a)[t].cached, (*b)[t].cached) << c.id() << " mode " << mode << " turn " << t;
       }
     }
+  }
+}
+
+/// The out-of-memory error of issue 4 "Faults": names the allocation and says what to try.
+void expect_oom_message(const pixtral::Status& st, const std::string& where) {
+  EXPECT_EQ(st.code(), pixtral::ErrorCode::out_of_memory) << where << ": " << st.to_string();
+  EXPECT_NE(st.message().find("out of GPU memory allocating "), std::string::npos) << where << ": " << st.to_string();
+  EXPECT_NE(st.message().find(" — "), std::string::npos) << where << ": no hint of what to try: " << st.to_string();
+}
+
+std::size_t gpu_free_bytes(const pixtral::Model& m) {
+  std::size_t free_b = 0, total_b = 0;
+  auto* ext = pixtral::ops::cuda_extension(*m.impl().backend);
+  EXPECT_TRUE(ext && ext->memory_info(&free_b, &total_b).ok());
+  return free_b;
+}
+
+// Issue 4 "Faults": a device allocation failing at each allocation site of Model::load, of create_session and of a
+// turn with an image ends in an out-of-memory error that names what did not fit and says what to try; a failed load
+// gives its GPU memory back; after a failure in a session, the model and that session answer exactly as without it.
+TEST(CudaModel, OutOfMemoryAtEveryAllocationSite) {
+  REQUIRE_GPU_AND_FIXTURES();
+  if (self_check()) GTEST_SKIP() << "the allocation hooks are the CUDA backend's";
+  const Case* c = &fixture::cases().front();
+  for (const Case& k : fixture::cases())
+    if (!k.images.empty()) {
+      c = &k;
+      break;
+    }
+  const std::string dir = (c->model_dir / "native").string();
+  pixtral::LoadOptions o;
+  o.device = pixtral::Device::cuda;
+  auto msgs = fixture::parse_messages(c->json.at("messages"), c->dir);
+  ASSERT_TRUE(msgs.ok()) << msgs.status().to_string();
+  pixtral::GenerateParams gp;
+  gp.temperature = 0;
+  gp.max_tokens = 6;
+  pixtral::SessionOptions so;
+  so.context_length = 256;
+  so.prefill_chunk = 64;
+  // The reference turn, and how many device allocations a load and a session + turn try.
+  auto ref = pixtral::Model::load(dir, o);
+  ASSERT_TRUE(ref.ok()) << ref.status().to_string();
+  auto* ext = pixtral::ops::cuda_extension(*(*ref)->impl().backend);
+  ASSERT_NE(ext, nullptr);
+  const long at_load = ext->allocation_attempts();
+  std::vector<int> want;
+  {
+    auto s = (*ref)->create_session(so);
+    ASSERT_TRUE(s.ok()) << s.status().to_string();
+    auto g = (*s)->generate(*msgs, gp);
+    ASSERT_TRUE(g.ok()) << g.status().to_string();
+    want = g->tokens;
+  }
+  const long in_turn = ext->allocation_attempts() - at_load;
+  ASSERT_GT(at_load, 0);
+  ASSERT_GT(in_turn, 0);
+  const std::size_t free_before = gpu_free_bytes(**ref);
+  std::printf("%s: %ld allocation sites at load, %ld in a session and its turn\n", c->id().c_str(), at_load, in_turn);
+
+  for (long n = 1; n <= at_load; ++n) {
+    setenv("PIXTRAL_CUDA_FAIL_ALLOCATION", std::to_string(n).c_str(), 1);
+    auto m = pixtral::Model::load(dir, o);
+    unsetenv("PIXTRAL_CUDA_FAIL_ALLOCATION");
+    ASSERT_FALSE(m.ok()) << "load, allocation " << n << " of " << at_load << " failed and the load still succeeded";
+    expect_oom_message(m.status(), "load, allocation " + std::to_string(n));
+  }
+  EXPECT_GE(gpu_free_bytes(**ref) + (std::size_t(64) << 20), free_before)
+      << "GPU memory was not given back by " << at_load << " failed loads";
+
+  for (long n = 1; n <= in_turn; ++n) {
+    const std::string where = "session + turn, allocation " + std::to_string(n) + " of " + std::to_string(in_turn);
+    auto m = pixtral::Model::load(dir, o);  // fresh: a backend keeps the scratch it has grown
+    ASSERT_TRUE(m.ok()) << m.status().to_string();
+    auto* e = pixtral::ops::cuda_extension(*(*m)->impl().backend);
+    e->fail_allocation_after(int(n));
+    auto s = (*m)->create_session(so);
+    pixtral::Status failed = s.status();
+    if (s.ok()) {
+      auto g = (*s)->generate(*msgs, gp);
+      failed = g.status();
+    }
+    e->fail_allocation_after(0);
+    ASSERT_FALSE(failed.ok()) << where << " failed and the turn still succeeded";
+    expect_oom_message(failed, where);
+    if (!s.ok()) s = (*m)->create_session(so);  // the model is usable: a session now fits
+    ASSERT_TRUE(s.ok()) << where << ": " << s.status().to_string();
+    auto again = (*s)->generate(*msgs, gp);  // and the session (or the new one) answers as without the failure
+    ASSERT_TRUE(again.ok()) << where << ": " << again.status().to_string();
+    EXPECT_EQ(again->tokens, want) << where;
   }
 }
 
