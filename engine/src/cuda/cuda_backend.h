@@ -120,7 +120,8 @@ class CudaBackend final : public ops::Backend, public ops::CudaExtension {
   /// queued until the ring wraps, i.e. for the op being queued).
   Result<void*> stage(const void* host, std::size_t bytes);
   /// patch_embed's pixels, rounded to bf16 on host threads into pinned memory and copied asynchronously into
-  /// pixels_; an error (pinned memory refused) leaves the caller to copy the fp32 pixels instead.
+  /// pixels_; unsupported (pinned memory refused, or too many pixels) leaves the caller to copy the fp32 pixels
+  /// instead; any other error (out of device memory) is the op's.
   Status upload_pixels_bf16(const float* pixels, std::size_t n);
   /// Device table of per-pair frequencies for RoPE (cached per theta/head_dim/kind).
   Result<const float*> rope_freq(float theta, int head_dim, bool two_d);

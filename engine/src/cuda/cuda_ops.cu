@@ -420,7 +420,7 @@ Status CudaBackend::scatter_rows(ops::Tensor dst, const ops::Tensor& src, std::s
 
 Status CudaBackend::upload_pixels_bf16(const float* pixels, std::size_t n) {
   if (n > std::size_t(INT_MAX))  // for_bands counts in int; such an image takes the fp32 path
-    return Status(ErrorCode::invalid_argument, "cuda patch_embed: too many pixels for the bf16 upload");
+    return Status(ErrorCode::unsupported, "cuda patch_embed: too many pixels for the bf16 upload");
   if (pixels_copy_pending_) {  // the previous image's copy out of pixels_host_ must be done before it is rewritten
     PIXTRAL_CUDA_CHECK(cudaEventSynchronize(pixels_copied_));
     pixels_copy_pending_ = false;
@@ -433,7 +433,7 @@ Status CudaBackend::upload_pixels_bf16(const float* pixels, std::size_t n) {
     void* h = nullptr;
     if (cudaMallocHost(&h, n * 2) != cudaSuccess) {
       (void)cudaGetLastError();  // not this op's error: the caller falls back to pageable fp32
-      return Status(ErrorCode::out_of_memory, "cuda patch_embed: no pinned host memory for the pixels");
+      return Status(ErrorCode::unsupported, "cuda patch_embed: no pinned host memory for the pixels");
     }
     pixels_host_ = static_cast<std::uint16_t*>(h);
     pixels_host_n_ = n;
@@ -467,9 +467,11 @@ Status CudaBackend::patch_embed(ops::Tensor out, const float* pixels_chw, int ch
   PIXTRAL_RETURN_IF_ERROR(ensure(im2col_, std::size_t(n_patches * K) * 2, "patch matrix (im2col)"));
   auto* cols = static_cast<bf16*>(im2col_.ptr);
   // The pixels cross the bus as the bf16 values im2col rounds them to anyway (half the bytes, from pinned memory,
-  // asynchronously); where pinned memory is refused, as fp32 from the caller's memory.
+  // asynchronously); where pinned memory is refused (unsupported), as fp32 from the caller's memory.
   DType pixels_t = DType::bf16;
-  if (capturing_ || !upload_pixels_bf16(pixels_chw, n_pix).ok()) {
+  const Status up = capturing_ ? Status(ErrorCode::unsupported, "capturing") : upload_pixels_bf16(pixels_chw, n_pix);
+  if (!up.ok() && up.code() != ErrorCode::unsupported) return up;  // out of device memory: fp32 would need twice
+  if (!up.ok()) {
     pixels_t = DType::f32;
     PIXTRAL_RETURN_IF_ERROR(ensure(pixels_, n_pix * 4, "image pixels"));
     PIXTRAL_CUDA_CHECK(cudaMemcpyAsync(pixels_.ptr, pixels_chw, n_pix * 4, cudaMemcpyHostToDevice, stream_));

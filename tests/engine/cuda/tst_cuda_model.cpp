@@ -430,7 +430,10 @@ TEST(CudaModel, OutOfMemoryAtEveryAllocationSite) {
       failed = g.status();
     }
     e->fail_allocation_after(0);
-    ASSERT_FALSE(failed.ok()) << where << " failed and the turn still succeeded";
+    if (failed.ok()) {
+      ADD_FAILURE() << where << " failed and the turn still succeeded";
+      continue;
+    }
     expect_oom_message(failed, where);
     if (!s.ok()) s = (*m)->create_session(so);  // the model is usable: a session now fits
     ASSERT_TRUE(s.ok()) << where << ": " << s.status().to_string();
