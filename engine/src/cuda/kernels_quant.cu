@@ -311,9 +311,23 @@ qgemv_kernel(TO* __restrict__ out, const TX* x, const std::uint8_t* __restrict__
       load_x_batch();
     }
   }
-  for (; c < n_chunks; c += 32)
+  if constexpr (INT4) {  // (the scalar int4 kernel runs where q4mma does not fit; the batch below costs registers)
+    for (; c < n_chunks; c += 32)
 #pragma unroll
-    for (int r = 0; r < R; ++r) accumulate<T, TX, INT4>(load_stream(wrow[r] + c), c, x, K, srow[r], acc[r]);
+      for (int r = 0; r < R; ++r) accumulate<T, TX, INT4>(load_stream(wrow[r] + c), c, x, K, srow[r], acc[r]);
+  } else if (c < n_chunks) {  // the last, partial batch (a 5120-wide int8 row: 2 of 10 chunks a lane): its loads
+                              // at once, one round trip instead of one a chunk; the chunks in the same order
+#pragma unroll
+    for (int u = 0; u < kUnroll - 1; ++u)
+#pragma unroll
+      for (int r = 0; r < R; ++r)
+        if (c + 32 * u < n_chunks) wv[r][u] = load_stream(wrow[r] + c + 32 * u);
+#pragma unroll
+    for (int u = 0; u < kUnroll - 1; ++u)
+#pragma unroll
+      for (int r = 0; r < R; ++r)
+        if (c + 32 * u < n_chunks) accumulate<T, TX, INT4>(wv[r][u], c + 32 * u, x, K, srow[r], acc[r]);
+  }
 #pragma unroll
   for (int t = 0; t < T; ++t) {
     float v[2] = {0.f, 0.f};
