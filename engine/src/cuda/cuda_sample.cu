@@ -223,8 +223,9 @@ __global__ void sample_collect(const float* __restrict__ logits, int n, float te
   }
 }
 
-/// Where sample_select puts its token besides w->token (thread 0, once): for sample_to_state, into the decode state
-/// (token slot 0, then the state advanced by one row and one draw) and into the mapped host ring at draw % ring_n.
+/// Where the kernel that picks the token (sample_greedy's last block, sample_select; thread 0, once) puts it besides
+/// w->token: for sample_to_state, into the decode state (token slot 0, then the state advanced by one row and one
+/// draw) and into the mapped host ring at draw % ring_n.
 struct SampleSink {
   int* state = nullptr;  // the decode state (cuda_ext.h), or null: sample()
   int* ring = nullptr;
@@ -254,7 +255,7 @@ __device__ void sink_token(SampleWork* w, const SampleSink& out, int token) {
 /// token is the one sample_max + sample_select (and the host's serial argmax) pick, whichever block is last.
 /// Launched as a dependent launch: it waits for the logits' kernel before reading them.
 __global__ void sample_greedy(const float* __restrict__ logits, int n, SampleWork* w, SampleSink out) {
-  PIXTRAL_TIMELINE(kTlSampleMax);
+  PIXTRAL_TIMELINE(kTlSampleGreedy);
   wait_for_previous_grid();
   __shared__ bool s_last;
   const int per = (n + kBlocks - 1) / kBlocks;

@@ -22,8 +22,9 @@ enum TimelineTag : unsigned {
   kTlCombine = 401,
   kTlRowNorm = 500,
   kTlEmbed = 501,
-  kTlSampleMax = 600,     // the device sampler (cuda_sample.cu), between graph replays
+  kTlSampleMax = 600,     // the device sampler (cuda_sample.cu): the decode graph's last kernels, or after it
   kTlSampleSelect = 601,
+  kTlSampleGreedy = 602,
 };
 
 #ifdef PIXTRAL_CUDA_TIMELINE
