@@ -102,8 +102,9 @@ __device__ void block_argmax(float& v, int& i) {
   }
 }
 
-__global__ void sample_max(const float* __restrict__ logits, int n, SampleWork* w) {
-  PIXTRAL_TIMELINE(kTlSampleMax);
+/// This block's max logit and its lowest index over its slice of the vocabulary, into w (written by thread 0).
+/// Contains __syncthreads: every thread of the block calls it.
+__device__ void block_winner(const float* __restrict__ logits, int n, SampleWork* w) {
   const int per = (n + kBlocks - 1) / kBlocks;
   const int lo = blockIdx.x * per, hi = min(n, lo + per);
   float v = -INFINITY;
@@ -117,6 +118,11 @@ __global__ void sample_max(const float* __restrict__ logits, int n, SampleWork* 
     w->block_max[blockIdx.x] = v;
     w->block_arg[blockIdx.x] = idx;
   }
+}
+
+__global__ void sample_max(const float* __restrict__ logits, int n, SampleWork* w) {
+  PIXTRAL_TIMELINE(kTlSampleMax);
+  block_winner(logits, n, w);
   if (blockIdx.x == 0) {
     for (int b = threadIdx.x; b < kBuckets; b += blockDim.x) w->bucket_count[b] = 0, w->bucket_mass[b] = 0;
     if (threadIdx.x == 0) w->total_mass = 0, w->count = 0;
@@ -258,26 +264,16 @@ __global__ void sample_greedy(const float* __restrict__ logits, int n, SampleWor
   PIXTRAL_TIMELINE(kTlSampleGreedy);
   wait_for_previous_grid();
   __shared__ bool s_last;
-  const int per = (n + kBlocks - 1) / kBlocks;
-  const int lo = blockIdx.x * per, hi = min(n, lo + per);
-  float v = -INFINITY;
-  int idx = INT_MAX;
-  for (int j = lo + threadIdx.x; j < hi; j += blockDim.x) {
-    const float x = logits[j];
-    if (before(x, j, v, idx)) v = x, idx = j;
-  }
-  block_argmax(v, idx);
+  block_winner(logits, n, w);
   if (threadIdx.x == 0) {
-    w->block_max[blockIdx.x] = v;
-    w->block_arg[blockIdx.x] = idx;
     __threadfence();  // the winner is visible before the count says so
     s_last = atomicAdd(&w->greedy_done, 1u) == kBlocks - 1;
   }
   __syncthreads();  // also: block_argmax's shared memory is free again
   if (!s_last) return;
   __threadfence();
-  v = -INFINITY;
-  idx = INT_MAX;
+  float v = -INFINITY;
+  int idx = INT_MAX;
   for (int b = threadIdx.x; b < kBlocks; b += blockDim.x) {
     const float bv = __ldcg(&w->block_max[b]);  // from L2: other blocks wrote them
     const int bi = __ldcg(&w->block_arg[b]);

@@ -129,17 +129,24 @@ std::unique_ptr<pixtral::Session> new_session(const pixtral::Model& m, const Cas
   return std::move(s.value());
 }
 
+/// The case's conversation (a test failure where it does not parse).
+std::optional<std::vector<pixtral::Message>> case_messages(const Case& c) {
+  auto msgs = fixture::parse_messages(c.json.at("messages"), c.dir);
+  if (!msgs.ok()) {
+    ADD_FAILURE() << c.id() << ": messages: " << msgs.status().to_string();
+    return std::nullopt;
+  }
+  return std::move(msgs.value());
+}
+
 struct Greedy {
   std::vector<int> tokens;
   std::vector<std::vector<float>> logits;
 };
 
 std::optional<Greedy> greedy(const pixtral::Model& m, const Case& c, int steps) {
-  auto msgs = fixture::parse_messages(c.json.at("messages"), c.dir);
-  if (!msgs.ok()) {
-    ADD_FAILURE() << c.id() << ": messages: " << msgs.status().to_string();
-    return std::nullopt;
-  }
+  auto msgs = case_messages(c);
+  if (!msgs) return std::nullopt;
   auto s = new_session(m, c);
   if (!s) return std::nullopt;
   auto run = fixture::run_greedy(*s, *msgs, steps);
@@ -148,6 +155,15 @@ std::optional<Greedy> greedy(const pixtral::Model& m, const Case& c, int steps) 
     return std::nullopt;
   }
   return Greedy{run->gen.tokens, std::move(run->logits)};
+}
+
+/// The first fixture case of each model (the tests that need one conversation a model).
+std::vector<const Case*> one_case_a_model() {
+  std::vector<const Case*> out;
+  std::set<std::string> seen;
+  for (const Case& c : fixture::cases())
+    if (seen.insert(c.model).second) out.push_back(&c);
+  return out;
 }
 
 int steps_of(const Case& c) { return std::min(kMaxSteps, std::max(1, int(c.json.value("max_tokens", 16)))); }
@@ -254,10 +270,8 @@ TEST(CudaModel, TracedActivationsWithinBudget) {
 
 TEST(CudaModel, RunTwiceIdenticalBits) {
   REQUIRE_GPU_AND_FIXTURES();
-  std::set<std::string> done;
-  for (const Case& c : fixture::cases()) {
-    if (done.count(c.model)) continue;
-    done.insert(c.model);
+  for (const Case* cp : one_case_a_model()) {
+    const Case& c = *cp;
     std::string why;
     auto gpu = model_on(c.model_dir / "native", pixtral::Device::cuda, &why);
     ASSERT_TRUE(gpu) << why;
@@ -282,11 +296,8 @@ struct Turn {
 /// Four turns on one session: greedy to the length limit; a sampled follow-up; a greedy turn cancelled after
 /// three tokens; a greedy turn after the cancellation.
 std::optional<std::vector<Turn>> four_turns(const pixtral::Model& m, const Case& c) {
-  auto msgs = fixture::parse_messages(c.json.at("messages"), c.dir);
-  if (!msgs.ok()) {
-    ADD_FAILURE() << c.id() << ": messages: " << msgs.status().to_string();
-    return std::nullopt;
-  }
+  auto msgs = case_messages(c);
+  if (!msgs) return std::nullopt;
   auto s = new_session(m, c);
   if (!s) return std::nullopt;
   std::vector<pixtral::Message> conv = *msgs;
@@ -317,10 +328,8 @@ std::optional<std::vector<Turn>> four_turns(const pixtral::Model& m, const Case&
 // sampled.
 TEST(CudaModel, SamplerInTheGraphEqualsStepByStep) {
   REQUIRE_GPU_AND_FIXTURES();
-  std::set<std::string> done;
-  for (const Case& c : fixture::cases()) {
-    if (done.count(c.model)) continue;
-    done.insert(c.model);
+  for (const Case* cp : one_case_a_model()) {
+    const Case& c = *cp;
     std::string why;
     auto graphs = model_on(c.model_dir / "native", pixtral::Device::cuda, &why);
     ASSERT_TRUE(graphs) << why;
@@ -379,8 +388,8 @@ TEST(CudaModel, OutOfMemoryAtEveryAllocationSite) {
   const std::string dir = (c->model_dir / "native").string();
   pixtral::LoadOptions o;
   o.device = pixtral::Device::cuda;
-  auto msgs = fixture::parse_messages(c->json.at("messages"), c->dir);
-  ASSERT_TRUE(msgs.ok()) << msgs.status().to_string();
+  auto msgs = case_messages(*c);
+  ASSERT_TRUE(msgs);
   pixtral::GenerateParams gp;
   gp.temperature = 0;
   gp.max_tokens = 6;
