@@ -7,8 +7,8 @@
 #include <map>
 #include <memory>
 
-#include "io/checkpoint.h"
 #include "cuda/cuda_ext.h"
+#include "io/checkpoint.h"
 #include "model/forward.h"
 #include "model/weights.h"
 #include "pixtral/model.h"
