@@ -177,13 +177,9 @@ Result<std::unique_ptr<Session>> Model::create_session(const SessionOptions& opt
   auto s = std::make_unique<Session::Impl>(*this, o);
   Status st = alloc_decoder_state(*impl_->backend, impl_->ckpt.config(), o.context_length, o.prefill_chunk, s->state,
                                   s->kv, s->scratch);
-  if (!st.ok()) {
-    if (st.code() == ErrorCode::out_of_memory)
-      return Status(ErrorCode::out_of_memory,
-                    st.message() + " — a context of " + std::to_string(o.context_length) +
-                        " tokens does not fit; try a shorter context");
-    return st;
-  }
+  if (!st.ok())
+    return with_oom_hint(st, "a context of " + std::to_string(o.context_length) +
+                                 " tokens does not fit; try a shorter context");
   s->host_logits.resize(std::size_t(impl_->info.vocab_size));
   return std::make_unique<Session>(std::move(s));
 }
