@@ -36,7 +36,6 @@
 // (24 / 240 registers for 1 producer + 2 consumer warpgroups); PTX ISA "cp.async.bulk.tensor", "mbarrier"
 // (expect_tx, try_wait.parity, phases), "setmaxnreg", "bar.sync / bar.arrive"; CUDA C++ Programming Guide
 // "Tensor Memory Accelerator" (cuTensorMapEncodeTiled, __grid_constant__ maps).
-#include <cuda.h>  // CUtensorMap and its enums (types only; the encode function comes through the runtime)
 
 #include <algorithm>
 #include <atomic>
@@ -46,6 +45,7 @@
 
 #include "cuda/kernels_flash.cuh"
 #include "cuda/kernels_wgmma.cuh"
+#include "cuda/tma.cuh"
 
 namespace pixtral::cuda::flash {
 namespace {
@@ -83,48 +83,6 @@ constexpr int kProducerRegs = 24, kConsumerRegs = 240;  // 128 · 24 + 256 · 24
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 constexpr int kBarTurn = 1;  // named barriers 1, 2: consumer warpgroup 0's / 1's turn (ping-pong)
 
-__device__ __forceinline__ void mbar_init(std::uint32_t a, int count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(a), "r"(count) : "memory");
-}
-// The producer's arrival on a "full" barrier, announcing `bytes` the TMA loads will complete.
-__device__ __forceinline__ void mbar_expect_tx(std::uint32_t a, std::uint32_t bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(a), "r"(bytes) : "memory");
-}
-// Release (cta scope) arrival.
-__device__ __forceinline__ void mbar_arrive(std::uint32_t a) {
-  asm volatile("{\n.reg .b64 st;\nmbarrier.arrive.shared::cta.b64 st, [%0];\n}\n" ::"r"(a) : "memory");
-}
-// Acquire (cta scope): returns once the phase of parity `parity` has completed. (A timed variant that traps after
-// seconds — a launch failure instead of a hang — made ptxas spill the head_dim 128 consumers and serialize their
-// wgmma: not kept.)
-__device__ __forceinline__ void mbar_wait(std::uint32_t a, std::uint32_t parity) {
-  std::uint32_t done;
-  do {
-    asm volatile(
-        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
-        : "=r"(done)
-        : "r"(a), "r"(parity)
-        : "memory");
-  } while (!done);
-}
-// Box (c0 = column, c1 = row) of `map` into shared memory at `dst`, completing its bytes on mbarrier `bar`.
-__device__ __forceinline__ void tma_load_2d(std::uint32_t dst, const CUtensorMap* map, std::uint32_t bar, int c0,
-                                            int c1) {
-  asm volatile(
-      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4}], [%2];\n" ::
-          "r"(dst),
-      "l"(reinterpret_cast<std::uint64_t>(map)), "r"(bar), "r"(c0), "r"(c1)
-      : "memory");
-}
-__device__ __forceinline__ void prefetch_map(const CUtensorMap* map) {
-  asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<std::uint64_t>(map)) : "memory");
-}
-__device__ __forceinline__ void named_sync(int id, int n) {
-  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory");
-}
-__device__ __forceinline__ void named_arrive(int id, int n) {
-  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(n) : "memory");
-}
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
 
 template <int D, class TO, int kBc, int kStages, bool kPingPong>
@@ -170,7 +128,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       mbar_init(k_empty(st), kConsumerThreads / 32);  // lane 0 of each consumer warp
       mbar_init(v_empty(st), kConsumerThreads / 32);
     }
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");  // visible to the TMA unit
+    mbar_init_fence();  // visible to the TMA unit
   }
   __syncthreads();  // the only block-wide barrier: after it, producer and consumers go their own ways
   int blk_lo = INT_MAX, blk_hi = INT_MIN;
@@ -445,26 +403,6 @@ __global__ void __launch_bounds__(kThreads, 1)
   __shared__ int not_sm90a[1];
   asm volatile("st.shared.u32 [%0], 0;\n" ::"r"(std::uint32_t(__cvta_generic_to_shared(not_sm90a))));
 #endif
-}
-
-// cuTensorMapEncodeTiled through the runtime's driver entry point (no link to libcuda); null where the driver has
-// none. Looked up once.
-using EncodeTiledFn = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*,
-                                   const cuuint64_t*, const cuuint32_t*, const cuuint32_t*, CUtensorMapInterleave,
-                                   CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
-EncodeTiledFn encode_tiled() {
-  static const EncodeTiledFn fn = [] {
-    void* f = nullptr;
-    cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSymbolNotFound;
-    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &q) !=
-            cudaSuccess ||
-        q != cudaDriverEntryPointSuccess) {
-      (void)cudaGetLastError();  // ours: not left for the next launch check
-      f = nullptr;
-    }
-    return reinterpret_cast<EncodeTiledFn>(f);
-  }();
-  return fn;
 }
 
 // A 2-D map over a row-major [rows, cols] bf16 matrix: boxes of 64 columns (128 bytes: one swizzle panel) × box_rows

@@ -352,8 +352,10 @@ Status launch_rows(void* out, DType out_t, const void* x, DType x_t, const std::
       TO* o = static_cast<TO*>(out);
       const TX* xx = static_cast<const TX*>(x);
       if constexpr (std::is_same_v<TX, bf16>) {
-        if (int4) {  // the tensor-core GEMV where it runs (kernels_q4mma.cu), else the scalar kernel below
+        if (int4) {  // the TMA GEMV (one row) or the cp.async one where they run, else the scalar kernel below
           bool launched = false;
+          PIXTRAL_RETURN_IF_ERROR(launch_q4tma(o, out_t, xx, q, scales, bias, T, N, items, K, M, ra, s, &launched));
+          if (launched) return Status{};
           PIXTRAL_RETURN_IF_ERROR(launch_q4mma(o, out_t, xx, q, scales, bias, T, N, items, K, M, ra, s, &launched));
           if (launched) return Status{};
         }

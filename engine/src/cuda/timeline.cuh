@@ -18,6 +18,7 @@ enum TimelineTag : unsigned {
   kTlQgemv8 = 200,   // int8 scalar GEMV (kernels_quant.cu)
   kTlQgemv4 = 250,   // int4 scalar GEMV
   kTlQ4mma = 300,    // int4 tensor-core GEMV (kernels_q4mma.cu)
+  kTlQ4tma = 350,    // int4 tensor-core GEMV fed by the TMA (kernels_q4tma.cu)
   kTlAttention = 400,
   kTlCombine = 401,
   kTlRowNorm = 500,

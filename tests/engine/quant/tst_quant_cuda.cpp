@@ -5,11 +5,14 @@
 // as passes of ≤ 8) and the dequantize-tile + cuBLAS path (more rows) match the CPU's dequantize-on-the-fly matmul
 // within NMSE budgets, stacked quantized uploads equal separate ones, row views work, and the GEMV is deterministic
 // (an int4 row has the bits of a one-row launch however many rows run with it); the GEMVs' residual mode
-// (matmul_add) equals matmul + add bit for bit.
+// (matmul_add) equals matmul + add bit for bit; the one-row int4 GEMV fed by the TMA equals q4mma bit for bit in
+// every mode.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "core/quant.h"
@@ -412,6 +415,153 @@ TEST(QuantCudaResidual, MatmulAddEqualsMatmulThenAdd) {
       }
       G->free_weight(*w);
     }
+  }
+}
+
+// PIXTRAL_CUDA_Q4TMA set for one scope (the backend reads it at every launch), restored after.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old, had_ = true;
+    ::setenv(name, value, 1);
+  }
+  ~ScopedEnv() {
+    if (had_)
+      ::setenv(name_, old_.c_str(), 1);
+    else
+      ::unsetenv(name_);
+  }
+
+ private:
+  const char* name_;
+  std::string old_;
+  bool had_ = false;
+};
+
+// The one-row int4 GEMV streamed by the TMA (kernels_q4tma.cu, the decode's int4 kernel on sm_90) against q4mma
+// (PIXTRAL_CUDA_Q4TMA=0) on decoder-like shapes, in every mode: bit for bit, so everything the q4mma tests prove
+// (parity with the CPU, fused = unfused, a row's bits independent of T and of its place) holds for it too.
+// PIXTRAL_CUDA_Q4TMA=require turns "the TMA kernel cannot run here" into an error, so the comparison is never
+// q4mma against itself. bf16 activations (what the tensor-core GEMVs take; plain also writes f32). Shapes: partial
+// last tiles (1000, 37, 1040, 336 rows), K of 8 groups (one a warp) to 112 (w2's), rope heads of 128 (Pixtral) and
+// 32 dims (16 pairs: the smallest halves tile), both pair layouts.
+TEST(QuantCudaInt4Tma, EveryModeEqualsQ4mmaBitForBit) {
+  PIXTRAL_REQUIRE_GPU();
+  auto cpu = ops::make_cpu_backend(1);
+  std::mt19937 rng(31);
+  // run() under the TMA kernel (required), then under q4mma; read() after each; the two reads' bits compared.
+  const auto both = [&](const std::string& what, const auto& run, const auto& read) {
+    std::vector<std::vector<float>> got;
+    for (const char* sw : {"require", "0"}) {
+      ScopedEnv env("PIXTRAL_CUDA_Q4TMA", sw);
+      const Status st = run();
+      ASSERT_TRUE(st.ok()) << what << " (PIXTRAL_CUDA_Q4TMA=" << sw << "): " << st.to_string();
+      got.push_back(read());
+    }
+    cuda_test::expect_same_bits(got[1], got[0], what);
+  };
+  const Format f = Format::int4_g128;
+  for (Shape sh : {Shape{1000, 5120}, Shape{6144, 5120}, Shape{37, 1024}}) {
+    Host hw = make_weight(sh.N, sh.K, 900 + sh.N, "w");
+    std::vector<std::uint16_t> bias_bits(static_cast<std::size_t>(sh.N));
+    for (std::int64_t n = 0; n < sh.N; ++n) bias_bits[std::size_t(n)] = f32_to_bf16(0.02f * float(n % 7) - 0.05f);
+    WeightView bv{"b", bias_bits.data(), DType::bf16, {sh.N}};
+    auto w = G->upload_weight_quantized(hw.view, f);
+    auto b = G->upload_weight(bv);
+    ASSERT_TRUE(w.ok() && b.ok());
+    for (DType odt : {DType::bf16, DType::f32}) {
+      for (bool with_bias : {false, true}) {
+        const std::string what = "plain N=" + std::to_string(sh.N) + " K=" + std::to_string(sh.K) + " out " +
+                                 dtype_name(odt) + (with_bias ? " +bias" : "");
+        const auto xv = cuda_test::random_values(rng, std::size_t(sh.K));
+        auto x = cuda_test::make_pair(cpu.get(), G, 1, sh.K, xv.data(), DType::bf16);
+        auto o = cuda_test::make_pair(cpu.get(), G, 1, sh.N, nullptr, odt);
+        both(what, [&] { return G->matmul(o->g, x->g, *w, with_bias ? &*b : nullptr); },
+             [&] { return download(G, o->g); });
+      }
+    }
+    G->free_weight(*w);
+    G->free_weight(*b);
+  }
+  for (Shape sh : {Shape{1040, 14336}, Shape{5120, 4096}}) {
+    Host hw = make_weight(sh.N, sh.K, 950 + sh.N, "wo");
+    auto w = G->upload_weight_quantized(hw.view, f);
+    ASSERT_TRUE(w.ok());
+    {  // bf16 activations: the tensor-core GEMVs' input (f32 x runs the scalar kernel)
+      const DType dt = DType::bf16;
+      const std::string what = "residual N=" + std::to_string(sh.N) + " K=" + std::to_string(sh.K) + " " +
+                               dtype_name(dt);
+      const auto xv = cuda_test::random_values(rng, std::size_t(sh.K));
+      const auto hv = cuda_test::random_values(rng, std::size_t(sh.N));
+      auto x = cuda_test::make_pair(cpu.get(), G, 1, sh.K, xv.data(), dt);
+      auto h = cuda_test::make_pair(cpu.get(), G, 1, sh.N, hv.data(), dt);
+      auto tmp = cuda_test::make_pair(cpu.get(), G, 1, sh.N, nullptr, dt);
+      both(what,
+           [&] {
+             cuda_test::reset_gpu(*h, hv.data());
+             return G->matmul_add(h->g, tmp->g, x->g, *w);
+           },
+           [&] { return download(G, h->g); });
+    }
+    G->free_weight(*w);
+  }
+  for (std::int64_t F : {336, 1024}) {
+    const std::int64_t K = 5120;
+    Host w1 = make_weight(F, K, 960 + F, "w1"), w3 = make_weight(F, K, 970 + F, "w3");
+    const WeightView* parts[2] = {&w1.view, &w3.view};
+    auto w = G->upload_weight_stacked_quantized(parts, "w13", f);
+    ASSERT_TRUE(w.ok()) << w.status().to_string();
+    {
+      const DType dt = DType::bf16;
+      const std::string what = "silu F=" + std::to_string(F) + " K=5120 " + dtype_name(dt);
+      const auto xv = cuda_test::random_values(rng, std::size_t(K));
+      auto x = cuda_test::make_pair(cpu.get(), G, 1, K, xv.data(), dt);
+      auto o = cuda_test::make_pair(cpu.get(), G, 1, F, nullptr, dt);
+      auto gu = cuda_test::make_pair(cpu.get(), G, 1, 2 * F, nullptr, dt);
+      both(what, [&] { return G->matmul_silu(o->g, gu->g, x->g, *w); }, [&] { return download(G, o->g); });
+    }
+    G->free_weight(*w);
+  }
+  struct Case { int H, Hkv, D; std::int64_t K; };
+  for (const Case c : {Case{32, 8, 128, 5120}, Case{4, 2, 32, 1024}}) {
+    const std::int64_t kd = std::int64_t(c.Hkv) * c.D, cols = std::int64_t(c.H) * c.D + 2 * kd, cap = 64;
+    Host wq = make_weight(c.H * c.D, c.K, 980 + c.D, "wq"), wk = make_weight(kd, c.K, 990 + c.D, "wk"),
+         wv = make_weight(kd, c.K, 995 + c.D, "wv");
+    const WeightView* parts[3] = {&wq.view, &wk.view, &wv.view};
+    auto w = G->upload_weight_stacked_quantized(parts, "wqkv", f);
+    ASSERT_TRUE(w.ok()) << w.status().to_string();
+    for (auto pairs : {ops::RopePairs::interleaved, ops::RopePairs::halves}) {
+      {
+        const DType dt = DType::bf16;
+        const std::string what = "rope H=" + std::to_string(c.H) + "/" + std::to_string(c.Hkv) + " D=" +
+                                 std::to_string(c.D) + " " + dtype_name(dt) +
+                                 (pairs == ops::RopePairs::halves ? " halves" : " interleaved");
+        const int pos = int(rng() % cap);
+        const auto xv = cuda_test::random_values(rng, std::size_t(c.K));
+        const auto kh = cuda_test::random_values(rng, std::size_t(cap * kd));
+        const auto vh = cuda_test::random_values(rng, std::size_t(cap * kd));
+        auto x = cuda_test::make_pair(cpu.get(), G, 1, c.K, xv.data(), dt);
+        auto qkv = cuda_test::make_pair(cpu.get(), G, 1, cols, nullptr, dt);
+        auto kc = cuda_test::make_pair(cpu.get(), G, cap, kd, kh.data(), dt);
+        auto vc = cuda_test::make_pair(cpu.get(), G, cap, kd, vh.data(), dt);
+        both(what,
+             [&] {
+               cuda_test::reset_gpu(*qkv, nullptr);
+               cuda_test::reset_gpu(*kc, kh.data());
+               cuda_test::reset_gpu(*vc, vh.data());
+               return G->matmul_rope_append_kv(qkv->g, x->g, *w, c.H, c.Hkv, c.D, pos, 1e6f, pairs, kc->g, vc->g);
+             },
+             [&] {
+               auto q = download(G, qkv->g);
+               q.resize(std::size_t(c.H * c.D));  // qkv's k and v parts are not written by the fused op
+               const auto k = download(G, kc->g), v = download(G, vc->g);
+               q.insert(q.end(), k.begin(), k.end());
+               q.insert(q.end(), v.begin(), v.end());
+               return q;
+             });
+      }
+    }
+    G->free_weight(*w);
   }
 }
 

@@ -1,0 +1,447 @@
+// SPDX-License-Identifier: Apache-2.0
+// The int4 × bf16 decode GEMV for one x row, streamed by the Tensor Memory Accelerator (issue 6; PERF_NOTES v17):
+// launch_q4tma, called by kernels_quant.cu's GEMV dispatch before q4mma (kernels_q4mma.cu) for T = 1 in every mode
+// (plain, silu, rope, residual). It computes every row with q4mma's arithmetic (q4_math.cuh): the same bits.
+//
+// Why: q4mma's threads each stream their own 16-byte pieces through a cp.async ring, one 16-row tile a block, in
+// grids of 192–896 blocks; a decoder layer's four int4 GEMVs ran at 1.9× their bytes at the copy rate (lab chain:
+// 65.8 µs a layer against 34.4), each kernel ~6–11 µs over its bytes (v14). The same bytes copied as one bulk copy
+// a stage stream at 1.05–1.2× (pixtral_q4stream_lab), and a 4-D tensor map reads them from the row-major layout
+// as they are stored (no new weight format).
+//
+// Structure: a persistent grid of two blocks an SM, static tiles (tile = block + j · grid: the schedule, and so
+// the bits, do not depend on timing). A block = 8 consumer warps + 1 producer warp (one lane). The producer, from
+// before the programmatic-dependent-launch wait on (weights are immutable), fills a ring of mbarrier-guarded stages:
+// stage s of a tile = group g_lo(w) + s of each consumer warp w's contiguous range of K's groups (q4mma's ranges,
+// n_groups / 8 each) for the tile's 16 rows (R = 2 modes: both row sets), one TMA (two for a split R = 2 tile); and
+// each tile's scales ([16 rows][n_groups] fp32, one box a row set) into one of two scale slots. The consumers stage
+// x once (natural order, all loads at once), then for each stage: wait, read their 16 bytes of rows g and g + 8,
+// release the slot, and multiply (q4_group_mma, with the group's correction from group_correction: q4mma's T = 1
+// path). A tile's 8 partial sums meet in shared memory: warps 1..7 arrive on a named barrier, warp 0 waits on it,
+// adds them in warp order (q4mma's order) and stores through gemv_modes.cuh's epilogue — the storing lanes read
+// their epilogue inputs (the rope position and sin/cos, the residual's h) at the tile's start.
+// Shared-memory image of a stage: [warp][row][64 bytes] for a 16-row box (rows g and g + 1 of a warp's reads lie
+// 64 bytes apart: no bank conflict), [warp][r][pair][64] for the interleaved rope pairs' 5-D box.
+// ref: PTX ISA "cp.async.bulk.tensor", "mbarrier"; CUTLASS's warp-specialized producer/consumer pipelines
+//      (the full/empty barrier ring).
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <string>
+#include <tuple>
+
+#include "core/quant.h"
+#include "cuda/gemv_modes.cuh"
+#include "cuda/kernels.cuh"
+#include "cuda/kernels_quant.cuh"
+#include "cuda/q4_math.cuh"
+#include "cuda/timeline.cuh"
+#include "cuda/tma.cuh"
+
+namespace pixtral::cuda {
+namespace {
+
+constexpr int kWarps = 8;                     // consumer warps (q4mma's kMmaWarps: the same group ranges)
+constexpr int kThreads = (kWarps + 1) * 32;   // + the producer warp
+constexpr int kMaxStages = 8;
+constexpr int kRedBufs = 4;                   // tiles a warp may run ahead of warp 0's sums (≤ 2 scale slots + 1)
+constexpr int kBoxBytes = 16 * kWarps * 64;   // one 16-row box of a stage: 8 KB
+constexpr int kBarBytes = 1024;               // the barriers' corner at the start of shared memory
+constexpr int kMaxSmem = 110 * 1024;          // two blocks an SM (228 KB, 1 KB reserved a block)
+
+// The shared-memory plan of a launch (host and device agree through the kernel arguments).
+struct Q4tLayout {
+  int stages = 0;
+  int stage_bytes = 0;  // R · 8 KB
+  int scale_bytes = 0;  // R · 16 · n_groups · 4
+  int ring = 0, scales = 0, xs = 0, red = 0, total = 0;  // byte offsets, size
+};
+
+Q4tLayout q4t_layout(int R, int K) {
+  Q4tLayout l;
+  const int n_groups = K / quant::kInt4Group;
+  l.stage_bytes = R * kBoxBytes;
+  l.scale_bytes = R * 16 * n_groups * 4;
+  const int fixed = kBarBytes + 2 * l.scale_bytes + K * 2 + kRedBufs * kWarps * R * 16 * 4 + 3 * 128;
+  l.stages = std::min(kMaxStages, (kMaxSmem - fixed) / l.stage_bytes);
+  l.ring = kBarBytes;
+  l.scales = l.ring + l.stages * l.stage_bytes;
+  l.xs = (l.scales + 2 * l.scale_bytes + 127) / 128 * 128;
+  l.red = (l.xs + K * 2 + 127) / 128 * 128;
+  l.total = l.red + kRedBufs * kWarps * R * 16 * 4;
+  return l;
+}
+
+struct Q4tArgs {
+  int N, n_items, K, n_tiles, stages, ring, scales, xs, red, stage_bytes, scale_bytes;
+};
+
+// Where tile n0's rows lie: row_a (and row_b for a split R = 2 tile), or rows 2n, 2n + 1 of its 16 items in one
+// 32-row (16-pair) box (inter). gemv_item_rows' mapping, per tile.
+struct TilePlan {
+  int row_a, row_b;
+  bool inter;
+};
+template <GemvMode M>
+__device__ __forceinline__ TilePlan tile_plan(int n0, int N, const RopeAppendArgs& ra) {
+  if constexpr (M == GemvMode::plain || M == GemvMode::residual) {
+    return {n0, 0, false};
+  } else if constexpr (M == GemvMode::silu) {
+    return {n0, N + n0, false};
+  } else {
+    const int half = ra.hd / 2, n_rot = (ra.nh + ra.nkv) * half;
+    if (ra.halves && n0 < n_rot) {  // half % 16 == 0 (host): a tile stays inside one head
+      const int hh = n0 / half, m = n0 % half;
+      return {hh * ra.hd + m, hh * ra.hd + half + m, false};
+    }
+    return {2 * n0, 0, true};  // interleaved rotary pairs and every v pair: rows 2n, 2n + 1
+  }
+}
+
+template <class TO, GemvMode M>
+__global__ void __launch_bounds__(kThreads, 2)
+    q4tma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const bf16* __restrict__ bias, const Q4tArgs a,
+                 const RopeAppendArgs ra, const __grid_constant__ CUtensorMap mw,
+                 const __grid_constant__ CUtensorMap mw2, const __grid_constant__ CUtensorMap ms,
+                 const __grid_constant__ CUtensorMap ms2) {
+  // mw: the 4-D map of 16-row boxes; mw2: the 5-D map of 16-pair boxes (rope only); ms / ms2: the scales' 16- and
+  // 32-row boxes.
+  constexpr int R = gemv_rows_per_item(M);
+  extern __shared__ __align__(1024) unsigned char smem[];
+  PIXTRAL_TIMELINE(kTlQ4tma + unsigned(M));
+  allow_dependents_to_launch();
+  std::uint64_t* full = reinterpret_cast<std::uint64_t*>(smem);
+  std::uint64_t* empty = full + kMaxStages;
+  std::uint64_t* sfull = empty + kMaxStages;
+  std::uint64_t* sempty = sfull + 2;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int n_groups = a.K / quant::kInt4Group, gpw = n_groups / kWarps;  // groups a warp, = stages a tile
+  const int S = a.stages;
+  if (threadIdx.x == 0) {
+    for (int i = 0; i < S; ++i) {
+      mbar_init(smem_addr(full + i), 1);        // the producer's arrive.expect_tx; the bytes come from the TMA
+      mbar_init(smem_addr(empty + i), kWarps);  // lane 0 of each consumer warp
+    }
+    for (int i = 0; i < 2; ++i) {
+      mbar_init(smem_addr(sfull + i), 1);
+      mbar_init(smem_addr(sempty + i), kWarps);
+    }
+    mbar_init_fence();
+  }
+  __syncthreads();  // the only block-wide barrier
+  if (warp == kWarps) {  // the producer: lane 0 alone
+    if (lane != 0) return;
+    prefetch_map(&mw);
+    prefetch_map(&ms);
+    if constexpr (M == GemvMode::rope) {
+      prefetch_map(&mw2);
+      prefetch_map(&ms2);
+    }
+    int slot = 0, uses = 0;
+    for (int j = 0;; ++j) {
+      const int tile = int(blockIdx.x) + j * int(gridDim.x);
+      if (tile >= a.n_tiles) break;
+      const TilePlan p = tile_plan<M>(tile * 16, a.N, ra);
+      const int ts = j & 1;
+      if (j >= 2) mbar_wait(smem_addr(sempty + ts), ((j >> 1) - 1) & 1);
+      const std::uint32_t sbar = smem_addr(sfull + ts), sdst = smem_addr(smem + a.scales + ts * a.scale_bytes);
+      mbar_expect_tx(sbar, std::uint32_t(a.scale_bytes));
+      if (p.inter) {
+        tma_load_2d(sdst, &ms2, sbar, 0, p.row_a);
+      } else {
+        tma_load_2d(sdst, &ms, sbar, 0, p.row_a);
+        if constexpr (R == 2) tma_load_2d(sdst + 16 * n_groups * 4, &ms, sbar, 0, p.row_b);
+      }
+      for (int s = 0; s < gpw; ++s) {
+        if (uses >= S) mbar_wait(smem_addr(empty + slot), ((uses / S) - 1) & 1);
+        const std::uint32_t bar = smem_addr(full + slot), dst = smem_addr(smem + a.ring + slot * a.stage_bytes);
+        mbar_expect_tx(bar, std::uint32_t(a.stage_bytes));
+        if (p.inter) {
+          tma_load_5d(dst, &mw2, bar, 0, p.row_a / 2, 0, s, 0);
+        } else {
+          tma_load_4d(dst, &mw, bar, 0, p.row_a, s, 0);
+          if constexpr (R == 2) tma_load_4d(dst + kBoxBytes, &mw, bar, 0, p.row_b, s, 0);
+        }
+        ++uses;
+        slot = slot + 1 == S ? 0 : slot + 1;
+      }
+    }
+    return;
+  }
+  // The consumers.
+  wait_for_previous_grid();  // x and out belong to the previous kernels
+  const int tid = threadIdx.x;
+  bf16* xs = reinterpret_cast<bf16*>(smem + a.xs);
+  {
+    constexpr int kBatch = 8;  // chunks of 8 a thread loaded at once: one round trip for K ≤ 16384
+    const int n_chunks = a.K / 8;
+    for (int c0 = 0; c0 < n_chunks; c0 += kBatch * kWarps * 32) {
+      uint4 v[kBatch];
+#pragma unroll
+      for (int b = 0; b < kBatch; ++b) {
+        const int c = c0 + b * kWarps * 32 + tid;
+        if (c < n_chunks) v[b] = reinterpret_cast<const uint4*>(x)[c];
+      }
+#pragma unroll
+      for (int b = 0; b < kBatch; ++b) {
+        const int c = c0 + b * kWarps * 32 + tid;
+        if (c < n_chunks) reinterpret_cast<uint4*>(xs)[c] = v[b];
+      }
+    }
+  }
+  named_sync(1, kWarps * 32);
+  const int g = lane >> 2, t = lane & 3;
+  float* red = reinterpret_cast<float*>(smem + a.red);  // [kRedBufs][kWarps][R][16]
+  int slot = 0, uses = 0;
+  for (int j = 0;; ++j) {
+    const int tile = int(blockIdx.x) + j * int(gridDim.x);
+    if (tile >= a.n_tiles) break;
+    const int n0 = tile * 16;
+    const TilePlan p = tile_plan<M>(n0, a.N, ra);
+    // Warp 0's lanes 0..15 store item n0 + lane: its epilogue inputs now, off the tile's end.
+    const bool stores = warp == 0 && lane < 16 && n0 + lane < a.n_items;
+    GemvItemPre<TO> pre;
+    if (stores) {
+      gemv_item_pre_early<M>(pre, n0 + lane, ra);
+      gemv_item_pre_late<M>(pre, out, 0, n0 + lane, a.N);
+    }
+    const int ts = j & 1;
+    mbar_wait(smem_addr(sfull + ts), (j >> 1) & 1);
+    const float* sc = reinterpret_cast<const float*>(smem + a.scales + ts * a.scale_bytes);
+    float acc[R][4];
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[r][e] = 0.f;
+    // This warp's bytes in a stage, row set r: [warp][row][64] boxes (r · 8 KB apart) or [warp][r][pair][64].
+    int wbase[R], sbase[R], sstride;
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      wbase[r] = p.inter ? warp * 2048 + r * 1024 : r * kBoxBytes + warp * 1024;
+      sbase[r] = p.inter ? r * n_groups : r * 16 * n_groups;
+    }
+    sstride = p.inter ? 2 * n_groups : n_groups;  // between items' scale rows
+    for (int s = 0; s < gpw; ++s) {
+      mbar_wait(smem_addr(full + slot), (uses / S) & 1);
+      const unsigned char* st = smem + a.ring + slot * a.stage_bytes;
+      uint4 w0[R], w1[R];
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        w0[r] = *reinterpret_cast<const uint4*>(st + wbase[r] + g * 64 + 16 * t);
+        w1[r] = *reinterpret_cast<const uint4*>(st + wbase[r] + (g + 8) * 64 + 16 * t);
+      }
+      __syncwarp();
+      if (lane == 0) mbar_arrive(smem_addr(empty + slot));  // the slot's bytes are in registers
+      ++uses;
+      slot = slot + 1 == S ? 0 : slot + 1;
+      const int G = warp * gpw + s;
+      uint4 xv[4];
+#pragma unroll
+      for (int ww = 0; ww < 4; ++ww) xv[ww] = reinterpret_cast<const uint4*>(xs + 128 * G + 32 * t)[ww];
+      const float cr = group_correction(reinterpret_cast<const uint2*>(xs + 128 * G)[lane]);
+      const float corr[2] = {cr, cr};  // D column 0 (x row 0) takes corr[0]; the others are never read
+#pragma unroll
+      for (int r = 0; r < R; ++r)
+        q4_group_mma(w0[r], w1[r], xv, sc[sbase[r] + g * sstride + G], sc[sbase[r] + (g + 8) * sstride + G], corr,
+                     acc[r]);
+    }
+    __syncwarp();
+    if (lane == 0) mbar_arrive(smem_addr(sempty + ts));  // this warp is done with the tile's scales
+    const int b = j % kRedBufs;
+    float* rb = red + b * kWarps * R * 16;
+    if (t == 0) {
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        rb[(warp * R + r) * 16 + g] = acc[r][0];  // D column 0: x row 0
+        rb[(warp * R + r) * 16 + g + 8] = acc[r][2];
+      }
+    }
+    if (warp != 0) {
+      named_arrive(2 + b, kWarps * 32);
+    } else {
+      named_sync(2 + b, kWarps * 32);
+      if (stores) {
+        float v[2] = {0.f, 0.f};
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+          float sum = rb[r * 16 + lane];
+#pragma unroll
+          for (int w = 1; w < kWarps; ++w) sum += rb[(w * R + r) * 16 + lane];
+          v[r] = sum;
+        }
+        gemv_item_store<M>(out, 0, n0 + lane, a.N, v, bias, ra, pre);
+      }
+    }
+  }
+}
+
+// PIXTRAL_CUDA_Q4TMA=0 sends the one-row int4 GEMVs to q4mma (A/B); =require makes a one-row int4 GEMV that cannot
+// run here an error instead (tst_quant_cuda: the bits it compares with q4mma's are this kernel's). Read at every
+// launch (a decode graph launches nothing: the capture read it).
+enum class Q4tmaSwitch { off, on, require };
+Q4tmaSwitch q4tma_switch() {
+  const char* e = std::getenv("PIXTRAL_CUDA_Q4TMA");
+  if (e && e[0] == '0') return Q4tmaSwitch::off;
+  if (e && std::strcmp(e, "require") == 0) return Q4tmaSwitch::require;
+  return Q4tmaSwitch::on;
+}
+// Not launched, for the reason given: q4mma runs instead, or, under PIXTRAL_CUDA_Q4TMA=require, an error.
+Status not_here(const char* why) {
+  if (q4tma_switch() != Q4tmaSwitch::require) return {};
+  return Status(ErrorCode::unsupported, std::string("launch_q4tma (PIXTRAL_CUDA_Q4TMA=require): ") + why);
+}
+
+// Tensor maps are pure functions of (address, shape, box): cached so that eager launches do not encode four maps
+// each (a captured graph keeps the kernel's copies). A freed weight's address reused by another of the same shape
+// maps identically, so entries never go stale.
+struct MapKey {
+  const void* base;
+  int kind;  // 0: W 4-D, 1: W 5-D, 2: scales 16 rows, 3: scales 32 rows
+  std::int64_t rows, K;
+  bool operator<(const MapKey& o) const {
+    return std::tie(base, kind, rows, K) < std::tie(o.base, o.kind, o.rows, o.K);
+  }
+};
+
+bool encode(CUtensorMap* m, const MapKey& k) {
+  static std::mutex mu;
+  static std::map<MapKey, CUtensorMap> cache;
+  std::lock_guard<std::mutex> lock(mu);
+  if (auto it = cache.find(k); it != cache.end()) {
+    *m = it->second;
+    return true;
+  }
+  const EncodeTiledFn fn = encode_tiled();
+  if (!fn) return false;
+  const cuuint64_t n = cuuint64_t(k.K / quant::kInt4Group), K = cuuint64_t(k.K), rows = cuuint64_t(k.rows);
+  CUresult r;
+  if (k.kind == 0) {  // (16 uint32 of a group, row, group in a warp's range, warp): box 16 × 16 rows × 1 × 8
+    const cuuint64_t dims[4] = {16, rows, n / kWarps, kWarps};
+    const cuuint64_t strides[3] = {K / 2, 64, 64 * (n / kWarps)};
+    const cuuint32_t box[4] = {16, 16, 1, kWarps}, es[4] = {1, 1, 1, 1};
+    r = fn(m, CU_TENSOR_MAP_DATA_TYPE_UINT32, 4, const_cast<void*>(k.base), dims, strides, box, es,
+           CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+           CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  } else if (k.kind == 1) {  // (16 uint32, pair, row of the pair, group in range, warp): box 16 × 16 × 2 × 1 × 8
+    const cuuint64_t dims[5] = {16, rows / 2, 2, n / kWarps, kWarps};
+    const cuuint64_t strides[4] = {K, K / 2, 64, 64 * (n / kWarps)};
+    const cuuint32_t box[5] = {16, 16, 2, 1, kWarps}, es[5] = {1, 1, 1, 1, 1};
+    r = fn(m, CU_TENSOR_MAP_DATA_TYPE_UINT32, 5, const_cast<void*>(k.base), dims, strides, box, es,
+           CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+           CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  } else {  // scales [rows][n] fp32: box n × 16 or 32 rows
+    const cuuint64_t dims[2] = {n, rows};
+    const cuuint64_t strides[1] = {n * 4};
+    const cuuint32_t box[2] = {cuuint32_t(n), k.kind == 2 ? 16u : 32u}, es[2] = {1, 1};
+    r = fn(m, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 2, const_cast<void*>(k.base), dims, strides, box, es,
+           CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+           CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  }
+  if (r != CUDA_SUCCESS) return false;
+  cache.emplace(k, *m);
+  return true;
+}
+
+// Once per kernel and device: whether the kernel's image is sm_90+ code (TMA), and the shared-memory opt-in at
+// kMaxSmem (one value a kernel: every launch's layout stays below it, and one block of it fits an sm_90 SM).
+template <class TO, GemvMode M>
+bool q4tma_ready() {
+  auto kernel = q4tma_kernel<TO, M>;
+  return per_device_once(reinterpret_cast<const void*>(kernel), long(kMaxSmem), [&] {
+    cudaFuncAttributes fa{};
+    if (cudaFuncGetAttributes(&fa, kernel) != cudaSuccess || fa.binaryVersion < 90 ||
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kMaxSmem) != cudaSuccess) {
+      (void)cudaGetLastError();
+      return false;
+    }
+    return true;
+  });
+}
+
+int sm_count() {
+  static const int n = [] {
+    int dev = 0, c = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&c, cudaDevAttrMultiProcessorCount, dev) !=
+                                                  cudaSuccess) {
+      (void)cudaGetLastError();
+      return 0;
+    }
+    return c;
+  }();
+  return n;
+}
+
+template <class TO, GemvMode M>
+Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* scales, const bf16* bias, int N,
+                    int items, int K, const RopeAppendArgs& ra, cudaStream_t s, bool* launched) {
+  constexpr int R = gemv_rows_per_item(M);
+  const Q4tLayout l = q4t_layout(R, K);
+  if (l.stages < 2 || l.total > kMaxSmem) return not_here("K too large for the shared memory");
+  if (!q4tma_ready<TO, M>() || sm_count() == 0) return not_here("no sm_90 code for this GPU");
+  std::int64_t rows = N;  // the weight's rows (the maps' extent: rows past it read as zeros)
+  if (M == GemvMode::silu) rows = 2 * std::int64_t(N);
+  if (M == GemvMode::rope) rows = std::int64_t(ra.nh + 2 * ra.nkv) * ra.hd;
+  CUtensorMap mw{}, mw2{}, ms{}, ms2{};
+  if (!encode(&mw, {q, 0, rows, K}) || !encode(&ms, {scales, 2, rows, K}) ||
+      (M == GemvMode::rope && (!encode(&mw2, {q, 1, rows, K}) || !encode(&ms2, {scales, 3, rows, K}))))
+    return not_here("no tensor-map encoder, or the driver refused a map");
+  Q4tArgs a;
+  a.N = N;
+  a.n_items = items;
+  a.K = K;
+  a.n_tiles = ceil_div(items, 16);
+  a.stages = l.stages;
+  a.ring = l.ring;
+  a.scales = l.scales;
+  a.xs = l.xs;
+  a.red = l.red;
+  a.stage_bytes = l.stage_bytes;
+  a.scale_bytes = l.scale_bytes;
+  const int grid = std::min(a.n_tiles, 2 * sm_count());
+  launch_dependent_smem(q4tma_kernel<TO, M>, dim3(unsigned(grid)), dim3(kThreads), std::size_t(l.total), s, out, x,
+                        bias, a, ra, mw, mw2, ms, ms2);
+  PIXTRAL_CUDA_LAUNCH_CHECK(q4tma_kernel);
+  *launched = true;
+  return {};
+}
+
+template <class TO>
+Status launch_mode(TO* out, const bf16* x, const std::uint8_t* q, const float* scales, const bf16* bias, int N,
+                   int items, int K, GemvMode mode, const RopeAppendArgs& ra, cudaStream_t s, bool* launched) {
+  switch (mode) {
+    case GemvMode::plain:
+      return launch_typed<TO, GemvMode::plain>(out, x, q, scales, bias, N, items, K, ra, s, launched);
+    case GemvMode::silu:
+      return launch_typed<TO, GemvMode::silu>(out, x, q, scales, bias, N, items, K, ra, s, launched);
+    case GemvMode::residual:
+      return launch_typed<TO, GemvMode::residual>(out, x, q, scales, bias, N, items, K, ra, s, launched);
+    default:
+      return launch_typed<TO, GemvMode::rope>(out, x, q, scales, bias, N, items, K, ra, s, launched);
+  }
+}
+
+}  // namespace
+
+Status launch_q4tma(void* out, DType out_t, const bf16* x, const std::uint8_t* q, const float* scales,
+                    const bf16* bias, int T, int N, int items, int K, GemvMode mode, const RopeAppendArgs& ra,
+                    cudaStream_t s, bool* launched) {
+  *launched = false;
+  if (T != 1 || q4tma_switch() == Q4tmaSwitch::off) return {};
+  const int n_groups = K / quant::kInt4Group;
+  // Where it runs: K's groups split evenly over the 8 warps (q4mma's ranges) and one scale box wide (≤ 256 groups);
+  // 16-byte aligned bases (TMA); rope with halves pairs only when a tile stays inside a head.
+  if (K % quant::kInt4Group != 0 || n_groups % kWarps != 0 || n_groups > 256)
+    return not_here("K / 128 must be a multiple of 8 and at most 256");
+  if (items < 1 || reinterpret_cast<std::uintptr_t>(q) % 16 != 0 || reinterpret_cast<std::uintptr_t>(scales) % 16 != 0)
+    return not_here("no items, or W / scales not 16-byte aligned");
+  if (mode == GemvMode::rope && (ra.hd % 2 != 0 || (ra.halves && (ra.hd / 2) % 16 != 0)))
+    return not_here("rope with halves pairs needs head_dim / 2 a multiple of 16");
+  if (out_t == DType::f32)
+    return launch_mode(static_cast<float*>(out), x, q, scales, bias, N, items, K, mode, ra, s, launched);
+  if (out_t == DType::bf16)
+    return launch_mode(static_cast<bf16*>(out), x, q, scales, bias, N, items, K, mode, ra, s, launched);
+  return not_here("output neither f32 nor bf16");
+}
+
+}  // namespace pixtral::cuda
