@@ -49,6 +49,7 @@ constexpr int kRedBufs = 4;                   // tiles a warp may run ahead of w
 constexpr int kBoxBytes = 16 * kWarps * 64;   // one 16-row box of a stage: 8 KB
 constexpr int kBarBytes = 1024;               // the barriers' corner at the start of shared memory
 constexpr int kMaxSmem = 110 * 1024;          // two blocks an SM (228 KB, 1 KB reserved a block)
+constexpr int kSmem3 = 74 * 1024;             // three blocks an SM
 
 // The shared-memory plan of a launch (host and device agree through the kernel arguments).
 struct Q4tLayout {
@@ -58,13 +59,13 @@ struct Q4tLayout {
   int ring = 0, scales = 0, xs = 0, red = 0, total = 0;  // byte offsets, size
 };
 
-Q4tLayout q4t_layout(int R, int K) {
+Q4tLayout q4t_layout(int R, int K, int budget) {
   Q4tLayout l;
   const int n_groups = K / quant::kInt4Group;
   l.stage_bytes = R * kBoxBytes;
   l.scale_bytes = R * 16 * n_groups * 4;
   const int fixed = kBarBytes + 2 * l.scale_bytes + K * 2 + kRedBufs * kWarps * R * 16 * 4 + 3 * 128;
-  l.stages = std::min(kMaxStages, (kMaxSmem - fixed) / l.stage_bytes);
+  l.stages = std::min(kMaxStages, (budget - fixed) / l.stage_bytes);
   l.ring = kBarBytes;
   l.scales = l.ring + l.stages * l.stage_bytes;
   l.xs = (l.scales + 2 * l.scale_bytes + 127) / 128 * 128;
@@ -359,6 +360,20 @@ bool q4tma_ready() {
   });
 }
 
+// Whether three blocks of `smem` bytes fit an SM (registers allowing: the one-row-set modes' 64-68).
+template <class TO, GemvMode M>
+bool q4tma_three_fit(int smem) {
+  auto kernel = q4tma_kernel<TO, M>;
+  return per_device_once(reinterpret_cast<const void*>(kernel), long(smem), [&] {
+    int blocks = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kThreads, std::size_t(smem)) != cudaSuccess) {
+      (void)cudaGetLastError();
+      return false;
+    }
+    return blocks >= 3;
+  });
+}
+
 int sm_count() {
   static const int n = [] {
     int dev = 0, c = 0;
@@ -376,9 +391,21 @@ template <class TO, GemvMode M>
 Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* scales, const bf16* bias, int N,
                     int items, int K, const RopeAppendArgs& ra, cudaStream_t s, bool* launched) {
   constexpr int R = gemv_rows_per_item(M);
-  const Q4tLayout l = q4t_layout(R, K);
+  Q4tLayout l = q4t_layout(R, K, kMaxSmem);
   if (l.stages < 2 || l.total > kMaxSmem) return not_here("K too large for the shared memory");
   if (!q4tma_ready<TO, M>() || sm_count() == 0) return not_here("no sm_90 code for this GPU");
+  const int n_tiles = ceil_div(items, 16);
+  int per_sm = 2;
+  // More tiles than two blocks an SM but not than three: three smaller blocks an SM, one tile each, instead of a
+  // second tile for some blocks (the last ones' tail). PIXTRAL_CUDA_Q4TMA_3=0: always two (A/B).
+  const char* e3 = std::getenv("PIXTRAL_CUDA_Q4TMA_3");
+  if (!(e3 && e3[0] == '0') && n_tiles > 2 * sm_count() && n_tiles <= 3 * sm_count()) {
+    const Q4tLayout l3 = q4t_layout(R, K, kSmem3);
+    if (l3.stages >= 2 && q4tma_three_fit<TO, M>(l3.total)) {
+      l = l3;
+      per_sm = 3;
+    }
+  }
   std::int64_t rows = N;  // the weight's rows (the maps' extent: rows past it read as zeros)
   if (M == GemvMode::silu) rows = 2 * std::int64_t(N);
   if (M == GemvMode::rope) rows = std::int64_t(ra.nh + 2 * ra.nkv) * ra.hd;
@@ -390,7 +417,7 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
   a.N = N;
   a.n_items = items;
   a.K = K;
-  a.n_tiles = ceil_div(items, 16);
+  a.n_tiles = n_tiles;
   a.stages = l.stages;
   a.ring = l.ring;
   a.scales = l.scales;
@@ -398,7 +425,7 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
   a.red = l.red;
   a.stage_bytes = l.stage_bytes;
   a.scale_bytes = l.scale_bytes;
-  const int grid = std::min(a.n_tiles, 2 * sm_count());
+  const int grid = std::min(a.n_tiles, per_sm * sm_count());
   launch_dependent_smem(q4tma_kernel<TO, M>, dim3(unsigned(grid)), dim3(kThreads), std::size_t(l.total), s, out, x,
                         bias, a, ra, mw, mw2, ms, ms2);
   PIXTRAL_CUDA_LAUNCH_CHECK(q4tma_kernel);
