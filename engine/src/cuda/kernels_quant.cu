@@ -19,6 +19,7 @@
 #include "cuda/cuda_backend.h"
 #include "cuda/gemv_modes.cuh"
 #include "cuda/kernels_quant.cuh"
+#include "cuda/q8_math.cuh"
 
 namespace pixtral::cuda {
 namespace {
@@ -94,17 +95,6 @@ __global__ void quantize_int4_kernel(std::uint8_t* __restrict__ q, float* __rest
   qg[1] = std::uint8_t((qi[2] & 0xF) | ((qi[3] & 0xF) << 4));
 }
 
-// Exact int → float without the I2F unit (16 conversions/clock/SM on Hopper, an eighth of the FMA rate: the
-// bottleneck of a GEMV that converts every weight). A byte or nibble m in offset binary (the stored two's
-// complement value XOR 0x80 / 0x8) is placed in the mantissa of 2^23: the float 2^23 + m·2^p is exact, and one
-// FADD of −(2^23 + bias·2^p) leaves the signed value times 2^p.
-constexpr float kMagic = 8388608.0f;  // 2^23
-
-// Signed byte j (0..3) of word u as a float; `ux` is u ^ 0x80808080.
-__device__ __forceinline__ float int8_byte(std::uint32_t ux, int j) {
-  return __int_as_float(int(__byte_perm(ux, 0x4B000000u, 0x7440u + unsigned(j)))) - (kMagic + 128.0f);
-}
-
 // The 8 signed nibbles of word u (element e at bits 4e), each times 2^(4·(e mod 4)): f[e] = value_e · 2^(4(e&3)).
 // Callers keep one accumulator per e mod 4 and scale it back by 2^(−4(e&3)) (exact: a power of two).
 __device__ __forceinline__ void int4_word_scaled(std::uint32_t u, float f[8]) {
@@ -164,13 +154,6 @@ __global__ void dequantize_kernel(bf16* __restrict__ out, const std::uint8_t* __
 }
 
 
-// The 4 values of 32-bit word `u` of an int8 chunk (magic-number conversion, see int8_byte).
-__device__ __forceinline__ void unpack_int8_word(std::uint32_t u, float f[4]) {
-  const std::uint32_t ux = u ^ 0x80808080u;
-#pragma unroll
-  for (int j = 0; j < 4; ++j) f[j] = int8_byte(ux, j);
-}
-
 // Chunk c of a row: 16 bytes. int8: elements 16c..16c+15 (x 8-chunks 2c, 2c+1), scale applied at the end.
 // int4: elements 32c..32c+31 (x 8-chunks 4c..4c+3), all in group c/4, scale applied per chunk. The int4 values
 // arrive times 2^(4(e&3)) (int4_word_scaled); four partial sums, one per power, are scaled back exactly.
@@ -216,21 +199,6 @@ __device__ __forceinline__ void accumulate(const uint4& wv, int c, const TX* x, 
         for (int e = 0; e < 8; ++e) acc[t] = fmaf(wf[e], xf[e], acc[t]);
       }
     }
-  }
-}
-
-// accumulate's int8 path for one x row already loaded (the chunk's 16 bf16 as two 16-byte words): the same FMAs in
-// the same order.
-__device__ __forceinline__ void accumulate_int8_x(const uint4& wv, const uint4 xw[2], float& acc) {
-  const std::uint32_t u[4] = {wv.x, wv.y, wv.z, wv.w};
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    float wf[8], xf[8];
-    unpack_int8_word(u[2 * h], wf);
-    unpack_int8_word(u[2 * h + 1], wf + 4);
-    bf16x8_to_f32(xw[h], xf);
-#pragma unroll
-    for (int e = 0; e < 8; ++e) acc = fmaf(wf[e], xf[e], acc);
   }
 }
 
@@ -357,6 +325,10 @@ Status launch_rows(void* out, DType out_t, const void* x, DType x_t, const std::
           PIXTRAL_RETURN_IF_ERROR(launch_q4tma(o, out_t, xx, q, scales, bias, T, N, items, K, M, ra, s, &launched));
           if (launched) return Status{};
           PIXTRAL_RETURN_IF_ERROR(launch_q4mma(o, out_t, xx, q, scales, bias, T, N, items, K, M, ra, s, &launched));
+          if (launched) return Status{};
+        } else {  // int8: the TMA-fed twin of the scalar kernel below (one row), where it runs
+          bool launched = false;
+          PIXTRAL_RETURN_IF_ERROR(launch_q8tma(o, out_t, xx, q, scales, bias, T, N, items, K, M, ra, s, &launched));
           if (launched) return Status{};
         }
       }

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // Hopper's asynchronous copies (sm_90): mbarriers, the Tensor Memory Accelerator's tiled loads, named barriers, and
 // the host side's tensor-map encoder. Shared by flash attention v5 (kernels_flash5.cu) and the int4 decode GEMV
-// kernels_q4tma.cu. Device functions exist for sm_90+ code only (elsewhere they trap: callers check the device).
+// kernels_qtma.cu. Device functions exist for sm_90+ code only (elsewhere they trap: callers check the device).
 // ref: PTX ISA "mbarrier", "cp.async.bulk.tensor"; CUDA driver API "Tensor Map Object Management".
 #pragma once
 

@@ -438,131 +438,142 @@ class ScopedEnv {
   bool had_ = false;
 };
 
-// The one-row int4 GEMV streamed by the TMA (kernels_q4tma.cu, the decode's int4 kernel on sm_90) against q4mma
-// (PIXTRAL_CUDA_Q4TMA=0) on decoder-like shapes, in every mode: bit for bit, so everything the q4mma tests prove
-// (parity with the CPU, fused = unfused, a row's bits independent of T and of its place) holds for it too.
-// PIXTRAL_CUDA_Q4TMA=require turns "the TMA kernel cannot run here" into an error, so the comparison is never
-// q4mma against itself. bf16 activations (what the tensor-core GEMVs take; plain also writes f32). Shapes: partial
-// last tiles (1000, 37, 1040, 336 rows), K of 8 groups (one a warp) to 112 (w2's), rope heads of 128 (Pixtral) and
-// 32 dims (16 pairs: the smallest halves tile), both pair layouts.
-TEST(QuantCudaInt4Tma, EveryModeEqualsQ4mmaBitForBit) {
+// The one-row quantized GEMVs streamed by the TMA (kernels_qtma.cu, the decode's kernels on sm_90) against the
+// kernels they stand in for, in every mode, bit for bit: int4 against q4mma (PIXTRAL_CUDA_Q4TMA=0), int8 against the
+// scalar kernel (PIXTRAL_CUDA_Q8TMA=0) — so everything those kernels' tests prove (parity with the CPU, fused =
+// unfused, a row's bits independent of T and of its place) holds for them too. <switch>=require turns "the TMA
+// kernel cannot run here" into an error, so the comparison is never a kernel against itself. bf16 activations (what
+// the TMA GEMVs take; plain also writes f32). Shapes: partial last tiles (1000, 37, 1040, 336 rows), K from one
+// stage (1024: 8 groups, one a warp) to w2's 14336, rope heads of 128 (Pixtral) and 32 dims (16 pairs: the smallest
+// int4 halves tile), both pair layouts.
+TEST(QuantCudaTma, EveryModeEqualsTheOtherKernelBitForBit) {
   PIXTRAL_REQUIRE_GPU();
   auto cpu = ops::make_cpu_backend(1);
   std::mt19937 rng(31);
-  // run() under the TMA kernel (required), then under q4mma; read() after each; the two reads' bits compared.
-  const auto both = [&](const std::string& what, const auto& run, const auto& read) {
-    std::vector<std::vector<float>> got;
-    for (const char* sw : {"require", "0"}) {
-      ScopedEnv env("PIXTRAL_CUDA_Q4TMA", sw);
-      const Status st = run();
-      ASSERT_TRUE(st.ok()) << what << " (PIXTRAL_CUDA_Q4TMA=" << sw << "): " << st.to_string();
-      got.push_back(read());
-    }
-    cuda_test::expect_same_bits(got[1], got[0], what);
-  };
-  const Format f = Format::int4_g128;
-  for (Shape sh : {Shape{1000, 5120}, Shape{6144, 5120}, Shape{37, 1024}}) {
-    Host hw = make_weight(sh.N, sh.K, 900 + sh.N, "w");
-    std::vector<std::uint16_t> bias_bits(static_cast<std::size_t>(sh.N));
-    for (std::int64_t n = 0; n < sh.N; ++n) bias_bits[std::size_t(n)] = f32_to_bf16(0.02f * float(n % 7) - 0.05f);
-    WeightView bv{"b", bias_bits.data(), DType::bf16, {sh.N}};
-    auto w = G->upload_weight_quantized(hw.view, f);
-    auto b = G->upload_weight(bv);
-    ASSERT_TRUE(w.ok() && b.ok());
-    for (DType odt : {DType::bf16, DType::f32}) {
-      for (bool with_bias : {false, true}) {
-        const std::string what = "plain N=" + std::to_string(sh.N) + " K=" + std::to_string(sh.K) + " out " +
-                                 dtype_name(odt) + (with_bias ? " +bias" : "");
-        const auto xv = cuda_test::random_values(rng, std::size_t(sh.K));
-        auto x = cuda_test::make_pair(cpu.get(), G, 1, sh.K, xv.data(), DType::bf16);
-        auto o = cuda_test::make_pair(cpu.get(), G, 1, sh.N, nullptr, odt);
-        both(what, [&] { return G->matmul(o->g, x->g, *w, with_bias ? &*b : nullptr); },
-             [&] { return download(G, o->g); });
+  for (Format f : {Format::int4_g128, Format::int8_channel}) {
+    const char* sw_name = f == Format::int4_g128 ? "PIXTRAL_CUDA_Q4TMA" : "PIXTRAL_CUDA_Q8TMA";
+    // run() under the TMA kernel (required), then under the other; read() after each; the two reads' bits compared.
+    const auto both = [&](const std::string& what0, const auto& run, const auto& read) {
+      const std::string what = std::string(quant::format_name(f)) + " " + what0;
+      std::vector<std::vector<float>> got;
+      for (const char* sw : {"require", "0"}) {
+        ScopedEnv env(sw_name, sw);
+        const Status st = run();
+        ASSERT_TRUE(st.ok()) << what << " (" << sw_name << "=" << sw << "): " << st.to_string();
+        got.push_back(read());
       }
+      cuda_test::expect_same_bits(got[1], got[0], what);
+    };
+    for (Shape sh : {Shape{1000, 5120}, Shape{6144, 5120}, Shape{37, 1024}}) {
+      Host hw = make_weight(sh.N, sh.K, 900 + sh.N, "w");
+      std::vector<std::uint16_t> bias_bits(static_cast<std::size_t>(sh.N));
+      for (std::int64_t n = 0; n < sh.N; ++n) bias_bits[std::size_t(n)] = f32_to_bf16(0.02f * float(n % 7) - 0.05f);
+      WeightView bv{"b", bias_bits.data(), DType::bf16, {sh.N}};
+      auto w = G->upload_weight_quantized(hw.view, f);
+      auto b = G->upload_weight(bv);
+      ASSERT_TRUE(w.ok() && b.ok());
+      for (DType odt : {DType::bf16, DType::f32}) {
+        for (bool with_bias : {false, true}) {
+          const std::string what = "plain N=" + std::to_string(sh.N) + " K=" + std::to_string(sh.K) + " out " +
+                                   dtype_name(odt) + (with_bias ? " +bias" : "");
+          const auto xv = cuda_test::random_values(rng, std::size_t(sh.K));
+          auto x = cuda_test::make_pair(cpu.get(), G, 1, sh.K, xv.data(), DType::bf16);
+          auto o = cuda_test::make_pair(cpu.get(), G, 1, sh.N, nullptr, odt);
+          both(
+              what, [&] { return G->matmul(o->g, x->g, *w, with_bias ? &*b : nullptr); },
+              [&] { return download(G, o->g); });
+        }
+      }
+      G->free_weight(*w);
+      G->free_weight(*b);
     }
-    G->free_weight(*w);
-    G->free_weight(*b);
-  }
-  for (Shape sh : {Shape{1040, 14336}, Shape{5120, 4096}}) {
-    Host hw = make_weight(sh.N, sh.K, 950 + sh.N, "wo");
-    auto w = G->upload_weight_quantized(hw.view, f);
-    ASSERT_TRUE(w.ok());
-    {  // bf16 activations: the tensor-core GEMVs' input (f32 x runs the scalar kernel)
-      const DType dt = DType::bf16;
-      const std::string what = "residual N=" + std::to_string(sh.N) + " K=" + std::to_string(sh.K) + " " +
-                               dtype_name(dt);
-      const auto xv = cuda_test::random_values(rng, std::size_t(sh.K));
-      const auto hv = cuda_test::random_values(rng, std::size_t(sh.N));
-      auto x = cuda_test::make_pair(cpu.get(), G, 1, sh.K, xv.data(), dt);
-      auto h = cuda_test::make_pair(cpu.get(), G, 1, sh.N, hv.data(), dt);
-      auto tmp = cuda_test::make_pair(cpu.get(), G, 1, sh.N, nullptr, dt);
-      both(what,
-           [&] {
-             cuda_test::reset_gpu(*h, hv.data());
-             return G->matmul_add(h->g, tmp->g, x->g, *w);
-           },
-           [&] { return download(G, h->g); });
+    for (Shape sh : {Shape{1040, 14336}, Shape{5120, 4096}}) {
+      Host hw = make_weight(sh.N, sh.K, 950 + sh.N, "wo");
+      auto w = G->upload_weight_quantized(hw.view, f);
+      ASSERT_TRUE(w.ok());
+      {  // bf16 activations: the tensor-core GEMVs' input (f32 x runs the scalar kernel)
+        const DType dt = DType::bf16;
+        const std::string what =
+            "residual N=" + std::to_string(sh.N) + " K=" + std::to_string(sh.K) + " " + dtype_name(dt);
+        const auto xv = cuda_test::random_values(rng, std::size_t(sh.K));
+        const auto hv = cuda_test::random_values(rng, std::size_t(sh.N));
+        auto x = cuda_test::make_pair(cpu.get(), G, 1, sh.K, xv.data(), dt);
+        auto h = cuda_test::make_pair(cpu.get(), G, 1, sh.N, hv.data(), dt);
+        auto tmp = cuda_test::make_pair(cpu.get(), G, 1, sh.N, nullptr, dt);
+        both(
+            what,
+            [&] {
+              cuda_test::reset_gpu(*h, hv.data());
+              return G->matmul_add(h->g, tmp->g, x->g, *w);
+            },
+            [&] { return download(G, h->g); });
+      }
+      G->free_weight(*w);
     }
-    G->free_weight(*w);
-  }
-  for (std::int64_t F : {336, 1024}) {
-    const std::int64_t K = 5120;
-    Host w1 = make_weight(F, K, 960 + F, "w1"), w3 = make_weight(F, K, 970 + F, "w3");
-    const WeightView* parts[2] = {&w1.view, &w3.view};
-    auto w = G->upload_weight_stacked_quantized(parts, "w13", f);
-    ASSERT_TRUE(w.ok()) << w.status().to_string();
-    {
-      const DType dt = DType::bf16;
-      const std::string what = "silu F=" + std::to_string(F) + " K=5120 " + dtype_name(dt);
-      const auto xv = cuda_test::random_values(rng, std::size_t(K));
-      auto x = cuda_test::make_pair(cpu.get(), G, 1, K, xv.data(), dt);
-      auto o = cuda_test::make_pair(cpu.get(), G, 1, F, nullptr, dt);
-      auto gu = cuda_test::make_pair(cpu.get(), G, 1, 2 * F, nullptr, dt);
-      both(what, [&] { return G->matmul_silu(o->g, gu->g, x->g, *w); }, [&] { return download(G, o->g); });
-    }
-    G->free_weight(*w);
-  }
-  struct Case { int H, Hkv, D; std::int64_t K; };
-  for (const Case c : {Case{32, 8, 128, 5120}, Case{4, 2, 32, 1024}}) {
-    const std::int64_t kd = std::int64_t(c.Hkv) * c.D, cols = std::int64_t(c.H) * c.D + 2 * kd, cap = 64;
-    Host wq = make_weight(c.H * c.D, c.K, 980 + c.D, "wq"), wk = make_weight(kd, c.K, 990 + c.D, "wk"),
-         wv = make_weight(kd, c.K, 995 + c.D, "wv");
-    const WeightView* parts[3] = {&wq.view, &wk.view, &wv.view};
-    auto w = G->upload_weight_stacked_quantized(parts, "wqkv", f);
-    ASSERT_TRUE(w.ok()) << w.status().to_string();
-    for (auto pairs : {ops::RopePairs::interleaved, ops::RopePairs::halves}) {
+    for (std::int64_t F : {336, 1024}) {
+      const std::int64_t K = 5120;
+      Host w1 = make_weight(F, K, 960 + F, "w1"), w3 = make_weight(F, K, 970 + F, "w3");
+      const WeightView* parts[2] = {&w1.view, &w3.view};
+      auto w = G->upload_weight_stacked_quantized(parts, "w13", f);
+      ASSERT_TRUE(w.ok()) << w.status().to_string();
       {
         const DType dt = DType::bf16;
-        const std::string what = "rope H=" + std::to_string(c.H) + "/" + std::to_string(c.Hkv) + " D=" +
-                                 std::to_string(c.D) + " " + dtype_name(dt) +
-                                 (pairs == ops::RopePairs::halves ? " halves" : " interleaved");
-        const int pos = int(rng() % cap);
-        const auto xv = cuda_test::random_values(rng, std::size_t(c.K));
-        const auto kh = cuda_test::random_values(rng, std::size_t(cap * kd));
-        const auto vh = cuda_test::random_values(rng, std::size_t(cap * kd));
-        auto x = cuda_test::make_pair(cpu.get(), G, 1, c.K, xv.data(), dt);
-        auto qkv = cuda_test::make_pair(cpu.get(), G, 1, cols, nullptr, dt);
-        auto kc = cuda_test::make_pair(cpu.get(), G, cap, kd, kh.data(), dt);
-        auto vc = cuda_test::make_pair(cpu.get(), G, cap, kd, vh.data(), dt);
-        both(what,
-             [&] {
-               cuda_test::reset_gpu(*qkv, nullptr);
-               cuda_test::reset_gpu(*kc, kh.data());
-               cuda_test::reset_gpu(*vc, vh.data());
-               return G->matmul_rope_append_kv(qkv->g, x->g, *w, c.H, c.Hkv, c.D, pos, 1e6f, pairs, kc->g, vc->g);
-             },
-             [&] {
-               auto q = download(G, qkv->g);
-               q.resize(std::size_t(c.H * c.D));  // qkv's k and v parts are not written by the fused op
-               const auto k = download(G, kc->g), v = download(G, vc->g);
-               q.insert(q.end(), k.begin(), k.end());
-               q.insert(q.end(), v.begin(), v.end());
-               return q;
-             });
+        const std::string what = "silu F=" + std::to_string(F) + " K=5120 " + dtype_name(dt);
+        const auto xv = cuda_test::random_values(rng, std::size_t(K));
+        auto x = cuda_test::make_pair(cpu.get(), G, 1, K, xv.data(), dt);
+        auto o = cuda_test::make_pair(cpu.get(), G, 1, F, nullptr, dt);
+        auto gu = cuda_test::make_pair(cpu.get(), G, 1, 2 * F, nullptr, dt);
+        both(
+            what, [&] { return G->matmul_silu(o->g, gu->g, x->g, *w); }, [&] { return download(G, o->g); });
       }
+      G->free_weight(*w);
     }
-    G->free_weight(*w);
-  }
+    struct Case {
+      int H, Hkv, D;
+      std::int64_t K;
+    };
+    for (const Case c : {Case{32, 8, 128, 5120}, Case{4, 2, 32, 1024}}) {
+      const std::int64_t kd = std::int64_t(c.Hkv) * c.D, cols = std::int64_t(c.H) * c.D + 2 * kd, cap = 64;
+      Host wq = make_weight(c.H * c.D, c.K, 980 + c.D, "wq"), wk = make_weight(kd, c.K, 990 + c.D, "wk"),
+           wv = make_weight(kd, c.K, 995 + c.D, "wv");
+      const WeightView* parts[3] = {&wq.view, &wk.view, &wv.view};
+      auto w = G->upload_weight_stacked_quantized(parts, "wqkv", f);
+      ASSERT_TRUE(w.ok()) << w.status().to_string();
+      for (auto pairs : {ops::RopePairs::interleaved, ops::RopePairs::halves}) {
+        {
+          const DType dt = DType::bf16;
+          const std::string what = "rope H=" + std::to_string(c.H) + "/" + std::to_string(c.Hkv) +
+                                   " D=" + std::to_string(c.D) + " " + dtype_name(dt) +
+                                   (pairs == ops::RopePairs::halves ? " halves" : " interleaved");
+          const int pos = int(rng() % cap);
+          const auto xv = cuda_test::random_values(rng, std::size_t(c.K));
+          const auto kh = cuda_test::random_values(rng, std::size_t(cap * kd));
+          const auto vh = cuda_test::random_values(rng, std::size_t(cap * kd));
+          auto x = cuda_test::make_pair(cpu.get(), G, 1, c.K, xv.data(), dt);
+          auto qkv = cuda_test::make_pair(cpu.get(), G, 1, cols, nullptr, dt);
+          auto kc = cuda_test::make_pair(cpu.get(), G, cap, kd, kh.data(), dt);
+          auto vc = cuda_test::make_pair(cpu.get(), G, cap, kd, vh.data(), dt);
+          both(
+              what,
+              [&] {
+                cuda_test::reset_gpu(*qkv, nullptr);
+                cuda_test::reset_gpu(*kc, kh.data());
+                cuda_test::reset_gpu(*vc, vh.data());
+                return G->matmul_rope_append_kv(qkv->g, x->g, *w, c.H, c.Hkv, c.D, pos, 1e6f, pairs, kc->g, vc->g);
+              },
+              [&] {
+                auto q = download(G, qkv->g);
+                q.resize(std::size_t(c.H * c.D));  // qkv's k and v parts are not written by the fused op
+                const auto k = download(G, kc->g), v = download(G, vc->g);
+                q.insert(q.end(), k.begin(), k.end());
+                q.insert(q.end(), v.begin(), v.end());
+                return q;
+              });
+        }
+      }
+      G->free_weight(*w);
+    }
+  }  // formats
 }
 
 INSTANTIATE_TEST_SUITE_P(Formats, QuantCuda, ::testing::Values(Format::int8_channel, Format::int4_g128),

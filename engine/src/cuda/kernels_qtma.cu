@@ -30,12 +30,14 @@
 #include <mutex>
 #include <string>
 #include <tuple>
+#include <type_traits>
 
 #include "core/quant.h"
 #include "cuda/gemv_modes.cuh"
 #include "cuda/kernels.cuh"
 #include "cuda/kernels_quant.cuh"
 #include "cuda/q4_math.cuh"
+#include "cuda/q8_math.cuh"
 #include "cuda/timeline.cuh"
 #include "cuda/tma.cuh"
 
@@ -85,14 +87,14 @@ struct TilePlan {
   bool inter;
 };
 template <GemvMode M>
-__device__ __forceinline__ TilePlan tile_plan(int n0, int N, const RopeAppendArgs& ra) {
+__device__ __forceinline__ TilePlan tile_plan(int n0, int N, const RopeAppendArgs& ra) {  // (any tile ≤ half)
   if constexpr (M == GemvMode::plain || M == GemvMode::residual) {
     return {n0, 0, false};
   } else if constexpr (M == GemvMode::silu) {
     return {n0, N + n0, false};
   } else {
     const int half = ra.hd / 2, n_rot = (ra.nh + ra.nkv) * half;
-    if (ra.halves && n0 < n_rot) {  // half % 16 == 0 (host): a tile stays inside one head
+    if (ra.halves && n0 < n_rot) {  // half a multiple of the tile (host): a tile stays inside one head
       const int hh = n0 / half, m = n0 % half;
       return {hh * ra.hd + m, hh * ra.hd + half + m, false};
     }
@@ -277,20 +279,169 @@ __global__ void __launch_bounds__(kThreads, 2)
   }
 }
 
-// PIXTRAL_CUDA_Q4TMA=0 sends the one-row int4 GEMVs to q4mma (A/B); =require makes a one-row int4 GEMV that cannot
-// run here an error instead (tst_quant_cuda: the bits it compares with q4mma's are this kernel's). Read at every
-// launch (a decode graph launches nothing: the capture read it).
-enum class Q4tmaSwitch { off, on, require };
-Q4tmaSwitch q4tma_switch() {
-  const char* e = std::getenv("PIXTRAL_CUDA_Q4TMA");
-  if (e && e[0] == '0') return Q4tmaSwitch::off;
-  if (e && std::strcmp(e, "require") == 0) return Q4tmaSwitch::require;
-  return Q4tmaSwitch::on;
+// ---- the int8 twin: q8tma -------------------------------------------------------------------------------------
+// The one-row int8 × bf16 GEMV with the scalar kernel's arithmetic (q8_math.cuh: lane l takes 16-byte chunks l,
+// l + 32, ... of its row in order, one fp32 FMA chain, warp_sum, the row's scale): the same bits. A tile = 8 items,
+// one a consumer warp (whole rows: no cross-warp sums); a stage = 1 KB of each of the tile's rows (64 chunks: two a
+// lane), one 2-D TMA box of 8 rows (two for a split R = 2 tile) or 16 rows (the interleaved rope pairs). The row
+// scales come from global memory at the tile's start (one float a row).
+constexpr int kQ8Items = kWarps;     // items a tile
+constexpr int kQ8RowStage = 1024;    // bytes of a row a stage
+constexpr int kQ8MaxStages = 12;
+
+struct Q8tArgs {
+  int N, n_items, K, n_tiles, stages, xs, stage_bytes;
+};
+
+int q8t_stages(int R, int K, int budget, int* total) {
+  const int stage = R * kQ8Items * kQ8RowStage, xs = kBarBytes + 0;
+  const int fixed = xs + K * 2 + 128;
+  const int stages = std::min(kQ8MaxStages, (budget - fixed) / stage);
+  *total = kBarBytes + stages * stage + K * 2;
+  return stages;
 }
-// Not launched, for the reason given: q4mma runs instead, or, under PIXTRAL_CUDA_Q4TMA=require, an error.
-Status not_here(const char* why) {
-  if (q4tma_switch() != Q4tmaSwitch::require) return {};
-  return Status(ErrorCode::unsupported, std::string("launch_q4tma (PIXTRAL_CUDA_Q4TMA=require): ") + why);
+
+template <class TO, GemvMode M>
+__global__ void __launch_bounds__(kThreads, 2)
+    q8tma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const float* __restrict__ scales,
+                 const bf16* __restrict__ bias, const Q8tArgs a, const RopeAppendArgs ra,
+                 const __grid_constant__ CUtensorMap mw, const __grid_constant__ CUtensorMap mw2) {
+  // mw: 2-D map of 8-row boxes; mw2: 16-row boxes (rope's interleaved pairs).
+  constexpr int R = gemv_rows_per_item(M);
+  extern __shared__ __align__(1024) unsigned char smem[];
+  PIXTRAL_TIMELINE(kTlQ8tma + unsigned(M));
+  allow_dependents_to_launch();
+  std::uint64_t* full = reinterpret_cast<std::uint64_t*>(smem);
+  std::uint64_t* empty = full + kQ8MaxStages;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int n_chunks = a.K / 16, n_st = (a.K + kQ8RowStage - 1) / kQ8RowStage;
+  const int S = a.stages;
+  if (threadIdx.x == 0) {
+    for (int i = 0; i < S; ++i) {
+      mbar_init(smem_addr(full + i), 1);
+      mbar_init(smem_addr(empty + i), kWarps);
+    }
+    mbar_init_fence();
+  }
+  __syncthreads();
+  if (warp == kWarps) {  // the producer: lane 0 alone
+    if (lane != 0) return;
+    prefetch_map(&mw);
+    if constexpr (M == GemvMode::rope) prefetch_map(&mw2);
+    int slot = 0, uses = 0;
+    for (int j = 0;; ++j) {
+      const int tile = int(blockIdx.x) + j * int(gridDim.x);
+      if (tile >= a.n_tiles) break;
+      const TilePlan p = tile_plan<M>(tile * kQ8Items, a.N, ra);
+      for (int s = 0; s < n_st; ++s) {
+        if (uses >= S) mbar_wait(smem_addr(empty + slot), ((uses / S) - 1) & 1);
+        const std::uint32_t bar = smem_addr(full + slot), dst = smem_addr(smem + kBarBytes + slot * a.stage_bytes);
+        mbar_expect_tx(bar, std::uint32_t(a.stage_bytes));
+        if (p.inter) {
+          tma_load_2d(dst, &mw2, bar, s * (kQ8RowStage / 4), p.row_a);
+        } else {
+          tma_load_2d(dst, &mw, bar, s * (kQ8RowStage / 4), p.row_a);
+          if constexpr (R == 2)
+            tma_load_2d(dst + kQ8Items * kQ8RowStage, &mw, bar, s * (kQ8RowStage / 4), p.row_b);
+        }
+        ++uses;
+        slot = slot + 1 == S ? 0 : slot + 1;
+      }
+    }
+    return;
+  }
+  wait_for_previous_grid();  // x and out belong to the previous kernels
+  const int tid = threadIdx.x;
+  bf16* xs = reinterpret_cast<bf16*>(smem + a.xs);
+  {
+    constexpr int kBatch = 8;
+    for (int c0 = 0; c0 < a.K / 8; c0 += kBatch * kWarps * 32) {
+      uint4 v[kBatch];
+#pragma unroll
+      for (int b = 0; b < kBatch; ++b) {
+        const int c = c0 + b * kWarps * 32 + tid;
+        if (c < a.K / 8) v[b] = reinterpret_cast<const uint4*>(x)[c];
+      }
+#pragma unroll
+      for (int b = 0; b < kBatch; ++b) {
+        const int c = c0 + b * kWarps * 32 + tid;
+        if (c < a.K / 8) reinterpret_cast<uint4*>(xs)[c] = v[b];
+      }
+    }
+  }
+  named_sync(1, kWarps * 32);
+  int slot = 0, uses = 0;
+  for (int j = 0;; ++j) {
+    const int tile = int(blockIdx.x) + j * int(gridDim.x);
+    if (tile >= a.n_tiles) break;
+    const int n = tile * kQ8Items + warp;  // this warp's item
+    const TilePlan p = tile_plan<M>(tile * kQ8Items, a.N, ra);
+    // Row r of the item: its place in the stage and its weight row (for the scale).
+    int roff[R];
+    float srow[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const int in_box = p.inter ? 2 * warp + r : warp;
+      roff[r] = ((p.inter || r == 0) ? 0 : kQ8Items * kQ8RowStage) + in_box * kQ8RowStage;
+      const int row = p.inter ? p.row_a + 2 * warp + r : (r == 0 ? p.row_a : p.row_b) + warp;
+      srow[r] = n < a.n_items ? __ldg(scales + row) : 0.f;
+    }
+    GemvItemPre<TO> pre;
+    if (lane == 0 && n < a.n_items) {
+      gemv_item_pre_early<M>(pre, n, ra);
+      gemv_item_pre_late<M>(pre, out, 0, n, a.N);
+    }
+    float acc[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) acc[r] = 0.f;
+    for (int s = 0; s < n_st; ++s) {
+      mbar_wait(smem_addr(full + slot), (uses / S) & 1);
+      const unsigned char* st = smem + kBarBytes + slot * a.stage_bytes;
+      uint4 wv[R][2];
+#pragma unroll
+      for (int r = 0; r < R; ++r)
+#pragma unroll
+        for (int i = 0; i < 2; ++i) wv[r][i] = *reinterpret_cast<const uint4*>(st + roff[r] + (32 * i + lane) * 16);
+      __syncwarp();
+      if (lane == 0) mbar_arrive(smem_addr(empty + slot));
+      ++uses;
+      slot = slot + 1 == S ? 0 : slot + 1;
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        const int c = 64 * s + 32 * i + lane;  // the scalar kernel's chunk order: lane, lane + 32, ...
+        if (c < n_chunks) {
+          const uint4 xw[2] = {reinterpret_cast<const uint4*>(xs)[2 * c],
+                               reinterpret_cast<const uint4*>(xs)[2 * c + 1]};
+#pragma unroll
+          for (int r = 0; r < R; ++r) accumulate_int8_x(wv[r][i], xw, acc[r]);
+        }
+      }
+    }
+    float v[2] = {0.f, 0.f};
+#pragma unroll
+    for (int r = 0; r < R; ++r) v[r] = warp_sum(acc[r]) * srow[r];
+    if (lane == 0 && n < a.n_items) gemv_item_store<M>(out, 0, n, a.N, v, bias, ra, pre);
+  }
+}
+
+// PIXTRAL_CUDA_Q4TMA=0 sends the one-row int4 GEMVs to q4mma (A/B). The int8 kernel is opt-in: PIXTRAL_CUDA_Q8TMA=1
+// (H200 int8 decode, same run: 3.85 ms/token with the scalar kernel, 4.15 with it — its one FMA chain a lane and row
+// with 16 consumer warps an SM is issue-bound; kept, tested, for the work on it). =require makes a one-row GEMV that
+// cannot run here an error instead (tst_quant_cuda: the bits it compares with the other kernel's are this one's).
+// Read at every launch (a decode graph launches nothing: the capture read it).
+enum class TmaSwitch { off, on, require };
+constexpr const char* kQ4Env = "PIXTRAL_CUDA_Q4TMA";
+constexpr const char* kQ8Env = "PIXTRAL_CUDA_Q8TMA";
+TmaSwitch tma_switch(const char* env) {
+  const char* e = std::getenv(env);
+  if (e && std::strcmp(e, "require") == 0) return TmaSwitch::require;
+  if (std::strcmp(env, kQ8Env) == 0) return e && e[0] == '1' ? TmaSwitch::on : TmaSwitch::off;
+  return e && e[0] == '0' ? TmaSwitch::off : TmaSwitch::on;
+}
+// Not launched, for the reason given: the other kernel runs instead, or, under <env>=require, an error.
+Status not_here(const char* env, const char* why) {
+  if (tma_switch(env) != TmaSwitch::require) return {};
+  return Status(ErrorCode::unsupported, std::string("one-row TMA GEMV (") + env + "=require): " + why);
 }
 
 // Tensor maps are pure functions of (address, shape, box): cached so that eager launches do not encode four maps
@@ -298,7 +449,7 @@ Status not_here(const char* why) {
 // maps identically, so entries never go stale.
 struct MapKey {
   const void* base;
-  int kind;  // 0: W 4-D, 1: W 5-D, 2: scales 16 rows, 3: scales 32 rows
+  int kind;  // int4: 0 W 4-D, 1 W 5-D, 2 scales 16 rows, 3 scales 32 rows; int8: 4 W 8 rows, 5 W 16 rows
   std::int64_t rows, K;
   bool operator<(const MapKey& o) const {
     return std::tie(base, kind, rows, K) < std::tie(o.base, o.kind, o.rows, o.K);
@@ -331,6 +482,13 @@ bool encode(CUtensorMap* m, const MapKey& k) {
     r = fn(m, CU_TENSOR_MAP_DATA_TYPE_UINT32, 5, const_cast<void*>(k.base), dims, strides, box, es,
            CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
            CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  } else if (k.kind >= 4) {  // int8 [rows][K bytes] as uint32: box 1 KB × 8 or 16 rows
+    const cuuint64_t dims[2] = {K / 4, rows};
+    const cuuint64_t strides[1] = {K};
+    const cuuint32_t box[2] = {kQ8RowStage / 4, k.kind == 4 ? 8u : 16u}, es[2] = {1, 1};
+    r = fn(m, CU_TENSOR_MAP_DATA_TYPE_UINT32, 2, const_cast<void*>(k.base), dims, strides, box, es,
+           CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+           CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   } else {  // scales [rows][n] fp32: box n × 16 or 32 rows
     const cuuint64_t dims[2] = {n, rows};
     const cuuint64_t strides[1] = {n * 4};
@@ -346,9 +504,8 @@ bool encode(CUtensorMap* m, const MapKey& k) {
 
 // Once per kernel and device: whether the kernel's image is sm_90+ code (TMA), and the shared-memory opt-in at
 // kMaxSmem (one value a kernel: every launch's layout stays below it, and one block of it fits an sm_90 SM).
-template <class TO, GemvMode M>
-bool q4tma_ready() {
-  auto kernel = q4tma_kernel<TO, M>;
+template <class Kernel>
+bool tma_ready(Kernel kernel) {
   return per_device_once(reinterpret_cast<const void*>(kernel), long(kMaxSmem), [&] {
     cudaFuncAttributes fa{};
     if (cudaFuncGetAttributes(&fa, kernel) != cudaSuccess || fa.binaryVersion < 90 ||
@@ -361,9 +518,8 @@ bool q4tma_ready() {
 }
 
 // Whether three blocks of `smem` bytes fit an SM (registers allowing: the one-row-set modes' 64-68).
-template <class TO, GemvMode M>
-bool q4tma_three_fit(int smem) {
-  auto kernel = q4tma_kernel<TO, M>;
+template <class Kernel>
+bool three_fit(Kernel kernel, int smem) {
   return per_device_once(reinterpret_cast<const void*>(kernel), long(smem), [&] {
     int blocks = 0;
     if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kThreads, std::size_t(smem)) != cudaSuccess) {
@@ -392,8 +548,8 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
                     int items, int K, const RopeAppendArgs& ra, cudaStream_t s, bool* launched) {
   constexpr int R = gemv_rows_per_item(M);
   Q4tLayout l = q4t_layout(R, K, kMaxSmem);
-  if (l.stages < 2 || l.total > kMaxSmem) return not_here("K too large for the shared memory");
-  if (!q4tma_ready<TO, M>() || sm_count() == 0) return not_here("no sm_90 code for this GPU");
+  if (l.stages < 2 || l.total > kMaxSmem) return not_here(kQ4Env, "K too large for the shared memory");
+  if (!tma_ready(q4tma_kernel<TO, M>) || sm_count() == 0) return not_here(kQ4Env, "no sm_90 code for this GPU");
   const int n_tiles = ceil_div(items, 16);
   int per_sm = 2;
   // More tiles than two blocks an SM but not than three: three smaller blocks an SM, one tile each, instead of a
@@ -401,7 +557,7 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
   const char* e3 = std::getenv("PIXTRAL_CUDA_Q4TMA_3");
   if (!(e3 && e3[0] == '0') && n_tiles > 2 * sm_count() && n_tiles <= 3 * sm_count()) {
     const Q4tLayout l3 = q4t_layout(R, K, kSmem3);
-    if (l3.stages >= 2 && q4tma_three_fit<TO, M>(l3.total)) {
+    if (l3.stages >= 2 && three_fit(q4tma_kernel<TO, M>, l3.total)) {
       l = l3;
       per_sm = 3;
     }
@@ -412,7 +568,7 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
   CUtensorMap mw{}, mw2{}, ms{}, ms2{};
   if (!encode(&mw, {q, 0, rows, K}) || !encode(&ms, {scales, 2, rows, K}) ||
       (M == GemvMode::rope && (!encode(&mw2, {q, 1, rows, K}) || !encode(&ms2, {scales, 3, rows, K}))))
-    return not_here("no tensor-map encoder, or the driver refused a map");
+    return not_here(kQ4Env, "no tensor-map encoder, or the driver refused a map");
   Q4tArgs a;
   a.N = N;
   a.n_items = items;
@@ -433,18 +589,63 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
   return {};
 }
 
-template <class TO>
+template <class TO, GemvMode M>
+Status launch_q8_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* scales, const bf16* bias, int N,
+                       int items, int K, const RopeAppendArgs& ra, cudaStream_t s, bool* launched) {
+  constexpr int R = gemv_rows_per_item(M);
+  int total = 0;
+  int stages = q8t_stages(R, K, kMaxSmem, &total);
+  if (stages < 2 || total > kMaxSmem) return not_here(kQ8Env, "K too large for the shared memory");
+  if (!tma_ready(q8tma_kernel<TO, M>) || sm_count() == 0) return not_here(kQ8Env, "no sm_90 code for this GPU");
+  const int n_tiles = ceil_div(items, kQ8Items);
+  int per_sm = 2;
+  const char* e3 = std::getenv("PIXTRAL_CUDA_Q4TMA_3");  // the same A/B switch as the int4 kernel's
+  if (!(e3 && e3[0] == '0') && n_tiles > 2 * sm_count() && n_tiles <= 3 * sm_count()) {
+    int total3 = 0;
+    const int stages3 = q8t_stages(R, K, kSmem3, &total3);
+    if (stages3 >= 2 && three_fit(q8tma_kernel<TO, M>, total3)) {
+      stages = stages3;
+      total = total3;
+      per_sm = 3;
+    }
+  }
+  std::int64_t rows = N;
+  if (M == GemvMode::silu) rows = 2 * std::int64_t(N);
+  if (M == GemvMode::rope) rows = std::int64_t(ra.nh + 2 * ra.nkv) * ra.hd;
+  CUtensorMap mw{}, mw2{};
+  if (!encode(&mw, {q, 4, rows, K}) || (M == GemvMode::rope && !encode(&mw2, {q, 5, rows, K})))
+    return not_here(kQ8Env, "no tensor-map encoder, or the driver refused a map");
+  Q8tArgs a;
+  a.N = N;
+  a.n_items = items;
+  a.K = K;
+  a.n_tiles = n_tiles;
+  a.stages = stages;
+  a.stage_bytes = R * kQ8Items * kQ8RowStage;
+  a.xs = kBarBytes + stages * a.stage_bytes;
+  const int grid = std::min(n_tiles, per_sm * sm_count());
+  launch_dependent_smem(q8tma_kernel<TO, M>, dim3(unsigned(grid)), dim3(kThreads), std::size_t(total), s, out, x,
+                        scales, bias, a, ra, mw, mw2);
+  PIXTRAL_CUDA_LAUNCH_CHECK(q8tma_kernel);
+  *launched = true;
+  return {};
+}
+
+template <class TO, bool Q8>
 Status launch_mode(TO* out, const bf16* x, const std::uint8_t* q, const float* scales, const bf16* bias, int N,
                    int items, int K, GemvMode mode, const RopeAppendArgs& ra, cudaStream_t s, bool* launched) {
+  const auto go = [&](auto m) {
+    constexpr GemvMode M = decltype(m)::value;
+    if constexpr (Q8)
+      return launch_q8_typed<TO, M>(out, x, q, scales, bias, N, items, K, ra, s, launched);
+    else
+      return launch_typed<TO, M>(out, x, q, scales, bias, N, items, K, ra, s, launched);
+  };
   switch (mode) {
-    case GemvMode::plain:
-      return launch_typed<TO, GemvMode::plain>(out, x, q, scales, bias, N, items, K, ra, s, launched);
-    case GemvMode::silu:
-      return launch_typed<TO, GemvMode::silu>(out, x, q, scales, bias, N, items, K, ra, s, launched);
-    case GemvMode::residual:
-      return launch_typed<TO, GemvMode::residual>(out, x, q, scales, bias, N, items, K, ra, s, launched);
-    default:
-      return launch_typed<TO, GemvMode::rope>(out, x, q, scales, bias, N, items, K, ra, s, launched);
+    case GemvMode::plain: return go(std::integral_constant<GemvMode, GemvMode::plain>{});
+    case GemvMode::silu: return go(std::integral_constant<GemvMode, GemvMode::silu>{});
+    case GemvMode::residual: return go(std::integral_constant<GemvMode, GemvMode::residual>{});
+    default: return go(std::integral_constant<GemvMode, GemvMode::rope>{});
   }
 }
 
@@ -454,21 +655,40 @@ Status launch_q4tma(void* out, DType out_t, const bf16* x, const std::uint8_t* q
                     const bf16* bias, int T, int N, int items, int K, GemvMode mode, const RopeAppendArgs& ra,
                     cudaStream_t s, bool* launched) {
   *launched = false;
-  if (T != 1 || q4tma_switch() == Q4tmaSwitch::off) return {};
+  if (T != 1 || tma_switch(kQ4Env) == TmaSwitch::off) return {};
   const int n_groups = K / quant::kInt4Group;
   // Where it runs: K's groups split evenly over the 8 warps (q4mma's ranges) and one scale box wide (≤ 256 groups);
   // 16-byte aligned bases (TMA); rope with halves pairs only when a tile stays inside a head.
   if (K % quant::kInt4Group != 0 || n_groups % kWarps != 0 || n_groups > 256)
-    return not_here("K / 128 must be a multiple of 8 and at most 256");
+    return not_here(kQ4Env, "K / 128 must be a multiple of 8 and at most 256");
   if (items < 1 || reinterpret_cast<std::uintptr_t>(q) % 16 != 0 || reinterpret_cast<std::uintptr_t>(scales) % 16 != 0)
-    return not_here("no items, or W / scales not 16-byte aligned");
+    return not_here(kQ4Env, "no items, or W / scales not 16-byte aligned");
   if (mode == GemvMode::rope && (ra.hd % 2 != 0 || (ra.halves && (ra.hd / 2) % 16 != 0)))
-    return not_here("rope with halves pairs needs head_dim / 2 a multiple of 16");
+    return not_here(kQ4Env, "rope with halves pairs needs head_dim / 2 a multiple of 16");
   if (out_t == DType::f32)
-    return launch_mode(static_cast<float*>(out), x, q, scales, bias, N, items, K, mode, ra, s, launched);
+    return launch_mode<float, false>(static_cast<float*>(out), x, q, scales, bias, N, items, K, mode, ra, s, launched);
   if (out_t == DType::bf16)
-    return launch_mode(static_cast<bf16*>(out), x, q, scales, bias, N, items, K, mode, ra, s, launched);
-  return not_here("output neither f32 nor bf16");
+    return launch_mode<bf16, false>(static_cast<bf16*>(out), x, q, scales, bias, N, items, K, mode, ra, s, launched);
+  return not_here(kQ4Env, "output neither f32 nor bf16");
+}
+
+Status launch_q8tma(void* out, DType out_t, const bf16* x, const std::uint8_t* q, const float* scales,
+                    const bf16* bias, int T, int N, int items, int K, GemvMode mode, const RopeAppendArgs& ra,
+                    cudaStream_t s, bool* launched) {
+  *launched = false;
+  if (T != 1 || tma_switch(kQ8Env) == TmaSwitch::off) return {};
+  // Where it runs: rows of at least one stage (1 KB) and whole 16-byte chunks; 16-byte aligned W (TMA); rope with
+  // halves pairs only when a tile of 8 stays inside a head.
+  if (K % 16 != 0 || K < kQ8RowStage) return not_here(kQ8Env, "K must be a multiple of 16 and at least 1024");
+  if (items < 1 || reinterpret_cast<std::uintptr_t>(q) % 16 != 0)
+    return not_here(kQ8Env, "no items, or W not 16-byte aligned");
+  if (mode == GemvMode::rope && (ra.hd % 2 != 0 || (ra.halves && (ra.hd / 2) % kQ8Items != 0)))
+    return not_here(kQ8Env, "rope with halves pairs needs head_dim / 2 a multiple of 8");
+  if (out_t == DType::f32)
+    return launch_mode<float, true>(static_cast<float*>(out), x, q, scales, bias, N, items, K, mode, ra, s, launched);
+  if (out_t == DType::bf16)
+    return launch_mode<bf16, true>(static_cast<bf16*>(out), x, q, scales, bias, N, items, K, mode, ra, s, launched);
+  return not_here(kQ8Env, "output neither f32 nor bf16");
 }
 
 }  // namespace pixtral::cuda
