@@ -424,18 +424,18 @@ __global__ void __launch_bounds__(kThreads, 2)
   }
 }
 
-// PIXTRAL_CUDA_Q4TMA=0 sends the one-row int4 GEMVs to q4mma (A/B). The int8 kernel is opt-in: PIXTRAL_CUDA_Q8TMA=1
-// (H200 int8 decode, same run: 3.85 ms/token with the scalar kernel, 4.15 with it — its one FMA chain a lane and row
-// with 16 consumer warps an SM is issue-bound; kept, tested, for the work on it). =require makes a one-row GEMV that
-// cannot run here an error instead (tst_quant_cuda: the bits it compares with the other kernel's are this one's).
-// Read at every launch (a decode graph launches nothing: the capture read it).
+// PIXTRAL_CUDA_Q4TMA=0 sends the one-row int4 GEMVs to q4mma (A/B). The int8 kernel is opt-in: PIXTRAL_CUDA_Q8TMA=1,
+// or 3 / 4 for that many blocks an SM instead of 2 (H200 int8 decode, same run: the scalar kernel 3.88 ms/token, this
+// one 4.21 / 4.15 / 4.24 at 2 / 3 / 4 blocks an SM — not the occupancy, then; kept, tested, for the work on it).
+// =require makes a one-row GEMV that cannot run here an error instead (tst_quant_cuda: the bits it compares with the
+// other kernel's are this one's). Read at every launch (a decode graph launches nothing: the capture read it).
 enum class TmaSwitch { off, on, require };
 constexpr const char* kQ4Env = "PIXTRAL_CUDA_Q4TMA";
 constexpr const char* kQ8Env = "PIXTRAL_CUDA_Q8TMA";
 TmaSwitch tma_switch(const char* env) {
   const char* e = std::getenv(env);
   if (e && std::strcmp(e, "require") == 0) return TmaSwitch::require;
-  if (std::strcmp(env, kQ8Env) == 0) return e && e[0] == '1' ? TmaSwitch::on : TmaSwitch::off;
+  if (std::strcmp(env, kQ8Env) == 0) return e && e[0] >= '1' && e[0] <= '9' ? TmaSwitch::on : TmaSwitch::off;
   return e && e[0] == '0' ? TmaSwitch::off : TmaSwitch::on;
 }
 // Not launched, for the reason given: the other kernel runs instead, or, under <env>=require, an error.
@@ -517,16 +517,16 @@ bool tma_ready(Kernel kernel) {
   });
 }
 
-// Whether three blocks of `smem` bytes fit an SM (registers allowing: the one-row-set modes' 64-68).
+// Whether `want` blocks of `smem` bytes fit an SM (registers allowing: the one-row-set modes' 64-68 for three).
 template <class Kernel>
-bool three_fit(Kernel kernel, int smem) {
-  return per_device_once(reinterpret_cast<const void*>(kernel), long(smem), [&] {
+bool blocks_fit(Kernel kernel, int smem, int want) {
+  return per_device_once(reinterpret_cast<const void*>(kernel), long(smem) * 8 + want, [&] {
     int blocks = 0;
     if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kThreads, std::size_t(smem)) != cudaSuccess) {
       (void)cudaGetLastError();
       return false;
     }
-    return blocks >= 3;
+    return blocks >= want;
   });
 }
 
@@ -557,7 +557,7 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
   const char* e3 = std::getenv("PIXTRAL_CUDA_Q4TMA_3");
   if (!(e3 && e3[0] == '0') && n_tiles > 2 * sm_count() && n_tiles <= 3 * sm_count()) {
     const Q4tLayout l3 = q4t_layout(R, K, kSmem3);
-    if (l3.stages >= 2 && three_fit(q4tma_kernel<TO, M>, l3.total)) {
+    if (l3.stages >= 2 && blocks_fit(q4tma_kernel<TO, M>, l3.total, 3)) {
       l = l3;
       per_sm = 3;
     }
@@ -599,14 +599,15 @@ Status launch_q8_typed(TO* out, const bf16* x, const std::uint8_t* q, const floa
   if (!tma_ready(q8tma_kernel<TO, M>) || sm_count() == 0) return not_here(kQ8Env, "no sm_90 code for this GPU");
   const int n_tiles = ceil_div(items, kQ8Items);
   int per_sm = 2;
-  const char* e3 = std::getenv("PIXTRAL_CUDA_Q4TMA_3");  // the same A/B switch as the int4 kernel's
-  if (!(e3 && e3[0] == '0') && n_tiles > 2 * sm_count() && n_tiles <= 3 * sm_count()) {
-    int total3 = 0;
-    const int stages3 = q8t_stages(R, K, kSmem3, &total3);
-    if (stages3 >= 2 && three_fit(q8tma_kernel<TO, M>, total3)) {
-      stages = stages3;
-      total = total3;
-      per_sm = 3;
+  const char* eq = std::getenv(kQ8Env);  // 3 or 4: that many blocks an SM (A/B)
+  const int want = eq && eq[0] >= '3' && eq[0] <= '4' ? eq[0] - '0' : 2;
+  if (want > 2) {
+    int total_w = 0;
+    const int stages_w = q8t_stages(R, K, 228 * 1024 / want - 2048, &total_w);
+    if (stages_w >= 2 && blocks_fit(q8tma_kernel<TO, M>, total_w, want)) {
+      stages = stages_w;
+      total = total_w;
+      per_sm = want;
     }
   }
   std::int64_t rows = N;
