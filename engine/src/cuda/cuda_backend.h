@@ -74,6 +74,12 @@ class CudaBackend final : public ops::Backend, public ops::CudaExtension {
   Status matmul_rope_append_kv(ops::Tensor qkv, const ops::Tensor& x, const ops::Weight& wqkv, int n_heads,
                                int n_kv_heads, int head_dim, int position, float theta, ops::RopePairs pairs,
                                ops::Tensor k_cache, ops::Tensor v_cache) override;
+  Status rms_norm_matmul_rope_append_kv(ops::Tensor qkv, ops::Tensor xn, const ops::Tensor& h, const ops::Weight& norm,
+                                        float eps, const ops::Weight& wqkv, int n_heads, int n_kv_heads, int head_dim,
+                                        int position, float theta, ops::RopePairs pairs, ops::Tensor k_cache,
+                                        ops::Tensor v_cache) override;
+  Status rms_norm_matmul_silu(ops::Tensor out, ops::Tensor gu, ops::Tensor xn, const ops::Tensor& h,
+                              const ops::Weight& norm, float eps, const ops::Weight& w13) override;
   Status gelu(ops::Tensor x) override;
   Status scatter_rows(ops::Tensor dst, const ops::Tensor& src, std::span<const int> rows) override;
   Status patch_embed(ops::Tensor out, const float* pixels_chw, int channels, int height, int width, int patch,

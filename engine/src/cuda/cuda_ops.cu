@@ -397,6 +397,69 @@ Status CudaBackend::matmul_silu(ops::Tensor out, ops::Tensor gu, const ops::Tens
   return ops::Backend::matmul_silu(out, gu, x, w13);
 }
 
+// The decode norm folded into the int4 GEMV after it (launch_q4tma_normed: every block normalizes h itself, with
+// the norm kernel's bits, and block 0 writes xn): one kernel instead of two where it runs, else the norm and the op.
+namespace {
+// PIXTRAL_CUDA_FOLD_NORM=require: a norm that cannot be folded is an error (tst_quant_cuda: the fold is what it
+// compares with the unfolded ops).
+Status fold_refused(const char* op) {
+  const char* e = std::getenv("PIXTRAL_CUDA_FOLD_NORM");
+  if (!(e && std::strcmp(e, "require") == 0)) return {};
+  return Status(ErrorCode::unsupported, std::string(op) + " (PIXTRAL_CUDA_FOLD_NORM=require): the norm cannot be "
+                                                          "folded into the GEMV here");
+}
+bool foldable_norm(const ops::Tensor& xn, const ops::Tensor& h, const ops::Weight& norm) {
+  return h.rows == 1 && xn.rows == 1 && xn.cols == h.cols && h.dtype == DType::bf16 && xn.dtype == DType::bf16 &&
+         !norm.quantized() && norm.dtype == DType::bf16 && norm.rows * norm.cols == h.cols && xn.data != h.data;
+}
+}  // namespace
+
+Status CudaBackend::rms_norm_matmul_rope_append_kv(ops::Tensor qkv, ops::Tensor xn, const ops::Tensor& h,
+                                                   const ops::Weight& norm, float eps, const ops::Weight& wqkv,
+                                                   int n_heads, int n_kv_heads, int head_dim, int position,
+                                                   float theta, ops::RopePairs pairs, ops::Tensor k_cache,
+                                                   ops::Tensor v_cache) {
+  const std::int64_t K = h.cols, kvd = std::int64_t(n_kv_heads) * head_dim;
+  if (foldable_norm(xn, h, norm) && wqkv.format == quant::Format::int4_g128 && wqkv.scales && qkv.rows == 1 &&
+      wqkv.cols == K && wqkv.rows == qkv.cols && head_dim > 0 && head_dim % 2 == 0 &&
+      qkv.cols == std::int64_t(n_heads) * head_dim + 2 * kvd && k_cache.cols == kvd && v_cache.cols == kvd &&
+      qkv.dtype == DType::bf16 && k_cache.dtype == DType::bf16 && v_cache.dtype == DType::bf16) {
+    auto freq = rope_freq(theta, head_dim, false);
+    if (!freq.ok()) return freq.status();
+    auto p = append_position("rms_norm_matmul_rope_append_kv", position, k_cache, v_cache);
+    if (!p.ok()) return p.status();
+    const RopeAppendArgs ra{k_cache.data, v_cache.data, *p, *freq, n_heads, n_kv_heads, head_dim,
+                            pairs == ops::RopePairs::halves};
+    bool launched = false;
+    PIXTRAL_RETURN_IF_ERROR(launch_q4tma_normed(static_cast<bf16*>(qkv.data), static_cast<const bf16*>(h.data),
+                                                wptr(norm), static_cast<bf16*>(xn.data), eps,
+                                                static_cast<const std::uint8_t*>(wqkv.data), wqkv.scales,
+                                                int(qkv.cols), gemv_items(GemvMode::rope, int(qkv.cols), ra), int(K),
+                                                GemvMode::rope, ra, stream_, &launched));
+    if (launched) return {};
+  }
+  PIXTRAL_RETURN_IF_ERROR(fold_refused("rms_norm_matmul_rope_append_kv"));
+  return ops::Backend::rms_norm_matmul_rope_append_kv(qkv, xn, h, norm, eps, wqkv, n_heads, n_kv_heads, head_dim,
+                                                      position, theta, pairs, k_cache, v_cache);
+}
+
+Status CudaBackend::rms_norm_matmul_silu(ops::Tensor out, ops::Tensor gu, ops::Tensor xn, const ops::Tensor& h,
+                                         const ops::Weight& norm, float eps, const ops::Weight& w13) {
+  const std::int64_t K = h.cols, F = out.cols;
+  if (foldable_norm(xn, h, norm) && w13.format == quant::Format::int4_g128 && w13.scales && w13.rows == 2 * F &&
+      w13.cols == K && out.rows == 1 && gu.rows == 1 && gu.cols == 2 * F && out.dtype == DType::bf16 &&
+      gu.dtype == DType::bf16) {
+    bool launched = false;
+    PIXTRAL_RETURN_IF_ERROR(launch_q4tma_normed(static_cast<bf16*>(out.data), static_cast<const bf16*>(h.data),
+                                                wptr(norm), static_cast<bf16*>(xn.data), eps,
+                                                static_cast<const std::uint8_t*>(w13.data), w13.scales, int(F),
+                                                int(F), int(K), GemvMode::silu, {}, stream_, &launched));
+    if (launched) return {};
+  }
+  PIXTRAL_RETURN_IF_ERROR(fold_refused("rms_norm_matmul_silu"));
+  return ops::Backend::rms_norm_matmul_silu(out, gu, xn, h, norm, eps, w13);
+}
+
 Status CudaBackend::gelu(ops::Tensor x) { return launch_gelu(x.data, x.dtype, x.rows * x.cols, stream_); }
 
 Status CudaBackend::scatter_rows(ops::Tensor dst, const ops::Tensor& src, std::span<const int> rows) {

@@ -20,6 +20,9 @@
 // path). A tile's 8 partial sums meet in shared memory: warps 1..7 arrive on a named barrier, warp 0 waits on it,
 // adds them in warp order (q4mma's order) and stores through gemv_modes.cuh's epilogue — the storing lanes read
 // their epilogue inputs (the rope position and sin/cos, the residual's h) at the tile's start.
+// launch_q4tma_normed folds the decode RMSNorm before the QKV and [w1; w3] GEMVs into the prologue: each block
+// normalizes h itself with row_norm_kernel's bits while its ring fills (block 0 also writes xn), one kernel instead
+// of two (H200 int4 decode, same run: 2.958 -> 2.941 ms/token).
 // Shared-memory image of a stage: [warp][row][64 bytes] for a 16-row box (rows g and g + 1 of a warp's reads lie
 // 64 bytes apart: no bank conflict), [warp][r][pair][64] for the interleaved rope pairs' 5-D box.
 // ref: PTX ISA "cp.async.bulk.tensor", "mbarrier"; CUTLASS's warp-specialized producer/consumer pipelines
@@ -78,6 +81,12 @@ Q4tLayout q4t_layout(int R, int K, int budget) {
 
 struct Q4tArgs {
   int N, n_items, K, n_tiles, stages, ring, scales, xs, red, stage_bytes, scale_bytes;
+  // The RMSNorm folded in (launch_q4tma_normed): x = round(h · inv · w) computed by every block from h; block 0 also
+  // writes it to xn. Null nh: x is the input.
+  const bf16* nh = nullptr;
+  const bf16* nw = nullptr;
+  bf16* nxn = nullptr;
+  float eps = 0.f;
 };
 
 // Where tile n0's rows lie: row_a (and row_b for a split R = 2 tile), or rows 2n, 2n + 1 of its 16 items in one
@@ -176,7 +185,57 @@ __global__ void __launch_bounds__(kThreads, 2)
   wait_for_previous_grid();  // x and out belong to the previous kernels
   const int tid = threadIdx.x;
   bf16* xs = reinterpret_cast<bf16*>(smem + a.xs);
-  {
+  float* red = reinterpret_cast<float*>(smem + a.red);  // [kRedBufs][kWarps][R][16]; first the norm's warp sums
+  if (a.nh) {
+    // The decode RMSNorm folded in, with row_norm_kernel's bits (kernels_elementwise.cu, one block of ceil32(K / 8)
+    // threads, one piece of 8 each: K / 8 ≤ 1024): each piece's sum of squares in its order; that kernel's warp k
+    // (pieces 32k .. 32k + 31) is this block's warp k % 8 in round k / 8, summed by the same shuffle tree; then its
+    // block_sum's second stage (lane i takes warp sum i, zeros past them, the same tree); inv; x = (h · inv) · w.
+    const int nv = a.K / 8, n_nw = (nv + 31) / 32;
+    constexpr int kRounds = 4;  // 256 threads × 4 ≥ 1024 pieces
+    uint4 hv[kRounds], gv[kRounds];
+#pragma unroll
+    for (int r = 0; r < kRounds; ++r) {
+      const int p = r * kWarps * 32 + tid;
+      if (p < nv) {
+        hv[r] = reinterpret_cast<const uint4*>(a.nh)[p];
+        gv[r] = reinterpret_cast<const uint4*>(a.nw)[p];
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < kRounds; ++r) {
+      if (r * kWarps + warp >= n_nw) break;  // warp-uniform
+      const int p = r * kWarps * 32 + tid;
+      float ss = 0.f;
+      if (p < nv) {
+        float f[8];
+        bf16x8_to_f32(hv[r], f);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) ss += f[i] * f[i];
+      }
+      ss = warp_sum(ss);
+      if (lane == 0) red[r * kWarps + warp] = ss;
+    }
+    named_sync(1, kWarps * 32);
+    const float tot = warp_sum(lane < n_nw ? red[lane] : 0.f);
+    const float inv = 1.0f / sqrtf(tot / float(a.K) + a.eps);
+#pragma unroll
+    for (int r = 0; r < kRounds; ++r) {
+      const int p = r * kWarps * 32 + tid;
+      if (p < nv) {
+        float f[8], g[8];
+        bf16x8_to_f32(hv[r], f);
+        bf16x8_to_f32(gv[r], g);
+        uint4 o;
+        __nv_bfloat162* ob = reinterpret_cast<__nv_bfloat162*>(&o);
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+          ob[i] = __floats2bfloat162_rn(f[2 * i] * inv * g[2 * i], f[2 * i + 1] * inv * g[2 * i + 1]);
+        reinterpret_cast<uint4*>(xs)[p] = o;
+        if (blockIdx.x == 0) reinterpret_cast<uint4*>(a.nxn)[p] = o;
+      }
+    }
+  } else {
     constexpr int kBatch = 8;  // chunks of 8 a thread loaded at once: one round trip for K ≤ 16384
     const int n_chunks = a.K / 8;
     for (int c0 = 0; c0 < n_chunks; c0 += kBatch * kWarps * 32) {
@@ -195,7 +254,6 @@ __global__ void __launch_bounds__(kThreads, 2)
   }
   named_sync(1, kWarps * 32);
   const int g = lane >> 2, t = lane & 3;
-  float* red = reinterpret_cast<float*>(smem + a.red);  // [kRedBufs][kWarps][R][16]
   int slot = 0, uses = 0;
   for (int j = 0;; ++j) {
     const int tile = int(blockIdx.x) + j * int(gridDim.x);
@@ -543,9 +601,18 @@ int sm_count() {
   return n;
 }
 
+// The norm folded into a launch (launch_q4tma_normed): h, the norm weight, xn, eps.
+struct NormIn {
+  const bf16* h;
+  const bf16* w;
+  bf16* xn;
+  float eps;
+};
+
 template <class TO, GemvMode M>
 Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* scales, const bf16* bias, int N,
-                    int items, int K, const RopeAppendArgs& ra, cudaStream_t s, bool* launched) {
+                    int items, int K, const RopeAppendArgs& ra, cudaStream_t s, bool* launched,
+                    const NormIn* norm = nullptr) {
   constexpr int R = gemv_rows_per_item(M);
   Q4tLayout l = q4t_layout(R, K, kMaxSmem);
   if (l.stages < 2 || l.total > kMaxSmem) return not_here(kQ4Env, "K too large for the shared memory");
@@ -581,6 +648,12 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
   a.red = l.red;
   a.stage_bytes = l.stage_bytes;
   a.scale_bytes = l.scale_bytes;
+  if (norm) {
+    a.nh = norm->h;
+    a.nw = norm->w;
+    a.nxn = norm->xn;
+    a.eps = norm->eps;
+  }
   const int grid = std::min(a.n_tiles, per_sm * sm_count());
   launch_dependent_smem(q4tma_kernel<TO, M>, dim3(unsigned(grid)), dim3(kThreads), std::size_t(l.total), s, out, x,
                         bias, a, ra, mw, mw2, ms, ms2);
@@ -671,6 +744,35 @@ Status launch_q4tma(void* out, DType out_t, const bf16* x, const std::uint8_t* q
   if (out_t == DType::bf16)
     return launch_mode<bf16, false>(static_cast<bf16*>(out), x, q, scales, bias, N, items, K, mode, ra, s, launched);
   return not_here(kQ4Env, "output neither f32 nor bf16");
+}
+
+Status launch_q4tma_normed(bf16* out, const bf16* h, const bf16* norm_w, bf16* xn, float eps, const std::uint8_t* q,
+                           const float* scales, int N, int items, int K, GemvMode mode, const RopeAppendArgs& ra,
+                           cudaStream_t s, bool* launched) {
+  *launched = false;
+  if (tma_switch(kQ4Env) == TmaSwitch::off) return {};
+  const char* ef = std::getenv("PIXTRAL_CUDA_FOLD_NORM");  // =0: the norm kernel, then the GEMV (A/B)
+  if (ef && ef[0] == '0') return {};
+  // (PIXTRAL_CUDA_FOLD_NORM=require: the caller makes "not launched" an error.)
+  const int n_groups = K / quant::kInt4Group;
+  // Where it runs: launch_q4tma's conditions, and the norm's: one block of row_norm_kernel covers the row (K / 8 ≤
+  // 1024 pieces of 8), 16-byte aligned h, w and xn.
+  const auto aligned = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; };
+  if (K % quant::kInt4Group != 0 || n_groups % kWarps != 0 || n_groups > 256 || K / 8 > 1024 || items < 1 ||
+      !aligned(q) || !aligned(scales) || !aligned(h) || !aligned(norm_w) || !aligned(xn))
+    return not_here(kQ4Env, "the folded norm: K / 128 a multiple of 8, K ≤ 8192, 16-byte aligned buffers");
+  if (mode == GemvMode::rope && (ra.hd % 2 != 0 || (ra.halves && (ra.hd / 2) % 16 != 0)))
+    return not_here(kQ4Env, "rope with halves pairs needs head_dim / 2 a multiple of 16");
+  const NormIn norm{h, norm_w, xn, eps};
+  const auto go = [&](auto m) {
+    return launch_typed<bf16, decltype(m)::value>(out, nullptr, q, scales, nullptr, N, items, K, ra, s, launched,
+                                                   &norm);
+  };
+  switch (mode) {
+    case GemvMode::silu: return go(std::integral_constant<GemvMode, GemvMode::silu>{});
+    case GemvMode::rope: return go(std::integral_constant<GemvMode, GemvMode::rope>{});
+    default: return not_here(kQ4Env, "the folded norm is for the rope and silu modes");
+  }
 }
 
 Status launch_q8tma(void* out, DType out_t, const bf16* x, const std::uint8_t* q, const float* scales,

@@ -59,6 +59,13 @@ Status launch_q4mma(void* out, DType out_t, const bf16* x, const std::uint8_t* q
 Status launch_q4tma(void* out, DType out_t, const bf16* x, const std::uint8_t* q, const float* scales,
                     const bf16* bias, int T, int N, int items, int K, GemvMode mode, const RopeAppendArgs& ra,
                     cudaStream_t s, bool* launched);
+/// launch_q4tma (one x row, rope or silu mode, bf16 out) with the decode RMSNorm folded in: x = rms_norm(h) with
+/// norm_w, computed by every block with the norm kernel's bits (row_norm_kernel) and written to xn; nothing launched
+/// where it does not run (launch_q4tma's conditions, K > 8192, PIXTRAL_CUDA_FOLD_NORM=0): the caller runs the norm
+/// and the GEMV.
+Status launch_q4tma_normed(bf16* out, const bf16* h, const bf16* norm_w, bf16* xn, float eps, const std::uint8_t* q,
+                           const float* scales, int N, int items, int K, GemvMode mode, const RopeAppendArgs& ra,
+                           cudaStream_t s, bool* launched);
 /// The int8 twin (kernels_qtma.cu: the scalar kernel's arithmetic, the same bits; opt-in, PIXTRAL_CUDA_Q8TMA=1: slower
 /// than the scalar kernel so far): one x row, every mode; nothing launched (the scalar kernel runs) where it does not:
 /// T ≠ 1, not opted in, K < 1024 or not a multiple of 16, rope with halves pairs and head_dim / 2 not a multiple of

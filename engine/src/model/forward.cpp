@@ -190,15 +190,17 @@ Status decoder_forward(ops::Backend& be, const ModelConfig& cfg, const DecoderWe
   ap.causal = true;
   ap.q_offset = pos0;
 
-  PX_TRY(be.rms_norm(xn, h, w.layers[0].attention_norm, cfg.norm_eps));
+  // Batch-1 decode folds each norm before a stacked GEMV into that GEMV's op (one kernel where the backend can).
+  const auto fold_qkv_norm = [&](int il) { return T == 1 && w.layers[il].stacked(); };
+  if (cfg.n_layers > 0 && !fold_qkv_norm(0)) PX_TRY(be.rms_norm(xn, h, w.layers[0].attention_norm, cfg.norm_eps));
   for (int il = 0; il < cfg.n_layers; ++il) {
     const BlockWeights& b = w.layers[il];
     ops::Tensor k_new = kv.k[il].slice_rows(pos0, T), v_new = kv.v[il].slice_rows(pos0, T);  // (T, nkv*hd)
-    if (T == 1 && b.stacked()) {
-      // Batch-1 decode: one pass over [wq; wk; wv], RoPE of q and k and the KV append (cache row = position);
-      // one kernel where the backend fuses them.
-      PX_TRY(be.matmul_rope_append_kv(s.qkv.slice_rows(0, 1), xn, b.wqkv, nh, nkv, hd, pos0, cfg.rope_theta, pairs,
-                                      kv.k[il], kv.v[il]));
+    if (fold_qkv_norm(il)) {
+      // Batch-1 decode: xn = attention_norm(h), one pass over [wq; wk; wv], RoPE of q and k and the KV append
+      // (cache row = position); one kernel where the backend fuses them.
+      PX_TRY(be.rms_norm_matmul_rope_append_kv(s.qkv.slice_rows(0, 1), xn, h, b.attention_norm, cfg.norm_eps, b.wqkv,
+                                               nh, nkv, hd, pos0, cfg.rope_theta, pairs, kv.k[il], kv.v[il]));
       q = ops::Tensor{s.qkv.data, 1, nh * hd, s.qkv.dtype};
     } else {
       PX_TRY(be.matmul(q, xn, b.wq));
@@ -212,17 +214,17 @@ Status decoder_forward(ops::Backend& be, const ModelConfig& cfg, const DecoderWe
     // h += attn out, accumulated into h by the product where the backend can (the GEMM's beta, the decode GEMV's
     // epilogue); xn = ffn_norm(h).
     PX_TRY(be.matmul_add(h, o, attn, b.wo));
-    PX_TRY(be.rms_norm(xn, h, b.ffn_norm, cfg.norm_eps));
-    if (T == 1 && b.w13.data) {
-      PX_TRY(be.matmul_silu(gate, s.gu, xn, b.w13));  // [w1; w3] in one pass, SiLU·mul fused where the backend can
+    if (T == 1 && b.w13.data) {  // xn = ffn_norm(h), [w1; w3] in one pass, SiLU·mul: fused where the backend can
+      PX_TRY(be.rms_norm_matmul_silu(gate, s.gu, xn, h, b.ffn_norm, cfg.norm_eps, b.w13));
     } else {
+      PX_TRY(be.rms_norm(xn, h, b.ffn_norm, cfg.norm_eps));
       PX_TRY(be.matmul(gate, xn, b.w1));
       PX_TRY(be.matmul(up, xn, b.w3));
       PX_TRY(be.silu_mul(gate, gate, up));
     }
     const ops::Weight& next_norm = il + 1 < cfg.n_layers ? w.layers[il + 1].attention_norm : w.norm;
-    PX_TRY(be.matmul_add(h, o, gate, b.w2));  // h += ffn out; xn = next norm(h)
-    PX_TRY(be.rms_norm(xn, h, next_norm, cfg.norm_eps));
+    PX_TRY(be.matmul_add(h, o, gate, b.w2));  // h += ffn out; xn = next norm(h) (the next layer's op folds it)
+    if (il + 1 == cfg.n_layers || !fold_qkv_norm(il + 1)) PX_TRY(be.rms_norm(xn, h, next_norm, cfg.norm_eps));
     if (be.tracing()) be.trace(lname("layers.", il, "out"), h);
   }
   be.trace("norm", xn);

@@ -241,6 +241,22 @@ class Backend {
     char* base = static_cast<char*>(gu.data);
     return silu_mul(out, Tensor{base, 1, F, gu.dtype}, Tensor{base + std::size_t(F) * es, 1, F, gu.dtype});
   }
+  /// Batch-1 decode, the norm folded into the GEMV after it: xn = rms_norm(h), then matmul_rope_append_kv on xn. A
+  /// backend may fuse them (the GEMV normalizing h itself) with the same bits; xn is written either way.
+  virtual Status rms_norm_matmul_rope_append_kv(Tensor qkv, Tensor xn, const Tensor& h, const Weight& norm, float eps,
+                                                const Weight& wqkv, int n_heads, int n_kv_heads, int head_dim,
+                                                int position, float theta, RopePairs pairs, Tensor k_cache,
+                                                Tensor v_cache) {
+    PIXTRAL_RETURN_IF_ERROR(rms_norm(xn, h, norm, eps));
+    return matmul_rope_append_kv(qkv, xn, wqkv, n_heads, n_kv_heads, head_dim, position, theta, pairs, k_cache,
+                                 v_cache);
+  }
+  /// xn = rms_norm(h), then matmul_silu on xn (the decode FFN's norm folded in, as above).
+  virtual Status rms_norm_matmul_silu(Tensor out, Tensor gu, Tensor xn, const Tensor& h, const Weight& norm, float eps,
+                                      const Weight& w13) {
+    PIXTRAL_RETURN_IF_ERROR(rms_norm(xn, h, norm, eps));
+    return matmul_silu(out, gu, xn, w13);
+  }
   /// x = 0.5 x (1 + erf(x / √2)) in place.
   virtual Status gelu(Tensor x) = 0;
   /// dst[rows[i], :] = src[i, :]

@@ -5,8 +5,8 @@
 // as passes of ≤ 8) and the dequantize-tile + cuBLAS path (more rows) match the CPU's dequantize-on-the-fly matmul
 // within NMSE budgets, stacked quantized uploads equal separate ones, row views work, and the GEMV is deterministic
 // (an int4 row has the bits of a one-row launch however many rows run with it); the GEMVs' residual mode
-// (matmul_add) equals matmul + add bit for bit; the one-row int4 GEMV fed by the TMA equals q4mma bit for bit in
-// every mode.
+// (matmul_add) equals matmul + add bit for bit; the one-row GEMVs fed by the TMA equal the kernels they stand in for
+// bit for bit in every mode, and so does the decode norm folded into the int4 one.
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -574,6 +574,111 @@ TEST(QuantCudaTma, EveryModeEqualsTheOtherKernelBitForBit) {
       G->free_weight(*w);
     }
   }  // formats
+}
+
+// The decode norm folded into the int4 GEMV after it (rms_norm_matmul_rope_append_kv, rms_norm_matmul_silu: every
+// block of the TMA GEMV normalizes h itself) against the ops' defaults (the norm kernel, then the GEMV) on the GPU:
+// q, the cache rows, the SiLU output and xn bit for bit. PIXTRAL_CUDA_FOLD_NORM=require makes an unfolded call an
+// error; =0 gives the reference. Shapes: Pixtral's (K = 5120: 640 pieces of 8, 20 of the norm kernel's warps) and
+// K = 1024 (4 warps), rope heads of 128 and 32, both pair layouts.
+TEST(QuantCudaTma, FoldedNormEqualsNormThenOpBitForBit) {
+  PIXTRAL_REQUIRE_GPU();
+  auto cpu = ops::make_cpu_backend(1);
+  std::mt19937 rng(41);
+  const float eps = 1e-5f;
+  // run() folded (required), then unfolded; read() after each; the bits compared.
+  const auto both = [&](const std::string& what, const auto& run, const auto& read) {
+    std::vector<std::vector<float>> got;
+    for (const char* sw : {"require", "0"}) {
+      ScopedEnv env("PIXTRAL_CUDA_FOLD_NORM", sw);
+      const Status st = run();
+      ASSERT_TRUE(st.ok()) << what << " (PIXTRAL_CUDA_FOLD_NORM=" << sw << "): " << st.to_string();
+      got.push_back(read());
+    }
+    cuda_test::expect_same_bits(got[1], got[0], what);
+  };
+  const auto norm_weight = [&](std::int64_t K, std::vector<std::uint16_t>& bits) {
+    bits.resize(std::size_t(K));
+    std::normal_distribution<float> nd(1.f, 0.2f);
+    for (auto& b : bits) b = f32_to_bf16(nd(rng));
+    return WeightView{"norm", bits.data(), DType::bf16, {K}};
+  };
+  struct Case {
+    int H, Hkv, D;
+    std::int64_t K;
+  };
+  for (const Case c : {Case{32, 8, 128, 5120}, Case{4, 2, 32, 1024}}) {
+    const std::int64_t kd = std::int64_t(c.Hkv) * c.D, cols = std::int64_t(c.H) * c.D + 2 * kd, cap = 64;
+    Host wq = make_weight(c.H * c.D, c.K, 1100 + c.D, "wq"), wk = make_weight(kd, c.K, 1110 + c.D, "wk"),
+         wv = make_weight(kd, c.K, 1120 + c.D, "wv");
+    const WeightView* parts[3] = {&wq.view, &wk.view, &wv.view};
+    auto w = G->upload_weight_stacked_quantized(parts, "wqkv", Format::int4_g128);
+    std::vector<std::uint16_t> nb;
+    auto nw = G->upload_weight(norm_weight(c.K, nb));
+    ASSERT_TRUE(w.ok() && nw.ok()) << w.status().to_string();
+    for (auto pairs : {ops::RopePairs::interleaved, ops::RopePairs::halves}) {
+      const std::string what = "rope H=" + std::to_string(c.H) + "/" + std::to_string(c.Hkv) +
+                               " D=" + std::to_string(c.D) + " K=" + std::to_string(c.K) +
+                               (pairs == ops::RopePairs::halves ? " halves" : " interleaved");
+      const int pos = int(rng() % cap);
+      const auto hv = cuda_test::random_values(rng, std::size_t(c.K));
+      const auto kh = cuda_test::random_values(rng, std::size_t(cap * kd));
+      const auto vh = cuda_test::random_values(rng, std::size_t(cap * kd));
+      auto h = cuda_test::make_pair(cpu.get(), G, 1, c.K, hv.data(), DType::bf16);
+      auto xn = cuda_test::make_pair(cpu.get(), G, 1, c.K, nullptr, DType::bf16);
+      auto qkv = cuda_test::make_pair(cpu.get(), G, 1, cols, nullptr, DType::bf16);
+      auto kc = cuda_test::make_pair(cpu.get(), G, cap, kd, kh.data(), DType::bf16);
+      auto vc = cuda_test::make_pair(cpu.get(), G, cap, kd, vh.data(), DType::bf16);
+      both(
+          what,
+          [&] {
+            cuda_test::reset_gpu(*xn, nullptr);
+            cuda_test::reset_gpu(*qkv, nullptr);
+            cuda_test::reset_gpu(*kc, kh.data());
+            cuda_test::reset_gpu(*vc, vh.data());
+            return G->rms_norm_matmul_rope_append_kv(qkv->g, xn->g, h->g, *nw, eps, *w, c.H, c.Hkv, c.D, pos, 1e6f,
+                                                     pairs, kc->g, vc->g);
+          },
+          [&] {
+            auto q = download(G, qkv->g);
+            q.resize(std::size_t(c.H * c.D));  // qkv's k and v parts are not written by the fused op
+            for (const auto& part : {download(G, kc->g), download(G, vc->g), download(G, xn->g)})
+              q.insert(q.end(), part.begin(), part.end());
+            return q;
+          });
+    }
+    G->free_weight(*w);
+    G->free_weight(*nw);
+  }
+  for (std::int64_t F : {336, 1024}) {
+    const std::int64_t K = F == 336 ? 1024 : 5120;
+    Host w1 = make_weight(F, K, 1130 + F, "w1"), w3 = make_weight(F, K, 1140 + F, "w3");
+    const WeightView* parts[2] = {&w1.view, &w3.view};
+    auto w = G->upload_weight_stacked_quantized(parts, "w13", Format::int4_g128);
+    std::vector<std::uint16_t> nb;
+    auto nw = G->upload_weight(norm_weight(K, nb));
+    ASSERT_TRUE(w.ok() && nw.ok()) << w.status().to_string();
+    const std::string what = "silu F=" + std::to_string(F) + " K=" + std::to_string(K);
+    const auto hv = cuda_test::random_values(rng, std::size_t(K));
+    auto h = cuda_test::make_pair(cpu.get(), G, 1, K, hv.data(), DType::bf16);
+    auto xn = cuda_test::make_pair(cpu.get(), G, 1, K, nullptr, DType::bf16);
+    auto o = cuda_test::make_pair(cpu.get(), G, 1, F, nullptr, DType::bf16);
+    auto gu = cuda_test::make_pair(cpu.get(), G, 1, 2 * F, nullptr, DType::bf16);
+    both(
+        what,
+        [&] {
+          cuda_test::reset_gpu(*xn, nullptr);
+          return G->rms_norm_matmul_silu(o->g, gu->g, xn->g, h->g, *nw, eps, *w);
+        },
+        [&] {
+          auto out = download(G, o->g);
+          const auto x = download(G, xn->g);
+          out.insert(out.end(), x.begin(), x.end());
+          return out;
+        });
+    G->free_weight(*w);
+    G->free_weight(*nw);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Formats, QuantCuda, ::testing::Values(Format::int8_channel, Format::int4_g128),
