@@ -111,6 +111,26 @@ __device__ __forceinline__ TilePlan tile_plan(int n0, int N, const RopeAppendArg
   }
 }
 
+// The consumers' copy of x (K bf16) into shared memory, natural order: every load first (one round trip for K ≤
+// 16384), then the stores. The caller syncs the consumers after it.
+__device__ __forceinline__ void stage_x(bf16* xs, const bf16* x, int K, int tid) {
+  constexpr int kBatch = 8;
+  const int n_chunks = K / 8;
+  for (int c0 = 0; c0 < n_chunks; c0 += kBatch * kWarps * 32) {
+    uint4 v[kBatch];
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      const int c = c0 + b * kWarps * 32 + tid;
+      if (c < n_chunks) v[b] = reinterpret_cast<const uint4*>(x)[c];
+    }
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      const int c = c0 + b * kWarps * 32 + tid;
+      if (c < n_chunks) reinterpret_cast<uint4*>(xs)[c] = v[b];
+    }
+  }
+}
+
 template <class TO, GemvMode M>
 __global__ void __launch_bounds__(kThreads, 2)
     q4tma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const bf16* __restrict__ bias, const Q4tArgs a,
@@ -186,7 +206,8 @@ __global__ void __launch_bounds__(kThreads, 2)
   const int tid = threadIdx.x;
   bf16* xs = reinterpret_cast<bf16*>(smem + a.xs);
   float* red = reinterpret_cast<float*>(smem + a.red);  // [kRedBufs][kWarps][R][16]; first the norm's warp sums
-  if (a.nh) {
+  // Only the rope and silu modes take a norm; the other modes compile without it (their registers: 64 / 68).
+  if (M != GemvMode::plain && M != GemvMode::residual && a.nh) {
     // The decode RMSNorm folded in, with row_norm_kernel's bits (kernels_elementwise.cu, one block of ceil32(K / 8)
     // threads, one piece of 8 each: K / 8 ≤ 1024): each piece's sum of squares in its order; that kernel's warp k
     // (pieces 32k .. 32k + 31) is this block's warp k % 8 in round k / 8, summed by the same shuffle tree; then its
@@ -236,21 +257,7 @@ __global__ void __launch_bounds__(kThreads, 2)
       }
     }
   } else {
-    constexpr int kBatch = 8;  // chunks of 8 a thread loaded at once: one round trip for K ≤ 16384
-    const int n_chunks = a.K / 8;
-    for (int c0 = 0; c0 < n_chunks; c0 += kBatch * kWarps * 32) {
-      uint4 v[kBatch];
-#pragma unroll
-      for (int b = 0; b < kBatch; ++b) {
-        const int c = c0 + b * kWarps * 32 + tid;
-        if (c < n_chunks) v[b] = reinterpret_cast<const uint4*>(x)[c];
-      }
-#pragma unroll
-      for (int b = 0; b < kBatch; ++b) {
-        const int c = c0 + b * kWarps * 32 + tid;
-        if (c < n_chunks) reinterpret_cast<uint4*>(xs)[c] = v[b];
-      }
-    }
+    stage_x(xs, x, a.K, tid);
   }
   named_sync(1, kWarps * 32);
   const int g = lane >> 2, t = lane & 3;
@@ -411,22 +418,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   wait_for_previous_grid();  // x and out belong to the previous kernels
   const int tid = threadIdx.x;
   bf16* xs = reinterpret_cast<bf16*>(smem + a.xs);
-  {
-    constexpr int kBatch = 8;
-    for (int c0 = 0; c0 < a.K / 8; c0 += kBatch * kWarps * 32) {
-      uint4 v[kBatch];
-#pragma unroll
-      for (int b = 0; b < kBatch; ++b) {
-        const int c = c0 + b * kWarps * 32 + tid;
-        if (c < a.K / 8) v[b] = reinterpret_cast<const uint4*>(x)[c];
-      }
-#pragma unroll
-      for (int b = 0; b < kBatch; ++b) {
-        const int c = c0 + b * kWarps * 32 + tid;
-        if (c < a.K / 8) reinterpret_cast<uint4*>(xs)[c] = v[b];
-      }
-    }
-  }
+  stage_x(xs, x, a.K, tid);
   named_sync(1, kWarps * 32);
   int slot = 0, uses = 0;
   for (int j = 0;; ++j) {

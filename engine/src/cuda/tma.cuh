@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // Hopper's asynchronous copies (sm_90): mbarriers, the Tensor Memory Accelerator's tiled loads, named barriers, and
-// the host side's tensor-map encoder. Shared by flash attention v5 (kernels_flash5.cu) and the int4 decode GEMV
-// kernels_qtma.cu. Device functions exist for sm_90+ code only (elsewhere they trap: callers check the device).
+// the host side's tensor-map encoder. Shared by flash attention v5 (kernels_flash5.cu), the TMA-fed decode GEMVs
+// (kernels_qtma.cu) and their lab (lab/q4stream_lab.cu). Device functions exist for sm_90+ code only (elsewhere they
+// trap: callers check the device).
 // ref: PTX ISA "mbarrier", "cp.async.bulk.tensor"; CUDA driver API "Tensor Map Object Management".
 #pragma once
 
@@ -58,6 +59,14 @@ __device__ __forceinline__ void tma_load_2d(std::uint32_t dst, const CUtensorMap
       "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4}], [%2];\n" ::
           "r"(dst),
       "l"(reinterpret_cast<std::uint64_t>(map)), "r"(bar), "r"(c0), "r"(c1)
+      : "memory");
+}
+__device__ __forceinline__ void tma_load_3d(std::uint32_t dst, const CUtensorMap* map, std::uint32_t bar, int c0,
+                                            int c1, int c2) {
+  PIXTRAL_TMA_ASM(
+      "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4, %5}], [%2];\n" ::
+          "r"(dst),
+      "l"(reinterpret_cast<std::uint64_t>(map)), "r"(bar), "r"(c0), "r"(c1), "r"(c2)
       : "memory");
 }
 __device__ __forceinline__ void tma_load_4d(std::uint32_t dst, const CUtensorMap* map, std::uint32_t bar, int c0,

@@ -28,14 +28,6 @@
 using namespace pixtral;
 using namespace pixtral::cuda;
 
-#define LAB_STATUS(expr)                                                                        \
-  do {                                                                                          \
-    Status s_ = (expr);                                                                         \
-    if (!s_.ok()) {                                                                             \
-      std::fprintf(stderr, "%s:%d: %s\n", __FILE__, __LINE__, s_.message().c_str());             \
-      std::exit(1);                                                                             \
-    }                                                                                           \
-  } while (0)
 #define LAB_CUBLAS(expr)                                                                        \
   do {                                                                                          \
     cublasStatus_t s_ = (expr);                                                                 \

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// What the labs (kernel_lab, gemm_lab, sync_lab: developer tools, not tests) share: the check of a CUDA runtime
-// call (on error: file:line, the call and the error, then exit) and a median timer.
+// What the labs (kernel_lab, gemm_lab, sync_lab, q4stream_lab: developer tools, not tests) share: the check of a CUDA
+// runtime call or a Status (on error: file:line, the call and the error, then exit) and a median timer.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -18,6 +18,16 @@
       std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_));  \
       std::exit(1);                                                                                 \
     }                                                                                               \
+  } while (0)
+
+// The same for a pixtral::Status (labs that call the engine's launchers; Status must be in scope where it is used).
+#define LAB_STATUS(expr)                                                                        \
+  do {                                                                                          \
+    Status s_ = (expr);                                                                         \
+    if (!s_.ok()) {                                                                             \
+      std::fprintf(stderr, "%s:%d: %s\n", __FILE__, __LINE__, s_.message().c_str());             \
+      std::exit(1);                                                                             \
+    }                                                                                           \
   } while (0)
 
 /// Median over `reps` runs of f on stream s, in ms (cudaEvents around each run, after `warmup` untimed runs); f

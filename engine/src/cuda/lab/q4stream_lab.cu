@@ -29,19 +29,12 @@
 
 #include "cuda/kernels.cuh"
 #include "cuda/kernels_quant.cuh"
+#include "cuda/tma.cuh"
 #include "lab_common.h"
 
 using namespace pixtral;
 using namespace pixtral::cuda;
 
-#define LAB_STATUS(expr)                                                                \
-  do {                                                                                  \
-    Status s_ = (expr);                                                                 \
-    if (!s_.ok()) {                                                                     \
-      std::fprintf(stderr, "%s:%d: %s\n", __FILE__, __LINE__, s_.message().c_str());     \
-      std::exit(1);                                                                     \
-    }                                                                                   \
-  } while (0)
 
 namespace {
 
@@ -62,25 +55,6 @@ std::size_t q4s_smem(int stages, int gpw, int K) {
   return 1024 + std::size_t(stages) * stage + std::size_t(K) * 2 + std::size_t(K / 128) * 4 + 2 * kCW * 16 * 4;
 }
 
-__device__ __forceinline__ void mbar_init(std::uint32_t a, int count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(a), "r"(count) : "memory");
-}
-__device__ __forceinline__ void mbar_expect_tx(std::uint32_t a, std::uint32_t bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(a), "r"(bytes) : "memory");
-}
-__device__ __forceinline__ void mbar_arrive(std::uint32_t a) {
-  asm volatile("{\n.reg .b64 st;\nmbarrier.arrive.shared::cta.b64 st, [%0];\n}\n" ::"r"(a) : "memory");
-}
-__device__ __forceinline__ void mbar_wait(std::uint32_t a, std::uint32_t parity) {
-  std::uint32_t done;
-  do {
-    asm volatile(
-        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
-        : "=r"(done)
-        : "r"(a), "r"(parity)
-        : "memory");
-  } while (!done);
-}
 __device__ __forceinline__ void bulk_copy(std::uint32_t dst, const void* src, std::uint32_t bytes,
                                           std::uint32_t bar) {
   asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
@@ -88,10 +62,6 @@ __device__ __forceinline__ void bulk_copy(std::uint32_t dst, const void* src, st
                "l"(src), "r"(bytes), "r"(bar)
                : "memory");
 }
-__device__ __forceinline__ void named_sync(int id, int n) {
-  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory");
-}
-
 __device__ __forceinline__ void mma16816(float d[4], std::uint32_t a0, std::uint32_t a1, std::uint32_t a2,
                                          std::uint32_t a3, std::uint32_t b0, std::uint32_t b1, const float c[4]) {
   asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
@@ -157,7 +127,7 @@ __global__ void __launch_bounds__(kThreads, 2) q4s_kernel(bf16* __restrict__ out
       mbar_init(smem_addr(full + i), 1);
       mbar_init(smem_addr(empty + i), kCW);
     }
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    mbar_init_fence();
   }
   __syncthreads();
   // probe (one launch, timing study): per block 8 %globaltimer stamps — consumer warp 0: entry, after the PDL wait,
@@ -325,24 +295,6 @@ std::size_t q4t_smem(int stages, int K, int gpw = 2) {
   return 1024 + std::size_t(stages) * stage + std::size_t(K) * 2 + std::size_t(K / 128) * 4 +
          std::size_t(stages + 1) * kCW * 16 * 4;
 }
-__device__ __forceinline__ void tma_2d(std::uint32_t dst, const CUtensorMap* map, std::uint32_t bar, int c0, int c1) {
-  asm volatile(
-      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4}], [%2];\n" ::
-          "r"(dst),
-      "l"(reinterpret_cast<std::uint64_t>(map)), "r"(bar), "r"(c0), "r"(c1)
-      : "memory");
-}
-__device__ __forceinline__ void tma_3d(std::uint32_t dst, const CUtensorMap* map, std::uint32_t bar, int c0, int c1,
-                                       int c2) {
-  asm volatile(
-      "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4, %5}], [%2];\n" ::
-          "r"(dst),
-      "l"(reinterpret_cast<std::uint64_t>(map)), "r"(bar), "r"(c0), "r"(c1), "r"(c2)
-      : "memory");
-}
-__device__ __forceinline__ void named_arrive(int id, int n) {
-  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(n) : "memory");
-}
 
 // MAP3: W through a 3-D map (16 uint32 of a group, rows, groups) whose box lands group-major in shared memory
 // ([group][row][64 bytes]): a warp's 16-byte reads of rows g and g + 1 fall on different banks (the 2-D box's
@@ -370,7 +322,7 @@ __global__ void __launch_bounds__(kThreads, 2)
       mbar_init(smem_addr(full + i), 1);
       mbar_init(smem_addr(empty + i), kCW);
     }
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    mbar_init_fence();
   }
   __syncthreads();
   const auto stamp = [&](int k) {
@@ -397,10 +349,10 @@ __global__ void __launch_bounds__(kThreads, 2)
         if (!done) {
           unsigned char* sb = ring + slot * kTStageBytes;
           if constexpr (MAP3)
-            tma_3d(smem_addr(sb), &tw, bar, 0, tile * 16, st * kSG);
+            tma_load_3d(smem_addr(sb), &tw, bar, 0, tile * 16, st * kSG);
           else
-            tma_2d(smem_addr(sb), &tw, bar, st * kSG * 16, tile * 16);
-          tma_2d(smem_addr(sb + kTStageW), &ts, bar, st * kSG, tile * 16);
+            tma_load_2d(smem_addr(sb), &tw, bar, st * kSG * 16, tile * 16);
+          tma_load_2d(smem_addr(sb + kTStageW), &ts, bar, st * kSG, tile * 16);
         }
         ++uses;
         if (uses == STAGES) stamp(6);
