@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
-// The int4 × bf16 decode GEMV for one x row, streamed by the Tensor Memory Accelerator (issue 6; PERF_NOTES v17):
-// launch_q4tma, called by kernels_quant.cu's GEMV dispatch before q4mma (kernels_q4mma.cu) for T = 1 in every mode
-// (plain, silu, rope, residual). It computes every row with q4mma's arithmetic (q4_math.cuh): the same bits.
+// The quantized decode GEMVs for one x row, streamed by the Tensor Memory Accelerator (issue 6; PERF_NOTES v17):
+// launch_q4tma (int4), called by kernels_quant.cu's GEMV dispatch before q4mma (kernels_q4mma.cu) for T = 1 in every
+// mode (plain, silu, rope, residual), computing every row with q4mma's arithmetic (q4_math.cuh): the same bits;
+// launch_q4tma_normed, the same with the decode RMSNorm folded in; and launch_q8tma, the int8 twin of the scalar
+// kernel (opt-in: slower so far; see q8tma below).
 //
 // Why: q4mma's threads each stream their own 16-byte pieces through a cp.async ring, one 16-row tile a block, in
 // grids of 192–896 blocks; a decoder layer's four int4 GEMVs ran at 1.9× their bytes at the copy rate (lab chain:
@@ -9,8 +11,9 @@
 // a stage stream at 1.05–1.2× (pixtral_q4stream_lab), and a 4-D tensor map reads them from the row-major layout
 // as they are stored (no new weight format).
 //
-// Structure: a persistent grid of two blocks an SM, static tiles (tile = block + j · grid: the schedule, and so
-// the bits, do not depend on timing). A block = 8 consumer warps + 1 producer warp (one lane). The producer, from
+// Structure: a persistent grid of two blocks an SM (three where the tiles fit them), static tiles (tile = block +
+// j · grid: the schedule, and so the bits, do not depend on timing). A block = 8 consumer warps + 1 producer warp
+// (one lane). The producer, from
 // before the programmatic-dependent-launch wait on (weights are immutable), fills a ring of mbarrier-guarded stages:
 // stage s of a tile = group g_lo(w) + s of each consumer warp w's contiguous range of K's groups (q4mma's ranges,
 // n_groups / 8 each) for the tile's 16 rows (R = 2 modes: both row sets), one TMA (two for a split R = 2 tile); and
