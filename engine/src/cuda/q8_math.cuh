@@ -28,8 +28,8 @@ __device__ __forceinline__ void unpack_int8_word(std::uint32_t u, float f[4]) {
   for (int j = 0; j < 4; ++j) f[j] = int8_byte(ux, j);
 }
 
-// accumulate's int8 path for one x row already loaded (the chunk's 16 bf16 as two 16-byte words): the same FMAs in
-// the same order.
+// kernels_quant.cu's accumulate, int8 path, for one x row already loaded (the chunk's 16 bf16 as two 16-byte words):
+// the same FMAs in the same order.
 __device__ __forceinline__ void accumulate_int8_x(const uint4& wv, const uint4 xw[2], float& acc) {
   const std::uint32_t u[4] = {wv.x, wv.y, wv.z, wv.w};
 #pragma unroll
