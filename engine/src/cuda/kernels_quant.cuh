@@ -51,7 +51,7 @@ Status launch_qgemv_silu(void* out, DType out_t, const void* x, DType x_t, const
 Status launch_q4mma(void* out, DType out_t, const bf16* x, const std::uint8_t* q, const float* scales,
                     const bf16* bias, int T, int N, int items, int K, GemvMode mode, const RopeAppendArgs& ra,
                     cudaStream_t s, bool* launched);
-/// The int4 × bf16 GEMV for one x row through the Tensor Memory Accelerator (kernels_qtma.cu: a persistent,
+/// The int4 × bf16 GEMV for one x row through the Tensor Memory Accelerator (kernels_q4tma.cu: a persistent,
 /// warp-specialized kernel with q4mma's arithmetic, the same bits), in every mode. Sets *launched; nothing is
 /// launched (the caller goes on to q4mma) where it does not run: T ≠ 1, PIXTRAL_CUDA_Q4TMA=0, K / 128 not a multiple
 /// of 8 or over 256, rope with halves pairs and head_dim / 2 not a multiple of 16, no sm_90 code or no tensor-map
@@ -66,7 +66,7 @@ Status launch_q4tma(void* out, DType out_t, const bf16* x, const std::uint8_t* q
 Status launch_q4tma_normed(bf16* out, const bf16* h, const bf16* norm_w, bf16* xn, float eps, const std::uint8_t* q,
                            const float* scales, int N, int items, int K, GemvMode mode, const RopeAppendArgs& ra,
                            cudaStream_t s, bool* launched);
-/// The int8 twin (kernels_qtma.cu: the scalar kernel's arithmetic, the same bits; opt-in, PIXTRAL_CUDA_Q8TMA=1: slower
+/// The int8 twin (kernels_q8tma.cu: the scalar kernel's arithmetic, the same bits; opt-in, PIXTRAL_CUDA_Q8TMA=1: slower
 /// than the scalar kernel so far): one x row, every mode; nothing launched (the scalar kernel runs) where it does not:
 /// T ≠ 1, not opted in, K < 1024 or not a multiple of 16, rope with halves pairs and head_dim / 2 not a multiple of
 /// 8, no sm_90 code or no tensor-map encoder.

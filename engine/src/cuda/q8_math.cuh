@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // The int8 (and the int4 scalar path's) magic-number conversions and the one-row int8 × bf16 chunk arithmetic,
-// shared by the scalar quantized GEMV (kernels_quant.cu) and the TMA-fed int8 GEMV (kernels_qtma.cu): a row's
+// shared by the scalar quantized GEMV (kernels_quant.cu) and the TMA-fed int8 GEMV (kernels_q8tma.cu): a row's
 // products and sums in the same order in both, so the two kernels give the same bits.
 #pragma once
 

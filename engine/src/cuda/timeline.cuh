@@ -15,11 +15,11 @@ namespace pixtral::cuda {
 // Kernel tags (the CSV's tag column): family × 100 + GEMV mode (0 plain, 1 silu, 2 rope, 3 residual).
 enum TimelineTag : unsigned {
   kTlGemv = 100,     // bf16 GEMV (kernels_gemv.cu)
-  kTlQ8tma = 150,    // int8 GEMV fed by the TMA (kernels_qtma.cu)
+  kTlQ8tma = 150,    // int8 GEMV fed by the TMA (kernels_q8tma.cu)
   kTlQgemv8 = 200,   // int8 scalar GEMV (kernels_quant.cu)
   kTlQgemv4 = 250,   // int4 scalar GEMV
   kTlQ4mma = 300,    // int4 tensor-core GEMV (kernels_q4mma.cu)
-  kTlQ4tma = 350,    // int4 tensor-core GEMV fed by the TMA (kernels_qtma.cu)
+  kTlQ4tma = 350,    // int4 tensor-core GEMV fed by the TMA (kernels_q4tma.cu)
   kTlAttention = 400,
   kTlCombine = 401,
   kTlRowNorm = 500,

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // Hopper's asynchronous copies (sm_90): mbarriers, the Tensor Memory Accelerator's tiled loads, named barriers, and
 // the host side's tensor-map encoder. Shared by flash attention v5 (kernels_flash5.cu), the TMA-fed decode GEMVs
-// (kernels_qtma.cu) and their lab (lab/q4stream_lab.cu). Device functions exist for sm_90+ code only (elsewhere they
-// trap: callers check the device).
+// (kernels_q4tma.cu, kernels_q8tma.cu) and their lab (lab/q4stream_lab.cu). Device functions exist for sm_90+ code
+// only (elsewhere they trap: callers check the device).
 // ref: PTX ISA "mbarrier", "cp.async.bulk.tensor"; CUDA driver API "Tensor Map Object Management".
 #pragma once
 

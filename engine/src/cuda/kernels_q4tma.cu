@@ -1,0 +1,426 @@
+// SPDX-License-Identifier: Apache-2.0
+// The int4 × bf16 decode GEMV for one x row, streamed by the Tensor Memory Accelerator (issue 6; PERF_NOTES v17):
+// launch_q4tma, called by kernels_quant.cu's GEMV dispatch before q4mma (kernels_q4mma.cu) for T = 1 in every mode
+// (plain, silu, rope, residual), computing every row with q4mma's arithmetic (q4_math.cuh): the same bits; and
+// launch_q4tma_normed, the same with the decode RMSNorm folded in. What it shares with the int8 twin
+// (kernels_q8tma.cu) is in qtma_common.cuh.
+//
+// Why: q4mma's threads each stream their own 16-byte pieces through a cp.async ring, one 16-row tile a block, in
+// grids of 192–896 blocks; a decoder layer's four int4 GEMVs ran at 1.9× their bytes at the copy rate (lab chain:
+// 65.8 µs a layer against 34.4), each kernel ~6–11 µs over its bytes (v14). The same bytes copied as one bulk copy
+// a stage stream at 1.05–1.2× (pixtral_q4stream_lab), and a 4-D tensor map reads them from the row-major layout
+// as they are stored (no new weight format).
+//
+// Structure: a persistent grid of two blocks an SM (three where the tiles fit them), static tiles (tile = block +
+// j · grid: the schedule, and so the bits, do not depend on timing). A block = 8 consumer warps + 1 producer warp
+// (one lane). The producer, from before the programmatic-dependent-launch wait on (weights are immutable), fills a
+// ring of mbarrier-guarded stages: stage s of a tile = group g_lo(w) + s of each consumer warp w's contiguous range
+// of K's groups (q4mma's ranges, n_groups / 8 each) for the tile's 16 rows (R = 2 modes: both row sets), one TMA
+// (two for a split R = 2 tile); and each tile's scales ([16 rows][n_groups] fp32, one box a row set) into one of
+// two scale slots. The consumers stage x once (natural order, all loads at once), then for each stage: wait, read
+// their 16 bytes of rows g and g + 8, release the slot, and multiply (q4_group_mma, with the group's correction
+// from group_correction: q4mma's T = 1 path). A tile's 8 partial sums meet in shared memory: warps 1..7 arrive on a
+// named barrier, warp 0 waits on it, adds them in warp order (q4mma's order) and stores through gemv_modes.cuh's
+// epilogue — the storing lanes read their epilogue inputs (the rope position and sin/cos, the residual's h) at the
+// tile's start.
+// launch_q4tma_normed folds the decode RMSNorm before the QKV and [w1; w3] GEMVs into the prologue: each block
+// normalizes h itself with row_norm_kernel's bits while its ring fills (block 0 also writes xn), one kernel instead
+// of two (H200 int4 decode, same run: 2.958 -> 2.941 ms/token).
+// Shared-memory image of a stage: [warp][row][64 bytes] for a 16-row box (rows g and g + 1 of a warp's reads lie
+// 64 bytes apart: no bank conflict), [warp][r][pair][64] for the interleaved rope pairs' 5-D box.
+// ref: PTX ISA "cp.async.bulk.tensor", "mbarrier"; CUTLASS's warp-specialized producer/consumer pipelines
+//      (the full/empty barrier ring).
+#include <algorithm>
+#include <cstdlib>
+
+#include "core/quant.h"
+#include "cuda/kernels_quant.cuh"
+#include "cuda/q4_math.cuh"
+#include "cuda/qtma_common.cuh"
+#include "cuda/timeline.cuh"
+
+namespace pixtral::cuda {
+namespace {
+
+using namespace qtma;
+
+constexpr int kMaxStages = 8;
+constexpr int kRedBufs = 4;                  // tiles a warp may run ahead of warp 0's sums (≤ 2 scale slots + 1)
+constexpr int kBoxBytes = 16 * kWarps * 64;  // one 16-row box of a stage: 8 KB
+
+// The shared-memory plan of a launch (host and device agree through the kernel arguments).
+struct Q4tLayout {
+  int stages = 0;
+  int stage_bytes = 0;  // R · 8 KB
+  int scale_bytes = 0;  // R · 16 · n_groups · 4
+  int ring = 0, scales = 0, xs = 0, red = 0, total = 0;  // byte offsets, size
+};
+
+Q4tLayout q4t_layout(int R, int K, int budget) {
+  Q4tLayout l;
+  const int n_groups = K / quant::kInt4Group;
+  l.stage_bytes = R * kBoxBytes;
+  l.scale_bytes = R * 16 * n_groups * 4;
+  const int fixed = kBarBytes + 2 * l.scale_bytes + K * 2 + kRedBufs * kWarps * R * 16 * 4 + 3 * 128;
+  l.stages = std::min(kMaxStages, (budget - fixed) / l.stage_bytes);
+  l.ring = kBarBytes;
+  l.scales = l.ring + l.stages * l.stage_bytes;
+  l.xs = (l.scales + 2 * l.scale_bytes + 127) / 128 * 128;
+  l.red = (l.xs + K * 2 + 127) / 128 * 128;
+  l.total = l.red + kRedBufs * kWarps * R * 16 * 4;
+  return l;
+}
+
+struct Q4tArgs {
+  int N, n_items, K, n_tiles, stages, ring, scales, xs, red, stage_bytes, scale_bytes;
+  // The RMSNorm folded in (launch_q4tma_normed): x = round(h · inv · w) computed by every block from h; block 0 also
+  // writes it to xn. Null nh: x is the input.
+  const bf16* nh = nullptr;
+  const bf16* nw = nullptr;
+  bf16* nxn = nullptr;
+  float eps = 0.f;
+};
+
+template <class TO, GemvMode M>
+__global__ void __launch_bounds__(kThreads, 2)
+    q4tma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const bf16* __restrict__ bias, const Q4tArgs a,
+                 const RopeAppendArgs ra, const __grid_constant__ CUtensorMap mw,
+                 const __grid_constant__ CUtensorMap mw2, const __grid_constant__ CUtensorMap ms,
+                 const __grid_constant__ CUtensorMap ms2) {
+  // mw: the 4-D map of 16-row boxes; mw2: the 5-D map of 16-pair boxes (rope only); ms / ms2: the scales' 16- and
+  // 32-row boxes.
+  constexpr int R = gemv_rows_per_item(M);
+  extern __shared__ __align__(1024) unsigned char smem[];
+  PIXTRAL_TIMELINE(kTlQ4tma + unsigned(M));
+  allow_dependents_to_launch();
+  std::uint64_t* bars = reinterpret_cast<std::uint64_t*>(smem);
+  StageRing ring{bars, bars + kMaxStages, a.stages};                     // the W stages
+  StageRing sring{bars + 2 * kMaxStages, bars + 2 * kMaxStages + 2, 2};  // the tiles' scale slots
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int n_groups = a.K / quant::kInt4Group, gpw = n_groups / kWarps;  // groups a warp, = stages a tile
+  if (threadIdx.x == 0) {
+    ring.init();
+    sring.init();
+    mbar_init_fence();
+  }
+  __syncthreads();  // the only block-wide barrier
+  if (warp == kWarps) {  // the producer: lane 0 alone
+    if (lane != 0) return;
+    prefetch_map(&mw);
+    prefetch_map(&ms);
+    if constexpr (M == GemvMode::rope) {
+      prefetch_map(&mw2);
+      prefetch_map(&ms2);
+    }
+    for (int j = 0;; ++j) {
+      const int tile = int(blockIdx.x) + j * int(gridDim.x);
+      if (tile >= a.n_tiles) break;
+      const TilePlan p = tile_plan<M>(tile * 16, a.N, ra);
+      sring.wait_empty();
+      const std::uint32_t sbar = sring.full_bar(), sdst = smem_addr(smem + a.scales + sring.slot * a.scale_bytes);
+      mbar_expect_tx(sbar, std::uint32_t(a.scale_bytes));
+      if (p.inter) {
+        tma_load_2d(sdst, &ms2, sbar, 0, p.row_a);
+      } else {
+        tma_load_2d(sdst, &ms, sbar, 0, p.row_a);
+        if constexpr (R == 2) tma_load_2d(sdst + 16 * n_groups * 4, &ms, sbar, 0, p.row_b);
+      }
+      sring.next();
+      for (int s = 0; s < gpw; ++s) {
+        ring.wait_empty();
+        const std::uint32_t bar = ring.full_bar(), dst = smem_addr(smem + a.ring + ring.slot * a.stage_bytes);
+        mbar_expect_tx(bar, std::uint32_t(a.stage_bytes));
+        if (p.inter) {
+          tma_load_5d(dst, &mw2, bar, 0, p.row_a / 2, 0, s, 0);
+        } else {
+          tma_load_4d(dst, &mw, bar, 0, p.row_a, s, 0);
+          if constexpr (R == 2) tma_load_4d(dst + kBoxBytes, &mw, bar, 0, p.row_b, s, 0);
+        }
+        ring.next();
+      }
+    }
+    return;
+  }
+  // The consumers.
+  wait_for_previous_grid();  // x and out belong to the previous kernels
+  const int tid = threadIdx.x;
+  bf16* xs = reinterpret_cast<bf16*>(smem + a.xs);
+  float* red = reinterpret_cast<float*>(smem + a.red);  // [kRedBufs][kWarps][R][16]; first the norm's warp sums
+  // Only the rope and silu modes take a norm; the other modes compile without it (their registers: 64 / 68).
+  if (M != GemvMode::plain && M != GemvMode::residual && a.nh) {
+    // The decode RMSNorm folded in, with row_norm_kernel's bits (kernels_elementwise.cu, one block of ceil32(K / 8)
+    // threads, one piece of 8 each: K / 8 ≤ 1024): each piece's sum of squares in its order; that kernel's warp k
+    // (pieces 32k .. 32k + 31) is this block's warp k % 8 in round k / 8, summed by the same shuffle tree; then its
+    // block_sum's second stage (lane i takes warp sum i, zeros past them, the same tree); inv; x = (h · inv) · w.
+    const int nv = a.K / 8, n_nw = (nv + 31) / 32;
+    constexpr int kRounds = 4;  // 256 threads × 4 ≥ 1024 pieces
+    uint4 hv[kRounds], gv[kRounds];
+#pragma unroll
+    for (int r = 0; r < kRounds; ++r) {
+      const int p = r * kWarps * 32 + tid;
+      if (p < nv) {
+        hv[r] = reinterpret_cast<const uint4*>(a.nh)[p];
+        gv[r] = reinterpret_cast<const uint4*>(a.nw)[p];
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < kRounds; ++r) {
+      if (r * kWarps + warp >= n_nw) break;  // warp-uniform
+      const int p = r * kWarps * 32 + tid;
+      float ss = 0.f;
+      if (p < nv) {
+        float f[8];
+        bf16x8_to_f32(hv[r], f);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) ss += f[i] * f[i];
+      }
+      ss = warp_sum(ss);
+      if (lane == 0) red[r * kWarps + warp] = ss;
+    }
+    named_sync(1, kWarps * 32);
+    const float tot = warp_sum(lane < n_nw ? red[lane] : 0.f);
+    const float inv = 1.0f / sqrtf(tot / float(a.K) + a.eps);
+#pragma unroll
+    for (int r = 0; r < kRounds; ++r) {
+      const int p = r * kWarps * 32 + tid;
+      if (p < nv) {
+        float f[8], g[8];
+        bf16x8_to_f32(hv[r], f);
+        bf16x8_to_f32(gv[r], g);
+        uint4 o;
+        __nv_bfloat162* ob = reinterpret_cast<__nv_bfloat162*>(&o);
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+          ob[i] = __floats2bfloat162_rn(f[2 * i] * inv * g[2 * i], f[2 * i + 1] * inv * g[2 * i + 1]);
+        reinterpret_cast<uint4*>(xs)[p] = o;
+        if (blockIdx.x == 0) reinterpret_cast<uint4*>(a.nxn)[p] = o;
+      }
+    }
+  } else {
+    stage_x(xs, x, a.K, tid);
+  }
+  named_sync(1, kWarps * 32);
+  const int g = lane >> 2, t = lane & 3;
+  for (int j = 0;; ++j) {
+    const int tile = int(blockIdx.x) + j * int(gridDim.x);
+    if (tile >= a.n_tiles) break;
+    const int n0 = tile * 16;
+    const TilePlan p = tile_plan<M>(n0, a.N, ra);
+    // Warp 0's lanes 0..15 store item n0 + lane: its epilogue inputs now, off the tile's end.
+    const bool stores = warp == 0 && lane < 16 && n0 + lane < a.n_items;
+    GemvItemPre<TO> pre;
+    if (stores) {
+      gemv_item_pre_early<M>(pre, n0 + lane, ra);
+      gemv_item_pre_late<M>(pre, out, 0, n0 + lane, a.N);
+    }
+    sring.wait_full();
+    const float* sc = reinterpret_cast<const float*>(smem + a.scales + sring.slot * a.scale_bytes);
+    float acc[R][4];
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[r][e] = 0.f;
+    // This warp's bytes in a stage, row set r: [warp][row][64] boxes (r · 8 KB apart) or [warp][r][pair][64].
+    int wbase[R], sbase[R], sstride;
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      wbase[r] = p.inter ? warp * 2048 + r * 1024 : r * kBoxBytes + warp * 1024;
+      sbase[r] = p.inter ? r * n_groups : r * 16 * n_groups;
+    }
+    sstride = p.inter ? 2 * n_groups : n_groups;  // between items' scale rows
+    for (int s = 0; s < gpw; ++s) {
+      ring.wait_full();
+      const unsigned char* st = smem + a.ring + ring.slot * a.stage_bytes;
+      uint4 w0[R], w1[R];
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        w0[r] = *reinterpret_cast<const uint4*>(st + wbase[r] + g * 64 + 16 * t);
+        w1[r] = *reinterpret_cast<const uint4*>(st + wbase[r] + (g + 8) * 64 + 16 * t);
+      }
+      __syncwarp();
+      ring.release(lane);  // the slot's bytes are in registers
+      ring.next();
+      const int G = warp * gpw + s;
+      uint4 xv[4];
+#pragma unroll
+      for (int ww = 0; ww < 4; ++ww) xv[ww] = reinterpret_cast<const uint4*>(xs + 128 * G + 32 * t)[ww];
+      const float cr = group_correction(reinterpret_cast<const uint2*>(xs + 128 * G)[lane]);
+      const float corr[2] = {cr, cr};  // D column 0 (x row 0) takes corr[0]; the others are never read
+#pragma unroll
+      for (int r = 0; r < R; ++r)
+        q4_group_mma(w0[r], w1[r], xv, sc[sbase[r] + g * sstride + G], sc[sbase[r] + (g + 8) * sstride + G], corr,
+                     acc[r]);
+    }
+    __syncwarp();
+    sring.release(lane);  // this warp is done with the tile's scales
+    sring.next();
+    const int b = j % kRedBufs;
+    float* rb = red + b * kWarps * R * 16;
+    if (t == 0) {
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        rb[(warp * R + r) * 16 + g] = acc[r][0];  // D column 0: x row 0
+        rb[(warp * R + r) * 16 + g + 8] = acc[r][2];
+      }
+    }
+    if (warp != 0) {
+      named_arrive(2 + b, kWarps * 32);
+    } else {
+      named_sync(2 + b, kWarps * 32);
+      if (stores) {
+        float v[2] = {0.f, 0.f};
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+          float sum = rb[r * 16 + lane];
+#pragma unroll
+          for (int w = 1; w < kWarps; ++w) sum += rb[(w * R + r) * 16 + lane];
+          v[r] = sum;
+        }
+        gemv_item_store<M>(out, 0, n0 + lane, a.N, v, bias, ra, pre);
+      }
+    }
+  }
+}
+
+// The int4 maps of a weight of `rows` rows and K columns: W as (16 uint32 of a group, row, group in a warp's range,
+// warp) in boxes of 16 rows (kind 0), or as (16 uint32, pair, row of the pair, group in range, warp) in boxes of 16
+// pairs (kind 1, rope's interleaved pairs); the scales [rows][n_groups] fp32 in boxes of 16 (kind 2) or 32 rows (3).
+MapSpec q4_map(const void* base, int kind, std::int64_t rows, int K) {
+  const cuuint64_t n = cuuint64_t(K / quant::kInt4Group), r = cuuint64_t(rows);
+  MapSpec m;
+  m.base = base;
+  if (kind == 0) {
+    m.rank = 4;
+    const cuuint64_t dims[4] = {16, r, n / kWarps, kWarps}, strides[3] = {cuuint64_t(K) / 2, 64, 64 * (n / kWarps)};
+    const cuuint32_t box[4] = {16, 16, 1, kWarps};
+    std::copy(dims, dims + 4, m.dims), std::copy(strides, strides + 3, m.strides), std::copy(box, box + 4, m.box);
+  } else if (kind == 1) {
+    m.rank = 5;
+    const cuuint64_t dims[5] = {16, r / 2, 2, n / kWarps, kWarps};
+    const cuuint64_t strides[4] = {cuuint64_t(K), cuuint64_t(K) / 2, 64, 64 * (n / kWarps)};
+    const cuuint32_t box[5] = {16, 16, 2, 1, kWarps};
+    std::copy(dims, dims + 5, m.dims), std::copy(strides, strides + 4, m.strides), std::copy(box, box + 5, m.box);
+  } else {
+    m.rank = 2;
+    m.dtype = CU_TENSOR_MAP_DATA_TYPE_FLOAT32;
+    m.dims[0] = n, m.dims[1] = r, m.strides[0] = n * 4;
+    m.box[0] = cuuint32_t(n), m.box[1] = kind == 2 ? 16u : 32u;
+  }
+  return m;
+}
+
+// The norm folded into a launch (launch_q4tma_normed): h, the norm weight, xn, eps.
+struct NormIn {
+  const bf16* h;
+  const bf16* w;
+  bf16* xn;
+  float eps;
+};
+
+template <class TO, GemvMode M>
+Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* scales, const bf16* bias, int N,
+                    int items, int K, const RopeAppendArgs& ra, cudaStream_t s, bool* launched,
+                    const NormIn* norm = nullptr) {
+  constexpr int R = gemv_rows_per_item(M);
+  Q4tLayout l = q4t_layout(R, K, kMaxSmem);
+  if (l.stages < 2 || l.total > kMaxSmem) return not_here(kQ4Env, "K too large for the shared memory");
+  if (!tma_ready(q4tma_kernel<TO, M>) || sm_count() == 0) return not_here(kQ4Env, "no sm_90 code for this GPU");
+  const int n_tiles = ceil_div(items, 16);
+  int per_sm = 2;
+  // More tiles than two blocks an SM but not than three: three smaller blocks an SM, one tile each, instead of a
+  // second tile for some blocks (the last ones' tail). PIXTRAL_CUDA_Q4TMA_3=0: always two (A/B).
+  const char* e3 = std::getenv("PIXTRAL_CUDA_Q4TMA_3");
+  if (!(e3 && e3[0] == '0') && n_tiles > 2 * sm_count() && n_tiles <= 3 * sm_count()) {
+    const Q4tLayout l3 = q4t_layout(R, K, kSmem3);
+    if (l3.stages >= 2 && blocks_fit(q4tma_kernel<TO, M>, l3.total, 3)) {
+      l = l3;
+      per_sm = 3;
+    }
+  }
+  const std::int64_t rows = weight_rows<M>(N, ra);
+  CUtensorMap mw{}, mw2{}, ms{}, ms2{};
+  if (!encode_map(&mw, q4_map(q, 0, rows, K)) || !encode_map(&ms, q4_map(scales, 2, rows, K)) ||
+      (M == GemvMode::rope &&
+       (!encode_map(&mw2, q4_map(q, 1, rows, K)) || !encode_map(&ms2, q4_map(scales, 3, rows, K)))))
+    return not_here(kQ4Env, "no tensor-map encoder, or the driver refused a map");
+  Q4tArgs a;
+  a.N = N;
+  a.n_items = items;
+  a.K = K;
+  a.n_tiles = n_tiles;
+  a.stages = l.stages;
+  a.ring = l.ring;
+  a.scales = l.scales;
+  a.xs = l.xs;
+  a.red = l.red;
+  a.stage_bytes = l.stage_bytes;
+  a.scale_bytes = l.scale_bytes;
+  if (norm) {
+    a.nh = norm->h;
+    a.nw = norm->w;
+    a.nxn = norm->xn;
+    a.eps = norm->eps;
+  }
+  const int grid = std::min(a.n_tiles, per_sm * sm_count());
+  launch_dependent_smem(q4tma_kernel<TO, M>, dim3(unsigned(grid)), dim3(kThreads), std::size_t(l.total), s, out, x,
+                        bias, a, ra, mw, mw2, ms, ms2);
+  PIXTRAL_CUDA_LAUNCH_CHECK(q4tma_kernel);
+  *launched = true;
+  return {};
+}
+
+// Why launch_q4tma cannot run this GEMV (null: it can): K's groups split evenly over the 8 warps (q4mma's ranges)
+// and one scale box wide (≤ 256 groups); 16-byte aligned bases (TMA); rope with halves pairs only when a tile stays
+// inside a head.
+const char* q4_refusal(int K, int items, const void* q, const void* scales, GemvMode mode, const RopeAppendArgs& ra) {
+  const int n_groups = K / quant::kInt4Group;
+  if (K % quant::kInt4Group != 0 || n_groups % kWarps != 0 || n_groups > 256)
+    return "K / 128 must be a multiple of 8 and at most 256";
+  if (items < 1 || reinterpret_cast<std::uintptr_t>(q) % 16 != 0 || reinterpret_cast<std::uintptr_t>(scales) % 16 != 0)
+    return "no items, or W / scales not 16-byte aligned";
+  if (mode == GemvMode::rope && (ra.hd % 2 != 0 || (ra.halves && (ra.hd / 2) % 16 != 0)))
+    return "rope with halves pairs needs head_dim / 2 a multiple of 16";
+  return nullptr;
+}
+
+}  // namespace
+
+Status launch_q4tma(void* out, DType out_t, const bf16* x, const std::uint8_t* q, const float* scales,
+                    const bf16* bias, int T, int N, int items, int K, GemvMode mode, const RopeAppendArgs& ra,
+                    cudaStream_t s, bool* launched) {
+  *launched = false;
+  if (T != 1 || tma_switch(kQ4Env) == TmaSwitch::off) return {};
+  if (const char* why = q4_refusal(K, items, q, scales, mode, ra)) return not_here(kQ4Env, why);
+  if (out_t != DType::f32 && out_t != DType::bf16) return not_here(kQ4Env, "output neither f32 nor bf16");
+  return dispatch_mode(mode, [&](auto m) {
+    constexpr GemvMode M = decltype(m)::value;
+    if (out_t == DType::f32)
+      return launch_typed<float, M>(static_cast<float*>(out), x, q, scales, bias, N, items, K, ra, s, launched);
+    return launch_typed<bf16, M>(static_cast<bf16*>(out), x, q, scales, bias, N, items, K, ra, s, launched);
+  });
+}
+
+Status launch_q4tma_normed(bf16* out, const bf16* h, const bf16* norm_w, bf16* xn, float eps, const std::uint8_t* q,
+                           const float* scales, int N, int items, int K, GemvMode mode, const RopeAppendArgs& ra,
+                           cudaStream_t s, bool* launched) {
+  *launched = false;
+  if (tma_switch(kQ4Env) == TmaSwitch::off) return {};
+  const char* ef = std::getenv("PIXTRAL_CUDA_FOLD_NORM");  // =0: the norm kernel, then the GEMV (A/B)
+  if (ef && ef[0] == '0') return {};
+  // (PIXTRAL_CUDA_FOLD_NORM=require: the caller makes "not launched" an error.)
+  if (const char* why = q4_refusal(K, items, q, scales, mode, ra)) return not_here(kQ4Env, why);
+  // The norm's conditions: one block of row_norm_kernel covers the row (K / 8 ≤ 1024 pieces of 8), 16-byte aligned
+  // h, w and xn; rope and silu modes only.
+  const auto aligned = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; };
+  if (K / 8 > 1024 || !aligned(h) || !aligned(norm_w) || !aligned(xn))
+    return not_here(kQ4Env, "the folded norm needs K ≤ 8192 and 16-byte aligned h, norm weight and xn");
+  if (mode != GemvMode::rope && mode != GemvMode::silu)
+    return not_here(kQ4Env, "the folded norm is for the rope and silu modes");
+  const NormIn norm{h, norm_w, xn, eps};
+  return dispatch_mode(mode, [&](auto m) {
+    return launch_typed<bf16, decltype(m)::value>(out, nullptr, q, scales, nullptr, N, items, K, ra, s, launched,
+                                                   &norm);
+  });
+}
+
+}  // namespace pixtral::cuda

@@ -1,0 +1,72 @@
+// SPDX-License-Identifier: Apache-2.0
+// The host half of qtma_common.cuh.
+#include "cuda/qtma_common.cuh"
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <string>
+#include <tuple>
+
+namespace pixtral::cuda::qtma {
+
+TmaSwitch tma_switch(const char* env) {
+  const char* e = std::getenv(env);
+  if (e && std::strcmp(e, "require") == 0) return TmaSwitch::require;
+  if (std::strcmp(env, kQ8Env) == 0) return e && e[0] >= '1' && e[0] <= '9' ? TmaSwitch::on : TmaSwitch::off;
+  return e && e[0] == '0' ? TmaSwitch::off : TmaSwitch::on;
+}
+
+Status not_here(const char* env, const char* why) {
+  if (tma_switch(env) != TmaSwitch::require) return {};
+  return Status(ErrorCode::unsupported, std::string("one-row TMA GEMV (") + env + "=require): " + why);
+}
+
+bool encode_map(CUtensorMap* m, const MapSpec& s) {
+  using Key = std::tuple<const void*, int, int, std::array<cuuint64_t, 5>, std::array<cuuint64_t, 4>,
+                         std::array<cuuint32_t, 5>>;
+  Key key{s.base, int(s.dtype), s.rank, {}, {}, {}};
+  std::copy(s.dims, s.dims + 5, std::get<3>(key).begin());
+  std::copy(s.strides, s.strides + 4, std::get<4>(key).begin());
+  std::copy(s.box, s.box + 5, std::get<5>(key).begin());
+  static std::mutex mu;
+  static std::map<Key, CUtensorMap> cache;
+  std::lock_guard<std::mutex> lock(mu);
+  if (auto it = cache.find(key); it != cache.end()) {
+    *m = it->second;
+    return true;
+  }
+  const EncodeTiledFn fn = encode_tiled();
+  if (!fn) return false;
+  const cuuint32_t es[5] = {1, 1, 1, 1, 1};
+  if (fn(m, s.dtype, cuuint32_t(s.rank), const_cast<void*>(s.base), s.dims, s.strides, s.box, es,
+         CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+         CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) != CUDA_SUCCESS)
+    return false;
+  cache.emplace(key, *m);
+  return true;
+}
+
+int sm_count() {
+  constexpr int kMaxDevices = 64;
+  static std::atomic<int> counts[kMaxDevices] = {};  // 0: not read yet
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= kMaxDevices) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  if (const int n = counts[dev].load(std::memory_order_relaxed)) return n;
+  int c = 0;
+  if (cudaDeviceGetAttribute(&c, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  counts[dev].store(c, std::memory_order_relaxed);
+  return c;
+}
+
+}  // namespace pixtral::cuda::qtma
