@@ -286,27 +286,13 @@ __global__ void __launch_bounds__(kThreads, 2)
 // warp) in boxes of 16 rows (kind 0), or as (16 uint32, pair, row of the pair, group in range, warp) in boxes of 16
 // pairs (kind 1, rope's interleaved pairs); the scales [rows][n_groups] fp32 in boxes of 16 (kind 2) or 32 rows (3).
 MapSpec q4_map(const void* base, int kind, std::int64_t rows, int K) {
-  const cuuint64_t n = cuuint64_t(K / quant::kInt4Group), r = cuuint64_t(rows);
-  MapSpec m;
-  m.base = base;
-  if (kind == 0) {
-    m.rank = 4;
-    const cuuint64_t dims[4] = {16, r, n / kWarps, kWarps}, strides[3] = {cuuint64_t(K) / 2, 64, 64 * (n / kWarps)};
-    const cuuint32_t box[4] = {16, 16, 1, kWarps};
-    std::copy(dims, dims + 4, m.dims), std::copy(strides, strides + 3, m.strides), std::copy(box, box + 4, m.box);
-  } else if (kind == 1) {
-    m.rank = 5;
-    const cuuint64_t dims[5] = {16, r / 2, 2, n / kWarps, kWarps};
-    const cuuint64_t strides[4] = {cuuint64_t(K), cuuint64_t(K) / 2, 64, 64 * (n / kWarps)};
-    const cuuint32_t box[5] = {16, 16, 2, 1, kWarps};
-    std::copy(dims, dims + 5, m.dims), std::copy(strides, strides + 4, m.strides), std::copy(box, box + 5, m.box);
-  } else {
-    m.rank = 2;
-    m.dtype = CU_TENSOR_MAP_DATA_TYPE_FLOAT32;
-    m.dims[0] = n, m.dims[1] = r, m.strides[0] = n * 4;
-    m.box[0] = cuuint32_t(n), m.box[1] = kind == 2 ? 16u : 32u;
-  }
-  return m;
+  const cuuint64_t n = cuuint64_t(K / quant::kInt4Group), r = cuuint64_t(rows), k = cuuint64_t(K), w = kWarps;
+  if (kind == 0)
+    return make_map(base, CU_TENSOR_MAP_DATA_TYPE_UINT32, {16, r, n / w, w}, {k / 2, 64, 64 * (n / w)}, {16, 16, 1, w});
+  if (kind == 1)
+    return make_map(base, CU_TENSOR_MAP_DATA_TYPE_UINT32, {16, r / 2, 2, n / w, w}, {k, k / 2, 64, 64 * (n / w)},
+                    {16, 16, 2, 1, w});
+  return make_map(base, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, {n, r}, {n * 4}, {cuuint32_t(n), kind == 2 ? 16u : 32u});
 }
 
 // The norm folded into a launch (launch_q4tma_normed): h, the norm weight, xn, eps.

@@ -38,12 +38,8 @@ int q8t_stages(int R, int K, int budget, int* total) {
 
 // The int8 W [rows][K bytes] as uint32, boxes of 1 KB × 8 rows (or 16: rope's interleaved pairs).
 MapSpec q8_map(const void* base, std::int64_t rows, int K, int box_rows) {
-  MapSpec m;
-  m.base = base;
-  m.rank = 2;
-  m.dims[0] = cuuint64_t(K) / 4, m.dims[1] = cuuint64_t(rows), m.strides[0] = cuuint64_t(K);
-  m.box[0] = kQ8RowStage / 4, m.box[1] = cuuint32_t(box_rows);
-  return m;
+  return make_map(base, CU_TENSOR_MAP_DATA_TYPE_UINT32, {cuuint64_t(K) / 4, cuuint64_t(rows)}, {cuuint64_t(K)},
+                  {kQ8RowStage / 4, cuuint32_t(box_rows)});
 }
 
 template <class TO, GemvMode M>

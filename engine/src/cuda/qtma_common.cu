@@ -26,6 +26,18 @@ Status not_here(const char* env, const char* why) {
   return Status(ErrorCode::unsupported, std::string("one-row TMA GEMV (") + env + "=require): " + why);
 }
 
+MapSpec make_map(const void* base, CUtensorMapDataType dtype, std::initializer_list<cuuint64_t> dims,
+                 std::initializer_list<cuuint64_t> strides, std::initializer_list<cuuint32_t> box) {
+  MapSpec m;
+  m.base = base;
+  m.dtype = dtype;
+  m.rank = int(dims.size());
+  std::copy(dims.begin(), dims.end(), m.dims);
+  std::copy(strides.begin(), strides.end(), m.strides);
+  std::copy(box.begin(), box.end(), m.box);
+  return m;
+}
+
 bool encode_map(CUtensorMap* m, const MapSpec& s) {
   using Key = std::tuple<const void*, int, int, std::array<cuuint64_t, 5>, std::array<cuuint64_t, 4>,
                          std::array<cuuint32_t, 5>>;
