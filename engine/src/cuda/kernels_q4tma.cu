@@ -79,9 +79,6 @@ struct Q4tArgs {
   const bf16* nw = nullptr;
   bf16* nxn = nullptr;
   float eps = 0.f;
-  // Each consumer warp stages its own K range of x (no block barrier); 0: all of x by all, then the barrier
-  // (PIXTRAL_CUDA_Q4TMA_WARPX=0, A/B). Either way the same values: the same bits.
-  int warp_x = 1;
 };
 
 template <class TO, GemvMode M>
@@ -199,15 +196,10 @@ __global__ void __launch_bounds__(kThreads, 2)
         if (blockIdx.x == 0) reinterpret_cast<uint4*>(a.nxn)[p] = o;
       }
     }
-    named_sync(1, kWarps * 32);
-  } else if (a.warp_x) {
-    // A warp reads x only in its own groups' range (q4_group_mma, group_correction): no block barrier.
-    stage_x_warp(xs, x, warp * gpw * quant::kInt4Group, gpw * quant::kInt4Group, lane);
-    __syncwarp();
   } else {
     stage_x(xs, x, a.K, tid);
-    named_sync(1, kWarps * 32);
   }
+  named_sync(1, kWarps * 32);
   const int g = lane >> 2, t = lane & 3;
   for (int j = 0;; ++j) {
     const int tile = int(blockIdx.x) + j * int(gridDim.x);
@@ -349,8 +341,6 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
   a.red = l.red;
   a.stage_bytes = l.stage_bytes;
   a.scale_bytes = l.scale_bytes;
-  const char* ex = std::getenv("PIXTRAL_CUDA_Q4TMA_WARPX");
-  a.warp_x = !(ex && ex[0] == '0');
   if (norm) {
     a.nh = norm->h;
     a.nw = norm->w;

@@ -71,28 +71,6 @@ __device__ __forceinline__ void stage_x(bf16* xs, const bf16* x, int K, int tid)
   }
 }
 
-// One consumer warp's share of x: the n elements (a multiple of 8) from `at`, into the same place of xs — where the
-// warp reads only its own K range, it needs no barrier but its own __syncwarp after this. Loads first, then stores.
-__device__ __forceinline__ void stage_x_warp(bf16* xs, const bf16* x, int at, int n, int lane) {
-  constexpr int kBatch = 8;
-  const int n_chunks = n / 8;
-  const uint4* src = reinterpret_cast<const uint4*>(x + at);
-  uint4* dst = reinterpret_cast<uint4*>(xs + at);
-  for (int c0 = 0; c0 < n_chunks; c0 += kBatch * 32) {
-    uint4 v[kBatch];
-#pragma unroll
-    for (int b = 0; b < kBatch; ++b) {
-      const int c = c0 + b * 32 + lane;
-      if (c < n_chunks) v[b] = src[c];
-    }
-#pragma unroll
-    for (int b = 0; b < kBatch; ++b) {
-      const int c = c0 + b * 32 + lane;
-      if (c < n_chunks) dst[c] = v[b];
-    }
-  }
-}
-
 // A ring of S stages in shared memory, each guarded by a "full" mbarrier (the producer's arrive.expect_tx, the TMA's
 // bytes) and an "empty" one (an arrival from lane 0 of each consumer warp), and one side's place in it: the slot
 // and how many stages that side has passed (use u of a slot completes phase u of its barriers).
