@@ -32,6 +32,7 @@ std::string mib(std::size_t b) {
 
 CudaBackend::~CudaBackend() {
   if (stream_) cudaStreamSynchronize(stream_);
+  forget_q4tma_successors();
   if (graph_exec_) cudaGraphExecDestroy(graph_exec_);
   if (graph_) cudaGraphDestroy(graph_);
   for (auto& t : rope_tables_) cudaFree(t.dev);
@@ -422,6 +423,7 @@ Result<ops::Weight> CudaBackend::upload_weight_host(const WeightView& w) {
 }
 
 void CudaBackend::free_weight(ops::Weight& w) {
+  forget_q4tma_successors();  // none of its L2 prefetch hints may outlive a weight
   if (auto it = host_weights_.find(w.data); it != host_weights_.end()) {
     cudaFreeHost(it->second);
     host_weights_.erase(it);

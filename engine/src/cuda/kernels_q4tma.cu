@@ -26,12 +26,17 @@
 // launch_q4tma_normed folds the decode RMSNorm before the QKV and [w1; w3] GEMVs into the prologue: each block
 // normalizes h itself with row_norm_kernel's bits while its ring fills (block 0 also writes xn), one kernel instead
 // of two (H200 int4 decode, same run: 2.958 -> 2.941 ms/token).
+// Once its producer has issued its last stage, a block asks L2 for its share of the next q4tma GEMV's first tiles
+// (up to 8 MB a launch; the successor known from the step before: note_launch): H200 int4 decode, two same-run
+// A/Bs, 2.828 / 2.827 -> 2.811 / 2.812 ms/token; 4, 12, 24 and 64 MB were slower than 8 (PERF_NOTES v18).
 // Shared-memory image of a stage: [warp][row][64 bytes] for a 16-row box (rows g and g + 1 of a warp's reads lie
 // 64 bytes apart: no bank conflict), [warp][r][pair][64] for the interleaved rope pairs' 5-D box.
 // ref: PTX ISA "cp.async.bulk.tensor", "mbarrier"; CUTLASS's warp-specialized producer/consumer pipelines
 //      (the full/empty barrier ring).
 #include <algorithm>
 #include <cstdlib>
+#include <mutex>
+#include <unordered_map>
 
 #include "core/quant.h"
 #include "cuda/kernels_quant.cuh"
@@ -45,6 +50,7 @@ namespace {
 using namespace qtma;
 
 constexpr int kMaxStages = 8;
+constexpr int kDefaultL2PrefetchMB = 8;  // the next GEMV's first tiles asked into L2 (PIXTRAL_CUDA_Q4TMA_L2PF)
 constexpr int kRedBufs = 4;                  // tiles a warp may run ahead of warp 0's sums (≤ 2 scale slots + 1)
 constexpr int kBoxBytes = 16 * kWarps * 64;  // one 16-row box of a stage: 8 KB
 
@@ -71,6 +77,18 @@ Q4tLayout q4t_layout(int R, int K, int budget) {
   return l;
 }
 
+// The q4tma GEMV that followed this weight's GEMV the last time (note_launch): the producer, once it has issued
+// its own last stage, asks L2 for that GEMV's first tiles (tile j for j < n_first: its blocks' first tiles), so
+// DRAM works on them while this kernel drains and the next one's blocks wait to start. n_first = 0: nothing.
+struct Q4tNext {
+  const unsigned char* q = nullptr;
+  const unsigned char* sc = nullptr;
+  int row_bytes = 0, scale_row_bytes = 0, rows = 0;  // K / 2, n_groups · 4, the weight's rows
+  GemvMode mode = GemvMode::plain;
+  int N = 0, nh = 0, nkv = 0, hd = 0, halves = 0;  // tile_plan's inputs
+  int n_first = 0;
+};
+
 struct Q4tArgs {
   int N, n_items, K, n_tiles, stages, ring, scales, xs, red, stage_bytes, scale_bytes;
   // The RMSNorm folded in (launch_q4tma_normed): x = round(h · inv · w) computed by every block from h; block 0 also
@@ -79,7 +97,34 @@ struct Q4tArgs {
   const bf16* nw = nullptr;
   bf16* nxn = nullptr;
   float eps = 0.f;
+  Q4tNext next;
 };
+
+// The rows of tile j of `nx` (tile_plan's, at run time), each range's weight and scale bytes asked into L2.
+__device__ __forceinline__ void prefetch_next(const Q4tNext& nx) {
+  for (int j = int(blockIdx.x); j < nx.n_first; j += int(gridDim.x)) {
+    const int n0 = 16 * j;
+    int r0 = n0, r1 = -1, len = 16;
+    if (nx.mode == GemvMode::silu) {
+      r1 = nx.N + n0;
+    } else if (nx.mode == GemvMode::rope) {
+      const int half = nx.hd / 2, n_rot = (nx.nh + nx.nkv) * half;
+      if (nx.halves && n0 < n_rot) {
+        r0 = n0 / half * nx.hd + n0 % half;
+        r1 = r0 + half;
+      } else {
+        r0 = 2 * n0;
+        len = 32;
+      }
+    }
+    for (const int r : {r0, r1}) {
+      const int n = min(len, nx.rows - r);
+      if (r < 0 || n <= 0) continue;
+      prefetch_l2_bulk(nx.q + std::int64_t(r) * nx.row_bytes, std::uint32_t(n * nx.row_bytes));
+      prefetch_l2_bulk(nx.sc + std::int64_t(r) * nx.scale_row_bytes, std::uint32_t(n * nx.scale_row_bytes));
+    }
+  }
+}
 
 template <class TO, GemvMode M>
 __global__ void __launch_bounds__(kThreads, 2)
@@ -139,6 +184,7 @@ __global__ void __launch_bounds__(kThreads, 2)
         ring.next();
       }
     }
+    if (a.next.n_first > 0) prefetch_next(a.next);
     return;
   }
   // The consumers.
@@ -303,6 +349,42 @@ struct NormIn {
   float eps;
 };
 
+// Which q4tma GEMV followed which (keyed by the weight's bytes): a decode step runs the same sequence every time,
+// so the GEMV launched after weight w in the last step (or the warm-up step before a capture) is the one that will
+// follow it now. Only a hint for L2: a wrong entry costs bytes, never results. Forgotten whenever a weight is freed
+// (forget_q4tma_successors), so no entry points at freed memory.
+struct Successors {
+  std::mutex mu;
+  const void* last = nullptr;
+  std::unordered_map<const void*, Q4tNext> next;
+};
+Successors& successors() {
+  static Successors s;
+  return s;
+}
+
+// PIXTRAL_CUDA_Q4TMA_L2PF=MB: how many bytes of the next GEMV's first tiles a launch asks into L2 (0: none).
+std::int64_t l2_prefetch_bytes() {
+  const char* e = std::getenv("PIXTRAL_CUDA_Q4TMA_L2PF");
+  return std::int64_t(e ? std::atoi(e) : kDefaultL2PrefetchMB) << 20;
+}
+
+// Records `self` as the successor of the previous launch's weight and returns this weight's successor, its first
+// tiles cut to the byte budget (n_first = 0: none known, or no budget).
+Q4tNext note_launch(const void* q, const Q4tNext& self) {
+  Successors& s = successors();
+  const std::lock_guard<std::mutex> lock(s.mu);
+  if (s.last) s.next[s.last] = self;
+  s.last = q;
+  const auto it = s.next.find(q);
+  if (it == s.next.end()) return {};
+  Q4tNext nx = it->second;
+  const int rows_a_tile = nx.mode == GemvMode::plain || nx.mode == GemvMode::residual ? 16 : 32;
+  const std::int64_t tile = std::int64_t(rows_a_tile) * (nx.row_bytes + nx.scale_row_bytes);
+  nx.n_first = int(std::min<std::int64_t>(nx.n_first, l2_prefetch_bytes() / tile));
+  return nx;
+}
+
 template <class TO, GemvMode M>
 Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* scales, const bf16* bias, int N,
                     int items, int K, const RopeAppendArgs& ra, cudaStream_t s, bool* launched,
@@ -348,6 +430,20 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
     a.eps = norm->eps;
   }
   const int grid = std::min(a.n_tiles, per_sm * sm_count());
+  Q4tNext self;
+  self.q = q;
+  self.sc = reinterpret_cast<const unsigned char*>(scales);
+  self.row_bytes = K / 2;
+  self.scale_row_bytes = K / quant::kInt4Group * 4;
+  self.rows = int(rows);
+  self.mode = M;
+  self.N = N;
+  self.nh = ra.nh;
+  self.nkv = ra.nkv;
+  self.hd = ra.hd;
+  self.halves = ra.halves;
+  self.n_first = grid;  // each of its blocks' first tile
+  a.next = note_launch(q, self);
   launch_dependent_smem(q4tma_kernel<TO, M>, dim3(unsigned(grid)), dim3(kThreads), std::size_t(l.total), s, out, x,
                         bias, a, ra, mw, mw2, ms, ms2);
   PIXTRAL_CUDA_LAUNCH_CHECK(q4tma_kernel);
@@ -370,6 +466,13 @@ const char* q4_refusal(int K, int items, const void* q, const void* scales, Gemv
 }
 
 }  // namespace
+
+void forget_q4tma_successors() {
+  Successors& s = successors();
+  const std::lock_guard<std::mutex> lock(s.mu);
+  s.next.clear();
+  s.last = nullptr;
+}
 
 Status launch_q4tma(void* out, DType out_t, const bf16* x, const std::uint8_t* q, const float* scales,
                     const bf16* bias, int T, int N, int items, int K, GemvMode mode, const RopeAppendArgs& ra,

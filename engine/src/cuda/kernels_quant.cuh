@@ -44,6 +44,9 @@ Status launch_qgemv_rope(void* qkv, DType t, const void* x, DType x_t, const std
 Status launch_qgemv_silu(void* out, DType out_t, const void* x, DType x_t, const std::uint8_t* q, const float* scales,
                          quant::Format f, std::int64_t T, std::int64_t F, std::int64_t K, cudaStream_t s);
 
+/// Forgets which q4tma GEMV followed which (the next GEMV's L2 prefetch): called whenever a weight is freed.
+void forget_q4tma_successors();
+
 /// The int4 × bf16 GEMV on the tensor cores (kernels_q4mma.cu) for T ≤ 4 rows of x in @p mode (plain, silu, or rope
 /// with T = 1, or residual; plain and residual take up to 8). Sets *launched; nothing is launched (and the caller runs
 /// the scalar kernel) where it does not run: PIXTRAL_CUDA_INT4_MMA=0, or fewer than 2 of its blocks fit an SM (GPUs

@@ -85,6 +85,11 @@ __device__ __forceinline__ void tma_load_5d(std::uint32_t dst, const CUtensorMap
       "l"(reinterpret_cast<std::uint64_t>(map)), "r"(bar), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(c4)
       : "memory");
 }
+/// Asks for `bytes` (a multiple of 16) of global memory from `p` (16-byte aligned) into L2: a hint, nothing waits.
+__device__ __forceinline__ void prefetch_l2_bulk(const void* p, std::uint32_t bytes) {
+  PIXTRAL_TMA_ASM("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(reinterpret_cast<std::uint64_t>(p)), "r"(bytes)
+                  : "memory");
+}
 __device__ __forceinline__ void prefetch_map(const CUtensorMap* map) {
   PIXTRAL_TMA_ASM("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<std::uint64_t>(map)) : "memory");
 }
