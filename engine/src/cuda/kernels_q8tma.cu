@@ -9,6 +9,7 @@
 // checks are kernels_q4tma.cu's (qtma_common.cuh).
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 
 #include "cuda/kernels_quant.cuh"
 #include "cuda/q8_math.cuh"
@@ -189,7 +190,12 @@ Status launch_q8tma(void* out, DType out_t, const bf16* x, const std::uint8_t* q
                     const bf16* bias, int T, int N, int items, int K, GemvMode mode, const RopeAppendArgs& ra,
                     cudaStream_t s, bool* launched) {
   *launched = false;
-  if (T != 1 || tma_switch(kQ8Env) == TmaSwitch::off) return {};
+  // PIXTRAL_CUDA_Q8TMA_MODES=residual,silu,...: this kernel for the modes listed only, without PIXTRAL_CUDA_Q8TMA
+  // (A/B of one mode at a time).
+  const char* em = std::getenv("PIXTRAL_CUDA_Q8TMA_MODES");
+  const char* name = mode == GemvMode::plain ? "plain" : mode == GemvMode::silu ? "silu"
+                     : mode == GemvMode::rope ? "rope" : "residual";
+  if (T != 1 || (em ? std::strstr(em, name) == nullptr : tma_switch(kQ8Env) == TmaSwitch::off)) return {};
   // Where it runs: rows of at least one stage (1 KB) and whole 16-byte chunks; 16-byte aligned W (TMA); rope with
   // halves pairs only when a tile of 8 stays inside a head.
   if (K % 16 != 0 || K < kQ8RowStage) return not_here(kQ8Env, "K must be a multiple of 16 and at least 1024");
