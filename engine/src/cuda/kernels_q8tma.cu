@@ -2,11 +2,11 @@
 // The one-row int8 × bf16 decode GEMV streamed by the Tensor Memory Accelerator (issue 6; PERF_NOTES v17 3.):
 // launch_q8tma, the twin of kernels_quant.cu's scalar int8 kernel with its arithmetic (q8_math.cuh: lane l takes
 // 16-byte chunks l, l + 32, ... of its row in order, one fp32 FMA chain, warp_sum, the row's scale): the same bits.
-// Opt-in (PIXTRAL_CUDA_Q8TMA=1 | 3 | 4, qtma_common.cuh): slower than the scalar kernel so far. A tile = 8 items,
-// one a consumer warp (whole rows: no cross-warp sums); a stage = 1 KB of each of the tile's rows (64 chunks: two a
-// lane), one 2-D TMA box of 8 rows (two for a split R = 2 tile) or 16 rows (the interleaved rope pairs). The row
-// scales come from global memory at the tile's start (one float a row). The block shape, the ring and the launch
-// checks are kernels_q4tma.cu's (qtma_common.cuh).
+// Opt-in (PIXTRAL_CUDA_Q8TMA=1 | 3 | 4, qtma_common.cuh): slower than the scalar kernel in every mode (PERF_NOTES v18
+// 7.). A tile = 8 items, one a consumer warp (whole rows: no cross-warp sums); a stage = 1 KB of each of the tile's
+// rows (64 chunks: two a lane), one 2-D TMA box of 8 rows (two for a split R = 2 tile) or 16 rows (the interleaved rope
+// pairs). The row scales come from global memory at the tile's start (one float a row). The block shape, the ring and
+// the launch checks are kernels_q4tma.cu's (qtma_common.cuh).
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
