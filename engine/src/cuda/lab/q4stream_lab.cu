@@ -17,6 +17,8 @@
 // w2 5120×14336), 40 layers of distinct weights in one CUDA graph, each GEMV reading the previous one's output;
 // µs a layer against the bytes a layer at the copy rate; then each shape alone (40 launches in a graph).
 // Validated first: every shape's q4s output against q4mma's on the same x (max |diff| / max |ref|).
+// Last, the persistent chain (q4chain_kernel.cuh, PERF_NOTES v18): the 160 GEMVs in one cooperative kernel, its
+// final output compared bit for bit with the per-kernel chain's, then timed the same way.
 // Usage: pixtral_q4stream_lab [reps=20]
 #include <algorithm>
 #include <cmath>
@@ -31,6 +33,7 @@
 #include "cuda/kernels_quant.cuh"
 #include "cuda/tma.cuh"
 #include "lab_common.h"
+#include "q4chain_kernel.cuh"
 #include "q4stream_kernels.cuh"
 
 using namespace pixtral;
@@ -320,6 +323,62 @@ int main(int argc, char** argv) {
     std::printf("\n");
   }
   LAB_CHECK(cudaGetLastError());
+
+  // The persistent chain: the same 160 GEMVs (a -> b -> a ...) in one cooperative kernel.
+  namespace qc = pixtral::cuda::q4chain_lab;
+  [&] {
+    std::vector<qc::ChainGemv> gs(Q.size());
+    std::vector<CUtensorMap> cmw(Q.size()), cms(Q.size());
+    bool maps_ok = true;
+    for (std::size_t i = 0; i < Q.size(); ++i) {
+      const int k = int(i % 4);
+      const Shape& sh = kShapes[k];
+      gs[i] = {sh.N, sh.K, k % 2, 1 - k % 2};  // QKV and w1+w3 read a (buffer 0), wo and w2 read b
+      const cuuint64_t n = cuuint64_t(sh.K / 128), w = cuuint64_t(qc::kWarps), rows = cuuint64_t(sh.N);
+      maps_ok = maps_ok &&
+                qtma::encode_map(&cmw[i], qtma::make_map(Q[i], CU_TENSOR_MAP_DATA_TYPE_UINT32, {16, rows, n / w, w},
+                                                         {cuuint64_t(sh.K / 2), 64, 64 * (n / w)}, {16, 16, 1, 8})) &&
+                qtma::encode_map(&cms[i], qtma::make_map(scales_of(int(i), sh), CU_TENSOR_MAP_DATA_TYPE_FLOAT32,
+                                                         {n, rows}, {n * 4}, {cuuint32_t(n), 16}));
+    }
+    int per_sm = 0;
+    LAB_CHECK(cudaFuncSetAttribute(qc::q4chain_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, qc::kSmem));
+    LAB_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, qc::q4chain_kernel, qc::kThreads, qc::kSmem));
+    if (!maps_ok || per_sm < 1) {
+      std::printf("\npersistent chain: not run (maps %s, %d blocks an SM)\n", maps_ok ? "ok" : "refused", per_sm);
+      return;
+    }
+    LAB_CHECK(cudaMemcpyToSymbol(qc::c_gemv, gs.data(), gs.size() * sizeof(qc::ChainGemv)));
+    LAB_CHECK(cudaMemcpyToSymbol(qc::c_mw, cmw.data(), cmw.size() * sizeof(CUtensorMap)));
+    LAB_CHECK(cudaMemcpyToSymbol(qc::c_ms, cms.data(), cms.size() * sizeof(CUtensorMap)));
+    int* done;
+    LAB_CHECK(cudaMalloc(&done, Q.size() * sizeof(int)));
+    const int grid = std::min(per_sm, 2) * sms, n_gemv = int(Q.size());
+    const auto chain = [&] {
+      LAB_CHECK(cudaMemsetAsync(done, 0, Q.size() * sizeof(int), s));
+      void* args[] = {&a, &b, const_cast<int*>(&n_gemv), &done};
+      LAB_CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(qc::q4chain_kernel), dim3(grid),
+                                            dim3(qc::kThreads), args, std::size_t(qc::kSmem), s));
+    };
+    // Validation: the final w2 output (5120 values in a) after 40 layers, per-kernel chain against this one.
+    std::vector<std::uint16_t> h_ref(5120), h_got(5120);
+    fill_random<<<64, 256, 0, s>>>(a, 32768, 3, 1.f);
+    for (int l = 0; l < kLayers; ++l)
+      for (int k = 0; k < 4; ++k) gemv(-1, l * 4 + k, kShapes[k], k % 2 ? a : b, k % 2 ? b : a);
+    LAB_CHECK(cudaMemcpyAsync(h_ref.data(), a, 5120 * 2, cudaMemcpyDeviceToHost, s));
+    fill_random<<<64, 256, 0, s>>>(a, 32768, 3, 1.f);
+    chain();
+    LAB_CHECK(cudaMemcpyAsync(h_got.data(), a, 5120 * 2, cudaMemcpyDeviceToHost, s));
+    LAB_CHECK(cudaStreamSynchronize(s));
+    int differ = 0;
+    for (int n = 0; n < 5120; ++n) differ += h_ref[n] != h_got[n];
+    const float ms = median_ms(s, reps, chain);
+    std::printf("\npersistent chain, one cooperative kernel of %d blocks (%d an SM): %.2f us a layer, %.3f x floor; "
+                "final output %s the per-kernel chain's (%d of 5120 values differ)\n",
+                grid, grid / sms, ms * 1e3 / kLayers, ms * 1e3 / kLayers / floor_us,
+                differ == 0 ? "bit-identical to" : "DIFFERENT from", differ);
+    LAB_CHECK(cudaFree(done));
+  }();
 
   // Timing study: launches 19 and 20 of a 40-launch chain of one shape, µs from launch 19's first block entry.
   std::printf("\nstamps (us from launch 19's first entry; median / max over blocks): entry, after wait, after "
