@@ -54,6 +54,9 @@ __device__ __forceinline__ int load_acquire(const int* p) {
   return v;
 }
 
+// kProducerWaits: the producer too waits for every tile of GEMV i before streaming GEMV i + 1 — the kernel
+// boundaries' order of bytes without their launches (how much of the gain is streaming across the boundaries).
+template <bool kProducerWaits>
 __global__ void __launch_bounds__(kThreads, 2) q4chain_kernel(bf16* buf0, bf16* buf1, int n_gemv, int* done) {
   extern __shared__ __align__(1024) unsigned char smem[];
   std::uint64_t* bars = reinterpret_cast<std::uint64_t*>(smem);
@@ -71,6 +74,8 @@ __global__ void __launch_bounds__(kThreads, 2) q4chain_kernel(bf16* buf0, bf16* 
     for (int gi = 0; gi < n_gemv; ++gi) {
       const ChainGemv g = c_gemv[gi];
       const int n_groups = g.K / 128, gpw = n_groups / kWarps, n_tiles = (g.N + 15) / 16;
+      if (kProducerWaits && gi > 0)
+        while (load_acquire(done + gi - 1) < (c_gemv[gi - 1].N + 15) / 16) __nanosleep(32);
       for (int tile = int(blockIdx.x); tile < n_tiles; tile += int(gridDim.x)) {
         sring.wait_empty();
         const std::uint32_t sbar = sring.full_bar(), sdst = smem_addr(smem + kScales + sring.slot * kScaleSlot);
