@@ -288,9 +288,7 @@ __global__ void __launch_bounds__(kThreads, 2)
       ring.next();
       const int G = warp * gpw + s;
       uint4 xv[4];
-#pragma unroll
-      for (int ww = 0; ww < 4; ++ww) xv[ww] = reinterpret_cast<const uint4*>(xs + 128 * G + 32 * t)[ww];
-      const float cr = group_correction(reinterpret_cast<const uint2*>(xs + 128 * G)[lane]);
+      const float cr = q4_x_group(xs, G, t, lane, xv);
       const float corr[2] = {cr, cr};  // D column 0 (x row 0) takes corr[0]; the others are never read
 #pragma unroll
       for (int r = 0; r < R; ++r)
@@ -430,19 +428,18 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
     a.eps = norm->eps;
   }
   const int grid = std::min(a.n_tiles, per_sm * sm_count());
-  Q4tNext self;
-  self.q = q;
-  self.sc = reinterpret_cast<const unsigned char*>(scales);
-  self.row_bytes = K / 2;
-  self.scale_row_bytes = K / quant::kInt4Group * 4;
-  self.rows = int(rows);
-  self.mode = M;
-  self.N = N;
-  self.nh = ra.nh;
-  self.nkv = ra.nkv;
-  self.hd = ra.hd;
-  self.halves = ra.halves;
-  self.n_first = grid;  // each of its blocks' first tile
+  const Q4tNext self{.q = q,
+                     .sc = reinterpret_cast<const unsigned char*>(scales),
+                     .row_bytes = K / 2,
+                     .scale_row_bytes = K / quant::kInt4Group * 4,
+                     .rows = int(rows),
+                     .mode = M,
+                     .N = N,
+                     .nh = ra.nh,
+                     .nkv = ra.nkv,
+                     .hd = ra.hd,
+                     .halves = ra.halves,
+                     .n_first = grid};  // each of its blocks' first tile
   a.next = note_launch(q, self);
   launch_dependent_smem(q4tma_kernel<TO, M>, dim3(unsigned(grid)), dim3(kThreads), std::size_t(l.total), s, out, x,
                         bias, a, ra, mw, mw2, ms, ms2);

@@ -85,4 +85,13 @@ __device__ __forceinline__ void q4_group_mma(const uint4& w0, const uint4& w1, c
   acc[3] = fmaf(s1, sum[3], acc[3]);  // row g + 8, col 2t + 1
 }
 
+/// Group G of one x row staged in shared memory in natural order (xs): this lane's B values for q4_group_mma
+/// (xv[w] = x[128G + 32t + 8w .. + 7]) and, returned, the group's correction (group_correction) — the one-row
+/// kernels' per-stage reads of x.
+__device__ __forceinline__ float q4_x_group(const bf16* xs, int G, int t, int lane, uint4 xv[4]) {
+#pragma unroll
+  for (int ww = 0; ww < 4; ++ww) xv[ww] = reinterpret_cast<const uint4*>(xs + 128 * G + 32 * t)[ww];
+  return group_correction(reinterpret_cast<const uint2*>(xs + 128 * G)[lane]);
+}
+
 }  // namespace pixtral::cuda

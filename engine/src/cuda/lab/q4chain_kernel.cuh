@@ -136,9 +136,7 @@ __global__ void __launch_bounds__(kThreads, 2) q4chain_kernel(bf16* buf0, bf16* 
         ring.next();
         const int G = warp * gpw + s;
         uint4 xv[4];
-#pragma unroll
-        for (int ww = 0; ww < 4; ++ww) xv[ww] = reinterpret_cast<const uint4*>(xs + 128 * G + 32 * t)[ww];
-        const float cr = group_correction(reinterpret_cast<const uint2*>(xs + 128 * G)[lane]);
+        const float cr = q4_x_group(xs, G, t, lane, xv);
         const float corr[2] = {cr, cr};
         q4_group_mma(w0, w1, xv, sc[g * n_groups + G], sc[(g + 8) * n_groups + G], corr, acc);
       }
