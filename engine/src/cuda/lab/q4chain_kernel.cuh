@@ -4,14 +4,16 @@
 // its bytes is the kernel boundaries (each kernel's blocks can only take an SM once the previous kernel's leave it;
 // the wait for a whole grid; the prologue; the tail), i.e. what a persistent decode kernel ("megakernel") would win.
 //
-// Each block runs q4tma's plain mode (kernels_q4tma.cu: one producer lane filling a ring of 16-row stages through
-// 4-D tensor maps, 8 consumer warps multiplying with q4mma's arithmetic, a tile's 8 partial sums added in warp order
-// by warp 0) over GEMV after GEMV: the tiles of GEMV i are tile = block + j · grid. The producer never waits for
-// anything but a free ring slot, so it streams GEMV i + 1's weights while the consumers still work on GEMV i. The
-// consumers of GEMV i + 1 wait until every tile of GEMV i is stored: warp 0 of a block, after storing a tile, adds 1
-// to done[i] (release); the consumer warps spin on done[i] reaching GEMV i's tile count (acquire), then copy their
-// own K range of x from L2. All blocks must be resident at once: a cooperative launch. Each GEMV's output has
-// q4mma's bits (the same arithmetic and order), which the lab checks against the per-kernel chain.
+// Each block runs q4tma's plain mode (kernels_q4tma.cu: one producer lane filling a ring of 16-row stages through 4-D
+// tensor maps, 8 consumer warps multiplying with q4mma's arithmetic, a tile's 8 partial sums added in warp order by
+// warp 0) over GEMV after GEMV: the tiles of GEMV i are tile = block + j · grid. The producer never waits for anything
+// but a free ring slot, so it streams GEMV i + 1's weights while the consumers still work on GEMV i. The consumers of
+// GEMV i + 1 wait until every tile of GEMV i is stored: warp 0 of a block, after storing a tile, adds 1 to done[i]
+// (release); one thread a block spins on done[i] reaching GEMV i's tile count (acquire) and releases the consumer warps
+// through a named barrier, which then copy their own K range of x from L2. Counters 128 bytes apart (done[32 i]): the
+// blocks' polls and the finishing blocks' atomics do not share a line. All blocks must be resident at once: a
+// cooperative launch. Each GEMV's output has q4mma's bits (the same arithmetic and order), which the lab checks against
+// the per-kernel chain.
 #pragma once
 
 #include <cuda.h>  // CUtensorMap (types only)
@@ -29,6 +31,7 @@ using qtma::kWarps;
 using qtma::StageRing;
 
 constexpr int kMaxGemvs = 160;                    // 40 layers × 4
+constexpr int kCounterStride = 32;                // ints between two GEMVs' counters (128 bytes)
 constexpr int kStages = 8;                        // 8 KB stages of 16 rows × 8 warps × 64 bytes
 constexpr int kBoxBytes = 16 * kWarps * 64;
 constexpr int kMaxK = 14336;
@@ -57,6 +60,7 @@ __device__ __forceinline__ int load_acquire(const int* p) {
 // kProducerWaits: the producer too waits for every tile of GEMV i before streaming GEMV i + 1 — the kernel
 // boundaries' order of bytes without their launches (how much of the gain is streaming across the boundaries).
 template <bool kProducerWaits>
+// done: kMaxGemvs · kCounterStride ints, zero at the launch.
 __global__ void __launch_bounds__(kThreads, 2) q4chain_kernel(bf16* buf0, bf16* buf1, int n_gemv, int* done) {
   extern __shared__ __align__(1024) unsigned char smem[];
   std::uint64_t* bars = reinterpret_cast<std::uint64_t*>(smem);
@@ -74,8 +78,12 @@ __global__ void __launch_bounds__(kThreads, 2) q4chain_kernel(bf16* buf0, bf16* 
     for (int gi = 0; gi < n_gemv; ++gi) {
       const ChainGemv g = c_gemv[gi];
       const int n_groups = g.K / 128, gpw = n_groups / kWarps, n_tiles = (g.N + 15) / 16;
+      if (gi + 1 < n_gemv) {  // the next GEMV's maps, ahead of its first copies
+        prefetch_map(&c_mw[gi + 1]);
+        prefetch_map(&c_ms[gi + 1]);
+      }
       if (kProducerWaits && gi > 0)
-        while (load_acquire(done + gi - 1) < (c_gemv[gi - 1].N + 15) / 16) __nanosleep(32);
+        while (load_acquire(done + (gi - 1) * kCounterStride) < (c_gemv[gi - 1].N + 15) / 16) __nanosleep(64);
       for (int tile = int(blockIdx.x); tile < n_tiles; tile += int(gridDim.x)) {
         sring.wait_empty();
         const std::uint32_t sbar = sring.full_bar(), sdst = smem_addr(smem + kScales + sring.slot * kScaleSlot);
@@ -102,11 +110,13 @@ __global__ void __launch_bounds__(kThreads, 2) q4chain_kernel(bf16* buf0, bf16* 
     const int n_groups = cg.K / 128, gpw = n_groups / kWarps, n_tiles = (cg.N + 15) / 16;
     const bf16* x = cg.in ? buf1 : buf0;
     bf16* out = cg.out ? buf1 : buf0;
-    if (gi > 0) {  // every tile of the GEMV before stored
-      const int need = (c_gemv[gi - 1].N + 15) / 16;
-      if (lane == 0)
-        while (load_acquire(done + gi - 1) < need) __nanosleep(32);
-      __syncwarp();
+    if (gi > 0) {  // every tile of the GEMV before stored: one poller a block, the others on barrier 1
+      if (threadIdx.x == 0) {
+        const int need = (c_gemv[gi - 1].N + 15) / 16;
+        while (load_acquire(done + (gi - 1) * kCounterStride) < need) __nanosleep(64);
+      }
+      __syncwarp();                // warp 0 converged again for bar.sync (aligned)
+      named_sync(1, kWarps * 32);  // orders the other warps' loads after thread 0's acquire
     }
     {  // this warp's K range of x, from L2 (the other buffer's lines in L1 may be two GEMVs old)
       const int c0 = warp * gpw * 16, nc = gpw * 16;  // 16-byte chunks
@@ -162,7 +172,7 @@ __global__ void __launch_bounds__(kThreads, 2) q4chain_kernel(bf16* buf0, bf16* 
         __syncwarp();
         if (lane == 0) {
           __threadfence();  // the tile's stores (ordered before by the __syncwarp) before the count
-          atomicAdd(done + gi, 1);
+          atomicAdd(done + gi * kCounterStride, 1);
         }
       }
     }

@@ -18,7 +18,10 @@
 // µs a layer against the bytes a layer at the copy rate; then each shape alone (40 launches in a graph).
 // Validated first: every shape's q4s output against q4mma's on the same x (max |diff| / max |ref|).
 // Last, the persistent chain (q4chain_kernel.cuh, PERF_NOTES v18): the 160 GEMVs in one cooperative kernel, its
-// final output compared bit for bit with the per-kernel chain's, then timed the same way.
+// final output compared bit for bit with the per-kernel chain's, then timed the same way. "launch_qgemv" is the
+// engine's one-row GEMV: q4tma on sm_90 (three blocks an SM where the tiles fit; PIXTRAL_CUDA_Q4TMA_3=0 gives the
+// chain's two, like for like), q4mma with PIXTRAL_CUDA_Q4TMA=0. Run it under `timeout`: nothing in the chain
+// kernel gives up waiting.
 // Usage: pixtral_q4stream_lab [reps=20]
 #include <algorithm>
 #include <cmath>
@@ -223,7 +226,7 @@ int main(int argc, char** argv) {
       if (probe_at[k] == i) return probe_buf + std::size_t(k) * 2 * sms * 8;
     return nullptr;
   };
-  // One GEMV: -1 = q4mma (launch_qgemv), else a q4s variant; counter slot i.
+  // One GEMV: -1 = launch_qgemv (the engine's: q4tma on sm_90), else a q4s variant; counter slot i.
   const auto gemv = [&](int var, int i, const Shape& sh, bf16* out, const bf16* x) {
     if (var < 0) {
       LAB_STATUS(launch_qgemv(out, DType::bf16, x, DType::bf16, Q[i], scales_of(i, sh), f, nullptr, 1, sh.N, sh.K, s));
@@ -244,8 +247,8 @@ int main(int argc, char** argv) {
   };
   const int n_var = int(sizeof(variants) / sizeof(variants[0]));
 
-  // pixtral_q4stream_lab reps ncu VARIANT SHAPE: five eager launches of one variant (-1 = q4mma) on one shape, for
-  // a profiler (ncu --launch-skip 2 --launch-count 1), then exit.
+  // pixtral_q4stream_lab reps ncu VARIANT SHAPE: five eager launches of one variant (-1 = launch_qgemv) on one
+  // shape, for a profiler (ncu --launch-skip 2 --launch-count 1), then exit.
   if (argc > 4 && !std::strcmp(argv[2], "ncu")) {
     const int var = std::atoi(argv[3]), k = std::atoi(argv[4]);
     for (int r = 0; r < 5; ++r) {
@@ -310,7 +313,7 @@ int main(int argc, char** argv) {
         gemv(var, l * 4 + 3, kShapes[3], a, b);
       }
     });
-    std::printf("%-24s %10.2f %8.3f", var < 0 ? "q4mma" : variants[var].name, ms * 1e3 / kLayers,
+    std::printf("%-24s %10.2f %8.3f", var < 0 ? "launch_qgemv" : variants[var].name, ms * 1e3 / kLayers,
                 ms * 1e3 / kLayers / floor_us);
     for (int k = 0; k < 4; ++k) {
       const Shape& sh = kShapes[k];
@@ -334,6 +337,10 @@ int main(int argc, char** argv) {
       const int k = int(i % 4);
       const Shape& sh = kShapes[k];
       gs[i] = {sh.N, sh.K, k % 2, 1 - k % 2};  // QKV and w1+w3 read a (buffer 0), wo and w2 read b
+      if (sh.K > qc::kMaxK || (sh.K / 128) % qc::kWarps != 0 || sh.K / 128 / qc::kWarps > 14) {
+        std::printf("persistent chain: K = %d outside the kernel's shapes\n", sh.K);
+        return;
+      }
       const cuuint64_t n = cuuint64_t(sh.K / 128), w = cuuint64_t(qc::kWarps), rows = cuuint64_t(sh.N);
       maps_ok = maps_ok &&
                 qtma::encode_map(&cmw[i], qtma::make_map(Q[i], CU_TENSOR_MAP_DATA_TYPE_UINT32, {16, rows, n / w, w},
@@ -354,11 +361,12 @@ int main(int argc, char** argv) {
     LAB_CHECK(cudaMemcpyToSymbol(qc::c_mw, cmw.data(), cmw.size() * sizeof(CUtensorMap)));
     LAB_CHECK(cudaMemcpyToSymbol(qc::c_ms, cms.data(), cms.size() * sizeof(CUtensorMap)));
     int* done;
-    LAB_CHECK(cudaMalloc(&done, Q.size() * sizeof(int)));
+    const std::size_t done_bytes = Q.size() * qc::kCounterStride * sizeof(int);
+    LAB_CHECK(cudaMalloc(&done, done_bytes));
     const int grid = std::min(per_sm, 2) * sms, n_gemv = int(Q.size());
     bool producer_waits = false;
     const auto chain = [&] {
-      LAB_CHECK(cudaMemsetAsync(done, 0, Q.size() * sizeof(int), s));
+      LAB_CHECK(cudaMemsetAsync(done, 0, done_bytes, s));
       void* args[] = {&a, &b, const_cast<int*>(&n_gemv), &done};
       const void* kern = producer_waits ? reinterpret_cast<const void*>(qc::q4chain_kernel<true>)
                                         : reinterpret_cast<const void*>(qc::q4chain_kernel<false>);
