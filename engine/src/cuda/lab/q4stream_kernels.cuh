@@ -48,6 +48,22 @@ __device__ __forceinline__ std::uint32_t lop_hi(std::uint32_t u) {
   return r;
 }
 
+// The consumers' x, staged once, each 8-value chunk permuted to (x0, x4, x1, x5, x2, x6, x3, x7): one 16-byte read is
+// then the four B registers of a word's two k-steps (q4mma builds them with byte_perms every group and tile); and
+// each group's correction, from x as stored (q4mma's lane order). The caller syncs the consumers after it.
+__device__ __forceinline__ void stage_x_permuted(bf16* xs, float* corr, const bf16* x, int K, int n_groups, int tid,
+                                                 int warp, int lane) {
+  for (int i = tid; i < K / 8; i += kCW * 32) {
+    const uint4 v = reinterpret_cast<const uint4*>(x)[i];
+    reinterpret_cast<uint4*>(xs)[i] = make_uint4(__byte_perm(v.x, v.z, 0x5410), __byte_perm(v.x, v.z, 0x7632),
+                                                 __byte_perm(v.y, v.w, 0x5410), __byte_perm(v.y, v.w, 0x7632));
+  }
+  for (int G = warp; G < n_groups; G += kCW) {
+    const float c = group_correction(reinterpret_cast<const uint2*>(x + 128 * G)[lane]);
+    if (lane == 0) corr[G] = c;
+  }
+}
+
 // out[N] = dequant(W)[N, K] · x[K] (bf16 out), N % 16 == 0, K % 128 == 0. counter: nullptr = static tiles.
 // NOMATH: the consumers only wait for each stage and release it (timing of the copies alone; output wrong).
 // CONTIG: a stage's bytes (W and scales) as one contiguous bulk copy, as a tile-major layout would store them
@@ -137,17 +153,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   wait_for_previous_grid();
   if (threadIdx.x == 0) stamp(1);
   const int tid = threadIdx.x;
-  // x staged once, each 8-value chunk permuted to (x0, x4, x1, x5, x2, x6, x3, x7): one 16-byte read is then the
-  // four B registers of a word's two k-steps (q4mma builds them with byte_perms every group and tile).
-  for (int i = tid; i < K / 8; i += kCW * 32) {
-    const uint4 v = reinterpret_cast<const uint4*>(x)[i];
-    reinterpret_cast<uint4*>(xs)[i] = make_uint4(__byte_perm(v.x, v.z, 0x5410), __byte_perm(v.x, v.z, 0x7632),
-                                                 __byte_perm(v.y, v.w, 0x5410), __byte_perm(v.y, v.w, 0x7632));
-  }
-  for (int G = warp; G < n_groups; G += kCW) {  // from x as stored (q4mma's lane order)
-    const float c = group_correction(reinterpret_cast<const uint2*>(x + 128 * G)[lane]);
-    if (lane == 0) corr[G] = c;
-  }
+  stage_x_permuted(xs, corr, x, K, n_groups, tid, warp, lane);
   named_sync(1, kCW * 32);
   if (threadIdx.x == 0) stamp(2);
   const int g = lane >> 2, t = lane & 3;
@@ -343,15 +349,7 @@ __global__ void __launch_bounds__(kThreads, 2)
       if (j * kCW * 32 >= K / 8) break;
     }
   } else {
-    for (int i = tid; i < K / 8; i += kCW * 32) {
-      const uint4 v = reinterpret_cast<const uint4*>(x)[i];
-      reinterpret_cast<uint4*>(xs)[i] = make_uint4(__byte_perm(v.x, v.z, 0x5410), __byte_perm(v.x, v.z, 0x7632),
-                                                   __byte_perm(v.y, v.w, 0x5410), __byte_perm(v.y, v.w, 0x7632));
-    }
-    for (int G = warp; G < n_groups; G += kCW) {
-      const float c = group_correction(reinterpret_cast<const uint2*>(x + 128 * G)[lane]);
-      if (lane == 0) corr[G] = c;
-    }
+    stage_x_permuted(xs, corr, x, K, n_groups, tid, warp, lane);
   }
   named_sync(1, kCW * 32);
   if (threadIdx.x == 0) stamp(2);
