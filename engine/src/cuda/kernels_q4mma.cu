@@ -21,9 +21,9 @@ namespace {
 // by the R tiles; with a correction MMA a word: 0.17 warp instructions a byte of W on w2, ncu, against 0.22 with
 // a bf16x2 subtraction a pair).
 //
-// Block = 16 work items (the MMA's M) × all of K; its W warps (kMmaWarps = 8) split the K
-// groups of 128 into W contiguous ranges. Each thread streams its W bytes and scales through a cp.async ring in
-// shared memory (kRingGroups consecutive groups in flight, refilled one group at a time; the first before
+// Block = 16 work items (the MMA's M) × all of K; its W warps (kMmaWarps = 8) split the K groups of 128 round robin
+// (warp w: groups w, w + W, ...; q4tma's order). Each thread streams its W bytes and scales through a cp.async ring
+// in shared memory (kRingGroups of its groups in flight, refilled one group at a time; the first before
 // griddepcontrol.wait: W and scales are immutable) — in flight without holding registers. For T = 1 the group's
 // x row (256 bytes a warp) travels through the same ring, copied by lanes 0..15 and read by every lane after a
 // __syncwarp: a plain load of x when the group's W had landed put one dependent L1/L2 round trip on every group's
@@ -145,9 +145,9 @@ q4mma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const std::uint8_
       soff[r][h] = std::uint32_t(rows[r]) * std::uint32_t(n_groups);
     }
   }
-  // Warp w takes the contiguous groups [g_lo, g_hi): its NB loads in flight cover 64·NB consecutive bytes of each
-  // row (whole 128-byte lines, in order) instead of 64-byte pieces W groups apart.
-  const int g_lo = warp * n_groups / W, my_groups = (warp + 1) * n_groups / W - g_lo;  // warp-uniform
+  // Warp w takes the groups w, w + W, w + 2W, ... (q4tma's order: a stage there is the W warps' next groups, one
+  // contiguous piece of each row); the block's W warps together stream W consecutive groups of each row.
+  const int my_groups = (n_groups - warp + W - 1) / W;  // warp-uniform
   const auto slot_of = [&](int sl, int r, int h) { return ((sl * R + r) * 2 + h) * W * 32 + int(threadIdx.x); };
   // Copies group G's W bytes and scales of this thread's rows into ring slot sl (no registers held in flight).
   const auto issue = [&](int G, int sl) {
@@ -167,7 +167,7 @@ q4mma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const std::uint8_
   };
 #pragma unroll
   for (int j = 0; j < S; ++j) {  // W and scales are immutable: the first S groups before waiting
-    if (j < my_groups) issue(g_lo + j, j);
+    if (j < my_groups) issue(warp + W * j, j);
     cp_async_commit();
   }
   // The thread that stores (item, x row) below gets its epilogue inputs (gemv_modes.cuh): the rope mode's now.
@@ -179,7 +179,7 @@ q4mma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const std::uint8_
   if constexpr (kRingX) {  // the first S groups' x, one more commit group: the first wait below takes them all
 #pragma unroll
     for (int j = 0; j < S; ++j)
-      if (j < my_groups) issue_x(g_lo + j, j);
+      if (j < my_groups) issue_x(warp + W * j, j);
     cp_async_commit();
   }
   if (stores) gemv_item_pre_late<M>(pre, out, c, n0 + item, N);  // the residual mode's h, after the wait
@@ -193,7 +193,7 @@ q4mma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const std::uint8_
   int sl = 0;
   for (int i = 0; i < my_groups; ++i) {
     {
-      const int G = g_lo + i;
+      const int G = warp + W * i;
       // x[k .. k + 7] of x row g, k = 128G + 32t + 8ww. Lanes with g ≥ T take row 0: their B columns only reach
       // D columns ≥ T, which are never read (no zeroing, no predicate).
       uint4 xv[4];
@@ -235,8 +235,8 @@ q4mma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const std::uint8_
       // to the same address by the same thread).
       if (i + S < my_groups) {
         if constexpr (kRingX) __syncwarp();  // every lane has read slot sl's x before lanes 0..15 overwrite it
-        issue(G + S, sl);  // S - 1 groups in flight during the math, S after
-        if constexpr (kRingX) issue_x(G + S, sl);
+        issue(G + W * S, sl);  // S - 1 groups in flight during the math, S after
+        if constexpr (kRingX) issue_x(G + W * S, sl);
       }
       cp_async_commit();
       sl = sl + 1 == S ? 0 : sl + 1;

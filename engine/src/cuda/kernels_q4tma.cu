@@ -11,18 +11,19 @@
 // a stage stream at 1.05–1.2× (pixtral_q4stream_lab), and a 4-D tensor map reads them from the row-major layout
 // as they are stored (no new weight format).
 //
-// Structure: a persistent grid of two blocks an SM (three where the tiles fit them), static tiles (tile = block +
-// j · grid: the schedule, and so the bits, do not depend on timing). A block = 8 consumer warps + 1 producer warp
-// (one lane). The producer, from before the programmatic-dependent-launch wait on (weights are immutable), fills a
-// ring of mbarrier-guarded stages: stage s of a tile = group g_lo(w) + s of each consumer warp w's contiguous range
-// of K's groups (q4mma's ranges, n_groups / 8 each) for the tile's 16 rows (R = 2 modes: both row sets), one TMA
-// (two for a split R = 2 tile); and each tile's scales ([16 rows][n_groups] fp32, one box a row set) into one of
-// two scale slots. The consumers stage x once (natural order, all loads at once), then for each stage: wait, read
-// their 16 bytes of rows g and g + 8, release the slot, and multiply (q4_group_mma, with the group's correction
-// from group_correction: q4mma's T = 1 path). A tile's 8 partial sums meet in shared memory: warps 1..7 arrive on a
-// named barrier, warp 0 waits on it, adds them in warp order (q4mma's order) and stores through gemv_modes.cuh's
-// epilogue — the storing lanes read their epilogue inputs (the rope position and sin/cos, the residual's h) at the
-// tile's start.
+// Structure: a persistent grid of two blocks an SM (three where the tiles fit them), static tiles (tile = block + j ·
+// grid: the schedule, and so the bits, do not depend on timing). A block = 8 consumer warps + 1 producer warp (one
+// lane). The producer, from before the programmatic-dependent-launch wait on (weights are immutable), fills a ring of
+// mbarrier-guarded stages: stage s of a tile = groups 8s .. 8s + 7 of K (consumer warp w multiplies group 8s + w:
+// q4mma's order; a contiguous 512-byte piece of each row) for the tile's 16 rows (R = 2 modes: both row sets), one TMA
+// (two for a split R = 2 tile); and each tile's scales ([16 rows][n_groups] fp32, one box a row set) into one of two
+// scale slots (H200 int4 decode, same run: each warp's stages from its own contiguous range of groups 2.810 ms/token,
+// the round-robin order 2.800). The consumers stage x once (natural order, all loads at once), then for each stage:
+// wait, read their 16 bytes of rows g and g + 8, release the slot, and multiply (q4_group_mma, with the group's
+// correction from group_correction: q4mma's T = 1 path). A tile's 8 partial sums meet in shared memory: warps 1..7
+// arrive on a named barrier, warp 0 waits on it, adds them in warp order (q4mma's order) and stores through
+// gemv_modes.cuh's epilogue — the storing lanes read their epilogue inputs (the rope position and sin/cos, the
+// residual's h) at the tile's start.
 // launch_q4tma_normed folds the decode RMSNorm before the QKV and [w1; w3] GEMVs into the prologue: each block
 // normalizes h itself with row_norm_kernel's bits while its ring fills (block 0 also writes xn), one kernel instead
 // of two (H200 int4 decode, same run: 2.958 -> 2.941 ms/token).
@@ -176,10 +177,10 @@ __global__ void __launch_bounds__(kThreads, 2)
         const std::uint32_t bar = ring.full_bar(), dst = smem_addr(smem + a.ring + ring.slot * a.stage_bytes);
         mbar_expect_tx(bar, std::uint32_t(a.stage_bytes));
         if (p.inter) {
-          tma_load_5d(dst, &mw2, bar, 0, p.row_a / 2, 0, s, 0);
+          tma_load_5d(dst, &mw2, bar, 0, p.row_a / 2, 0, 0, s);
         } else {
-          tma_load_4d(dst, &mw, bar, 0, p.row_a, s, 0);
-          if constexpr (R == 2) tma_load_4d(dst + kBoxBytes, &mw, bar, 0, p.row_b, s, 0);
+          tma_load_4d(dst, &mw, bar, 0, p.row_a, 0, s);
+          if constexpr (R == 2) tma_load_4d(dst + kBoxBytes, &mw, bar, 0, p.row_b, 0, s);
         }
         ring.next();
       }
@@ -286,7 +287,7 @@ __global__ void __launch_bounds__(kThreads, 2)
       __syncwarp();
       ring.release(lane);  // the slot's bytes are in registers
       ring.next();
-      const int G = warp * gpw + s;
+      const int G = s * kWarps + warp;
       uint4 xv[4];
       const float cr = q4_x_group(xs, G, t, lane, xv);
       const float corr[2] = {cr, cr};  // D column 0 (x row 0) takes corr[0]; the others are never read
@@ -326,16 +327,16 @@ __global__ void __launch_bounds__(kThreads, 2)
   }
 }
 
-// The int4 maps of a weight of `rows` rows and K columns: W as (16 uint32 of a group, row, group in a warp's range,
-// warp) in boxes of 16 rows (kind 0), or as (16 uint32, pair, row of the pair, group in range, warp) in boxes of 16
-// pairs (kind 1, rope's interleaved pairs); the scales [rows][n_groups] fp32 in boxes of 16 (kind 2) or 32 rows (3).
+// The int4 maps of a weight of `rows` rows and K columns: W as (16 uint32 of a group, row, warp, stage; group =
+// 8 · stage + warp) in boxes of 16 rows (kind 0), or as (16 uint32, pair, row of the pair, warp, stage) in boxes of
+// 16 pairs (kind 1, rope's interleaved pairs); the scales [rows][n_groups] fp32 in boxes of 16 (kind 2) or 32 rows (3).
 MapSpec q4_map(const void* base, int kind, std::int64_t rows, int K) {
   const cuuint64_t n = cuuint64_t(K / quant::kInt4Group), r = cuuint64_t(rows), k = cuuint64_t(K), w = kWarps;
   if (kind == 0)
-    return make_map(base, CU_TENSOR_MAP_DATA_TYPE_UINT32, {16, r, n / w, w}, {k / 2, 64, 64 * (n / w)}, {16, 16, 1, w});
+    return make_map(base, CU_TENSOR_MAP_DATA_TYPE_UINT32, {16, r, w, n / w}, {k / 2, 64, 64 * w}, {16, 16, w, 1});
   if (kind == 1)
-    return make_map(base, CU_TENSOR_MAP_DATA_TYPE_UINT32, {16, r / 2, 2, n / w, w}, {k, k / 2, 64, 64 * (n / w)},
-                    {16, 16, 2, 1, w});
+    return make_map(base, CU_TENSOR_MAP_DATA_TYPE_UINT32, {16, r / 2, 2, w, n / w}, {k, k / 2, 64, 64 * w},
+                    {16, 16, 2, w, 1});
   return make_map(base, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, {n, r}, {n * 4}, {cuuint32_t(n), kind == 2 ? 16u : 32u});
 }
 
@@ -448,7 +449,7 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
   return {};
 }
 
-// Why launch_q4tma cannot run this GEMV (null: it can): K's groups split evenly over the 8 warps (q4mma's ranges)
+// Why launch_q4tma cannot run this GEMV (null: it can): K's groups split evenly over the 8 warps (whole stages)
 // and one scale box wide (≤ 256 groups); 16-byte aligned bases (TMA); rope with halves pairs only when a tile stays
 // inside a head.
 const char* q4_refusal(int K, int items, const void* q, const void* scales, GemvMode mode, const RopeAppendArgs& ra) {

@@ -10,7 +10,7 @@
 // but a free ring slot, so it streams GEMV i + 1's weights while the consumers still work on GEMV i. The consumers of
 // GEMV i + 1 wait until every tile of GEMV i is stored: warp 0 of a block, after storing a tile, adds 1 to done[i]
 // (release); one thread a block spins on done[i] reaching GEMV i's tile count (acquire) and releases the consumer warps
-// through a named barrier, which then copy their own K range of x from L2. Counters 128 bytes apart (done[32 i]): the
+// through a named barrier, which then copy their own groups of x from L2. Counters 128 bytes apart (done[32 i]): the
 // blocks' polls and the finishing blocks' atomics do not share a line. All blocks must be resident at once: a
 // cooperative launch. Each GEMV's output has q4mma's bits (the same arithmetic and order), which the lab checks against
 // the per-kernel chain.
@@ -94,7 +94,7 @@ __global__ void __launch_bounds__(kThreads, 2) q4chain_kernel(bf16* buf0, bf16* 
           ring.wait_empty();
           const std::uint32_t bar = ring.full_bar(), dst = smem_addr(smem + kRing + ring.slot * kBoxBytes);
           mbar_expect_tx(bar, std::uint32_t(kBoxBytes));
-          tma_load_4d(dst, &c_mw[gi], bar, 0, tile * 16, s, 0);
+          tma_load_4d(dst, &c_mw[gi], bar, 0, tile * 16, 0, s);
           ring.next();
         }
       }
@@ -118,17 +118,18 @@ __global__ void __launch_bounds__(kThreads, 2) q4chain_kernel(bf16* buf0, bf16* 
       __syncwarp();                // warp 0 converged again for bar.sync (aligned)
       named_sync(1, kWarps * 32);  // orders the other warps' loads after thread 0's acquire
     }
-    {  // this warp's K range of x, from L2 (the other buffer's lines in L1 may be two GEMVs old)
-      const int c0 = warp * gpw * 16, nc = gpw * 16;  // 16-byte chunks
+    {  // this warp's groups of x (warp, warp + 8, ...), from L2 (the other buffer's lines in L1 may be two GEMVs old)
+      const int nc = gpw * 16;  // 16-byte chunks; chunk i of the warp's own = chunk 16 (warp + 8 (i / 16)) + i % 16
+      const auto chunk = [&](int i) { return 16 * (warp + kWarps * (i / 16)) + i % 16; };
       const uint4* src = reinterpret_cast<const uint4*>(x);
       uint4* dst = reinterpret_cast<uint4*>(xs);
       uint4 v[7];  // gpw ≤ 14: ≤ 224 chunks, 7 a lane
 #pragma unroll
       for (int b = 0; b < 7; ++b)
-        if (b * 32 + lane < nc) v[b] = __ldcg(src + c0 + b * 32 + lane);
+        if (b * 32 + lane < nc) v[b] = __ldcg(src + chunk(b * 32 + lane));
 #pragma unroll
       for (int b = 0; b < 7; ++b)
-        if (b * 32 + lane < nc) dst[c0 + b * 32 + lane] = v[b];
+        if (b * 32 + lane < nc) dst[chunk(b * 32 + lane)] = v[b];
       __syncwarp();
     }
     for (int tile = int(blockIdx.x); tile < n_tiles; tile += int(gridDim.x), ++jt) {
@@ -144,7 +145,7 @@ __global__ void __launch_bounds__(kThreads, 2) q4chain_kernel(bf16* buf0, bf16* 
         __syncwarp();
         ring.release(lane);
         ring.next();
-        const int G = warp * gpw + s;
+        const int G = s * kWarps + warp;
         uint4 xv[4];
         const float cr = q4_x_group(xs, G, t, lane, xv);
         const float corr[2] = {cr, cr};

@@ -343,8 +343,8 @@ int main(int argc, char** argv) {
       }
       const cuuint64_t n = cuuint64_t(sh.K / 128), w = cuuint64_t(qc::kWarps), rows = cuuint64_t(sh.N);
       maps_ok = maps_ok &&
-                qtma::encode_map(&cmw[i], qtma::make_map(Q[i], CU_TENSOR_MAP_DATA_TYPE_UINT32, {16, rows, n / w, w},
-                                                         {cuuint64_t(sh.K / 2), 64, 64 * (n / w)}, {16, 16, 1, 8})) &&
+                qtma::encode_map(&cmw[i], qtma::make_map(Q[i], CU_TENSOR_MAP_DATA_TYPE_UINT32, {16, rows, w, n / w},
+                                                         {cuuint64_t(sh.K / 2), 64, 64 * w}, {16, 16, 8, 1})) &&
                 qtma::encode_map(&cms[i], qtma::make_map(scales_of(int(i), sh), CU_TENSOR_MAP_DATA_TYPE_FLOAT32,
                                                          {n, rows}, {n * 4}, {cuuint32_t(n), 16}));
     }
