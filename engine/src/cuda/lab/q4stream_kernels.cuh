@@ -256,11 +256,18 @@ inline std::size_t q4t_smem(int stages, int K, int gpw = 2) {
 // MAP3: W through a 3-D map (16 uint32 of a group, rows, groups) whose box lands group-major in shared memory
 // ([group][row][64 bytes]): a warp's 16-byte reads of rows g and g + 1 fall on different banks (the 2-D box's
 // 1 KB rows put them on the same ones: a 2-way conflict on every W read).
-template <int STAGES, bool NOMATH, bool FIX, bool MAP3 = false, int GPW = 2>
+// SPLIT (timing of split K, PERF_NOTES v19 7.): where a tile has at least kSplitStages stages, it is two units —
+// its first and its second half of the stages — handed out like tiles (unit = block + j · grid), so a shape with
+// few tiles an SM (w2: 320 over 132 SMs) spreads over twice as many. A unit's 16 sums (its warps' partials added in
+// warp order) go to part[tile][half]; the tile's second unit to finish (a counter a tile: fence, atomic; zeroed
+// again by that unit, so graph replays find it zero) adds the halves in half order and stores the tile. The bits
+// differ from q4mma's (each warp's chain is cut in two): the lab's validation prints the difference.
+constexpr int kSplitStages = 8;
+template <int STAGES, bool NOMATH, bool FIX, bool MAP3 = false, int GPW = 2, bool SPLIT = false>
 __global__ void __launch_bounds__(kThreads, 2)
     q4t_kernel(bf16* __restrict__ out, const bf16* __restrict__ x, int N, int K, int* counter,
                unsigned long long* probe, const __grid_constant__ CUtensorMap tw,
-               const __grid_constant__ CUtensorMap ts) {
+               const __grid_constant__ CUtensorMap ts, int* tile_cnt, float* part) {
   constexpr int kSG = TGeo<GPW>::kSG, kTStageW = TGeo<GPW>::kStageW, kTStageBytes = TGeo<GPW>::kStageBytes;
   extern __shared__ __align__(128) unsigned char smem[];
   allow_dependents_to_launch();
@@ -274,6 +281,12 @@ __global__ void __launch_bounds__(kThreads, 2)
   float* red = corr + n_groups;  // [STAGES + 1][kCW][16]
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int n_tiles = N / 16, n_stages = (n_groups + kSG - 1) / kSG;
+  const bool split = SPLIT && n_stages >= kSplitStages;
+  const int n_units = split ? 2 * n_tiles : n_tiles;
+  // Unit u's tile and its stages [lo, hi).
+  const auto unit_tile = [&](int u) { return split ? u >> 1 : u; };
+  const auto unit_lo = [&](int u) { return split && (u & 1) ? n_stages / 2 : 0; };
+  const auto unit_hi = [&](int u) { return split && !(u & 1) ? n_stages / 2 : n_stages; };
   if (threadIdx.x == 0) {
     for (int i = 0; i < STAGES; ++i) {
       mbar_init(smem_addr(full + i), 1);
@@ -296,12 +309,13 @@ __global__ void __launch_bounds__(kThreads, 2)
     asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<std::uint64_t>(&ts)) : "memory");
     int slot = 0, uses = 0;
     for (int j = 0;; ++j) {
-      const int tile = counter ? atomicAdd(counter, 1) : int(blockIdx.x + j * gridDim.x);
-      const bool done = tile >= n_tiles;
-      for (int st = 0; st < (done ? 1 : n_stages); ++st) {
+      const int unit = counter ? atomicAdd(counter, 1) : int(blockIdx.x + j * gridDim.x);
+      const bool done = unit >= n_units;
+      const int tile = unit_tile(unit), st_lo = done ? 0 : unit_lo(unit), st_hi = done ? 1 : unit_hi(unit);
+      for (int st = st_lo; st < st_hi; ++st) {
         if (uses >= STAGES) mbar_wait(smem_addr(empty + slot), ((uses / STAGES) - 1) & 1);
         const std::uint32_t bar = smem_addr(full + slot);
-        tile_of[slot] = done ? -1 : tile;
+        tile_of[slot] = done ? -1 : unit;
         mbar_expect_tx(bar, done ? 0u : std::uint32_t(kTStageBytes));
         if (!done) {
           unsigned char* sb = ring + slot * kTStageBytes;
@@ -357,12 +371,13 @@ __global__ void __launch_bounds__(kThreads, 2)
   int slot = 0, uses = 0, n_done = 0;
   for (;;) {
     mbar_wait(smem_addr(full + slot), (uses / STAGES) & 1);
-    const int tile = tile_of[slot];
+    const int unit = tile_of[slot];
     if (uses == 0 && threadIdx.x == 0) stamp(3);
-    if (tile < 0) break;
+    if (unit < 0) break;
+    const int tile = unit_tile(unit), st_lo = unit_lo(unit), st_hi = unit_hi(unit);
     float acc[4] = {0.f, 0.f, 0.f, 0.f};
-    for (int st = 0; st < n_stages; ++st) {
-      if (st > 0) mbar_wait(smem_addr(full + slot), (uses / STAGES) & 1);
+    for (int st = st_lo; st < st_hi; ++st) {
+      if (st > st_lo) mbar_wait(smem_addr(full + slot), (uses / STAGES) & 1);
       const int G0 = st * kSG, ng = min(kSG, n_groups - G0);
       const unsigned char* sb = ring + slot * kTStageBytes;
       const float* ss = reinterpret_cast<const float*>(sb + kTStageW);
@@ -420,7 +435,23 @@ __global__ void __launch_bounds__(kThreads, 2)
         float sum = rb[tid];
 #pragma unroll
         for (int w2 = 1; w2 < kCW; ++w2) sum += rb[w2 * 16 + tid];
-        out[tile * 16 + tid] = __float2bfloat16_rn(sum);
+        if (!split) {
+          out[tile * 16 + tid] = __float2bfloat16_rn(sum);
+        } else {
+          const int h = unit & 1;
+          __stcg(part + (2 * tile + h) * 16 + tid, sum);
+          __threadfence();  // this lane's half visible before the count
+          __syncwarp(0xffffu);
+          int old = 0;
+          if (tid == 0) old = atomicAdd(tile_cnt + tile, 1);
+          old = __shfl_sync(0xffffu, old, 0);
+          if (old == 1) {  // the tile's second unit: both halves are stored
+            __threadfence();
+            const float other = __ldcg(part + (2 * tile + (h ^ 1)) * 16 + tid);
+            out[tile * 16 + tid] = __float2bfloat16_rn(h ? other + sum : sum + other);
+            if (tid == 0) tile_cnt[tile] = 0;  // for the next launch (stream order)
+          }
+        }
       }
     }
     ++n_done;

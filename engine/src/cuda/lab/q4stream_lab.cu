@@ -17,6 +17,8 @@
 // w2 5120×14336), 40 layers of distinct weights in one CUDA graph, each GEMV reading the previous one's output;
 // µs a layer against the bytes a layer at the copy rate; then each shape alone (40 launches in a graph).
 // Validated first: every shape's q4s output against q4mma's on the same x (max |diff| / max |ref|).
+// "splitK" (PERF_NOTES v19 7.): "map3 8st g1 fix" with each tile of at least 8 stages (w2) run as two half-K units
+// met through a counter a tile — what spreading w2's 320 tiles over twice as many units would give.
 // Last, the persistent chain (q4chain_kernel.cuh, PERF_NOTES v18): the 160 GEMVs in one cooperative kernel, its
 // final output compared bit for bit with the per-kernel chain's, then timed the same way. "launch_qgemv" is the
 // engine's one-row GEMV: q4tma on sm_90 (three blocks an SM where the tiles fit; PIXTRAL_CUDA_Q4TMA_3=0 gives the
@@ -63,12 +65,13 @@ constexpr Shape kShapes[4] = {{"wq+wk+wv", 6144, 5120}, {"wo", 5120, 4096}, {"w1
 
 struct Variant {
   const char* name; int stages; int per_sm; bool dynamic; int gpw; bool nomath; bool contig; bool cls = false;
-  bool tmap = false; bool fix = false; bool map3 = false; int tgpw = 2;
+  bool tmap = false; bool fix = false; bool map3 = false; int tgpw = 2; bool split = false;
 };
 using TKernelFn = void (*)(bf16*, const bf16*, int, int, int*, unsigned long long*, const CUtensorMap,
-                           const CUtensorMap);
+                           const CUtensorMap, int*, float*);
 TKernelFn tkernel_of(const Variant& v) {
-  if (v.map3 && v.tgpw == 1) return q4t_kernel<8, false, true, true, 1>;
+  if (v.map3 && v.tgpw == 1)
+    return v.split ? q4t_kernel<8, false, true, true, 1, true> : q4t_kernel<8, false, true, true, 1>;
   if (v.map3) return v.nomath ? q4t_kernel<4, true, true, true> : q4t_kernel<4, false, true, true>;
   if (v.nomath) return q4t_kernel<4, true, true>;
   if (v.stages == 6) return v.fix ? q4t_kernel<6, false, true> : q4t_kernel<6, false, false>;
@@ -189,12 +192,21 @@ int main(int argc, char** argv) {
   int* counters;
   LAB_CHECK(cudaMalloc(&counters, kLayers * 4 * sizeof(int)));
   LAB_CHECK(cudaMemsetAsync(counters, 0, kLayers * 4 * sizeof(int), s));
+  // Split K: a counter and two 16-float halves a tile (≤ 1792 tiles a weight), each weight its own.
+  constexpr int kMaxTiles = 28672 / 16;
+  int* tile_cnt;
+  float* part;
+  LAB_CHECK(cudaMalloc(&tile_cnt, std::size_t(kLayers) * 4 * kMaxTiles * sizeof(int)));
+  LAB_CHECK(cudaMemsetAsync(tile_cnt, 0, std::size_t(kLayers) * 4 * kMaxTiles * sizeof(int), s));
+  LAB_CHECK(cudaMalloc(&part, std::size_t(kLayers) * 4 * kMaxTiles * 32 * sizeof(float)));
 
   const Variant variants[] = {{"q4s 3st 2/SM static", 3, 2, false, 2, false, false},
                               {"contig 4st 2/SM nomath", 4, 2, false, 2, true, true},
                               {"contig 4st 2/SM math", 4, 2, false, 2, false, true},
                               {"map3 8st g1 fix", 8, 2, false, 2, false, false, false, true, true, true, 1},
                               {"map3 8st g1 fix dyn", 8, 2, true, 2, false, false, false, true, true, true, 1},
+                              {"map3 8st g1 fix splitK", 8, 2, false, 2, false, false, false, true, true, true, 1,
+                               true},
                               {"map3 4st nomath", 4, 2, false, 2, true, false, false, true, true, true},
                               {"map3 4st fix", 4, 2, false, 2, false, false, false, true, true, true},
                               {"map3 4st fix dyn", 4, 2, true, 2, false, false, false, true, true, true}};
@@ -237,7 +249,8 @@ int main(int argc, char** argv) {
       launch_dependent_smem(tkernel_of(v), dim3(sms * v.per_sm), dim3(kThreads), q4t_smem(v.stages, sh.K, v.tgpw), s,
                             out, x, sh.N, sh.K, v.dynamic ? counters + i : static_cast<int*>(nullptr), probe_for(i),
                             v.map3 ? (v.tgpw == 1 ? maps_w31[i] : maps_w3[i]) : maps_w[i],
-                            v.tgpw == 1 ? maps_s1[i] : maps_s[i]);
+                            v.tgpw == 1 ? maps_s1[i] : maps_s[i], tile_cnt + std::size_t(i) * kMaxTiles,
+                            part + std::size_t(i) * kMaxTiles * 32);
       return;
     }
     launch_dependent_smem(kernel_of(v), dim3(sms * v.per_sm), dim3(kThreads), q4s_smem(v.stages, v.gpw, sh.K), s,
