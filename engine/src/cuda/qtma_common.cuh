@@ -11,6 +11,7 @@
 
 #include "cuda/gemv_modes.cuh"
 #include "cuda/kernels.cuh"
+#include "cuda/ring_pos.h"
 #include "cuda/tma.cuh"
 
 namespace pixtral::cuda::qtma {
@@ -72,14 +73,12 @@ __device__ __forceinline__ void stage_x(bf16* xs, const bf16* x, int K, int tid)
 }
 
 // A ring of S stages in shared memory, each guarded by a "full" mbarrier (the producer's arrive.expect_tx, the TMA's
-// bytes) and an "empty" one (an arrival from lane 0 of each consumer warp), and one side's place in it: the slot
-// and how many stages that side has passed (use u of a slot completes phase u of its barriers).
-struct StageRing {
+// bytes) and an "empty" one (an arrival from lane 0 of each consumer warp), and one side's place in it (RingPos:
+// the slot, and the phase each use of it completes).
+struct StageRing : RingPos {
   std::uint32_t full, empty;  // shared-space addresses of the barrier arrays (8 bytes a barrier)
-  int S;
-  int slot = 0, uses = 0;
   __device__ StageRing(const std::uint64_t* full_bars, const std::uint64_t* empty_bars, int stages)
-      : full(smem_addr(full_bars)), empty(smem_addr(empty_bars)), S(stages) {}
+      : RingPos(stages), full(smem_addr(full_bars)), empty(smem_addr(empty_bars)) {}
   __device__ void init() const {  // thread 0, then mbar_init_fence and a block barrier
     for (int i = 0; i < S; ++i) {
       mbar_init(full + 8 * i, 1);
@@ -89,17 +88,13 @@ struct StageRing {
   __device__ std::uint32_t full_bar() const { return full + 8 * slot; }
   /// Producer: the slot's previous use has been released (nothing to wait for on the ring's first pass).
   __device__ void wait_empty() const {
-    if (uses >= S) mbar_wait(empty + 8 * slot, ((uses / S) - 1) & 1);
+    if (lapped()) mbar_wait(empty + 8 * slot, prev_phase());
   }
   /// Consumers: this use of the slot has landed.
-  __device__ void wait_full() const { mbar_wait(full + 8 * slot, (uses / S) & 1); }
+  __device__ void wait_full() const { mbar_wait(full + 8 * slot, phase()); }
   /// Consumers: the warp is done reading the slot (after a __syncwarp).
   __device__ void release(int lane) const {
     if (lane == 0) mbar_arrive(empty + 8 * slot);
-  }
-  __device__ void next() {
-    ++uses;
-    slot = slot + 1 == S ? 0 : slot + 1;
   }
 };
 
