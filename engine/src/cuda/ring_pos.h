@@ -30,7 +30,8 @@ struct RingPos {
   PIXTRAL_RING_HD void next() {
     if (++slot == S) {
       slot = 0;
-      bits = (bits ^ 1u) | 2u;  // one register for both (the consumers' loop is at its register budget)
+      bits = (bits ^ 1u) | 2u;  // both in one word: q4tma's residual mode 70 registers, 72 with two fields (three
+                                // blocks an SM need ≤ 72)
     }
   }
 };
