@@ -97,6 +97,21 @@ class TimelineTest(unittest.TestCase):
         self.assertEqual(tails["sample select end"], 30)
         self.assertEqual(tails["next embed start"], 400)
 
+    def test_layer_blocks_percentiles(self):
+        seq = timeline.launches(self.rows)
+        timeline.label(seq)
+        steps = timeline.split_steps(seq)
+        rows = timeline.layer_blocks(steps[0], 0)
+        # Layer 0 starts at 1000 + 20, where the step's first norm (the launch before its QKV GEMV) ends.
+        self.assertEqual([r[0] for r in rows], ["bf16 rope (qkv)", "attention", "combine", "bf16 residual (wo)",
+                                                 "norm", "bf16 silu (w1;w3)", "bf16 residual (w2)", "norm"])
+        name, grid, st, en = rows[0]
+        # 6 blocks staggered by 2: starts 0, 2, .., 10; ends 90, 92, .., 100.
+        self.assertEqual((grid, st, en), (6, [0, 6, 10], [90, 96, 100, 100]))
+        _, _, st, en = rows[5]  # silu: 8 blocks staggered by 4 from 205
+        self.assertEqual((st, en), ([205, 221, 233], [372, 388, 396, 400]))
+        self.assertEqual(timeline.layer_blocks(steps[0], 2), [])
+
     def test_a_cut_launch_is_dropped_with_a_warning(self):
         rows = [r for r in self.rows if not (r["tag"] == SILU and r["block"] == 3 and r["t0"] < 1000 + 600)]
         with tempfile.TemporaryFile("w+") as err:

@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Summarises a decode timeline written by a PIXTRAL_CUDA_TIMELINE build (engine/src/cuda/timeline.cuh).
 
-usage: timeline.py FILE.csv [--layers]
+usage: timeline.py FILE.csv [--layers | --blocks LAYER]
 
 Each CSV row is one block of one kernel: tag, grid (blocks of its launch), block, sm, t0, t1 (%globaltimer ns at
 thread 0's start and end). A launch's blocks all start before any block of the launch after next (programmatic
@@ -11,6 +11,9 @@ into runs of `grid` rows recovers the launches. Per kernel kind the table gives 
 mean duration (first block start to last block end), the mean overlap with the kernel before (how long it was
 resident before that one ended) and what it adds to the step: its end minus the previous kernel's end, summed per
 step. The adds sum to the step's time; the time no recorded kernel covers (sampler, copies) is listed as well.
+--layers lists the last step's first 40 launches; --blocks LAYER gives, for each launch of decoder layer LAYER
+(from its QKV GEMV to the one before the next QKV GEMV) of the last step, its blocks' start and end percentiles
+in µs from the end of the launch before that QKV GEMV: which blocks wait and which ones end late.
 """
 import collections
 import csv
@@ -43,7 +46,8 @@ def launches(rows):
         for i in range(0, len(rs) - len(rs) % grid, grid):
             chunk = rs[i:i + grid]
             out.append({"tag": tag, "grid": grid, "start": min(r["t0"] for r in chunk),
-                        "end": max(r["t1"] for r in chunk)})
+                        "end": max(r["t1"] for r in chunk), "t0s": sorted(r["t0"] for r in chunk),
+                        "t1s": sorted(r["t1"] for r in chunk)})
     out.sort(key=lambda l: l["start"])
     return out
 
@@ -113,6 +117,28 @@ def after_lm_head(steps):
     return {k: sum(v) / len(v) for k, v in tails.items()}
 
 
+def pct(sorted_vals, p):
+    """The p-th percentile (0-100) of sorted values, nearest rank from below."""
+    return sorted_vals[min(len(sorted_vals) - 1, int(p / 100 * (len(sorted_vals) - 1) + 0.5))]
+
+
+def layer_blocks(step, index):
+    """Decoder layer `index` of a step (its QKV GEMV to the launch before the next one): per launch, its name,
+    blocks, start p0/p50/p100 and end p0/p50/p90/p100 of its blocks, in ns from the end of the launch before the
+    layer's QKV GEMV."""
+    qkv = [i for i, l in enumerate(step) if l["name"].endswith("(qkv)")]
+    if index >= len(qkv):
+        return []
+    lo = qkv[index]
+    hi = qkv[index + 1] if index + 1 < len(qkv) else len(step)
+    t_ref = step[lo - 1]["end"] if lo > 0 else step[lo]["start"]
+    out = []
+    for l in step[lo:hi]:
+        out.append((l["name"], l["grid"], [pct(l["t0s"], p) - t_ref for p in (0, 50, 100)],
+                    [pct(l["t1s"], p) - t_ref for p in (0, 50, 90, 100)]))
+    return out
+
+
 def read(path):
     with open(path) as f:
         return [{k: int(v) for k, v in r.items()} for r in csv.DictReader(f)]
@@ -141,6 +167,13 @@ def main():
             print(f"{l['name']:<22} start {(l['start'] - t0) / 1e3:8.2f} end {(l['end'] - t0) / 1e3:8.2f} "
                   f"dur {(l['end'] - l['start']) / 1e3:6.2f} adds {max(0, l['end'] - prev_end) / 1e3:6.2f}")
             prev_end = max(prev_end, l["end"])
+    if len(sys.argv) > 3 and sys.argv[2] == "--blocks":
+        index = int(sys.argv[3])
+        print(f"layer {index} of the last step, µs from the end of the launch before its QKV GEMV")
+        print(f"{'kernel':<22}{'blocks':>7}   start p0 / p50 / p100     end p0 / p50 / p90 / p100")
+        for name, grid, st, en in layer_blocks(steps[-1], index):
+            print(f"{name:<22}{grid:>7}  " + " / ".join(f"{v / 1e3:6.2f}" for v in st) + "   "
+                  + " / ".join(f"{v / 1e3:6.2f}" for v in en))
     tails = after_lm_head(steps)
     if tails:
         print("after lm_head's end (us): " + ", ".join(f"{k} {v / 1e3:.1f}" for k, v in tails.items()))
