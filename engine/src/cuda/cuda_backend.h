@@ -156,6 +156,9 @@ class CudaBackend final : public ops::Backend, public ops::CudaExtension {
   int n_sms_ = 0;
   int max_smem_ = 48 * 1024;
   int smem_per_sm_ = 100 * 1024;
+  // The last QKV GEMV (matmul_rope_append_kv and its folded form) was one row with int4 weights: the decode
+  // attention after it sizes its splits for the int4 GEMVs around it (AttentionLaunch::narrow_wave).
+  bool decode_qkv_int4_ = false;
   cudaStream_t stream_ = nullptr;
   // Activations (alloc/free) come from a stream-ordered pool that keeps what is freed: a second image or prompt
   // reuses the first one's memory without cudaMalloc/cudaFree (cudaFree waits for the whole device). Null where

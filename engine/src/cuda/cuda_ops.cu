@@ -214,6 +214,7 @@ Status CudaBackend::matmul_rope_append_kv(ops::Tensor qkv, const ops::Tensor& x,
                                           int n_heads, int n_kv_heads, int head_dim, int position, float theta,
                                           ops::RopePairs pairs, ops::Tensor k_cache, ops::Tensor v_cache) {
   const std::int64_t K = x.cols, kvd = std::int64_t(n_kv_heads) * head_dim;
+  decode_qkv_int4_ = qkv.rows == 1 && wqkv.format == quant::Format::int4_g128;
   const bool shapes = x.rows == 1 && qkv.rows == 1 && wqkv.cols == K && wqkv.rows == qkv.cols && head_dim > 0 &&
                       head_dim % 2 == 0 && qkv.cols == std::int64_t(n_heads) * head_dim + 2 * kvd &&
                       k_cache.cols == kvd && v_cache.cols == kvd && is_act(x.dtype) && is_act(qkv.dtype) &&
@@ -362,6 +363,7 @@ Status CudaBackend::run_attention(AttentionLaunch& a) {
   a.max_smem = max_smem_;
   a.smem_per_sm = smem_per_sm_;
   a.n_sms = n_sms_;
+  a.narrow_wave = decode_qkv_int4_;
   a.path = attention_path_override();
   const std::int64_t ws = attention_workspace_floats(a);
   if (ws > 0) {
@@ -420,6 +422,7 @@ Status CudaBackend::rms_norm_matmul_rope_append_kv(ops::Tensor qkv, ops::Tensor 
                                                    float theta, ops::RopePairs pairs, ops::Tensor k_cache,
                                                    ops::Tensor v_cache) {
   const std::int64_t K = h.cols, kvd = std::int64_t(n_kv_heads) * head_dim;
+  decode_qkv_int4_ = qkv.rows == 1 && wqkv.format == quant::Format::int4_g128;
   if (foldable_norm(xn, h, norm) && wqkv.format == quant::Format::int4_g128 && wqkv.scales && qkv.rows == 1 &&
       wqkv.cols == K && wqkv.rows == qkv.cols && head_dim > 0 && head_dim % 2 == 0 &&
       qkv.cols == std::int64_t(n_heads) * head_dim + 2 * kvd && k_cache.cols == kvd && v_cache.cols == kvd &&

@@ -2,7 +2,8 @@
 // Decode attention (one query row, or a few), split-KV with long contiguous splits: the live key range of a row is
 // cut at run time into n_splits equal pieces and one block handles one (split, KV head, query row) for all G query
 // heads of the group, so each K/V row is read from device memory once per row. n_splits is sized on the host so
-// that n_splits × KV heads × rows ≈ one resident wave (3 blocks/SM: 49 splits × 8 heads at 132 SMs) and
+// that n_splits × KV heads × rows ≈ one resident wave (3 blocks/SM: 49 splits × 8 heads at 132 SMs; 2.5 in the int4
+// decode, AttentionLaunch::narrow_wave: 41) and
 // no split is under 64 keys; the split boundaries depend only on n_splits and the live range, so eager and
 // graph-replayed (capacity-sized) launches agree once the context holds n_splits × 64 keys.
 // v5: a block copies its split into shared memory with cp.async in stages of 4 warp tiles (16 KB of K and 16 KB
@@ -370,8 +371,9 @@ int n_splits_of(const AttentionLaunch& a) {
   const int span = std::max(0, a.key_hi_max - a.key_lo_min);
   const std::int64_t per_split = std::max<std::int64_t>(1, std::int64_t(a.n_kv_heads) * a.n_q);
   const int G = a.n_heads / std::max(1, a.n_kv_heads);
-  const int wave =
-      int(std::max<std::int64_t>(1, std::int64_t(resident_blocks(a, G, a.head_dim)) * std::max(1, a.n_sms) / per_split));
+  // narrow_wave: half a block an SM less (2.5 instead of 3).
+  const std::int64_t halves = 2 * std::int64_t(resident_blocks(a, G, a.head_dim)) - (a.narrow_wave ? 1 : 0);
+  const int wave = int(std::max<std::int64_t>(1, halves * std::max(1, a.n_sms) / (2 * per_split)));
   // PIXTRAL_CUDA_ATTN_SPLITS=N: at most N splits (A/B; PERF_NOTES v19: at 4193 keys on an H200, 36-44 instead of
   // 49 made int4 decode ~1 % faster and int8 2-4 % slower, bf16 unchanged).
   const char* e = std::getenv("PIXTRAL_CUDA_ATTN_SPLITS");
