@@ -35,6 +35,7 @@
 // ref: PTX ISA "cp.async.bulk.tensor", "mbarrier"; CUTLASS's warp-specialized producer/consumer pipelines
 //      (the full/empty barrier ring).
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <mutex>
 #include <unordered_map>
@@ -92,6 +93,8 @@ struct Q4tNext {
 
 struct Q4tArgs {
   int N, n_items, K, n_tiles, stages, ring, scales, xs, red, stage_bytes, scale_bytes;
+  // Tiles handed out at run time (dyn_tiles: the launch's slot, -1: static tiles, tile = block + j · grid).
+  int dyn_slot = -1;
   // The RMSNorm folded in (launch_q4tma_normed): x = round(h · inv · w) computed by every block from h; block 0 also
   // writes it to xn. Null nh: x is the input.
   const bf16* nh = nullptr;
@@ -127,6 +130,17 @@ __device__ __forceinline__ void prefetch_next(const Q4tNext& nx) {
   }
 }
 
+// Dynamic tiles (silu and plain modes, more tiles than blocks): each block's producer takes its next tile from a
+// counter (kDynSlots launches' counters, 128 bytes apart: [0] the next tile, [1] the producers done), so the
+// blocks that stream faster — the ones alone on an SM, or beside a block that finished — take more tiles; static
+// tiles gave two of the 264 [w1; w3] blocks' 3 or 4 tiles to each SM as the blocks happened to be placed, 6 to 8
+// tiles an SM, and the SMs with 8 ended ~4 µs after those with 6 (H200 timeline, PERF_NOTES v20). A tile's bits do
+// not depend on its block. The last producer to finish zeroes the slot for the slot's next launch; a launch's slot
+// is taken round robin on the host (dyn_tiles), so launches that can overlap under programmatic dependent launch
+// — even on the same weight — never share one.
+constexpr int kDynSlots = 1024;
+__device__ int g_q4t_dyn[kDynSlots * 32];
+
 template <class TO, GemvMode M>
 __global__ void __launch_bounds__(kThreads, 2)
     q4tma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const bf16* __restrict__ bias, const Q4tArgs a,
@@ -144,6 +158,12 @@ __global__ void __launch_bounds__(kThreads, 2)
   StageRing sring{bars + 2 * kMaxStages, bars + 2 * kMaxStages + 2, 2};  // the tiles' scale slots
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int n_groups = a.K / quant::kInt4Group, gpw = n_groups / kWarps;  // groups a warp, = stages a tile
+  // Dynamic tiles: the counters, and each scale slot's tile (-1: no more) written by the producer before it arms the
+  // slot's barrier, read by the consumers after it completes. Compiled for the modes that can have several tiles a
+  // block in a decoder (the rope and residual modes keep their registers).
+  constexpr bool kDynMode = M == GemvMode::silu || M == GemvMode::plain;
+  int* const dyn = kDynMode && a.dyn_slot >= 0 ? g_q4t_dyn + a.dyn_slot * 32 : nullptr;
+  int* const tile_of = reinterpret_cast<int*>(bars + 2 * kMaxStages + 4);
   if (threadIdx.x == 0) {
     ring.init();
     sring.init();
@@ -159,10 +179,19 @@ __global__ void __launch_bounds__(kThreads, 2)
       prefetch_map(&ms2);
     }
     for (int j = 0;; ++j) {
-      const int tile = int(blockIdx.x) + j * int(gridDim.x);
-      if (tile >= a.n_tiles) break;
+      const int tile = dyn ? atomicAdd(dyn, 1) : int(blockIdx.x) + j * int(gridDim.x);
+      if (dyn) {
+        sring.wait_empty();
+        tile_of[sring.slot] = tile < a.n_tiles ? tile : -1;
+        if (tile >= a.n_tiles) {
+          mbar_arrive(sring.full_bar());  // the consumers read -1 and stop
+          break;
+        }
+      } else if (tile >= a.n_tiles) {
+        break;
+      }
       const TilePlan p = tile_plan<M>(tile * 16, a.N, ra);
-      sring.wait_empty();
+      if (!dyn) sring.wait_empty();
       const std::uint32_t sbar = sring.full_bar(), sdst = smem_addr(smem + a.scales + sring.slot * a.scale_bytes);
       mbar_expect_tx(sbar, std::uint32_t(a.scale_bytes));
       if (p.inter) {
@@ -183,6 +212,13 @@ __global__ void __launch_bounds__(kThreads, 2)
           if constexpr (R == 2) tma_load_4d(dst + kBoxBytes, &mw, bar, 0, p.row_b, 0, s);
         }
         ring.next();
+      }
+    }
+    if (dyn) {  // every producer has taken its last ticket once all have counted themselves here
+      __threadfence();
+      if (atomicAdd(dyn + 1, 1) == int(gridDim.x) - 1) {
+        atomicExch(dyn, 0);
+        atomicExch(dyn + 1, 0);
       }
     }
     if (a.next.n_first > 0) prefetch_next(a.next);
@@ -249,8 +285,15 @@ __global__ void __launch_bounds__(kThreads, 2)
   named_sync(1, kWarps * 32);
   const int g = lane >> 2, t = lane & 3;
   for (int j = 0;; ++j) {
-    const int tile = int(blockIdx.x) + j * int(gridDim.x);
-    if (tile >= a.n_tiles) break;
+    int tile;
+    if (dyn) {
+      sring.wait_full();
+      tile = tile_of[sring.slot];
+      if (tile < 0) break;
+    } else {
+      tile = int(blockIdx.x) + j * int(gridDim.x);
+      if (tile >= a.n_tiles) break;
+    }
     const int n0 = tile * 16;
     const TilePlan p = tile_plan<M>(n0, a.N, ra);
     // Warp 0's lanes 0..15 store item n0 + lane: its epilogue inputs now, off the tile's end.
@@ -260,7 +303,7 @@ __global__ void __launch_bounds__(kThreads, 2)
       gemv_item_pre_early<M>(pre, n0 + lane, ra);
       gemv_item_pre_late<M>(pre, out, 0, n0 + lane, a.N);
     }
-    sring.wait_full();
+    if (!dyn) sring.wait_full();
     const float* sc = reinterpret_cast<const float*>(smem + a.scales + sring.slot * a.scale_bytes);
     float acc[R][4];
 #pragma unroll
@@ -368,6 +411,17 @@ std::int64_t l2_prefetch_bytes() {
   return std::int64_t(e ? std::atoi(e) : kDefaultL2PrefetchMB) << 20;
 }
 
+// PIXTRAL_CUDA_Q4TMA_DYN=0: static tiles everywhere (A/B). Else a launch with more tiles than blocks in a mode that
+// compiles the dynamic hand-out gets the next counter slot, round robin: a slot comes back after kDynSlots launches,
+// far more than can be in flight (programmatic dependent launch overlaps two or three), and each launch leaves its
+// slot zeroed. A captured graph keeps its launches' slots; its replays run one after another.
+int dyn_tiles(GemvMode mode, int n_tiles, int grid) {
+  static std::atomic<unsigned> next{0};
+  const char* e = std::getenv("PIXTRAL_CUDA_Q4TMA_DYN");
+  if ((e && e[0] == '0') || n_tiles <= grid || (mode != GemvMode::silu && mode != GemvMode::plain)) return -1;
+  return int(next.fetch_add(1, std::memory_order_relaxed) % unsigned(kDynSlots));
+}
+
 // Records `self` as the successor of the previous launch's weight and returns this weight's successor, its first
 // tiles cut to the byte budget (n_first = 0: none known, or no budget).
 Q4tNext note_launch(const void* q, const Q4tNext& self) {
@@ -442,6 +496,7 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
                      .halves = ra.halves,
                      .n_first = grid};  // each of its blocks' first tile
   a.next = note_launch(q, self);
+  a.dyn_slot = dyn_tiles(M, n_tiles, grid);
   launch_dependent_smem(q4tma_kernel<TO, M>, dim3(unsigned(grid)), dim3(kThreads), std::size_t(l.total), s, out, x,
                         bias, a, ra, mw, mw2, ms, ms2);
   PIXTRAL_CUDA_LAUNCH_CHECK(q4tma_kernel);
