@@ -112,6 +112,18 @@ class TimelineTest(unittest.TestCase):
         self.assertEqual((st, en), ([205, 221, 233], [372, 388, 396, 400]))
         self.assertEqual(timeline.layer_blocks(steps[0], 2), [])
 
+    def test_layer_sms_groups_by_blocks_an_sm(self):
+        seq = timeline.launches(self.rows)
+        timeline.label(seq)
+        steps = timeline.split_steps(seq)
+        sms = dict(timeline.layer_sms(steps[0], 0))
+        # blocks() puts block b on SM b % 7: the silu launch's 8 blocks are two on SM 0 (blocks 0 and 7), one on
+        # SMs 1..6; block b ends at 400 - (7 - b) * 4 after the layer's start (1020): SMs 1..6 at 376 .. 396, median
+        # (nearest rank) 388.
+        self.assertEqual(sms["bf16 silu (w1;w3)"], [(1, 6, 388, 396), (2, 1, 400, 400)])
+        self.assertEqual(sms["bf16 rope (qkv)"], [(1, 6, 96, 100)])
+        self.assertEqual(timeline.layer_sms(steps[0], 2), [])
+
     def test_a_cut_launch_is_dropped_with_a_warning(self):
         rows = [r for r in self.rows if not (r["tag"] == SILU and r["block"] == 3 and r["t0"] < 1000 + 600)]
         with tempfile.TemporaryFile("w+") as err:

@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Summarises a decode timeline written by a PIXTRAL_CUDA_TIMELINE build (engine/src/cuda/timeline.cuh).
 
-usage: timeline.py FILE.csv [--layers | --blocks LAYER]
+usage: timeline.py FILE.csv [--layers | --blocks LAYER | --sms LAYER]
 
 Each CSV row is one block of one kernel: tag, grid (blocks of its launch), block, sm, t0, t1 (%globaltimer ns at
 thread 0's start and end). A launch's blocks all start before any block of the launch after next (programmatic
@@ -13,7 +13,9 @@ resident before that one ended) and what it adds to the step: its end minus the 
 step. The adds sum to the step's time; the time no recorded kernel covers (sampler, copies) is listed as well.
 --layers lists the last step's first 40 launches; --blocks LAYER gives, for each launch of decoder layer LAYER
 (from its QKV GEMV to the one before the next QKV GEMV) of the last step, its blocks' start and end percentiles
-in µs from the end of the launch before that QKV GEMV: which blocks wait and which ones end late.
+in µs from the end of the launch before that QKV GEMV: which blocks wait and which ones end late; --sms LAYER
+groups each of those launches' SMs by how many of its blocks they ran (count, median and latest end of the SM's
+last block): where the blocks happened to land, and what that cost.
 """
 import collections
 import csv
@@ -47,7 +49,7 @@ def launches(rows):
             chunk = rs[i:i + grid]
             out.append({"tag": tag, "grid": grid, "start": min(r["t0"] for r in chunk),
                         "end": max(r["t1"] for r in chunk), "t0s": sorted(r["t0"] for r in chunk),
-                        "t1s": sorted(r["t1"] for r in chunk)})
+                        "t1s": sorted(r["t1"] for r in chunk), "sm_ends": sm_ends(chunk)})
     out.sort(key=lambda l: l["start"])
     return out
 
@@ -117,6 +119,39 @@ def after_lm_head(steps):
     return {k: sum(v) / len(v) for k, v in tails.items()}
 
 
+def sm_ends(chunk):
+    """Per SM of one launch: (blocks it ran, end of its last block)."""
+    per = {}
+    for r in chunk:
+        n, end = per.get(r["sm"], (0, 0))
+        per[r["sm"]] = (n + 1, max(end, r["t1"]))
+    return per
+
+
+def layer_sms(step, index):
+    """Decoder layer `index` of a step (layer_blocks' launches): per launch, its name and, per number of blocks an SM
+    ran, (that number, SMs, median and latest SM end in ns from layer_blocks' reference)."""
+    out = []
+    for name, lo, t_ref in layer_launches(step, index):
+        by = {}
+        for n, end in lo["sm_ends"].values():
+            by.setdefault(n, []).append(end - t_ref)
+        out.append((name, [(n, len(v), pct(sorted(v), 50), max(v)) for n, v in sorted(by.items())]))
+    return out
+
+
+def layer_launches(step, index):
+    """The launches of decoder layer `index` (its QKV GEMV to the launch before the next one) with the reference
+    time: the end of the launch before that QKV GEMV."""
+    qkv = [i for i, l in enumerate(step) if l["name"].endswith("(qkv)")]
+    if index >= len(qkv):
+        return []
+    lo = qkv[index]
+    hi = qkv[index + 1] if index + 1 < len(qkv) else len(step)
+    t_ref = step[lo - 1]["end"] if lo > 0 else step[lo]["start"]
+    return [(l["name"], l, t_ref) for l in step[lo:hi]]
+
+
 def pct(sorted_vals, p):
     """The p-th percentile (0-100) of sorted values, nearest rank from below."""
     return sorted_vals[min(len(sorted_vals) - 1, int(p / 100 * (len(sorted_vals) - 1) + 0.5))]
@@ -126,17 +161,8 @@ def layer_blocks(step, index):
     """Decoder layer `index` of a step (its QKV GEMV to the launch before the next one): per launch, its name,
     blocks, start p0/p50/p100 and end p0/p50/p90/p100 of its blocks, in ns from the end of the launch before the
     layer's QKV GEMV."""
-    qkv = [i for i, l in enumerate(step) if l["name"].endswith("(qkv)")]
-    if index >= len(qkv):
-        return []
-    lo = qkv[index]
-    hi = qkv[index + 1] if index + 1 < len(qkv) else len(step)
-    t_ref = step[lo - 1]["end"] if lo > 0 else step[lo]["start"]
-    out = []
-    for l in step[lo:hi]:
-        out.append((l["name"], l["grid"], [pct(l["t0s"], p) - t_ref for p in (0, 50, 100)],
-                    [pct(l["t1s"], p) - t_ref for p in (0, 50, 90, 100)]))
-    return out
+    return [(name, l["grid"], [pct(l["t0s"], p) - t_ref for p in (0, 50, 100)],
+             [pct(l["t1s"], p) - t_ref for p in (0, 50, 90, 100)]) for name, l, t_ref in layer_launches(step, index)]
 
 
 def read(path):
@@ -174,6 +200,12 @@ def main():
         for name, grid, st, en in layer_blocks(steps[-1], index):
             print(f"{name:<22}{grid:>7}  " + " / ".join(f"{v / 1e3:6.2f}" for v in st) + "   "
                   + " / ".join(f"{v / 1e3:6.2f}" for v in en))
+    if len(sys.argv) > 3 and sys.argv[2] == "--sms":
+        index = int(sys.argv[3])
+        print(f"layer {index} of the last step: SMs by blocks run, median / latest end (µs, as --blocks)")
+        for name, groups in layer_sms(steps[-1], index):
+            print(f"{name:<22} " + " | ".join(f"{n} blk: {k} SMs {m / 1e3:.1f} / {e / 1e3:.1f}"
+                                              for n, k, m, e in groups))
     tails = after_lm_head(steps)
     if tails:
         print("after lm_head's end (us): " + ", ".join(f"{k} {v / 1e3:.1f}" for k, v in tails.items()))

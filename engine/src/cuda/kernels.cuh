@@ -143,8 +143,9 @@ struct AttentionLaunch {
   int n_sms = 132;
   /// The decode kernel's splits sized for 2.5 blocks an SM instead of 3 (41 splits instead of 49 at 8 KV heads on
   /// 132 SMs): set for the int4 decode, whose GEMVs' blocks (74-110 KB of shared memory) share the SMs with the
-  /// attention's under programmatic dependent launch. H200, page-QA decode at 4193 keys, same run: 49 splits 2.692
-  /// ms/token, 40 and 36 splits 2.670; int8 was 2-4 % slower with fewer splits (PERF_NOTES v19 6., v20).
+  /// attention's under programmatic dependent launch. H200, page-QA decode at 4193 keys, same run: 49 splits 2.691
+  /// ms/token, 41 splits 2.672 (and 2.692 → 2.670 for caps of 40 and 36 in another run); int8 was 2-4 % slower
+  /// with fewer splits (PERF_NOTES v19 6., v20 4.).
   bool narrow_wave = false;
 };
 /// The kernel launch_attention runs for `a` (never automatic; generic when the requested one cannot run it).

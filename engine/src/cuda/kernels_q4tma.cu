@@ -12,7 +12,8 @@
 // as they are stored (no new weight format).
 //
 // Structure: a persistent grid of two blocks an SM (three where the tiles fit them), static tiles (tile = block + j ·
-// grid: the schedule, and so the bits, do not depend on timing). A block = 8 consumer warps + 1 producer warp (one
+// grid), or, for the silu and plain modes with more tiles than blocks, tiles taken from a counter (see kDynSlots);
+// a tile's bits never depend on the block or the timing. A block = 8 consumer warps + 1 producer warp (one
 // lane). The producer, from before the programmatic-dependent-launch wait on (weights are immutable), fills a ring of
 // mbarrier-guarded stages: stage s of a tile = groups 8s .. 8s + 7 of K (consumer warp w multiplies group 8s + w:
 // q4mma's order; a contiguous 512-byte piece of each row) for the tile's 16 rows (R = 2 modes: both row sets), one TMA
@@ -134,10 +135,12 @@ __device__ __forceinline__ void prefetch_next(const Q4tNext& nx) {
 // counter (kDynSlots launches' counters, 128 bytes apart: [0] the next tile, [1] the producers done), so the
 // blocks that stream faster — the ones alone on an SM, or beside a block that finished — take more tiles; static
 // tiles gave two of the 264 [w1; w3] blocks' 3 or 4 tiles to each SM as the blocks happened to be placed, 6 to 8
-// tiles an SM, and the SMs with 8 ended ~4 µs after those with 6 (H200 timeline, PERF_NOTES v20). A tile's bits do
-// not depend on its block. The last producer to finish zeroes the slot for the slot's next launch; a launch's slot
-// is taken round robin on the host (dyn_tiles), so launches that can overlap under programmatic dependent launch
-// — even on the same weight — never share one.
+// tiles an SM, and the SMs with 8 ended ~4 µs after those with 6 (H200 timeline, PERF_NOTES v20). H200 int4 decode,
+// same run: static 2.6905, dynamic 2.6505 ms/token. Not for the residual mode: its registers (70 → 72) cost 0.3 % in
+// the default three blocks an SM, where wo and w2 have one tile a block. A tile's bits do not depend on its block.
+// The last producer to finish zeroes the slot for the slot's next launch; a launch's slot is taken round robin on
+// the host (dyn_tiles), so launches that can overlap under programmatic dependent launch — even on the same weight
+// — never share one.
 constexpr int kDynSlots = 1024;
 __device__ int g_q4t_dyn[kDynSlots * 32];
 
