@@ -33,6 +33,7 @@ std::string mib(std::size_t b) {
 CudaBackend::~CudaBackend() {
   if (stream_) cudaStreamSynchronize(stream_);
   forget_q4tma_successors();
+  forget_q4tma_stream(stream_);
   if (graph_exec_) cudaGraphExecDestroy(graph_exec_);
   if (graph_) cudaGraphDestroy(graph_);
   for (auto& t : rope_tables_) cudaFree(t.dev);

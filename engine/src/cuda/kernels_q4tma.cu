@@ -36,8 +36,9 @@
 // ref: PTX ISA "cp.async.bulk.tensor", "mbarrier"; CUTLASS's warp-specialized producer/consumer pipelines
 //      (the full/empty barrier ring).
 #include <algorithm>
-#include <atomic>
 #include <cstdlib>
+#include <cstring>
+#include <string>
 #include <mutex>
 #include <unordered_map>
 
@@ -132,16 +133,16 @@ __device__ __forceinline__ void prefetch_next(const Q4tNext& nx) {
 }
 
 // Dynamic tiles (silu and plain modes, more tiles than blocks): each block's producer takes its next tile from a
-// counter (kDynSlots launches' counters, 128 bytes apart: [0] the next tile, [1] the producers done), so the
+// counter (kDynSlots counters, 128 bytes apart: [0] the next tile, [1] the producers done), so the
 // blocks that stream faster — the ones alone on an SM, or beside a block that finished — take more tiles; static
 // tiles gave two of the 264 [w1; w3] blocks' 3 or 4 tiles to each SM as the blocks happened to be placed, 6 to 8
 // tiles an SM, and the SMs with 8 ended ~4 µs after those with 6 (H200 timeline, PERF_NOTES v20). H200 int4 decode,
 // same run: static 2.6905, dynamic 2.6505 ms/token. Not for the residual mode: its registers (70 → 72) cost 0.3 % in
 // the default three blocks an SM, where wo and w2 have one tile a block. A tile's bits do not depend on its block.
-// The last producer to finish zeroes the slot for the slot's next launch; a launch's slot is taken round robin on
-// the host (dyn_tiles), so launches that can overlap under programmatic dependent launch — even on the same weight
-// — never share one.
-constexpr int kDynSlots = 1024;
+// The last producer to finish zeroes the slot for the slot's next launch; a launch's slot is taken round robin from
+// its stream's range on the host (dyn_tiles), so launches that can overlap — under programmatic dependent launch,
+// even on the same weight, or on another stream — never share one.
+constexpr int kDynStreams = 8, kDynPerStream = 512, kDynSlots = kDynStreams * kDynPerStream;
 __device__ int g_q4t_dyn[kDynSlots * 32];
 
 template <class TO, GemvMode M>
@@ -182,9 +183,9 @@ __global__ void __launch_bounds__(kThreads, 2)
       prefetch_map(&ms2);
     }
     for (int j = 0;; ++j) {
+      if (dyn) sring.wait_empty();  // a ticket only once its tile's scale slot is free: no tile held idle
       const int tile = dyn ? atomicAdd(dyn, 1) : int(blockIdx.x) + j * int(gridDim.x);
       if (dyn) {
-        sring.wait_empty();
         tile_of[sring.slot] = tile < a.n_tiles ? tile : -1;
         if (tile >= a.n_tiles) {
           mbar_arrive(sring.full_bar());  // the consumers read -1 and stop
@@ -220,6 +221,7 @@ __global__ void __launch_bounds__(kThreads, 2)
     if (dyn) {  // every producer has taken its last ticket once all have counted themselves here
       __threadfence();
       if (atomicAdd(dyn + 1, 1) == int(gridDim.x) - 1) {
+        __threadfence();  // the others' last tickets before the reset
         atomicExch(dyn, 0);
         atomicExch(dyn + 1, 0);
       }
@@ -414,15 +416,50 @@ std::int64_t l2_prefetch_bytes() {
   return std::int64_t(e ? std::atoi(e) : kDefaultL2PrefetchMB) << 20;
 }
 
-// PIXTRAL_CUDA_Q4TMA_DYN=0: static tiles everywhere (A/B). Else a launch with more tiles than blocks in a mode that
-// compiles the dynamic hand-out gets the next counter slot, round robin: a slot comes back after kDynSlots launches,
-// far more than can be in flight (programmatic dependent launch overlaps two or three), and each launch leaves its
-// slot zeroed. A captured graph keeps its launches' slots; its replays run one after another.
-int dyn_tiles(GemvMode mode, int n_tiles, int grid) {
-  static std::atomic<unsigned> next{0};
+// The counter slots of each stream that launches q4tma: kDynStreams ranges of kDynPerStream slots, a range taken by
+// a stream at its first dynamic launch and given back by forget_q4tma_stream (the backend's destructor).
+struct DynRanges {
+  std::mutex mu;
+  cudaStream_t stream[kDynStreams] = {};
+  bool used[kDynStreams] = {};
+  unsigned next[kDynStreams] = {};
+};
+DynRanges& dyn_ranges() {
+  static DynRanges d;
+  return d;
+}
+
+// PIXTRAL_CUDA_Q4TMA_DYN=0: static tiles everywhere (A/B); =require: a launch that would take static tiles is an
+// error instead (tests: proves the dynamic path ran). Else a launch with more tiles than blocks in a mode that
+// compiles the dynamic hand-out gets its stream's next counter slot, round robin over the stream's range. Launches
+// of one stream are ordered (eager ones and graph replays alike; a captured graph keeps its slots), so a slot comes
+// back to a stream only after kDynPerStream of its launches, far more than programmatic dependent launch lets run
+// at once (two or three), and each launch leaves its slot zeroed; other streams (other backends) have their own
+// ranges. More streams than ranges: static tiles. PIXTRAL_CUDA_Q4TMA_DYN_SLOTS=N (2..kDynPerStream): the round
+// robin over N slots only (tests: a slot reused two launches later). -1: static tiles.
+int dyn_tiles(GemvMode mode, int n_tiles, int grid, cudaStream_t s) {
   const char* e = std::getenv("PIXTRAL_CUDA_Q4TMA_DYN");
   if ((e && e[0] == '0') || n_tiles <= grid || (mode != GemvMode::silu && mode != GemvMode::plain)) return -1;
-  return int(next.fetch_add(1, std::memory_order_relaxed) % unsigned(kDynSlots));
+  const char* en = std::getenv("PIXTRAL_CUDA_Q4TMA_DYN_SLOTS");
+  const unsigned per = unsigned(en ? std::clamp(std::atoi(en), 2, kDynPerStream) : kDynPerStream);
+  DynRanges& d = dyn_ranges();
+  const std::lock_guard<std::mutex> lock(d.mu);
+  int range = -1;
+  for (int i = 0; i < kDynStreams && range < 0; ++i)
+    if (d.used[i] && d.stream[i] == s) range = i;
+  for (int i = 0; i < kDynStreams && range < 0; ++i)
+    if (!d.used[i]) {
+      range = i;
+      d.used[i] = true;
+      d.stream[i] = s;
+      d.next[i] = 0;
+    }
+  if (range < 0) return -1;
+  return range * kDynPerStream + int(d.next[range]++ % per);
+}
+bool dyn_required() {
+  const char* e = std::getenv("PIXTRAL_CUDA_Q4TMA_DYN");
+  return e && std::strcmp(e, "require") == 0;
 }
 
 // Records `self` as the successor of the previous launch's weight and returns this weight's successor, its first
@@ -499,7 +536,11 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
                      .halves = ra.halves,
                      .n_first = grid};  // each of its blocks' first tile
   a.next = note_launch(q, self);
-  a.dyn_slot = dyn_tiles(M, n_tiles, grid);
+  a.dyn_slot = dyn_tiles(M, n_tiles, grid, s);
+  if (a.dyn_slot < 0 && dyn_required())
+    return Status(ErrorCode::unsupported, "q4tma (PIXTRAL_CUDA_Q4TMA_DYN=require): this launch takes static tiles (" +
+                                              std::to_string(n_tiles) + " tiles, " + std::to_string(grid) +
+                                              " blocks, or no counter range left for its stream)");
   launch_dependent_smem(q4tma_kernel<TO, M>, dim3(unsigned(grid)), dim3(kThreads), std::size_t(l.total), s, out, x,
                         bias, a, ra, mw, mw2, ms, ms2);
   PIXTRAL_CUDA_LAUNCH_CHECK(q4tma_kernel);
@@ -522,6 +563,13 @@ const char* q4_refusal(int K, int items, const void* q, const void* scales, Gemv
 }
 
 }  // namespace
+
+void forget_q4tma_stream(cudaStream_t s) {
+  DynRanges& d = dyn_ranges();
+  const std::lock_guard<std::mutex> lock(d.mu);
+  for (int i = 0; i < kDynStreams; ++i)
+    if (d.used[i] && d.stream[i] == s) d.used[i] = false;
+}
 
 void forget_q4tma_successors() {
   Successors& s = successors();

@@ -577,16 +577,20 @@ TEST(QuantCudaTma, EveryModeEqualsTheOtherKernelBitForBit) {
 }
 
 // Dynamic tiles (kernels_q4tma.cu: the silu and plain modes with more tiles than blocks take their tiles from a
-// counter) against static tiles (PIXTRAL_CUDA_Q4TMA_DYN=0), bit for bit, with three launches on the same weight
-// queued back to back (x1, x2, x1; nothing waits between them): launches that overlap under programmatic dependent
-// launch must not share a counter, and each must leave its counter ready for the next. 1024 silu and 512 plain tiles:
-// more than the blocks of any GPU up to 256 SMs.
+// counter) against static tiles (PIXTRAL_CUDA_Q4TMA_DYN=0), bit for bit. PIXTRAL_CUDA_Q4TMA_DYN=require makes a launch
+// that would take static tiles an error, so the first pass is the dynamic path. Four launches on the same weight
+// are queued back to back (x1, x2, x1, x2; every tensor made first: an upload waits for the stream), so they overlap
+// under programmatic dependent launch, and PIXTRAL_CUDA_Q4TMA_DYN_SLOTS=3 makes the fourth reuse the first one's
+// counter, which the first must have zeroed. (A launch starts only once every block of the one before has started;
+// these grids are two blocks an SM and their registers let at most three run on an SM, so a launch never overlaps
+// the third after it.) 1024 tiles in each mode: more than three blocks an SM on any GPU of up to 341 SMs.
 TEST(QuantCudaTma, DynamicTilesEqualStaticTilesBackToBack) {
   PIXTRAL_REQUIRE_GPU();
   auto cpu = ops::make_cpu_backend(1);
   std::mt19937 rng(43);
   ScopedEnv req("PIXTRAL_CUDA_Q4TMA", "require");
-  const std::int64_t K = 1024, F = 16384, N = 8192;
+  ScopedEnv slots("PIXTRAL_CUDA_Q4TMA_DYN_SLOTS", "3");
+  const std::int64_t K = 1024, F = 16384, N = 16384;
   Host w1 = make_weight(F, K, 1201, "w1"), w3 = make_weight(F, K, 1202, "w3"), wp = make_weight(N, K, 1203, "w");
   const WeightView* parts[2] = {&w1.view, &w3.view};
   auto w13 = G->upload_weight_stacked_quantized(parts, "w13", Format::int4_g128);
@@ -597,24 +601,26 @@ TEST(QuantCudaTma, DynamicTilesEqualStaticTilesBackToBack) {
   auto x2 = cuda_test::make_pair(cpu.get(), G, 1, K, x2v.data(), DType::bf16);
   for (const bool silu : {true, false}) {
     const std::int64_t n_out = silu ? F : N;
+    const std::string what = silu ? "silu F=16384 K=1024" : "plain N=16384 K=1024";
     std::vector<std::vector<float>> got[2];  // [dynamic, static][launch]
-    for (int mode = 0; mode < 2; ++mode) {
-      ScopedEnv dyn("PIXTRAL_CUDA_Q4TMA_DYN", mode == 0 ? "1" : "0");
-      std::vector<std::unique_ptr<cuda_test::Pair>> outs;
+    for (int pass = 0; pass < 2; ++pass) {
+      ScopedEnv dyn("PIXTRAL_CUDA_Q4TMA_DYN", pass == 0 ? "require" : "0");
       auto gu = cuda_test::make_pair(cpu.get(), G, 1, 2 * F, nullptr, DType::bf16);
-      for (const auto* x : {&x1, &x2, &x1}) {
-        outs.push_back(cuda_test::make_pair(cpu.get(), G, 1, n_out, nullptr, DType::bf16));
-        const Status st = silu ? G->matmul_silu(outs.back()->g, gu->g, (*x)->g, *w13)
-                               : G->matmul(outs.back()->g, (*x)->g, *w, nullptr);
-        ASSERT_TRUE(st.ok()) << st.to_string();
+      std::vector<std::unique_ptr<cuda_test::Pair>> outs;
+      for (int i = 0; i < 4; ++i) outs.push_back(cuda_test::make_pair(cpu.get(), G, 1, n_out, nullptr, DType::bf16));
+      for (int i = 0; i < 4; ++i) {
+        const ops::Tensor& x = (i % 2 ? x2 : x1)->g;
+        const Status st = silu ? G->matmul_silu(outs[std::size_t(i)]->g, gu->g, x, *w13)
+                               : G->matmul(outs[std::size_t(i)]->g, x, *w, nullptr);
+        ASSERT_TRUE(st.ok()) << what << (pass == 0 ? " dynamic" : " static") << ": " << st.to_string();
       }
-      for (const auto& o : outs) got[mode].push_back(download(G, o->g));
+      for (const auto& o : outs) got[pass].push_back(download(G, o->g));
     }
-    const std::string what = silu ? "silu F=16384 K=1024" : "plain N=8192 K=1024";
-    for (int i = 0; i < 3; ++i)
+    for (int i = 0; i < 4; ++i)
       cuda_test::expect_same_bits(got[1][std::size_t(i)], got[0][std::size_t(i)],
                                   what + " launch " + std::to_string(i) + ", dynamic vs static");
     cuda_test::expect_same_bits(got[0][0], got[0][2], what + ": launches 0 and 2 (the same x)");
+    cuda_test::expect_same_bits(got[0][1], got[0][3], what + ": launches 1 and 3 (the same x; 3 reuses 0's counter)");
     EXPECT_NE(got[0][0], got[0][1]) << what << ": x1 and x2 gave the same output";
   }
   G->free_weight(*w13);
