@@ -371,8 +371,9 @@ int n_splits_of(const AttentionLaunch& a) {
   const int span = std::max(0, a.key_hi_max - a.key_lo_min);
   const std::int64_t per_split = std::max<std::int64_t>(1, std::int64_t(a.n_kv_heads) * a.n_q);
   const int G = a.n_heads / std::max(1, a.n_kv_heads);
-  // narrow_wave: half a block an SM less (2.5 instead of 3).
-  const std::int64_t halves = 2 * std::int64_t(resident_blocks(a, G, a.head_dim)) - (a.narrow_wave ? 1 : 0);
+  // narrow_wave: half a block an SM less, 2.5 instead of 3 (as measured; devices that fit fewer keep their wave).
+  const int rb = resident_blocks(a, G, a.head_dim);
+  const std::int64_t halves = 2 * std::int64_t(rb) - (a.narrow_wave && rb >= 3 ? 1 : 0);
   const int wave = int(std::max<std::int64_t>(1, halves * std::max(1, a.n_sms) / (2 * per_split)));
   // PIXTRAL_CUDA_ATTN_SPLITS=N: at most N splits (A/B; PERF_NOTES v19: at 4193 keys on an H200, 36-44 instead of
   // 49 made int4 decode ~1 % faster and int8 2-4 % slower, bf16 unchanged).

@@ -38,8 +38,8 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
-#include <string>
 #include <mutex>
+#include <string>
 #include <unordered_map>
 
 #include "core/quant.h"
@@ -436,7 +436,7 @@ DynRanges& dyn_ranges() {
 // back to a stream only after kDynPerStream of its launches, far more than programmatic dependent launch lets run
 // at once (two or three), and each launch leaves its slot zeroed; other streams (other backends) have their own
 // ranges. More streams than ranges: static tiles. PIXTRAL_CUDA_Q4TMA_DYN_SLOTS=N (2..kDynPerStream): the round
-// robin over N slots only (tests: a slot reused two launches later). -1: static tiles.
+// robin over N slots only (tests: a slot reused N launches later). -1: static tiles.
 int dyn_tiles(GemvMode mode, int n_tiles, int grid, cudaStream_t s) {
   const char* e = std::getenv("PIXTRAL_CUDA_Q4TMA_DYN");
   if ((e && e[0] == '0') || n_tiles <= grid || (mode != GemvMode::silu && mode != GemvMode::plain)) return -1;
@@ -535,12 +535,12 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
                      .hd = ra.hd,
                      .halves = ra.halves,
                      .n_first = grid};  // each of its blocks' first tile
-  a.next = note_launch(q, self);
   a.dyn_slot = dyn_tiles(M, n_tiles, grid, s);
   if (a.dyn_slot < 0 && dyn_required())
     return Status(ErrorCode::unsupported, "q4tma (PIXTRAL_CUDA_Q4TMA_DYN=require): this launch takes static tiles (" +
                                               std::to_string(n_tiles) + " tiles, " + std::to_string(grid) +
                                               " blocks, or no counter range left for its stream)");
+  a.next = note_launch(q, self);
   launch_dependent_smem(q4tma_kernel<TO, M>, dim3(unsigned(grid)), dim3(kThreads), std::size_t(l.total), s, out, x,
                         bias, a, ra, mw, mw2, ms, ms2);
   PIXTRAL_CUDA_LAUNCH_CHECK(q4tma_kernel);
