@@ -13,6 +13,12 @@
 //               block's flag (st.release of the phase number after its writes, ld.acquire spin before reading) —
 //               the cost of a fine-grained dependency, against the whole-grid ones above.
 // For grids of 1, 2 and 3 blocks of 256 threads per SM, prints µs per phase (median of 7 replays of R = 400).
+// Then the decode attention's candidate merge without a combine kernel (PERF_NOTES v20 9.): thread block clusters of
+// C blocks (8; 16, non-portable) that each hold a split's partial in shared memory, the cluster synchronized, rank 0
+// adding the peers' partials through distributed shared memory. Printed: how many such clusters fit the GPU at once
+// (cudaOccupancyMaxActiveClusters; the attention needs 8, one a KV head) with 64 and 160 KB of shared memory a
+// block, and µs per phase of a PDL chain of cluster kernels (64 clusters of 128 threads) with and without the merge
+// — the merge's own cost, to set against the combine kernel's 3.5–5.4 µs a layer.
 // Usage: pixtral_sync_lab [R=400]
 // ref: CUDA programming guide, "Programmatic Dependent Launch" and "Grid Synchronization"; the PTX memory model
 //      (ld.acquire / st.release at gpu scope).
@@ -95,6 +101,32 @@ __global__ void flag_kernel(float* buf, unsigned* flags, unsigned base, int R) {
   }
 }
 
+// One phase in clusters: every block reads and writes as phase() does; with `merge`, each block also puts its
+// value in shared memory, the cluster synchronizes, rank 0 adds the C blocks' values in rank order (distributed
+// shared memory) and writes the sum, and a second sync keeps the peers' shared memory alive until it has read.
+__global__ void cluster_kernel(float* buf, float* merged, int r, int merge) {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  extern __shared__ float sm[];
+  const int b = blockIdx.x, n = gridDim.x;
+  const float* src = buf + std::size_t((b + 1) % n) * 128;
+  const float v = __ldcg(src + std::size_t(n) * 128 * ((r + 1) & 1) + threadIdx.x);
+  buf[std::size_t(n) * 128 * (r & 1) + std::size_t(b) * 128 + threadIdx.x] = v + 1.f;
+  if (merge) {
+    cooperative_groups::cluster_group cl = cooperative_groups::this_cluster();
+    sm[threadIdx.x] = v;
+    cl.sync();
+    if (cl.block_rank() == 0) {
+      float sum = 0.f;
+      for (unsigned k = 0; k < cl.num_blocks(); ++k) sum += cl.map_shared_rank(sm, k)[threadIdx.x];
+      merged[std::size_t(b) * 128 + threadIdx.x] = sum;
+    }
+    cl.sync();
+  }
+#endif
+}
+
 __global__ void cg_kernel(float* buf, int R) {
   cooperative_groups::grid_group grid = cooperative_groups::this_grid();
   for (int r = 0; r < R; ++r) {
@@ -132,6 +164,81 @@ float time_chain(int grid, int R, bool pdl, float* buf, cudaStream_t s) {
   LAB_CHECK(cudaGraphExecDestroy(ge));
   LAB_CHECK(cudaGraphDestroy(g));
   return us;
+}
+
+// A launch configuration of cluster_kernel: grid blocks of 128 threads in clusters of C, smem bytes of dynamic
+// shared memory, a programmatic dependent of the launch before.
+struct ClusterCfg {
+  cudaLaunchConfig_t cfg = {};
+  cudaLaunchAttribute attr[2];
+  ClusterCfg(int grid, int C, int smem, cudaStream_t s) {
+    cfg.gridDim = dim3(unsigned(grid));
+    cfg.blockDim = dim3(128);
+    cfg.dynamicSmemBytes = std::size_t(smem);
+    cfg.stream = s;
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = unsigned(C);
+    attr[0].val.clusterDim.y = 1;
+    attr[0].val.clusterDim.z = 1;
+    attr[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[1].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 2;
+  }
+};
+
+// µs per phase of a graph of R cluster_kernel launches (64 clusters of C blocks), with or without the merge.
+float time_cluster_chain(int C, int R, bool merge, float* buf, float* merged, cudaStream_t s) {
+  const int grid = 64 * C;
+  cudaGraph_t g;
+  LAB_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+  for (int r = 0; r < R; ++r) {
+    ClusterCfg c(grid, C, 4096, s);
+    LAB_CHECK(cudaLaunchKernelEx(&c.cfg, cluster_kernel, buf, merged, r, merge ? 1 : 0));
+  }
+  LAB_CHECK(cudaStreamEndCapture(s, &g));
+  cudaGraphExec_t ge;
+  LAB_CHECK(cudaGraphInstantiate(&ge, g, 0));
+  const float us = time_per_phase(R, s, [&] { LAB_CHECK(cudaGraphLaunch(ge, s)); });
+  LAB_CHECK(cudaGraphExecDestroy(ge));
+  LAB_CHECK(cudaGraphDestroy(g));
+  return us;
+}
+
+void cluster_section(int R, cudaStream_t s) {
+  if (cudaFuncSetAttribute(cluster_kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) != cudaSuccess ||
+      cudaFuncSetAttribute(cluster_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 160 * 1024) != cudaSuccess) {
+    (void)cudaGetLastError();
+    std::printf("clusters: not available here\n");
+    return;
+  }
+  std::printf("\nclusters (128 threads a block): how many fit at once; µs per phase of a PDL chain of 64 clusters\n");
+  std::printf("%-6s %14s %15s %12s %12s\n", "C", "fit @64 KB", "fit @160 KB", "no merge", "merge");
+  const int max_c = 16;
+  float* buf = nullptr;
+  float* merged = nullptr;
+  LAB_CHECK(cudaMalloc(&buf, std::size_t(2) * 64 * max_c * 128 * sizeof(float)));
+  LAB_CHECK(cudaMemset(buf, 0, std::size_t(2) * 64 * max_c * 128 * sizeof(float)));
+  LAB_CHECK(cudaMalloc(&merged, std::size_t(64) * max_c * 128 * sizeof(float)));
+  for (const int C : {2, 4, 8, 16}) {
+    int fit[2] = {-1, -1};
+    for (int i = 0; i < 2; ++i) {
+      ClusterCfg c(8 * C, C, i == 0 ? 64 * 1024 : 160 * 1024, s);
+      if (cudaOccupancyMaxActiveClusters(&fit[i], cluster_kernel, &c.cfg) != cudaSuccess) {
+        (void)cudaGetLastError();
+        fit[i] = -1;
+      }
+    }
+    if (fit[0] <= 0) {  // no cluster of C fits: nothing to time
+      std::printf("%-6d %14d %15d %12s %12s\n", C, fit[0], fit[1], "-", "-");
+      continue;
+    }
+    const float plain = time_cluster_chain(C, R, false, buf, merged, s);
+    const float merge = time_cluster_chain(C, R, true, buf, merged, s);
+    std::printf("%-6d %14d %15d %12.2f %12.2f\n", C, fit[0], fit[1], plain, merge);
+  }
+  LAB_CHECK(cudaFree(buf));
+  LAB_CHECK(cudaFree(merged));
 }
 
 }  // namespace
@@ -193,6 +300,7 @@ int main(int argc, char** argv) {
     }
     std::printf("%-14d %10.2f %10.2f %10.2f %10.2f %10.2f\n", per_sm, pdl, plain, bar, cg, fl);
   }
+  cluster_section(R, s);
   LAB_CHECK(cudaGetLastError());
   LAB_CHECK(cudaFree(buf));
   LAB_CHECK(cudaFree(words));
