@@ -141,11 +141,24 @@ float time_per_phase(int R, cudaStream_t s, Run run) {
   return median_ms(s, 7, run) * 1000.f / float(R);
 }
 
-// A chain of R launches captured in a CUDA graph (each a programmatic dependent of the one before when `pdl`).
-float time_chain(int grid, int R, bool pdl, float* buf, cudaStream_t s) {
+// µs per phase of a CUDA graph of R launches, launch(r) queuing phase r on s.
+template <class Launch>
+float time_graph(int R, cudaStream_t s, Launch launch) {
   cudaGraph_t g;
   LAB_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
-  for (int r = 0; r < R; ++r) {
+  for (int r = 0; r < R; ++r) launch(r);
+  LAB_CHECK(cudaStreamEndCapture(s, &g));
+  cudaGraphExec_t ge;
+  LAB_CHECK(cudaGraphInstantiate(&ge, g, 0));
+  const float us = time_per_phase(R, s, [&] { LAB_CHECK(cudaGraphLaunch(ge, s)); });
+  LAB_CHECK(cudaGraphExecDestroy(ge));
+  LAB_CHECK(cudaGraphDestroy(g));
+  return us;
+}
+
+// A chain of R launches captured in a CUDA graph (each a programmatic dependent of the one before when `pdl`).
+float time_chain(int grid, int R, bool pdl, float* buf, cudaStream_t s) {
+  return time_graph(R, s, [&](int r) {
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = dim3(unsigned(grid));
     cfg.blockDim = dim3(kThreads);
@@ -156,14 +169,7 @@ float time_chain(int grid, int R, bool pdl, float* buf, cudaStream_t s) {
     cfg.attrs = attr;
     cfg.numAttrs = pdl ? 1 : 0;
     LAB_CHECK(cudaLaunchKernelEx(&cfg, chain_kernel, buf, r));
-  }
-  LAB_CHECK(cudaStreamEndCapture(s, &g));
-  cudaGraphExec_t ge;
-  LAB_CHECK(cudaGraphInstantiate(&ge, g, 0));
-  const float us = time_per_phase(R, s, [&] { LAB_CHECK(cudaGraphLaunch(ge, s)); });
-  LAB_CHECK(cudaGraphExecDestroy(ge));
-  LAB_CHECK(cudaGraphDestroy(g));
-  return us;
+  });
 }
 
 // A launch configuration of cluster_kernel: grid blocks of 128 threads in clusters of C, smem bytes of dynamic
@@ -189,20 +195,10 @@ struct ClusterCfg {
 
 // µs per phase of a graph of R cluster_kernel launches (64 clusters of C blocks), with or without the merge.
 float time_cluster_chain(int C, int R, bool merge, float* buf, float* merged, cudaStream_t s) {
-  const int grid = 64 * C;
-  cudaGraph_t g;
-  LAB_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
-  for (int r = 0; r < R; ++r) {
-    ClusterCfg c(grid, C, 4096, s);
+  return time_graph(R, s, [&](int r) {
+    ClusterCfg c(64 * C, C, 4096, s);
     LAB_CHECK(cudaLaunchKernelEx(&c.cfg, cluster_kernel, buf, merged, r, merge ? 1 : 0));
-  }
-  LAB_CHECK(cudaStreamEndCapture(s, &g));
-  cudaGraphExec_t ge;
-  LAB_CHECK(cudaGraphInstantiate(&ge, g, 0));
-  const float us = time_per_phase(R, s, [&] { LAB_CHECK(cudaGraphLaunch(ge, s)); });
-  LAB_CHECK(cudaGraphExecDestroy(ge));
-  LAB_CHECK(cudaGraphDestroy(g));
-  return us;
+  });
 }
 
 void cluster_section(int R, cudaStream_t s) {
