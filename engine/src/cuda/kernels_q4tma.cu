@@ -399,10 +399,11 @@ struct NormIn {
 // Which q4tma GEMV followed which (keyed by the weight's bytes): a decode step runs the same sequence every time,
 // so the GEMV launched after weight w in the last step (or the warm-up step before a capture) is the one that will
 // follow it now. Only a hint for L2: a wrong entry costs bytes, never results. Forgotten whenever a weight is freed
-// (forget_q4tma_successors), so no entry points at freed memory.
+// (forget_q4tma_successors), so no entry points at freed memory. The launch before is a stream's own (two backends'
+// streams interleave their launches; forget_q4tma_stream drops a stream's).
 struct Successors {
   std::mutex mu;
-  const void* last = nullptr;
+  std::unordered_map<cudaStream_t, const void*> last;
   std::unordered_map<const void*, Q4tNext> next;
 };
 Successors& successors() {
@@ -464,11 +465,12 @@ bool dyn_required() {
 
 // Records `self` as the successor of the previous launch's weight and returns this weight's successor, its first
 // tiles cut to the byte budget (n_first = 0: none known, or no budget).
-Q4tNext note_launch(const void* q, const Q4tNext& self) {
+Q4tNext note_launch(cudaStream_t stream, const void* q, const Q4tNext& self) {
   Successors& s = successors();
   const std::lock_guard<std::mutex> lock(s.mu);
-  if (s.last) s.next[s.last] = self;
-  s.last = q;
+  const void*& last = s.last[stream];
+  if (last) s.next[last] = self;
+  last = q;
   const auto it = s.next.find(q);
   if (it == s.next.end()) return {};
   Q4tNext nx = it->second;
@@ -540,7 +542,7 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
     return Status(ErrorCode::unsupported, "q4tma (PIXTRAL_CUDA_Q4TMA_DYN=require): this launch takes static tiles (" +
                                               std::to_string(n_tiles) + " tiles, " + std::to_string(grid) +
                                               " blocks, or no counter range left for its stream)");
-  a.next = note_launch(q, self);
+  a.next = note_launch(s, q, self);
   launch_dependent_smem(q4tma_kernel<TO, M>, dim3(unsigned(grid)), dim3(kThreads), std::size_t(l.total), s, out, x,
                         bias, a, ra, mw, mw2, ms, ms2);
   PIXTRAL_CUDA_LAUNCH_CHECK(q4tma_kernel);
@@ -565,17 +567,22 @@ const char* q4_refusal(int K, int items, const void* q, const void* scales, Gemv
 }  // namespace
 
 void forget_q4tma_stream(cudaStream_t s) {
-  DynRanges& d = dyn_ranges();
-  const std::lock_guard<std::mutex> lock(d.mu);
-  for (int i = 0; i < kDynStreams; ++i)
-    if (d.used[i] && d.stream[i] == s) d.used[i] = false;
+  {
+    DynRanges& d = dyn_ranges();
+    const std::lock_guard<std::mutex> lock(d.mu);
+    for (int i = 0; i < kDynStreams; ++i)
+      if (d.used[i] && d.stream[i] == s) d.used[i] = false;
+  }
+  Successors& su = successors();
+  const std::lock_guard<std::mutex> lock(su.mu);
+  su.last.erase(s);
 }
 
 void forget_q4tma_successors() {
   Successors& s = successors();
   const std::lock_guard<std::mutex> lock(s.mu);
   s.next.clear();
-  s.last = nullptr;
+  s.last.clear();
 }
 
 Status launch_q4tma(void* out, DType out_t, const bf16* x, const std::uint8_t* q, const float* scales,

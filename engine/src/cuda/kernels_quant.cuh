@@ -46,8 +46,8 @@ Status launch_qgemv_silu(void* out, DType out_t, const void* x, DType x_t, const
 
 /// Forgets which q4tma GEMV followed which (the next GEMV's L2 prefetch): called whenever a weight is freed.
 void forget_q4tma_successors();
-/// Gives back the q4tma counter slots (dynamic tiles) a stream took: called before the stream is destroyed, once
-/// its work is done.
+/// Gives back the q4tma counter slots (dynamic tiles) a stream took and forgets its last launch (the successor
+/// hints): called before the stream is destroyed, once its work is done.
 void forget_q4tma_stream(cudaStream_t s);
 
 /// The int4 × bf16 GEMV on the tensor cores (kernels_q4mma.cu) for T ≤ 4 rows of x in @p mode (plain, silu, or rope
