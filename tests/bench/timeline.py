@@ -153,7 +153,7 @@ def layer_launches(step, index):
 
 
 def pct(sorted_vals, p):
-    """The p-th percentile (0-100) of sorted values, nearest rank from below."""
+    """The p-th percentile (0-100) of sorted values: the value at rank p % of the way, rounded to the nearest."""
     return sorted_vals[min(len(sorted_vals) - 1, int(p / 100 * (len(sorted_vals) - 1) + 0.5))]
 
 
