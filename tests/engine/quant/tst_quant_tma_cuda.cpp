@@ -1,0 +1,343 @@
+// SPDX-License-Identifier: Apache-2.0
+// The one-row quantized GEMVs fed by the Tensor Memory Accelerator (kernels_q4tma.cu, kernels_q8tma.cu; label
+// engine;gpu, every case skipping with the loader's reason without a GPU) against the kernels they stand in for, bit
+// for bit, in every mode; the decode norm folded into the int4 one against the norm and then the op; and the int4
+// kernel's tiles handed out at run time against its static tiles.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "core/quant.h"
+#include "cuda_test_util.h"
+#include "ops/backend.h"
+#include "quant_cuda_util.h"
+
+namespace pixtral {
+namespace {
+
+using cuda_test::download;
+using quant::Format;
+using quant_test::Host;
+using quant_test::make_weight;
+using quant_test::Shape;
+
+// PIXTRAL_CUDA_Q4TMA set for one scope (the backend reads it at every launch), restored after.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old, had_ = true;
+    ::setenv(name, value, 1);
+  }
+  ~ScopedEnv() {
+    if (had_)
+      ::setenv(name_, old_.c_str(), 1);
+    else
+      ::unsetenv(name_);
+  }
+
+ private:
+  const char* name_;
+  std::string old_;
+  bool had_ = false;
+};
+
+// The one-row quantized GEMVs streamed by the TMA (kernels_q4tma.cu, kernels_q8tma.cu: the decode's kernels on
+// sm_90) against the kernels they stand in for, in every mode, bit for bit: int4 against q4mma (PIXTRAL_CUDA_Q4TMA=0), int8 against the
+// scalar kernel (PIXTRAL_CUDA_Q8TMA=0) — so everything those kernels' tests prove (parity with the CPU, fused =
+// unfused, a row's bits independent of T and of its place) holds for them too. <switch>=require turns "the TMA
+// kernel cannot run here" into an error, so the comparison is never a kernel against itself. bf16 activations (what
+// the TMA GEMVs take; plain also writes f32). Shapes: partial last tiles (1000, 37, 1040, 336 rows), K from one
+// stage (1024: 8 groups, one a warp) to w2's 14336, rope heads of 128 (Pixtral) and 32 dims (16 pairs: the smallest
+// int4 halves tile), both pair layouts.
+TEST(QuantCudaTma, EveryModeEqualsTheOtherKernelBitForBit) {
+  PIXTRAL_REQUIRE_GPU();
+  auto cpu = ops::make_cpu_backend(1);
+  std::mt19937 rng(31);
+  for (Format f : {Format::int4_g128, Format::int8_channel}) {
+    const char* sw_name = f == Format::int4_g128 ? "PIXTRAL_CUDA_Q4TMA" : "PIXTRAL_CUDA_Q8TMA";
+    // run() under the TMA kernel (required), then under the other; read() after each; the two reads' bits compared.
+    const auto both = [&](const std::string& what0, const auto& run, const auto& read) {
+      const std::string what = std::string(quant::format_name(f)) + " " + what0;
+      std::vector<std::vector<float>> got;
+      for (const char* sw : {"require", "0"}) {
+        ScopedEnv env(sw_name, sw);
+        const Status st = run();
+        ASSERT_TRUE(st.ok()) << what << " (" << sw_name << "=" << sw << "): " << st.to_string();
+        got.push_back(read());
+      }
+      cuda_test::expect_same_bits(got[1], got[0], what);
+    };
+    for (Shape sh : {Shape{1000, 5120}, Shape{6144, 5120}, Shape{37, 1024}}) {
+      Host hw = make_weight(sh.N, sh.K, 900 + sh.N, "w");
+      std::vector<std::uint16_t> bias_bits(static_cast<std::size_t>(sh.N));
+      for (std::int64_t n = 0; n < sh.N; ++n) bias_bits[std::size_t(n)] = f32_to_bf16(0.02f * float(n % 7) - 0.05f);
+      WeightView bv{"b", bias_bits.data(), DType::bf16, {sh.N}};
+      auto w = G->upload_weight_quantized(hw.view, f);
+      auto b = G->upload_weight(bv);
+      ASSERT_TRUE(w.ok() && b.ok());
+      for (DType odt : {DType::bf16, DType::f32}) {
+        for (bool with_bias : {false, true}) {
+          const std::string what = "plain N=" + std::to_string(sh.N) + " K=" + std::to_string(sh.K) + " out " +
+                                   dtype_name(odt) + (with_bias ? " +bias" : "");
+          const auto xv = cuda_test::random_values(rng, std::size_t(sh.K));
+          auto x = cuda_test::make_pair(cpu.get(), G, 1, sh.K, xv.data(), DType::bf16);
+          auto o = cuda_test::make_pair(cpu.get(), G, 1, sh.N, nullptr, odt);
+          both(
+              what, [&] { return G->matmul(o->g, x->g, *w, with_bias ? &*b : nullptr); },
+              [&] { return download(G, o->g); });
+        }
+      }
+      G->free_weight(*w);
+      G->free_weight(*b);
+    }
+    for (Shape sh : {Shape{1040, 14336}, Shape{5120, 4096}}) {
+      Host hw = make_weight(sh.N, sh.K, 950 + sh.N, "wo");
+      auto w = G->upload_weight_quantized(hw.view, f);
+      ASSERT_TRUE(w.ok());
+      {  // bf16 activations: the tensor-core GEMVs' input (f32 x runs the scalar kernel)
+        const DType dt = DType::bf16;
+        const std::string what =
+            "residual N=" + std::to_string(sh.N) + " K=" + std::to_string(sh.K) + " " + dtype_name(dt);
+        const auto xv = cuda_test::random_values(rng, std::size_t(sh.K));
+        const auto hv = cuda_test::random_values(rng, std::size_t(sh.N));
+        auto x = cuda_test::make_pair(cpu.get(), G, 1, sh.K, xv.data(), dt);
+        auto h = cuda_test::make_pair(cpu.get(), G, 1, sh.N, hv.data(), dt);
+        auto tmp = cuda_test::make_pair(cpu.get(), G, 1, sh.N, nullptr, dt);
+        both(
+            what,
+            [&] {
+              cuda_test::reset_gpu(*h, hv.data());
+              return G->matmul_add(h->g, tmp->g, x->g, *w);
+            },
+            [&] { return download(G, h->g); });
+      }
+      G->free_weight(*w);
+    }
+    for (std::int64_t F : {336, 1024}) {
+      const std::int64_t K = 5120;
+      Host w1 = make_weight(F, K, 960 + F, "w1"), w3 = make_weight(F, K, 970 + F, "w3");
+      const WeightView* parts[2] = {&w1.view, &w3.view};
+      auto w = G->upload_weight_stacked_quantized(parts, "w13", f);
+      ASSERT_TRUE(w.ok()) << w.status().to_string();
+      {
+        const DType dt = DType::bf16;
+        const std::string what = "silu F=" + std::to_string(F) + " K=5120 " + dtype_name(dt);
+        const auto xv = cuda_test::random_values(rng, std::size_t(K));
+        auto x = cuda_test::make_pair(cpu.get(), G, 1, K, xv.data(), dt);
+        auto o = cuda_test::make_pair(cpu.get(), G, 1, F, nullptr, dt);
+        auto gu = cuda_test::make_pair(cpu.get(), G, 1, 2 * F, nullptr, dt);
+        both(
+            what, [&] { return G->matmul_silu(o->g, gu->g, x->g, *w); }, [&] { return download(G, o->g); });
+      }
+      G->free_weight(*w);
+    }
+    struct Case {
+      int H, Hkv, D;
+      std::int64_t K;
+    };
+    for (const Case c : {Case{32, 8, 128, 5120}, Case{4, 2, 32, 1024}}) {
+      const std::int64_t kd = std::int64_t(c.Hkv) * c.D, cols = std::int64_t(c.H) * c.D + 2 * kd, cap = 64;
+      Host wq = make_weight(c.H * c.D, c.K, 980 + c.D, "wq"), wk = make_weight(kd, c.K, 990 + c.D, "wk"),
+           wv = make_weight(kd, c.K, 995 + c.D, "wv");
+      const WeightView* parts[3] = {&wq.view, &wk.view, &wv.view};
+      auto w = G->upload_weight_stacked_quantized(parts, "wqkv", f);
+      ASSERT_TRUE(w.ok()) << w.status().to_string();
+      for (auto pairs : {ops::RopePairs::interleaved, ops::RopePairs::halves}) {
+        {
+          const DType dt = DType::bf16;
+          const std::string what = "rope H=" + std::to_string(c.H) + "/" + std::to_string(c.Hkv) +
+                                   " D=" + std::to_string(c.D) + " " + dtype_name(dt) +
+                                   (pairs == ops::RopePairs::halves ? " halves" : " interleaved");
+          const int pos = int(rng() % cap);
+          const auto xv = cuda_test::random_values(rng, std::size_t(c.K));
+          const auto kh = cuda_test::random_values(rng, std::size_t(cap * kd));
+          const auto vh = cuda_test::random_values(rng, std::size_t(cap * kd));
+          auto x = cuda_test::make_pair(cpu.get(), G, 1, c.K, xv.data(), dt);
+          auto qkv = cuda_test::make_pair(cpu.get(), G, 1, cols, nullptr, dt);
+          auto kc = cuda_test::make_pair(cpu.get(), G, cap, kd, kh.data(), dt);
+          auto vc = cuda_test::make_pair(cpu.get(), G, cap, kd, vh.data(), dt);
+          both(
+              what,
+              [&] {
+                cuda_test::reset_gpu(*qkv, nullptr);
+                cuda_test::reset_gpu(*kc, kh.data());
+                cuda_test::reset_gpu(*vc, vh.data());
+                return G->matmul_rope_append_kv(qkv->g, x->g, *w, c.H, c.Hkv, c.D, pos, 1e6f, pairs, kc->g, vc->g);
+              },
+              [&] {
+                auto q = download(G, qkv->g);
+                q.resize(std::size_t(c.H * c.D));  // qkv's k and v parts are not written by the fused op
+                const auto k = download(G, kc->g), v = download(G, vc->g);
+                q.insert(q.end(), k.begin(), k.end());
+                q.insert(q.end(), v.begin(), v.end());
+                return q;
+              });
+        }
+      }
+      G->free_weight(*w);
+    }
+  }  // formats
+}
+
+// Dynamic tiles (kernels_q4tma.cu: the silu and plain modes with more tiles than blocks take their tiles from a
+// counter) against static tiles (PIXTRAL_CUDA_Q4TMA_DYN=0), bit for bit. PIXTRAL_CUDA_Q4TMA_DYN=require makes a launch
+// that would take static tiles an error, so the first pass is the dynamic path. Four launches on the same weight
+// are queued back to back (x1, x2, x1, x2; every tensor made first: an upload waits for the stream), so they overlap
+// under programmatic dependent launch, and PIXTRAL_CUDA_Q4TMA_DYN_SLOTS=3 makes the fourth reuse the first one's
+// counter, which the first must have zeroed. (A launch starts only once every block of the one before has started;
+// these grids are two blocks an SM and their registers let at most three run on an SM, so a launch never overlaps
+// the third after it.) 1024 tiles in each mode: more than three blocks an SM on any GPU of up to 341 SMs.
+TEST(QuantCudaTma, DynamicTilesEqualStaticTilesBackToBack) {
+  PIXTRAL_REQUIRE_GPU();
+  auto cpu = ops::make_cpu_backend(1);
+  std::mt19937 rng(43);
+  ScopedEnv req("PIXTRAL_CUDA_Q4TMA", "require");
+  ScopedEnv slots("PIXTRAL_CUDA_Q4TMA_DYN_SLOTS", "3");
+  const std::int64_t K = 1024, F = 16384, N = 16384;
+  Host w1 = make_weight(F, K, 1201, "w1"), w3 = make_weight(F, K, 1202, "w3"), wp = make_weight(N, K, 1203, "w");
+  const WeightView* parts[2] = {&w1.view, &w3.view};
+  auto w13 = G->upload_weight_stacked_quantized(parts, "w13", Format::int4_g128);
+  auto w = G->upload_weight_quantized(wp.view, Format::int4_g128);
+  ASSERT_TRUE(w13.ok() && w.ok());
+  const auto x1v = cuda_test::random_values(rng, std::size_t(K)), x2v = cuda_test::random_values(rng, std::size_t(K));
+  auto x1 = cuda_test::make_pair(cpu.get(), G, 1, K, x1v.data(), DType::bf16);
+  auto x2 = cuda_test::make_pair(cpu.get(), G, 1, K, x2v.data(), DType::bf16);
+  for (const bool silu : {true, false}) {
+    const std::int64_t n_out = silu ? F : N;
+    const std::string what = silu ? "silu F=16384 K=1024" : "plain N=16384 K=1024";
+    std::vector<std::vector<float>> got[2];  // [dynamic, static][launch]
+    for (int pass = 0; pass < 2; ++pass) {
+      ScopedEnv dyn("PIXTRAL_CUDA_Q4TMA_DYN", pass == 0 ? "require" : "0");
+      auto gu = cuda_test::make_pair(cpu.get(), G, 1, 2 * F, nullptr, DType::bf16);
+      std::vector<std::unique_ptr<cuda_test::Pair>> outs;
+      for (int i = 0; i < 4; ++i) outs.push_back(cuda_test::make_pair(cpu.get(), G, 1, n_out, nullptr, DType::bf16));
+      for (int i = 0; i < 4; ++i) {
+        const ops::Tensor& x = (i % 2 ? x2 : x1)->g;
+        const Status st = silu ? G->matmul_silu(outs[std::size_t(i)]->g, gu->g, x, *w13)
+                               : G->matmul(outs[std::size_t(i)]->g, x, *w, nullptr);
+        ASSERT_TRUE(st.ok()) << what << (pass == 0 ? " dynamic" : " static") << ": " << st.to_string();
+      }
+      for (const auto& o : outs) got[pass].push_back(download(G, o->g));
+    }
+    for (int i = 0; i < 4; ++i)
+      cuda_test::expect_same_bits(got[1][std::size_t(i)], got[0][std::size_t(i)],
+                                  what + " launch " + std::to_string(i) + ", dynamic vs static");
+    cuda_test::expect_same_bits(got[0][0], got[0][2], what + ": launches 0 and 2 (the same x)");
+    cuda_test::expect_same_bits(got[0][1], got[0][3], what + ": launches 1 and 3 (the same x; 3 reuses 0's counter)");
+    EXPECT_NE(got[0][0], got[0][1]) << what << ": x1 and x2 gave the same output";
+  }
+  G->free_weight(*w13);
+  G->free_weight(*w);
+}
+
+// The decode norm folded into the int4 GEMV after it (rms_norm_matmul_rope_append_kv, rms_norm_matmul_silu: every
+// block of the TMA GEMV normalizes h itself) against the ops' defaults (the norm kernel, then the GEMV) on the GPU:
+// q, the cache rows, the SiLU output and xn bit for bit. PIXTRAL_CUDA_FOLD_NORM=require makes an unfolded call an
+// error; =0 gives the reference. Shapes: Pixtral's (K = 5120: 640 pieces of 8, 20 of the norm kernel's warps) and
+// K = 1024 (4 warps), rope heads of 128 and 32, both pair layouts.
+TEST(QuantCudaTma, FoldedNormEqualsNormThenOpBitForBit) {
+  PIXTRAL_REQUIRE_GPU();
+  auto cpu = ops::make_cpu_backend(1);
+  std::mt19937 rng(41);
+  const float eps = 1e-5f;
+  // run() folded (required), then unfolded; read() after each; the bits compared.
+  const auto both = [&](const std::string& what, const auto& run, const auto& read) {
+    std::vector<std::vector<float>> got;
+    for (const char* sw : {"require", "0"}) {
+      ScopedEnv env("PIXTRAL_CUDA_FOLD_NORM", sw);
+      const Status st = run();
+      ASSERT_TRUE(st.ok()) << what << " (PIXTRAL_CUDA_FOLD_NORM=" << sw << "): " << st.to_string();
+      got.push_back(read());
+    }
+    cuda_test::expect_same_bits(got[1], got[0], what);
+  };
+  const auto norm_weight = [&](std::int64_t K, std::vector<std::uint16_t>& bits) {
+    bits.resize(std::size_t(K));
+    std::normal_distribution<float> nd(1.f, 0.2f);
+    for (auto& b : bits) b = f32_to_bf16(nd(rng));
+    return WeightView{"norm", bits.data(), DType::bf16, {K}};
+  };
+  struct Case {
+    int H, Hkv, D;
+    std::int64_t K;
+  };
+  for (const Case c : {Case{32, 8, 128, 5120}, Case{4, 2, 32, 1024}}) {
+    const std::int64_t kd = std::int64_t(c.Hkv) * c.D, cols = std::int64_t(c.H) * c.D + 2 * kd, cap = 64;
+    Host wq = make_weight(c.H * c.D, c.K, 1100 + c.D, "wq"), wk = make_weight(kd, c.K, 1110 + c.D, "wk"),
+         wv = make_weight(kd, c.K, 1120 + c.D, "wv");
+    const WeightView* parts[3] = {&wq.view, &wk.view, &wv.view};
+    auto w = G->upload_weight_stacked_quantized(parts, "wqkv", Format::int4_g128);
+    std::vector<std::uint16_t> nb;
+    auto nw = G->upload_weight(norm_weight(c.K, nb));
+    ASSERT_TRUE(w.ok() && nw.ok()) << w.status().to_string();
+    for (auto pairs : {ops::RopePairs::interleaved, ops::RopePairs::halves}) {
+      const std::string what = "rope H=" + std::to_string(c.H) + "/" + std::to_string(c.Hkv) +
+                               " D=" + std::to_string(c.D) + " K=" + std::to_string(c.K) +
+                               (pairs == ops::RopePairs::halves ? " halves" : " interleaved");
+      const int pos = int(rng() % cap);
+      const auto hv = cuda_test::random_values(rng, std::size_t(c.K));
+      const auto kh = cuda_test::random_values(rng, std::size_t(cap * kd));
+      const auto vh = cuda_test::random_values(rng, std::size_t(cap * kd));
+      auto h = cuda_test::make_pair(cpu.get(), G, 1, c.K, hv.data(), DType::bf16);
+      auto xn = cuda_test::make_pair(cpu.get(), G, 1, c.K, nullptr, DType::bf16);
+      auto qkv = cuda_test::make_pair(cpu.get(), G, 1, cols, nullptr, DType::bf16);
+      auto kc = cuda_test::make_pair(cpu.get(), G, cap, kd, kh.data(), DType::bf16);
+      auto vc = cuda_test::make_pair(cpu.get(), G, cap, kd, vh.data(), DType::bf16);
+      both(
+          what,
+          [&] {
+            cuda_test::reset_gpu(*xn, nullptr);
+            cuda_test::reset_gpu(*qkv, nullptr);
+            cuda_test::reset_gpu(*kc, kh.data());
+            cuda_test::reset_gpu(*vc, vh.data());
+            return G->rms_norm_matmul_rope_append_kv(qkv->g, xn->g, h->g, *nw, eps, *w, c.H, c.Hkv, c.D, pos, 1e6f,
+                                                     pairs, kc->g, vc->g);
+          },
+          [&] {
+            auto q = download(G, qkv->g);
+            q.resize(std::size_t(c.H * c.D));  // qkv's k and v parts are not written by the fused op
+            for (const auto& part : {download(G, kc->g), download(G, vc->g), download(G, xn->g)})
+              q.insert(q.end(), part.begin(), part.end());
+            return q;
+          });
+    }
+    G->free_weight(*w);
+    G->free_weight(*nw);
+  }
+  for (std::int64_t F : {336, 1024}) {
+    const std::int64_t K = F == 336 ? 1024 : 5120;
+    Host w1 = make_weight(F, K, 1130 + F, "w1"), w3 = make_weight(F, K, 1140 + F, "w3");
+    const WeightView* parts[2] = {&w1.view, &w3.view};
+    auto w = G->upload_weight_stacked_quantized(parts, "w13", Format::int4_g128);
+    std::vector<std::uint16_t> nb;
+    auto nw = G->upload_weight(norm_weight(K, nb));
+    ASSERT_TRUE(w.ok() && nw.ok()) << w.status().to_string();
+    const std::string what = "silu F=" + std::to_string(F) + " K=" + std::to_string(K);
+    const auto hv = cuda_test::random_values(rng, std::size_t(K));
+    auto h = cuda_test::make_pair(cpu.get(), G, 1, K, hv.data(), DType::bf16);
+    auto xn = cuda_test::make_pair(cpu.get(), G, 1, K, nullptr, DType::bf16);
+    auto o = cuda_test::make_pair(cpu.get(), G, 1, F, nullptr, DType::bf16);
+    auto gu = cuda_test::make_pair(cpu.get(), G, 1, 2 * F, nullptr, DType::bf16);
+    both(
+        what,
+        [&] {
+          cuda_test::reset_gpu(*xn, nullptr);
+          return G->rms_norm_matmul_silu(o->g, gu->g, xn->g, h->g, *nw, eps, *w);
+        },
+        [&] {
+          auto out = download(G, o->g);
+          const auto x = download(G, xn->g);
+          out.insert(out.end(), x.begin(), x.end());
+          return out;
+        });
+    G->free_weight(*w);
+    G->free_weight(*nw);
+  }
+}
+
+}  // namespace
+}  // namespace pixtral
