@@ -22,10 +22,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
-#include <cstring>
 #include <utility>
-
-#include <cooperative_groups.h>
 
 #include "cuda/kernels.cuh"
 #include "cuda/mma.cuh"
@@ -91,71 +88,19 @@ __device__ __forceinline__ void issue_stage(std::uint32_t ks, std::uint32_t vs, 
   }
 }
 
-// Merges a split's (m, l, o) into a running (m, l, o): log-sum-exp rescaling, base 2. A split with m = -inf
-// (empty) has weight 0.
-__device__ __forceinline__ void lse_merge(float& m, float& l, float& o, float mc, float lc, float oc) {
-  if (mc == -INFINITY) return;
-  const float mn = fmaxf(m, mc);
-  const float a = exp2f(m - mn), b = exp2f(mc - mn);  // a = 0 while m = -inf
-  o = o * a + oc * b;
-  l = l * a + lc * b;
-  m = mn;
-}
-
-// The cluster's merge (kCluster blocks, one a split; block rank = split): once every block's (o, m, l) is in its
-// shared memory, rank r writes the G·D outputs r·n … r·n + n − 1 (n = G·D / kCluster), each merged from the
-// kCluster splits in decode_combine_kernel's order — group j of kCombineGroups merges splits j, j + 8, … in index
-// order, then the groups in index order — so the bits are those of the two-kernel path at n_splits = kCluster. A
-// rank's loads (3 · kCluster a value, distributed shared memory) are all issued before any math; the second cluster
-// barrier keeps every block's shared memory alive until its peers have read it.
-template <int kCluster, int D, int G, class TO>
-__device__ __forceinline__ void cluster_merge(TO* out, const float* cl_o, const float* cl_m, const float* cl_l) {
-  static_assert((G * D) % kCluster == 0, "a rank's share of the outputs");
-  constexpr int kPer = G * D / kCluster;
-  cooperative_groups::cluster_group cl = cooperative_groups::this_cluster();
-  cl.sync();  // release / acquire at cluster scope: every block's shared (o, m, l) is visible to its peers
-  const int r = int(cl.block_rank());
-  for (int i = r * kPer + int(threadIdx.x); i < (r + 1) * kPer; i += kThreads) {
-    const int hh = i / D;
-    float mc[kCluster], lc[kCluster], oc[kCluster];
-#pragma unroll
-    for (int c = 0; c < kCluster; ++c) {
-      mc[c] = *cl.map_shared_rank(cl_m + hh, c);
-      lc[c] = *cl.map_shared_rank(cl_l + hh, c);
-      oc[c] = *cl.map_shared_rank(cl_o + i, c);
-    }
-    float mt = -INFINITY, lt = 0.f, ot = 0.f;
-#pragma unroll
-    for (int j = 0; j < kCombineGroups; ++j) {
-      float mg = -INFINITY, lg = 0.f, og = 0.f;
-#pragma unroll
-      for (int c = j; c < kCluster; c += kCombineGroups) lse_merge(mg, lg, og, mc[c], lc[c], oc[c]);
-      lse_merge(mt, lt, ot, mg, lg, og);
-    }
-    out[i] = from_f32<TO>(lt > 0.f ? ot / lt : 0.f);
-  }
-  cl.sync();
-}
-
 // One block per (split, KV head, query row). The G query heads of the group are the rows 0..G-1 of a 16-row
 // tensor-core tile (the other rows are zero and never stored): per 16 keys a warp runs S = Q·Kᵀ as 2 × D/16
 // mma.sync m16n8k16 (K through ldmatrix from the swizzled stage), the online softmax on the fp32 accumulators
 // (a row's values live in the 4 lanes of a quad), and O += P·V as D/8 MMAs with P rounded to bf16 as the A
 // operand (FlashAttention-2) and V through ldmatrix.trans.
-//
-// kCluster > 0: the blocks of one (KV head, query row) form a thread block cluster of kCluster = n_splits blocks,
-// each block keeps its split's (o, m, l) in shared memory, and cluster_merge writes the output: no workspace, no
-// combine kernel.
-template <int D, int G, int kStages, class TO, int kCluster = 0>
-__global__ void __launch_bounds__(kThreads, kCluster ? 1 : blocks_per_sm(G))
-    decode_attention_kernel(const DecodeParams p) {
+template <int D, int G, int kStages, class TO>
+__global__ void __launch_bounds__(kThreads, blocks_per_sm(G)) decode_attention_kernel(const DecodeParams p) {
   constexpr int kStageKeys = kStageBytes / (2 * D);  // keys per stage (64 at D = 128, 128 at D = 64)
   constexpr int kWarpKeys = kStageKeys / kWarps;     // keys per warp and stage (16 / 32)
   constexpr int kNt = D / 8;                         // n-tiles of O
   extern __shared__ __align__(128) unsigned char smem_raw[];
   __shared__ float red_m[kWarps][G], red_l[kWarps][G];
   __shared__ __align__(16) float red_o[kWarps][G][D];
-  __shared__ float cl_o[kCluster ? G * D : 1], cl_m[kCluster ? G : 1], cl_l[kCluster ? G : 1];  // this split's
 
   PIXTRAL_TIMELINE(kTlAttention);
   allow_dependents_to_launch();
@@ -177,7 +122,7 @@ __global__ void __launch_bounds__(kThreads, kCluster ? 1 : blocks_per_sm(G))
   const int per = ((len + p.n_splits - 1) / p.n_splits + kRound - 1) / kRound * kRound;
   const int s0 = lo + split * per, s1 = min(hi, s0 + per);
   const int n_stage = s1 > s0 ? (s1 - s0 + kStageKeys - 1) / kStageKeys : 0;
-  const bool direct = p.n_splits == 1 && kCluster == 0;
+  const bool direct = p.n_splits == 1;
 
   // The first kStages stages, one cp.async group each (empty groups for missing stages keep the count fixed).
   // Before the wait only rows the running kernels do not write: in decode-state mode the rows before this
@@ -202,16 +147,6 @@ __global__ void __launch_bounds__(kThreads, kCluster ? 1 : blocks_per_sm(G))
   }
 
   if (n_stage == 0) {  // nothing of this row in this split (short row, or the tail splits)
-    if constexpr (kCluster > 0) {
-      for (int i = tid; i < G * D; i += kThreads) cl_o[i] = 0.f;
-      if (tid < G) {
-        cl_m[tid] = -INFINITY;
-        cl_l[tid] = 0.f;
-      }
-      cluster_merge<kCluster, D, G>(static_cast<TO*>(p.out) + std::int64_t(row) * q_stride + std::int64_t(kvh) * G * D,
-                                    cl_o, cl_m, cl_l);
-      return;
-    }
     if (direct) {
       TO* out = static_cast<TO*>(p.out) + std::int64_t(row) * q_stride + std::int64_t(kvh) * G * D;
       for (int i = tid; i < G * D; i += kThreads) out[i] = from_f32<TO>(0.f);
@@ -346,13 +281,7 @@ __global__ void __launch_bounds__(kThreads, kCluster ? 1 : blocks_per_sm(G))
     }
     const int h = kvh * G + hh;
     const std::int64_t vec = std::int64_t(row) * p.H + h;
-    if constexpr (kCluster > 0) {
-      cl_o[i] = o;
-      if (d == 0) {
-        cl_m[hh] = m;
-        cl_l[hh] = l;
-      }
-    } else if (direct) {
+    if (direct) {
       static_cast<TO*>(p.out)[std::int64_t(row) * q_stride + std::int64_t(h) * D + d] = from_f32<TO>(o / l);
     } else {
       p.partial[(std::int64_t(split) * n_vec + vec) * D + d] = o;
@@ -362,11 +291,18 @@ __global__ void __launch_bounds__(kThreads, kCluster ? 1 : blocks_per_sm(G))
       }
     }
   }
-  if constexpr (kCluster > 0)
-    cluster_merge<kCluster, D, G>(static_cast<TO*>(p.out) + std::int64_t(row) * q_stride + std::int64_t(kvh) * G * D,
-                                  cl_o, cl_m, cl_l);
 }
 
+// Merges a split's (m, l, o) into a running (m, l, o): log-sum-exp rescaling, base 2. A split with m = -inf
+// (empty) has weight 0.
+__device__ __forceinline__ void lse_merge(float& m, float& l, float& o, float mc, float lc, float oc) {
+  if (mc == -INFINITY) return;
+  const float mn = fmaxf(m, mc);
+  const float a = exp2f(m - mn), b = exp2f(mc - mn);  // a = 0 while m = -inf
+  o = o * a + oc * b;
+  l = l * a + lc * b;
+  m = mn;
+}
 
 // One block of kCombineGroups × D threads per (row, head): group g merges splits g, g + 8, ... in index order with
 // all its loads (m, l and o of up to 8 splits) issued before any math — one dependent round trip to L2 — then
@@ -446,78 +382,6 @@ int n_splits_of(const AttentionLaunch& a) {
   return std::max(1, std::min({ceil_div(span, kMinSplitKeys), wave, kMaxSplits, cap}));
 }
 
-// PIXTRAL_CUDA_ATTN_CLUSTER=C[:S] (A/B, read at each launch): the decode kernel in clusters of C = 8 or 16 splits a
-// (KV head, row), S = 2, 3 or 4 shared-memory stages a block (default 2), the splits merged through distributed shared
-// memory (cluster_merge) instead of by the combine kernel. Head_dim 128 with G = 4 (Pixtral's) only; C = 0 where
-// unset or another shape. "C:S:require" (tests) makes a launch that cannot use clusters an error.
-struct ClusterChoice {
-  int C = 0, stages = 2;
-  bool require = false;
-};
-ClusterChoice cluster_choice(const AttentionLaunch& a) {
-  const char* e = std::getenv("PIXTRAL_CUDA_ATTN_CLUSTER");
-  if (!e || a.head_dim != 128 || a.n_heads != 4 * a.n_kv_heads) return {};
-  ClusterChoice c;
-  c.C = std::atoi(e);
-  const char* colon = std::strchr(e, ':');
-  c.stages = colon ? std::atoi(colon + 1) : 2;
-  c.require = std::strstr(e, "require") != nullptr;
-  if ((c.C != 8 && c.C != 16) || c.stages < 2 || c.stages > 4) return {};
-  return c;
-}
-
-// Launches a cluster decode kernel: grid (C, KV heads, rows) in clusters of (C, 1, 1), a programmatic dependent of
-// the previous kernel where PDL is on. *ran = false (and nothing launched) where this GPU cannot hold one such
-// cluster (no cluster launch, or not with this much shared memory): the caller runs the two-kernel path.
-template <class K>
-Status launch_cluster(K* kernel, dim3 grid, int C, std::size_t smem, cudaStream_t s, const DecodeParams& p,
-                      bool* ran) {
-  *ran = false;
-  PIXTRAL_RETURN_IF_ERROR(allow_dynamic_smem(kernel, smem, "decode attention (clusters)"));
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = grid;
-  cfg.blockDim = dim3(kThreads);
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = s;
-  cudaLaunchAttribute attr[2];
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = unsigned(C);
-  attr[0].val.clusterDim.y = 1;
-  attr[0].val.clusterDim.z = 1;
-  attr[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[1].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
-  const bool fits = per_device_once(reinterpret_cast<const void*>(kernel), long(smem), [&] {
-    int n = 0;
-    const bool ok =
-        (C <= 8 || cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) == cudaSuccess) &&
-        cudaOccupancyMaxActiveClusters(&n, kernel, &cfg) == cudaSuccess && n > 0;
-    if (!ok) (void)cudaGetLastError();
-    return ok;
-  });
-  if (!fits) return {};
-  cfg.numAttrs = pdl_enabled() ? 2 : 1;
-  PIXTRAL_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, p));
-  *ran = true;
-  return {};
-}
-
-template <int D, int G, class TO>
-Status launch_cluster_typed(const AttentionLaunch& a, ClusterChoice c, DecodeParams p, cudaStream_t s, bool* ran) {
-  p.n_splits = c.C;
-  const dim3 grid(unsigned(c.C), unsigned(a.n_kv_heads), unsigned(a.n_q));
-  const std::size_t smem = stage_smem_bytes(c.stages);
-  const auto go = [&](auto kernel) { return launch_cluster(kernel, grid, c.C, smem, s, p, ran); };
-  if (c.C == 8)
-    return c.stages == 4   ? go(decode_attention_kernel<D, G, 4, TO, 8>)
-           : c.stages == 3 ? go(decode_attention_kernel<D, G, 3, TO, 8>)
-                           : go(decode_attention_kernel<D, G, 2, TO, 8>);
-  return c.stages == 4   ? go(decode_attention_kernel<D, G, 4, TO, 16>)
-         : c.stages == 3 ? go(decode_attention_kernel<D, G, 3, TO, 16>)
-                         : go(decode_attention_kernel<D, G, 2, TO, 16>);
-}
-
 template <int D, int G, class TO>
 Status launch_decode_typed(const AttentionLaunch& a, cudaStream_t s) {
   DecodeParams p;
@@ -535,18 +399,6 @@ Status launch_decode_typed(const AttentionLaunch& a, cudaStream_t s) {
   p.key_hi = a.key_hi_max;
   p.n_splits = n_splits_of(a);
   p.scale_log2 = a.scale * kLog2e;
-  if constexpr (D == 128 && G == 4) {
-    const ClusterChoice c = cluster_choice(a);
-    bool ran = false;
-    if (c.C > 0) {
-      const Status st = launch_cluster_typed<D, G, TO>(a, c, p, s, &ran);
-      if (!st.ok()) return st;
-      if (!ran && c.require)
-        return Status(ErrorCode::internal, "cuda decode attention: clusters of " + std::to_string(c.C) +
-                                               " required (PIXTRAL_CUDA_ATTN_CLUSTER) but this GPU cannot run one");
-    }
-    if (ran) return {};
-  }
   const dim3 grid(unsigned(p.n_splits), unsigned(a.n_kv_heads), unsigned(a.n_q));
   const auto launch = [&](auto kernel, int stages) -> Status {
     const std::size_t smem = stage_smem_bytes(stages);

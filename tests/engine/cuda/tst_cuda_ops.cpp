@@ -354,15 +354,8 @@ TEST_F(CudaOps, Attention) {
   // an SM at head_dim 64, kernels_flash3.cu; v4: wgmma, kernels_flash4.cu, "4s" its P·V in 64-column halves, v3 on
   // GPUs other than sm_90; v5: TMA + warp specialization, kernels_flash5.cu, 128-key tiles, "5p" with ping-pong,
   // "5n" 64-key tiles, v4 where it cannot run). run_twice checks each for identical bits on a second run.
-  // "decode-c8" / "decode-c8s4" / "decode-c16": the decode kernel in thread block clusters of 8 or 16 splits (2 or 4
-  // stages), merged in distributed shared memory (PIXTRAL_CUDA_ATTN_CLUSTER; head_dim 128, G = 4 only).
-  const char* paths[] = {nullptr,     "generic",  "flash-v1",  "flash-v3",  "flash-v3e",     "flash-v3m",
-                         "flash-v4",  "flash-v4s", "flash-v5", "flash-v5p", "flash-v5n",     "decode",
-                         "decode-1stage", "decode-c8", "decode-c8s4", "decode-c16"};
-  const auto cluster_env = [](const std::string& ps) -> const char* {
-    return ps == "decode-c8" ? "8:2:require" : ps == "decode-c8s4" ? "8:4:require" : ps == "decode-c16" ? "16:2:require"
-                                                                                                          : nullptr;
-  };
+  const char* paths[] = {nullptr,     "generic",  "flash-v1",  "flash-v3",  "flash-v3e", "flash-v3m",     "flash-v4",
+                         "flash-v4s", "flash-v5", "flash-v5p", "flash-v5n", "decode",    "decode-1stage"};
   // Under compute-sanitizer (racecheck is ~100× slower) run_gpu_checks.sh sets this to keep the small cases only.
   const bool quick = std::getenv("PIXTRAL_CUDA_TEST_QUICK") != nullptr;
   for (const auto& c : cases) {
@@ -393,66 +386,17 @@ TEST_F(CudaOps, Attention) {
       const std::string w2 = what + " path=" + (path ? path : "auto");
       const std::string ps = path ? path : "";
       const bool one_stage = ps == "decode-1stage", flash_variant = ps.rfind("flash-v", 0) == 0;
-      const char* cluster = cluster_env(ps);
-      if (path)
-        setenv("PIXTRAL_CUDA_ATTENTION", one_stage || cluster ? "decode" : flash_variant ? "flash" : path, 1);
+      if (path) setenv("PIXTRAL_CUDA_ATTENTION", one_stage ? "decode" : flash_variant ? "flash" : path, 1);
       if (one_stage) setenv("PIXTRAL_CUDA_ATTN_STAGES", "1", 1);
-      if (cluster) setenv("PIXTRAL_CUDA_ATTN_CLUSTER", cluster, 1);
       if (flash_variant) setenv("PIXTRAL_CUDA_FLASH", ps.c_str() + 7, 1);
       auto got = run_twice(G, out->g, [&] { return G->attention(out->g, q->g, k->g, v->g, p); },
                            [&] { reset_gpu(*out, nullptr); }, w2);
       unsetenv("PIXTRAL_CUDA_ATTENTION");
       unsetenv("PIXTRAL_CUDA_ATTN_STAGES");
       unsetenv("PIXTRAL_CUDA_FLASH");
-      unsetenv("PIXTRAL_CUDA_ATTN_CLUSTER");
       expect_close(ref, got, kDot, w2);
     }
   }
-}
-
-// The cluster decode kernel (splits merged through distributed shared memory, no combine kernel) gives the bits
-// of the two-kernel path with as many splits (PIXTRAL_CUDA_ATTN_SPLITS = C): the same split boundaries and the
-// combine kernel's merge order. "require" makes a launch that could not use clusters an error, so the cluster
-// kernel provably ran.
-TEST_F(CudaOps, ClusterDecodeAttentionEqualsSplitsBitForBit) {
-  PIXTRAL_REQUIRE_GPU();
-  struct Case { std::int64_t n_q, n_kv; DType out_t; };
-  const std::vector<Case> cases = {{1, 4193, DType::bf16}, {1, 20000, DType::f32}, {3, 2000, DType::bf16},
-                                   {1, 1100, DType::bf16}};  // 1100: the last of 16 splits is short
-  for (const auto& c : cases)
-    for (const char* cl : {"8:2:require", "8:4:require", "16:2:require"}) {
-      const std::string what = "n_q=" + std::to_string(c.n_q) + " n_kv=" + std::to_string(c.n_kv) + " " +
-                               dtype_name(c.out_t) + " clusters " + cl;
-      SCOPED_TRACE(what);
-      const int H = 32, Hkv = 8, D = 128;
-      auto qh = random_values(rng_, std::size_t(c.n_q * H * D));
-      auto kh = random_values(rng_, std::size_t(c.n_kv * Hkv * D));
-      auto vh = random_values(rng_, std::size_t(c.n_kv * Hkv * D));
-      auto q = make_pair(cpu_.get(), G, c.n_q, H * D, qh.data());
-      auto k = make_pair(cpu_.get(), G, c.n_kv, Hkv * D, kh.data());
-      auto v = make_pair(cpu_.get(), G, c.n_kv, Hkv * D, vh.data());
-      auto out = make_pair(cpu_.get(), G, c.n_q, H * D, nullptr, c.out_t);
-      ops::AttentionParams p;
-      p.n_heads = H;
-      p.n_kv_heads = Hkv;
-      p.head_dim = D;
-      p.scale = 1.0f / std::sqrt(float(D)) * 2.0f;
-      p.causal = true;
-      p.q_offset = int(c.n_kv - c.n_q);
-      setenv("PIXTRAL_CUDA_ATTENTION", "decode", 1);
-      setenv("PIXTRAL_CUDA_ATTN_SPLITS", cl[1] == '6' ? "16" : "8", 1);
-      auto two_kernels = run_twice(G, out->g, [&] { return G->attention(out->g, q->g, k->g, v->g, p); },
-                                   [&] { reset_gpu(*out, nullptr); }, what + " two kernels");
-      unsetenv("PIXTRAL_CUDA_ATTN_SPLITS");
-      setenv("PIXTRAL_CUDA_ATTN_CLUSTER", cl, 1);
-      auto clustered = run_twice(G, out->g, [&] { return G->attention(out->g, q->g, k->g, v->g, p); },
-                                 [&] { reset_gpu(*out, nullptr); }, what + " clusters");
-      unsetenv("PIXTRAL_CUDA_ATTN_CLUSTER");
-      unsetenv("PIXTRAL_CUDA_ATTENTION");
-      expect_close(two_kernels, clustered, kExact, what);
-      ASSERT_TRUE(cpu_->attention(out->c, q->c, k->c, v->c, p).ok());
-      expect_close(download(cpu_.get(), out->c), clustered, kDot, what + " against the CPU");
-    }
 }
 
 // The fused decode-row RoPE + KV append (one launch on CUDA) equals, bit for bit, the GPU's own rope + two
@@ -528,9 +472,8 @@ TEST_F(CudaOps, DecodeStepGraphReplayReadsDeviceState) {
   // cap 8192 at positions 4192 and 8000: splits of 96 and 176 keys, so the rows this step appends (copied after
   // the dependent-launch wait, the "late" copies) fall in a second stage, and in a refilled one with one stage.
   // flash: "1" / "3" / "4" forces the tensor-core prefill kernel's variant (PIXTRAL_CUDA_FLASH) instead of decode.
-  // cluster: PIXTRAL_CUDA_ATTN_CLUSTER for the decode kernel in thread block clusters.
   struct Case { int H, Hkv, D; std::int64_t cap; std::vector<int> positions; bool one_stage = false;
-                const char* flash = nullptr; const char* cluster = nullptr; };
+                const char* flash = nullptr; };
   const std::vector<int> short_positions = {1000, 1001, 257, 1499}, long_positions = {4192, 8000};
   const std::vector<Case> cases = {{32, 8, 128, 1500, short_positions},       // decode kernel
                                    {32, 8, 128, 8192, long_positions},        // decode kernel, several stages
@@ -542,18 +485,14 @@ TEST_F(CudaOps, DecodeStepGraphReplayReadsDeviceState) {
                                    {8, 2, 64, 1500, short_positions, false, "3"},    // same, head_dim 64
                                    {32, 8, 128, 1500, short_positions, false, "4"},  // flash v4 (wgmma), device state
                                    {8, 2, 64, 1500, short_positions, false, "4"},    // same, head_dim 64
-                                   {6, 3, 24, 1500, short_positions},         // generic kernel
-                                   {32, 8, 128, 1500, short_positions, false, nullptr, "8:4:require"},  // clusters
-                                   {32, 8, 128, 8192, long_positions, false, nullptr, "16:2:require"}};
+                                   {6, 3, 24, 1500, short_positions}};        // generic kernel
   for (const Case& c : cases) {
     unsetenv("PIXTRAL_CUDA_ATTN_STAGES");  // a failed case before may have left them set
     unsetenv("PIXTRAL_CUDA_ATTENTION");
     unsetenv("PIXTRAL_CUDA_FLASH");
-    unsetenv("PIXTRAL_CUDA_ATTN_CLUSTER");
     const std::string what = "decode graph H=" + std::to_string(c.H) + "/" + std::to_string(c.Hkv) + " D=" +
                              std::to_string(c.D) + " cap " + std::to_string(c.cap) +
-                             (c.one_stage ? " one stage" : "") + (c.flash ? std::string(" flash v") + c.flash : "") +
-                             (c.cluster ? std::string(" clusters ") + c.cluster : "");
+                             (c.one_stage ? " one stage" : "") + (c.flash ? std::string(" flash v") + c.flash : "");
     SCOPED_TRACE(what);
     const std::int64_t cap = c.cap, qd = std::int64_t(c.H) * c.D, kd = std::int64_t(c.Hkv) * c.D;
     const int vocab = 11;
@@ -584,7 +523,6 @@ TEST_F(CudaOps, DecodeStepGraphReplayReadsDeviceState) {
       setenv("PIXTRAL_CUDA_ATTENTION", "flash", 1);
       setenv("PIXTRAL_CUDA_FLASH", c.flash, 1);
     }
-    if (c.cluster) setenv("PIXTRAL_CUDA_ATTN_CLUSTER", c.cluster, 1);
     ASSERT_TRUE(ext->set_decode_state(999, 1).ok());
     ASSERT_TRUE(ext->set_decode_tokens(std::vector<int>{1}).ok());
     ext->set_device_state_mode(true);
@@ -595,7 +533,6 @@ TEST_F(CudaOps, DecodeStepGraphReplayReadsDeviceState) {
     st = cuda_test::decode_step(G, tg, p, theta, pairs, dummy_pos, dummy_ids, cap);
     const Status end = ext->end_capture();
     ext->set_device_state_mode(false);
-    unsetenv("PIXTRAL_CUDA_ATTN_CLUSTER");
     unsetenv("PIXTRAL_CUDA_ATTN_STAGES");
     unsetenv("PIXTRAL_CUDA_ATTENTION");
     unsetenv("PIXTRAL_CUDA_FLASH");
