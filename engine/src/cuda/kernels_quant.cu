@@ -203,21 +203,25 @@ __device__ __forceinline__ void accumulate(const uint4& wv, int c, const TX* x, 
 }
 
 // One warp per work item (gemv_modes.cuh: one output row, or the two rows of a SiLU·mul feature or a RoPE pair).
-template <int T, class TX, class TO, bool INT4, GemvMode M = GemvMode::plain>
-__global__ void __launch_bounds__(kWarpsPerBlock * 32)
+// kPair (int8, one x row, residual mode: see q8_pairs): two items a warp, rows n and n + 1 sharing the warp's x
+// loads, each row's products in the order of a one-item warp (the same bits); three blocks an SM.
+template <int T, class TX, class TO, bool INT4, GemvMode M = GemvMode::plain, bool kPair = false>
+__global__ void __launch_bounds__(kWarpsPerBlock * 32, kPair ? 3 : 1)
 qgemv_kernel(TO* __restrict__ out, const TX* x, const std::uint8_t* __restrict__ q,
              const float* __restrict__ scales, const bf16* __restrict__ bias, int N, int n_items, int K,
              RopeAppendArgs ra) {
-  constexpr int R = gemv_rows_per_item(M);
+  static_assert(!kPair || gemv_rows_per_item(M) == 1, "pairs of one-row items");
+  constexpr int R = kPair ? 2 : gemv_rows_per_item(M);
   PIXTRAL_TIMELINE((INT4 ? kTlQgemv4 : kTlQgemv8) + unsigned(M));
   allow_dependents_to_launch();
   const int lane = threadIdx.x & 31;
-  const int n = blockIdx.x * kWarpsPerBlock + (threadIdx.x >> 5);
+  const int n = (blockIdx.x * kWarpsPerBlock + (threadIdx.x >> 5)) * (kPair ? 2 : 1);
   if (n >= n_items) return;
   const int rb = INT4 ? K / 2 : K;
   const int spr = INT4 ? K / quant::kInt4Group : 1;
   int rows[2];
   gemv_item_rows<M>(n, N, ra, rows);
+  if constexpr (kPair) rows[1] = min(n + 1, n_items - 1);
   const uint4* wrow[R];
   const float* srow[R];
 #pragma unroll
@@ -254,14 +258,16 @@ qgemv_kernel(TO* __restrict__ out, const TX* x, const std::uint8_t* __restrict__
   bool full = c + 32 * (kUnroll - 1) < n_chunks;
   if (full) load_batch();  // W is immutable: the first batch before waiting on the previous kernel
   GemvItemPre<TO> pre[T];  // the storing lane's epilogue inputs (gemv_modes.cuh): the rope mode's before the wait
+  const int n_st = n + (kPair ? lane : 0);  // the item lane 0 (and lane 1 of a pair) stores
+  const bool stores = lane == 0 || (kPair && lane == 1 && n_st < n_items);
 #pragma unroll
   for (int t = 0; t < T; ++t)
-    if (lane == 0) gemv_item_pre_early<M>(pre[t], n, ra);
+    if (stores) gemv_item_pre_early<M>(pre[t], n_st, ra);
   wait_for_previous_grid();  // x (and out) belong to the previous kernels
   if (full) load_x_batch();
 #pragma unroll
   for (int t = 0; t < T; ++t)
-    if (lane == 0) gemv_item_pre_late<M>(pre[t], out, t, n, N);
+    if (stores) gemv_item_pre_late<M>(pre[t], out, t, n_st, N);
   while (full) {
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u)
@@ -304,8 +310,27 @@ qgemv_kernel(TO* __restrict__ out, const TX* x, const std::uint8_t* __restrict__
       v[r] = warp_sum(acc[r][t]);
       if (!INT4) v[r] *= srow[r][0];
     }
-    if (lane == 0) gemv_item_store<M>(out, t, n, N, v, bias, ra, pre[t]);
+    if constexpr (kPair) {
+      const float vl[2] = {lane == 0 ? v[0] : v[1], 0.f};
+      if (stores) gemv_item_store<M>(out, t, n_st, N, vl, bias, ra, pre[t]);
+    } else if (lane == 0) {
+      gemv_item_store<M>(out, t, n, N, v, bias, ra, pre[t]);
+    }
   }
+}
+
+// The int8 one-row residual GEMV with rows of at most 4096 bytes (wo) runs two rows a warp: wo's 5120 rows are then
+// 320 blocks, one wave at three blocks an SM, where one row a warp (640 blocks, four an SM at 64 registers) left
+// 112 blocks for a second wave that started as the first ended. H200 int8 decode, same run: 3.951 -> 3.919 ms/token;
+// for every residual GEMV (w2's 14336-byte rows too) 3.908 -> 3.923, in blocks of 4 warps 3.951 -> 3.973 (PERF_NOTES
+// v21). PIXTRAL_CUDA_Q8_PAIRS=0 turns it off (A/B).
+constexpr int kPairMaxK = 4096;
+bool q8_pairs(GemvMode m, int T, int K) {
+  static const bool on = [] {
+    const char* e = std::getenv("PIXTRAL_CUDA_Q8_PAIRS");
+    return !(e && e[0] == '0');
+  }();
+  return on && m == GemvMode::residual && T == 1 && K <= kPairMaxK;
 }
 
 template <int T, GemvMode M = GemvMode::plain>
@@ -334,6 +359,10 @@ Status launch_rows(void* out, DType out_t, const void* x, DType x_t, const std::
       }
       if (int4)
         launch_dependent(qgemv_kernel<T, TX, TO, true, M>, grid, block, s, o, xx, q, scales, bias, N, items, K, ra);
+      else if (q8_pairs(M, T, K))
+        launch_dependent(qgemv_kernel<T, TX, TO, false, M, M == GemvMode::residual && T == 1>,
+                         dim3(unsigned(ceil_div(items, 2 * kWarpsPerBlock))), block, s, o, xx, q, scales, bias, N, items,
+                         K, ra);
       else
         launch_dependent(qgemv_kernel<T, TX, TO, false, M>, grid, block, s, o, xx, q, scales, bias, N, items, K, ra);
       PIXTRAL_CUDA_LAUNCH_CHECK(qgemv_kernel);

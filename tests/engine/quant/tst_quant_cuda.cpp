@@ -369,7 +369,8 @@ TEST(QuantCudaResidual, MatmulAddEqualsMatmulThenAdd) {
   auto cpu = ops::make_cpu_backend(1);
   std::mt19937 rng(13);
   for (Format f : {Format::dense, Format::int8_channel, Format::int4_g128}) {
-    for (Shape s : {Shape{257, 5120}, Shape{64, 1024}, Shape{8, 256}}) {
+    // {129, 4096}: int8 rows of ≤ 4096 bytes run two a warp (kernels_quant.cu q8_pairs), the last warp one.
+    for (Shape s : {Shape{257, 5120}, Shape{64, 1024}, Shape{8, 256}, Shape{129, 4096}}) {
       Host hw = make_weight(s.N, s.K, 800 + s.N, "wo");
       auto w = f == Format::dense ? G->upload_weight(hw.view) : G->upload_weight_quantized(hw.view, f);
       ASSERT_TRUE(w.ok()) << w.status().to_string();
