@@ -364,8 +364,8 @@ Status launch_rows(void* out, DType out_t, const void* x, DType x_t, const std::
         launch_dependent(qgemv_kernel<T, TX, TO, true, M>, grid, block, s, o, xx, q, scales, bias, N, items, K, ra);
       else if (q8_pairs(M, T, K))
         launch_dependent(qgemv_kernel<T, TX, TO, false, M, M == GemvMode::residual && T == 1>,
-                         dim3(unsigned(ceil_div(items, 2 * kWarpsPerBlock))), block, s, o, xx, q, scales, bias, N, items,
-                         K, ra);
+                         dim3(unsigned(ceil_div(items, 2 * kWarpsPerBlock))), block, s, o, xx, q, scales, bias, N,
+                         items, K, ra);
       else
         launch_dependent(qgemv_kernel<T, TX, TO, false, M>, grid, block, s, o, xx, q, scales, bias, N, items, K, ra);
       PIXTRAL_CUDA_LAUNCH_CHECK(qgemv_kernel);
