@@ -324,9 +324,9 @@ qgemv_kernel(TO* __restrict__ out, const TX* x, const std::uint8_t* __restrict__
 
 // The int8 one-row residual GEMV with rows of at most 4096 bytes (wo) runs two rows a warp: wo's 5120 rows are then
 // 320 blocks, one wave at three blocks an SM, where one row a warp (640 blocks, four an SM at 64 registers) left
-// 112 blocks for a second wave that started as the first ended. H200 int8 decode, same run: 3.951 -> 3.919 ms/token;
-// for every residual GEMV (w2's 14336-byte rows too) 3.908 -> 3.923, in blocks of 4 warps 3.951 -> 3.973 (PERF_NOTES
-// v21). PIXTRAL_CUDA_Q8_PAIRS=0 turns it off (A/B).
+// 112 blocks for a second wave that started as the first ended. H200 int8 decode, same run: 3.951 -> 3.919 ms/token,
+// confirmed 3.876 -> 3.836 in four rounds; for every residual GEMV (w2's 14336-byte rows too) 3.908 -> 3.923, in
+// blocks of 4 warps 3.951 -> 3.973 (PERF_NOTES v21). PIXTRAL_CUDA_Q8_PAIRS=0 turns it off (A/B).
 constexpr int kPairMaxK = 4096;
 bool q8_pairs(GemvMode m, int T, int K) {
   static const bool on = [] {
