@@ -13,7 +13,6 @@
 // Also the CudaBackend members for quantized weights (upload, matmul dispatch).
 // ref: llama.cpp ggml-cuda/mmvq.cu (quantized matrix-vector), kernels_gemv.cu here (the bf16 twin).
 #include <algorithm>
-#include <string>
 #include <cstdlib>
 #include <type_traits>
 
@@ -209,32 +208,22 @@ __device__ __forceinline__ void accumulate(const uint4& wv, int c, const TX* x, 
 // for the others is not the same as leaving it out: ptxas then gives the int8 one-row kernels more registers (rope
 // 64 → 77, silu 58 → 70, plain 43 → 60: one block an SM fewer), which measured faster (H200 int8 decode, same run:
 // 3.876 with 0 → 3.856 with 1; PERF_NOTES v21 4.).
-// kSmemX (int8, one bf16 x row, one item a warp; see q8_smemx): x staged once a block into shared memory (2K bytes,
-// chunk c's two 16-byte halves in two arrays, so a warp's reads of consecutive chunks are conflict-free) and read
-// from there, not loaded with W into registers: the kernel then fits kSmemX blocks an SM. The same x values in
-// the same FMAs: the same bits.
-template <int T, class TX, class TO, bool INT4, GemvMode M = GemvMode::plain, bool kPair = false, int kSmemX = 0,
-          int kW = kWarpsPerBlock>
-__global__ void __launch_bounds__(kW * 32, kSmemX ? kSmemX : (kPair ? 3 : 1))
+template <int T, class TX, class TO, bool INT4, GemvMode M = GemvMode::plain, bool kPair = false>
+__global__ void __launch_bounds__(kWarpsPerBlock * 32, kPair ? 3 : 1)
 qgemv_kernel(TO* __restrict__ out, const TX* x, const std::uint8_t* __restrict__ q,
              const float* __restrict__ scales, const bf16* __restrict__ bias, int N, int n_items, int K,
              RopeAppendArgs ra) {
   static_assert(!kPair || gemv_rows_per_item(M) == 1, "pairs of one-row items");
-  static_assert(!kSmemX || (!INT4 && T == 1 && std::is_same_v<TX, bf16> && !kPair), "x in shared memory: int8, T 1");
   constexpr int R = kPair ? 2 : gemv_rows_per_item(M);
-  extern __shared__ __align__(16) uint4 q8_xs[];  // kSmemX: [lo halves: K / 16][hi halves: K / 16]
   PIXTRAL_TIMELINE((INT4 ? kTlQgemv4 : kTlQgemv8) + unsigned(M));
   allow_dependents_to_launch();
   const int lane = threadIdx.x & 31;
-  const int n = (blockIdx.x * kW + (threadIdx.x >> 5)) * (kPair ? 2 : 1);
-  // A warp past the last item still stages its share of x and meets the block's barrier (kSmemX); its rows are
-  // never loaded.
-  const bool live = n < n_items;
-  if (!kSmemX && !live) return;
+  const int n = (blockIdx.x * kWarpsPerBlock + (threadIdx.x >> 5)) * (kPair ? 2 : 1);
+  if (n >= n_items) return;
   const int rb = INT4 ? K / 2 : K;
   const int spr = INT4 ? K / quant::kInt4Group : 1;
   int rows[2];
-  gemv_item_rows<M>(live ? n : n_items - 1, N, ra, rows);
+  gemv_item_rows<M>(n, N, ra, rows);
   if constexpr (kPair) rows[1] = min(n + 1, n_items - 1);
   const uint4* wrow[R];
   const float* srow[R];
@@ -253,7 +242,7 @@ qgemv_kernel(TO* __restrict__ out, const TX* x, const std::uint8_t* __restrict__
   uint4 wv[R][kUnroll];
   // int8, one bf16 x row (decode): the batch's x (2 × 16 bytes a chunk) is loaded with its W, not by accumulate once
   // W has arrived (a dependent L1/L2 round trip a batch); same products in the same order, the same bits.
-  constexpr bool kPreX = !kSmemX && !INT4 && T == 1 && std::is_same_v<TX, bf16>;
+  constexpr bool kPreX = !INT4 && T == 1 && std::is_same_v<TX, bf16>;
   uint4 xw[kPreX ? kUnroll : 1][2];
   const auto load_x_batch = [&] {
     if constexpr (kPreX) {
@@ -269,49 +258,29 @@ qgemv_kernel(TO* __restrict__ out, const TX* x, const std::uint8_t* __restrict__
 #pragma unroll
       for (int r = 0; r < R; ++r) wv[r][u] = load_stream(wrow[r] + c + 32 * u);
   };
-  bool full = live && c + 32 * (kUnroll - 1) < n_chunks;
+  bool full = c + 32 * (kUnroll - 1) < n_chunks;
   if (full) load_batch();  // W is immutable: the first batch before waiting on the previous kernel
   GemvItemPre<TO> pre[T];  // the storing lane's epilogue inputs (gemv_modes.cuh): the rope mode's before the wait
   const int n_st = n + (kPair ? lane : 0);  // the item lane 0 (and lane 1 of a pair) stores
-  const bool stores = live && (lane == 0 || (kPair && lane == 1 && n_st < n_items));
+  const bool stores = lane == 0 || (kPair && lane == 1 && n_st < n_items);
 #pragma unroll
   for (int t = 0; t < T; ++t)
     if (stores) gemv_item_pre_early<M>(pre[t], n_st, ra);
   wait_for_previous_grid();  // x (and out) belong to the previous kernels
-  if constexpr (kSmemX) {
-    const std::uint32_t xs = smem_addr(q8_xs);
-    for (int p = threadIdx.x; p < 2 * n_chunks; p += kW * 32)
-      cp_async16(xs + std::uint32_t(((p & 1) * n_chunks + (p >> 1)) * 16), reinterpret_cast<const uint4*>(x) + p,
-                 true);
-    cp_async_commit();
-    cp_async_wait<0>();
-    __syncthreads();
-    if (!live) return;
-  }
-  // x chunk cc's two halves as accumulate_int8_x takes them (kSmemX).
-  const auto smem_x = [&](int cc, uint4 xs[2]) {
-    xs[0] = q8_xs[cc];
-    xs[1] = q8_xs[n_chunks + cc];
-  };
   if (full) load_x_batch();
 #pragma unroll
   for (int t = 0; t < T; ++t)
     if (stores) gemv_item_pre_late<M>(pre[t], out, t, n_st, N);
   while (full) {
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      uint4 xs[2];
-      if constexpr (kSmemX) smem_x(c + 32 * u, xs);
+    for (int u = 0; u < kUnroll; ++u)
 #pragma unroll
       for (int r = 0; r < R; ++r) {
-        if constexpr (kSmemX)
-          accumulate_int8_x(wv[r][u], xs, acc[r][0]);
-        else if constexpr (kPreX)
+        if constexpr (kPreX)
           accumulate_int8_x(wv[r][u], xw[u], acc[r][0]);
         else
           accumulate<T, TX, INT4>(wv[r][u], c + 32 * u, x, K, srow[r], acc[r]);
       }
-    }
     c += 32 * kUnroll;
     full = c + 32 * (kUnroll - 1) < n_chunks;
     if (full) {
@@ -331,18 +300,10 @@ qgemv_kernel(TO* __restrict__ out, const TX* x, const std::uint8_t* __restrict__
       for (int r = 0; r < R; ++r)
         if (c + 32 * u < n_chunks) wv[r][u] = load_stream(wrow[r] + c + 32 * u);
 #pragma unroll
-    for (int u = 0; u < kUnroll - 1; ++u) {
-      if (c + 32 * u >= n_chunks) continue;
-      uint4 xs[2];
-      if constexpr (kSmemX) smem_x(c + 32 * u, xs);
+    for (int u = 0; u < kUnroll - 1; ++u)
 #pragma unroll
-      for (int r = 0; r < R; ++r) {
-        if constexpr (kSmemX)
-          accumulate_int8_x(wv[r][u], xs, acc[r][0]);
-        else
-          accumulate<T, TX, INT4>(wv[r][u], c + 32 * u, x, K, srow[r], acc[r]);
-      }
-    }
+      for (int r = 0; r < R; ++r)
+        if (c + 32 * u < n_chunks) accumulate<T, TX, INT4>(wv[r][u], c + 32 * u, x, K, srow[r], acc[r]);
   }
 #pragma unroll
   for (int t = 0; t < T; ++t) {
@@ -375,67 +336,6 @@ bool q8_pairs(GemvMode m, int T, int K) {
   return on && m == GemvMode::residual && T == 1 && K <= kPairMaxK;
 }
 
-// x in shared memory (kSmemX): the launch bound and warps a block of mode m's one-row int8 GEMV with a bf16 x, {0, 0}
-// for the register path (x loaded with W). PIXTRAL_CUDA_Q8_SMEMX (read at every launch) = four entries, one a mode in
-// GemvMode's order (plain, silu, rope, residual), separated by commas, each 0 (off) or BLOCKSxWARPS, one of 4x8, 5x8,
-// 6x8, 3x16, 2x24, optionally followed by "!": a mode asked for whose x does not fit (2K bytes a block, K ≤ 24576:
-// no opt-in above 48 KB) is then an error, not the register path (tests). A second switch,
-// PIXTRAL_CUDA_Q8_SMEMX_CARVEOUT=1, asks for the largest shared-memory carveout at a kernel's first launch (A/B).
-struct SmemX {
-  int blocks = 0, warps = 0;
-};
-Result<SmemX> q8_smemx(GemvMode m, int T, int K) {
-  const char* e = std::getenv("PIXTRAL_CUDA_Q8_SMEMX");
-  if (!e) return SmemX{};
-  std::string v(e);
-  const bool require = !v.empty() && v.back() == '!';
-  if (require) v.pop_back();
-  std::string items[4];
-  int n = 0;
-  for (std::size_t a = 0; n < 4; ++n) {
-    const std::size_t b = v.find(',', a);
-    items[n] = v.substr(a, b == std::string::npos ? std::string::npos : b - a);
-    if (b == std::string::npos) {
-      ++n;
-      break;
-    }
-    a = b + 1;
-  }
-  const std::string& it = items[std::size_t(m)];
-  SmemX c;
-  if (it == "4x8") c = {4, 8};
-  else if (it == "5x8") c = {5, 8};
-  else if (it == "6x8") c = {6, 8};
-  else if (it == "3x16") c = {3, 16};
-  else if (it == "2x24") c = {2, 24};
-  else if (it != "0" || n != 4)
-    return Status(ErrorCode::invalid_argument, "PIXTRAL_CUDA_Q8_SMEMX=" + std::string(e) +
-                                                   ": four entries of 0, 4x8, 5x8, 6x8, 3x16, 2x24 (+ '!')");
-  if (c.blocks == 0 || T != 1) return SmemX{};
-  if (K > 24576) {
-    if (require) return Status(ErrorCode::internal, "PIXTRAL_CUDA_Q8_SMEMX: x of K = " + std::to_string(K) +
-                                                        " does not fit a block's 48 KB");
-    return SmemX{};
-  }
-  return c;
-}
-
-// The kSmemX kernel with B blocks an SM of W warps.
-template <int B, int W, class TO, GemvMode M>
-void launch_smemx(int items, cudaStream_t s, TO* o, const bf16* x, const std::uint8_t* q, const float* scales,
-                  const bf16* bias, int N, int K, const RopeAppendArgs& ra) {
-  constexpr auto kern = qgemv_kernel<1, bf16, TO, false, M, false, B, W>;
-  static const bool carveout = [] {
-    const char* e = std::getenv("PIXTRAL_CUDA_Q8_SMEMX_CARVEOUT");
-    return e && e[0] == '1' &&
-           cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout,
-                                int(cudaSharedmemCarveoutMaxShared)) == cudaSuccess;
-  }();
-  (void)carveout;
-  launch_dependent_smem(kern, dim3(unsigned(ceil_div(items, W))), dim3(W * 32), std::size_t(K) * 2, s, o, x, q, scales,
-                        bias, N, items, K, ra);
-}
-
 template <int T, GemvMode M = GemvMode::plain>
 Status launch_rows(void* out, DType out_t, const void* x, DType x_t, const std::uint8_t* q, const float* scales,
                    bool int4, const bf16* bias, int N, int K, cudaStream_t s, const RopeAppendArgs& ra = {}) {
@@ -458,25 +358,6 @@ Status launch_rows(void* out, DType out_t, const void* x, DType x_t, const std::
           bool launched = false;
           PIXTRAL_RETURN_IF_ERROR(launch_q8tma(o, out_t, xx, q, scales, bias, T, N, items, K, M, ra, s, &launched));
           if (launched) return Status{};
-        }
-      }
-      if constexpr (T == 1 && std::is_same_v<TX, bf16>) {
-        Result<SmemX> smemx = int4 ? Result<SmemX>(SmemX{}) : q8_smemx(M, T, K);
-        if (!smemx.ok()) return smemx.status();
-        if (const SmemX c = *smemx; c.blocks) {
-          const auto args = [&](auto launch) { launch(items, s, o, xx, q, scales, bias, N, K, ra); };
-          if (c.blocks == 4)
-            args(launch_smemx<4, 8, TO, M>);
-          else if (c.blocks == 5)
-            args(launch_smemx<5, 8, TO, M>);
-          else if (c.blocks == 6)
-            args(launch_smemx<6, 8, TO, M>);
-          else if (c.blocks == 3)
-            args(launch_smemx<3, 16, TO, M>);
-          else
-            args(launch_smemx<2, 24, TO, M>);
-          PIXTRAL_CUDA_LAUNCH_CHECK(qgemv_kernel);
-          return Status{};
         }
       }
       if (int4)

@@ -1,9 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // The one-row quantized GEMVs fed by the Tensor Memory Accelerator (kernels_q4tma.cu, kernels_q8tma.cu; label
 // engine;gpu, every case skipping with the loader's reason without a GPU) against the kernels they stand in for, bit
-// for bit, in every mode, and the scalar int8 GEMV with x in shared memory against it with x in registers; the decode
-// norm folded into the int4 one against the norm and then the op; and the int4 kernel's tiles handed out at run time
-// against its static tiles.
+// for bit, in every mode; the decode norm folded into the int4 one against the norm and then the op; and the int4
+// kernel's tiles handed out at run time against its static tiles.
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -26,7 +25,7 @@ using quant_test::Host;
 using quant_test::make_weight;
 using quant_test::Shape;
 
-// An environment switch set for one scope (the backend reads these at every launch), restored after.
+// PIXTRAL_CUDA_Q4TMA set for one scope (the backend reads it at every launch), restored after.
 class ScopedEnv {
  public:
   ScopedEnv(const char* name, const char* value) : name_(name) {
@@ -47,12 +46,10 @@ class ScopedEnv {
 };
 
 // The one-row quantized GEMVs streamed by the TMA (kernels_q4tma.cu, kernels_q8tma.cu: the decode's kernels on
-// sm_90) against the kernels they stand in for, in every mode, bit for bit: int4 against q4mma
-// (PIXTRAL_CUDA_Q4TMA=0), int8 against the scalar kernel (PIXTRAL_CUDA_Q8TMA=0) — so everything those kernels' tests
-// prove (parity with the CPU, fused = unfused, a row's bits independent of T and of its place) holds for them too.
-// <switch>=require turns "the TMA kernel cannot run here" into an error, so the comparison is never a kernel against
-// itself. Also the scalar int8 kernel with x in shared memory (kernels_quant.cu kSmemX; every mode at each of its
-// launch bounds, "!" making a mode that would fall back an error) against the same kernel with x in registers. bf16 activations (what
+// sm_90) against the kernels they stand in for, in every mode, bit for bit: int4 against q4mma (PIXTRAL_CUDA_Q4TMA=0), int8 against the
+// scalar kernel (PIXTRAL_CUDA_Q8TMA=0) — so everything those kernels' tests prove (parity with the CPU, fused =
+// unfused, a row's bits independent of T and of its place) holds for them too. <switch>=require turns "the TMA
+// kernel cannot run here" into an error, so the comparison is never a kernel against itself. bf16 activations (what
 // the TMA GEMVs take; plain also writes f32). Shapes: partial last tiles (1000, 37, 1040, 336 rows), K from one
 // stage (1024: 8 groups, one a warp) to w2's 14336, rope heads of 128 (Pixtral) and 32 dims (16 pairs: the smallest
 // int4 halves tile), both pair layouts.
@@ -60,26 +57,13 @@ TEST(QuantCudaTma, EveryModeEqualsTheOtherKernelBitForBit) {
   PIXTRAL_REQUIRE_GPU();
   auto cpu = ops::make_cpu_backend(1);
   std::mt19937 rng(31);
-  // The switch that picks the kernel under test, its value for that kernel (required) and for the other.
-  struct Switch {
-    Format f;
-    const char* name;
-    const char* on;
-    const char* off;
-  };
-  for (const Switch s : {Switch{Format::int4_g128, "PIXTRAL_CUDA_Q4TMA", "require", "0"},
-                         Switch{Format::int8_channel, "PIXTRAL_CUDA_Q8TMA", "require", "0"},
-                         Switch{Format::int8_channel, "PIXTRAL_CUDA_Q8_SMEMX", "6x8,5x8,4x8,3x16!", "0,0,0,0"},
-                         Switch{Format::int8_channel, "PIXTRAL_CUDA_Q8_SMEMX", "3x16,4x8,5x8,2x24!", "0,0,0,0"},
-                         Switch{Format::int8_channel, "PIXTRAL_CUDA_Q8_SMEMX", "2x24,6x8,6x8,6x8!", "0,0,0,0"}}) {
-    const Format f = s.f;
-    const char* sw_name = s.name;
-    // run() under the kernel under test (required), then under the other; read() after each; the two reads' bits
-    // compared.
+  for (Format f : {Format::int4_g128, Format::int8_channel}) {
+    const char* sw_name = f == Format::int4_g128 ? "PIXTRAL_CUDA_Q4TMA" : "PIXTRAL_CUDA_Q8TMA";
+    // run() under the TMA kernel (required), then under the other; read() after each; the two reads' bits compared.
     const auto both = [&](const std::string& what0, const auto& run, const auto& read) {
-      const std::string what = std::string(quant::format_name(f)) + " " + sw_name + "=" + s.on + " " + what0;
+      const std::string what = std::string(quant::format_name(f)) + " " + what0;
       std::vector<std::vector<float>> got;
-      for (const char* sw : {s.on, s.off}) {
+      for (const char* sw : {"require", "0"}) {
         ScopedEnv env(sw_name, sw);
         const Status st = run();
         ASSERT_TRUE(st.ok()) << what << " (" << sw_name << "=" << sw << "): " << st.to_string();
@@ -196,7 +180,7 @@ TEST(QuantCudaTma, EveryModeEqualsTheOtherKernelBitForBit) {
       }
       G->free_weight(*w);
     }
-  }  // switches
+  }  // formats
 }
 
 // Dynamic tiles (kernels_q4tma.cu: the silu and plain modes with more tiles than blocks take their tiles from a
