@@ -104,12 +104,6 @@ struct Q4tArgs {
   bf16* nxn = nullptr;
   float eps = 0.f;
   Q4tNext next;
-  // The rope mode: the layer's KV cache rows before this step's (rows [0, *ra.pos) of ra.k_cache and ra.v_cache,
-  // kv_row_bytes each) asked into L2 by the producers, at most kv_budget bytes of each cache (0: none), so that the
-  // attention after this kernel reads them from L2 (PIXTRAL_CUDA_KV_L2PF).
-  int kv_row_bytes = 0;
-  std::int64_t kv_budget = 0;
-  int kv_late = 0;  // 1: thread 0 asks after the dependent-launch wait instead of the producer (A/B: MB + "L")
 };
 
 // The rows of tile j of `nx` (tile_plan's, at run time), each range's weight and scale bytes asked into L2.
@@ -135,21 +129,6 @@ __device__ __forceinline__ void prefetch_next(const Q4tNext& nx) {
       prefetch_l2_bulk(nx.q + std::int64_t(r) * nx.row_bytes, std::uint32_t(n * nx.row_bytes));
       prefetch_l2_bulk(nx.sc + std::int64_t(r) * nx.scale_row_bytes, std::uint32_t(n * nx.scale_row_bytes));
     }
-  }
-}
-
-// Block b's share of the rope mode's KV prefetch (Q4tArgs::kv_budget): bytes [b · per, (b + 1) · per) of the first
-// min(rows · row bytes, budget) of each cache, in requests of at most 32 KB.
-__device__ __forceinline__ void prefetch_kv(const Q4tArgs& a, const RopeAppendArgs& ra) {
-  const std::int64_t total = min(std::int64_t(*ra.pos) * a.kv_row_bytes, a.kv_budget) / 16 * 16;
-  const std::int64_t per = ((total + gridDim.x - 1) / gridDim.x + 15) / 16 * 16;
-  const std::int64_t lo = std::int64_t(blockIdx.x) * per, hi = min(total, lo + per);
-  const auto* kc = static_cast<const unsigned char*>(ra.k_cache);
-  const auto* vc = static_cast<const unsigned char*>(ra.v_cache);
-  for (std::int64_t off = lo; off < hi; off += 32768) {
-    const auto n = std::uint32_t(min(std::int64_t(32768), hi - off));
-    prefetch_l2_bulk(kc + off, n);
-    prefetch_l2_bulk(vc + off, n);
   }
 }
 
@@ -247,16 +226,12 @@ __global__ void __launch_bounds__(kThreads, 2)
         atomicExch(dyn + 1, 0);
       }
     }
-    if constexpr (M == GemvMode::rope)
-      if (a.kv_budget > 0 && !a.kv_late) prefetch_kv(a, ra);
     if (a.next.n_first > 0) prefetch_next(a.next);
     return;
   }
   // The consumers.
   wait_for_previous_grid();  // x and out belong to the previous kernels
   const int tid = threadIdx.x;
-  if constexpr (M == GemvMode::rope)
-    if (a.kv_late && tid == 0) prefetch_kv(a, ra);
   bf16* xs = reinterpret_cast<bf16*>(smem + a.xs);
   float* red = reinterpret_cast<float*>(smem + a.red);  // [kRedBufs][kWarps][R][16]; first the norm's warp sums
   // Only the rope and silu modes take a norm; the other modes compile without it (their registers: 64 / 68).
@@ -568,12 +543,6 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
                                               std::to_string(n_tiles) + " tiles, " + std::to_string(grid) +
                                               " blocks, or no counter range left for its stream)");
   a.next = note_launch(s, q, self);
-  if constexpr (M == GemvMode::rope) {
-    const char* ekv = std::getenv("PIXTRAL_CUDA_KV_L2PF");
-    a.kv_budget = (std::int64_t(ekv ? std::atoi(ekv) : 0) << 20) / 2;
-    a.kv_row_bytes = ra.nkv * ra.hd * int(sizeof(TO));
-    a.kv_late = ekv && std::strchr(ekv, 'L') != nullptr;  // "32L": asked after the wait
-  }
   launch_dependent_smem(q4tma_kernel<TO, M>, dim3(unsigned(grid)), dim3(kThreads), std::size_t(l.total), s, out, x,
                         bias, a, ra, mw, mw2, ms, ms2);
   PIXTRAL_CUDA_LAUNCH_CHECK(q4tma_kernel);
