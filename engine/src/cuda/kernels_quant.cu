@@ -14,7 +14,6 @@
 // ref: llama.cpp ggml-cuda/mmvq.cu (quantized matrix-vector), kernels_gemv.cu here (the bf16 twin).
 #include <algorithm>
 #include <cstdlib>
-#include <cstring>
 #include <type_traits>
 
 #include "cuda/cuda_backend.h"
@@ -209,9 +208,8 @@ __device__ __forceinline__ void accumulate(const uint4& wv, int c, const TX* x, 
 // for the others is not the same as leaving it out: ptxas then gives the int8 one-row kernels more registers (rope
 // 64 → 77, silu 58 → 70, plain 43 → 60: one block an SM fewer), which measured faster (H200 int8 decode, same run:
 // 3.876 with 0 → 3.856 with 1; PERF_NOTES v21 4.).
-template <int T, class TX, class TO, bool INT4, GemvMode M = GemvMode::plain, bool kPair = false, int kU = kUnroll,
-          int kBound = 0>
-__global__ void __launch_bounds__(kWarpsPerBlock * 32, kBound ? kBound : (kPair ? 3 : 1))
+template <int T, class TX, class TO, bool INT4, GemvMode M = GemvMode::plain, bool kPair = false>
+__global__ void __launch_bounds__(kWarpsPerBlock * 32, kPair ? 3 : 1)
 qgemv_kernel(TO* __restrict__ out, const TX* x, const std::uint8_t* __restrict__ q,
              const float* __restrict__ scales, const bf16* __restrict__ bias, int N, int n_items, int K,
              RopeAppendArgs ra) {
@@ -241,26 +239,26 @@ qgemv_kernel(TO* __restrict__ out, const TX* x, const std::uint8_t* __restrict__
 #pragma unroll
     for (int t = 0; t < T; ++t) acc[r][t] = 0.f;
   int c = lane;
-  uint4 wv[R][kU];
+  uint4 wv[R][kUnroll];
   // int8, one bf16 x row (decode): the batch's x (2 × 16 bytes a chunk) is loaded with its W, not by accumulate once
   // W has arrived (a dependent L1/L2 round trip a batch); same products in the same order, the same bits.
   constexpr bool kPreX = !INT4 && T == 1 && std::is_same_v<TX, bf16>;
-  uint4 xw[kPreX ? kU : 1][2];
+  uint4 xw[kPreX ? kUnroll : 1][2];
   const auto load_x_batch = [&] {
     if constexpr (kPreX) {
 #pragma unroll
-      for (int u = 0; u < kU; ++u)
+      for (int u = 0; u < kUnroll; ++u)
 #pragma unroll
         for (int h = 0; h < 2; ++h) xw[u][h] = __ldca(reinterpret_cast<const uint4*>(x) + 2 * (c + 32 * u) + h);
     }
   };
   auto load_batch = [&] {
 #pragma unroll
-    for (int u = 0; u < kU; ++u)
+    for (int u = 0; u < kUnroll; ++u)
 #pragma unroll
       for (int r = 0; r < R; ++r) wv[r][u] = load_stream(wrow[r] + c + 32 * u);
   };
-  bool full = c + 32 * (kU - 1) < n_chunks;
+  bool full = c + 32 * (kUnroll - 1) < n_chunks;
   if (full) load_batch();  // W is immutable: the first batch before waiting on the previous kernel
   GemvItemPre<TO> pre[T];  // the storing lane's epilogue inputs (gemv_modes.cuh): the rope mode's before the wait
   const int n_st = n + (kPair ? lane : 0);  // the item lane 0 (and lane 1 of a pair) stores
@@ -275,7 +273,7 @@ qgemv_kernel(TO* __restrict__ out, const TX* x, const std::uint8_t* __restrict__
     if (stores) gemv_item_pre_late<M>(pre[t], out, t, n_st, N);
   while (full) {
 #pragma unroll
-    for (int u = 0; u < kU; ++u)
+    for (int u = 0; u < kUnroll; ++u)
 #pragma unroll
       for (int r = 0; r < R; ++r) {
         if constexpr (kPreX)
@@ -283,8 +281,8 @@ qgemv_kernel(TO* __restrict__ out, const TX* x, const std::uint8_t* __restrict__
         else
           accumulate<T, TX, INT4>(wv[r][u], c + 32 * u, x, K, srow[r], acc[r]);
       }
-    c += 32 * kU;
-    full = c + 32 * (kU - 1) < n_chunks;
+    c += 32 * kUnroll;
+    full = c + 32 * (kUnroll - 1) < n_chunks;
     if (full) {
       load_batch();
       load_x_batch();
@@ -297,12 +295,12 @@ qgemv_kernel(TO* __restrict__ out, const TX* x, const std::uint8_t* __restrict__
   } else if (c < n_chunks) {  // the last, partial batch (a 5120-wide int8 row: 2 of 10 chunks a lane): its loads
                               // at once, one round trip instead of one a chunk; the chunks in the same order
 #pragma unroll
-    for (int u = 0; u < kU - 1; ++u)
+    for (int u = 0; u < kUnroll - 1; ++u)
 #pragma unroll
       for (int r = 0; r < R; ++r)
         if (c + 32 * u < n_chunks) wv[r][u] = load_stream(wrow[r] + c + 32 * u);
 #pragma unroll
-    for (int u = 0; u < kU - 1; ++u)
+    for (int u = 0; u < kUnroll - 1; ++u)
 #pragma unroll
       for (int r = 0; r < R; ++r)
         if (c + 32 * u < n_chunks) accumulate<T, TX, INT4>(wv[r][u], c + 32 * u, x, K, srow[r], acc[r]);
@@ -338,14 +336,6 @@ bool q8_pairs(GemvMode m, int T, int K) {
   return on && m == GemvMode::residual && T == 1 && K <= kPairMaxK;
 }
 
-// A/B: PIXTRAL_CUDA_Q8_U3 = four digits, one a mode (plain, silu, rope, residual): 0 the default; 3: three loads in
-// flight a lane, five blocks an SM; 2: two loads, six blocks.
-int q8_u3(GemvMode m) {
-  const char* e = std::getenv("PIXTRAL_CUDA_Q8_U3");
-  if (!e || std::strlen(e) < 4) return 0;
-  return e[int(m)] - '0';
-}
-
 template <int T, GemvMode M = GemvMode::plain>
 Status launch_rows(void* out, DType out_t, const void* x, DType x_t, const std::uint8_t* q, const float* scales,
                    bool int4, const bf16* bias, int N, int K, cudaStream_t s, const RopeAppendArgs& ra = {}) {
@@ -372,12 +362,6 @@ Status launch_rows(void* out, DType out_t, const void* x, DType x_t, const std::
       }
       if (int4)
         launch_dependent(qgemv_kernel<T, TX, TO, true, M>, grid, block, s, o, xx, q, scales, bias, N, items, K, ra);
-      else if (T == 1 && std::is_same_v<TX, bf16> && q8_u3(M) == 3)
-        launch_dependent(qgemv_kernel<T, TX, TO, false, M, false, 3, 5>, grid, block, s, o, xx, q, scales, bias, N,
-                         items, K, ra);
-      else if (T == 1 && std::is_same_v<TX, bf16> && q8_u3(M) == 2)
-        launch_dependent(qgemv_kernel<T, TX, TO, false, M, false, 2, 6>, grid, block, s, o, xx, q, scales, bias, N,
-                         items, K, ra);
       else if (q8_pairs(M, T, K))
         launch_dependent(qgemv_kernel<T, TX, TO, false, M, M == GemvMode::residual && T == 1>,
                          dim3(unsigned(ceil_div(items, 2 * kWarpsPerBlock))), block, s, o, xx, q, scales, bias, N,
