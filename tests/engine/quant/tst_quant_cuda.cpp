@@ -27,7 +27,10 @@ using cuda_test::download;
 using cuda_test::expect_close;
 using quant::Format;
 using quant_test::Host;
+using quant_test::make_qkv;
 using quant_test::make_weight;
+using quant_test::QkvCase;
+using quant_test::QkvHost;
 using quant_test::Shape;
 
 // Raw device bytes of a quantized weight, read through a f32 tensor view (download of f32 is a plain copy).
@@ -294,14 +297,11 @@ TEST(QuantCudaRope, FusedEqualsUnfused) {
   ASSERT_NE(ext, nullptr);
   auto cpu = ops::make_cpu_backend(1);
   std::mt19937 rng(12);
-  struct Case { int H, Hkv, D; std::int64_t K; };
   for (Format f : {Format::dense, Format::int8_channel, Format::int4_g128}) {
-    for (const Case c : {Case{32, 8, 128, 1024}, Case{8, 2, 64, 512}, Case{4, 4, 8, 256}}) {
-      const std::int64_t kd = std::int64_t(c.Hkv) * c.D, cols = std::int64_t(c.H) * c.D + 2 * kd, cap = 200;
-      Host wq = make_weight(c.H * c.D, c.K, 500 + c.D, "wq"), wk = make_weight(kd, c.K, 600 + c.D, "wk"),
-           wv = make_weight(kd, c.K, 700 + c.D, "wv");
-      const WeightView* parts[3] = {&wq.view, &wk.view, &wv.view};
-      auto w = G->upload_weight_stacked_quantized(parts, "wqkv", f);
+    for (const QkvCase c : {QkvCase{32, 8, 128, 1024}, QkvCase{8, 2, 64, 512}, QkvCase{4, 4, 8, 256}}) {
+      const std::int64_t kd = c.kv_dim(), cols = c.cols(), cap = 200;
+      const QkvHost hw = make_qkv(c, 500, 600, 700);
+      auto w = G->upload_weight_stacked_quantized(hw.parts(), "wqkv", f);
       ASSERT_TRUE(w.ok()) << w.status().to_string();
       for (auto pairs : {ops::RopePairs::interleaved, ops::RopePairs::halves}) {
         for (DType dt : {DType::bf16, DType::f32}) {

@@ -22,7 +22,10 @@ namespace {
 using cuda_test::download;
 using quant::Format;
 using quant_test::Host;
+using quant_test::make_qkv;
 using quant_test::make_weight;
+using quant_test::QkvCase;
+using quant_test::QkvHost;
 using quant_test::Shape;
 
 // PIXTRAL_CUDA_Q4TMA set for one scope (the backend reads it at every launch), restored after.
@@ -135,16 +138,10 @@ TEST(QuantCudaTma, EveryModeEqualsTheOtherKernelBitForBit) {
       }
       G->free_weight(*w);
     }
-    struct Case {
-      int H, Hkv, D;
-      std::int64_t K;
-    };
-    for (const Case c : {Case{32, 8, 128, 5120}, Case{4, 2, 32, 1024}}) {
-      const std::int64_t kd = std::int64_t(c.Hkv) * c.D, cols = std::int64_t(c.H) * c.D + 2 * kd, cap = 64;
-      Host wq = make_weight(c.H * c.D, c.K, 980 + c.D, "wq"), wk = make_weight(kd, c.K, 990 + c.D, "wk"),
-           wv = make_weight(kd, c.K, 995 + c.D, "wv");
-      const WeightView* parts[3] = {&wq.view, &wk.view, &wv.view};
-      auto w = G->upload_weight_stacked_quantized(parts, "wqkv", f);
+    for (const QkvCase c : {QkvCase{32, 8, 128, 5120}, QkvCase{4, 2, 32, 1024}}) {
+      const std::int64_t kd = c.kv_dim(), cols = c.cols(), cap = 64;
+      const QkvHost hw = make_qkv(c, 980, 990, 995);
+      auto w = G->upload_weight_stacked_quantized(hw.parts(), "wqkv", f);
       ASSERT_TRUE(w.ok()) << w.status().to_string();
       for (auto pairs : {ops::RopePairs::interleaved, ops::RopePairs::halves}) {
         {
@@ -261,16 +258,10 @@ TEST(QuantCudaTma, FoldedNormEqualsNormThenOpBitForBit) {
     for (auto& b : bits) b = f32_to_bf16(nd(rng));
     return WeightView{"norm", bits.data(), DType::bf16, {K}};
   };
-  struct Case {
-    int H, Hkv, D;
-    std::int64_t K;
-  };
-  for (const Case c : {Case{32, 8, 128, 5120}, Case{4, 2, 32, 1024}}) {
-    const std::int64_t kd = std::int64_t(c.Hkv) * c.D, cols = std::int64_t(c.H) * c.D + 2 * kd, cap = 64;
-    Host wq = make_weight(c.H * c.D, c.K, 1100 + c.D, "wq"), wk = make_weight(kd, c.K, 1110 + c.D, "wk"),
-         wv = make_weight(kd, c.K, 1120 + c.D, "wv");
-    const WeightView* parts[3] = {&wq.view, &wk.view, &wv.view};
-    auto w = G->upload_weight_stacked_quantized(parts, "wqkv", Format::int4_g128);
+  for (const QkvCase c : {QkvCase{32, 8, 128, 5120}, QkvCase{4, 2, 32, 1024}}) {
+    const std::int64_t kd = c.kv_dim(), cols = c.cols(), cap = 64;
+    const QkvHost hw = make_qkv(c, 1100, 1110, 1120);
+    auto w = G->upload_weight_stacked_quantized(hw.parts(), "wqkv", Format::int4_g128);
     std::vector<std::uint16_t> nb;
     auto nw = G->upload_weight(norm_weight(c.K, nb));
     ASSERT_TRUE(w.ok() && nw.ok()) << w.status().to_string();
