@@ -543,6 +543,14 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
                                               std::to_string(n_tiles) + " tiles, " + std::to_string(grid) +
                                               " blocks, or no counter range left for its stream)");
   a.next = note_launch(s, q, self);
+  // wo (the residual mode with K ≤ 4096) asks for nothing: it runs while the attention's combine kernel, a few L2
+  // round trips on the critical path, ends, and the 8 MB of [w1; w3]'s first tiles it asked for cost more there
+  // than they saved (presumably by delaying the combine's loads). H200 int4 decode, same runs, 3 and 4 rounds in two
+  // calls: 2.657 / 2.6575 -> 2.652 / 2.6515 ms/token (PERF_NOTES v22 8.). PIXTRAL_CUDA_Q4TMA_WO_HINT=1 asks as before.
+  if (M == GemvMode::residual && K <= 4096) {
+    const char* eh = std::getenv("PIXTRAL_CUDA_Q4TMA_WO_HINT");
+    if (!(eh && eh[0] == '1')) a.next.n_first = 0;
+  }
   launch_dependent_smem(q4tma_kernel<TO, M>, dim3(unsigned(grid)), dim3(kThreads), std::size_t(l.total), s, out, x,
                         bias, a, ra, mw, mw2, ms, ms2);
   PIXTRAL_CUDA_LAUNCH_CHECK(q4tma_kernel);
