@@ -24,6 +24,7 @@
 #include <cstdlib>
 #include <utility>
 
+#include "cuda/decode_splits.h"
 #include "cuda/kernels.cuh"
 #include "cuda/mma.cuh"
 
@@ -32,7 +33,6 @@ namespace {
 
 constexpr int kWarps = 4;
 constexpr int kThreads = 32 * kWarps;
-constexpr int kMinSplitKeys = 64;      // a split shorter than this is not worth its combine traffic
 constexpr int kStageBytes = 16 * 1024; // K (and V) bytes of one stage: kWarps tiles
 // Resident blocks per SM (launch bounds) and stages in flight per block: 3 blocks of 2 stages × 32 KB where the SM
 // has the shared memory (Hopper: 228 KB), so n_splits = 3 × SMs / (KV heads × rows): 49 splits of ≤ 96 keys at
@@ -49,7 +49,6 @@ constexpr int max_stages(int) { return 2; }
 constexpr std::size_t stage_smem_bytes(int stages) { return std::size_t(stages) * 2 * kStageBytes; }
 // The kernel's static shared memory (the warp merge) plus the 1 KB the runtime reserves per block.
 constexpr std::size_t fixed_smem_bytes(int G, int D) { return std::size_t(kWarps) * G * (D + 2) * 4 + 1024; }
-constexpr int kMaxSplits = 256;
 constexpr int kCombineGroups = 8;      // thread groups over the splits in the combine
 constexpr float kLog2e = 1.4426950408889634f;
 
@@ -366,20 +365,15 @@ int resident_blocks(const AttentionLaunch& a, int G, int D) {
   return std::max(1, std::min(blocks_per_sm(G), int(std::size_t(a.smem_per_sm) / block)));
 }
 
-// Splits per (row, KV head): about one resident wave of blocks, none shorter than kMinSplitKeys.
+// Splits per (row, KV head): decode_split_count (decode_splits.h) for this device's resident blocks.
 int n_splits_of(const AttentionLaunch& a) {
-  const int span = std::max(0, a.key_hi_max - a.key_lo_min);
-  const std::int64_t per_split = std::max<std::int64_t>(1, std::int64_t(a.n_kv_heads) * a.n_q);
   const int G = a.n_heads / std::max(1, a.n_kv_heads);
-  // narrow_wave: half a block an SM less, 2.5 instead of 3 (as measured; devices that fit fewer keep their wave).
-  const int rb = resident_blocks(a, G, a.head_dim);
-  const std::int64_t halves = 2 * std::int64_t(rb) - (a.narrow_wave && rb >= 3 ? 1 : 0);
-  const int wave = int(std::max<std::int64_t>(1, halves * std::max(1, a.n_sms) / (2 * per_split)));
   // PIXTRAL_CUDA_ATTN_SPLITS=N: at most N splits (A/B; PERF_NOTES v19: at 4193 keys on an H200, 36-44 instead of
   // 49 made int4 decode ~1 % faster and int8 2-4 % slower, bf16 unchanged).
   const char* e = std::getenv("PIXTRAL_CUDA_ATTN_SPLITS");
   const int cap = e ? std::max(1, std::atoi(e)) : kMaxSplits;
-  return std::max(1, std::min({ceil_div(span, kMinSplitKeys), wave, kMaxSplits, cap}));
+  return decode_split_count(a.key_hi_max - a.key_lo_min, std::int64_t(a.n_kv_heads) * a.n_q,
+                            resident_blocks(a, G, a.head_dim), a.n_sms, a.narrow_wave, cap);
 }
 
 template <int D, int G, class TO>
