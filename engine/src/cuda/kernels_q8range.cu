@@ -112,18 +112,16 @@ Status launch_q8range_add(void* h, DType h_t, const bf16* x, const std::uint8_t*
   *launched = false;
   const char* e = std::getenv("PIXTRAL_CUDA_Q8_RANGES");
   if (!(e && (e[0] == '1' || e[0] == 'r'))) return {};
-  const int n_sms = qtma::sm_count();
-  if (n_sms <= 0) return {};
   const bool require = e[0] == 'r';  // "require": a launch that cannot run here is an error (tests)
-  if (K / 16 > (1 << 26)) return {};
+  const int n_sms = qtma::sm_count();
   const std::int64_t n_chunks = K / 16, total = std::int64_t(N) * n_chunks;
-  const std::int64_t warps = std::int64_t(kRangeBlocksPerSm) * n_sms * kRangeWarps;
+  const std::int64_t warps = std::int64_t(kRangeBlocksPerSm) * std::max(1, n_sms) * kRangeWarps;
   // Chunks a warp: an equal share, rounded up to whole batches (4 steps of 32), and at least a row (a row is cut at
   // most once).
   const std::int64_t share = (total + warps - 1) / warps;
   const std::int64_t U = std::max<std::int64_t>(n_chunks, (share + 127) / 128 * 128);
-  const bool fits = K % 2048 == 0 && N <= kRangeMaxRows && N > 0 && U >= n_chunks &&
-                    (h_t == DType::bf16 || h_t == DType::f32);
+  const bool fits = n_sms > 0 && K % 2048 == 0 && K / 16 <= (1 << 26) && N <= kRangeMaxRows && N > 0 &&
+                    U >= n_chunks && (h_t == DType::bf16 || h_t == DType::f32);
   if (!fits) {
     if (!require) return {};
     std::string why = "PIXTRAL_CUDA_Q8_RANGES=require: N = ";
