@@ -30,7 +30,8 @@ constexpr int kBatch = 4;  // chunks a lane in flight, as the scalar kernel
 
 __device__ float g_q8_partials[2 * kRangeMaxRows];  // p0 [N], then p1 [N]
 
-// Lane 0 writes piece (row, first chunk c_lo, whole row or not) of a warp's sum.
+// Lane 0 writes a warp's sum v of a piece of `row`: p0 when the piece starts the row (and p1 = -0 when it is the
+// whole row), else p1.
 __device__ __forceinline__ void put_piece(float* p, int N, int row, bool starts_row, bool whole, float v) {
   if (starts_row) {
     p[row] = v;
