@@ -358,10 +358,6 @@ Status launch_rows(void* out, DType out_t, const void* x, DType x_t, const std::
           bool launched = false;
           PIXTRAL_RETURN_IF_ERROR(launch_q8tma(o, out_t, xx, q, scales, bias, T, N, items, K, M, ra, s, &launched));
           if (launched) return Status{};
-          if (M == GemvMode::residual && T == 1) {  // equal ranges a warp (opt-in A/B)
-            PIXTRAL_RETURN_IF_ERROR(launch_q8range_add(o, out_t, xx, q, scales, N, K, s, &launched));
-            if (launched) return Status{};
-          }
         }
       }
       if (int4)

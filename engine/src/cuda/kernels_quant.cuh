@@ -72,12 +72,6 @@ Status launch_q4tma(void* out, DType out_t, const bf16* x, const std::uint8_t* q
 Status launch_q4tma_normed(bf16* out, const bf16* h, const bf16* norm_w, bf16* xn, float eps, const std::uint8_t* q,
                            const float* scales, int N, int items, int K, GemvMode mode, const RopeAppendArgs& ra,
                            cudaStream_t s, bool* launched);
-/// h += x · Wᵀ for int8 W and one bf16 x row in equal ranges of W a warp and a second kernel adding the two partials
-/// of each row (kernels_q8range.cu; opt-in A/B, PIXTRAL_CUDA_Q8_RANGES=1, "require" making a launch that cannot run
-/// here an error). Rows that a range boundary cuts differ from the scalar kernel in the last bits. Nothing launched
-/// (*launched false) where it does not run: not opted in, K not a multiple of 2048, N over 65536, no SM count.
-Status launch_q8range_add(void* h, DType h_t, const bf16* x, const std::uint8_t* q, const float* scales, int N,
-                          int K, cudaStream_t s, bool* launched);
 /// The int8 twin (kernels_q8tma.cu: the scalar kernel's arithmetic, the same bits; opt-in, PIXTRAL_CUDA_Q8TMA=1: slower
 /// than the scalar kernel so far): one x row, every mode; nothing launched (the scalar kernel runs) where it does not:
 /// T ≠ 1, not opted in, K < 1024 or not a multiple of 16, rope with halves pairs and head_dim / 2 not a multiple of

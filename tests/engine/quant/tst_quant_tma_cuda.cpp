@@ -1,12 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 // The one-row quantized GEMVs fed by the Tensor Memory Accelerator (kernels_q4tma.cu, kernels_q8tma.cu; label
 // engine;gpu, every case skipping with the loader's reason without a GPU) against the kernels they stand in for, bit
-// for bit, in every mode; the decode norm folded into the int4 one against the norm and then the op; the int4
-// kernel's tiles handed out at run time against its static tiles; and the int8 residual GEMV in equal ranges of W a
-// warp (opt-in) against the scalar one.
+// for bit, in every mode; the decode norm folded into the int4 one against the norm and then the op; and the int4
+// kernel's tiles handed out at run time against its static tiles.
 #include <gtest/gtest.h>
 
-#include <cmath>
 #include <cstdlib>
 #include <memory>
 #include <random>
@@ -329,53 +327,6 @@ TEST(QuantCudaTma, FoldedNormEqualsNormThenOpBitForBit) {
         });
     G->free_weight(*w);
     G->free_weight(*nw);
-  }
-}
-
-// The int8 residual GEMV in equal ranges of W a warp (kernels_q8range.cu; an opt-in A/B, PIXTRAL_CUDA_Q8_RANGES):
-// "require" makes a launch that cannot run here an error, so the ranges provably ran. With no more rows than the
-// launch's warps (4 blocks of 8 warps an SM: 200 rows on any GPU of 7 SMs or more) every warp holds whole rows and
-// the result is the scalar kernel's bit for bit (lane chunk order, the -0 second partial, the add's roundings). With
-// more rows (5120 on a GPU of under 160 SMs) ranges cut rows, whose two partials are summed in another association:
-// each row within two bf16 steps of the scalar kernel's (one for the product's rounding, one for the sum's), all of
-// them within the CPU reference's budget, and bit-identical on a rerun.
-TEST(QuantCudaRanges, ResidualEqualsTheScalarKernelOrIsCloseWhereRowsAreCut) {
-  PIXTRAL_REQUIRE_GPU();
-  auto cpu = ops::make_cpu_backend(2);
-  std::mt19937 rng(47);
-  for (Shape sh : {Shape{37, 4096}, Shape{200, 2048}, Shape{5120, 4096}, Shape{5120, 2048}}) {
-    const std::string what = "ranges N=" + std::to_string(sh.N) + " K=" + std::to_string(sh.K);
-    Host hw = make_weight(sh.N, sh.K, 1200 + std::uint64_t(sh.N + sh.K), "wo");
-    auto w = G->upload_weight_quantized(hw.view, Format::int8_channel);
-    auto c = cpu->upload_weight_quantized(hw.view, Format::int8_channel);
-    ASSERT_TRUE(w.ok() && c.ok()) << what;
-    const auto xv = cuda_test::random_values(rng, std::size_t(sh.K));
-    const auto hv = cuda_test::random_values(rng, std::size_t(sh.N));
-    auto x = cuda_test::make_pair(cpu.get(), G, 1, sh.K, xv.data(), DType::bf16);
-    auto h = cuda_test::make_pair(cpu.get(), G, 1, sh.N, hv.data(), DType::bf16);
-    auto tmp = cuda_test::make_pair(cpu.get(), G, 1, sh.N, nullptr, DType::bf16);
-    ASSERT_TRUE(cpu->matmul_add(h->c, tmp->c, x->c, *c).ok()) << what;
-    const auto run = [&](const char* sw) {
-      ScopedEnv env("PIXTRAL_CUDA_Q8_RANGES", sw);
-      cuda_test::reset_gpu(*h, hv.data());
-      const Status st = G->matmul_add(h->g, tmp->g, x->g, *w);
-      EXPECT_TRUE(st.ok()) << what << " (" << sw << "): " << st.to_string();
-      return download(G, h->g);
-    };
-    const auto ranges = run("require"), again = run("require"), scalar = run("0");
-    cuda_test::expect_same_bits(ranges, again, what + " rerun");
-    cuda_test::expect_close(download(cpu.get(), h->c), ranges, 2e-5, what + " against the CPU");
-    if (sh.N <= 200) {
-      cuda_test::expect_same_bits(scalar, ranges, what + " whole rows against the scalar kernel");
-    } else {
-      for (std::int64_t n = 0; n < sh.N; ++n) {
-        const float a = ranges[std::size_t(n)], b = scalar[std::size_t(n)];
-        const float tol = std::ldexp(2.f * std::fabs(b) + std::fabs(hv[std::size_t(n)]), -7);
-        ASSERT_LE(std::fabs(a - b), tol) << what << " row " << n << ": " << a << " against " << b;
-      }
-    }
-    cpu->free_weight(*c);
-    G->free_weight(*w);
   }
 }
 
