@@ -358,6 +358,10 @@ Status launch_rows(void* out, DType out_t, const void* x, DType x_t, const std::
           bool launched = false;
           PIXTRAL_RETURN_IF_ERROR(launch_q8tma(o, out_t, xx, q, scales, bias, T, N, items, K, M, ra, s, &launched));
           if (launched) return Status{};
+          if (T == 1 && (M == GemvMode::plain || M == GemvMode::residual)) {  // long rows split (opt-in A/B)
+            PIXTRAL_RETURN_IF_ERROR(launch_q8split(o, out_t, xx, q, scales, bias, N, K, M, s, &launched));
+            if (launched) return Status{};
+          }
         }
       }
       if (int4)

@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 // The one-row quantized GEMVs fed by the Tensor Memory Accelerator (kernels_q4tma.cu, kernels_q8tma.cu; label
 // engine;gpu, every case skipping with the loader's reason without a GPU) against the kernels they stand in for, bit
-// for bit, in every mode; the decode norm folded into the int4 one against the norm and then the op; and the int4
-// kernel's tiles handed out at run time against its static tiles.
+// for bit, in every mode; the decode norm folded into the int4 one against the norm and then the op; the int4
+// kernel's tiles handed out at run time against its static tiles; and the int8 GEMV with long rows split between
+// warps (opt-in) against the CPU and itself.
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <random>
 #include <string>
@@ -327,6 +329,65 @@ TEST(QuantCudaTma, FoldedNormEqualsNormThenOpBitForBit) {
         });
     G->free_weight(*w);
     G->free_weight(*nw);
+  }
+}
+
+// The int8 one-row GEMV with rows of K ≥ 8192 split between 2 or 4 warps (kernels_q8split.cu; an opt-in A/B,
+// PIXTRAL_CUDA_Q8_SPLIT, read at every launch). A split row is summed in another association than the scalar
+// kernel's, so: within the CPU reference's budget (the GEMV's budget of MatmulMatchesCpuReference), bit-identical on
+// a rerun, matmul_add equal to matmul + add bit for bit (the residual mode splits as the plain one does), and some row
+// different from the unsplit kernel's f32 output (so the split path provably ran); one row a warp and two
+// (PIXTRAL_CUDA_Q8_SPLIT=2p, 4p). Shapes: w2's K with a partial last block and pair (37 rows), the shortest split K,
+// and a longer one.
+TEST(QuantCudaSplit, LongRowsSplitBetweenWarpsMatchCpuAndTheirOwnResidualMode) {
+  PIXTRAL_REQUIRE_GPU();
+  auto cpu = ops::make_cpu_backend(2);
+  std::mt19937 rng(53);
+  for (Shape sh : {Shape{37, 14336}, Shape{200, 8192}, Shape{64, 16384}}) {
+    Host hw = make_weight(sh.N, sh.K, 1300 + std::uint64_t(sh.N + sh.K), "w2");
+    auto w = G->upload_weight_quantized(hw.view, Format::int8_channel);
+    auto c = cpu->upload_weight_quantized(hw.view, Format::int8_channel);
+    ASSERT_TRUE(w.ok() && c.ok());
+    const auto xv = cuda_test::random_values(rng, std::size_t(sh.K));
+    const auto hv = cuda_test::random_values(rng, std::size_t(sh.N));
+    auto x = cuda_test::make_pair(cpu.get(), G, 1, sh.K, xv.data(), DType::bf16);
+    auto o = cuda_test::make_pair(cpu.get(), G, 1, sh.N, nullptr, DType::f32);
+    auto h = cuda_test::make_pair(cpu.get(), G, 1, sh.N, hv.data(), DType::bf16);
+    auto tmp = cuda_test::make_pair(cpu.get(), G, 1, sh.N, nullptr, DType::bf16);
+    ASSERT_TRUE(cpu->matmul(o->c, x->c, *c).ok());
+    ASSERT_TRUE(cpu->matmul_add(h->c, tmp->c, x->c, *c).ok());
+    const auto plain = [&] {
+      EXPECT_TRUE(G->matmul(o->g, x->g, *w).ok());
+      return download(G, o->g);
+    };
+    const auto residual = [&](bool fused) {
+      cuda_test::reset_gpu(*h, hv.data());
+      const Status st = fused ? G->matmul_add(h->g, tmp->g, x->g, *w)
+                              : G->ops::Backend::matmul_add(h->g, tmp->g, x->g, *w);  // matmul, then add
+      EXPECT_TRUE(st.ok()) << st.to_string();
+      return download(G, h->g);
+    };
+    std::vector<float> unsplit;
+    {
+      ScopedEnv env("PIXTRAL_CUDA_Q8_SPLIT", "1");
+      unsplit = plain();
+    }
+    for (const char* S : {"2", "4", "2p", "4p"}) {
+      const std::string what = std::string("split ") + S + " N=" + std::to_string(sh.N) + " K=" +
+                               std::to_string(sh.K);
+      SCOPED_TRACE(what);
+      ScopedEnv env("PIXTRAL_CUDA_Q8_SPLIT", S);
+      const auto a = plain(), b = plain();
+      cuda_test::expect_same_bits(a, b, what + " rerun");
+      cuda_test::expect_close(download(cpu.get(), o->c), a, 1e-8, what + " plain against the CPU");
+      EXPECT_NE(0, std::memcmp(a.data(), unsplit.data(), a.size() * sizeof(float)))
+          << what << ": every row has the unsplit kernel's bits — did the split path run?";
+      const auto fused = residual(true);
+      cuda_test::expect_same_bits(residual(false), fused, what + " matmul_add against matmul + add");
+      cuda_test::expect_close(download(cpu.get(), h->c), fused, 2e-5, what + " matmul_add against the CPU");
+    }
+    cpu->free_weight(*c);
+    G->free_weight(*w);
   }
 }
 
