@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// The int8 one-row GEMV with each long row split between S warps of a block (an A/B for PERF_NOTES v23 3.; opt-in,
-// PIXTRAL_CUDA_Q8_SPLIT=2 | 4). The scalar kernel (kernels_quant.cu) streams a row a warp: w2's 5120 rows of 14 KB
+// The int8 one-row GEMV with each long row split between S warps of a block, two rows a warp (PERF_NOTES v23 3.;
+// the default for rows of K ≥ 8192, i.e. w2; PIXTRAL_CUDA_Q8_SPLIT=1 runs the scalar kernel, 2 | 4 | 2p | 4p choose). The scalar kernel (kernels_quant.cu) streams a row a warp: w2's 5120 rows of 14 KB
 // are 640 blocks for 528 slots, and the 112 that start late stream their rows with 2 KB a warp in flight, ~7
 // dependent round trips each, after the rest of the GPU has finished (PERF_NOTES v21 3., v22 6.). Here warp p of a
 // row's S takes the row's p-th contiguous 1/S of K (lane l: that piece's chunks l, l + 32, ... in order, one fp32
@@ -137,25 +137,30 @@ void launch_split(int S, int P, TO* out, const bf16* x, const std::uint8_t* q, c
   }
 }
 
-}  // namespace
-
-int q8_split_pieces(int K) {
-  const char* e = std::getenv("PIXTRAL_CUDA_Q8_SPLIT");  // read at every launch: tests switch it
-  const int S = e ? std::atoi(e) : 1;
-  if (S != 2 && S != 4) return 1;
-  return K >= kMinK && K % (512 * S) == 0 ? S : 1;
+// PIXTRAL_CUDA_Q8_SPLIT (read at every launch: tests switch it): unset = "2p", the default; "2" / "4" pieces a row,
+// one row a warp; "2p" / "4p" two rows a warp; anything else ("1") the scalar kernel. Rows must split into pieces of
+// whole 32-chunk columns (K a multiple of 512 · S) and be long enough to gain (K ≥ kMinK).
+struct SplitChoice {
+  int S = 1, P = 1;
+};
+SplitChoice split_choice(int K) {
+  const char* e = std::getenv("PIXTRAL_CUDA_Q8_SPLIT");
+  const char* v = e ? e : "2p";
+  const int S = std::atoi(v);
+  if ((S != 2 && S != 4) || K < kMinK || K % (512 * S) != 0) return {};
+  return {S, std::strchr(v, 'p') ? 2 : 1};
 }
+
+}  // namespace
 
 Status launch_q8split(void* out, DType out_t, const bf16* x, const std::uint8_t* q, const float* scales,
                       const bf16* bias, int N, int K, GemvMode mode, cudaStream_t s, bool* launched) {
   *launched = false;
-  const int S = q8_split_pieces(K);
+  const auto [S, P] = split_choice(K);
   if (S == 1 || N <= 0 || (mode != GemvMode::plain && mode != GemvMode::residual) ||
       (out_t != DType::bf16 && out_t != DType::f32))
     return {};
   const bool res = mode == GemvMode::residual;
-  const char* e = std::getenv("PIXTRAL_CUDA_Q8_SPLIT");
-  const int P = e && std::strchr(e, 'p') ? 2 : 1;  // "2p", "4p": two rows a warp sharing x
   if (out_t == DType::bf16) {
     if (res)
       launch_split<bf16, GemvMode::residual>(S, P, static_cast<bf16*>(out), x, q, scales, bias, N, K, s);

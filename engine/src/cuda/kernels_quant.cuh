@@ -79,9 +79,10 @@ Status launch_q4tma_normed(bf16* out, const bf16* h, const bf16* norm_w, bf16* x
 Status launch_q8tma(void* out, DType out_t, const bf16* x, const std::uint8_t* q, const float* scales,
                     const bf16* bias, int T, int N, int items, int K, GemvMode mode, const RopeAppendArgs& ra,
                     cudaStream_t s, bool* launched);
-/// The int8 one-row GEMV (plain or residual mode, bf16 or f32 out) with each row of K ≥ 8192 split between S warps
-/// (kernels_q8split.cu; opt-in A/B, PIXTRAL_CUDA_Q8_SPLIT=2 | 4, read at every launch): other bits than the scalar
-/// kernel's, the same in both modes. Sets *launched; nothing launched (the scalar kernel runs) where it does not apply.
+/// The int8 one-row GEMV (plain or residual mode, bf16 or f32 out) with each row of K ≥ 8192 split between 2 warps,
+/// two rows a warp (kernels_q8split.cu; PIXTRAL_CUDA_Q8_SPLIT, read at every launch: 1 = off, 2 | 4 | 2p | 4p): other
+/// bits than the scalar kernel's, the same in both modes. Sets *launched; nothing launched (the scalar kernel runs)
+/// where it does not apply.
 Status launch_q8split(void* out, DType out_t, const bf16* x, const std::uint8_t* q, const float* scales,
                       const bf16* bias, int N, int K, GemvMode mode, cudaStream_t s, bool* launched);
 /// Short prefills (a follow-up turn's few rows) with int4 weights: out[T, N] = x · Wᵀ (+ bias), or h += that
