@@ -1,14 +1,18 @@
 // SPDX-License-Identifier: Apache-2.0
-// The int8 one-row GEMV with each long row split between S warps of a block, two rows a warp (PERF_NOTES v23 3.;
-// the default for rows of K ≥ 8192, i.e. w2; PIXTRAL_CUDA_Q8_SPLIT=1 runs the scalar kernel, 2 | 4 | 2p | 4p choose). The scalar kernel (kernels_quant.cu) streams a row a warp: w2's 5120 rows of 14 KB
-// are 640 blocks for 528 slots, and the 112 that start late stream their rows with 2 KB a warp in flight, ~7
-// dependent round trips each, after the rest of the GPU has finished (PERF_NOTES v21 3., v22 6.). Here warp p of a
-// row's S takes the row's p-th contiguous 1/S of K (lane l: that piece's chunks l, l + 32, ... in order, one fp32
-// FMA chain, warp_sum: the scalar kernel's arithmetic on a piece), and the row's first warp adds the S sums in piece
-// order through shared memory, scales and stores as the scalar kernel does. So a block holds 8 / S rows, w2 is S × 640
-// blocks of the same length, and a late block streams 1/S of a row: the tail is S times shorter. The bits of a split
-// row differ from the scalar kernel's (S chains and the sums' association); the same in the plain and residual
-// modes (matmul_add = matmul + add) and from run to run.
+// The int8 one-row GEMV for long rows (K ≥ 8192: w2's 14336 in Pixtral), each row split between S warps of a block
+// and, by default, two rows a warp sharing their x loads (PERF_NOTES v23 3.). Warp p of a row's S takes the row's
+// p-th contiguous 1/S of K with the scalar kernel's arithmetic (kernels_quant.cu: lane l takes the piece's chunks
+// l, l + 32, ... in order, one fp32 FMA chain, warp_sum), and the row's first warp adds the S sums in piece order
+// through shared memory, scales and stores as the scalar kernel does.
+// Why: the scalar kernel streams one w2 row a warp, 2 KB a warp in flight and two bytes of x read for each weight
+// byte, and w2 ran at ~2.7 TB/s over its span where [w1; w3] (two rows a warp sharing x) runs at the copy rate. Two
+// whole rows a warp made the units too coarse (320 blocks of 16 rows, 2.4 an SM: v21 4.d'); halving K keeps 640
+// blocks of 8 rows. H200 int8 decode, same run, 5 rounds: 3.838 -> 3.786 ms/token (one row a warp, split in 2 or 4:
+// slower, 3.758 -> 3.779 / 3.81).
+// PIXTRAL_CUDA_Q8_SPLIT (read at every launch): unset = "2p"; "2" / "4" pieces a row, one row a warp; "2p" / "4p"
+// two rows a warp; "1" (anything else) the scalar kernel. The bits of a split row differ from the scalar kernel's
+// (S chains and their sum); they are the same in the plain and residual modes (matmul_add = matmul + add) and from
+// run to run.
 #include <cstdlib>
 #include <cstring>
 
@@ -137,9 +141,8 @@ void launch_split(int S, int P, TO* out, const bf16* x, const std::uint8_t* q, c
   }
 }
 
-// PIXTRAL_CUDA_Q8_SPLIT (read at every launch: tests switch it): unset = "2p", the default; "2" / "4" pieces a row,
-// one row a warp; "2p" / "4p" two rows a warp; anything else ("1") the scalar kernel. Rows must split into pieces of
-// whole 32-chunk columns (K a multiple of 512 · S) and be long enough to gain (K ≥ kMinK).
+// The split for a row of K (the file comment gives the switch; tests change it between launches). Rows must split
+// into pieces of whole 32-chunk columns (K a multiple of 512 · S) and be long enough to gain (K ≥ kMinK).
 struct SplitChoice {
   int S = 1, P = 1;
 };

@@ -3,8 +3,9 @@
 //  * quantize during upload: the bf16 weight is uploaded in row chunks into a scratch buffer and quantized there
 //    (one block per int8 row, one warp per int4 group of 128) with the reference's exact operations (fp32 absmax,
 //    IEEE division, rint), so the GPU's bytes equal quant::quantize_rows';
-//  * batch-1 GEMV (T ≤ 4): one warp per output row (two for int8 wo: q8_pairs), 16-byte streaming loads of packed
-//    values (16 int8 or 32 int4), dequantized in registers with magic-number conversions (int8_byte,
+//  * batch-1 GEMV (T ≤ 4): one warp per output row (two for int8 wo: q8_pairs; for int8 rows of K ≥ 8192, i.e. w2,
+//    two warps for two rows: kernels_q8split.cu), 16-byte streaming loads of packed values (16 int8 or 32 int4),
+//    dequantized in registers with magic-number conversions (int8_byte,
 //    int4_word_scaled: LOP/PRMT + FADD instead of the 16/clock I2F unit), fp32 accumulation, one fixed shuffle tree:
 //    deterministic; int4 with bf16 x instead on the tensor cores (kernels_q4mma.cu);
 //  * T > 4 (prefill): W dequantized to bf16 a tile of 256-row blocks at a time (~32 Mi values) into scratch
@@ -358,7 +359,7 @@ Status launch_rows(void* out, DType out_t, const void* x, DType x_t, const std::
           bool launched = false;
           PIXTRAL_RETURN_IF_ERROR(launch_q8tma(o, out_t, xx, q, scales, bias, T, N, items, K, M, ra, s, &launched));
           if (launched) return Status{};
-          if (T == 1 && (M == GemvMode::plain || M == GemvMode::residual)) {  // long rows split (opt-in A/B)
+          if (T == 1 && (M == GemvMode::plain || M == GemvMode::residual)) {  // long rows (w2): kernels_q8split.cu
             PIXTRAL_RETURN_IF_ERROR(launch_q8split(o, out_t, xx, q, scales, bias, N, K, M, s, &launched));
             if (launched) return Status{};
           }
