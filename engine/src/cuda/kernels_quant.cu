@@ -262,13 +262,14 @@ qgemv_kernel(TO* __restrict__ out, const TX* x, const std::uint8_t* __restrict__
       for (int r = 0; r < R; ++r) wv[r][u] = load_stream(wrow[r] + c + 32 * u);
   };
   bool full = c + 32 * (kUnroll - 1) < n_chunks;
-  if (full) load_batch();  // W is immutable: the first batch before waiting on the previous kernel
-  if constexpr (kL2Rest) {  // one request a 128-byte line: lanes 0, 8, 16, 24 of each 512-byte step
+  if constexpr (kL2Rest) {  // pairs have rows of ≤ 4096 bytes: the rest is at most one batch (asked for first,
+                            // while no batch is held in registers). One request a 128-byte line: lanes 0, 8, 16, 24.
     if ((lane & 7) == 0)
       for (int cc = c + 32 * kUnroll; cc < n_chunks; cc += 32)
 #pragma unroll
         for (int r = 0; r < R; ++r) prefetch_l2(wrow[r] + cc);
   }
+  if (full) load_batch();  // W is immutable: the first batch before waiting on the previous kernel
   GemvItemPre<TO> pre[T];  // the storing lane's epilogue inputs (gemv_modes.cuh): the rope mode's before the wait
   const int n_st = n + (kPair ? lane : 0);  // the item lane 0 (and lane 1 of a pair) stores
   const bool stores = lane == 0 || (kPair && lane == 1 && n_st < n_items);

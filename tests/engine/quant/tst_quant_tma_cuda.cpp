@@ -335,18 +335,20 @@ TEST(QuantCudaTma, FoldedNormEqualsNormThenOpBitForBit) {
   }
 }
 
-// The int8 one-row GEMV with rows of K ≥ 8192 split between 2 or 4 warps (kernels_q8split.cu; an opt-in A/B,
-// PIXTRAL_CUDA_Q8_SPLIT, read at every launch). A split row is summed in another association than the scalar
-// kernel's, so: within the CPU reference's budget (the GEMV's budget of MatmulMatchesCpuReference), bit-identical on
-// a rerun, matmul_add equal to matmul + add bit for bit (the residual mode splits as the plain one does), and some row
-// different from the unsplit kernel's f32 output (so the split path provably ran); one row a warp and two
-// (PIXTRAL_CUDA_Q8_SPLIT=2p, 4p). Shapes: w2's K with a partial last block and pair (37 rows), the shortest split K,
-// and a longer one.
+// The int8 one-row GEMV with rows of K ≥ 8192 split between 2 or 4 warps (kernels_q8split.cu: w2's GEMV by default,
+// PIXTRAL_CUDA_Q8_SPLIT read at every launch). A split row is summed in another association than the scalar kernel's,
+// so: within the CPU reference's budget (the GEMV's budget of MatmulMatchesCpuReference), bit-identical on a rerun,
+// matmul_add equal to matmul + add bit for bit (the residual mode splits as the plain one does), some f32 row
+// different from the unsplit kernel's (the split provably ran), and two rows a warp ("2p", "4p") equal to one row a
+// warp bit for bit (a row's arithmetic does not depend on its warp's other row). Every output is NaN-filled first,
+// so a row the kernel skips fails. Shapes: w2's K with a partial last block and pair (37 rows), and K with pieces of
+// 0, 1, 2 and 3 chunks a lane after the 4-chunk batches (8192, 10240 and 14336 at S = 2 and 4).
 TEST(QuantCudaSplit, LongRowsSplitBetweenWarpsMatchCpuAndTheirOwnResidualMode) {
   PIXTRAL_REQUIRE_GPU();
   auto cpu = ops::make_cpu_backend(2);
   std::mt19937 rng(53);
-  for (Shape sh : {Shape{37, 14336}, Shape{200, 8192}, Shape{64, 16384}}) {
+  ScopedEnv scalar_twin("PIXTRAL_CUDA_Q8TMA", "0");  // q8tma would take both runs and hide the split
+  for (Shape sh : {Shape{37, 14336}, Shape{200, 8192}, Shape{64, 10240}}) {
     Host hw = make_weight(sh.N, sh.K, 1300 + std::uint64_t(sh.N + sh.K), "w2");
     auto w = G->upload_weight_quantized(hw.view, Format::int8_channel);
     auto c = cpu->upload_weight_quantized(hw.view, Format::int8_channel);
@@ -360,11 +362,13 @@ TEST(QuantCudaSplit, LongRowsSplitBetweenWarpsMatchCpuAndTheirOwnResidualMode) {
     ASSERT_TRUE(cpu->matmul(o->c, x->c, *c).ok());
     ASSERT_TRUE(cpu->matmul_add(h->c, tmp->c, x->c, *c).ok());
     const auto plain = [&] {
+      cuda_test::reset_gpu(*o, nullptr);
       EXPECT_TRUE(G->matmul(o->g, x->g, *w).ok());
       return download(G, o->g);
     };
     const auto residual = [&](bool fused) {
       cuda_test::reset_gpu(*h, hv.data());
+      cuda_test::reset_gpu(*tmp, nullptr);
       const Status st = fused ? G->matmul_add(h->g, tmp->g, x->g, *w)
                               : G->ops::Backend::matmul_add(h->g, tmp->g, x->g, *w);  // matmul, then add
       EXPECT_TRUE(st.ok()) << st.to_string();
@@ -375,6 +379,7 @@ TEST(QuantCudaSplit, LongRowsSplitBetweenWarpsMatchCpuAndTheirOwnResidualMode) {
       ScopedEnv env("PIXTRAL_CUDA_Q8_SPLIT", "1");
       unsplit = plain();
     }
+    std::vector<float> one_row[2];  // "2" and "4": what "2p" and "4p" must equal
     for (const char* S : {"2", "4", "2p", "4p"}) {
       const std::string what = std::string("split ") + S + " N=" + std::to_string(sh.N) + " K=" +
                                std::to_string(sh.K);
@@ -385,6 +390,11 @@ TEST(QuantCudaSplit, LongRowsSplitBetweenWarpsMatchCpuAndTheirOwnResidualMode) {
       cuda_test::expect_close(download(cpu.get(), o->c), a, 1e-8, what + " plain against the CPU");
       EXPECT_NE(0, std::memcmp(a.data(), unsplit.data(), a.size() * sizeof(float)))
           << what << ": every row has the unsplit kernel's bits — did the split path run?";
+      std::vector<float>& same = one_row[S[0] == '2' ? 0 : 1];
+      if (S[1] == 'p')
+        cuda_test::expect_same_bits(same, a, what + " against one row a warp");
+      else
+        same = a;
       const auto fused = residual(true);
       cuda_test::expect_same_bits(residual(false), fused, what + " matmul_add against matmul + add");
       cuda_test::expect_close(download(cpu.get(), h->c), fused, 2e-5, what + " matmul_add against the CPU");
@@ -393,6 +403,5 @@ TEST(QuantCudaSplit, LongRowsSplitBetweenWarpsMatchCpuAndTheirOwnResidualMode) {
     G->free_weight(*w);
   }
 }
-
 }  // namespace
 }  // namespace pixtral
