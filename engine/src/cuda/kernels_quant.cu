@@ -5,9 +5,9 @@
 //    IEEE division, rint), so the GPU's bytes equal quant::quantize_rows';
 //  * batch-1 GEMV (T ≤ 4): one warp per output row (two for int8 wo: q8_pairs; for int8 rows of K ≥ 8192, i.e. w2,
 //    two warps for two rows: kernels_q8split.cu), 16-byte streaming loads of packed values (16 int8 or 32 int4),
-//    dequantized in registers with magic-number conversions (int8_byte,
-//    int4_word_scaled: LOP/PRMT + FADD instead of the 16/clock I2F unit), fp32 accumulation, one fixed shuffle tree:
-//    deterministic; int4 with bf16 x instead on the tensor cores (kernels_q4mma.cu);
+//    dequantized in registers with magic-number conversions (int8_byte, int4_word_scaled: LOP/PRMT + FADD instead
+//    of the 16/clock I2F unit), fp32 accumulation, one fixed shuffle tree: deterministic; int4 with bf16 x instead
+//    on the tensor cores (kernels_q4mma.cu);
 //  * T > 4 (prefill): W dequantized to bf16 a tile of 256-row blocks at a time (~32 Mi values) into scratch
 //    (16-byte stores, magic-number int→float conversion: no I2F) and multiplied by cuBLAS into the matching
 //    output columns (ldc = N). A fused tensor-core kernel would avoid the round trip.
