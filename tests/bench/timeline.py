@@ -5,12 +5,14 @@
 usage: timeline.py FILE.csv [--layers | --blocks LAYER | --sms LAYER]
 
 Each CSV row is one block of one kernel: tag, grid (blocks of its launch), block, sm, t0, t1 (%globaltimer ns at
-thread 0's start and end). A launch's blocks all start before any block of the launch after next (programmatic
+thread 0's start and end) and tw (when thread 0 returned from its dependent-launch wait; 0 or absent: no wait). A launch's blocks all start before any block of the launch after next (programmatic
 dependent launch lets only the next kernel start early), so sorting a (tag, grid) pair's rows by t0 and cutting them
 into runs of `grid` rows recovers the launches. Per kernel kind the table gives the launches per decode step, the
 mean duration (first block start to last block end), the mean overlap with the kernel before (how long it was
 resident before that one ended) and what it adds to the step: its end minus the previous kernel's end, summed per
-step. The adds sum to the step's time; the time no recorded kernel covers (sampler, copies) is listed as well.
+step. The adds sum to the step's time; the time no recorded kernel covers (sampler, copies) is listed as well. A
+second table splits each kind's span after the kernel before it ends: its blocks' first and median wait returns
+(the boundary) and the end after the median wait (the work left once its input was there).
 --layers lists the last step's first 40 launches; --blocks LAYER gives, for each launch of decoder layer LAYER
 (from its QKV GEMV to the one before the next QKV GEMV) of the last step, its blocks' start and end percentiles
 in µs from the end of the launch before that QKV GEMV: which blocks wait and which ones end late; --sms LAYER
@@ -49,7 +51,8 @@ def launches(rows):
             chunk = rs[i:i + grid]
             out.append({"tag": tag, "grid": grid, "start": min(r["t0"] for r in chunk),
                         "end": max(r["t1"] for r in chunk), "t0s": sorted(r["t0"] for r in chunk),
-                        "t1s": sorted(r["t1"] for r in chunk), "sm_ends": sm_ends(chunk)})
+                        "t1s": sorted(r["t1"] for r in chunk), "sm_ends": sm_ends(chunk),
+                        "tws": sorted(r.get("tw", 0) for r in chunk if r.get("tw", 0))})
     out.sort(key=lambda l: l["start"])
     return out
 
@@ -101,6 +104,22 @@ def aggregate(steps):
             prev_end = max(prev_end, l["end"])
         totals.append(prev_end - s[0]["start"])
     return agg, totals
+
+
+def waits(steps):
+    """Per kernel name with recorded waits: mean ns from the previous launch's end to its blocks' first and median
+    wait return, and from that median to its own end."""
+    acc = collections.OrderedDict()
+    for s in steps:
+        for prev, l in zip(s, s[1:]):
+            if not l["tws"]:
+                continue
+            a = acc.setdefault(l["name"], [0, 0, 0, 0])
+            a[0] += 1
+            a[1] += l["tws"][0] - prev["end"]
+            a[2] += pct(l["tws"], 50) - prev["end"]
+            a[3] += l["end"] - pct(l["tws"], 50)
+    return {k: (v[1] / v[0], v[2] / v[0], v[3] / v[0]) for k, v in acc.items()}
 
 
 def after_lm_head(steps):
@@ -162,7 +181,9 @@ def layer_blocks(step, index):
     blocks, start p0/p50/p100 and end p0/p50/p90/p100 of its blocks, in ns from the end of the launch before the
     layer's QKV GEMV."""
     return [(name, l["grid"], [pct(l["t0s"], p) - t_ref for p in (0, 50, 100)],
-             [pct(l["t1s"], p) - t_ref for p in (0, 50, 90, 100)]) for name, l, t_ref in layer_launches(step, index)]
+             [pct(l["t1s"], p) - t_ref for p in (0, 50, 90, 100)],
+             [pct(l["tws"], p) - t_ref for p in (0, 50, 100)] if l["tws"] else None)
+            for name, l, t_ref in layer_launches(step, index)]
 
 
 def read(path):
@@ -185,6 +206,11 @@ def main():
         k = a["n"]
         print(f"{name:<22}{k / n:>9.0f}{a['dur'] / k / 1e3:>9.2f}{a['ovl'] / k / 1e3:>11.2f}"
               f"{a['adds'] / k / 1e3:>15.2f}{a['adds'] / n / 1e6:>13.3f}")
+    w = waits(steps)
+    if w:
+        print(f"{'kernel':<22}{'prev end -> first wait us':>27}{'-> median wait us':>19}{'median wait -> end us':>23}")
+        for name, (first, med, tail) in w.items():
+            print(f"{name:<22}{first / 1e3:>27.2f}{med / 1e3:>19.2f}{tail / 1e3:>23.2f}")
     if len(sys.argv) > 2 and sys.argv[2] == "--layers":
         s = steps[-1]
         t0 = s[0]["start"]
@@ -196,10 +222,12 @@ def main():
     if len(sys.argv) > 3 and sys.argv[2] == "--blocks":
         index = int(sys.argv[3])
         print(f"layer {index} of the last step, µs from the end of the launch before its QKV GEMV")
-        print(f"{'kernel':<22}{'blocks':>7}   start p0 / p50 / p100     end p0 / p50 / p90 / p100")
-        for name, grid, st, en in layer_blocks(steps[-1], index):
+        print(f"{'kernel':<22}{'blocks':>7}   start p0 / p50 / p100     end p0 / p50 / p90 / p100"
+              "             waited p0 / p50 / p100")
+        for name, grid, st, en, wt in layer_blocks(steps[-1], index):
             print(f"{name:<22}{grid:>7}  " + " / ".join(f"{v / 1e3:6.2f}" for v in st) + "   "
-                  + " / ".join(f"{v / 1e3:6.2f}" for v in en))
+                  + " / ".join(f"{v / 1e3:6.2f}" for v in en)
+                  + ("   " + " / ".join(f"{v / 1e3:6.2f}" for v in wt) if wt else ""))
     if len(sys.argv) > 3 and sys.argv[2] == "--sms":
         index = int(sys.argv[3])
         print(f"layer {index} of the last step: SMs by blocks run, median / latest end (µs, as --blocks)")

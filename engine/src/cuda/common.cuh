@@ -128,6 +128,9 @@ __device__ __forceinline__ void wait_for_previous_grid() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;" ::: "memory");
 #endif
+#ifdef PIXTRAL_CUDA_TIMELINE
+  if (threadIdx.x == 0) tl_wait_slot() = tl_now();
+#endif
 }
 
 /// Programmatic dependent launch, the other half: lets the next kernel on the stream (launched by launch_dependent)

@@ -209,9 +209,7 @@ __device__ __forceinline__ void accumulate(const uint4& wv, int c, const TX* x, 
 // for the others is not the same as leaving it out: ptxas then gives the int8 one-row kernels more registers (rope
 // 64 → 77, silu 58 → 70, plain 43 → 60: one block an SM fewer), which measured faster (H200 int8 decode, same run:
 // 3.876 with 0 → 3.856 with 1; PERF_NOTES v21 4.).
-// kL2Rest (pairs only; an A/B, PIXTRAL_CUDA_Q8_WO_L2=1): the rest of the warp's two rows asked into L2 before the
-// dependent-launch wait, next to the first batch loaded into registers (PERF_NOTES v23 6.).
-template <int T, class TX, class TO, bool INT4, GemvMode M = GemvMode::plain, bool kPair = false, bool kL2Rest = false>
+template <int T, class TX, class TO, bool INT4, GemvMode M = GemvMode::plain, bool kPair = false>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32, kPair ? 3 : 1)
 qgemv_kernel(TO* __restrict__ out, const TX* x, const std::uint8_t* __restrict__ q,
              const float* __restrict__ scales, const bf16* __restrict__ bias, int N, int n_items, int K,
@@ -262,13 +260,6 @@ qgemv_kernel(TO* __restrict__ out, const TX* x, const std::uint8_t* __restrict__
       for (int r = 0; r < R; ++r) wv[r][u] = load_stream(wrow[r] + c + 32 * u);
   };
   bool full = c + 32 * (kUnroll - 1) < n_chunks;
-  if constexpr (kL2Rest) {  // pairs have rows of ≤ 4096 bytes: the rest is at most one batch (asked for first,
-                            // while no batch is held in registers). One request a 128-byte line: lanes 0, 8, 16, 24.
-    if ((lane & 7) == 0)
-      for (int cc = c + 32 * kUnroll; cc < n_chunks; cc += 32)
-#pragma unroll
-        for (int r = 0; r < R; ++r) prefetch_l2(wrow[r] + cc);
-  }
   if (full) load_batch();  // W is immutable: the first batch before waiting on the previous kernel
   GemvItemPre<TO> pre[T];  // the storing lane's epilogue inputs (gemv_modes.cuh): the rope mode's before the wait
   const int n_st = n + (kPair ? lane : 0);  // the item lane 0 (and lane 1 of a pair) stores
@@ -346,15 +337,6 @@ bool q8_pairs(GemvMode m, int T, int K) {
   return on && m == GemvMode::residual && T == 1 && K <= kPairMaxK;
 }
 
-// PIXTRAL_CUDA_Q8_WO_L2=1: the pair kernel (wo) asks L2 for the rest of its rows before its wait (kL2Rest; A/B).
-bool q8_pairs_l2_rest() {
-  static const bool on = [] {
-    const char* e = std::getenv("PIXTRAL_CUDA_Q8_WO_L2");
-    return e && e[0] == '1';
-  }();
-  return on;
-}
-
 template <int T, GemvMode M = GemvMode::plain>
 Status launch_rows(void* out, DType out_t, const void* x, DType x_t, const std::uint8_t* q, const float* scales,
                    bool int4, const bf16* bias, int N, int K, cudaStream_t s, const RopeAppendArgs& ra = {}) {
@@ -385,16 +367,10 @@ Status launch_rows(void* out, DType out_t, const void* x, DType x_t, const std::
       }
       if (int4)
         launch_dependent(qgemv_kernel<T, TX, TO, true, M>, grid, block, s, o, xx, q, scales, bias, N, items, K, ra);
-      else if (q8_pairs(M, T, K)) {
-        constexpr bool kPair = M == GemvMode::residual && T == 1;
-        const dim3 pgrid(unsigned(ceil_div(items, 2 * kWarpsPerBlock)));
-        if (kPair && q8_pairs_l2_rest())
-          launch_dependent(qgemv_kernel<T, TX, TO, false, M, kPair, kPair>, pgrid, block, s, o, xx, q, scales, bias,
-                           N, items, K, ra);
-        else
-          launch_dependent(qgemv_kernel<T, TX, TO, false, M, kPair>, pgrid, block, s, o, xx, q, scales, bias, N,
-                           items, K, ra);
-      }
+      else if (q8_pairs(M, T, K))
+        launch_dependent(qgemv_kernel<T, TX, TO, false, M, M == GemvMode::residual && T == 1>,
+                         dim3(unsigned(ceil_div(items, 2 * kWarpsPerBlock))), block, s, o, xx, q, scales, bias, N,
+                         items, K, ra);
       else
         launch_dependent(qgemv_kernel<T, TX, TO, false, M>, grid, block, s, o, xx, q, scales, bias, N, items, K, ra);
       PIXTRAL_CUDA_LAUNCH_CHECK(qgemv_kernel);

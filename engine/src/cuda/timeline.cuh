@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // Developer build option PIXTRAL_CUDA_TIMELINE (CMake, OFF by default; nothing of this is compiled otherwise): the
-// decode-step kernels record, per block, when thread 0 started and finished (%globaltimer, ns) with the kernel's tag,
+// decode-step kernels record, per block, when thread 0 started, returned from its last programmatic-dependent-launch
+// wait (0: it did not wait) and finished (%globaltimer, ns) with the kernel's tag,
 // grid size, block index and SM, for a window of replayed decode graphs (cuda_timeline.cu writes them to the CSV file
 // named by PIXTRAL_CUDA_TIMELINE). A timeline of the graph as it runs, programmatic-dependent-launch overlap included,
 // which ncu (kernels serialized) cannot give and nsys is not installed for. tests/bench/timeline.py reads the file.
@@ -31,7 +32,7 @@ enum TimelineTag : unsigned {
 
 #ifdef PIXTRAL_CUDA_TIMELINE
 struct TlRecord {
-  unsigned long long t0, t1;
+  unsigned long long t0, t1, tw;
   unsigned tag, grid, block, sm;
 };
 // Per translation unit (the kernels are not compiled as relocatable device code): every unit that includes this
@@ -46,17 +47,25 @@ __device__ __forceinline__ unsigned long long tl_now() {
   return t;
 }
 
+// When thread 0 last returned from wait_for_previous_grid (common.cuh), a block's own word: 0 until it waits.
+__device__ __forceinline__ unsigned long long& tl_wait_slot() {
+  __shared__ unsigned long long t;
+  return t;
+}
+
 struct TlScope {
   unsigned long long t0;
   unsigned tag;
-  __device__ explicit TlScope(unsigned tag_) : t0(tl_now()), tag(tag_) {}
+  __device__ explicit TlScope(unsigned tag_) : t0(tl_now()), tag(tag_) {
+    if (threadIdx.x == 0) tl_wait_slot() = 0;
+  }
   __device__ ~TlScope() {
     if (threadIdx.x != 0 || !g_tl_records) return;
     const unsigned i = atomicAdd(g_tl_count, 1u);
     if (i >= g_tl_capacity) return;
     unsigned sm;
     asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
-    g_tl_records[i] = TlRecord{t0, tl_now(), tag, gridDim.x * gridDim.y * gridDim.z,
+    g_tl_records[i] = TlRecord{t0, tl_now(), tl_wait_slot(), tag, gridDim.x * gridDim.y * gridDim.z,
                                blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z), sm};
   }
 };
