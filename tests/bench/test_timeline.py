@@ -21,10 +21,11 @@ def blocks(tag, grid, start, end, stagger=0):
 
 
 def layer(t):
-    """One decoder layer from t (ns): kernels overlapping the one before, as under programmatic dependent launch."""
+    """One decoder layer from t (ns): kernels overlapping the one before, as under programmatic dependent launch.
+    Only the attention's blocks record a wait: block b's returns at t + 105 + b, 5 + b ns after the QKV GEMV ends."""
     rows = []
     rows += blocks(ROPE, 6, t, t + 100, 2)
-    rows += blocks(ATTN, 4, t + 90, t + 130, 1)
+    rows += [dict(r, tw=t + 105 + r["block"]) for r in blocks(ATTN, 4, t + 90, t + 130, 1)]
     rows += blocks(COMB, 2, t + 125, t + 140)
     rows += blocks(RESID, 5, t + 135, t + 200, 3)
     rows += blocks(NORM, 1, t + 150, t + 210)
@@ -105,12 +106,21 @@ class TimelineTest(unittest.TestCase):
         # Layer 0 starts at 1000 + 20, where the step's first norm (the launch before its QKV GEMV) ends.
         self.assertEqual([r[0] for r in rows], ["bf16 rope (qkv)", "attention", "combine", "bf16 residual (wo)",
                                                  "norm", "bf16 silu (w1;w3)", "bf16 residual (w2)", "norm"])
-        name, grid, st, en = rows[0]
-        # 6 blocks staggered by 2: starts 0, 2, .., 10; ends 90, 92, .., 100.
-        self.assertEqual((grid, st, en), (6, [0, 6, 10], [90, 96, 100, 100]))
-        _, _, st, en = rows[5]  # silu: 8 blocks staggered by 4 from 205
+        name, grid, st, en, wt = rows[0]
+        # 6 blocks staggered by 2: starts 0, 2, .., 10; ends 90, 92, .., 100; no wait recorded.
+        self.assertEqual((grid, st, en, wt), (6, [0, 6, 10], [90, 96, 100, 100], None))
+        self.assertEqual(rows[1][4], [105, 107, 108])  # the attention's waits: 105 .. 108, nearest-rank median
+        _, _, st, en, _ = rows[5]  # silu: 8 blocks staggered by 4 from 205
         self.assertEqual((st, en), ([205, 221, 233], [372, 388, 396, 400]))
         self.assertEqual(timeline.layer_blocks(steps[0], 2), [])
+
+    def test_waits_split_the_span_after_the_kernel_before(self):
+        seq = timeline.launches(self.rows)
+        timeline.label(seq)
+        w = timeline.waits(timeline.split_steps(seq))
+        # Only the attention waited: first wait 5 ns after the QKV GEMV's end, the median (107) 7, and its end
+        # (130) 23 ns after that median.
+        self.assertEqual(w, {"attention": (5.0, 7.0, 23.0)})
 
     def test_layer_sms_groups_by_blocks_an_sm(self):
         seq = timeline.launches(self.rows)
@@ -138,12 +148,21 @@ class TimelineTest(unittest.TestCase):
 
     def test_reads_the_csv_the_library_writes(self):
         with tempfile.NamedTemporaryFile("w", suffix=".csv", delete=False) as f:
-            f.write("tag,grid,block,sm,t0,t1\n")
+            f.write("tag,grid,block,sm,t0,t1,tw\n")
             for r in self.rows[:50]:
-                f.write(f"{r['tag']},{r['grid']},{r['block']},{r['sm']},{r['t0']},{r['t1']}\n")
+                f.write(f"{r['tag']},{r['grid']},{r['block']},{r['sm']},{r['t0']},{r['t1']},{r.get('tw', 0)}\n")
             path = f.name
         try:
-            self.assertEqual(timeline.read(path)[:50], self.rows[:50])
+            self.assertEqual(timeline.read(path)[:50], [dict(r, tw=r.get("tw", 0)) for r in self.rows[:50]])
+        finally:
+            os.unlink(path)
+        # A file of an older build has no tw column: read as no waits.
+        with tempfile.NamedTemporaryFile("w", suffix=".csv", delete=False) as f:
+            f.write("tag,grid,block,sm,t0,t1\n1,1,0,0,5,9\n")
+            path = f.name
+        try:
+            rows = timeline.read(path)
+            self.assertEqual(timeline.launches(rows)[0]["tws"], [])
         finally:
             os.unlink(path)
 
