@@ -145,10 +145,7 @@ __device__ __forceinline__ void prefetch_next(const Q4tNext& nx) {
 constexpr int kDynStreams = 8, kDynPerStream = 512, kDynSlots = kDynStreams * kDynPerStream;
 __device__ int g_q4t_dyn[kDynSlots * 32];
 
-// kPipe (PIXTRAL_CUDA_Q4TMA_PIPE, an A/B): each stage's q4_group_finish (the sum, correction and scale, which wait
-// for its MMA chains) runs one stage late, after the next stage's wait and reads — the same operations on acc in
-// the same order, the chains' latency under the next stage's loads instead of before them.
-template <class TO, GemvMode M, bool kPipe = false>
+template <class TO, GemvMode M>
 __global__ void __launch_bounds__(kThreads, 2)
     q4tma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const bf16* __restrict__ bias, const Q4tArgs a,
                  const RopeAppendArgs ra, const __grid_constant__ CUtensorMap mw,
@@ -326,67 +323,26 @@ __global__ void __launch_bounds__(kThreads, 2)
       sbase[r] = p.inter ? r * n_groups : r * 16 * n_groups;
     }
     sstride = p.inter ? 2 * n_groups : n_groups;  // between items' scale rows
-    if constexpr (kPipe) {
-      float dp[R][2][4] = {}, sp[R][2] = {}, cp = 0.f;  // the previous stage's chains, scales and correction
-      for (int s = 0; s < gpw; ++s) {
-        ring.wait_full();
-        const unsigned char* st = smem + a.ring + ring.slot * a.stage_bytes;
-        uint4 w0[R], w1[R];
+    for (int s = 0; s < gpw; ++s) {
+      ring.wait_full();
+      const unsigned char* st = smem + a.ring + ring.slot * a.stage_bytes;
+      uint4 w0[R], w1[R];
 #pragma unroll
-        for (int r = 0; r < R; ++r) {
-          w0[r] = *reinterpret_cast<const uint4*>(st + wbase[r] + g * 64 + 16 * t);
-          w1[r] = *reinterpret_cast<const uint4*>(st + wbase[r] + (g + 8) * 64 + 16 * t);
-        }
-        __syncwarp();
-        ring.release(lane);
-        ring.next();
-        const int G = s * kWarps + warp;
-        uint4 xv[4];
-        const float cr = q4_x_group(xs, G, t, lane, xv);
-        float s0[R], s1[R];
-#pragma unroll
-        for (int r = 0; r < R; ++r) {
-          s0[r] = sc[sbase[r] + g * sstride + G];
-          s1[r] = sc[sbase[r] + (g + 8) * sstride + G];
-        }
-        if (s > 0) {
-          const float corr[2] = {cp, cp};
-#pragma unroll
-          for (int r = 0; r < R; ++r) q4_group_finish(dp[r], sp[r][0], sp[r][1], corr, acc[r]);
-        }
-#pragma unroll
-        for (int r = 0; r < R; ++r) {
-          q4_group_chains(w0[r], w1[r], xv, dp[r]);
-          sp[r][0] = s0[r];
-          sp[r][1] = s1[r];
-        }
-        cp = cr;
+      for (int r = 0; r < R; ++r) {
+        w0[r] = *reinterpret_cast<const uint4*>(st + wbase[r] + g * 64 + 16 * t);
+        w1[r] = *reinterpret_cast<const uint4*>(st + wbase[r] + (g + 8) * 64 + 16 * t);
       }
-      const float corr[2] = {cp, cp};
+      __syncwarp();
+      ring.release(lane);  // the slot's bytes are in registers
+      ring.next();
+      const int G = s * kWarps + warp;
+      uint4 xv[4];
+      const float cr = q4_x_group(xs, G, t, lane, xv);
+      const float corr[2] = {cr, cr};  // D column 0 (x row 0) takes corr[0]; the others are never read
 #pragma unroll
-      for (int r = 0; r < R; ++r) q4_group_finish(dp[r], sp[r][0], sp[r][1], corr, acc[r]);
-    } else {
-      for (int s = 0; s < gpw; ++s) {
-        ring.wait_full();
-        const unsigned char* st = smem + a.ring + ring.slot * a.stage_bytes;
-        uint4 w0[R], w1[R];
-#pragma unroll
-        for (int r = 0; r < R; ++r) {
-          w0[r] = *reinterpret_cast<const uint4*>(st + wbase[r] + g * 64 + 16 * t);
-          w1[r] = *reinterpret_cast<const uint4*>(st + wbase[r] + (g + 8) * 64 + 16 * t);
-        }
-        __syncwarp();
-        ring.release(lane);  // the slot's bytes are in registers
-        ring.next();
-        const int G = s * kWarps + warp;
-        uint4 xv[4];
-        const float cr = q4_x_group(xs, G, t, lane, xv);
-        const float corr[2] = {cr, cr};  // D column 0 (x row 0) takes corr[0]; the others are never read
-#pragma unroll
-        for (int r = 0; r < R; ++r)
-          q4_group_mma(w0[r], w1[r], xv, sc[sbase[r] + g * sstride + G], sc[sbase[r] + (g + 8) * sstride + G], corr,
-                       acc[r]);
-      }
+      for (int r = 0; r < R; ++r)
+        q4_group_mma(w0[r], w1[r], xv, sc[sbase[r] + g * sstride + G], sc[sbase[r] + (g + 8) * sstride + G], corr,
+                     acc[r]);
     }
     __syncwarp();
     sring.release(lane);  // this warp is done with the tile's scales
@@ -524,14 +480,6 @@ Q4tNext note_launch(cudaStream_t stream, const void* q, const Q4tNext& self) {
   return nx;
 }
 
-// PIXTRAL_CUDA_Q4TMA_PIPE (an A/B; read at each launch, so tests can switch it): "1" runs the silu and rope modes
-// with kPipe (their registers have room: two blocks an SM), "2" every mode; unset or "0": none.
-bool q4tma_pipe(GemvMode m) {
-  const char* e = std::getenv("PIXTRAL_CUDA_Q4TMA_PIPE");
-  if (!e) return false;
-  return e[0] == '2' || (e[0] == '1' && (m == GemvMode::silu || m == GemvMode::rope));
-}
-
 template <class TO, GemvMode M>
 Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* scales, const bf16* bias, int N,
                     int items, int K, const RopeAppendArgs& ra, cudaStream_t s, bool* launched,
@@ -539,8 +487,7 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
   constexpr int R = gemv_rows_per_item(M);
   Q4tLayout l = q4t_layout(R, K, kMaxSmem);
   if (l.stages < 2 || l.total > kMaxSmem) return not_here(kQ4Env, "K too large for the shared memory");
-  const auto kernel = q4tma_pipe(M) ? q4tma_kernel<TO, M, true> : q4tma_kernel<TO, M, false>;
-  if (!tma_ready(kernel) || sm_count() == 0) return not_here(kQ4Env, "no sm_90 code for this GPU");
+  if (!tma_ready(q4tma_kernel<TO, M>) || sm_count() == 0) return not_here(kQ4Env, "no sm_90 code for this GPU");
   const int n_tiles = ceil_div(items, 16);
   int per_sm = 2;
   // More tiles than two blocks an SM but not than three: three smaller blocks an SM, one tile each, instead of a
@@ -548,7 +495,7 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
   const char* e3 = std::getenv("PIXTRAL_CUDA_Q4TMA_3");
   if (!(e3 && e3[0] == '0') && n_tiles > 2 * sm_count() && n_tiles <= 3 * sm_count()) {
     const Q4tLayout l3 = q4t_layout(R, K, kSmem3);
-    if (l3.stages >= 2 && blocks_fit(kernel, l3.total, 3)) {
+    if (l3.stages >= 2 && blocks_fit(q4tma_kernel<TO, M>, l3.total, 3)) {
       l = l3;
       per_sm = 3;
     }
@@ -604,7 +551,7 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
     const char* eh = std::getenv("PIXTRAL_CUDA_Q4TMA_WO_HINT");
     if (!(eh && eh[0] == '1')) a.next.n_first = 0;
   }
-  launch_dependent_smem(kernel, dim3(unsigned(grid)), dim3(kThreads), std::size_t(l.total), s, out, x,
+  launch_dependent_smem(q4tma_kernel<TO, M>, dim3(unsigned(grid)), dim3(kThreads), std::size_t(l.total), s, out, x,
                         bias, a, ra, mw, mw2, ms, ms2);
   PIXTRAL_CUDA_LAUNCH_CHECK(q4tma_kernel);
   *launched = true;

@@ -57,9 +57,10 @@ __device__ __forceinline__ float group_correction(uint2 xs) {
 /// adds, longer ones wait longer. A holds 136 + v (int4_pair_biased): the chains sum (136 + v)·x and corr takes the
 /// 136 off once a group, before the scale, so the cancellation happens at the group's magnitude; the sum passes
 /// through ~136·Σx, so its fp32 error is ~30× that of Σ v·x alone (~1e-6 relative: far below a bf16 output's
-/// rounding). In two halves: q4_group_chains (the MMAs: d[0], d[1] the two chains) and q4_group_finish (the sum,
-/// the correction and the scale), which the q4tma consumers can run a stage apart (kernels_q4tma.cu, kPipe).
-__device__ __forceinline__ void q4_group_chains(const uint4& w0, const uint4& w1, const uint4 xv[4], float d[2][4]) {
+/// rounding).
+__device__ __forceinline__ void q4_group_mma(const uint4& w0, const uint4& w1, const uint4 xv[4], float s0, float s1,
+                                             const float corr[2], float acc[4]) {
+  float d[2][4];
 #pragma unroll
   for (int ww = 0; ww < 4; ++ww) {
     // b for k-step h = (x[k+2h], x[k+2h+4]), (x[k+2h+1], x[k+2h+5])
@@ -75,11 +76,6 @@ __device__ __forceinline__ void q4_group_chains(const uint4& w0, const uint4& w1
     mma_bf16_16816(dc, int4_pair_biased(u0, 2), int4_pair_biased(u1, 2), int4_pair_biased(u0, 3),
                    int4_pair_biased(u1, 3), b10, b11, dc);
   }
-}
-
-/// q4_group_mma's second half: acc += scale · ((d[0] + d[1]) + corr), from q4_group_chains' d.
-__device__ __forceinline__ void q4_group_finish(const float d[2][4], float s0, float s1, const float corr[2],
-                                                float acc[4]) {
   float sum[4];
 #pragma unroll
   for (int e = 0; e < 4; ++e) sum[e] = (d[0][e] + d[1][e]) + corr[e & 1];
@@ -87,13 +83,6 @@ __device__ __forceinline__ void q4_group_finish(const float d[2][4], float s0, f
   acc[1] = fmaf(s0, sum[1], acc[1]);  // row g,     col 2t + 1
   acc[2] = fmaf(s1, sum[2], acc[2]);  // row g + 8, col 2t
   acc[3] = fmaf(s1, sum[3], acc[3]);  // row g + 8, col 2t + 1
-}
-
-__device__ __forceinline__ void q4_group_mma(const uint4& w0, const uint4& w1, const uint4 xv[4], float s0, float s1,
-                                             const float corr[2], float acc[4]) {
-  float d[2][4];
-  q4_group_chains(w0, w1, xv, d);
-  q4_group_finish(d, s0, s1, corr, acc);
 }
 
 /// Group G of one x row staged in shared memory in natural order (xs): this lane's B values for q4_group_mma

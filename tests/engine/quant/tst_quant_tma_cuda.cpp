@@ -62,23 +62,14 @@ TEST(QuantCudaTma, EveryModeEqualsTheOtherKernelBitForBit) {
   PIXTRAL_REQUIRE_GPU();
   auto cpu = ops::make_cpu_backend(1);
   std::mt19937 rng(31);
-  // int4 twice: q4tma as it is, and with every mode's stages finished a stage late (PIXTRAL_CUDA_Q4TMA_PIPE=2,
-  // kernels_q4tma.cu's kPipe: the same operations in the same order, so the same bits as q4mma).
-  struct Case {
-    Format f;
-    const char* pipe;
-  };
-  for (const Case cs : {Case{Format::int4_g128, "0"}, Case{Format::int4_g128, "2"}, Case{Format::int8_channel, "0"}}) {
-    const Format f = cs.f;
-    ScopedEnv pipe("PIXTRAL_CUDA_Q4TMA_PIPE", cs.pipe);
+  for (Format f : {Format::int4_g128, Format::int8_channel}) {
     const char* sw_name = f == Format::int4_g128 ? "PIXTRAL_CUDA_Q4TMA" : "PIXTRAL_CUDA_Q8TMA";
     // q8tma's twin is the scalar kernel: w2's long rows would otherwise go to the split kernel (kernels_q8split.cu),
     // whose sums differ in the last bits (hidden by a bf16 output's rounding in most rows, not all).
     ScopedEnv scalar_rows("PIXTRAL_CUDA_Q8_SPLIT", "1");
     // run() under the TMA kernel (required), then under the other; read() after each; the two reads' bits compared.
     const auto both = [&](const std::string& what0, const auto& run, const auto& read) {
-      const std::string what =
-          std::string(quant::format_name(f)) + (cs.pipe[0] == '2' ? " (pipe)" : "") + " " + what0;
+      const std::string what = std::string(quant::format_name(f)) + " " + what0;
       std::vector<std::vector<float>> got;
       for (const char* sw : {"require", "0"}) {
         ScopedEnv env(sw_name, sw);
@@ -255,21 +246,16 @@ TEST(QuantCudaTma, FoldedNormEqualsNormThenOpBitForBit) {
   auto cpu = ops::make_cpu_backend(1);
   std::mt19937 rng(41);
   const float eps = 1e-5f;
-  // run() folded (required), then unfolded; read() after each; the bits compared. The folded run twice: as it is,
-  // and with the rope and silu modes' stages finished a stage late (PIXTRAL_CUDA_Q4TMA_PIPE=1); the unfolded one
-  // without that.
+  // run() folded (required), then unfolded; read() after each; the bits compared.
   const auto both = [&](const std::string& what, const auto& run, const auto& read) {
-    for (const char* pipe : {"0", "1"}) {
-      std::vector<std::vector<float>> got;
-      for (const char* sw : {"require", "0"}) {
-        ScopedEnv env("PIXTRAL_CUDA_FOLD_NORM", sw);
-        ScopedEnv p("PIXTRAL_CUDA_Q4TMA_PIPE", sw[0] == 'r' ? pipe : "0");
-        const Status st = run();
-        ASSERT_TRUE(st.ok()) << what << " (PIXTRAL_CUDA_FOLD_NORM=" << sw << "): " << st.to_string();
-        got.push_back(read());
-      }
-      cuda_test::expect_same_bits(got[1], got[0], what + (pipe[0] == '1' ? " (pipe)" : ""));
+    std::vector<std::vector<float>> got;
+    for (const char* sw : {"require", "0"}) {
+      ScopedEnv env("PIXTRAL_CUDA_FOLD_NORM", sw);
+      const Status st = run();
+      ASSERT_TRUE(st.ok()) << what << " (PIXTRAL_CUDA_FOLD_NORM=" << sw << "): " << st.to_string();
+      got.push_back(read());
     }
+    cuda_test::expect_same_bits(got[1], got[0], what);
   };
   const auto norm_weight = [&](std::int64_t K, std::vector<std::uint16_t>& bits) {
     bits.resize(std::size_t(K));
