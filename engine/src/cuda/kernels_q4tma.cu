@@ -355,48 +355,6 @@ __global__ void __launch_bounds__(kThreads, 2)
         for (int r = 0; r < R; ++r) sink ^= w0[r].x ^ w0[r].y ^ w0[r].z ^ w0[r].w ^ w1[r].x ^ w1[r].y ^ w1[r].z ^ w1[r].w;
         continue;
       }
-      if constexpr (kVar >= 3) {  // timing only: parts of the math left out (wrong output)
-#pragma unroll
-        for (int ww = 0; ww < 4; ++ww) xv[ww] = reinterpret_cast<const uint4*>(xs + 128 * G + 32 * t)[ww];
-#pragma unroll
-        for (int r = 0; r < R; ++r) {
-          s0[r] = sc[sbase[r] + g * sstride + G];
-          s1[r] = sc[sbase[r] + (g + 8) * sstride + G];
-        }
-        const float corr[2] = {0.f, 0.f};
-#pragma unroll
-        for (int r = 0; r < R; ++r) {
-          if constexpr (kVar == 3) {  // no group correction
-            q4_group_mma(w0[r], w1[r], xv, s0[r], s1[r], corr, acc[r]);
-          } else if constexpr (kVar == 5) {  // the MMAs alone: raw words as A and B (no LOP3, PRMT, correction)
-            float d[2][4];
-#pragma unroll
-            for (int ww = 0; ww < 4; ++ww) {
-              constexpr float kZero[4] = {0.f, 0.f, 0.f, 0.f};
-              float* dc = d[ww % 2];
-              const std::uint32_t u0 = (&w0[r].x)[ww], u1 = (&w1[r].x)[ww];
-              mma_bf16_16816(dc, u0, u1, u0 >> 4, u1 >> 4, xv[ww].x, xv[ww].z, ww < 2 ? kZero : dc);
-              mma_bf16_16816(dc, u0 >> 8, u1 >> 8, u0 >> 12, u1 >> 12, xv[ww].y, xv[ww].w, dc);
-            }
-            float sum[4];
-#pragma unroll
-            for (int e = 0; e < 4; ++e) sum[e] = d[0][e] + d[1][e];
-            acc[r][0] = fmaf(s0[r], sum[0], acc[r][0]);
-            acc[r][2] = fmaf(s1[r], sum[2], acc[r][2]);
-          } else {  // kVar 6: LOP3 and PRMT, no MMA (their results XORed into sink)
-#pragma unroll
-            for (int ww = 0; ww < 4; ++ww) {
-              const std::uint32_t u0 = (&w0[r].x)[ww], u1 = (&w1[r].x)[ww];
-              sink ^= __byte_perm(xv[ww].x, xv[ww].z, 0x5410) ^ __byte_perm(xv[ww].x, xv[ww].z, 0x7632) ^
-                      __byte_perm(xv[ww].y, xv[ww].w, 0x5410) ^ __byte_perm(xv[ww].y, xv[ww].w, 0x7632);
-#pragma unroll
-              for (int q = 0; q < 4; ++q) sink += int4_pair_biased(u0, q) ^ int4_pair_biased(u1, q);
-            }
-            acc[r][0] = fmaf(s0[r], 1e-30f, acc[r][0]);
-          }
-        }
-        continue;
-      }
       if constexpr (kVar != 2) {
         cr = q4_x_group(xs, G, t, lane, xv);
 #pragma unroll
@@ -409,7 +367,7 @@ __global__ void __launch_bounds__(kThreads, 2)
 #pragma unroll
       for (int r = 0; r < R; ++r) q4_group_mma(w0[r], w1[r], xv, s0[r], s1[r], corr, acc[r]);
     }
-    if constexpr (kVar == 1 || kVar == 6) acc[0][0] += __uint_as_float(sink & 0x007fffffu);  // keeps the work
+    if constexpr (kVar == 1) acc[0][0] += __uint_as_float(sink & 0x007fffffu);  // keeps the reads (a denormal)
     __syncwarp();
     sring.release(lane);  // this warp is done with the tile's scales
     sring.next();
@@ -560,12 +518,7 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
   Q4tLayout l = q4t_layout(R, K, kMaxSmem);
   if (l.stages < 2 || l.total > kMaxSmem) return not_here(kQ4Env, "K too large for the shared memory");
   const int var = q4tma_var();
-  const auto kernel = var == 1   ? q4tma_kernel<TO, M, 1>
-                      : var == 2 ? q4tma_kernel<TO, M, 2>
-                      : var == 3 ? q4tma_kernel<TO, M, 3>
-                      : var == 5 ? q4tma_kernel<TO, M, 5>
-                      : var == 6 ? q4tma_kernel<TO, M, 6>
-                                 : q4tma_kernel<TO, M, 0>;
+  const auto kernel = var == 1 ? q4tma_kernel<TO, M, 1> : var == 2 ? q4tma_kernel<TO, M, 2> : q4tma_kernel<TO, M, 0>;
   if (!tma_ready(kernel) || sm_count() == 0) return not_here(kQ4Env, "no sm_90 code for this GPU");
   const int n_tiles = ceil_div(items, 16);
   int per_sm = 2;
