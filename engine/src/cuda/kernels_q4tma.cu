@@ -145,10 +145,7 @@ __device__ __forceinline__ void prefetch_next(const Q4tNext& nx) {
 constexpr int kDynStreams = 8, kDynPerStream = 512, kDynSlots = kDynStreams * kDynPerStream;
 __device__ int g_q4t_dyn[kDynSlots * 32];
 
-// kVar (A/B switch PIXTRAL_CUDA_Q4TMA_VAR, timing only): 1 = the consumers read each stage and release it but do no
-// math (wrong output: how much the math costs in the decode); 2 = each stage's x group and scales read before the
-// ring wait (the same bits).
-template <class TO, GemvMode M, int kVar = 0>
+template <class TO, GemvMode M>
 __global__ void __launch_bounds__(kThreads, 2)
     q4tma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const bf16* __restrict__ bias, const Q4tArgs a,
                  const RopeAppendArgs ra, const __grid_constant__ CUtensorMap mw,
@@ -326,19 +323,7 @@ __global__ void __launch_bounds__(kThreads, 2)
       sbase[r] = p.inter ? r * n_groups : r * 16 * n_groups;
     }
     sstride = p.inter ? 2 * n_groups : n_groups;  // between items' scale rows
-    unsigned sink = 0;
     for (int s = 0; s < gpw; ++s) {
-      const int G = s * kWarps + warp;
-      uint4 xv[4];
-      float cr = 0.f, s0[R], s1[R];
-      if constexpr (kVar == 2) {
-        cr = q4_x_group(xs, G, t, lane, xv);
-#pragma unroll
-        for (int r = 0; r < R; ++r) {
-          s0[r] = sc[sbase[r] + g * sstride + G];
-          s1[r] = sc[sbase[r] + (g + 8) * sstride + G];
-        }
-      }
       ring.wait_full();
       const unsigned char* st = smem + a.ring + ring.slot * a.stage_bytes;
       uint4 w0[R], w1[R];
@@ -350,24 +335,15 @@ __global__ void __launch_bounds__(kThreads, 2)
       __syncwarp();
       ring.release(lane);  // the slot's bytes are in registers
       ring.next();
-      if constexpr (kVar == 1) {
-#pragma unroll
-        for (int r = 0; r < R; ++r) sink ^= w0[r].x ^ w0[r].y ^ w0[r].z ^ w0[r].w ^ w1[r].x ^ w1[r].y ^ w1[r].z ^ w1[r].w;
-        continue;
-      }
-      if constexpr (kVar != 2) {
-        cr = q4_x_group(xs, G, t, lane, xv);
-#pragma unroll
-        for (int r = 0; r < R; ++r) {
-          s0[r] = sc[sbase[r] + g * sstride + G];
-          s1[r] = sc[sbase[r] + (g + 8) * sstride + G];
-        }
-      }
+      const int G = s * kWarps + warp;
+      uint4 xv[4];
+      const float cr = q4_x_group(xs, G, t, lane, xv);
       const float corr[2] = {cr, cr};  // D column 0 (x row 0) takes corr[0]; the others are never read
 #pragma unroll
-      for (int r = 0; r < R; ++r) q4_group_mma(w0[r], w1[r], xv, s0[r], s1[r], corr, acc[r]);
+      for (int r = 0; r < R; ++r)
+        q4_group_mma(w0[r], w1[r], xv, sc[sbase[r] + g * sstride + G], sc[sbase[r] + (g + 8) * sstride + G], corr,
+                     acc[r]);
     }
-    if constexpr (kVar == 1) acc[0][0] += __uint_as_float(sink & 0x007fffffu);  // keeps the reads (a denormal)
     __syncwarp();
     sring.release(lane);  // this warp is done with the tile's scales
     sring.next();
@@ -504,12 +480,6 @@ Q4tNext note_launch(cudaStream_t stream, const void* q, const Q4tNext& self) {
   return nx;
 }
 
-// PIXTRAL_CUDA_Q4TMA_VAR (A/B, read at each launch): kVar of every mode's kernel.
-int q4tma_var() {
-  const char* e = std::getenv("PIXTRAL_CUDA_Q4TMA_VAR");
-  return e ? std::atoi(e) : 0;
-}
-
 template <class TO, GemvMode M>
 Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* scales, const bf16* bias, int N,
                     int items, int K, const RopeAppendArgs& ra, cudaStream_t s, bool* launched,
@@ -517,9 +487,7 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
   constexpr int R = gemv_rows_per_item(M);
   Q4tLayout l = q4t_layout(R, K, kMaxSmem);
   if (l.stages < 2 || l.total > kMaxSmem) return not_here(kQ4Env, "K too large for the shared memory");
-  const int var = q4tma_var();
-  const auto kernel = var == 1 ? q4tma_kernel<TO, M, 1> : var == 2 ? q4tma_kernel<TO, M, 2> : q4tma_kernel<TO, M, 0>;
-  if (!tma_ready(kernel) || sm_count() == 0) return not_here(kQ4Env, "no sm_90 code for this GPU");
+  if (!tma_ready(q4tma_kernel<TO, M>) || sm_count() == 0) return not_here(kQ4Env, "no sm_90 code for this GPU");
   const int n_tiles = ceil_div(items, 16);
   int per_sm = 2;
   // More tiles than two blocks an SM but not than three: three smaller blocks an SM, one tile each, instead of a
@@ -527,7 +495,7 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
   const char* e3 = std::getenv("PIXTRAL_CUDA_Q4TMA_3");
   if (!(e3 && e3[0] == '0') && n_tiles > 2 * sm_count() && n_tiles <= 3 * sm_count()) {
     const Q4tLayout l3 = q4t_layout(R, K, kSmem3);
-    if (l3.stages >= 2 && blocks_fit(kernel, l3.total, 3)) {
+    if (l3.stages >= 2 && blocks_fit(q4tma_kernel<TO, M>, l3.total, 3)) {
       l = l3;
       per_sm = 3;
     }
@@ -583,7 +551,7 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
     const char* eh = std::getenv("PIXTRAL_CUDA_Q4TMA_WO_HINT");
     if (!(eh && eh[0] == '1')) a.next.n_first = 0;
   }
-  launch_dependent_smem(kernel, dim3(unsigned(grid)), dim3(kThreads), std::size_t(l.total), s, out, x,
+  launch_dependent_smem(q4tma_kernel<TO, M>, dim3(unsigned(grid)), dim3(kThreads), std::size_t(l.total), s, out, x,
                         bias, a, ra, mw, mw2, ms, ms2);
   PIXTRAL_CUDA_LAUNCH_CHECK(q4tma_kernel);
   *launched = true;
