@@ -63,7 +63,7 @@ struct Q4tLayout {
   int stages = 0;
   int stage_bytes = 0;  // R · 8 KB
   int scale_bytes = 0;  // R · 16 · n_groups · 4
-  int ring = 0, scales = 0, xs = 0, red = 0, total = 0;  // byte offsets, size
+  int ring = 0, scales = 0, xs = 0, red = 0, corr = 0, total = 0;  // byte offsets, size
 };
 
 Q4tLayout q4t_layout(int R, int K, int budget) {
@@ -71,13 +71,14 @@ Q4tLayout q4t_layout(int R, int K, int budget) {
   const int n_groups = K / quant::kInt4Group;
   l.stage_bytes = R * kBoxBytes;
   l.scale_bytes = R * 16 * n_groups * 4;
-  const int fixed = kBarBytes + 2 * l.scale_bytes + K * 2 + kRedBufs * kWarps * R * 16 * 4 + 3 * 128;
+  const int fixed = kBarBytes + 2 * l.scale_bytes + K * 2 + kRedBufs * kWarps * R * 16 * 4 + n_groups * 4 + 3 * 128;
   l.stages = std::min(kMaxStages, (budget - fixed) / l.stage_bytes);
   l.ring = kBarBytes;
   l.scales = l.ring + l.stages * l.stage_bytes;
   l.xs = (l.scales + 2 * l.scale_bytes + 127) / 128 * 128;
   l.red = (l.xs + K * 2 + 127) / 128 * 128;
-  l.total = l.red + kRedBufs * kWarps * R * 16 * 4;
+  l.corr = l.red + kRedBufs * kWarps * R * 16 * 4;
+  l.total = l.corr + n_groups * 4;
   return l;
 }
 
@@ -94,7 +95,7 @@ struct Q4tNext {
 };
 
 struct Q4tArgs {
-  int N, n_items, K, n_tiles, stages, ring, scales, xs, red, stage_bytes, scale_bytes;
+  int N, n_items, K, n_tiles, stages, ring, scales, xs, red, corr, stage_bytes, scale_bytes;
   // Tiles handed out at run time (dyn_tiles: the launch's slot, -1: static tiles, tile = block + j · grid).
   int dyn_slot = -1;
   // The RMSNorm folded in (launch_q4tma_normed): x = round(h · inv · w) computed by every block from h; block 0 also
@@ -145,7 +146,7 @@ __device__ __forceinline__ void prefetch_next(const Q4tNext& nx) {
 constexpr int kDynStreams = 8, kDynPerStream = 512, kDynSlots = kDynStreams * kDynPerStream;
 __device__ int g_q4t_dyn[kDynSlots * 32];
 
-template <class TO, GemvMode M>
+template <class TO, GemvMode M, bool kPreX = true>
 __global__ void __launch_bounds__(kThreads, 2)
     q4tma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const bf16* __restrict__ bias, const Q4tArgs a,
                  const RopeAppendArgs ra, const __grid_constant__ CUtensorMap mw,
@@ -289,6 +290,22 @@ __global__ void __launch_bounds__(kThreads, 2)
   }
   named_sync(1, kWarps * 32);
   const int g = lane >> 2, t = lane & 3;
+  float* corr_s = reinterpret_cast<float*>(smem + a.corr);  // [n_groups]: each group's group_correction
+  if constexpr (kPreX) {
+    // Each warp reads only its own groups of x (G = 8s + warp): it computes their corrections once (the same
+    // group_correction as a stage would) and rewrites them in place as the MMAs' B registers (q4_b_fragments), so
+    // a stage reads both instead of making them — 16 PRMTs, an MMA and two shuffles fewer a stage, the same bits.
+    for (int G = warp; G < n_groups; G += kWarps) {
+      const float c = group_correction(reinterpret_cast<const uint2*>(xs + 128 * G)[lane]);
+      if (lane == 0) corr_s[G] = c;
+      __syncwarp();  // every lane's natural-order read done before the group is rewritten
+      if (lane < 16) {
+        uint4* p = reinterpret_cast<uint4*>(xs + 128 * G) + lane;
+        *p = q4_b_fragments(*p);
+      }
+      __syncwarp();
+    }
+  }
   for (int j = 0;; ++j) {
     int tile;
     if (dyn) {
@@ -337,12 +354,23 @@ __global__ void __launch_bounds__(kThreads, 2)
       ring.next();
       const int G = s * kWarps + warp;
       uint4 xv[4];
-      const float cr = q4_x_group(xs, G, t, lane, xv);
-      const float corr[2] = {cr, cr};  // D column 0 (x row 0) takes corr[0]; the others are never read
+      if constexpr (kPreX) {
 #pragma unroll
-      for (int r = 0; r < R; ++r)
-        q4_group_mma(w0[r], w1[r], xv, sc[sbase[r] + g * sstride + G], sc[sbase[r] + (g + 8) * sstride + G], corr,
-                     acc[r]);
+        for (int ww = 0; ww < 4; ++ww) xv[ww] = reinterpret_cast<const uint4*>(xs + 128 * G + 32 * t)[ww];
+        const float cr = corr_s[G];
+        const float corr[2] = {cr, cr};  // D column 0 (x row 0) takes corr[0]; the others are never read
+#pragma unroll
+        for (int r = 0; r < R; ++r)
+          q4_group_mma_b(w0[r], w1[r], xv, sc[sbase[r] + g * sstride + G], sc[sbase[r] + (g + 8) * sstride + G],
+                         corr, acc[r]);
+      } else {
+        const float cr = q4_x_group(xs, G, t, lane, xv);
+        const float corr[2] = {cr, cr};
+#pragma unroll
+        for (int r = 0; r < R; ++r)
+          q4_group_mma(w0[r], w1[r], xv, sc[sbase[r] + g * sstride + G], sc[sbase[r] + (g + 8) * sstride + G], corr,
+                       acc[r]);
+      }
     }
     __syncwarp();
     sring.release(lane);  // this warp is done with the tile's scales
@@ -480,6 +508,13 @@ Q4tNext note_launch(cudaStream_t stream, const void* q, const Q4tNext& self) {
   return nx;
 }
 
+// PIXTRAL_CUDA_Q4TMA_PREX=0 (A/B; read at each launch): x permuted and the groups' corrections made each stage, as
+// before kPreX.
+bool q4tma_prex() {
+  const char* e = std::getenv("PIXTRAL_CUDA_Q4TMA_PREX");
+  return !(e && e[0] == '0');
+}
+
 template <class TO, GemvMode M>
 Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* scales, const bf16* bias, int N,
                     int items, int K, const RopeAppendArgs& ra, cudaStream_t s, bool* launched,
@@ -487,7 +522,8 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
   constexpr int R = gemv_rows_per_item(M);
   Q4tLayout l = q4t_layout(R, K, kMaxSmem);
   if (l.stages < 2 || l.total > kMaxSmem) return not_here(kQ4Env, "K too large for the shared memory");
-  if (!tma_ready(q4tma_kernel<TO, M>) || sm_count() == 0) return not_here(kQ4Env, "no sm_90 code for this GPU");
+  const auto kernel = q4tma_prex() ? q4tma_kernel<TO, M, true> : q4tma_kernel<TO, M, false>;
+  if (!tma_ready(kernel) || sm_count() == 0) return not_here(kQ4Env, "no sm_90 code for this GPU");
   const int n_tiles = ceil_div(items, 16);
   int per_sm = 2;
   // More tiles than two blocks an SM but not than three: three smaller blocks an SM, one tile each, instead of a
@@ -495,7 +531,7 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
   const char* e3 = std::getenv("PIXTRAL_CUDA_Q4TMA_3");
   if (!(e3 && e3[0] == '0') && n_tiles > 2 * sm_count() && n_tiles <= 3 * sm_count()) {
     const Q4tLayout l3 = q4t_layout(R, K, kSmem3);
-    if (l3.stages >= 2 && blocks_fit(q4tma_kernel<TO, M>, l3.total, 3)) {
+    if (l3.stages >= 2 && blocks_fit(kernel, l3.total, 3)) {
       l = l3;
       per_sm = 3;
     }
@@ -516,6 +552,7 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
   a.scales = l.scales;
   a.xs = l.xs;
   a.red = l.red;
+  a.corr = l.corr;
   a.stage_bytes = l.stage_bytes;
   a.scale_bytes = l.scale_bytes;
   if (norm) {
@@ -551,7 +588,7 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
     const char* eh = std::getenv("PIXTRAL_CUDA_Q4TMA_WO_HINT");
     if (!(eh && eh[0] == '1')) a.next.n_first = 0;
   }
-  launch_dependent_smem(q4tma_kernel<TO, M>, dim3(unsigned(grid)), dim3(kThreads), std::size_t(l.total), s, out, x,
+  launch_dependent_smem(kernel, dim3(unsigned(grid)), dim3(kThreads), std::size_t(l.total), s, out, x,
                         bias, a, ra, mw, mw2, ms, ms2);
   PIXTRAL_CUDA_LAUNCH_CHECK(q4tma_kernel);
   *launched = true;

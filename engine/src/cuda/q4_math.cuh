@@ -57,24 +57,20 @@ __device__ __forceinline__ float group_correction(uint2 xs) {
 /// adds, longer ones wait longer. A holds 136 + v (int4_pair_biased): the chains sum (136 + v)·x and corr takes the
 /// 136 off once a group, before the scale, so the cancellation happens at the group's magnitude; the sum passes
 /// through ~136·Σx, so its fp32 error is ~30× that of Σ v·x alone (~1e-6 relative: far below a bf16 output's
-/// rounding).
-__device__ __forceinline__ void q4_group_mma(const uint4& w0, const uint4& w1, const uint4 xv[4], float s0, float s1,
-                                             const float corr[2], float acc[4]) {
+/// rounding). q4_group_mma_b takes x as the MMAs' B registers already (q4_b_fragments: the q4tma consumers permute
+/// their groups of x once a block instead of once a stage).
+__device__ __forceinline__ void q4_group_mma_b(const uint4& w0, const uint4& w1, const uint4 bv[4], float s0, float s1,
+                                               const float corr[2], float acc[4]) {
   float d[2][4];
 #pragma unroll
   for (int ww = 0; ww < 4; ++ww) {
-    // b for k-step h = (x[k+2h], x[k+2h+4]), (x[k+2h+1], x[k+2h+5])
-    const std::uint32_t b00 = __byte_perm(xv[ww].x, xv[ww].z, 0x5410);
-    const std::uint32_t b01 = __byte_perm(xv[ww].x, xv[ww].z, 0x7632);
-    const std::uint32_t b10 = __byte_perm(xv[ww].y, xv[ww].w, 0x5410);
-    const std::uint32_t b11 = __byte_perm(xv[ww].y, xv[ww].w, 0x7632);
     constexpr float kZero[4] = {0.f, 0.f, 0.f, 0.f};
     float* dc = d[ww % 2];
     const std::uint32_t u0 = (&w0.x)[ww], u1 = (&w1.x)[ww];
     mma_bf16_16816(dc, int4_pair_biased(u0, 0), int4_pair_biased(u1, 0), int4_pair_biased(u0, 1),
-                   int4_pair_biased(u1, 1), b00, b01, ww < 2 ? kZero : dc);
+                   int4_pair_biased(u1, 1), bv[ww].x, bv[ww].y, ww < 2 ? kZero : dc);
     mma_bf16_16816(dc, int4_pair_biased(u0, 2), int4_pair_biased(u1, 2), int4_pair_biased(u0, 3),
-                   int4_pair_biased(u1, 3), b10, b11, dc);
+                   int4_pair_biased(u1, 3), bv[ww].z, bv[ww].w, dc);
   }
   float sum[4];
 #pragma unroll
@@ -83,6 +79,23 @@ __device__ __forceinline__ void q4_group_mma(const uint4& w0, const uint4& w1, c
   acc[1] = fmaf(s0, sum[1], acc[1]);  // row g,     col 2t + 1
   acc[2] = fmaf(s1, sum[2], acc[2]);  // row g + 8, col 2t
   acc[3] = fmaf(s1, sum[3], acc[3]);  // row g + 8, col 2t + 1
+}
+
+/// Eight x values x[k .. k + 7] (one 16-byte chunk) as q4_group_mma_b's B registers for them: (b0 of k-step 0, b1
+/// of k-step 0, b0 of k-step 1, b1 of k-step 1) = ((x[k], x[k+4]), (x[k+1], x[k+5]), (x[k+2], x[k+6]), (x[k+3],
+/// x[k+7])) — a permutation of the chunk's halves.
+__device__ __forceinline__ uint4 q4_b_fragments(const uint4& xv) {
+  return make_uint4(__byte_perm(xv.x, xv.z, 0x5410), __byte_perm(xv.x, xv.z, 0x7632), __byte_perm(xv.y, xv.w, 0x5410),
+                    __byte_perm(xv.y, xv.w, 0x7632));
+}
+
+/// q4_group_mma_b with x in natural order (xv[w] = x[128G + 32t + 8w .. + 7]): the fragments made here.
+__device__ __forceinline__ void q4_group_mma(const uint4& w0, const uint4& w1, const uint4 xv[4], float s0, float s1,
+                                             const float corr[2], float acc[4]) {
+  uint4 bv[4];
+#pragma unroll
+  for (int ww = 0; ww < 4; ++ww) bv[ww] = q4_b_fragments(xv[ww]);
+  q4_group_mma_b(w0, w1, bv, s0, s1, corr, acc);
 }
 
 /// Group G of one x row staged in shared memory in natural order (xs): this lane's B values for q4_group_mma

@@ -62,14 +62,23 @@ TEST(QuantCudaTma, EveryModeEqualsTheOtherKernelBitForBit) {
   PIXTRAL_REQUIRE_GPU();
   auto cpu = ops::make_cpu_backend(1);
   std::mt19937 rng(31);
-  for (Format f : {Format::int4_g128, Format::int8_channel}) {
+  // int4 twice: q4tma as it is (x rewritten once a block as the MMAs' B registers, the groups' corrections made
+  // once: kPreX) and as before that (PIXTRAL_CUDA_Q4TMA_PREX=0: both made every stage).
+  struct Case {
+    Format f;
+    const char* prex;
+  };
+  for (const Case cs : {Case{Format::int4_g128, "1"}, Case{Format::int4_g128, "0"}, Case{Format::int8_channel, "1"}}) {
+    const Format f = cs.f;
+    ScopedEnv prex("PIXTRAL_CUDA_Q4TMA_PREX", cs.prex);
     const char* sw_name = f == Format::int4_g128 ? "PIXTRAL_CUDA_Q4TMA" : "PIXTRAL_CUDA_Q8TMA";
     // q8tma's twin is the scalar kernel: w2's long rows would otherwise go to the split kernel (kernels_q8split.cu),
     // whose sums differ in the last bits (hidden by a bf16 output's rounding in most rows, not all).
     ScopedEnv scalar_rows("PIXTRAL_CUDA_Q8_SPLIT", "1");
     // run() under the TMA kernel (required), then under the other; read() after each; the two reads' bits compared.
     const auto both = [&](const std::string& what0, const auto& run, const auto& read) {
-      const std::string what = std::string(quant::format_name(f)) + " " + what0;
+      const std::string what =
+          std::string(quant::format_name(f)) + (cs.prex[0] == '0' ? " (PREX=0)" : "") + " " + what0;
       std::vector<std::vector<float>> got;
       for (const char* sw : {"require", "0"}) {
         ScopedEnv env(sw_name, sw);
