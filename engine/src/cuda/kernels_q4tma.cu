@@ -290,22 +290,11 @@ __global__ void __launch_bounds__(kThreads, 2)
   }
   named_sync(1, kWarps * 32);
   const int g = lane >> 2, t = lane & 3;
-  float* corr_s = reinterpret_cast<float*>(smem + a.corr);  // [n_groups]: each group's group_correction
-  if constexpr (kPreX) {
-    // Each warp reads only its own groups of x (G = 8s + warp): it computes their corrections once (the same
-    // group_correction as a stage would) and rewrites them in place as the MMAs' B registers (q4_b_fragments), so
-    // a stage reads both instead of making them — 16 PRMTs, an MMA and two shuffles fewer a stage, the same bits.
-    for (int G = warp; G < n_groups; G += kWarps) {
-      const float c = group_correction(reinterpret_cast<const uint2*>(xs + 128 * G)[lane]);
-      if (lane == 0) corr_s[G] = c;
-      __syncwarp();  // every lane's natural-order read done before the group is rewritten
-      if (lane < 16) {
-        uint4* p = reinterpret_cast<uint4*>(xs + 128 * G) + lane;
-        *p = q4_b_fragments(*p);
-      }
-      __syncwarp();
-    }
-  }
+  // kPreX: each warp multiplies only its own groups of x (G = 8s + warp), the same ones in every tile. In its first
+  // tile it makes each group's correction and B registers as q4_group_mma does, and keeps them (the correction in
+  // corr_s, the B registers over the group's x, in place); its later tiles read them instead of making them again
+  // (16 PRMTs, an MMA, two shuffles and some adds fewer a stage). The same bits.
+  float* corr_s = reinterpret_cast<float*>(smem + a.corr);  // [n_groups]
   for (int j = 0;; ++j) {
     int tile;
     if (dyn) {
@@ -357,15 +346,28 @@ __global__ void __launch_bounds__(kThreads, 2)
       if constexpr (kPreX) {
 #pragma unroll
         for (int ww = 0; ww < 4; ++ww) xv[ww] = reinterpret_cast<const uint4*>(xs + 128 * G + 32 * t)[ww];
-        const float cr = corr_s[G];
+        float cr;
+        if (j > 0) {  // kept by this warp's first tile: xv are B registers already
+          cr = corr_s[G];
+        } else {
+          cr = group_correction(reinterpret_cast<const uint2*>(xs + 128 * G)[lane]);
+#pragma unroll
+          for (int ww = 0; ww < 4; ++ww) xv[ww] = q4_b_fragments(xv[ww]);
+          __syncwarp();  // every lane's natural-order reads of the group done before it is rewritten
+          if (g == 0) {  // lanes 0..3 hold the group's 16 chunks (t's four)
+#pragma unroll
+            for (int ww = 0; ww < 4; ++ww) reinterpret_cast<uint4*>(xs + 128 * G + 32 * t)[ww] = xv[ww];
+            if (t == 0) corr_s[G] = cr;
+          }
+        }
         const float corr[2] = {cr, cr};  // D column 0 (x row 0) takes corr[0]; the others are never read
 #pragma unroll
         for (int r = 0; r < R; ++r)
-          q4_group_mma_b(w0[r], w1[r], xv, sc[sbase[r] + g * sstride + G], sc[sbase[r] + (g + 8) * sstride + G],
-                         corr, acc[r]);
+          q4_group_mma_b(w0[r], w1[r], xv, sc[sbase[r] + g * sstride + G], sc[sbase[r] + (g + 8) * sstride + G], corr,
+                         acc[r]);
       } else {
         const float cr = q4_x_group(xs, G, t, lane, xv);
-        const float corr[2] = {cr, cr};
+        const float corr[2] = {cr, cr};  // D column 0 (x row 0) takes corr[0]; the others are never read
 #pragma unroll
         for (int r = 0; r < R; ++r)
           q4_group_mma(w0[r], w1[r], xv, sc[sbase[r] + g * sstride + G], sc[sbase[r] + (g + 8) * sstride + G], corr,
@@ -508,8 +510,8 @@ Q4tNext note_launch(cudaStream_t stream, const void* q, const Q4tNext& self) {
   return nx;
 }
 
-// PIXTRAL_CUDA_Q4TMA_PREX=0 (A/B; read at each launch): x permuted and the groups' corrections made each stage, as
-// before kPreX.
+// PIXTRAL_CUDA_Q4TMA_PREX=0 (A/B; read at each launch): every tile makes x's B registers and the groups' corrections
+// again, as before kPreX.
 bool q4tma_prex() {
   const char* e = std::getenv("PIXTRAL_CUDA_Q4TMA_PREX");
   return !(e && e[0] == '0');
@@ -522,7 +524,10 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
   constexpr int R = gemv_rows_per_item(M);
   Q4tLayout l = q4t_layout(R, K, kMaxSmem);
   if (l.stages < 2 || l.total > kMaxSmem) return not_here(kQ4Env, "K too large for the shared memory");
-  const auto kernel = q4tma_prex() ? q4tma_kernel<TO, M, true> : q4tma_kernel<TO, M, false>;
+  // kPreX pays where a block runs several tiles (the silu and plain modes: dynamic tiles); the rope and residual
+  // modes run one tile a block in a decoder, and their registers have no room for it.
+  constexpr bool kPreXMode = M == GemvMode::silu || M == GemvMode::plain;
+  const auto kernel = kPreXMode && q4tma_prex() ? q4tma_kernel<TO, M, kPreXMode> : q4tma_kernel<TO, M, false>;
   if (!tma_ready(kernel) || sm_count() == 0) return not_here(kQ4Env, "no sm_90 code for this GPU");
   const int n_tiles = ceil_div(items, 16);
   int per_sm = 2;

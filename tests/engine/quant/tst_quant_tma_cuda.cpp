@@ -62,8 +62,8 @@ TEST(QuantCudaTma, EveryModeEqualsTheOtherKernelBitForBit) {
   PIXTRAL_REQUIRE_GPU();
   auto cpu = ops::make_cpu_backend(1);
   std::mt19937 rng(31);
-  // int4 twice: q4tma as it is (x rewritten once a block as the MMAs' B registers, the groups' corrections made
-  // once: kPreX) and as before that (PIXTRAL_CUDA_Q4TMA_PREX=0: both made every stage).
+  // int4 twice: q4tma as it is (the silu and plain modes keep x's B registers and the groups' corrections from a
+  // block's first tile for its later ones: kPreX) and without that (PIXTRAL_CUDA_Q4TMA_PREX=0).
   struct Case {
     Format f;
     const char* prex;
@@ -134,15 +134,17 @@ TEST(QuantCudaTma, EveryModeEqualsTheOtherKernelBitForBit) {
       }
       G->free_weight(*w);
     }
-    for (std::int64_t F : {336, 1024}) {
-      const std::int64_t K = 5120;
+    // F = 16384: 1024 tiles, several a block on any GPU of up to 511 SMs (the tiles after a block's first read the
+    // x registers and corrections that its first kept: kPreX).
+    for (std::int64_t F : {336, 1024, 16384}) {
+      const std::int64_t K = F == 16384 ? 1024 : 5120;
       Host w1 = make_weight(F, K, 960 + F, "w1"), w3 = make_weight(F, K, 970 + F, "w3");
       const WeightView* parts[2] = {&w1.view, &w3.view};
       auto w = G->upload_weight_stacked_quantized(parts, "w13", f);
       ASSERT_TRUE(w.ok()) << w.status().to_string();
       {
         const DType dt = DType::bf16;
-        const std::string what = "silu F=" + std::to_string(F) + " K=5120 " + dtype_name(dt);
+        const std::string what = "silu F=" + std::to_string(F) + " K=" + std::to_string(K) + " " + dtype_name(dt);
         const auto xv = cuda_test::random_values(rng, std::size_t(K));
         auto x = cuda_test::make_pair(cpu.get(), G, 1, K, xv.data(), dt);
         auto o = cuda_test::make_pair(cpu.get(), G, 1, F, nullptr, dt);
