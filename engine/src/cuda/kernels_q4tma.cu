@@ -147,7 +147,7 @@ __device__ __forceinline__ void prefetch_next(const Q4tNext& nx) {
 constexpr int kDynStreams = 8, kDynPerStream = 512, kDynSlots = kDynStreams * kDynPerStream;
 __device__ int g_q4t_dyn[kDynSlots * 32];
 
-template <class TO, GemvMode M, bool kPreX = true>
+template <class TO, GemvMode M, bool kPreX>
 __global__ void __launch_bounds__(kThreads, 2)
     q4tma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const bf16* __restrict__ bias, const Q4tArgs a,
                  const RopeAppendArgs ra, const __grid_constant__ CUtensorMap mw,
