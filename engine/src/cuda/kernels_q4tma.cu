@@ -21,7 +21,7 @@
 // scale slots (H200 int4 decode, same run: each warp's stages from its own contiguous range of groups 2.810 ms/token,
 // the round-robin order 2.800). The consumers stage x once (natural order, all loads at once), then for each stage:
 // wait, read their 16 bytes of rows g and g + 8, release the slot, and multiply (q4_group_mma, with the group's
-// correction from group_correction: q4mma's T = 1 path; in the silu and plain modes a warp's first tile keeps its
+// correction from group_correction: q4mma's T = 1 path; in the silu mode a warp's first tile keeps its
 // groups' B registers and corrections and its later tiles read them — kPreX, H200 int4 decode, same run: 2.657 ->
 // 2.6065 ms/token). A tile's 8 partial sums meet in shared memory: warps 1..7 arrive on a named barrier, warp 0
 // waits on it, adds them in warp order (q4mma's order) and stores through gemv_modes.cuh's epilogue — the storing
@@ -67,19 +67,20 @@ struct Q4tLayout {
   int ring = 0, scales = 0, xs = 0, red = 0, corr = 0, total = 0;  // byte offsets, size
 };
 
-Q4tLayout q4t_layout(int R, int K, int budget) {
+// pre_x: the kernel keeps the groups' corrections (kPreX: n_groups floats after red).
+Q4tLayout q4t_layout(int R, int K, int budget, bool pre_x) {
   Q4tLayout l;
-  const int n_groups = K / quant::kInt4Group;
+  const int n_groups = K / quant::kInt4Group, corr_bytes = pre_x ? n_groups * 4 : 0;
   l.stage_bytes = R * kBoxBytes;
   l.scale_bytes = R * 16 * n_groups * 4;
-  const int fixed = kBarBytes + 2 * l.scale_bytes + K * 2 + kRedBufs * kWarps * R * 16 * 4 + n_groups * 4 + 3 * 128;
+  const int fixed = kBarBytes + 2 * l.scale_bytes + K * 2 + kRedBufs * kWarps * R * 16 * 4 + corr_bytes + 3 * 128;
   l.stages = std::min(kMaxStages, (budget - fixed) / l.stage_bytes);
   l.ring = kBarBytes;
   l.scales = l.ring + l.stages * l.stage_bytes;
   l.xs = (l.scales + 2 * l.scale_bytes + 127) / 128 * 128;
   l.red = (l.xs + K * 2 + 127) / 128 * 128;
   l.corr = l.red + kRedBufs * kWarps * R * 16 * 4;
-  l.total = l.corr + n_groups * 4;
+  l.total = l.corr + corr_bytes;
   return l;
 }
 
@@ -523,12 +524,15 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
                     int items, int K, const RopeAppendArgs& ra, cudaStream_t s, bool* launched,
                     const NormIn* norm = nullptr) {
   constexpr int R = gemv_rows_per_item(M);
-  Q4tLayout l = q4t_layout(R, K, kMaxSmem);
+  // kPreX pays where blocks run several tiles: the silu mode ([w1; w3], 896 tiles over two blocks an SM). The rope
+  // and residual modes run one tile a block in a decoder, and their registers have no room for it; in the plain
+  // mode (an int4 lm_head) it would take three blocks an SM from launches of up to three tiles an SM (72 -> 74
+  // registers).
+  constexpr bool kPreXMode = M == GemvMode::silu;
+  const bool pre_x = kPreXMode && q4tma_prex();
+  const auto kernel = pre_x ? q4tma_kernel<TO, M, kPreXMode> : q4tma_kernel<TO, M, false>;
+  Q4tLayout l = q4t_layout(R, K, kMaxSmem, pre_x);
   if (l.stages < 2 || l.total > kMaxSmem) return not_here(kQ4Env, "K too large for the shared memory");
-  // kPreX pays where a block runs several tiles (the silu and plain modes: dynamic tiles); the rope and residual
-  // modes run one tile a block in a decoder, and their registers have no room for it.
-  constexpr bool kPreXMode = M == GemvMode::silu || M == GemvMode::plain;
-  const auto kernel = kPreXMode && q4tma_prex() ? q4tma_kernel<TO, M, kPreXMode> : q4tma_kernel<TO, M, false>;
   if (!tma_ready(kernel) || sm_count() == 0) return not_here(kQ4Env, "no sm_90 code for this GPU");
   const int n_tiles = ceil_div(items, 16);
   int per_sm = 2;
@@ -536,7 +540,7 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
   // second tile for some blocks (the last ones' tail). PIXTRAL_CUDA_Q4TMA_3=0: always two (A/B).
   const char* e3 = std::getenv("PIXTRAL_CUDA_Q4TMA_3");
   if (!(e3 && e3[0] == '0') && n_tiles > 2 * sm_count() && n_tiles <= 3 * sm_count()) {
-    const Q4tLayout l3 = q4t_layout(R, K, kSmem3);
+    const Q4tLayout l3 = q4t_layout(R, K, kSmem3, pre_x);
     if (l3.stages >= 2 && blocks_fit(kernel, l3.total, 3)) {
       l = l3;
       per_sm = 3;

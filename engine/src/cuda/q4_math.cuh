@@ -57,8 +57,8 @@ __device__ __forceinline__ float group_correction(uint2 xs) {
 /// adds, longer ones wait longer. A holds 136 + v (int4_pair_biased): the chains sum (136 + v)·x and corr takes the
 /// 136 off once a group, before the scale, so the cancellation happens at the group's magnitude; the sum passes
 /// through ~136·Σx, so its fp32 error is ~30× that of Σ v·x alone (~1e-6 relative: far below a bf16 output's
-/// rounding). q4_group_mma_b takes x as the MMAs' B registers already (q4_b_fragments), which q4tma's silu and plain
-/// consumers keep from a block's first tile for its later ones (kPreX).
+/// rounding). q4_group_mma_b takes x as the MMAs' B registers already (q4_b_fragments), which q4tma's silu consumers
+/// keep from a block's first tile for its later ones (kPreX).
 __device__ __forceinline__ void q4_group_mma_b(const uint4& w0, const uint4& w1, const uint4 bv[4], float s0, float s1,
                                                const float corr[2], float acc[4]) {
   float d[2][4];

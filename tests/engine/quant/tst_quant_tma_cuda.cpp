@@ -62,8 +62,8 @@ TEST(QuantCudaTma, EveryModeEqualsTheOtherKernelBitForBit) {
   PIXTRAL_REQUIRE_GPU();
   auto cpu = ops::make_cpu_backend(1);
   std::mt19937 rng(31);
-  // int4 twice: q4tma as it is (the silu and plain modes keep x's B registers and the groups' corrections from a
-  // block's first tile for its later ones: kPreX) and without that (PIXTRAL_CUDA_Q4TMA_PREX=0).
+  // int4 twice: q4tma as it is (the silu mode keeps x's B registers and the groups' corrections from a block's
+  // first tile for its later ones: kPreX) and without that (PIXTRAL_CUDA_Q4TMA_PREX=0).
   struct Case {
     Format f;
     const char* prex;
@@ -135,9 +135,9 @@ TEST(QuantCudaTma, EveryModeEqualsTheOtherKernelBitForBit) {
       G->free_weight(*w);
     }
     // F = 16384: 1024 tiles, several a block on any GPU of up to 511 SMs (the tiles after a block's first read the
-    // x registers and corrections that its first kept: kPreX).
+    // x registers and corrections that its first kept: kPreX), and K = 2048: two stages a tile (two groups a warp).
     for (std::int64_t F : {336, 1024, 16384}) {
-      const std::int64_t K = F == 16384 ? 1024 : 5120;
+      const std::int64_t K = F == 16384 ? 2048 : 5120;
       Host w1 = make_weight(F, K, 960 + F, "w1"), w3 = make_weight(F, K, 970 + F, "w3");
       const WeightView* parts[2] = {&w1.view, &w3.view};
       auto w = G->upload_weight_stacked_quantized(parts, "w13", f);
@@ -251,17 +251,21 @@ TEST(QuantCudaTma, DynamicTilesEqualStaticTilesBackToBack) {
 // block of the TMA GEMV normalizes h itself) against the ops' defaults (the norm kernel, then the GEMV) on the GPU:
 // q, the cache rows, the SiLU output and xn bit for bit. PIXTRAL_CUDA_FOLD_NORM=require makes an unfolded call an
 // error; =0 gives the reference. Shapes: Pixtral's (K = 5120: 640 pieces of 8, 20 of the norm kernel's warps) and
-// K = 1024 (4 warps), rope heads of 128 and 32, both pair layouts.
+// K = 1024 (4 warps), rope heads of 128 and 32, both pair layouts, and a silu GEMV of 1024 tiles at K = 2048 (several
+// tiles a block: the folded kernel's kept x registers, kPreX, against x made in every tile).
 TEST(QuantCudaTma, FoldedNormEqualsNormThenOpBitForBit) {
   PIXTRAL_REQUIRE_GPU();
   auto cpu = ops::make_cpu_backend(1);
   std::mt19937 rng(41);
   const float eps = 1e-5f;
-  // run() folded (required), then unfolded; read() after each; the bits compared.
+  // run() folded (required), then unfolded; read() after each; the bits compared. The unfolded run also without
+  // kPreX (PIXTRAL_CUDA_Q4TMA_PREX=0), so a silu shape of several tiles a block compares the folded kernel's kept
+  // x registers with x made in every tile.
   const auto both = [&](const std::string& what, const auto& run, const auto& read) {
     std::vector<std::vector<float>> got;
     for (const char* sw : {"require", "0"}) {
       ScopedEnv env("PIXTRAL_CUDA_FOLD_NORM", sw);
+      ScopedEnv prex("PIXTRAL_CUDA_Q4TMA_PREX", sw[0] == 'r' ? "1" : "0");
       const Status st = run();
       ASSERT_TRUE(st.ok()) << what << " (PIXTRAL_CUDA_FOLD_NORM=" << sw << "): " << st.to_string();
       got.push_back(read());
@@ -315,8 +319,8 @@ TEST(QuantCudaTma, FoldedNormEqualsNormThenOpBitForBit) {
     G->free_weight(*w);
     G->free_weight(*nw);
   }
-  for (std::int64_t F : {336, 1024}) {
-    const std::int64_t K = F == 336 ? 1024 : 5120;
+  for (std::int64_t F : {336, 1024, 16384}) {  // 16384: 1024 tiles, several a block (see the test above)
+    const std::int64_t K = F == 336 ? 1024 : F == 1024 ? 5120 : 2048;
     Host w1 = make_weight(F, K, 1130 + F, "w1"), w3 = make_weight(F, K, 1140 + F, "w3");
     const WeightView* parts[2] = {&w1.view, &w3.view};
     auto w = G->upload_weight_stacked_quantized(parts, "w13", Format::int4_g128);
