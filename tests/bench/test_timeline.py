@@ -22,11 +22,12 @@ def blocks(tag, grid, start, end, stagger=0):
 
 def layer(t):
     """One decoder layer from t (ns): kernels overlapping the one before, as under programmatic dependent launch.
-    Only the attention's blocks record a wait: block b's returns at t + 105 + b, 5 + b ns after the QKV GEMV ends."""
+    Only the attention's and the combine's blocks record a wait: the attention's block b returns at t + 105 + b, 5 + b
+    ns after the QKV GEMV ends, the combine's at t + 131 + b; only the combine's mark: block b's at t + 135 + 2b."""
     rows = []
     rows += blocks(ROPE, 6, t, t + 100, 2)
     rows += [dict(r, tw=t + 105 + r["block"]) for r in blocks(ATTN, 4, t + 90, t + 130, 1)]
-    rows += blocks(COMB, 2, t + 125, t + 140)
+    rows += [dict(r, tw=t + 131 + r["block"], tm=t + 135 + 2 * r["block"]) for r in blocks(COMB, 2, t + 125, t + 140)]
     rows += blocks(RESID, 5, t + 135, t + 200, 3)
     rows += blocks(NORM, 1, t + 150, t + 210)
     rows += blocks(SILU, 8, t + 205, t + 400, 4)
@@ -106,11 +107,13 @@ class TimelineTest(unittest.TestCase):
         # Layer 0 starts at 1000 + 20, where the step's first norm (the launch before its QKV GEMV) ends.
         self.assertEqual([r[0] for r in rows], ["bf16 rope (qkv)", "attention", "combine", "bf16 residual (wo)",
                                                  "norm", "bf16 silu (w1;w3)", "bf16 residual (w2)", "norm"])
-        name, grid, st, en, wt = rows[0]
-        # 6 blocks staggered by 2: starts 0, 2, .., 10; ends 90, 92, .., 100; no wait recorded.
-        self.assertEqual((grid, st, en, wt), (6, [0, 6, 10], [90, 96, 100, 100], None))
+        name, grid, st, en, wt, mk = rows[0]
+        # 6 blocks staggered by 2: starts 0, 2, .., 10; ends 90, 92, .., 100; no wait or mark recorded.
+        self.assertEqual((grid, st, en, wt, mk), (6, [0, 6, 10], [90, 96, 100, 100], None, None))
         self.assertEqual(rows[1][4], [105, 107, 108])  # the attention's waits: 105 .. 108, nearest-rank median
-        _, _, st, en, _ = rows[5]  # silu: 8 blocks staggered by 4 from 205
+        self.assertIsNone(rows[1][5])
+        self.assertEqual(rows[2][4:], ([131, 132, 132], [135, 137, 137]))  # the combine's waits and marks
+        _, _, st, en, _, _ = rows[5]  # silu: 8 blocks staggered by 4 from 205
         self.assertEqual((st, en), ([205, 221, 233], [372, 388, 396, 400]))
         self.assertEqual(timeline.layer_blocks(steps[0], 2), [])
 
@@ -118,9 +121,16 @@ class TimelineTest(unittest.TestCase):
         seq = timeline.launches(self.rows)
         timeline.label(seq)
         w = timeline.waits(timeline.split_steps(seq))
-        # Only the attention waited: first wait 5 ns after the QKV GEMV's end, the median (107) 7, and its end
-        # (130) 23 ns after that median.
-        self.assertEqual(w, {"attention": (5.0, 7.0, 23.0)})
+        # The attention: first wait 5 ns after the QKV GEMV's end, the median (107) 7, and its end (130) 23 ns after
+        # that median; the combine (waits 131, 132 after the attention's end at 130; it ends at 140): 1, 2, 8.
+        self.assertEqual(w, {"attention": (5.0, 7.0, 23.0), "combine": (1.0, 2.0, 8.0)})
+
+    def test_marks_cut_the_work_after_the_wait(self):
+        seq = timeline.launches(self.rows)
+        timeline.label(seq)
+        m = timeline.marks(timeline.split_steps(seq))
+        # Only the combine marked: median wait 132, marks 135 and 137 (median, nearest rank: 137), end 140.
+        self.assertEqual(m, {"combine": (5.0, 5.0, 3.0)})
 
     def test_layer_sms_groups_by_blocks_an_sm(self):
         seq = timeline.launches(self.rows)
@@ -148,21 +158,25 @@ class TimelineTest(unittest.TestCase):
 
     def test_reads_the_csv_the_library_writes(self):
         with tempfile.NamedTemporaryFile("w", suffix=".csv", delete=False) as f:
-            f.write("tag,grid,block,sm,t0,t1,tw\n")
+            f.write("tag,grid,block,sm,t0,t1,tw,tm\n")
             for r in self.rows[:50]:
-                f.write(f"{r['tag']},{r['grid']},{r['block']},{r['sm']},{r['t0']},{r['t1']},{r.get('tw', 0)}\n")
+                f.write(f"{r['tag']},{r['grid']},{r['block']},{r['sm']},{r['t0']},{r['t1']},{r.get('tw', 0)},"
+                        f"{r.get('tm', 0)}\n")
             path = f.name
         try:
-            self.assertEqual(timeline.read(path)[:50], [dict(r, tw=r.get("tw", 0)) for r in self.rows[:50]])
+            self.assertEqual(timeline.read(path)[:50],
+                             [dict(r, tw=r.get("tw", 0), tm=r.get("tm", 0)) for r in self.rows[:50]])
+            self.assertTrue(any(r["tm"] for r in timeline.read(path)[:50]))
         finally:
             os.unlink(path)
-        # A file of an older build has no tw column: read as no waits.
+        # A file of an older build has no tw or tm column: read as no waits and no marks.
         with tempfile.NamedTemporaryFile("w", suffix=".csv", delete=False) as f:
             f.write("tag,grid,block,sm,t0,t1\n1,1,0,0,5,9\n")
             path = f.name
         try:
             rows = timeline.read(path)
             self.assertEqual(timeline.launches(rows)[0]["tws"], [])
+            self.assertEqual(timeline.launches(rows)[0]["tms"], [])
         finally:
             os.unlink(path)
 

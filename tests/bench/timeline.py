@@ -5,14 +5,18 @@
 usage: timeline.py FILE.csv [--layers | --blocks LAYER | --sms LAYER]
 
 Each CSV row is one block of one kernel: tag, grid (blocks of its launch), block, sm, t0, t1 (%globaltimer ns at
-thread 0's start and end) and tw (when thread 0 returned from its dependent-launch wait; 0 or absent: no wait). A launch's blocks all start before any block of the launch after next (programmatic
+thread 0's start and end), tw (when thread 0 returned from its dependent-launch wait; 0 or absent: no wait) and tm
+(when thread 0 passed the kernel's PIXTRAL_TIMELINE_MARK, a point the kernel names — the combine's and the norm's
+loads merged, q4tma's x staged, the scalar GEMVs' first batch used, an attention split's last keys in; 0 or absent:
+none). A launch's blocks all start before any block of the launch after next (programmatic
 dependent launch lets only the next kernel start early), so sorting a (tag, grid) pair's rows by t0 and cutting them
 into runs of `grid` rows recovers the launches. Per kernel kind the table gives the launches per decode step, the
 mean duration (first block start to last block end), the mean overlap with the kernel before (how long it was
 resident before that one ended) and what it adds to the step: its end minus the previous kernel's end, summed per
 step. The adds sum to the step's time; the time no recorded kernel covers (sampler, copies) is listed as well. A
 second table splits each kind's span after the kernel before it ends: its blocks' first and median wait returns
-(the boundary) and the end after the median wait (the work left once its input was there).
+(the boundary) and the end after the median wait (the work left once its input was there); a third, for the kinds
+that mark, cuts that work at the mark: median wait to median and to last mark, last mark to the end.
 --layers lists the last step's first 40 launches; --blocks LAYER gives, for each launch of decoder layer LAYER
 (from its QKV GEMV to the one before the next QKV GEMV) of the last step, its blocks' start and end percentiles
 in µs from the end of the launch before that QKV GEMV: which blocks wait and which ones end late; --sms LAYER
@@ -52,7 +56,8 @@ def launches(rows):
             out.append({"tag": tag, "grid": grid, "start": min(r["t0"] for r in chunk),
                         "end": max(r["t1"] for r in chunk), "t0s": sorted(r["t0"] for r in chunk),
                         "t1s": sorted(r["t1"] for r in chunk), "sm_ends": sm_ends(chunk),
-                        "tws": sorted(r.get("tw", 0) for r in chunk if r.get("tw", 0))})
+                        "tws": sorted(r.get("tw", 0) for r in chunk if r.get("tw", 0)),
+                        "tms": sorted(r.get("tm", 0) for r in chunk if r.get("tm", 0))})
     out.sort(key=lambda l: l["start"])
     return out
 
@@ -122,6 +127,23 @@ def waits(steps):
     return {k: (v[1] / v[0], v[2] / v[0], v[3] / v[0]) for k, v in acc.items()}
 
 
+def marks(steps):
+    """Per kernel name with recorded waits and marks: mean ns from its blocks' median wait return to their median
+    and last mark, and from the last mark to its end."""
+    acc = collections.OrderedDict()
+    for s in steps:
+        for l in s:
+            if not l["tws"] or not l["tms"]:
+                continue
+            a = acc.setdefault(l["name"], [0, 0, 0, 0])
+            w = pct(l["tws"], 50)
+            a[0] += 1
+            a[1] += pct(l["tms"], 50) - w
+            a[2] += l["tms"][-1] - w
+            a[3] += l["end"] - l["tms"][-1]
+    return {k: (v[1] / v[0], v[2] / v[0], v[3] / v[0]) for k, v in acc.items()}
+
+
 def after_lm_head(steps):
     """Mean times (ns) after lm_head's end: the device sampler's kernels (when recorded) and the next step's embed."""
     tails = collections.defaultdict(list)
@@ -179,10 +201,11 @@ def pct(sorted_vals, p):
 def layer_blocks(step, index):
     """Decoder layer `index` of a step (its QKV GEMV to the launch before the next one): per launch, its name,
     blocks, start p0/p50/p100 and end p0/p50/p90/p100 of its blocks, in ns from the end of the launch before the
-    layer's QKV GEMV."""
+    layer's QKV GEMV; then its waits' and its marks' p0/p50/p100 (None where it recorded none)."""
     return [(name, l["grid"], [pct(l["t0s"], p) - t_ref for p in (0, 50, 100)],
              [pct(l["t1s"], p) - t_ref for p in (0, 50, 90, 100)],
-             [pct(l["tws"], p) - t_ref for p in (0, 50, 100)] if l["tws"] else None)
+             [pct(l["tws"], p) - t_ref for p in (0, 50, 100)] if l["tws"] else None,
+             [pct(l["tms"], p) - t_ref for p in (0, 50, 100)] if l["tms"] else None)
             for name, l, t_ref in layer_launches(step, index)]
 
 
@@ -211,6 +234,11 @@ def main():
         print(f"{'kernel':<22}{'prev end -> first wait us':>27}{'-> median wait us':>19}{'median wait -> end us':>23}")
         for name, (first, med, tail) in w.items():
             print(f"{name:<22}{first / 1e3:>27.2f}{med / 1e3:>19.2f}{tail / 1e3:>23.2f}")
+    m = marks(steps)
+    if m:
+        print(f"{'kernel':<22}{'median wait -> median mark us':>31}{'-> last mark us':>17}{'last mark -> end us':>21}")
+        for name, (med, last, tail) in m.items():
+            print(f"{name:<22}{med / 1e3:>31.2f}{last / 1e3:>17.2f}{tail / 1e3:>21.2f}")
     if len(sys.argv) > 2 and sys.argv[2] == "--layers":
         s = steps[-1]
         t0 = s[0]["start"]
@@ -223,11 +251,13 @@ def main():
         index = int(sys.argv[3])
         print(f"layer {index} of the last step, µs from the end of the launch before its QKV GEMV")
         print(f"{'kernel':<22}{'blocks':>7}   start p0 / p50 / p100     end p0 / p50 / p90 / p100"
-              "             waited p0 / p50 / p100")
-        for name, grid, st, en, wt in layer_blocks(steps[-1], index):
+              "             waited p0 / p50 / p100    marked p0 / p50 / p100")
+        blank = " " * 27
+        for name, grid, st, en, wt, mk in layer_blocks(steps[-1], index):
             print(f"{name:<22}{grid:>7}  " + " / ".join(f"{v / 1e3:6.2f}" for v in st) + "   "
                   + " / ".join(f"{v / 1e3:6.2f}" for v in en)
-                  + ("   " + " / ".join(f"{v / 1e3:6.2f}" for v in wt) if wt else ""))
+                  + ("   " + " / ".join(f"{v / 1e3:6.2f}" for v in wt) if wt else ("   " + blank if mk else ""))
+                  + ("   " + " / ".join(f"{v / 1e3:6.2f}" for v in mk) if mk else ""))
     if len(sys.argv) > 3 and sys.argv[2] == "--sms":
         index = int(sys.argv[3])
         print(f"layer {index} of the last step: SMs by blocks run, median / latest end (µs, as --blocks)")

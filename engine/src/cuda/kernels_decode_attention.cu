@@ -191,6 +191,7 @@ __global__ void __launch_bounds__(kThreads, blocks_per_sm(G)) decode_attention_k
     else
       cp_async_wait<kStages - 1>();
     __syncthreads();  // every thread's copies of the stage are visible
+    if (i == n_stage - 1) PIXTRAL_TIMELINE_MARK(0.f);  // the timeline's mark: the split's last keys are in
     const int slot = i % kStages;
     const std::uint32_t kst = ks_all + slot * kStageBytes, vst = vs_all + slot * kStageBytes;
 #pragma unroll
@@ -335,6 +336,7 @@ decode_combine_kernel(TO* __restrict__ out, const float* __restrict__ partial, i
 #pragma unroll
     for (int u = 0; u < kBatch; ++u) lse_merge(m, l, o, mc[u], lc[u], oc[u]);
   }
+  PIXTRAL_TIMELINE_MARK(o);  // the timeline's mark: the loads are in and merged
   if (late_trigger) allow_dependents_to_launch();  // the next kernel's weight stream after these loads
   red_o[g][d] = o;
   if (d == 0) {
@@ -381,8 +383,8 @@ int n_splits_of(const AttentionLaunch& a) {
 
 // The combine lets the next kernel launch only once its own loads have returned (PERF_NOTES v25 1.): launched at
 // its start, the next GEMV's blocks stream their weights (wo: 21 MB in int8, 10.5 MB in int4) before their wait,
-// and the combine's ~0.7 MB of partials, L2 hits, queue behind them. H200, same run: int8 decode 3.706 → 3.607 ms/token, int4
-// 2.591 → 2.561. PIXTRAL_CUDA_COMBINE_LATE=0 (A/B): at its start, as before.
+// and the combine's ~0.7 MB of partials, L2 hits, queue behind them. H200, same run: int8 decode 3.706 → 3.607
+// ms/token, int4 2.591 → 2.561, bf16 6.024 → 5.908. PIXTRAL_CUDA_COMBINE_LATE=0 (A/B): at its start, as before.
 bool combine_late_trigger() {
   const char* e = std::getenv("PIXTRAL_CUDA_COMBINE_LATE");
   return !(e && std::strcmp(e, "0") == 0);

@@ -141,6 +141,7 @@ __global__ void row_norm_kernel(TH* h, const TD* delta, TO* out, const bf16* w, 
       for (int i = 0; i < 8; ++i) ss += v[r][i] * v[r][i];
     }
   }
+  PIXTRAL_TIMELINE_MARK(ss);  // the timeline's mark: the row is in
   if (late_trigger) allow_dependents_to_launch();  // the next kernel's weight stream after this row's loads
   ss = block_sum(ss, scratch);
   const float inv = 1.0f / sqrtf(ss / float(D) + eps);
@@ -445,11 +446,12 @@ Status launch_row_norm(TH* h, const TD* delta, TO* out, const bf16* w, std::int6
   // (T > 1) are the same kernel. PIXTRAL_CUDA_NORM_LATE=0 (A/B): at its start, as before.
   const char* el = std::getenv("PIXTRAL_CUDA_NORM_LATE");
   const bool late = !(el && std::strcmp(el, "0") == 0);
+  const auto go = [&](auto kernel) { launch_dependent(kernel, grid, block, s, h, delta, out, w, d, eps, late); };
   switch (R) {  // programmatic dependents of the previous kernel (the GEMV whose output they add)
-    case 1: launch_dependent(row_norm_kernel<1, ADD, TH, TD, TO>, grid, block, s, h, delta, out, w, d, eps, late); break;
-    case 2: launch_dependent(row_norm_kernel<2, ADD, TH, TD, TO>, grid, block, s, h, delta, out, w, d, eps, late); break;
-    case 3: launch_dependent(row_norm_kernel<3, ADD, TH, TD, TO>, grid, block, s, h, delta, out, w, d, eps, late); break;
-    default: launch_dependent(row_norm_kernel<4, ADD, TH, TD, TO>, grid, block, s, h, delta, out, w, d, eps, late); break;
+    case 1: go(row_norm_kernel<1, ADD, TH, TD, TO>); break;
+    case 2: go(row_norm_kernel<2, ADD, TH, TD, TO>); break;
+    case 3: go(row_norm_kernel<3, ADD, TH, TD, TO>); break;
+    default: go(row_norm_kernel<4, ADD, TH, TD, TO>); break;
   }
   PIXTRAL_CUDA_LAUNCH_CHECK(row_norm_kernel);
   return {};

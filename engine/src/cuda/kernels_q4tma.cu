@@ -291,6 +291,7 @@ __global__ void __launch_bounds__(kThreads, 2)
     stage_x(xs, x, a.K, tid);
   }
   named_sync(1, kWarps * 32);
+  PIXTRAL_TIMELINE_MARK(0.f);  // the timeline's mark: x is staged
   const int g = lane >> 2, t = lane & 3;
   // kPreX: each warp multiplies only its own groups of x (G = 8s + warp), the same ones in every tile. In its first
   // tile it makes each group's correction and B registers as q4_group_mma does, and keeps them (the correction in

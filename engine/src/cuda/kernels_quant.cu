@@ -282,6 +282,7 @@ qgemv_kernel(TO* __restrict__ out, const TX* x, const std::uint8_t* __restrict__
         else
           accumulate<T, TX, INT4>(wv[r][u], c + 32 * u, x, K, srow[r], acc[r]);
       }
+    if (c == lane) PIXTRAL_TIMELINE_MARK(acc[0][0]);  // the timeline's mark: the first batch is in
     c += 32 * kUnroll;
     full = c + 32 * (kUnroll - 1) < n_chunks;
     if (full) {

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // Developer build option PIXTRAL_CUDA_TIMELINE (CMake, OFF by default; nothing of this is compiled otherwise): the
 // decode-step kernels record, per block, when thread 0 started, returned from its last programmatic-dependent-launch
-// wait (0: it did not wait) and finished (%globaltimer, ns) with the kernel's tag,
+// wait (0: it did not wait), passed the kernel's mark (PIXTRAL_TIMELINE_MARK: a point the kernel names, e.g. "its
+// loads have returned"; 0: none) and finished (%globaltimer, ns) with the kernel's tag,
 // grid size, block index and SM, for a window of replayed decode graphs (cuda_timeline.cu writes them to the CSV file
 // named by PIXTRAL_CUDA_TIMELINE). A timeline of the graph as it runs, programmatic-dependent-launch overlap included,
 // which ncu (kernels serialized) cannot give and nsys is not installed for. tests/bench/timeline.py reads the file.
@@ -32,7 +33,7 @@ enum TimelineTag : unsigned {
 
 #ifdef PIXTRAL_CUDA_TIMELINE
 struct TlRecord {
-  unsigned long long t0, t1, tw;
+  unsigned long long t0, t1, tw, tm;
   unsigned tag, grid, block, sm;
 };
 // Per translation unit (the kernels are not compiled as relocatable device code): every unit that includes this
@@ -53,11 +54,23 @@ __device__ __forceinline__ unsigned long long& tl_wait_slot() {
   return t;
 }
 
+// When thread 0 last passed PIXTRAL_TIMELINE_MARK, a block's own word: 0 until it does.
+__device__ __forceinline__ unsigned long long& tl_mark_slot() {
+  __shared__ unsigned long long t;
+  return t;
+}
+
+// The mark, read only after `dep` is computed (an empty asm that takes it keeps the clock read after it).
+__device__ __forceinline__ void tl_mark(float dep) {
+  asm volatile("" ::"f"(dep));
+  if (threadIdx.x == 0) tl_mark_slot() = tl_now();
+}
+
 struct TlScope {
   unsigned long long t0;
   unsigned tag;
   __device__ explicit TlScope(unsigned tag_) : t0(tl_now()), tag(tag_) {
-    if (threadIdx.x == 0) tl_wait_slot() = 0;
+    if (threadIdx.x == 0) tl_wait_slot() = tl_mark_slot() = 0;
   }
   __device__ ~TlScope() {
     if (threadIdx.x != 0 || !g_tl_records) return;
@@ -65,7 +78,7 @@ struct TlScope {
     if (i >= g_tl_capacity) return;
     unsigned sm;
     asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
-    g_tl_records[i] = TlRecord{t0, tl_now(), tl_wait_slot(), tag, gridDim.x * gridDim.y * gridDim.z,
+    g_tl_records[i] = TlRecord{t0, tl_now(), tl_wait_slot(), tl_mark_slot(), tag, gridDim.x * gridDim.y * gridDim.z,
                                blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z), sm};
   }
 };
@@ -80,8 +93,10 @@ static void tl_set_this_unit(TlRecord* records, unsigned* count, unsigned capaci
 static const bool g_tl_registered = (tl_register(&tl_set_this_unit), true);
 
 #define PIXTRAL_TIMELINE(tag) const ::pixtral::cuda::TlScope pixtral_tl_scope_(tag)
+#define PIXTRAL_TIMELINE_MARK(dep) ::pixtral::cuda::tl_mark(dep)
 #else
 #define PIXTRAL_TIMELINE(tag) (void)0
+#define PIXTRAL_TIMELINE_MARK(dep) (void)0
 #endif
 
 /// Called by CudaBackend::replay around each graph launch: the window of replays to record (no-op unless built with
