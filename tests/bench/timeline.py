@@ -252,7 +252,7 @@ def main():
         print(f"layer {index} of the last step, µs from the end of the launch before its QKV GEMV")
         print(f"{'kernel':<22}{'blocks':>7}   start p0 / p50 / p100     end p0 / p50 / p90 / p100"
               "             waited p0 / p50 / p100    marked p0 / p50 / p100")
-        blank = " " * 27
+        blank = " " * 24  # three %6.2f joined by " / "
         for name, grid, st, en, wt, mk in layer_blocks(steps[-1], index):
             print(f"{name:<22}{grid:>7}  " + " / ".join(f"{v / 1e3:6.2f}" for v in st) + "   "
                   + " / ".join(f"{v / 1e3:6.2f}" for v in en)

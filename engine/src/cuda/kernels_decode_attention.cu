@@ -380,7 +380,6 @@ decode_combine_lean_kernel(TO* __restrict__ out, const float* __restrict__ parti
     sm_l[c] = Lp[std::int64_t(c) * n_vec + vec];
   }
   __syncthreads();
-  PIXTRAL_TIMELINE_MARK(oc[0]);  // the timeline's mark: the loads are in
   float mx = -INFINITY;
   for (int c = 0; c < n_splits; ++c) mx = fmaxf(mx, sm_m[c]);
   for (int c = d; c < n_splits; c += D) sm_w[c] = mx == -INFINITY ? 0.f : exp2f(sm_m[c] - mx);
@@ -401,7 +400,9 @@ decode_combine_lean_kernel(TO* __restrict__ out, const float* __restrict__ parti
       }
     }
   }
-  allow_dependents_to_launch();  // the next kernel's weight stream after these loads (as decode_combine_kernel)
+  PIXTRAL_TIMELINE_MARK(O);      // the timeline's mark: the loads are in and summed
+  allow_dependents_to_launch();  // the next kernel's weight stream after these loads (PIXTRAL_CUDA_COMBINE_LATE: no
+                                 // effect here)
   out[vec * D + d] = from_f32<TO>(L > 0.f ? O / L : 0.f);
 }
 
@@ -434,9 +435,11 @@ int n_splits_of(const AttentionLaunch& a) {
                             resident_blocks(a, G, a.head_dim), a.n_sms, a.narrow_wave, cap);
 }
 
-// The combine lets the next kernel launch only once its own loads have returned (PERF_NOTES v25 1.): launched at
-// its start, the next GEMV's blocks stream their weights (wo: 21 MB in int8, 10.5 MB in int4) before their wait,
-// and the combine's ~0.7 MB of partials, L2 hits, queue behind them. H200, same run: int8 decode 3.706 → 3.607
+// The combine lets the next kernel launch only after its loads (PERF_NOTES v25 1.): launched at its start, the next
+// GEMV's blocks stream their weights (wo: 21 MB in int8, 10.5 MB in int4) before their wait, and the combine's
+// ~0.7 MB of partials, L2 hits, queue behind them. A block triggers when its first warp passes the instruction
+// (later ones have no effect), and nothing but program order keeps it after the merge that uses the loads (not
+// checked in the SASS); triggering after the block's barrier would wait for every warp's loads (not measured). H200, same run: int8 decode 3.706 → 3.607
 // ms/token, int4 2.591 → 2.561, bf16 6.024 → 5.908. PIXTRAL_CUDA_COMBINE_LATE=0 (A/B): at its start, as before.
 bool combine_late_trigger() {
   const char* e = std::getenv("PIXTRAL_CUDA_COMBINE_LATE");

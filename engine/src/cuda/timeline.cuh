@@ -60,10 +60,18 @@ __device__ __forceinline__ unsigned long long& tl_mark_slot() {
   return t;
 }
 
-// The mark, read only after `dep` is computed (an empty asm that takes it keeps the clock read after it).
+// A shared word the mark stores `dep` to: the store needs dep, and a warp issues in order, so the clock is read
+// once dep is there (as long as ptxas keeps the volatile store before the volatile clock read; not checked in SASS).
+__device__ __forceinline__ volatile float& tl_mark_sink() {
+  __shared__ float v;
+  return v;
+}
+
+// The mark, read after `dep` is computed.
 __device__ __forceinline__ void tl_mark(float dep) {
-  asm volatile("" ::"f"(dep));
-  if (threadIdx.x == 0) tl_mark_slot() = tl_now();
+  if (threadIdx.x != 0) return;
+  tl_mark_sink() = dep;
+  tl_mark_slot() = tl_now();
 }
 
 struct TlScope {

@@ -347,10 +347,12 @@ TEST_F(CudaOps, Attention) {
       {2, 9000, 8, 8, 64, true, 8998, {}},         // G = 1, head_dim 64, two rows of long splits
       {3, 2000, 16, 8, 128, true, 1997, {}, DType::f32},  // G = 2, three rows, f32 output
       {1, 5000, 32, 8, 128, true, 4999, {}, DType::f32},  // f32 output
+      {1, 20000, 4, 1, 128, true, 19999, {}},      // one KV head: the most splits (256), the combines' later batches
+      {1, 9000, 2, 2, 64, true, 8999, {}},         // two KV heads, head_dim 64: > 128 splits, a partial last batch
   };
   // "decode-1stage": the decode kernel with one shared-memory stage, what GPUs with 100 KB an SM run.
   // "decode-lean": the decode kernel with the lean combine (PIXTRAL_CUDA_COMBINE_LEAN=1; more than its 64-split batch
-  // at 20000 keys).
+  // in the two cases of one or two KV heads and thousands of keys).
   // "flash-v1" / "flash-v3*" / "flash-v4*": the tensor-core kernel with PIXTRAL_CUDA_FLASH forcing its variant
   // (v1: 64-row blocks; v3: 128-row blocks with two m16 tiles a warp and lazy rescaling, "3e" eager, "3m" 3 blocks
   // an SM at head_dim 64, kernels_flash3.cu; v4: wgmma, kernels_flash4.cu, "4s" its P·V in 64-column halves, v3 on
