@@ -372,9 +372,12 @@ decode_combine_lean_kernel(TO* __restrict__ out, const float* __restrict__ parti
   const float* Mp = partial + std::int64_t(n_splits) * n_vec * D;
   const float* Lp = Mp + std::int64_t(n_splits) * n_vec;
   float oc[kLeanBatch];
+  const auto load_o = [&](int c0) {  // o of splits c0 .. c0 + kLeanBatch - 1 for dimension d
 #pragma unroll
-  for (int u = 0; u < kLeanBatch; ++u)
-    oc[u] = u < n_splits ? partial[(std::int64_t(u) * n_vec + vec) * D + d] : 0.f;
+    for (int u = 0; u < kLeanBatch; ++u)
+      oc[u] = c0 + u < n_splits ? partial[(std::int64_t(c0 + u) * n_vec + vec) * D + d] : 0.f;
+  };
+  load_o(0);
   for (int c = d; c < n_splits; c += D) {
     sm_m[c] = Mp[std::int64_t(c) * n_vec + vec];
     sm_l[c] = Lp[std::int64_t(c) * n_vec + vec];
@@ -386,11 +389,7 @@ decode_combine_lean_kernel(TO* __restrict__ out, const float* __restrict__ parti
   __syncthreads();
   float L = 0.f, O = 0.f;
   for (int c0 = 0; c0 < n_splits; c0 += kLeanBatch) {
-    if (c0 > 0) {  // more than kLeanBatch splits (long contexts, few heads): the next batch, a round trip each
-#pragma unroll
-      for (int u = 0; u < kLeanBatch; ++u)
-        oc[u] = c0 + u < n_splits ? partial[(std::int64_t(c0 + u) * n_vec + vec) * D + d] : 0.f;
-    }
+    if (c0 > 0) load_o(c0);  // more than kLeanBatch splits (long contexts, few heads): a round trip a batch
 #pragma unroll
     for (int u = 0; u < kLeanBatch; ++u) {
       if (c0 + u < n_splits) {
@@ -439,8 +438,9 @@ int n_splits_of(const AttentionLaunch& a) {
 // GEMV's blocks stream their weights (wo: 21 MB in int8, 10.5 MB in int4) before their wait, and the combine's
 // ~0.7 MB of partials, L2 hits, queue behind them. A block triggers when its first warp passes the instruction
 // (later ones have no effect), and nothing but program order keeps it after the merge that uses the loads (not
-// checked in the SASS); triggering after the block's barrier would wait for every warp's loads (not measured). H200, same run: int8 decode 3.706 → 3.607
-// ms/token, int4 2.591 → 2.561, bf16 6.024 → 5.908. PIXTRAL_CUDA_COMBINE_LATE=0 (A/B): at its start, as before.
+// checked in the SASS); triggering after the block's barrier would wait for every warp's loads (not measured).
+// H200, same run: int8 decode 3.706 → 3.607 ms/token, int4 2.591 → 2.561, bf16 6.024 → 5.908.
+// PIXTRAL_CUDA_COMBINE_LATE=0 (A/B): at its start, as before.
 bool combine_late_trigger() {
   const char* e = std::getenv("PIXTRAL_CUDA_COMBINE_LATE");
   return !(e && std::strcmp(e, "0") == 0);
