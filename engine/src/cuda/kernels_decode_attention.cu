@@ -352,59 +352,6 @@ decode_combine_kernel(TO* __restrict__ out, const float* __restrict__ partial, i
   }
 }
 
-// The lean combine (PIXTRAL_CUDA_COMBINE_LEAN=1, A/B, PERF_NOTES v25 6.; written without a GPU, not yet run): one
-// block of D threads per (row, head), each split's weight computed once instead of by every thread. Thread d loads
-// o of every split for its dimension (kLeanBatch a round trip; all of them at the page-QA shape's 41–49 splits)
-// while threads c < n_splits load m and l into shared memory; then the largest m (a max: exact in any order), each
-// split's weight w = exp2(m − M) once (0 for an empty split), and in split order L = Σ w·l and O = Σ w·o. Not the
-// log-sum-exp chain of decode_combine_kernel: other bits in the last places (tests compare with the CPU's
-// attention within its budget, and a rerun bit for bit).
-constexpr int kLeanBatch = 64;
-
-template <int D, class TO>
-__global__ void __launch_bounds__(D)
-decode_combine_lean_kernel(TO* __restrict__ out, const float* __restrict__ partial, int n_vec, int n_splits) {
-  __shared__ float sm_m[kMaxSplits], sm_l[kMaxSplits], sm_w[kMaxSplits];
-  PIXTRAL_TIMELINE(kTlCombine);
-  wait_for_previous_grid();  // everything here comes from decode_attention_kernel
-  const std::int64_t vec = blockIdx.x;
-  const int d = threadIdx.x;
-  const float* Mp = partial + std::int64_t(n_splits) * n_vec * D;
-  const float* Lp = Mp + std::int64_t(n_splits) * n_vec;
-  float oc[kLeanBatch];
-  const auto load_o = [&](int c0) {  // o of splits c0 .. c0 + kLeanBatch - 1 for dimension d
-#pragma unroll
-    for (int u = 0; u < kLeanBatch; ++u)
-      oc[u] = c0 + u < n_splits ? partial[(std::int64_t(c0 + u) * n_vec + vec) * D + d] : 0.f;
-  };
-  load_o(0);
-  for (int c = d; c < n_splits; c += D) {
-    sm_m[c] = Mp[std::int64_t(c) * n_vec + vec];
-    sm_l[c] = Lp[std::int64_t(c) * n_vec + vec];
-  }
-  __syncthreads();
-  float mx = -INFINITY;
-  for (int c = 0; c < n_splits; ++c) mx = fmaxf(mx, sm_m[c]);
-  for (int c = d; c < n_splits; c += D) sm_w[c] = mx == -INFINITY ? 0.f : exp2f(sm_m[c] - mx);
-  __syncthreads();
-  float L = 0.f, O = 0.f;
-  for (int c0 = 0; c0 < n_splits; c0 += kLeanBatch) {
-    if (c0 > 0) load_o(c0);  // more than kLeanBatch splits (long contexts, few heads): a round trip a batch
-#pragma unroll
-    for (int u = 0; u < kLeanBatch; ++u) {
-      if (c0 + u < n_splits) {
-        const float w = sm_w[c0 + u];
-        L = fmaf(w, sm_l[c0 + u], L);
-        O = fmaf(w, oc[u], O);
-      }
-    }
-  }
-  PIXTRAL_TIMELINE_MARK(O);      // the timeline's mark: the loads are in and summed
-  allow_dependents_to_launch();  // the next kernel's weight stream after these loads (PIXTRAL_CUDA_COMBINE_LATE: no
-                                 // effect here)
-  out[vec * D + d] = from_f32<TO>(L > 0.f ? O / L : 0.f);
-}
-
 // pdl_enabled(): kernels.cuh (defined once, in kernels_gemv.cu).
 
 // Stages a block runs with on this device: max_stages(G) where blocks_per_sm(G) such blocks fit an SM's shared
@@ -438,18 +385,13 @@ int n_splits_of(const AttentionLaunch& a) {
 // GEMV's blocks stream their weights (wo: 21 MB in int8, 10.5 MB in int4) before their wait, and the combine's
 // ~0.7 MB of partials, L2 hits, queue behind them. A block triggers when its first warp passes the instruction
 // (later ones have no effect), and nothing but program order keeps it after the merge that uses the loads (not
-// checked in the SASS); triggering after the block's barrier would wait for every warp's loads (not measured).
-// H200, same run: int8 decode 3.706 → 3.607 ms/token, int4 2.591 → 2.561, bf16 6.024 → 5.908.
+// checked in the SASS). H200, same run: int8 decode 3.706 → 3.607 ms/token, int4 2.591 → 2.561, bf16 6.024 →
+// 5.908. A trigger after the block's barrier, i.e. after every warp's loads, was no better (PERF_NOTES v26 2.: int8
+// 3.616 → 3.619, int4 2.556 → 2.613).
 // PIXTRAL_CUDA_COMBINE_LATE=0 (A/B): at its start, as before.
 bool combine_late_trigger() {
   const char* e = std::getenv("PIXTRAL_CUDA_COMBINE_LATE");
   return !(e && std::strcmp(e, "0") == 0);
-}
-
-// PIXTRAL_CUDA_COMBINE_LEAN=1 (A/B): decode_combine_lean_kernel.
-bool combine_lean() {
-  const char* e = std::getenv("PIXTRAL_CUDA_COMBINE_LEAN");
-  return e && std::strcmp(e, "1") == 0;
 }
 
 template <int D, int G, class TO>
@@ -481,12 +423,7 @@ Status launch_decode_typed(const AttentionLaunch& a, cudaStream_t s) {
   else
     PIXTRAL_RETURN_IF_ERROR(launch(decode_attention_kernel<D, G, 1, TO>, 1));
   PIXTRAL_CUDA_LAUNCH_CHECK(decode_attention_kernel);
-  if (p.n_splits > 1 && combine_lean()) {
-    launch_dependent(decode_combine_lean_kernel<D, TO>, dim3(unsigned(a.n_q * a.n_heads)), dim3(D), s,
-                     static_cast<TO*>(a.out), static_cast<const float*>(a.partial), int(a.n_q * a.n_heads),
-                     p.n_splits);
-    PIXTRAL_CUDA_LAUNCH_CHECK(decode_combine_lean_kernel);
-  } else if (p.n_splits > 1) {
+  if (p.n_splits > 1) {
     launch_dependent(decode_combine_kernel<D, TO>, dim3(unsigned(a.n_q * a.n_heads)), dim3(kCombineGroups * D), s,
                      static_cast<TO*>(a.out), static_cast<const float*>(a.partial), int(a.n_q * a.n_heads),
                      p.n_splits, combine_late_trigger());

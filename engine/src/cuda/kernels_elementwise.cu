@@ -443,8 +443,9 @@ Status launch_row_norm(TH* h, const TD* delta, TO* out, const bf16* w, std::int6
   // The next kernel launches only after the row's loads (PERF_NOTES v25 2.; a block triggers when its first warp
   // gets there): launched at the norm's start, the bf16 decode GEMV after it loads its rows' first batches before
   // its wait and the norm's row read queues behind them. H200, same run: bf16 decode 6.193 -> 5.993 ms/token; int8
-  // 3.692 / 3.688 (no change). The prefill's norms (T > 1) are the same kernel. PIXTRAL_CUDA_NORM_LATE=0 (A/B): at
-  // its start, as before.
+  // 3.692 / 3.688 (no change). After block_sum's barrier instead (every warp's loads in): int8 3.616 -> 3.632
+  // (PERF_NOTES v26 2.). The prefill's norms (T > 1) are the same kernel. PIXTRAL_CUDA_NORM_LATE=0 (A/B): at its
+  // start, as before.
   const char* el = std::getenv("PIXTRAL_CUDA_NORM_LATE");
   const bool late = !(el && std::strcmp(el, "0") == 0);
   const auto go = [&](auto kernel) { launch_dependent(kernel, grid, block, s, h, delta, out, w, d, eps, late); };

@@ -347,20 +347,17 @@ TEST_F(CudaOps, Attention) {
       {2, 9000, 8, 8, 64, true, 8998, {}},         // G = 1, head_dim 64, two rows of long splits
       {3, 2000, 16, 8, 128, true, 1997, {}, DType::f32},  // G = 2, three rows, f32 output
       {1, 5000, 32, 8, 128, true, 4999, {}, DType::f32},  // f32 output
-      {1, 20000, 4, 1, 128, true, 19999, {}},      // one KV head: the most splits (256), the combines' later batches
+      {1, 20000, 4, 1, 128, true, 19999, {}},      // one KV head: the most splits (256), the combine's later batches
       {1, 9000, 2, 2, 64, true, 8999, {}},         // two KV heads, head_dim 64: > 128 splits, a partial last batch
   };
   // "decode-1stage": the decode kernel with one shared-memory stage, what GPUs with 100 KB an SM run.
-  // "decode-lean": the decode kernel with the lean combine (PIXTRAL_CUDA_COMBINE_LEAN=1; more than its 64-split batch
-  // in the two cases of one or two KV heads and thousands of keys).
   // "flash-v1" / "flash-v3*" / "flash-v4*": the tensor-core kernel with PIXTRAL_CUDA_FLASH forcing its variant
   // (v1: 64-row blocks; v3: 128-row blocks with two m16 tiles a warp and lazy rescaling, "3e" eager, "3m" 3 blocks
   // an SM at head_dim 64, kernels_flash3.cu; v4: wgmma, kernels_flash4.cu, "4s" its P·V in 64-column halves, v3 on
   // GPUs other than sm_90; v5: TMA + warp specialization, kernels_flash5.cu, 128-key tiles, "5p" with ping-pong,
   // "5n" 64-key tiles, v4 where it cannot run). run_twice checks each for identical bits on a second run.
   const char* paths[] = {nullptr,     "generic",  "flash-v1",  "flash-v3",  "flash-v3e", "flash-v3m",     "flash-v4",
-                         "flash-v4s", "flash-v5", "flash-v5p", "flash-v5n", "decode",    "decode-1stage",
-                         "decode-lean"};
+                         "flash-v4s", "flash-v5", "flash-v5p", "flash-v5n", "decode",    "decode-1stage"};
   // Under compute-sanitizer (racecheck is ~100× slower) run_gpu_checks.sh sets this to keep the small cases only.
   const bool quick = std::getenv("PIXTRAL_CUDA_TEST_QUICK") != nullptr;
   for (const auto& c : cases) {
@@ -390,17 +387,15 @@ TEST_F(CudaOps, Attention) {
     for (const char* path : paths) {
       const std::string w2 = what + " path=" + (path ? path : "auto");
       const std::string ps = path ? path : "";
-      const bool one_stage = ps == "decode-1stage", lean = ps == "decode-lean";
+      const bool one_stage = ps == "decode-1stage";
       const bool flash_variant = ps.rfind("flash-v", 0) == 0;
-      if (path) setenv("PIXTRAL_CUDA_ATTENTION", one_stage || lean ? "decode" : flash_variant ? "flash" : path, 1);
+      if (path) setenv("PIXTRAL_CUDA_ATTENTION", one_stage ? "decode" : flash_variant ? "flash" : path, 1);
       if (one_stage) setenv("PIXTRAL_CUDA_ATTN_STAGES", "1", 1);
-      if (lean) setenv("PIXTRAL_CUDA_COMBINE_LEAN", "1", 1);
       if (flash_variant) setenv("PIXTRAL_CUDA_FLASH", ps.c_str() + 7, 1);
       auto got = run_twice(G, out->g, [&] { return G->attention(out->g, q->g, k->g, v->g, p); },
                            [&] { reset_gpu(*out, nullptr); }, w2);
       unsetenv("PIXTRAL_CUDA_ATTENTION");
       unsetenv("PIXTRAL_CUDA_ATTN_STAGES");
-      unsetenv("PIXTRAL_CUDA_COMBINE_LEAN");
       unsetenv("PIXTRAL_CUDA_FLASH");
       expect_close(ref, got, kDot, w2);
     }
