@@ -16,8 +16,15 @@
 namespace pixtral::cuda {
 namespace {
 
+// Appended piece by piece: `"[" + std::to_string(...)` inlines into a known GCC 12 -Wrestrict false positive.
 std::string shape(const ops::Tensor& t) {
-  return "[" + std::to_string(t.rows) + "," + std::to_string(t.cols) + "] " + dtype_name(t.dtype);
+  std::string s(1, '[');
+  s += std::to_string(t.rows);
+  s += ',';
+  s += std::to_string(t.cols);
+  s += "] ";
+  s += dtype_name(t.dtype);
+  return s;
 }
 Status bad(const std::string& op, const std::string& msg) {
   return Status(ErrorCode::invalid_argument, "cuda " + op + ": " + msg);
