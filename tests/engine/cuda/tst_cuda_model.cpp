@@ -342,14 +342,17 @@ TEST(CudaModel, SamplerInTheGraphEqualsStepByStep) {
     ASSERT_EQ(pipeline, 2) << "the default: sampler in the graph, greedy steps queued ahead";
     auto b = four_turns(**plain, c);
     ASSERT_TRUE(b) << c.id();
-    if ((*b)[2].finish == "cancelled") EXPECT_EQ((*b)[2].tokens.size(), 3u) << c.id();
+    if ((*b)[2].finish == "cancelled") {
+      EXPECT_EQ((*b)[2].tokens.size(), 3u) << c.id();
+    }
     for (int mode : {2, 4, 1}) {  // one and three steps queued ahead, and the sampler in the graph alone
       pipeline = mode;
       auto a = four_turns(*graphs, c);
       pipeline = 2;
       ASSERT_TRUE(a) << c.id();
-      if (!self_check())
+      if (!self_check()) {
         EXPECT_TRUE(graphs->impl().graph_samples) << c.id() << ": the graph with the sampler inside did not run";
+      }
       for (std::size_t t = 0; t < a->size(); ++t) {
         EXPECT_EQ((*a)[t].tokens, (*b)[t].tokens) << c.id() << " mode " << mode << " turn " << t;
         EXPECT_EQ((*a)[t].finish, (*b)[t].finish) << c.id() << " mode " << mode << " turn " << t;

@@ -203,7 +203,9 @@ TEST(CudaSampler, SampleToStateEqualsSampleAndAdvancesTheState) {
       ASSERT_GE(t, 0) << what << ": a 1000-token vocabulary fits the device's candidate list";
       want.push_back(t);
     }
-    if (p.temperature > 0) EXPECT_NE(want, std::vector<int>(4, want[0])) << "the draws must differ";
+    if (p.temperature > 0) {
+      EXPECT_NE(want, std::vector<int>(4, want[0])) << "the draws must differ";
+    }
     // Eager: one sampling now.
     ASSERT_TRUE(ext->set_decode_state(100, 1).ok());
     ASSERT_TRUE(ext->set_decode_tokens(std::vector<int>{5}).ok());

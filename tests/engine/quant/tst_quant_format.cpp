@@ -78,7 +78,9 @@ TEST(QuantFormat, Int4RoundTripWithinItsStepsPerGroup) {
       const float step = std::fabs(s);
       for (std::int64_t k = g * 128; k < (g + 1) * 128; ++k) {
         const std::size_t i = std::size_t(n * K + k);
-        if (w[i] == mval) EXPECT_EQ(d[i], w[i]) << "the extreme value maps to -8 exactly, row " << n << " col " << k;
+        if (w[i] == mval) {
+          EXPECT_EQ(d[i], w[i]) << "the extreme value maps to -8 exactly, row " << n << " col " << k;
+        }
         const float bound = std::fabs(w[i] / s) <= 7.5f ? 0.5f * step : step;
         EXPECT_LE(std::fabs(d[i] - w[i]), bound * (1 + 1e-5f)) << "row " << n << " col " << k;
       }
