@@ -148,7 +148,10 @@ __device__ __forceinline__ void prefetch_next(const Q4tNext& nx) {
 constexpr int kDynStreams = 8, kDynPerStream = 512, kDynSlots = kDynStreams * kDynPerStream;
 __device__ int g_q4t_dyn[kDynSlots * 32];
 
-template <class TO, GemvMode M, bool kPreX>
+// kXTma (PIXTRAL_CUDA_Q4TMA_XTMA=1, A/B; written without a GPU, not yet run): x (or, with the norm folded in, h)
+// into shared memory by one TMA bulk copy that the producer warp's lane 1 issues after its own dependent-launch
+// wait, instead of by the consumers' loads: the same bytes, so the same bits.
+template <class TO, GemvMode M, bool kPreX, bool kXTma = false>
 __global__ void __launch_bounds__(kThreads, 2)
     q4tma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const bf16* __restrict__ bias, const Q4tArgs a,
                  const RopeAppendArgs ra, const __grid_constant__ CUtensorMap mw,
@@ -171,13 +174,21 @@ __global__ void __launch_bounds__(kThreads, 2)
   constexpr bool kDynMode = M == GemvMode::silu || M == GemvMode::plain;
   int* const dyn = kDynMode && a.dyn_slot >= 0 ? g_q4t_dyn + a.dyn_slot * 32 : nullptr;
   int* const tile_of = reinterpret_cast<int*>(bars + 2 * kMaxStages + 4);
+  const std::uint32_t xbar = smem_addr(bars + 2 * kMaxStages + 6);  // kXTma: x (or h) has landed in xs
   if (threadIdx.x == 0) {
     ring.init();
     sring.init();
+    if constexpr (kXTma) mbar_init(xbar, 1);
     mbar_init_fence();
   }
   __syncthreads();  // the only block-wide barrier
-  if (warp == kWarps) {  // the producer: lane 0 alone
+  if (warp == kWarps) {  // the producer: lane 0 alone (and lane 1 for kXTma's one copy)
+    if (kXTma && lane == 1) {
+      wait_for_previous_grid();  // x / h belong to the previous kernels
+      fence_proxy_async_global();
+      mbar_expect_tx(xbar, std::uint32_t(a.K * 2));
+      bulk_load(smem_addr(smem + a.xs), a.nh ? static_cast<const void*>(a.nh) : x, std::uint32_t(a.K * 2), xbar);
+    }
     if (lane != 0) return;
     prefetch_map(&mw);
     prefetch_map(&ms);
@@ -234,6 +245,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   }
   // The consumers.
   wait_for_previous_grid();  // x and out belong to the previous kernels
+  if constexpr (kXTma) mbar_wait(xbar, 0);  // x (or h) is in xs
   const int tid = threadIdx.x;
   bf16* xs = reinterpret_cast<bf16*>(smem + a.xs);
   float* red = reinterpret_cast<float*>(smem + a.red);  // [kRedBufs][kWarps][R][16]; first the norm's warp sums
@@ -249,8 +261,8 @@ __global__ void __launch_bounds__(kThreads, 2)
 #pragma unroll
     for (int r = 0; r < kRounds; ++r) {
       const int p = r * kWarps * 32 + tid;
-      if (p < nv) {
-        hv[r] = reinterpret_cast<const uint4*>(a.nh)[p];
+      if (p < nv) {  // (kXTma: h in xs, each piece rewritten below as x by the thread that read it)
+        hv[r] = kXTma ? reinterpret_cast<const uint4*>(xs)[p] : reinterpret_cast<const uint4*>(a.nh)[p];
         gv[r] = reinterpret_cast<const uint4*>(a.nw)[p];
       }
     }
@@ -287,7 +299,7 @@ __global__ void __launch_bounds__(kThreads, 2)
         if (blockIdx.x == 0) reinterpret_cast<uint4*>(a.nxn)[p] = o;
       }
     }
-  } else {
+  } else if (!kXTma) {
     stage_x(xs, x, a.K, tid);
   }
   named_sync(1, kWarps * 32);
@@ -531,7 +543,10 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
   // registers).
   constexpr bool kPreXMode = M == GemvMode::silu;
   const bool pre_x = kPreXMode && q4tma_prex();
-  const auto kernel = pre_x ? q4tma_kernel<TO, M, kPreXMode> : q4tma_kernel<TO, M, false>;
+  const char* ex = std::getenv("PIXTRAL_CUDA_Q4TMA_XTMA");  // =1: x (or h) by one TMA bulk copy (kXTma)
+  const bool xtma = ex && ex[0] == '1';
+  const auto kernel = pre_x ? (xtma ? q4tma_kernel<TO, M, kPreXMode, true> : q4tma_kernel<TO, M, kPreXMode>)
+                            : (xtma ? q4tma_kernel<TO, M, false, true> : q4tma_kernel<TO, M, false>);
   Q4tLayout l = q4t_layout(R, K, kMaxSmem, pre_x);
   if (l.stages < 2 || l.total > kMaxSmem) return not_here(kQ4Env, "K too large for the shared memory");
   if (!tma_ready(kernel) || sm_count() == 0) return not_here(kQ4Env, "no sm_90 code for this GPU");
@@ -572,6 +587,7 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
     a.nxn = norm->xn;
     a.eps = norm->eps;
   }
+
   const int grid = std::min(a.n_tiles, per_sm * sm_count());
   const Q4tNext self{.q = q,
                      .sc = reinterpret_cast<const unsigned char*>(scales),

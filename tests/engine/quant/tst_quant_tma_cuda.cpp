@@ -62,15 +62,19 @@ TEST(QuantCudaTma, EveryModeEqualsTheOtherKernelBitForBit) {
   PIXTRAL_REQUIRE_GPU();
   auto cpu = ops::make_cpu_backend(1);
   std::mt19937 rng(31);
-  // int4 twice: q4tma as it is (the silu mode keeps x's B registers and the groups' corrections from a block's
-  // first tile for its later ones: kPreX) and without that (PIXTRAL_CUDA_Q4TMA_PREX=0).
+  // int4 three times: q4tma as it is (the silu mode keeps x's B registers and the groups' corrections from a
+  // block's first tile for its later ones: kPreX), without that (PIXTRAL_CUDA_Q4TMA_PREX=0), and with x brought in
+  // by one TMA bulk copy (PIXTRAL_CUDA_Q4TMA_XTMA=1).
   struct Case {
     Format f;
     const char* prex;
+    const char* xtma = "0";
   };
-  for (const Case cs : {Case{Format::int4_g128, "1"}, Case{Format::int4_g128, "0"}, Case{Format::int8_channel, "1"}}) {
+  for (const Case cs : {Case{Format::int4_g128, "1"}, Case{Format::int4_g128, "0"}, Case{Format::int4_g128, "1", "1"},
+                        Case{Format::int8_channel, "1"}}) {
     const Format f = cs.f;
     ScopedEnv prex("PIXTRAL_CUDA_Q4TMA_PREX", cs.prex);
+    ScopedEnv xtma("PIXTRAL_CUDA_Q4TMA_XTMA", cs.xtma);
     const char* sw_name = f == Format::int4_g128 ? "PIXTRAL_CUDA_Q4TMA" : "PIXTRAL_CUDA_Q8TMA";
     // q8tma's twin is the scalar kernel: w2's long rows would otherwise go to the split kernel (kernels_q8split.cu),
     // whose sums differ in the last bits (hidden by a bf16 output's rounding in most rows, not all).
@@ -78,7 +82,8 @@ TEST(QuantCudaTma, EveryModeEqualsTheOtherKernelBitForBit) {
     // run() under the TMA kernel (required), then under the other; read() after each; the two reads' bits compared.
     const auto both = [&](const std::string& what0, const auto& run, const auto& read) {
       const std::string what =
-          std::string(quant::format_name(f)) + (cs.prex[0] == '0' ? " (PREX=0)" : "") + " " + what0;
+          std::string(quant::format_name(f)) + (cs.prex[0] == '0' ? " (PREX=0)" : "") +
+          (cs.xtma[0] == '1' ? " (XTMA=1)" : "") + " " + what0;
       std::vector<std::vector<float>> got;
       for (const char* sw : {"require", "0"}) {
         ScopedEnv env(sw_name, sw);
@@ -252,9 +257,9 @@ TEST(QuantCudaTma, DynamicTilesEqualStaticTilesBackToBack) {
 // q, the cache rows, the SiLU output and xn bit for bit. PIXTRAL_CUDA_FOLD_NORM=require makes an unfolded call an
 // error; =0 gives the reference. Shapes: Pixtral's (K = 5120: 640 pieces of 8, 20 of the norm kernel's warps) and
 // K = 1024 (4 warps), rope heads of 128 and 32, both pair layouts, and a silu GEMV of 1024 tiles at K = 2048 (several
-// tiles a block: the folded kernel's kept x registers, kPreX, against x made in every tile).
-TEST(QuantCudaTma, FoldedNormEqualsNormThenOpBitForBit) {
-  PIXTRAL_REQUIRE_GPU();
+// tiles a block: the folded kernel's kept x registers, kPreX, against x made in every tile). Twice: h read by the
+// consumers, and h brought in by one TMA bulk copy (PIXTRAL_CUDA_Q4TMA_XTMA=1, both sides).
+void folded_norm_equals_norm_then_op(ops::Backend* G) {
   auto cpu = ops::make_cpu_backend(1);
   std::mt19937 rng(41);
   const float eps = 1e-5f;
@@ -347,6 +352,15 @@ TEST(QuantCudaTma, FoldedNormEqualsNormThenOpBitForBit) {
         });
     G->free_weight(*w);
     G->free_weight(*nw);
+  }
+}
+
+TEST(QuantCudaTma, FoldedNormEqualsNormThenOpBitForBit) {
+  PIXTRAL_REQUIRE_GPU();
+  for (const char* xt : {"0", "1"}) {
+    SCOPED_TRACE(std::string("PIXTRAL_CUDA_Q4TMA_XTMA=") + xt);
+    ScopedEnv xtma("PIXTRAL_CUDA_Q4TMA_XTMA", xt);
+    folded_norm_equals_norm_then_op(G);
   }
 }
 
