@@ -149,8 +149,10 @@ constexpr int kDynStreams = 8, kDynPerStream = 512, kDynSlots = kDynStreams * kD
 __device__ int g_q4t_dyn[kDynSlots * 32];
 
 // kXTma (PIXTRAL_CUDA_Q4TMA_XTMA=1, A/B; written without a GPU, not yet run): x (or, with the norm folded in, h)
-// into shared memory by one TMA bulk copy that the producer warp's lane 1 issues after its own dependent-launch
-// wait, instead of by the consumers' loads: the same bytes, so the same bits.
+// into shared memory by one TMA bulk copy that consumer thread 0 issues right after the dependent-launch wait,
+// instead of by the consumers' loads: the same bytes, so the same bits. (Issued from the producer warp's lane 1
+// instead, a helper's review found, lane 0's weight stream could wait at the warp's reconvergence for lane 1's
+// dependent-launch wait.)
 template <class TO, GemvMode M, bool kPreX, bool kXTma = false>
 __global__ void __launch_bounds__(kThreads, 2)
     q4tma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const bf16* __restrict__ bias, const Q4tArgs a,
@@ -182,13 +184,7 @@ __global__ void __launch_bounds__(kThreads, 2)
     mbar_init_fence();
   }
   __syncthreads();  // the only block-wide barrier
-  if (warp == kWarps) {  // the producer: lane 0 alone (and lane 1 for kXTma's one copy)
-    if (kXTma && lane == 1) {
-      wait_for_previous_grid();  // x / h belong to the previous kernels
-      fence_proxy_async_global();
-      mbar_expect_tx(xbar, std::uint32_t(a.K * 2));
-      bulk_load(smem_addr(smem + a.xs), a.nh ? static_cast<const void*>(a.nh) : x, std::uint32_t(a.K * 2), xbar);
-    }
+  if (warp == kWarps) {  // the producer: lane 0 alone
     if (lane != 0) return;
     prefetch_map(&mw);
     prefetch_map(&ms);
@@ -245,7 +241,15 @@ __global__ void __launch_bounds__(kThreads, 2)
   }
   // The consumers.
   wait_for_previous_grid();  // x and out belong to the previous kernels
-  if constexpr (kXTma) mbar_wait(xbar, 0);  // x (or h) is in xs
+  if constexpr (kXTma) {  // thread 0 asks for x (or h: the norm's condition below) in one copy; all wait for it
+    if (threadIdx.x == 0) {
+      const bool normed = M != GemvMode::plain && M != GemvMode::residual && a.nh;
+      fence_proxy_async_global();  // (the previous kernels' generic writes before this async-proxy read)
+      mbar_expect_tx(xbar, std::uint32_t(a.K * 2));
+      bulk_load(smem_addr(smem + a.xs), normed ? static_cast<const void*>(a.nh) : x, std::uint32_t(a.K * 2), xbar);
+    }
+    mbar_wait(xbar, 0);
+  }
   const int tid = threadIdx.x;
   bf16* xs = reinterpret_cast<bf16*>(smem + a.xs);
   float* red = reinterpret_cast<float*>(smem + a.red);  // [kRedBufs][kWarps][R][16]; first the norm's warp sums
