@@ -51,8 +51,8 @@ class ScopedEnv {
 };
 
 // The one-row quantized GEMVs streamed by the TMA (kernels_q4tma.cu, kernels_q8tma.cu: the decode's kernels on
-// sm_90) against the kernels they stand in for, in every mode, bit for bit: int4 against q4mma (PIXTRAL_CUDA_Q4TMA=0), int8 against the
-// scalar kernel (PIXTRAL_CUDA_Q8TMA=0) — so everything those kernels' tests prove (parity with the CPU, fused =
+// sm_90) against the kernels they stand in for, in every mode, bit for bit: int4 against q4mma
+// (PIXTRAL_CUDA_Q4TMA=0), int8 against the scalar kernel (PIXTRAL_CUDA_Q8TMA=0) — so everything those kernels' tests prove (parity with the CPU, fused =
 // unfused, a row's bits independent of T and of its place) holds for them too. <switch>=require turns "the TMA
 // kernel cannot run here" into an error, so the comparison is never a kernel against itself. bf16 activations (what
 // the TMA GEMVs take; plain also writes f32). Shapes: partial last tiles (1000, 37, 1040, 336 rows), K from one
