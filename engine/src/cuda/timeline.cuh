@@ -82,11 +82,14 @@ struct TlScope {
   }
   __device__ ~TlScope() {
     if (threadIdx.x != 0 || !g_tl_records) return;
+    // The end is read before the record's slot is taken: the atomic is an L2 round trip, ~1 µs under a weight
+    // stream, which the end times of the CSVs before PERF_NOTES v26 include.
+    const unsigned long long t1 = tl_now();
     const unsigned i = atomicAdd(g_tl_count, 1u);
     if (i >= g_tl_capacity) return;
     unsigned sm;
     asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
-    g_tl_records[i] = TlRecord{t0, tl_now(), tl_wait_slot(), tl_mark_slot(), tag, gridDim.x * gridDim.y * gridDim.z,
+    g_tl_records[i] = TlRecord{t0, t1, tl_wait_slot(), tl_mark_slot(), tag, gridDim.x * gridDim.y * gridDim.z,
                                blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z), sm};
   }
 };
