@@ -14,9 +14,9 @@
 // stage each of the 4 warps takes 16 keys (32 at head_dim 64) on the tensor cores: S = Q·Kᵀ and O += P·V with
 // mma.sync, K/V through ldmatrix from the XOR-swizzled stage, an online (base-2) softmax in fp32 registers. The
 // second kernel merges the splits in index order with 8 thread groups per (row, head), each group's loads issued
-// at once (one round trip), log-sum-exp rescaling, no atomics: bit-identical run after run. A single split writes the output directly. Both kernels
-// use programmatic dependent launch. Masks: a key range per row (host ranges or the device decode state, for
-// CUDA-graph replay).
+// at once (one round trip), log-sum-exp rescaling, no atomics: bit-identical run after run. A single split writes
+// the output directly. Both kernels use programmatic dependent launch. Masks: a key range per row (host ranges or
+// the device decode state, for CUDA-graph replay).
 // ref: FlashDecoding (Dao, Haziza, Massa, Sizov 2023) split-KV + log-sum-exp combine; vLLM paged_attention_v2;
 //      FlashInfer decode (fixed split count per wave, online softmax per split, cp.async K/V pipeline).
 #include <cmath>
