@@ -1,0 +1,90 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
+"""Tests of scripts/gpu-pack with a stand-in build folder (ctest: bench.gpu_pack_script): what it packs, that the
+packed libraries unpack to the same bytes, that it empties its own bin folder and refuses bad arguments."""
+import lzma
+import os
+import shutil
+import stat
+import subprocess
+import tempfile
+import unittest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+GPU_PACK = os.path.join(ROOT, "scripts", "gpu-pack")
+
+
+class GpuPackTest(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="gpu-pack-test-")
+        self.build = os.path.join(self.dir, "build")
+        os.makedirs(os.path.join(self.build, "bin"))
+        for name in ("pixtral", "tst_cuda_ops", "tst_quant_tma_cuda", "tst_cpu_ops", "pixtral_cuda_lab"):
+            self.write(os.path.join(self.build, "bin", name), b"#!/bin/sh\n# " + name.encode() + b"\n", True)
+        self.lib = os.path.join(self.build, "bin", "libpixtral_cuda.so")
+        self.write(self.lib, os.urandom(4096) + b"library of record")
+        self.write(os.path.join(self.build, "CMakeCache.txt"), b"CMAKE_HOME_DIRECTORY:INTERNAL=/somewhere\n")
+        self.variant = os.path.join(self.dir, "variant.so")
+        self.write(self.variant, os.urandom(2048) + b"a variant")
+        self.out = os.path.join(self.dir, "out")
+
+    def tearDown(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    @staticmethod
+    def write(path, data, executable=False):
+        with open(path, "wb") as f:
+            f.write(data)
+        if executable:
+            os.chmod(path, os.stat(path).st_mode | stat.S_IXUSR)
+
+    def pack(self, *args):
+        return subprocess.run([GPU_PACK, "--build-dir", self.build, "--out", self.out, *args],
+                              capture_output=True, text=True, timeout=60)
+
+    @staticmethod
+    def unpacked(path):
+        with lzma.open(path) as f:
+            return f.read()
+
+    def test_packs_binaries_tests_cache_and_libraries(self):
+        r = self.pack("v1=" + self.variant)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertEqual(sorted(os.listdir(os.path.join(self.out, "bin"))),
+                         ["libpixtral_cuda.so.xz", "pixtral", "tst_cuda_ops", "tst_quant_tma_cuda", "v1.so.xz"])
+        self.assertTrue(os.access(os.path.join(self.out, "bin", "pixtral"), os.X_OK))
+        self.assertTrue(os.path.isfile(os.path.join(self.out, "CMakeCache.txt")))
+        with open(self.lib, "rb") as f:
+            self.assertEqual(self.unpacked(os.path.join(self.out, "bin", "libpixtral_cuda.so.xz")), f.read())
+        with open(self.variant, "rb") as f:
+            self.assertEqual(self.unpacked(os.path.join(self.out, "bin", "v1.so.xz")), f.read())
+        self.assertIn("MiB in", r.stdout)
+
+    def test_a_second_pack_replaces_the_first(self):
+        self.assertEqual(self.pack("v1=" + self.variant).returncode, 0)
+        r = self.pack()
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertNotIn("v1.so.xz", os.listdir(os.path.join(self.out, "bin")))
+
+    def test_refuses_bad_arguments(self):
+        for args in (["v1=" + os.path.join(self.dir, "missing.so")], ["bad/name=" + self.variant],
+                     ["libpixtral_cuda=" + self.variant], ["not-a-variant"], ["--bogus"]):
+            r = self.pack(*args)
+            self.assertEqual(r.returncode, 2, f"{args}: {r.stdout}{r.stderr}")
+            self.assertFalse(os.path.exists(os.path.join(self.out, "bin")), f"{args} packed something")
+
+    def test_refuses_a_build_without_its_library(self):
+        os.remove(self.lib)
+        r = self.pack()
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("libpixtral_cuda.so", r.stderr)
+
+    def test_refuses_to_pack_into_the_build_folder(self):
+        r = subprocess.run([GPU_PACK, "--build-dir", self.build, "--out", self.build], capture_output=True, text=True,
+                           timeout=60)
+        self.assertEqual(r.returncode, 2)
+        self.assertTrue(os.path.isfile(os.path.join(self.build, "bin", "pixtral")), "the build folder was touched")
+
+
+if __name__ == "__main__":
+    unittest.main()
