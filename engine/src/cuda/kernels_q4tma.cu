@@ -12,9 +12,10 @@
 // as they are stored (no new weight format).
 //
 // Structure: a persistent grid of two blocks an SM (three where the tiles fit them), static tiles (tile = block + j ·
-// grid), or, for the silu and plain modes with more tiles than blocks, tiles taken from a counter (see kDynSlots);
-// a tile's bits never depend on the block or the timing. A block = 8 consumer warps + 1 producer warp (one
-// lane). The producer, from before the programmatic-dependent-launch wait on (weights are immutable), fills a ring of
+// grid), or, for the silu and plain modes with more tiles than blocks, tiles taken from a counter (g_q4t_dyn below;
+// which slot a launch takes, and which GEMV follows which for the L2 hint, is the host's bookkeeping in
+// q4tma_plan.cu); a tile's bits never depend on the block or the timing. A block = 8 consumer warps + 1 producer warp
+// (one lane). The producer, from before the programmatic-dependent-launch wait on (weights are immutable), fills a ring of
 // mbarrier-guarded stages: stage s of a tile = groups 8s .. 8s + 7 of K (consumer warp w multiplies group 8s + w:
 // q4mma's order; a contiguous 512-byte piece of each row) for the tile's 16 rows (R = 2 modes: both row sets), one TMA
 // (two for a split R = 2 tile); and each tile's scales ([16 rows][n_groups] fp32, one box a row set) into one of two
@@ -38,14 +39,12 @@
 //      (the full/empty barrier ring).
 #include <algorithm>
 #include <cstdlib>
-#include <cstring>
-#include <mutex>
 #include <string>
-#include <unordered_map>
 
 #include "core/quant.h"
 #include "cuda/kernels_quant.cuh"
 #include "cuda/q4_math.cuh"
+#include "cuda/q4tma_plan.h"
 #include "cuda/qtma_common.cuh"
 #include "cuda/timeline.cuh"
 
@@ -53,9 +52,9 @@ namespace pixtral::cuda {
 namespace {
 
 using namespace qtma;
+using namespace q4tplan;
 
 constexpr int kMaxStages = 8;
-constexpr int kDefaultL2PrefetchMB = 8;  // the next GEMV's first tiles asked into L2 (PIXTRAL_CUDA_Q4TMA_L2PF)
 constexpr int kRedBufs = 4;                  // tiles a warp may run ahead of warp 0's sums (≤ 2 scale slots + 1)
 constexpr int kBoxBytes = 16 * kWarps * 64;  // one 16-row box of a stage: 8 KB
 
@@ -83,18 +82,6 @@ Q4tLayout q4t_layout(int R, int K, int budget, bool pre_x) {
   l.total = l.corr + corr_bytes;
   return l;
 }
-
-// The q4tma GEMV that followed this weight's GEMV the last time (note_launch): the producer, once it has issued
-// its own last stage, asks L2 for that GEMV's first tiles (tile j for j < n_first: its blocks' first tiles), so
-// DRAM works on them while this kernel drains and the next one's blocks wait to start. n_first = 0: nothing.
-struct Q4tNext {
-  const unsigned char* q = nullptr;
-  const unsigned char* sc = nullptr;
-  int row_bytes = 0, scale_row_bytes = 0, rows = 0;  // K / 2, n_groups · 4, the weight's rows
-  GemvMode mode = GemvMode::plain;
-  int N = 0, nh = 0, nkv = 0, hd = 0, halves = 0;  // tile_plan's inputs
-  int n_first = 0;
-};
 
 struct Q4tArgs {
   int N, n_items, K, n_tiles, stages, ring, scales, xs, red, corr, stage_bytes, scale_bytes;
@@ -145,7 +132,6 @@ __device__ __forceinline__ void prefetch_next(const Q4tNext& nx) {
 // The last producer to finish zeroes the slot for the slot's next launch; a launch's slot is taken round robin from
 // its stream's range on the host (dyn_tiles), so launches that can overlap — under programmatic dependent launch,
 // even on the same weight, or on another stream — never share one.
-constexpr int kDynStreams = 8, kDynPerStream = 512, kDynSlots = kDynStreams * kDynPerStream;
 __device__ int g_q4t_dyn[kDynSlots * 32];
 
 // kXTma (PIXTRAL_CUDA_Q4TMA_XTMA=1, A/B; written without a GPU, not yet run): x (or, with the norm folded in, h)
@@ -445,90 +431,6 @@ struct NormIn {
   float eps;
 };
 
-// Which q4tma GEMV followed which (keyed by the weight's bytes): a decode step runs the same sequence every time,
-// so the GEMV launched after weight w in the last step (or the warm-up step before a capture) is the one that will
-// follow it now. Only a hint for L2: a wrong entry costs bytes, never results. Forgotten whenever a weight is freed
-// (forget_q4tma_successors), so no entry points at freed memory. The launch before is a stream's own (two backends'
-// streams interleave their launches; forget_q4tma_stream drops a stream's).
-struct Successors {
-  std::mutex mu;
-  std::unordered_map<cudaStream_t, const void*> last;
-  std::unordered_map<const void*, Q4tNext> next;
-};
-Successors& successors() {
-  static Successors s;
-  return s;
-}
-
-// PIXTRAL_CUDA_Q4TMA_L2PF=MB: how many bytes of the next GEMV's first tiles a launch asks into L2 (0: none).
-std::int64_t l2_prefetch_bytes() {
-  const char* e = std::getenv("PIXTRAL_CUDA_Q4TMA_L2PF");
-  return std::int64_t(e ? std::atoi(e) : kDefaultL2PrefetchMB) << 20;
-}
-
-// The counter slots of each stream that launches q4tma: kDynStreams ranges of kDynPerStream slots, a range taken by
-// a stream at its first dynamic launch and given back by forget_q4tma_stream (the backend's destructor).
-struct DynRanges {
-  std::mutex mu;
-  cudaStream_t stream[kDynStreams] = {};
-  bool used[kDynStreams] = {};
-  unsigned next[kDynStreams] = {};
-};
-DynRanges& dyn_ranges() {
-  static DynRanges d;
-  return d;
-}
-
-// PIXTRAL_CUDA_Q4TMA_DYN=0: static tiles everywhere (A/B); =require: a launch that would take static tiles is an
-// error instead (tests: proves the dynamic path ran). Else a launch with more tiles than blocks in a mode that
-// compiles the dynamic hand-out gets its stream's next counter slot, round robin over the stream's range. Launches
-// of one stream are ordered (eager ones and graph replays alike; a captured graph keeps its slots), so a slot comes
-// back to a stream only after kDynPerStream of its launches, far more than programmatic dependent launch lets run
-// at once (two or three), and each launch leaves its slot zeroed; other streams (other backends) have their own
-// ranges. More streams than ranges: static tiles. PIXTRAL_CUDA_Q4TMA_DYN_SLOTS=N (2..kDynPerStream): the round
-// robin over N slots only (tests: a slot reused N launches later). -1: static tiles.
-int dyn_tiles(GemvMode mode, int n_tiles, int grid, cudaStream_t s) {
-  const char* e = std::getenv("PIXTRAL_CUDA_Q4TMA_DYN");
-  if ((e && e[0] == '0') || n_tiles <= grid || (mode != GemvMode::silu && mode != GemvMode::plain)) return -1;
-  const char* en = std::getenv("PIXTRAL_CUDA_Q4TMA_DYN_SLOTS");
-  const unsigned per = unsigned(en ? std::clamp(std::atoi(en), 2, kDynPerStream) : kDynPerStream);
-  DynRanges& d = dyn_ranges();
-  const std::lock_guard<std::mutex> lock(d.mu);
-  int range = -1;
-  for (int i = 0; i < kDynStreams && range < 0; ++i)
-    if (d.used[i] && d.stream[i] == s) range = i;
-  for (int i = 0; i < kDynStreams && range < 0; ++i)
-    if (!d.used[i]) {
-      range = i;
-      d.used[i] = true;
-      d.stream[i] = s;
-      d.next[i] = 0;
-    }
-  if (range < 0) return -1;
-  return range * kDynPerStream + int(d.next[range]++ % per);
-}
-bool dyn_required() {
-  const char* e = std::getenv("PIXTRAL_CUDA_Q4TMA_DYN");
-  return e && std::strcmp(e, "require") == 0;
-}
-
-// Records `self` as the successor of the previous launch's weight and returns this weight's successor, its first
-// tiles cut to the byte budget (n_first = 0: none known, or no budget).
-Q4tNext note_launch(cudaStream_t stream, const void* q, const Q4tNext& self) {
-  Successors& s = successors();
-  const std::lock_guard<std::mutex> lock(s.mu);
-  const void*& last = s.last[stream];
-  if (last) s.next[last] = self;
-  last = q;
-  const auto it = s.next.find(q);
-  if (it == s.next.end()) return {};
-  Q4tNext nx = it->second;
-  const int rows_a_tile = nx.mode == GemvMode::plain || nx.mode == GemvMode::residual ? 16 : 32;
-  const std::int64_t tile = std::int64_t(rows_a_tile) * (nx.row_bytes + nx.scale_row_bytes);
-  nx.n_first = int(std::min<std::int64_t>(nx.n_first, l2_prefetch_bytes() / tile));
-  return nx;
-}
-
 // PIXTRAL_CUDA_Q4TMA_PREX=0 (A/B; read at each launch): every tile makes x's B registers and the groups' corrections
 // again, as before kPreX.
 bool q4tma_prex() {
@@ -641,25 +543,6 @@ const char* q4_refusal(int K, int items, const void* q, const void* scales, Gemv
 }
 
 }  // namespace
-
-void forget_q4tma_stream(cudaStream_t s) {
-  {
-    DynRanges& d = dyn_ranges();
-    const std::lock_guard<std::mutex> lock(d.mu);
-    for (int i = 0; i < kDynStreams; ++i)
-      if (d.used[i] && d.stream[i] == s) d.used[i] = false;
-  }
-  Successors& su = successors();
-  const std::lock_guard<std::mutex> lock(su.mu);
-  su.last.erase(s);
-}
-
-void forget_q4tma_successors() {
-  Successors& s = successors();
-  const std::lock_guard<std::mutex> lock(s.mu);
-  s.next.clear();
-  s.last.clear();
-}
 
 Status launch_q4tma(void* out, DType out_t, const bf16* x, const std::uint8_t* q, const float* scales,
                     const bf16* bias, int T, int N, int items, int K, GemvMode mode, const RopeAppendArgs& ra,
