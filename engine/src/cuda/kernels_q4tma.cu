@@ -13,20 +13,20 @@
 //
 // Structure: a persistent grid of two blocks an SM (three where the tiles fit them), static tiles (tile = block + j ·
 // grid), or, for the silu and plain modes with more tiles than blocks, tiles taken from a counter (g_q4t_dyn below;
-// which slot a launch takes, and which GEMV follows which for the L2 hint, is the host's bookkeeping in
-// q4tma_plan.cu); a tile's bits never depend on the block or the timing. A block = 8 consumer warps + 1 producer warp
-// (one lane). The producer, from before the programmatic-dependent-launch wait on (weights are immutable), fills a ring of
+// which slot a launch takes, and which GEMV follows which for the L2 hint, is the host's bookkeeping in q4tma_plan.cu);
+// a tile's bits never depend on the block or the timing. A block = 8 consumer warps + 1 producer warp (one lane). The
+// producer, from before the programmatic-dependent-launch wait on (weights are immutable), fills a ring of
 // mbarrier-guarded stages: stage s of a tile = groups 8s .. 8s + 7 of K (consumer warp w multiplies group 8s + w:
 // q4mma's order; a contiguous 512-byte piece of each row) for the tile's 16 rows (R = 2 modes: both row sets), one TMA
 // (two for a split R = 2 tile); and each tile's scales ([16 rows][n_groups] fp32, one box a row set) into one of two
 // scale slots (H200 int4 decode, same run: each warp's stages from its own contiguous range of groups 2.810 ms/token,
 // the round-robin order 2.800). The consumers stage x once (natural order, all loads at once), then for each stage:
 // wait, read their 16 bytes of rows g and g + 8, release the slot, and multiply (q4_group_mma, with the group's
-// correction from group_correction: q4mma's T = 1 path; in the silu mode a warp's first tile keeps its
-// groups' B registers and corrections and its later tiles read them — kPreX, H200 int4 decode, same run: 2.657 ->
-// 2.6065 ms/token). A tile's 8 partial sums meet in shared memory: warps 1..7 arrive on a named barrier, warp 0
-// waits on it, adds them in warp order (q4mma's order) and stores through gemv_modes.cuh's epilogue — the storing
-// lanes read their epilogue inputs (the rope position and sin/cos, the residual's h) at the tile's start.
+// correction from group_correction: q4mma's T = 1 path; in the silu mode a warp's first tile keeps its groups' B
+// registers and corrections and its later tiles read them — kPreX, H200 int4 decode, same run: 2.657 -> 2.6065
+// ms/token). A tile's 8 partial sums meet in shared memory: warps 1..7 arrive on a named barrier, warp 0 waits on it,
+// adds them in warp order (q4mma's order) and stores through gemv_modes.cuh's epilogue — the storing lanes read their
+// epilogue inputs (the rope position and sin/cos, the residual's h) at the tile's start.
 // launch_q4tma_normed folds the decode RMSNorm before the QKV and [w1; w3] GEMVs into the prologue: each block
 // normalizes h itself with row_norm_kernel's bits while its ring fills (block 0 also writes xn), one kernel instead
 // of two (H200 int4 decode, same run: 2.958 -> 2.941 ms/token).

@@ -50,14 +50,14 @@ class ScopedEnv {
   bool had_ = false;
 };
 
-// The one-row quantized GEMVs streamed by the TMA (kernels_q4tma.cu, kernels_q8tma.cu: the decode's kernels on
-// sm_90) against the kernels they stand in for, in every mode, bit for bit: int4 against q4mma
-// (PIXTRAL_CUDA_Q4TMA=0), int8 against the scalar kernel (PIXTRAL_CUDA_Q8TMA=0) — so everything those kernels' tests prove (parity with the CPU, fused =
-// unfused, a row's bits independent of T and of its place) holds for them too. <switch>=require turns "the TMA
-// kernel cannot run here" into an error, so the comparison is never a kernel against itself. bf16 activations (what
-// the TMA GEMVs take; plain also writes f32). Shapes: partial last tiles (1000, 37, 1040, 336 rows), K from one
-// stage (1024: 8 groups, one a warp) to w2's 14336, rope heads of 128 (Pixtral) and 32 dims (16 pairs: the smallest
-// int4 halves tile), both pair layouts.
+// The one-row quantized GEMVs streamed by the TMA (kernels_q4tma.cu, kernels_q8tma.cu: the decode's kernels on sm_90)
+// against the kernels they stand in for, in every mode, bit for bit: int4 against q4mma (PIXTRAL_CUDA_Q4TMA=0), int8
+// against the scalar kernel (PIXTRAL_CUDA_Q8TMA=0) — so everything those kernels' tests prove (parity with the CPU,
+// fused = unfused, a row's bits independent of T and of its place) holds for them too. <switch>=require turns "the TMA
+// kernel cannot run here" into an error, so the comparison is never a kernel against itself. bf16 activations (what the
+// TMA GEMVs take; plain also writes f32). Shapes: partial last tiles (1000, 37, 1040, 336 rows), K from one stage
+// (1024: 8 groups, one a warp) to w2's 14336, rope heads of 128 (Pixtral) and 32 dims (16 pairs: the smallest int4
+// halves tile), both pair layouts.
 TEST(QuantCudaTma, EveryModeEqualsTheOtherKernelBitForBit) {
   PIXTRAL_REQUIRE_GPU();
   auto cpu = ops::make_cpu_backend(1);
