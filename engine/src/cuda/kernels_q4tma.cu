@@ -134,12 +134,7 @@ __device__ __forceinline__ void prefetch_next(const Q4tNext& nx) {
 // even on the same weight, or on another stream — never share one.
 __device__ int g_q4t_dyn[kDynSlots * 32];
 
-// kXTma (PIXTRAL_CUDA_Q4TMA_XTMA=1, A/B; written without a GPU, not yet run): x (or, with the norm folded in, h)
-// into shared memory by one TMA bulk copy that consumer thread 0 issues right after the dependent-launch wait,
-// instead of by the consumers' loads: the same bytes, so the same bits. (Issued from the producer warp's lane 1
-// instead, a helper's review found, lane 0's weight stream could wait at the warp's reconvergence for lane 1's
-// dependent-launch wait.)
-template <class TO, GemvMode M, bool kPreX, bool kXTma = false>
+template <class TO, GemvMode M, bool kPreX>
 __global__ void __launch_bounds__(kThreads, 2)
     q4tma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const bf16* __restrict__ bias, const Q4tArgs a,
                  const RopeAppendArgs ra, const __grid_constant__ CUtensorMap mw,
@@ -162,11 +157,9 @@ __global__ void __launch_bounds__(kThreads, 2)
   constexpr bool kDynMode = M == GemvMode::silu || M == GemvMode::plain;
   int* const dyn = kDynMode && a.dyn_slot >= 0 ? g_q4t_dyn + a.dyn_slot * 32 : nullptr;
   int* const tile_of = reinterpret_cast<int*>(bars + 2 * kMaxStages + 4);
-  const std::uint32_t xbar = smem_addr(bars + 2 * kMaxStages + 6);  // kXTma: x (or h) has landed in xs
   if (threadIdx.x == 0) {
     ring.init();
     sring.init();
-    if constexpr (kXTma) mbar_init(xbar, 1);
     mbar_init_fence();
   }
   __syncthreads();  // the only block-wide barrier
@@ -227,15 +220,6 @@ __global__ void __launch_bounds__(kThreads, 2)
   }
   // The consumers.
   wait_for_previous_grid();  // x and out belong to the previous kernels
-  if constexpr (kXTma) {  // thread 0 asks for x (or h: the norm's condition below) in one copy; all wait for it
-    if (threadIdx.x == 0) {
-      const bool normed = M != GemvMode::plain && M != GemvMode::residual && a.nh;
-      fence_proxy_async_global();  // (the previous kernels' generic writes before this async-proxy read)
-      mbar_expect_tx(xbar, std::uint32_t(a.K * 2));
-      bulk_load(smem_addr(smem + a.xs), normed ? static_cast<const void*>(a.nh) : x, std::uint32_t(a.K * 2), xbar);
-    }
-    mbar_wait(xbar, 0);
-  }
   const int tid = threadIdx.x;
   bf16* xs = reinterpret_cast<bf16*>(smem + a.xs);
   float* red = reinterpret_cast<float*>(smem + a.red);  // [kRedBufs][kWarps][R][16]; first the norm's warp sums
@@ -251,8 +235,8 @@ __global__ void __launch_bounds__(kThreads, 2)
 #pragma unroll
     for (int r = 0; r < kRounds; ++r) {
       const int p = r * kWarps * 32 + tid;
-      if (p < nv) {  // (kXTma: h in xs, each piece rewritten below as x by the thread that read it)
-        hv[r] = kXTma ? reinterpret_cast<const uint4*>(xs)[p] : reinterpret_cast<const uint4*>(a.nh)[p];
+      if (p < nv) {
+        hv[r] = reinterpret_cast<const uint4*>(a.nh)[p];
         gv[r] = reinterpret_cast<const uint4*>(a.nw)[p];
       }
     }
@@ -289,7 +273,7 @@ __global__ void __launch_bounds__(kThreads, 2)
         if (blockIdx.x == 0) reinterpret_cast<uint4*>(a.nxn)[p] = o;
       }
     }
-  } else if (!kXTma) {
+  } else {
     stage_x(xs, x, a.K, tid);
   }
   named_sync(1, kWarps * 32);
@@ -449,10 +433,7 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
   // registers).
   constexpr bool kPreXMode = M == GemvMode::silu;
   const bool pre_x = kPreXMode && q4tma_prex();
-  const char* ex = std::getenv("PIXTRAL_CUDA_Q4TMA_XTMA");  // =1: x (or h) by one TMA bulk copy (kXTma)
-  const bool xtma = ex && ex[0] == '1';
-  const auto kernel = pre_x ? (xtma ? q4tma_kernel<TO, M, kPreXMode, true> : q4tma_kernel<TO, M, kPreXMode>)
-                            : (xtma ? q4tma_kernel<TO, M, false, true> : q4tma_kernel<TO, M, false>);
+  const auto kernel = pre_x ? q4tma_kernel<TO, M, kPreXMode> : q4tma_kernel<TO, M, false>;
   Q4tLayout l = q4t_layout(R, K, kMaxSmem, pre_x);
   if (l.stages < 2 || l.total > kMaxSmem) return not_here(kQ4Env, "K too large for the shared memory");
   if (!tma_ready(kernel) || sm_count() == 0) return not_here(kQ4Env, "no sm_90 code for this GPU");
@@ -493,7 +474,6 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
     a.nxn = norm->xn;
     a.eps = norm->eps;
   }
-
   const int grid = std::min(a.n_tiles, per_sm * sm_count());
   const Q4tNext self{.q = q,
                      .sc = reinterpret_cast<const unsigned char*>(scales),

@@ -90,18 +90,6 @@ __device__ __forceinline__ void prefetch_l2_bulk(const void* p, std::uint32_t by
   PIXTRAL_TMA_ASM("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(reinterpret_cast<std::uint64_t>(p)), "r"(bytes)
                   : "memory");
 }
-/// `bytes` (a multiple of 16) of global memory from `src` (16-byte aligned) into shared memory at `dst` (16-byte
-/// aligned), completing its bytes on `bar`: one bulk copy, no tensor map.
-__device__ __forceinline__ void bulk_load(std::uint32_t dst, const void* src, std::uint32_t bytes, std::uint32_t bar) {
-  PIXTRAL_TMA_ASM("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::
-                      "r"(dst),
-                  "l"(reinterpret_cast<std::uint64_t>(src)), "r"(bytes), "r"(bar)
-                  : "memory");
-}
-/// Orders this thread's earlier generic-proxy view of global memory before its later async-proxy (TMA) accesses.
-__device__ __forceinline__ void fence_proxy_async_global() {
-  PIXTRAL_TMA_ASM("fence.proxy.async.global;\n" ::: "memory");
-}
 __device__ __forceinline__ void prefetch_map(const CUtensorMap* map) {
   PIXTRAL_TMA_ASM("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<std::uint64_t>(map)) : "memory");
 }
