@@ -30,9 +30,9 @@
 // launch_q4tma_normed folds the decode RMSNorm before the QKV and [w1; w3] GEMVs into the prologue: each block
 // normalizes h itself with row_norm_kernel's bits while its ring fills (block 0 also writes xn), one kernel instead
 // of two (H200 int4 decode, same run: 2.958 -> 2.941 ms/token).
-// Once its producer has issued its last stage, a block asks L2 for its share of the next q4tma GEMV's first tiles
-// (up to 8 MB a launch; the successor known from the step before: note_launch): H200 int4 decode, two same-run
-// A/Bs, 2.828 / 2.827 -> 2.811 / 2.812 ms/token; 4, 12, 24 and 64 MB were slower than 8 (PERF_NOTES v18).
+// Opt-in (PIXTRAL_CUDA_Q4TMA_L2PF=MB): once its producer has issued its last stage, a block asks L2 for its share of
+// the next q4tma GEMV's first tiles (the successor known from the step before: note_launch). 8 MB paid 0.6 % in v18
+// and costs 0.4 % since v25's late triggers (PERF_NOTES v27 3.), so it is off by default.
 // Shared-memory image of a stage: [warp][row][64 bytes] for a 16-row box (rows g and g + 1 of a warp's reads lie
 // 64 bytes apart: no bank conflict), [warp][r][pair][64] for the interleaved rope pairs' 5-D box.
 // ref: PTX ISA "cp.async.bulk.tensor", "mbarrier"; CUTLASS's warp-specialized producer/consumer pipelines
@@ -493,10 +493,11 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
                                               std::to_string(n_tiles) + " tiles, " + std::to_string(grid) +
                                               " blocks, or no counter range left for its stream)");
   a.next = note_launch(s, q, self);
-  // wo (the residual mode with K ≤ 4096) asks for nothing: it runs while the attention's combine kernel, a few L2
-  // round trips on the critical path, ends, and the 8 MB of [w1; w3]'s first tiles it asked for cost more there
-  // than they saved (presumably by delaying the combine's loads). H200 int4 decode, same runs, 3 and 4 rounds in two
-  // calls: 2.657 / 2.6575 -> 2.652 / 2.6515 ms/token (PERF_NOTES v22 8.). PIXTRAL_CUDA_Q4TMA_WO_HINT=1 asks as before.
+  // With the hint opted in (PIXTRAL_CUDA_Q4TMA_L2PF), wo (the residual mode with K ≤ 4096) still asks for nothing: it
+  // runs while the attention's combine kernel, a few L2 round trips on the critical path, ends, and the 8 MB of
+  // [w1; w3]'s first tiles it asked for cost more there than they saved (presumably by delaying the combine's loads).
+  // H200 int4 decode, same runs, 3 and 4 rounds in two calls: 2.657 / 2.6575 -> 2.652 / 2.6515 ms/token (PERF_NOTES
+  // v22 8.). PIXTRAL_CUDA_Q4TMA_WO_HINT=1 asks as before.
   if (M == GemvMode::residual && K <= 4096) {
     const char* eh = std::getenv("PIXTRAL_CUDA_Q4TMA_WO_HINT");
     if (!(eh && eh[0] == '1')) a.next.n_first = 0;

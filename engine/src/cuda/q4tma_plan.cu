@@ -16,7 +16,10 @@ namespace pixtral::cuda {
 namespace q4tplan {
 namespace {
 
-constexpr int kDefaultL2PrefetchMB = 8;  // the next GEMV's first tiles asked into L2 (PIXTRAL_CUDA_Q4TMA_L2PF)
+// The next GEMV's first tiles asked into L2 (PIXTRAL_CUDA_Q4TMA_L2PF=MB, opt-in): 8 MB paid 0.5 % when it came in
+// (PERF_NOTES v18 6.); since the late triggers of v25 it costs as much (H200 int4 decode, same run, 5 rounds: 8 MB
+// 2.553, none 2.542, 2 MB 2.539 ms/token; PERF_NOTES v27 3.), so none by default.
+constexpr int kDefaultL2PrefetchMB = 0;
 
 // Which q4tma GEMV followed which (keyed by the weight's bytes): a decode step runs the same sequence every time,
 // so the GEMV launched after weight w in the last step (or the warm-up step before a capture) is the one that will
