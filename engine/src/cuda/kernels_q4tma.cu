@@ -66,13 +66,12 @@ struct Q4tLayout {
   int ring = 0, scales = 0, xs = 0, red = 0, corr = 0, total = 0;  // byte offsets, size
 };
 
-// pre_x: the kernel keeps the groups' corrections (kPreX: n_groups floats after red). rows: a tile's rows a row set
-// (16, or 8 for the residual mode's half tiles).
-Q4tLayout q4t_layout(int R, int K, int budget, bool pre_x, int rows = 16) {
+// pre_x: the kernel keeps the groups' corrections (kPreX: n_groups floats after red).
+Q4tLayout q4t_layout(int R, int K, int budget, bool pre_x) {
   Q4tLayout l;
   const int n_groups = K / quant::kInt4Group, corr_bytes = pre_x ? n_groups * 4 : 0;
-  l.stage_bytes = R * rows * kWarps * 64;
-  l.scale_bytes = R * rows * n_groups * 4;
+  l.stage_bytes = R * kBoxBytes;
+  l.scale_bytes = R * 16 * n_groups * 4;
   const int fixed = kBarBytes + 2 * l.scale_bytes + K * 2 + kRedBufs * kWarps * R * 16 * 4 + corr_bytes + 3 * 128;
   l.stages = std::min(kMaxStages, (budget - fixed) / l.stage_bytes);
   l.ring = kBarBytes;
@@ -135,10 +134,7 @@ __device__ __forceinline__ void prefetch_next(const Q4tNext& nx) {
 // even on the same weight, or on another stream — never share one.
 __device__ int g_q4t_dyn[kDynSlots * 32];
 
-// kHalf (the residual mode only; PIXTRAL_CUDA_Q4TMA_HALF, A/B): tiles of 8 rows instead of 16, handed out at run
-// time — twice the units, so a launch's bytes spread over the SMs more evenly (w2's 320 tiles landed three or one an
-// SM: PERF_NOTES v20 3.). The MMAs' rows g + 8 are zeros (q4_group_mma<true>); rows g keep their bits.
-template <class TO, GemvMode M, bool kPreX, bool kHalf = false>
+template <class TO, GemvMode M, bool kPreX>
 __global__ void __launch_bounds__(kThreads, 2)
     q4tma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const bf16* __restrict__ bias, const Q4tArgs a,
                  const RopeAppendArgs ra, const __grid_constant__ CUtensorMap mw,
@@ -147,8 +143,6 @@ __global__ void __launch_bounds__(kThreads, 2)
   // mw: the 4-D map of 16-row boxes; mw2: the 5-D map of 16-pair boxes (rope only); ms / ms2: the scales' 16- and
   // 32-row boxes.
   constexpr int R = gemv_rows_per_item(M);
-  constexpr int kTileRows = kHalf ? 8 : 16;
-  static_assert(!kHalf || M == GemvMode::residual, "half tiles are for the residual mode");
   extern __shared__ __align__(1024) unsigned char smem[];
   PIXTRAL_TIMELINE(kTlQ4tma + unsigned(M));
   allow_dependents_to_launch();
@@ -160,7 +154,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   // Dynamic tiles: the counters, and each scale slot's tile (-1: no more) written by the producer before it arms the
   // slot's barrier, read by the consumers after it completes. Compiled for the modes that can have several tiles a
   // block in a decoder (the rope and residual modes keep their registers).
-  constexpr bool kDynMode = M == GemvMode::silu || M == GemvMode::plain || kHalf;
+  constexpr bool kDynMode = M == GemvMode::silu || M == GemvMode::plain;
   int* const dyn = kDynMode && a.dyn_slot >= 0 ? g_q4t_dyn + a.dyn_slot * 32 : nullptr;
   int* const tile_of = reinterpret_cast<int*>(bars + 2 * kMaxStages + 4);
   if (threadIdx.x == 0) {
@@ -189,7 +183,7 @@ __global__ void __launch_bounds__(kThreads, 2)
       } else if (tile >= a.n_tiles) {
         break;
       }
-      const TilePlan p = tile_plan<M>(tile * kTileRows, a.N, ra);
+      const TilePlan p = tile_plan<M>(tile * 16, a.N, ra);
       if (!dyn) sring.wait_empty();
       const std::uint32_t sbar = sring.full_bar(), sdst = smem_addr(smem + a.scales + sring.slot * a.scale_bytes);
       mbar_expect_tx(sbar, std::uint32_t(a.scale_bytes));
@@ -300,10 +294,10 @@ __global__ void __launch_bounds__(kThreads, 2)
       tile = int(blockIdx.x) + j * int(gridDim.x);
       if (tile >= a.n_tiles) break;
     }
-    const int n0 = tile * kTileRows;
+    const int n0 = tile * 16;
     const TilePlan p = tile_plan<M>(n0, a.N, ra);
-    // Warp 0's lanes 0..15 (kHalf: 0..7) store item n0 + lane: its epilogue inputs now, off the tile's end.
-    const bool stores = warp == 0 && lane < kTileRows && n0 + lane < a.n_items;
+    // Warp 0's lanes 0..15 store item n0 + lane: its epilogue inputs now, off the tile's end.
+    const bool stores = warp == 0 && lane < 16 && n0 + lane < a.n_items;
     GemvItemPre<TO> pre;
     if (stores) {
       gemv_item_pre_early<M>(pre, n0 + lane, ra);
@@ -320,7 +314,7 @@ __global__ void __launch_bounds__(kThreads, 2)
     int wbase[R], sbase[R], sstride;
 #pragma unroll
     for (int r = 0; r < R; ++r) {
-      wbase[r] = p.inter ? warp * 2048 + r * 1024 : r * kBoxBytes + warp * kTileRows * 64;
+      wbase[r] = p.inter ? warp * 2048 + r * 1024 : r * kBoxBytes + warp * 1024;
       sbase[r] = p.inter ? r * n_groups : r * 16 * n_groups;
     }
     sstride = p.inter ? 2 * n_groups : n_groups;  // between items' scale rows
@@ -331,7 +325,7 @@ __global__ void __launch_bounds__(kThreads, 2)
 #pragma unroll
       for (int r = 0; r < R; ++r) {
         w0[r] = *reinterpret_cast<const uint4*>(st + wbase[r] + g * 64 + 16 * t);
-        if constexpr (!kHalf) w1[r] = *reinterpret_cast<const uint4*>(st + wbase[r] + (g + 8) * 64 + 16 * t);
+        w1[r] = *reinterpret_cast<const uint4*>(st + wbase[r] + (g + 8) * 64 + 16 * t);
       }
       __syncwarp();
       ring.release(lane);  // the slot's bytes are in registers
@@ -363,14 +357,10 @@ __global__ void __launch_bounds__(kThreads, 2)
       } else {
         const float cr = q4_x_group(xs, G, t, lane, xv);
         const float corr[2] = {cr, cr};  // D column 0 (x row 0) takes corr[0]; the others are never read
-        if constexpr (kHalf) {  // R = 1; rows g + 8 neither read nor scaled
-          q4_group_mma<true>(w0[0], w0[0], xv, sc[g * sstride + G], 0.f, corr, acc[0]);
-        } else {
 #pragma unroll
-          for (int r = 0; r < R; ++r)
-            q4_group_mma(w0[r], w1[r], xv, sc[sbase[r] + g * sstride + G], sc[sbase[r] + (g + 8) * sstride + G], corr,
-                         acc[r]);
-        }
+        for (int r = 0; r < R; ++r)
+          q4_group_mma(w0[r], w1[r], xv, sc[sbase[r] + g * sstride + G], sc[sbase[r] + (g + 8) * sstride + G], corr,
+                       acc[r]);
       }
     }
     __syncwarp();
@@ -407,16 +397,14 @@ __global__ void __launch_bounds__(kThreads, 2)
 // The int4 maps of a weight of `rows` rows and K columns: W as (16 uint32 of a group, row, warp, stage; group =
 // 8 · stage + warp) in boxes of 16 rows (kind 0), or as (16 uint32, pair, row of the pair, warp, stage) in boxes of
 // 16 pairs (kind 1, rope's interleaved pairs); the scales [rows][n_groups] fp32 in boxes of 16 (kind 2) or 32 rows (3).
-// box_rows: 8 instead of 16 for kinds 0 and 2 (the residual mode's half tiles).
-MapSpec q4_map(const void* base, int kind, std::int64_t rows, int K, cuuint32_t box_rows = 16) {
+MapSpec q4_map(const void* base, int kind, std::int64_t rows, int K) {
   const cuuint64_t n = cuuint64_t(K / quant::kInt4Group), r = cuuint64_t(rows), k = cuuint64_t(K), w = kWarps;
   if (kind == 0)
-    return make_map(base, CU_TENSOR_MAP_DATA_TYPE_UINT32, {16, r, w, n / w}, {k / 2, 64, 64 * w},
-                    {16, box_rows, w, 1});
+    return make_map(base, CU_TENSOR_MAP_DATA_TYPE_UINT32, {16, r, w, n / w}, {k / 2, 64, 64 * w}, {16, 16, w, 1});
   if (kind == 1)
     return make_map(base, CU_TENSOR_MAP_DATA_TYPE_UINT32, {16, r / 2, 2, w, n / w}, {k, k / 2, 64, 64 * w},
                     {16, 16, 2, w, 1});
-  return make_map(base, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, {n, r}, {n * 4}, {cuuint32_t(n), kind == 2 ? box_rows : 32u});
+  return make_map(base, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, {n, r}, {n * 4}, {cuuint32_t(n), kind == 2 ? 16u : 32u});
 }
 
 // The norm folded into a launch (launch_q4tma_normed): h, the norm weight, xn, eps.
@@ -434,15 +422,6 @@ bool q4tma_prex() {
   return !(e && e[0] == '0');
 }
 
-// PIXTRAL_CUDA_Q4TMA_HALF (A/B; read at each launch): the residual mode in 8-row tiles (kHalf) — "w2" where K ≥ 8192,
-// "all" (or "1") in every residual launch; otherwise 16-row tiles.
-bool q4tma_half(int K) {
-  const char* e = std::getenv("PIXTRAL_CUDA_Q4TMA_HALF");
-  if (!e) return false;
-  if (std::strcmp(e, "w2") == 0) return K >= 8192;
-  return std::strcmp(e, "all") == 0 || std::strcmp(e, "1") == 0;
-}
-
 template <class TO, GemvMode M>
 Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* scales, const bf16* bias, int N,
                     int items, int K, const RopeAppendArgs& ra, cudaStream_t s, bool* launched,
@@ -454,24 +433,17 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
   // registers).
   constexpr bool kPreXMode = M == GemvMode::silu;
   const bool pre_x = kPreXMode && q4tma_prex();
-  bool half = false;
-  auto kernel = pre_x ? q4tma_kernel<TO, M, kPreXMode> : q4tma_kernel<TO, M, false>;
-  if constexpr (M == GemvMode::residual) {
-    half = q4tma_half(K);
-    if (half) kernel = q4tma_kernel<TO, M, false, true>;
-  }
-  const int tile_rows = half ? 8 : 16;
-  Q4tLayout l = q4t_layout(R, K, kMaxSmem, pre_x, tile_rows);
+  const auto kernel = pre_x ? q4tma_kernel<TO, M, kPreXMode> : q4tma_kernel<TO, M, false>;
+  Q4tLayout l = q4t_layout(R, K, kMaxSmem, pre_x);
   if (l.stages < 2 || l.total > kMaxSmem) return not_here(kQ4Env, "K too large for the shared memory");
   if (!tma_ready(kernel) || sm_count() == 0) return not_here(kQ4Env, "no sm_90 code for this GPU");
-  const int n_tiles = ceil_div(items, tile_rows);
+  const int n_tiles = ceil_div(items, 16);
   int per_sm = 2;
   // More tiles than two blocks an SM but not than three: three smaller blocks an SM, one tile each, instead of a
-  // second tile for some blocks (the last ones' tail). PIXTRAL_CUDA_Q4TMA_3=0: always two (A/B). Half tiles: three
-  // blocks an SM whenever there are more tiles than two an SM (handed out at run time, so more is fine).
+  // second tile for some blocks (the last ones' tail). PIXTRAL_CUDA_Q4TMA_3=0: always two (A/B).
   const char* e3 = std::getenv("PIXTRAL_CUDA_Q4TMA_3");
-  if (!(e3 && e3[0] == '0') && n_tiles > 2 * sm_count() && (half || n_tiles <= 3 * sm_count())) {
-    const Q4tLayout l3 = q4t_layout(R, K, kSmem3, pre_x, tile_rows);
+  if (!(e3 && e3[0] == '0') && n_tiles > 2 * sm_count() && n_tiles <= 3 * sm_count()) {
+    const Q4tLayout l3 = q4t_layout(R, K, kSmem3, pre_x);
     if (l3.stages >= 2 && blocks_fit(kernel, l3.total, 3)) {
       l = l3;
       per_sm = 3;
@@ -479,8 +451,7 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
   }
   const std::int64_t rows = weight_rows<M>(N, ra);
   CUtensorMap mw{}, mw2{}, ms{}, ms2{};
-  if (!encode_map(&mw, q4_map(q, 0, rows, K, cuuint32_t(tile_rows))) ||
-      !encode_map(&ms, q4_map(scales, 2, rows, K, cuuint32_t(tile_rows))) ||
+  if (!encode_map(&mw, q4_map(q, 0, rows, K)) || !encode_map(&ms, q4_map(scales, 2, rows, K)) ||
       (M == GemvMode::rope &&
        (!encode_map(&mw2, q4_map(q, 1, rows, K)) || !encode_map(&ms2, q4_map(scales, 3, rows, K)))))
     return not_here(kQ4Env, "no tensor-map encoder, or the driver refused a map");
@@ -515,8 +486,8 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
                      .nkv = ra.nkv,
                      .hd = ra.hd,
                      .halves = ra.halves,
-                     .n_first = half ? 0 : grid};  // each of its blocks' first tile (16-row tiles only)
-  a.dyn_slot = dyn_tiles(M == GemvMode::silu || M == GemvMode::plain || half, n_tiles, grid, s);
+                     .n_first = grid};  // each of its blocks' first tile
+  a.dyn_slot = dyn_tiles(M, n_tiles, grid, s);
   if (a.dyn_slot < 0 && dyn_required())
     return Status(ErrorCode::unsupported, "q4tma (PIXTRAL_CUDA_Q4TMA_DYN=require): this launch takes static tiles (" +
                                               std::to_string(n_tiles) + " tiles, " + std::to_string(grid) +

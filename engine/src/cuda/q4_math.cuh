@@ -58,10 +58,7 @@ __device__ __forceinline__ float group_correction(uint2 xs) {
 /// 136 off once a group, before the scale, so the cancellation happens at the group's magnitude; the sum passes
 /// through ~136·Σx, so its fp32 error is ~30× that of Σ v·x alone (~1e-6 relative: far below a bf16 output's
 /// rounding). q4_group_mma_b takes x as the MMAs' B registers already (q4_b_fragments), which q4tma's silu consumers
-/// keep from a block's first tile for its later ones (kPreX). kHalf: rows g only (q4tma's 8-row tiles): w1 is not read
-/// and the MMAs' rows g + 8 are zeros, so acc[2], acc[3] are meaningless; each MMA's row g is computed from the same
-/// registers as in a 16-row tile (a row of D depends on its own row of A only), so rows g keep their bits.
-template <bool kHalf = false>
+/// keep from a block's first tile for its later ones (kPreX).
 __device__ __forceinline__ void q4_group_mma_b(const uint4& w0, const uint4& w1, const uint4 bv[4], float s0, float s1,
                                                const float corr[2], float acc[4]) {
   float d[2][4];
@@ -69,11 +66,11 @@ __device__ __forceinline__ void q4_group_mma_b(const uint4& w0, const uint4& w1,
   for (int ww = 0; ww < 4; ++ww) {
     constexpr float kZero[4] = {0.f, 0.f, 0.f, 0.f};
     float* dc = d[ww % 2];
-    const std::uint32_t u0 = (&w0.x)[ww], u1 = kHalf ? 0u : (&w1.x)[ww];
-    mma_bf16_16816(dc, int4_pair_biased(u0, 0), kHalf ? 0u : int4_pair_biased(u1, 0), int4_pair_biased(u0, 1),
-                   kHalf ? 0u : int4_pair_biased(u1, 1), bv[ww].x, bv[ww].y, ww < 2 ? kZero : dc);
-    mma_bf16_16816(dc, int4_pair_biased(u0, 2), kHalf ? 0u : int4_pair_biased(u1, 2), int4_pair_biased(u0, 3),
-                   kHalf ? 0u : int4_pair_biased(u1, 3), bv[ww].z, bv[ww].w, dc);
+    const std::uint32_t u0 = (&w0.x)[ww], u1 = (&w1.x)[ww];
+    mma_bf16_16816(dc, int4_pair_biased(u0, 0), int4_pair_biased(u1, 0), int4_pair_biased(u0, 1),
+                   int4_pair_biased(u1, 1), bv[ww].x, bv[ww].y, ww < 2 ? kZero : dc);
+    mma_bf16_16816(dc, int4_pair_biased(u0, 2), int4_pair_biased(u1, 2), int4_pair_biased(u0, 3),
+                   int4_pair_biased(u1, 3), bv[ww].z, bv[ww].w, dc);
   }
   float sum[4];
 #pragma unroll
@@ -93,13 +90,12 @@ __device__ __forceinline__ uint4 q4_b_fragments(const uint4& xv) {
 }
 
 /// q4_group_mma_b with x in natural order (xv[w] = x[128G + 32t + 8w .. + 7]): the fragments made here.
-template <bool kHalf = false>
 __device__ __forceinline__ void q4_group_mma(const uint4& w0, const uint4& w1, const uint4 xv[4], float s0, float s1,
                                              const float corr[2], float acc[4]) {
   uint4 bv[4];
 #pragma unroll
   for (int ww = 0; ww < 4; ++ww) bv[ww] = q4_b_fragments(xv[ww]);
-  q4_group_mma_b<kHalf>(w0, w1, bv, s0, s1, corr, acc);
+  q4_group_mma_b(w0, w1, bv, s0, s1, corr, acc);
 }
 
 /// Group G of one x row staged in shared memory in natural order (xs): this lane's B values for q4_group_mma

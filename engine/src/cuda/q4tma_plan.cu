@@ -58,16 +58,16 @@ DynRanges& dyn_ranges() {
 }  // namespace
 
 // PIXTRAL_CUDA_Q4TMA_DYN=0: static tiles everywhere (A/B); =require: a launch that would take static tiles is an
-// error instead (tests: proves the dynamic path ran). Else a launch with more tiles than blocks whose kernel
-// compiles the dynamic hand-out (compiled) gets its stream's next counter slot, round robin over the stream's range.
-// Launches of one stream are ordered (eager ones and graph replays alike; a captured graph keeps its slots), so a slot comes
+// error instead (tests: proves the dynamic path ran). Else a launch with more tiles than blocks in a mode that
+// compiles the dynamic hand-out gets its stream's next counter slot, round robin over the stream's range. Launches
+// of one stream are ordered (eager ones and graph replays alike; a captured graph keeps its slots), so a slot comes
 // back to a stream only after kDynPerStream of its launches, far more than programmatic dependent launch lets run
 // at once (two or three), and each launch leaves its slot zeroed; other streams (other backends) have their own
 // ranges. More streams than ranges: static tiles. PIXTRAL_CUDA_Q4TMA_DYN_SLOTS=N (2..kDynPerStream): the round
 // robin over N slots only (tests: a slot reused N launches later). -1: static tiles.
-int dyn_tiles(bool compiled, int n_tiles, int grid, cudaStream_t s) {
+int dyn_tiles(GemvMode mode, int n_tiles, int grid, cudaStream_t s) {
   const char* e = std::getenv("PIXTRAL_CUDA_Q4TMA_DYN");
-  if ((e && e[0] == '0') || n_tiles <= grid || !compiled) return -1;
+  if ((e && e[0] == '0') || n_tiles <= grid || (mode != GemvMode::silu && mode != GemvMode::plain)) return -1;
   const char* en = std::getenv("PIXTRAL_CUDA_Q4TMA_DYN_SLOTS");
   const unsigned per = unsigned(en ? std::clamp(std::atoi(en), 2, kDynPerStream) : kDynPerStream);
   DynRanges& d = dyn_ranges();
