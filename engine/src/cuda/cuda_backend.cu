@@ -13,6 +13,7 @@
 
 #include "cuda/cuda_abi.h"
 #include "cuda/cuda_backend.h"
+#include "cuda/env_switch.h"
 #include "cuda/kernels_quant.cuh"
 
 namespace pixtral::cuda {
@@ -79,14 +80,14 @@ Status CudaBackend::init(int device) {
   PIXTRAL_CUDA_CHECK(cudaDeviceGetAttribute(&max_smem_, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
   PIXTRAL_CUDA_CHECK(cudaDeviceGetAttribute(&smem_per_sm_, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device));
   PIXTRAL_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-  if (const char* e = std::getenv("PIXTRAL_CUDA_STAGE_REUSE")) stage_reuse_ = e[0] != '0';
+  stage_reuse_ = !env_zero("PIXTRAL_CUDA_STAGE_REUSE");
   // Test hook: fail_allocation_after(n) from the backend's first allocation on (a failure at every allocation
   // site of Model::load, which creates the backend; tst_cuda_model).
-  if (const char* e = std::getenv("PIXTRAL_CUDA_FAIL_ALLOCATION")) fail_after_ = std::max(0, std::atoi(e));
+  if (std::getenv("PIXTRAL_CUDA_FAIL_ALLOCATION"))
+    fail_after_ = int(std::max(0L, env_long("PIXTRAL_CUDA_FAIL_ALLOCATION", 0)));
   int pools = 0;
   PIXTRAL_CUDA_CHECK(cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, device));
-  const char* pool_env = std::getenv("PIXTRAL_CUDA_POOL");
-  if (pools && !(pool_env && pool_env[0] == '0')) {
+  if (pools && !env_zero("PIXTRAL_CUDA_POOL")) {
     cudaMemPoolProps props{};
     props.allocType = cudaMemAllocationTypePinned;
     props.location.type = cudaMemLocationTypeDevice;

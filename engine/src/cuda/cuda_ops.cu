@@ -11,6 +11,7 @@
 
 #include "core/bands.h"
 #include "cuda/cuda_backend.h"
+#include "cuda/env_switch.h"
 #include "cuda/kernels_quant.cuh"
 
 namespace pixtral::cuda {
@@ -229,8 +230,7 @@ Status CudaBackend::matmul_rope_append_kv(ops::Tensor qkv, const ops::Tensor& x,
   const auto* q8 = static_cast<const std::uint8_t*>(wqkv.data);
   // PIXTRAL_CUDA_FUSE_ROPE=0: the unfused path (A/B of the fusion with one binary).
   static const bool fuse = [] {
-    const char* e = std::getenv("PIXTRAL_CUDA_FUSE_ROPE");
-    return !(e && e[0] == '0');
+    return !env_zero("PIXTRAL_CUDA_FUSE_ROPE");
   }();
   const bool fusable =
       fuse && shapes && (wqkv.quantized() ? wqkv.scales && qgemv_supported(1, K, x.data, x.dtype, q8, wqkv.format)
@@ -412,8 +412,7 @@ namespace {
 // PIXTRAL_CUDA_FOLD_NORM=require: a norm that cannot be folded is an error (tst_quant_cuda: the fold is what it
 // compares with the unfolded ops).
 Status fold_refused(const char* op) {
-  const char* e = std::getenv("PIXTRAL_CUDA_FOLD_NORM");
-  if (!(e && std::strcmp(e, "require") == 0)) return {};
+  if (!env_is("PIXTRAL_CUDA_FOLD_NORM", "require")) return {};
   return Status(ErrorCode::unsupported, std::string(op) + " (PIXTRAL_CUDA_FOLD_NORM=require): the norm cannot be "
                                                           "folded into the GEMV here");
 }

@@ -10,6 +10,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <vector>
+
+#include "cuda/env_switch.h"
 #endif
 
 namespace pixtral::cuda {
@@ -24,8 +26,8 @@ std::vector<TlSetter>& setters() {
 
 struct Window {
   const char* path = std::getenv("PIXTRAL_CUDA_TIMELINE");
-  long from = std::getenv("PIXTRAL_CUDA_TIMELINE_FROM") ? std::atol(std::getenv("PIXTRAL_CUDA_TIMELINE_FROM")) : 100;
-  long steps = std::getenv("PIXTRAL_CUDA_TIMELINE_STEPS") ? std::atol(std::getenv("PIXTRAL_CUDA_TIMELINE_STEPS")) : 4;
+  long from = env_long("PIXTRAL_CUDA_TIMELINE_FROM", 100);
+  long steps = env_long("PIXTRAL_CUDA_TIMELINE_STEPS", 4);
   unsigned capacity = 4u << 20;
   TlRecord* records = nullptr;
   unsigned* count = nullptr;

@@ -26,6 +26,7 @@
 #include <utility>
 
 #include "cuda/decode_splits.h"
+#include "cuda/env_switch.h"
 #include "cuda/kernels.cuh"
 #include "cuda/mma.cuh"
 
@@ -43,8 +44,7 @@ constexpr int blocks_per_sm(int) { return 3; }
 // PIXTRAL_CUDA_ATTN_STAGES=1: the one-stage kernel that devices with 100 KB of shared memory an SM run, forced here
 // (tests run it on Hopper; A/B). Read at each launch: a test sets it between runs.
 bool single_stage_forced() {
-  const char* e = std::getenv("PIXTRAL_CUDA_ATTN_STAGES");
-  return e && e[0] == '1';
+  return env_one("PIXTRAL_CUDA_ATTN_STAGES");
 }
 constexpr int max_stages(int) { return 2; }
 constexpr std::size_t stage_smem_bytes(int stages) { return std::size_t(stages) * 2 * kStageBytes; }
@@ -375,8 +375,7 @@ int n_splits_of(const AttentionLaunch& a) {
   const int G = a.n_heads / std::max(1, a.n_kv_heads);
   // PIXTRAL_CUDA_ATTN_SPLITS=N: at most N splits (A/B; PERF_NOTES v19: at 4193 keys on an H200, 36-44 instead of
   // 49 made int4 decode ~1 % faster and int8 2-4 % slower, bf16 unchanged).
-  const char* e = std::getenv("PIXTRAL_CUDA_ATTN_SPLITS");
-  const int cap = e ? std::max(1, std::atoi(e)) : kMaxSplits;
+  const int cap = int(std::max(1L, env_long("PIXTRAL_CUDA_ATTN_SPLITS", kMaxSplits)));
   return decode_split_count(a.key_hi_max - a.key_lo_min, std::int64_t(a.n_kv_heads) * a.n_q,
                             resident_blocks(a, G, a.head_dim), a.n_sms, a.narrow_wave, cap);
 }
@@ -390,8 +389,7 @@ int n_splits_of(const AttentionLaunch& a) {
 // 3.616 → 3.619, int4 2.556 → 2.613).
 // PIXTRAL_CUDA_COMBINE_LATE=0 (A/B): at its start, as before.
 bool combine_late_trigger() {
-  const char* e = std::getenv("PIXTRAL_CUDA_COMBINE_LATE");
-  return !(e && std::strcmp(e, "0") == 0);
+  return !env_zero("PIXTRAL_CUDA_COMBINE_LATE");
 }
 
 template <int D, int G, class TO>

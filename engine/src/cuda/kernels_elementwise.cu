@@ -10,6 +10,7 @@
 #include <cstring>
 #include <initializer_list>
 
+#include "cuda/env_switch.h"
 #include "cuda/kernels.cuh"
 
 namespace pixtral::cuda {
@@ -446,8 +447,7 @@ Status launch_row_norm(TH* h, const TD* delta, TO* out, const bf16* w, std::int6
   // 3.692 / 3.688 (no change). After block_sum's barrier instead (every warp's loads in): int8 3.616 -> 3.632
   // (PERF_NOTES v26 2.). The prefill's norms (T > 1) are the same kernel. PIXTRAL_CUDA_NORM_LATE=0 (A/B): at its
   // start, as before.
-  const char* el = std::getenv("PIXTRAL_CUDA_NORM_LATE");
-  const bool late = !(el && std::strcmp(el, "0") == 0);
+  const bool late = !env_zero("PIXTRAL_CUDA_NORM_LATE");
   const auto go = [&](auto kernel) { launch_dependent(kernel, grid, block, s, h, delta, out, w, d, eps, late); };
   switch (R) {  // programmatic dependents of the previous kernel (the GEMV whose output they add)
     case 1: go(row_norm_kernel<1, ADD, TH, TD, TO>); break;

@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <type_traits>
 
+#include "cuda/env_switch.h"
 #include "cuda/gemv_modes.cuh"
 #include "cuda/kernels.cuh"
 
@@ -221,15 +222,10 @@ Status launch_gemv_rope(void* qkv, DType t, const void* x, DType x_t, const bf16
 
 // PIXTRAL_CUDA_PREFETCH=1 turns the L2 prefetch on, PIXTRAL_CUDA_PDL=0 the programmatic dependent launch (A/B in
 // the kernel lab); read once.
-static bool env_enabled(const char* name) {
-  const char* e = std::getenv(name);
-  return !(e && e[0] == '0');
-}
 bool l2_prefetch_enabled() {
   // Opt-in (PIXTRAL_CUDA_PREFETCH=1): measured on an H200 (2026-11-27, page-QA decode) it cost 0.94 ms/token
   // (8.21 vs 7.27 ms), the extra L2 traffic outweighing the deeper queue.
-  static const char* e = std::getenv("PIXTRAL_CUDA_PREFETCH");
-  static const bool on = e && e[0] == '1';
+  static const bool on = env_one("PIXTRAL_CUDA_PREFETCH");
   return on;
 }
 // Compiled like every kernel of the library: its PTX version says whether griddepcontrol made it into the code.
@@ -240,7 +236,7 @@ bool pdl_enabled() {
   // for older architectures only and JIT-compiled for a Hopper GPU from their PTX has no wait in its kernels:
   // launching those as dependents would let them run before the previous kernel's results exist.
   static const bool on = [] {
-    if (!env_enabled("PIXTRAL_CUDA_PDL")) return false;
+    if (env_zero("PIXTRAL_CUDA_PDL")) return false;
     cudaFuncAttributes a{};
     if (cudaFuncGetAttributes(&a, pdl_probe_kernel) != cudaSuccess) {
       (void)cudaGetLastError();

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdlib>
 
+#include "cuda/env_switch.h"
 #include "cuda/gemv_modes.cuh"
 #include "cuda/kernels.cuh"
 #include "cuda/kernels_quant.cuh"
@@ -64,8 +65,7 @@ constexpr int kRingGroups = 6;
 // PIXTRAL_CUDA_INT4_MMA=0 sends int4 × bf16 GEMVs to the scalar kernel (A/B); read once.
 bool int4_mma_enabled() {
   static const bool on = [] {
-    const char* e = std::getenv("PIXTRAL_CUDA_INT4_MMA");
-    return !(e && e[0] == '0');
+    return !env_zero("PIXTRAL_CUDA_INT4_MMA");
   }();
   return on;
 }

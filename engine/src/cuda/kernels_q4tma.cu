@@ -42,6 +42,7 @@
 #include <string>
 
 #include "core/quant.h"
+#include "cuda/env_switch.h"
 #include "cuda/kernels_quant.cuh"
 #include "cuda/q4_math.cuh"
 #include "cuda/q4tma_plan.h"
@@ -418,8 +419,7 @@ struct NormIn {
 // PIXTRAL_CUDA_Q4TMA_PREX=0 (A/B; read at each launch): every tile makes x's B registers and the groups' corrections
 // again, as before kPreX.
 bool q4tma_prex() {
-  const char* e = std::getenv("PIXTRAL_CUDA_Q4TMA_PREX");
-  return !(e && e[0] == '0');
+  return !env_zero("PIXTRAL_CUDA_Q4TMA_PREX");
 }
 
 template <class TO, GemvMode M>
@@ -441,8 +441,7 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
   int per_sm = 2;
   // More tiles than two blocks an SM but not than three: three smaller blocks an SM, one tile each, instead of a
   // second tile for some blocks (the last ones' tail). PIXTRAL_CUDA_Q4TMA_3=0: always two (A/B).
-  const char* e3 = std::getenv("PIXTRAL_CUDA_Q4TMA_3");
-  if (!(e3 && e3[0] == '0') && n_tiles > 2 * sm_count() && n_tiles <= 3 * sm_count()) {
+  if (!env_zero("PIXTRAL_CUDA_Q4TMA_3") && n_tiles > 2 * sm_count() && n_tiles <= 3 * sm_count()) {
     const Q4tLayout l3 = q4t_layout(R, K, kSmem3, pre_x);
     if (l3.stages >= 2 && blocks_fit(kernel, l3.total, 3)) {
       l = l3;
@@ -499,8 +498,7 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
   // H200 int4 decode, same runs, 3 and 4 rounds in two calls: 2.657 / 2.6575 -> 2.652 / 2.6515 ms/token (PERF_NOTES
   // v22 8.). PIXTRAL_CUDA_Q4TMA_WO_HINT=1 asks as before.
   if (M == GemvMode::residual && K <= 4096) {
-    const char* eh = std::getenv("PIXTRAL_CUDA_Q4TMA_WO_HINT");
-    if (!(eh && eh[0] == '1')) a.next.n_first = 0;
+    if (!env_one("PIXTRAL_CUDA_Q4TMA_WO_HINT")) a.next.n_first = 0;
   }
   launch_dependent_smem(kernel, dim3(unsigned(grid)), dim3(kThreads), std::size_t(l.total), s, out, x,
                         bias, a, ra, mw, mw2, ms, ms2);
@@ -545,8 +543,7 @@ Status launch_q4tma_normed(bf16* out, const bf16* h, const bf16* norm_w, bf16* x
                            cudaStream_t s, bool* launched) {
   *launched = false;
   if (tma_switch(kQ4Env) == TmaSwitch::off) return {};
-  const char* ef = std::getenv("PIXTRAL_CUDA_FOLD_NORM");  // =0: the norm kernel, then the GEMV (A/B)
-  if (ef && ef[0] == '0') return {};
+  if (env_zero("PIXTRAL_CUDA_FOLD_NORM")) return {};  // the norm kernel, then the GEMV (A/B)
   // (PIXTRAL_CUDA_FOLD_NORM=require: the caller makes "not launched" an error.)
   if (const char* why = q4_refusal(K, items, q, scales, mode, ra)) return not_here(kQ4Env, why);
   // The norm's conditions: one block of row_norm_kernel covers the row (K / 8 ≤ 1024 pieces of 8), 16-byte aligned

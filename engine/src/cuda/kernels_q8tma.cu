@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "cuda/env_switch.h"
 #include "cuda/kernels_quant.cuh"
 #include "cuda/q8_math.cuh"
 #include "cuda/qtma_common.cuh"
@@ -153,8 +154,8 @@ Status launch_q8_typed(TO* out, const bf16* x, const std::uint8_t* q, const floa
   if (!tma_ready(q8tma_kernel<TO, M>) || sm_count() == 0) return not_here(kQ8Env, "no sm_90 code for this GPU");
   const int n_tiles = ceil_div(items, kQ8Items);
   int per_sm = 2;
-  const char* eq = std::getenv(kQ8Env);  // 3 or 4: that many blocks an SM (A/B)
-  const int want = eq && eq[0] >= '3' && eq[0] <= '4' ? eq[0] - '0' : 2;
+  const long eq = env_long(kQ8Env, 0);  // 3 or 4: that many blocks an SM (A/B)
+  const int want = eq == 3 || eq == 4 ? int(eq) : 2;
   if (want > 2) {
     int total_w = 0;
     const int stages_w = q8t_stages(R, K, 228 * 1024 / want - 2048, &total_w);

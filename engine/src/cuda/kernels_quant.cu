@@ -18,6 +18,7 @@
 #include <type_traits>
 
 #include "cuda/cuda_backend.h"
+#include "cuda/env_switch.h"
 #include "cuda/gemv_modes.cuh"
 #include "cuda/kernels_quant.cuh"
 #include "cuda/q8_math.cuh"
@@ -332,8 +333,7 @@ qgemv_kernel(TO* __restrict__ out, const TX* x, const std::uint8_t* __restrict__
 constexpr int kPairMaxK = 4096;
 bool q8_pairs(GemvMode m, int T, int K) {
   static const bool on = [] {
-    const char* e = std::getenv("PIXTRAL_CUDA_Q8_PAIRS");
-    return !(e && e[0] == '0');
+    return !env_zero("PIXTRAL_CUDA_Q8_PAIRS");
   }();
   return on && m == GemvMode::residual && T == 1 && K <= kPairMaxK;
 }

@@ -10,6 +10,7 @@
 #include <mutex>
 #include <unordered_map>
 
+#include "cuda/env_switch.h"
 #include "cuda/kernels_quant.cuh"
 
 namespace pixtral::cuda {
@@ -38,8 +39,7 @@ Successors& successors() {
 
 // PIXTRAL_CUDA_Q4TMA_L2PF=MB: how many bytes of the next GEMV's first tiles a launch asks into L2 (0: none).
 std::int64_t l2_prefetch_bytes() {
-  const char* e = std::getenv("PIXTRAL_CUDA_Q4TMA_L2PF");
-  return std::int64_t(e ? std::atoi(e) : kDefaultL2PrefetchMB) << 20;
+  return std::int64_t(env_long("PIXTRAL_CUDA_Q4TMA_L2PF", kDefaultL2PrefetchMB)) << 20;
 }
 
 // The counter slots of each stream that launches q4tma: kDynStreams ranges of kDynPerStream slots, a range taken by
@@ -66,10 +66,9 @@ DynRanges& dyn_ranges() {
 // ranges. More streams than ranges: static tiles. PIXTRAL_CUDA_Q4TMA_DYN_SLOTS=N (2..kDynPerStream): the round
 // robin over N slots only (tests: a slot reused N launches later). -1: static tiles.
 int dyn_tiles(GemvMode mode, int n_tiles, int grid, cudaStream_t s) {
-  const char* e = std::getenv("PIXTRAL_CUDA_Q4TMA_DYN");
-  if ((e && e[0] == '0') || n_tiles <= grid || (mode != GemvMode::silu && mode != GemvMode::plain)) return -1;
-  const char* en = std::getenv("PIXTRAL_CUDA_Q4TMA_DYN_SLOTS");
-  const unsigned per = unsigned(en ? std::clamp(std::atoi(en), 2, kDynPerStream) : kDynPerStream);
+  if (env_zero("PIXTRAL_CUDA_Q4TMA_DYN") || n_tiles <= grid || (mode != GemvMode::silu && mode != GemvMode::plain)) return -1;
+  const unsigned per =
+      unsigned(std::clamp(env_long("PIXTRAL_CUDA_Q4TMA_DYN_SLOTS", kDynPerStream), 2L, long(kDynPerStream)));
   DynRanges& d = dyn_ranges();
   const std::lock_guard<std::mutex> lock(d.mu);
   int range = -1;
@@ -86,8 +85,7 @@ int dyn_tiles(GemvMode mode, int n_tiles, int grid, cudaStream_t s) {
   return range * kDynPerStream + int(d.next[range]++ % per);
 }
 bool dyn_required() {
-  const char* e = std::getenv("PIXTRAL_CUDA_Q4TMA_DYN");
-  return e && std::strcmp(e, "require") == 0;
+  return env_is("PIXTRAL_CUDA_Q4TMA_DYN", "require");
 }
 
 // Records `self` as the successor of the previous launch's weight and returns this weight's successor, its first

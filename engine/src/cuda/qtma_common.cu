@@ -12,13 +12,14 @@
 #include <string>
 #include <tuple>
 
+#include "cuda/env_switch.h"
+
 namespace pixtral::cuda::qtma {
 
 TmaSwitch tma_switch(const char* env) {
-  const char* e = std::getenv(env);
-  if (e && std::strcmp(e, "require") == 0) return TmaSwitch::require;
-  if (std::strcmp(env, kQ8Env) == 0) return e && e[0] >= '1' && e[0] <= '9' ? TmaSwitch::on : TmaSwitch::off;
-  return e && e[0] == '0' ? TmaSwitch::off : TmaSwitch::on;
+  if (env_is(env, "require")) return TmaSwitch::require;
+  if (std::strcmp(env, kQ8Env) == 0) return env_long(env, 0) >= 1 ? TmaSwitch::on : TmaSwitch::off;
+  return env_zero(env) ? TmaSwitch::off : TmaSwitch::on;
 }
 
 Status not_here(const char* env, const char* why) {
