@@ -17,7 +17,7 @@ namespace pixtral::cuda {
 namespace q4tplan {
 namespace {
 
-// The next GEMV's first tiles asked into L2 (PIXTRAL_CUDA_Q4TMA_L2PF=MB, opt-in): 8 MB paid 0.5 % when it came in
+// The next GEMV's first tiles asked into L2 (PIXTRAL_CUDA_Q4TMA_L2PF=MB, opt-in): 8 MB paid 0.6 % when it came in
 // (PERF_NOTES v18 6.); since the late triggers of v25 it costs as much (H200 int4 decode, same run, 5 rounds: 8 MB
 // 2.553, none 2.542, 2 MB 2.539 ms/token; PERF_NOTES v27 3.), so none by default.
 constexpr int kDefaultL2PrefetchMB = 0;
@@ -66,7 +66,8 @@ DynRanges& dyn_ranges() {
 // ranges. More streams than ranges: static tiles. PIXTRAL_CUDA_Q4TMA_DYN_SLOTS=N (2..kDynPerStream): the round
 // robin over N slots only (tests: a slot reused N launches later). -1: static tiles.
 int dyn_tiles(GemvMode mode, int n_tiles, int grid, cudaStream_t s) {
-  if (env_zero("PIXTRAL_CUDA_Q4TMA_DYN") || n_tiles <= grid || (mode != GemvMode::silu && mode != GemvMode::plain)) return -1;
+  if (env_zero("PIXTRAL_CUDA_Q4TMA_DYN") || n_tiles <= grid || (mode != GemvMode::silu && mode != GemvMode::plain))
+    return -1;
   const unsigned per =
       unsigned(std::clamp(env_long("PIXTRAL_CUDA_Q4TMA_DYN_SLOTS", kDynPerStream), 2L, long(kDynPerStream)));
   DynRanges& d = dyn_ranges();

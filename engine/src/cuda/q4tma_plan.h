@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // The host's bookkeeping for the int4 TMA GEMV's launches (kernels_q4tma.cu; q4tma_plan.cu): which q4tma GEMV
 // followed which weight's last time (the next GEMV's first tiles asked into L2 once a launch's producers are done,
-// PERF_NOTES v18 6.; opt-in since v27 3.), and the counter slots of the tiles handed out at run time (each stream its own range of
-// g_q4t_dyn's slots, PERF_NOTES v20 5.). forget_q4tma_stream and forget_q4tma_successors (kernels_quant.cuh) end
-// them.
+// PERF_NOTES v18 6.; opt-in since v27 3.), and the counter slots of the tiles handed out at run time (each stream its
+// own range of g_q4t_dyn's slots, PERF_NOTES v20 5.). forget_q4tma_stream and forget_q4tma_successors
+// (kernels_quant.cuh) end them.
 #pragma once
 
 #include <cuda_runtime.h>
