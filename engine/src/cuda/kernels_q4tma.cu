@@ -139,18 +139,15 @@ __device__ __forceinline__ void prefetch_next(const Q4tNext& nx) {
 // even on the same weight, or on another stream — never share one.
 __device__ int g_q4t_dyn[kDynSlots * 32];
 
-template <class TO, GemvMode M, bool kPreX, bool kHalf = false>
-__global__ void __launch_bounds__(kThreads, kHalf ? 3 : 2)
+template <class TO, GemvMode M, bool kPreX>
+__global__ void __launch_bounds__(kThreads, 2)
     q4tma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const bf16* __restrict__ bias, const Q4tArgs a,
                  const RopeAppendArgs ra, const __grid_constant__ CUtensorMap mw,
                  const __grid_constant__ CUtensorMap mw2, const __grid_constant__ CUtensorMap ms,
                  const __grid_constant__ CUtensorMap ms2) {
   // mw: the 4-D map of 16-row boxes; mw2: the 5-D map of 16-pair boxes (rope only); ms / ms2: the scales' 16- and
-  // 32-row boxes. kHalf (rope only, PIXTRAL_CUDA_Q4TMA_ROPE8): tiles of 8 pairs, one 16-row MMA tile — the pairs'
-  // first rows as rows g, their second rows as rows g + 8 — so boxes of 8 rows / 8 pairs, scale boxes of 8 / 16 rows.
-  static_assert(!kHalf || (M == GemvMode::rope && !kPreX));
-  constexpr int R = kHalf ? 1 : gemv_rows_per_item(M);  // 16-row MMA tiles a stage
-  constexpr int kItems = kHalf ? 8 : 16;                // items a tile
+  // 32-row boxes.
+  constexpr int R = gemv_rows_per_item(M);
   extern __shared__ __align__(1024) unsigned char smem[];
   PIXTRAL_TIMELINE(kTlQ4tma + unsigned(M));
   allow_dependents_to_launch();
@@ -192,7 +189,7 @@ __global__ void __launch_bounds__(kThreads, kHalf ? 3 : 2)
       } else if (tile >= a.n_tiles) {
         break;
       }
-      const TilePlan p = tile_plan<M>(tile * kItems, a.N, ra);
+      const TilePlan p = tile_plan<M>(tile * 16, a.N, ra);
       if (!dyn) sring.wait_empty();
       const std::uint32_t sbar = sring.full_bar(), sdst = smem_addr(smem + a.scales + sring.slot * a.scale_bytes);
       mbar_expect_tx(sbar, std::uint32_t(a.scale_bytes));
@@ -200,7 +197,6 @@ __global__ void __launch_bounds__(kThreads, kHalf ? 3 : 2)
         tma_load_2d(sdst, &ms2, sbar, 0, p.row_a);
       } else {
         tma_load_2d(sdst, &ms, sbar, 0, p.row_a);
-        if constexpr (kHalf) tma_load_2d(sdst + 8 * n_groups * 4, &ms, sbar, 0, p.row_b);
         if constexpr (R == 2) tma_load_2d(sdst + 16 * n_groups * 4, &ms, sbar, 0, p.row_b);
       }
       sring.next();
@@ -217,7 +213,6 @@ __global__ void __launch_bounds__(kThreads, kHalf ? 3 : 2)
           tma_load_5d(dst, &mw2, bar, 0, p.row_a / 2, 0, 0, s);
         } else {
           tma_load_4d(dst, &mw, bar, 0, p.row_a, 0, s);
-          if constexpr (kHalf) tma_load_4d(dst + kBoxBytes / 2, &mw, bar, 0, p.row_b, 0, s);
           if constexpr (R == 2) tma_load_4d(dst + kBoxBytes, &mw, bar, 0, p.row_b, 0, s);
         }
         ring.next();
@@ -310,10 +305,10 @@ __global__ void __launch_bounds__(kThreads, kHalf ? 3 : 2)
       tile = int(blockIdx.x) + j * int(gridDim.x);
       if (tile >= a.n_tiles) break;
     }
-    const int n0 = tile * kItems;
+    const int n0 = tile * 16;
     const TilePlan p = tile_plan<M>(n0, a.N, ra);
-    // Warp 0's lanes 0..kItems - 1 store item n0 + lane: its epilogue inputs now, off the tile's end.
-    const bool stores = warp == 0 && lane < kItems && n0 + lane < a.n_items;
+    // Warp 0's lanes 0..15 store item n0 + lane: its epilogue inputs now, off the tile's end.
+    const bool stores = warp == 0 && lane < 16 && n0 + lane < a.n_items;
     GemvItemPre<TO> pre;
     if (stores) {
       gemv_item_pre_early<M>(pre, n0 + lane, ra);
@@ -326,21 +321,14 @@ __global__ void __launch_bounds__(kThreads, kHalf ? 3 : 2)
     for (int r = 0; r < R; ++r)
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc[r][e] = 0.f;
-    // This warp's bytes in a stage, row set r: [warp][row][64] boxes (r · 8 KB apart) or [warp][r][pair][64]; rows
-    // g + 8 lie wstep bytes after rows g, their scales sstep floats after. kHalf: [half][warp][row][64] boxes of 8
-    // rows (the halves 4 KB apart) or [warp][r][pair][64] of 8 pairs; scales [half][8 rows] or [pair][r].
-    int wbase[R], sbase[R], sstride, wstep = 0, sstep = 0;
+    // This warp's bytes in a stage, row set r: [warp][row][64] boxes (r · 8 KB apart) or [warp][r][pair][64].
+    int wbase[R], sbase[R], sstride;
 #pragma unroll
     for (int r = 0; r < R; ++r) {
-      wbase[r] = kHalf ? (p.inter ? warp * 1024 : warp * 512)
-                       : (p.inter ? warp * 2048 + r * 1024 : r * kBoxBytes + warp * 1024);
+      wbase[r] = p.inter ? warp * 2048 + r * 1024 : r * kBoxBytes + warp * 1024;
       sbase[r] = p.inter ? r * n_groups : r * 16 * n_groups;
     }
     sstride = p.inter ? 2 * n_groups : n_groups;  // between items' scale rows
-    if constexpr (kHalf) {
-      wstep = p.inter ? 512 : kBoxBytes / 2;
-      sstep = p.inter ? n_groups : 8 * n_groups;
-    }
     for (int s = 0; s < gpw; ++s) {
       ring.wait_full();
       const unsigned char* st = smem + a.ring + ring.slot * a.stage_bytes;
@@ -348,10 +336,7 @@ __global__ void __launch_bounds__(kThreads, kHalf ? 3 : 2)
 #pragma unroll
       for (int r = 0; r < R; ++r) {
         w0[r] = *reinterpret_cast<const uint4*>(st + wbase[r] + g * 64 + 16 * t);
-        if constexpr (kHalf)
-          w1[r] = *reinterpret_cast<const uint4*>(st + wbase[r] + wstep + g * 64 + 16 * t);
-        else
-          w1[r] = *reinterpret_cast<const uint4*>(st + wbase[r] + (g + 8) * 64 + 16 * t);
+        w1[r] = *reinterpret_cast<const uint4*>(st + wbase[r] + (g + 8) * 64 + 16 * t);
       }
       __syncwarp();
       ring.release(lane);  // the slot's bytes are in registers
@@ -384,14 +369,9 @@ __global__ void __launch_bounds__(kThreads, kHalf ? 3 : 2)
         const float cr = q4_x_group(xs, G, t, lane, xv);
         const float corr[2] = {cr, cr};  // D column 0 (x row 0) takes corr[0]; the others are never read
 #pragma unroll
-        for (int r = 0; r < R; ++r) {
-          if constexpr (kHalf)
-            q4_group_mma(w0[r], w1[r], xv, sc[sbase[r] + g * sstride + G], sc[sbase[r] + sstep + g * sstride + G],
-                         corr, acc[r]);
-          else
-            q4_group_mma(w0[r], w1[r], xv, sc[sbase[r] + g * sstride + G], sc[sbase[r] + (g + 8) * sstride + G], corr,
-                         acc[r]);
-        }
+        for (int r = 0; r < R; ++r)
+          q4_group_mma(w0[r], w1[r], xv, sc[sbase[r] + g * sstride + G], sc[sbase[r] + (g + 8) * sstride + G], corr,
+                       acc[r]);
       }
     }
     __syncwarp();
@@ -412,22 +392,12 @@ __global__ void __launch_bounds__(kThreads, kHalf ? 3 : 2)
       named_sync(2 + b, kWarps * 32);
       if (stores) {
         float v[2] = {0.f, 0.f};
-        if constexpr (kHalf) {  // item lane's first row is row lane of the tile, its second row lane + 8
 #pragma unroll
-          for (int r = 0; r < 2; ++r) {
-            float sum = rb[r * 8 + lane];
+        for (int r = 0; r < R; ++r) {
+          float sum = rb[r * 16 + lane];
 #pragma unroll
-            for (int w = 1; w < kWarps; ++w) sum += rb[w * 16 + r * 8 + lane];
-            v[r] = sum;
-          }
-        } else {
-#pragma unroll
-          for (int r = 0; r < R; ++r) {
-            float sum = rb[r * 16 + lane];
-#pragma unroll
-            for (int w = 1; w < kWarps; ++w) sum += rb[(w * R + r) * 16 + lane];
-            v[r] = sum;
-          }
+          for (int w = 1; w < kWarps; ++w) sum += rb[(w * R + r) * 16 + lane];
+          v[r] = sum;
         }
         gemv_item_store<M>(out, 0, n0 + lane, a.N, v, bias, ra, pre);
       }
@@ -438,15 +408,14 @@ __global__ void __launch_bounds__(kThreads, kHalf ? 3 : 2)
 // The int4 maps of a weight of `rows` rows and K columns: W as (16 uint32 of a group, row, warp, stage; group =
 // 8 · stage + warp) in boxes of 16 rows (kind 0), or as (16 uint32, pair, row of the pair, warp, stage) in boxes of
 // 16 pairs (kind 1, rope's interleaved pairs); the scales [rows][n_groups] fp32 in boxes of 16 (kind 2) or 32 rows (3).
-// box: 8 instead of 16 rows / pairs (rope's tiles of 8 pairs, PIXTRAL_CUDA_Q4TMA_ROPE8).
-MapSpec q4_map(const void* base, int kind, std::int64_t rows, int K, cuuint32_t box = 16) {
+MapSpec q4_map(const void* base, int kind, std::int64_t rows, int K) {
   const cuuint64_t n = cuuint64_t(K / quant::kInt4Group), r = cuuint64_t(rows), k = cuuint64_t(K), w = kWarps;
   if (kind == 0)
-    return make_map(base, CU_TENSOR_MAP_DATA_TYPE_UINT32, {16, r, w, n / w}, {k / 2, 64, 64 * w}, {16, box, w, 1});
+    return make_map(base, CU_TENSOR_MAP_DATA_TYPE_UINT32, {16, r, w, n / w}, {k / 2, 64, 64 * w}, {16, 16, w, 1});
   if (kind == 1)
     return make_map(base, CU_TENSOR_MAP_DATA_TYPE_UINT32, {16, r / 2, 2, w, n / w}, {k, k / 2, 64, 64 * w},
-                    {16, box, 2, w, 1});
-  return make_map(base, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, {n, r}, {n * 4}, {cuuint32_t(n), kind == 2 ? box : 2 * box});
+                    {16, 16, 2, w, 1});
+  return make_map(base, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, {n, r}, {n * 4}, {cuuint32_t(n), kind == 2 ? 16u : 32u});
 }
 
 // The norm folded into a launch (launch_q4tma_normed): h, the norm weight, xn, eps.
@@ -478,14 +447,6 @@ bool q4tma_prex() {
   return !env_zero("PIXTRAL_CUDA_Q4TMA_PREX");
 }
 
-// PIXTRAL_CUDA_Q4TMA_ROPE8=1 (A/B; read at each launch): the rope mode in tiles of 8 pairs (one 16-row MMA tile,
-// three blocks an SM) instead of 16 (two 16-row MMA tiles, two blocks an SM). Pixtral's QKV has 3072 pairs: 192
-// tiles of 16 put two blocks on 60 of an H200's 132 SMs and one on the rest, and those 60 end ~2 µs later (PERF_NOTES
-// v27 5.); 384 tiles of 8 put 2–3 blocks of one tile on every SM. The same bits (each row's arithmetic is unchanged).
-bool q4tma_rope8() {
-  return env_one("PIXTRAL_CUDA_Q4TMA_ROPE8");
-}
-
 template <class TO, GemvMode M>
 Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* scales, const bf16* bias, int N,
                     int items, int K, const RopeAppendArgs& ra, cudaStream_t s, bool* launched,
@@ -497,22 +458,16 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
   // registers).
   constexpr bool kPreXMode = M == GemvMode::silu;
   const bool pre_x = kPreXMode && q4tma_prex();
-  constexpr bool kHalfMode = M == GemvMode::rope;
-  const bool half = kHalfMode && q4tma_rope8();
-  const auto kernel = pre_x  ? q4tma_kernel<TO, M, kPreXMode>
-                      : half ? q4tma_kernel<TO, M, false, kHalfMode>
-                             : q4tma_kernel<TO, M, false>;
-  const int RS = half ? 1 : R;  // 16-row MMA tiles a stage
-  const cuuint32_t box = half ? 8 : 16;
-  Q4tLayout l = q4t_layout(RS, K, kMaxSmem, pre_x);
+  const auto kernel = pre_x ? q4tma_kernel<TO, M, kPreXMode> : q4tma_kernel<TO, M, false>;
+  Q4tLayout l = q4t_layout(R, K, kMaxSmem, pre_x);
   if (l.stages < 2 || l.total > kMaxSmem) return not_here(kQ4Env, "K too large for the shared memory");
   if (!tma_ready(kernel) || sm_count() == 0) return not_here(kQ4Env, "no sm_90 code for this GPU");
-  const int n_tiles = ceil_div(items, int(box));
+  const int n_tiles = ceil_div(items, 16);
   int per_sm = 2;
   // More tiles than two blocks an SM but not than three: three smaller blocks an SM, one tile each, instead of a
   // second tile for some blocks (the last ones' tail). PIXTRAL_CUDA_Q4TMA_3=0: always two (A/B).
   if (!env_zero("PIXTRAL_CUDA_Q4TMA_3") && n_tiles > 2 * sm_count() && n_tiles <= 3 * sm_count()) {
-    const Q4tLayout l3 = q4t_layout(RS, K, kSmem3, pre_x);
+    const Q4tLayout l3 = q4t_layout(R, K, kSmem3, pre_x);
     if (l3.stages >= 2 && blocks_fit(kernel, l3.total, 3)) {
       l = l3;
       per_sm = 3;
@@ -520,9 +475,9 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
   }
   const std::int64_t rows = weight_rows<M>(N, ra);
   CUtensorMap mw{}, mw2{}, ms{}, ms2{};
-  if (!encode_map(&mw, q4_map(q, 0, rows, K, box)) || !encode_map(&ms, q4_map(scales, 2, rows, K, box)) ||
+  if (!encode_map(&mw, q4_map(q, 0, rows, K)) || !encode_map(&ms, q4_map(scales, 2, rows, K)) ||
       (M == GemvMode::rope &&
-       (!encode_map(&mw2, q4_map(q, 1, rows, K, box)) || !encode_map(&ms2, q4_map(scales, 3, rows, K, box)))))
+       (!encode_map(&mw2, q4_map(q, 1, rows, K)) || !encode_map(&ms2, q4_map(scales, 3, rows, K)))))
     return not_here(kQ4Env, "no tensor-map encoder, or the driver refused a map");
   Q4tArgs a;
   a.N = N;
@@ -555,7 +510,7 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
                      .nkv = ra.nkv,
                      .hd = ra.hd,
                      .halves = ra.halves,
-                     .n_first = half ? 0 : grid};  // each of its blocks' first tile (prefetch_next's tiles of 16)
+                     .n_first = grid};  // each of its blocks' first tile
   a.dyn_slot = dyn_tiles(M, n_tiles, grid, s);
   a.prefill = q4tma_prefill(M, K);
   if (a.dyn_slot < 0 && dyn_required())

@@ -62,23 +62,19 @@ TEST(QuantCudaTma, EveryModeEqualsTheOtherKernelBitForBit) {
   PIXTRAL_REQUIRE_GPU();
   auto cpu = ops::make_cpu_backend(1);
   std::mt19937 rng(31);
-  // int4 four times: q4tma as it is (the silu mode keeps x's B registers and the groups' corrections from a block's
-  // first tile for its later ones: kPreX), without that (PIXTRAL_CUDA_Q4TMA_PREX=0), with the producer's own
-  // dependent-launch wait after its first weight stage (PIXTRAL_CUDA_Q4TMA_PREFILL=1: timing only, so the same bits),
-  // and with the rope mode in tiles of 8 pairs (PIXTRAL_CUDA_Q4TMA_ROPE8=1: each row's arithmetic unchanged, so the
-  // same bits).
+  // int4 three times: q4tma as it is (the silu mode keeps x's B registers and the groups' corrections from a block's
+  // first tile for its later ones: kPreX), without that (PIXTRAL_CUDA_Q4TMA_PREX=0), and with the producer's own
+  // dependent-launch wait after its first weight stage (PIXTRAL_CUDA_Q4TMA_PREFILL=1: timing only, so the same bits).
   struct Case {
     Format f;
     const char* prex;
     const char* prefill = "";
-    const char* rope8 = "0";
   };
   for (const Case cs : {Case{Format::int4_g128, "1"}, Case{Format::int4_g128, "0"}, Case{Format::int4_g128, "1", "1"},
-                        Case{Format::int4_g128, "1", "", "1"}, Case{Format::int8_channel, "1"}}) {
+                        Case{Format::int8_channel, "1"}}) {
     const Format f = cs.f;
     ScopedEnv prex("PIXTRAL_CUDA_Q4TMA_PREX", cs.prex);
     ScopedEnv prefill("PIXTRAL_CUDA_Q4TMA_PREFILL", cs.prefill);
-    ScopedEnv rope8("PIXTRAL_CUDA_Q4TMA_ROPE8", cs.rope8);
     const char* sw_name = f == Format::int4_g128 ? "PIXTRAL_CUDA_Q4TMA" : "PIXTRAL_CUDA_Q8TMA";
     // q8tma's twin is the scalar kernel: w2's long rows would otherwise go to the split kernel (kernels_q8split.cu),
     // whose sums differ in the last bits (hidden by a bf16 output's rounding in most rows, not all).
@@ -87,7 +83,7 @@ TEST(QuantCudaTma, EveryModeEqualsTheOtherKernelBitForBit) {
     const auto both = [&](const std::string& what0, const auto& run, const auto& read) {
       const std::string what =
           std::string(quant::format_name(f)) + (cs.prex[0] == '0' ? " (PREX=0)" : "") +
-          (*cs.prefill ? " (PREFILL=1)" : "") + (cs.rope8[0] == '1' ? " (ROPE8=1)" : "") + " " + what0;
+          (*cs.prefill ? " (PREFILL=1)" : "") + " " + what0;
       std::vector<std::vector<float>> got;
       for (const char* sw : {"require", "0"}) {
         ScopedEnv env(sw_name, sw);
@@ -269,14 +265,12 @@ TEST(QuantCudaTma, FoldedNormEqualsNormThenOpBitForBit) {
   const float eps = 1e-5f;
   // run() folded (required), then unfolded; read() after each; the bits compared. The unfolded run also without
   // kPreX (PIXTRAL_CUDA_Q4TMA_PREX=0), so a silu shape of several tiles a block compares the folded kernel's kept
-  // x registers with x made in every tile; rope8 = "1": the folded run in the rope mode's tiles of 8 pairs
-  // (PIXTRAL_CUDA_Q4TMA_ROPE8), the unfolded one in tiles of 16.
-  const auto both = [&](const std::string& what, const auto& run, const auto& read, const char* rope8 = "0") {
+  // x registers with x made in every tile.
+  const auto both = [&](const std::string& what, const auto& run, const auto& read) {
     std::vector<std::vector<float>> got;
     for (const char* sw : {"require", "0"}) {
       ScopedEnv env("PIXTRAL_CUDA_FOLD_NORM", sw);
       ScopedEnv prex("PIXTRAL_CUDA_Q4TMA_PREX", sw[0] == 'r' ? "1" : "0");
-      ScopedEnv r8("PIXTRAL_CUDA_Q4TMA_ROPE8", sw[0] == 'r' ? rope8 : "0");
       const Status st = run();
       ASSERT_TRUE(st.ok()) << what << " (PIXTRAL_CUDA_FOLD_NORM=" << sw << "): " << st.to_string();
       got.push_back(read());
@@ -296,13 +290,10 @@ TEST(QuantCudaTma, FoldedNormEqualsNormThenOpBitForBit) {
     std::vector<std::uint16_t> nb;
     auto nw = G->upload_weight(norm_weight(c.K, nb));
     ASSERT_TRUE(w.ok() && nw.ok()) << w.status().to_string();
-    for (int run = 0; run < 4; ++run) {
-      const auto pairs = run % 2 ? ops::RopePairs::halves : ops::RopePairs::interleaved;
-      const char* rope8 = run < 2 ? "0" : "1";
+    for (auto pairs : {ops::RopePairs::interleaved, ops::RopePairs::halves}) {
       const std::string what = "rope H=" + std::to_string(c.H) + "/" + std::to_string(c.Hkv) +
                                " D=" + std::to_string(c.D) + " K=" + std::to_string(c.K) +
-                               (pairs == ops::RopePairs::halves ? " halves" : " interleaved") +
-                               (run < 2 ? "" : " (folded: ROPE8=1)");
+                               (pairs == ops::RopePairs::halves ? " halves" : " interleaved");
       const int pos = int(rng() % cap);
       const auto hv = cuda_test::random_values(rng, std::size_t(c.K));
       const auto kh = cuda_test::random_values(rng, std::size_t(cap * kd));
@@ -328,8 +319,7 @@ TEST(QuantCudaTma, FoldedNormEqualsNormThenOpBitForBit) {
             for (const auto& part : {download(G, kc->g), download(G, vc->g), download(G, xn->g)})
               q.insert(q.end(), part.begin(), part.end());
             return q;
-          },
-          rope8);
+          });
     }
     G->free_weight(*w);
     G->free_weight(*nw);
