@@ -39,7 +39,6 @@
 //      (the full/empty barrier ring).
 #include <algorithm>
 #include <cstdlib>
-#include <cstring>
 #include <string>
 
 #include "core/quant.h"
@@ -96,9 +95,6 @@ struct Q4tArgs {
   bf16* nxn = nullptr;
   float eps = 0.f;
   Q4tNext next;
-  // A/B (PIXTRAL_CUDA_Q4TMA_PREFILL): the producer issues at most this many weight stages before its own
-  // dependent-launch wait, the rest after it (-1: no limit, the default).
-  int prefill = -1;
 };
 
 // The rows of tile j of `nx` (tile_plan's, at run time), each range's weight and scale bytes asked into L2.
@@ -176,7 +172,6 @@ __global__ void __launch_bounds__(kThreads, 2)
       prefetch_map(&mw2);
       prefetch_map(&ms2);
     }
-    int before_wait = a.prefill;  // stages still allowed before the producer's own wait (-1: any number)
     for (int j = 0;; ++j) {
       if (dyn) sring.wait_empty();  // a ticket only once its tile's scale slot is free: no tile held idle
       const int tile = dyn ? atomicAdd(dyn, 1) : int(blockIdx.x) + j * int(gridDim.x);
@@ -201,11 +196,6 @@ __global__ void __launch_bounds__(kThreads, 2)
       }
       sring.next();
       for (int s = 0; s < gpw; ++s) {
-        if (before_wait == 0) {
-          wait_for_previous_grid();
-          before_wait = -1;
-        }
-        if (before_wait > 0) --before_wait;
         ring.wait_empty();
         const std::uint32_t bar = ring.full_bar(), dst = smem_addr(smem + a.ring + ring.slot * a.stage_bytes);
         mbar_expect_tx(bar, std::uint32_t(a.stage_bytes));
@@ -426,21 +416,6 @@ struct NormIn {
   float eps;
 };
 
-// PIXTRAL_CUDA_Q4TMA_PREFILL=P[:MODES] (A/B; read at each launch): at most P weight stages a block before the
-// producer's dependent-launch wait, in the modes listed (q rope, o residual with K ≤ 4096 (wo), d residual with a
-// longer K (w2), s silu, p plain; all when no list), so that the kernel before ends (and its memory is flushed) under
-// fewer of this kernel's requests (PERF_NOTES v27 7.). -1: no limit.
-int q4tma_prefill(GemvMode m, int K) {
-  const char* e = std::getenv("PIXTRAL_CUDA_Q4TMA_PREFILL");
-  if (!e || !*e) return -1;
-  const char* list = std::strchr(e, ':');
-  const char letter = m == GemvMode::rope ? 'q' : m == GemvMode::silu ? 's' : m == GemvMode::plain ? 'p'
-                      : K <= 4096                 ? 'o'
-                                                  : 'd';
-  if (list && !std::strchr(list + 1, letter)) return -1;
-  return std::max(0, std::atoi(e));
-}
-
 // PIXTRAL_CUDA_Q4TMA_PREX=0 (A/B; read at each launch): every tile makes x's B registers and the groups' corrections
 // again, as before kPreX.
 bool q4tma_prex() {
@@ -512,7 +487,6 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
                      .halves = ra.halves,
                      .n_first = grid};  // each of its blocks' first tile
   a.dyn_slot = dyn_tiles(M, n_tiles, grid, s);
-  a.prefill = q4tma_prefill(M, K);
   if (a.dyn_slot < 0 && dyn_required())
     return Status(ErrorCode::unsupported, "q4tma (PIXTRAL_CUDA_Q4TMA_DYN=require): this launch takes static tiles (" +
                                               std::to_string(n_tiles) + " tiles, " + std::to_string(grid) +
