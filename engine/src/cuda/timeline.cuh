@@ -77,20 +77,22 @@ __device__ __forceinline__ void tl_mark(float dep) {
 struct TlScope {
   unsigned long long t0;
   unsigned tag;
+  unsigned slot = ~0u;
+  // The record's slot is taken at the start, so the atomic's L2 round trip (~1 µs under a weight stream) overlaps the
+  // block's work; taken at the end it delayed every block's exit, and so every kernel boundary: a recorded decode
+  // step ran ~7 % slower than an unrecorded one (PERF_NOTES v28 7.).
   __device__ explicit TlScope(unsigned tag_) : t0(tl_now()), tag(tag_) {
-    if (threadIdx.x == 0) tl_wait_slot() = tl_mark_slot() = 0;
+    if (threadIdx.x != 0) return;
+    tl_wait_slot() = tl_mark_slot() = 0;
+    if (g_tl_records) slot = atomicAdd(g_tl_count, 1u);
   }
   __device__ ~TlScope() {
-    if (threadIdx.x != 0 || !g_tl_records) return;
-    // The end is read before the record's slot is taken: the atomic is an L2 round trip, ~1 µs under a weight
-    // stream, which the end times of the CSVs before PERF_NOTES v26 include.
+    if (threadIdx.x != 0 || slot >= g_tl_capacity) return;
     const unsigned long long t1 = tl_now();
-    const unsigned i = atomicAdd(g_tl_count, 1u);
-    if (i >= g_tl_capacity) return;
     unsigned sm;
     asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
-    g_tl_records[i] = TlRecord{t0, t1, tl_wait_slot(), tl_mark_slot(), tag, gridDim.x * gridDim.y * gridDim.z,
-                               blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z), sm};
+    g_tl_records[slot] = TlRecord{t0, t1, tl_wait_slot(), tl_mark_slot(), tag, gridDim.x * gridDim.y * gridDim.z,
+                                  blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z), sm};
   }
 };
 
