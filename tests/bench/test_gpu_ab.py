@@ -3,8 +3,8 @@
 """Tests of scripts/gpu-ab with stand-in pixtral binaries and libraries (ctest: bench.gpu_ab_script).
 
 A stand-in "library" is a file holding a number; a stand-in pixtral prints `decode <that number + its own offset +
-$FAKE_ADD>` for the library PIXTRAL_CUDA_LIBRARY names (nothing when the file says "none"), so every figure in the
-output says which binary, library and environment produced it."""
+$FAKE_ADD + $FAKE_ADD2>` for the library PIXTRAL_CUDA_LIBRARY names (nothing when the file says "none"), so every
+figure in the output says which binary, library and environment produced it."""
 import os
 import shutil
 import stat
@@ -22,7 +22,8 @@ echo "$4" >> "{log}"
 v=$(cat "$PIXTRAL_CUDA_LIBRARY")
 [[ $v == none ]] && {{ echo "bench failed"; exit 1; }}
 echo "vision_encoder 12.0 6.6 1.8x ms"
-awk -v v="$v" -v o="{offset}" -v a="${{FAKE_ADD:-0}}" 'BEGIN {{printf "decode %.3f 5.6 1.1x ms/token\\n", v + o + a}}'
+awk -v v="$v" -v o="{offset}" -v a="${{FAKE_ADD:-0}}" -v b="${{FAKE_ADD2:-0}}" \
+  'BEGIN {{printf "decode %.3f 5.6 1.1x ms/token\\n", v + o + a + b}}'
 """
 
 
@@ -54,6 +55,7 @@ class GpuAbTest(unittest.TestCase):
     def run_ab(self, *args):
         env = dict(os.environ)
         env.pop("FAKE_ADD", None)
+        env.pop("FAKE_ADD2", None)
         p = subprocess.run(["bash", GPU_AB, *args], capture_output=True, text=True, env=env, cwd=self.dir)
         return p.returncode, p.stdout, p.stderr
 
@@ -81,6 +83,19 @@ class GpuAbTest(unittest.TestCase):
         self.assertEqual(rounds, ["a.so", "FAKE_ADD=0.5@a.so"] * 3)
         with open(self.log) as f:
             self.assertEqual(set(f.read().split()), {"int4"})
+
+    def test_several_switches_a_library(self):
+        a = self.lib("a.so", "6.25")
+        rc, out, err = self.run_ab("--rounds", "1", "--pixtral", self.bin_a, a, "FAKE_ADD=0.5,FAKE_ADD2=0.25@" + a,
+                                   "FAKE_ADD2=1@" + a)
+        self.assertEqual(rc, 0, err)
+        t = self.table(out)
+        self.assertEqual(t["FAKE_ADD=0.5,FAKE_ADD2=0.25@a.so"][0], 7.0)
+        self.assertEqual(t["FAKE_ADD2=1@a.so"][0], 7.25)
+        # A piece without '=' would become env's command: refused before anything runs.
+        rc, _, err = self.run_ab("--rounds", "1", "--pixtral", self.bin_a, "FAKE_ADD=1,oops@" + a)
+        self.assertEqual(rc, 2)
+        self.assertIn("is not VAR=VALUE", err)
 
     def test_each_library_runs_under_the_pixtral_named_before_it(self):
         a = self.lib("a.so", "6.25")
