@@ -94,6 +94,8 @@ struct Q4tArgs {
   const bf16* nw = nullptr;
   bf16* nxn = nullptr;
   float eps = 0.f;
+  bool norm_early = true;  // the norm weight loaded before the dependent-launch wait
+  bool rope_early = true;  // the rope mode's first tile's cos / sin made before it
   Q4tNext next;
 };
 
@@ -220,25 +222,44 @@ __global__ void __launch_bounds__(kThreads, 2)
     return;
   }
   // The consumers.
-  wait_for_previous_grid();  // x and out belong to the previous kernels
   const int tid = threadIdx.x;
   bf16* xs = reinterpret_cast<bf16*>(smem + a.xs);
   float* red = reinterpret_cast<float*>(smem + a.red);  // [kRedBufs][kWarps][R][16]; first the norm's warp sums
+  constexpr int kRounds = 4;                            // the folded norm's pieces a thread: 256 × 4 ≥ 1024
+  // The folded norm's weight is immutable: its loads go out before the wait (PIXTRAL_CUDA_NORM_EARLY=0: after it,
+  // as before; A/B). They miss L2 (each layer's norm weight is read once a token) and would otherwise queue behind
+  // the ring's own requests on the kernel's critical path.
+  uint4 gv[kRounds] = {};
+  const bool normed = M != GemvMode::plain && M != GemvMode::residual && a.nh;
+  if (normed && a.norm_early) {
+#pragma unroll
+    for (int r = 0; r < kRounds; ++r) {
+      const int p = r * kWarps * 32 + tid;
+      if (p < a.K / 8) gv[r] = reinterpret_cast<const uint4*>(a.nw)[p];
+    }
+  }
+  // The rope mode's first tile is static (tile = block): its storing lanes' position and cos / sin (an L2 or DRAM
+  // round trip for freq, then ~100 dependent fp64 instructions) before the wait, as gemv_modes.cuh intends; no
+  // kernel of the step writes them. PIXTRAL_CUDA_ROPE_EARLY=0: at the tile's start, after the wait (A/B).
+  GemvItemPre<TO> pre0;
+  const bool pre0_done = M == GemvMode::rope && a.rope_early && !dyn && int(blockIdx.x) < a.n_tiles;
+  if (pre0_done && warp == 0 && lane < 16 && 16 * int(blockIdx.x) + lane < a.n_items)
+    gemv_item_pre_early<M>(pre0, 16 * int(blockIdx.x) + lane, ra);
+  wait_for_previous_grid();  // x and out belong to the previous kernels
   // Only the rope and silu modes take a norm; the other modes compile without it (their registers: 64 / 68).
-  if (M != GemvMode::plain && M != GemvMode::residual && a.nh) {
+  if (normed) {
     // The decode RMSNorm folded in, with row_norm_kernel's bits (kernels_elementwise.cu, one block of ceil32(K / 8)
     // threads, one piece of 8 each: K / 8 ≤ 1024): each piece's sum of squares in its order; that kernel's warp k
     // (pieces 32k .. 32k + 31) is this block's warp k % 8 in round k / 8, summed by the same shuffle tree; then its
     // block_sum's second stage (lane i takes warp sum i, zeros past them, the same tree); inv; x = (h · inv) · w.
     const int nv = a.K / 8, n_nw = (nv + 31) / 32;
-    constexpr int kRounds = 4;  // 256 threads × 4 ≥ 1024 pieces
-    uint4 hv[kRounds], gv[kRounds];
+    uint4 hv[kRounds];
 #pragma unroll
     for (int r = 0; r < kRounds; ++r) {
       const int p = r * kWarps * 32 + tid;
       if (p < nv) {
         hv[r] = reinterpret_cast<const uint4*>(a.nh)[p];
-        gv[r] = reinterpret_cast<const uint4*>(a.nw)[p];
+        if (!a.norm_early) gv[r] = reinterpret_cast<const uint4*>(a.nw)[p];
       }
     }
 #pragma unroll
@@ -299,9 +320,9 @@ __global__ void __launch_bounds__(kThreads, 2)
     const TilePlan p = tile_plan<M>(n0, a.N, ra);
     // Warp 0's lanes 0..15 store item n0 + lane: its epilogue inputs now, off the tile's end.
     const bool stores = warp == 0 && lane < 16 && n0 + lane < a.n_items;
-    GemvItemPre<TO> pre;
+    GemvItemPre<TO> pre = pre0;
     if (stores) {
-      gemv_item_pre_early<M>(pre, n0 + lane, ra);
+      if (!(pre0_done && j == 0)) gemv_item_pre_early<M>(pre, n0 + lane, ra);
       gemv_item_pre_late<M>(pre, out, 0, n0 + lane, a.N);
     }
     if (!dyn) sring.wait_full();
@@ -472,6 +493,7 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
     a.nw = norm->w;
     a.nxn = norm->xn;
     a.eps = norm->eps;
+    a.norm_early = !env_zero("PIXTRAL_CUDA_NORM_EARLY");
   }
   const int grid = std::min(a.n_tiles, per_sm * sm_count());
   const Q4tNext self{.q = q,
@@ -486,6 +508,7 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
                      .hd = ra.hd,
                      .halves = ra.halves,
                      .n_first = grid};  // each of its blocks' first tile
+  a.rope_early = !env_zero("PIXTRAL_CUDA_ROPE_EARLY");
   a.dyn_slot = dyn_tiles(M, n_tiles, grid, s);
   if (a.dyn_slot < 0 && dyn_required())
     return Status(ErrorCode::unsupported, "q4tma (PIXTRAL_CUDA_Q4TMA_DYN=require): this launch takes static tiles (" +
