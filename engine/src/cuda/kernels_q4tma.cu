@@ -39,7 +39,6 @@
 //      (the full/empty barrier ring).
 #include <algorithm>
 #include <cstdlib>
-#include <cstring>
 #include <string>
 
 #include "core/quant.h"
@@ -87,9 +86,6 @@ Q4tLayout q4t_layout(int R, int K, int budget, bool pre_x) {
 
 struct Q4tArgs {
   int N, n_items, K, n_tiles, stages, ring, scales, xs, red, corr, stage_bytes, scale_bytes;
-  // The tail in halves (kTail): units [0, n_full) are 16-row tiles, units [n_full, n_tiles) 8-row halves of the
-  // tiles after them (unit u: rows 16 n_full + 8 (u - n_full)). Without it n_full = n_tiles.
-  int n_full = 0;
   // Tiles handed out at run time (dyn_tiles: the launch's slot, -1: static tiles, tile = block + j · grid).
   int dyn_slot = -1;
   // The RMSNorm folded in (launch_q4tma_normed): x = round(h · inv · w) computed by every block from h; block 0 also
@@ -141,11 +137,7 @@ __device__ __forceinline__ void prefetch_next(const Q4tNext& nx) {
 // even on the same weight, or on another stream — never share one.
 __device__ int g_q4t_dyn[kDynSlots * 32];
 
-// kTail (the silu and residual modes; opt-in PIXTRAL_CUDA_Q4TMA_TAIL, A/B): the launch's last tiles handed out as
-// 8-row halves (tile-at-run-time only), so that the blocks that take the last units end closer together. A half's
-// boxes are 8 rows (mw2 / ms2 carry the 8-row maps in these modes); the MMAs' rows g + 8 read zeros and are scaled by
-// 0, so each row keeps its bits (rows g of an MMA never depend on rows g + 8).
-template <class TO, GemvMode M, bool kPreX, bool kTail = false>
+template <class TO, GemvMode M, bool kPreX>
 __global__ void __launch_bounds__(kThreads, 2)
     q4tma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const bf16* __restrict__ bias, const Q4tArgs a,
                  const RopeAppendArgs ra, const __grid_constant__ CUtensorMap mw,
@@ -154,7 +146,6 @@ __global__ void __launch_bounds__(kThreads, 2)
   // mw: the 4-D map of 16-row boxes; mw2: the 5-D map of 16-pair boxes (rope only); ms / ms2: the scales' 16- and
   // 32-row boxes.
   constexpr int R = gemv_rows_per_item(M);
-  static_assert(!kTail || M == GemvMode::silu || M == GemvMode::residual, "halves: silu and residual modes");
   extern __shared__ __align__(1024) unsigned char smem[];
   PIXTRAL_TIMELINE(kTlQ4tma + unsigned(M));
   allow_dependents_to_launch();
@@ -166,7 +157,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   // Dynamic tiles: the counters, and each scale slot's tile (-1: no more) written by the producer before it arms the
   // slot's barrier, read by the consumers after it completes. Compiled for the modes that can have several tiles a
   // block in a decoder (the rope and residual modes keep their registers).
-  constexpr bool kDynMode = M == GemvMode::silu || M == GemvMode::plain || kTail;
+  constexpr bool kDynMode = M == GemvMode::silu || M == GemvMode::plain;
   int* const dyn = kDynMode && a.dyn_slot >= 0 ? g_q4t_dyn + a.dyn_slot * 32 : nullptr;
   int* const tile_of = reinterpret_cast<int*>(bars + 2 * kMaxStages + 4);
   if (threadIdx.x == 0) {
@@ -179,7 +170,7 @@ __global__ void __launch_bounds__(kThreads, 2)
     if (lane != 0) return;
     prefetch_map(&mw);
     prefetch_map(&ms);
-    if constexpr (M == GemvMode::rope || kTail) {
+    if constexpr (M == GemvMode::rope) {
       prefetch_map(&mw2);
       prefetch_map(&ms2);
     }
@@ -195,16 +186,12 @@ __global__ void __launch_bounds__(kThreads, 2)
       } else if (tile >= a.n_tiles) {
         break;
       }
-      const bool half = kTail && tile >= a.n_full;
-      const TilePlan p = tile_plan<M>(half ? 16 * a.n_full + 8 * (tile - a.n_full) : tile * 16, a.N, ra);
+      const TilePlan p = tile_plan<M>(tile * 16, a.N, ra);
       if (!dyn) sring.wait_empty();
       const std::uint32_t sbar = sring.full_bar(), sdst = smem_addr(smem + a.scales + sring.slot * a.scale_bytes);
-      mbar_expect_tx(sbar, std::uint32_t(half ? a.scale_bytes / 2 : a.scale_bytes));
+      mbar_expect_tx(sbar, std::uint32_t(a.scale_bytes));
       if (p.inter) {
         tma_load_2d(sdst, &ms2, sbar, 0, p.row_a);
-      } else if (half) {
-        tma_load_2d(sdst, &ms2, sbar, 0, p.row_a);
-        if constexpr (R == 2) tma_load_2d(sdst + 8 * n_groups * 4, &ms2, sbar, 0, p.row_b);
       } else {
         tma_load_2d(sdst, &ms, sbar, 0, p.row_a);
         if constexpr (R == 2) tma_load_2d(sdst + 16 * n_groups * 4, &ms, sbar, 0, p.row_b);
@@ -213,12 +200,9 @@ __global__ void __launch_bounds__(kThreads, 2)
       for (int s = 0; s < gpw; ++s) {
         ring.wait_empty();
         const std::uint32_t bar = ring.full_bar(), dst = smem_addr(smem + a.ring + ring.slot * a.stage_bytes);
-        mbar_expect_tx(bar, std::uint32_t(half ? a.stage_bytes / 2 : a.stage_bytes));
+        mbar_expect_tx(bar, std::uint32_t(a.stage_bytes));
         if (p.inter) {
           tma_load_5d(dst, &mw2, bar, 0, p.row_a / 2, 0, 0, s);
-        } else if (half) {
-          tma_load_4d(dst, &mw2, bar, 0, p.row_a, 0, s);
-          if constexpr (R == 2) tma_load_4d(dst + kBoxBytes / 2, &mw2, bar, 0, p.row_b, 0, s);
         } else {
           tma_load_4d(dst, &mw, bar, 0, p.row_a, 0, s);
           if constexpr (R == 2) tma_load_4d(dst + kBoxBytes, &mw, bar, 0, p.row_b, 0, s);
@@ -332,11 +316,10 @@ __global__ void __launch_bounds__(kThreads, 2)
       tile = int(blockIdx.x) + j * int(gridDim.x);
       if (tile >= a.n_tiles) break;
     }
-    const bool half = kTail && tile >= a.n_full;  // an 8-row half (kTail), warp-uniform
-    const int n0 = half ? 16 * a.n_full + 8 * (tile - a.n_full) : tile * 16;
+    const int n0 = tile * 16;
     const TilePlan p = tile_plan<M>(n0, a.N, ra);
-    // Warp 0's lanes 0..15 (a half: 0..7) store item n0 + lane: its epilogue inputs now, off the tile's end.
-    const bool stores = warp == 0 && lane < (half ? 8 : 16) && n0 + lane < a.n_items;
+    // Warp 0's lanes 0..15 store item n0 + lane: its epilogue inputs now, off the tile's end.
+    const bool stores = warp == 0 && lane < 16 && n0 + lane < a.n_items;
     GemvItemPre<TO> pre = pre0;
     if (stores) {
       if (!(pre0_done && j == 0)) gemv_item_pre_early<M>(pre, n0 + lane, ra);
@@ -353,10 +336,8 @@ __global__ void __launch_bounds__(kThreads, 2)
     int wbase[R], sbase[R], sstride;
 #pragma unroll
     for (int r = 0; r < R; ++r) {
-      wbase[r] = p.inter ? warp * 2048 + r * 1024
-                 : half  ? r * (kBoxBytes / 2) + warp * 512
-                         : r * kBoxBytes + warp * 1024;
-      sbase[r] = p.inter ? r * n_groups : r * (half ? 8 : 16) * n_groups;
+      wbase[r] = p.inter ? warp * 2048 + r * 1024 : r * kBoxBytes + warp * 1024;
+      sbase[r] = p.inter ? r * n_groups : r * 16 * n_groups;
     }
     sstride = p.inter ? 2 * n_groups : n_groups;  // between items' scale rows
     for (int s = 0; s < gpw; ++s) {
@@ -366,8 +347,7 @@ __global__ void __launch_bounds__(kThreads, 2)
 #pragma unroll
       for (int r = 0; r < R; ++r) {
         w0[r] = *reinterpret_cast<const uint4*>(st + wbase[r] + g * 64 + 16 * t);
-        w1[r] = half ? make_uint4(0u, 0u, 0u, 0u)
-                     : *reinterpret_cast<const uint4*>(st + wbase[r] + (g + 8) * 64 + 16 * t);
+        w1[r] = *reinterpret_cast<const uint4*>(st + wbase[r] + (g + 8) * 64 + 16 * t);
       }
       __syncwarp();
       ring.release(lane);  // the slot's bytes are in registers
@@ -394,15 +374,15 @@ __global__ void __launch_bounds__(kThreads, 2)
         const float corr[2] = {cr, cr};  // D column 0 (x row 0) takes corr[0]; the others are never read
 #pragma unroll
         for (int r = 0; r < R; ++r)
-          q4_group_mma_b(w0[r], w1[r], xv, sc[sbase[r] + g * sstride + G],
-                         half ? 0.f : sc[sbase[r] + (g + 8) * sstride + G], corr, acc[r]);
+          q4_group_mma_b(w0[r], w1[r], xv, sc[sbase[r] + g * sstride + G], sc[sbase[r] + (g + 8) * sstride + G], corr,
+                         acc[r]);
       } else {
         const float cr = q4_x_group(xs, G, t, lane, xv);
         const float corr[2] = {cr, cr};  // D column 0 (x row 0) takes corr[0]; the others are never read
 #pragma unroll
         for (int r = 0; r < R; ++r)
-          q4_group_mma(w0[r], w1[r], xv, sc[sbase[r] + g * sstride + G],
-                       half ? 0.f : sc[sbase[r] + (g + 8) * sstride + G], corr, acc[r]);
+          q4_group_mma(w0[r], w1[r], xv, sc[sbase[r] + g * sstride + G], sc[sbase[r] + (g + 8) * sstride + G], corr,
+                       acc[r]);
       }
     }
     __syncwarp();
@@ -439,17 +419,14 @@ __global__ void __launch_bounds__(kThreads, 2)
 // The int4 maps of a weight of `rows` rows and K columns: W as (16 uint32 of a group, row, warp, stage; group =
 // 8 · stage + warp) in boxes of 16 rows (kind 0), or as (16 uint32, pair, row of the pair, warp, stage) in boxes of
 // 16 pairs (kind 1, rope's interleaved pairs); the scales [rows][n_groups] fp32 in boxes of 16 (kind 2) or 32 rows (3).
-// box_rows: 8 instead of 16 for kinds 0 and 2 (kTail's halves).
-MapSpec q4_map(const void* base, int kind, std::int64_t rows, int K, cuuint32_t box_rows = 16) {
+MapSpec q4_map(const void* base, int kind, std::int64_t rows, int K) {
   const cuuint64_t n = cuuint64_t(K / quant::kInt4Group), r = cuuint64_t(rows), k = cuuint64_t(K), w = kWarps;
   if (kind == 0)
-    return make_map(base, CU_TENSOR_MAP_DATA_TYPE_UINT32, {16, r, w, n / w}, {k / 2, 64, 64 * w},
-                    {16, box_rows, w, 1});
+    return make_map(base, CU_TENSOR_MAP_DATA_TYPE_UINT32, {16, r, w, n / w}, {k / 2, 64, 64 * w}, {16, 16, w, 1});
   if (kind == 1)
     return make_map(base, CU_TENSOR_MAP_DATA_TYPE_UINT32, {16, r / 2, 2, w, n / w}, {k, k / 2, 64, 64 * w},
                     {16, 16, 2, w, 1});
-  return make_map(base, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, {n, r}, {n * 4},
-                  {cuuint32_t(n), kind == 2 ? box_rows : 32u});
+  return make_map(base, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, {n, r}, {n * 4}, {cuuint32_t(n), kind == 2 ? 16u : 32u});
 }
 
 // The norm folded into a launch (launch_q4tma_normed): h, the norm weight, xn, eps.
@@ -459,19 +436,6 @@ struct NormIn {
   bf16* xn;
   float eps;
 };
-
-// PIXTRAL_CUDA_Q4TMA_TAIL=MODES[:L] (A/B; read at each launch): kTail's halves in the modes listed (s silu, o residual
-// with K ≤ 4096 (wo), d residual with a longer K (w2)); L caps the tiles split (tests: all of them), else the default
-// (the tiles past two blocks an SM, at most as many as blocks). -1: off for this launch, 0: the default, else L.
-long q4tma_tail(GemvMode m, int K) {
-  const char* e = std::getenv("PIXTRAL_CUDA_Q4TMA_TAIL");
-  if (!e || !*e) return -1;
-  const char letter = m == GemvMode::silu ? 's' : m == GemvMode::residual ? (K <= 4096 ? 'o' : 'd') : '?';
-  const char* colon = std::strchr(e, ':');
-  const std::string modes = colon ? std::string(e, colon) : std::string(e);
-  if (modes.find(letter) == std::string::npos) return -1;
-  return colon ? std::max(1L, std::atol(colon + 1)) : 0;
-}
 
 // PIXTRAL_CUDA_Q4TMA_PREX=0 (A/B; read at each launch): every tile makes x's B registers and the groups' corrections
 // again, as before kPreX.
@@ -489,51 +453,33 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
   // mode (an int4 lm_head) it would take three blocks an SM from launches of up to three tiles an SM (72 -> 74
   // registers).
   constexpr bool kPreXMode = M == GemvMode::silu;
-  constexpr bool kTailMode = M == GemvMode::silu || M == GemvMode::residual;
   const bool pre_x = kPreXMode && q4tma_prex();
-  auto kernel = pre_x ? q4tma_kernel<TO, M, kPreXMode> : q4tma_kernel<TO, M, false>;
+  const auto kernel = pre_x ? q4tma_kernel<TO, M, kPreXMode> : q4tma_kernel<TO, M, false>;
   Q4tLayout l = q4t_layout(R, K, kMaxSmem, pre_x);
   if (l.stages < 2 || l.total > kMaxSmem) return not_here(kQ4Env, "K too large for the shared memory");
   if (!tma_ready(kernel) || sm_count() == 0) return not_here(kQ4Env, "no sm_90 code for this GPU");
   const int n_tiles = ceil_div(items, 16);
-  const long tail_env = kTailMode ? q4tma_tail(M, K) : -1;
   int per_sm = 2;
   // More tiles than two blocks an SM but not than three: three smaller blocks an SM, one tile each, instead of a
-  // second tile for some blocks (the last ones' tail). PIXTRAL_CUDA_Q4TMA_3=0: always two (A/B). Not with kTail's
-  // halves (tiles at run time over two blocks an SM).
-  if (tail_env < 0 && !env_zero("PIXTRAL_CUDA_Q4TMA_3") && n_tiles > 2 * sm_count() && n_tiles <= 3 * sm_count()) {
+  // second tile for some blocks (the last ones' tail). PIXTRAL_CUDA_Q4TMA_3=0: always two (A/B).
+  if (!env_zero("PIXTRAL_CUDA_Q4TMA_3") && n_tiles > 2 * sm_count() && n_tiles <= 3 * sm_count()) {
     const Q4tLayout l3 = q4t_layout(R, K, kSmem3, pre_x);
     if (l3.stages >= 2 && blocks_fit(kernel, l3.total, 3)) {
       l = l3;
       per_sm = 3;
     }
   }
-  // kTail: the last L tiles as 2 L halves — by default the tiles past the first wave, at most one wave of them.
-  int L = 0, tail_slot = -1;
-  if constexpr (kTailMode) {
-    if (tail_env >= 0) {
-      const int g0 = per_sm * sm_count();
-      L = tail_env > 0 ? int(std::min<long>(n_tiles, tail_env)) : n_tiles > g0 ? std::min(n_tiles - g0, g0) : 0;
-      if (L > 0) {  // at run time where there are more units than blocks and a counter (else static units)
-        tail_slot = dyn_tiles(M, n_tiles + L, std::min(n_tiles + L, g0), s, true);
-        kernel = pre_x ? q4tma_kernel<TO, M, kPreXMode, true> : q4tma_kernel<TO, M, false, true>;
-        if (!tma_ready(kernel)) return not_here(kQ4Env, "no sm_90 code for this GPU");
-      }
-    }
-  }
   const std::int64_t rows = weight_rows<M>(N, ra);
   CUtensorMap mw{}, mw2{}, ms{}, ms2{};
   if (!encode_map(&mw, q4_map(q, 0, rows, K)) || !encode_map(&ms, q4_map(scales, 2, rows, K)) ||
       (M == GemvMode::rope &&
-       (!encode_map(&mw2, q4_map(q, 1, rows, K)) || !encode_map(&ms2, q4_map(scales, 3, rows, K)))) ||
-      (L > 0 && (!encode_map(&mw2, q4_map(q, 0, rows, K, 8)) || !encode_map(&ms2, q4_map(scales, 2, rows, K, 8)))))
+       (!encode_map(&mw2, q4_map(q, 1, rows, K)) || !encode_map(&ms2, q4_map(scales, 3, rows, K)))))
     return not_here(kQ4Env, "no tensor-map encoder, or the driver refused a map");
   Q4tArgs a;
   a.N = N;
   a.n_items = items;
   a.K = K;
-  a.n_tiles = n_tiles + L;  // units: n_tiles - L tiles, then 2 L halves
-  a.n_full = n_tiles - L;
+  a.n_tiles = n_tiles;
   a.stages = l.stages;
   a.ring = l.ring;
   a.scales = l.scales;
@@ -563,7 +509,7 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
                      .halves = ra.halves,
                      .n_first = grid};  // each of its blocks' first tile
   a.rope_early = !env_zero("PIXTRAL_CUDA_ROPE_EARLY");
-  a.dyn_slot = L > 0 ? tail_slot : dyn_tiles(M, n_tiles, grid, s);
+  a.dyn_slot = dyn_tiles(M, n_tiles, grid, s);
   if (a.dyn_slot < 0 && dyn_required())
     return Status(ErrorCode::unsupported, "q4tma (PIXTRAL_CUDA_Q4TMA_DYN=require): this launch takes static tiles (" +
                                               std::to_string(n_tiles) + " tiles, " + std::to_string(grid) +

@@ -65,9 +65,8 @@ DynRanges& dyn_ranges() {
 // at once (two or three), and each launch leaves its slot zeroed; other streams (other backends) have their own
 // ranges. More streams than ranges: static tiles. PIXTRAL_CUDA_Q4TMA_DYN_SLOTS=N (2..kDynPerStream): the round
 // robin over N slots only (tests: a slot reused N launches later). -1: static tiles.
-int dyn_tiles(GemvMode mode, int n_tiles, int grid, cudaStream_t s, bool any_mode) {
-  if (env_zero("PIXTRAL_CUDA_Q4TMA_DYN") || n_tiles <= grid ||
-      (!any_mode && mode != GemvMode::silu && mode != GemvMode::plain))
+int dyn_tiles(GemvMode mode, int n_tiles, int grid, cudaStream_t s) {
+  if (env_zero("PIXTRAL_CUDA_Q4TMA_DYN") || n_tiles <= grid || (mode != GemvMode::silu && mode != GemvMode::plain))
     return -1;
   const unsigned per =
       unsigned(std::clamp(env_long("PIXTRAL_CUDA_Q4TMA_DYN_SLOTS", kDynPerStream), 2L, long(kDynPerStream)));

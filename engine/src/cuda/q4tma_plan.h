@@ -29,7 +29,7 @@ struct Q4tNext {
 inline constexpr int kDynStreams = 8, kDynPerStream = 512, kDynSlots = kDynStreams * kDynPerStream;
 
 /// The launch's counter slot for tiles handed out at run time, -1 for static tiles (see q4tma_plan.cu).
-int dyn_tiles(GemvMode mode, int n_tiles, int grid, cudaStream_t s, bool any_mode = false);
+int dyn_tiles(GemvMode mode, int n_tiles, int grid, cudaStream_t s);
 /// PIXTRAL_CUDA_Q4TMA_DYN=require: a launch that would take static tiles is an error (tests).
 bool dyn_required();
 /// Records `self` as the successor of the stream's previous launch's weight and returns the successor of weight `q`,
