@@ -1,0 +1,330 @@
+// SPDX-License-Identifier: Apache-2.0
+// q4math lab (not a test; PERF_NOTES v30): how fast can an SM's q4tma consumers multiply int4 weights that are
+// already in shared memory? No DRAM, no TMA: each block fills a ring of stages once (random bytes), then every
+// consumer warp runs q4tma's stage body (q4_math.cuh's functions, the engine's code) over it again and again. The
+// rate it prints, in bytes of weights a cycle an SM, is what the consumers can do at best; the H200's DRAM share is
+// ~4.3 TB/s / 132 SMs / ~1.98 GHz ≈ 16.5 B a cycle an SM. How the rate grows with the warps an SM says whether the
+// stage body is bound by its latency (grows with warps) or by a pipe's throughput (flat).
+//
+// Variants (V):
+//   full   q4tma without kPreX: x group read from shared memory, its correction and B fragments made, the MMAs
+//   prex   q4tma's kPreX later tiles: x read as B registers, the correction read
+//   ring   prex plus the ring's handshakes a stage (wait on a completed mbarrier, __syncwarp, arrive)
+//   mma    the MMAs alone on raw words (no LOP3 / shifts / PRMT)
+//   deq    the dequantization alone (LOP3 and shifts, folded into an xor; no MMA)
+//   deq5   prex with 5 ALU instructions a word (2 masks of the word, 2 of it shifted by 8: wrong values, the count
+//          an fp16 operand path would have)
+//   bord   full with x staged as B registers (q4_b_fragments' order) instead of in natural order: the MMAs read the
+//          B registers as they are, the correction's natural-order values come from its chunk by 2 PRMTs (the same
+//          registers as group_correction's: the same bits)
+//   bordhi bord with the dequantization's shifts as multiply-highs (mul.hi.u32 by 2^(32-4s): the FMA pipe's IMAD
+//          instead of the integer pipe's SHF, if ptxas keeps them)
+// R: row sets a stage (1: wo, w2; 2: QKV, [w1; w3]).
+// Usage: pixtral_q4math_lab [stages_per_warp=4000]
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "cuda/q4_math.cuh"
+#include "cuda/tma.cuh"
+#include "lab_common.h"
+
+using namespace pixtral;
+using namespace pixtral::cuda;
+
+namespace {
+
+enum Var { kFull, kPrex, kRing, kMma, kDeq, kDeq5, kBord, kBordHi };
+const char* const kVarName[] = {"full", "prex", "ring", "mma", "deq", "deq5", "bord", "bordhi"};
+
+constexpr int kK = 5120, kGroups = kK / 128, kStages = 2;
+
+__device__ __forceinline__ unsigned hash32(unsigned h) {
+  h ^= h >> 16; h *= 0x7feb352du; h ^= h >> 15; h *= 0x846ca68bu; h ^= h >> 16;
+  return h;
+}
+
+// 5 ALU instructions for a word's 8 nibbles (wrong values; deq5's count).
+__device__ __forceinline__ void pairs5(std::uint32_t u, std::uint32_t p[4]) {
+  const std::uint32_t h = u >> 8;
+  asm("lop3.b32 %0, %1, 0x000f000f, 0x43084308, 0x6a;" : "=r"(p[0]) : "r"(u));
+  asm("lop3.b32 %0, %1, 0x00f000f0, 0x43084308, 0x6a;" : "=r"(p[1]) : "r"(u));
+  asm("lop3.b32 %0, %1, 0x000f000f, 0x43084308, 0x6a;" : "=r"(p[2]) : "r"(h));
+  asm("lop3.b32 %0, %1, 0x00f000f0, 0x43084308, 0x6a;" : "=r"(p[3]) : "r"(h));
+}
+
+// Nibbles s and s + 4 of u as int4_pair_biased, the shift as a multiply-high.
+__device__ __forceinline__ std::uint32_t pair_hi(std::uint32_t u, int s) {
+  std::uint32_t v = u, r;
+  if (s > 0) asm("mul.hi.u32 %0, %1, %2;" : "=r"(v) : "r"(u), "r"(1u << (32 - 4 * s)));
+  asm("lop3.b32 %0, %1, 0x000f000f, 0x43084308, 0x6a;" : "=r"(r) : "r"(v));
+  return r;
+}
+
+// group_correction's input (x[128G + 4 lane .. + 3], natural order) from x staged as B registers: the lane's chunk
+// (8 values, stored (x0, x4), (x1, x5), (x2, x6), (x3, x7)) and its half.
+__device__ __forceinline__ uint2 corr_from_b(const bf16* xb, int G, int lane) {
+  const uint4 c = reinterpret_cast<const uint4*>(xb + 128 * G)[lane >> 1];
+  const unsigned sel = (lane & 1) ? 0x7632u : 0x5410u;
+  return make_uint2(__byte_perm(c.x, c.y, sel), __byte_perm(c.z, c.w, sel));
+}
+
+// Shared memory: [barriers 64 B][ring kStages × R × 8 KB][x natural kK bf16][x as B registers kK bf16]
+// [scales R × 16 × kGroups f32][corr kGroups f32].
+template <int R>
+constexpr int smem_bytes() {
+  return 64 + kStages * R * 8192 + 2 * kK * 2 + R * 16 * kGroups * 4 + kGroups * 4;
+}
+
+template <int V, int R, int WARPS, int MINB>
+__global__ void __launch_bounds__(WARPS * 32, MINB) math_kernel(float* out, long long* cycles, int iters) {
+  // cycles[4 block .. + 3]: clock64 and %globaltimer (ns) at the loop's start and end, and the SM.
+  extern __shared__ __align__(1024) unsigned char smem[];
+  std::uint64_t* bars = reinterpret_cast<std::uint64_t*>(smem);
+  unsigned char* ring = smem + 64;
+  bf16* xs = reinterpret_cast<bf16*>(ring + kStages * R * 8192);
+  bf16* xb = xs + kK;
+  float* sc = reinterpret_cast<float*>(xb + kK);
+  float* corr_s = sc + R * 16 * kGroups;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, nthr = WARPS * 32;
+  const unsigned seed = blockIdx.x * 7919u;
+  // Random weights; x in [-1, 1); scales in [0.001, 0.002).
+  for (int i = tid; i < kStages * R * 8192 / 4; i += nthr)
+    reinterpret_cast<unsigned*>(ring)[i] = hash32(seed ^ unsigned(i));
+  for (int i = tid; i < kK; i += nthr)
+    xs[i] = __float2bfloat16_rn(float(hash32(seed + 77u * unsigned(i)) & 0xffff) / 32768.f - 1.f);
+  for (int i = tid; i < R * 16 * kGroups; i += nthr)
+    sc[i] = 0.001f + float(hash32(seed * 3u + unsigned(i)) & 0xffff) * 1.5e-8f;
+  if (tid == 0) {
+    mbar_init(smem_addr(bars), 1);      // "full": completed once below, its phase 0 waited on forever after
+    mbar_init(smem_addr(bars + 1), WARPS);  // "empty": arrived on, never waited on
+    mbar_init_fence();
+  }
+  __syncthreads();
+  if (tid == 0) mbar_arrive(smem_addr(bars));
+  const int g = lane >> 2, t = lane & 3;
+  // x as B registers and each group's correction (what kPreX's first tile leaves behind).
+  for (int G = warp; G < kGroups; G += WARPS) {
+    uint4 xv[4];
+    const float cr = q4_x_group(xs, G, t, lane, xv);
+    if (g == 0) {
+#pragma unroll
+      for (int ww = 0; ww < 4; ++ww) reinterpret_cast<uint4*>(xb + 128 * G + 32 * t)[ww] = q4_b_fragments(xv[ww]);
+      if (t == 0) corr_s[G] = cr;
+    }
+  }
+  __syncthreads();
+  float acc[R][4] = {};
+  std::uint32_t xq[4] = {};
+  int s = 0, G = warp % kGroups;
+  long long t0;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
+  const long long c0 = clock64();
+  for (int it = 0; it < iters; ++it, s = (s + 1) & (kStages - 1), G = G + WARPS >= kGroups ? G + WARPS - kGroups
+                                                                                            : G + WARPS) {
+    const unsigned char* st = ring + s * R * 8192;
+    if constexpr (V == kRing) mbar_wait(smem_addr(bars), 0);
+    uint4 w0[R], w1[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      w0[r] = *reinterpret_cast<const uint4*>(st + r * 8192 + (warp % 8) * 1024 + g * 64 + 16 * t);
+      w1[r] = *reinterpret_cast<const uint4*>(st + r * 8192 + (warp % 8) * 1024 + (g + 8) * 64 + 16 * t);
+    }
+    if constexpr (V == kRing) {
+      __syncwarp();
+      if (lane == 0) mbar_arrive(smem_addr(bars + 1));
+    }
+    const float* s0 = sc + g * kGroups + G;
+    if constexpr (V == kFull) {
+      uint4 xv[4];
+      const float cr = q4_x_group(xs, G, t, lane, xv);
+      const float corr[2] = {cr, cr};
+#pragma unroll
+      for (int r = 0; r < R; ++r)
+        q4_group_mma(w0[r], w1[r], xv, s0[r * 16 * kGroups], s0[r * 16 * kGroups + 8 * kGroups], corr, acc[r]);
+    } else if constexpr (V == kPrex || V == kRing) {
+      uint4 bv[4];
+#pragma unroll
+      for (int ww = 0; ww < 4; ++ww) bv[ww] = reinterpret_cast<const uint4*>(xb + 128 * G + 32 * t)[ww];
+      const float cr = corr_s[G];
+      const float corr[2] = {cr, cr};
+#pragma unroll
+      for (int r = 0; r < R; ++r)
+        q4_group_mma_b(w0[r], w1[r], bv, s0[r * 16 * kGroups], s0[r * 16 * kGroups + 8 * kGroups], corr, acc[r]);
+    } else if constexpr (V == kBord) {
+      uint4 bv[4];
+#pragma unroll
+      for (int ww = 0; ww < 4; ++ww) bv[ww] = reinterpret_cast<const uint4*>(xb + 128 * G + 32 * t)[ww];
+      const float cr = group_correction(corr_from_b(xb, G, lane));
+      const float corr[2] = {cr, cr};
+#pragma unroll
+      for (int r = 0; r < R; ++r)
+        q4_group_mma_b(w0[r], w1[r], bv, s0[r * 16 * kGroups], s0[r * 16 * kGroups + 8 * kGroups], corr, acc[r]);
+    } else if constexpr (V == kMma || V == kDeq5 || V == kBordHi) {
+      uint4 bv[4];
+#pragma unroll
+      for (int ww = 0; ww < 4; ++ww) bv[ww] = reinterpret_cast<const uint4*>(xb + 128 * G + 32 * t)[ww];
+      const float cr = V == kBordHi ? group_correction(corr_from_b(xb, G, lane)) : corr_s[G];
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        float d[2][4] = {};
+#pragma unroll
+        for (int ww = 0; ww < 4; ++ww) {
+          const std::uint32_t u0 = (&w0[r].x)[ww], u1 = (&w1[r].x)[ww];
+          std::uint32_t a[4], b[4];
+          if constexpr (V == kMma) {
+            a[0] = u0; a[1] = u1; a[2] = u0 ^ u1; a[3] = u1 + u0;  // raw words (the +/^ keep them distinct)
+            b[0] = a[2]; b[1] = a[3]; b[2] = a[0]; b[3] = a[1];
+          } else if constexpr (V == kBordHi) {
+            a[0] = pair_hi(u0, 0); a[1] = pair_hi(u1, 0); a[2] = pair_hi(u0, 1); a[3] = pair_hi(u1, 1);
+            b[0] = pair_hi(u0, 2); b[1] = pair_hi(u1, 2); b[2] = pair_hi(u0, 3); b[3] = pair_hi(u1, 3);
+          } else {
+            std::uint32_t p0[4], p1[4];
+            pairs5(u0, p0);
+            pairs5(u1, p1);
+            a[0] = p0[0]; a[1] = p1[0]; a[2] = p0[1]; a[3] = p1[1];
+            b[0] = p0[2]; b[1] = p1[2]; b[2] = p0[3]; b[3] = p1[3];
+          }
+          float* dc = d[ww % 2];
+          mma_bf16_16816(dc, a[0], a[1], a[2], a[3], bv[ww].x, bv[ww].y, dc);
+          mma_bf16_16816(dc, b[0], b[1], b[2], b[3], bv[ww].z, bv[ww].w, dc);
+        }
+        const float sa = s0[r * 16 * kGroups], sb = s0[r * 16 * kGroups + 8 * kGroups];
+        acc[r][0] = fmaf(sa, d[0][0] + d[1][0] + cr, acc[r][0]);
+        acc[r][1] = fmaf(sa, d[0][1] + d[1][1] + cr, acc[r][1]);
+        acc[r][2] = fmaf(sb, d[0][2] + d[1][2] + cr, acc[r][2]);
+        acc[r][3] = fmaf(sb, d[0][3] + d[1][3] + cr, acc[r][3]);
+      }
+    } else {  // kDeq
+#pragma unroll
+      for (int r = 0; r < R; ++r)
+#pragma unroll
+        for (int ww = 0; ww < 4; ++ww) {
+          const std::uint32_t u0 = (&w0[r].x)[ww], u1 = (&w1[r].x)[ww];
+#pragma unroll
+          for (int q = 0; q < 4; ++q) xq[q] ^= int4_pair_biased(u0, q) + int4_pair_biased(u1, q);
+        }
+      acc[0][0] += s0[0];
+    }
+  }
+  const long long c1 = clock64();
+  long long t1;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t1));
+  float v = 0.f;
+#pragma unroll
+  for (int r = 0; r < R; ++r) v += acc[r][0] + acc[r][1] + acc[r][2] + acc[r][3];
+  out[blockIdx.x * nthr + tid] = v + float((xq[0] ^ xq[1] ^ xq[2] ^ xq[3]) & 1u);
+  if (tid == 0) {
+    unsigned sm;
+    asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
+    cycles[4 * blockIdx.x] = c1 - c0;
+    cycles[4 * blockIdx.x + 1] = t0;
+    cycles[4 * blockIdx.x + 2] = t1;
+    cycles[4 * blockIdx.x + 3] = sm;
+  }
+}
+
+struct Result {
+  double gbs_sm = 0, b_cycle = 0, ghz = 0, overlap = 0;
+  int regs = 0, spill = 0;
+};
+
+template <int V, int R, int WARPS, int MINB>
+Result run(int blocks_per_sm, int sms, int iters, float* out, long long* cyc, cudaStream_t s) {
+  auto* k = math_kernel<V, R, WARPS, MINB>;
+  cudaFuncAttributes fa{};
+  LAB_CHECK(cudaFuncGetAttributes(&fa, k));
+  // Shared memory a block such that at most blocks_per_sm fit an SM (228 KB, 1 KB reserved a block).
+  const int need = smem_bytes<R>();
+  const int cap = 228 * 1024 / blocks_per_sm - 1024;
+  int bytes = cap;
+  if (need > cap) return {};
+  LAB_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+  int fit = 0;
+  LAB_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fit, k, WARPS * 32, std::size_t(bytes)));
+  Result res;
+  res.regs = fa.numRegs;
+  res.spill = int(fa.localSizeBytes);
+  if (fit < blocks_per_sm) return res;
+  const int grid = blocks_per_sm * sms;
+  const float ms = median_ms(s, 5, [&] { math_kernel<V, R, WARPS, MINB><<<grid, WARPS * 32, bytes, s>>>(out, cyc, iters); });
+  LAB_CHECK(cudaGetLastError());
+  std::vector<long long> c(static_cast<std::size_t>(4 * grid));
+  LAB_CHECK(cudaMemcpy(c.data(), cyc, sizeof(long long) * std::size_t(4 * grid), cudaMemcpyDeviceToHost));
+  // The last (timed) run's blocks: mean cycles, mean clock (cycles / ns), and how many of them ran at once (the sum
+  // of their loop times over the span from the first start to the last end, per SM).
+  double mean_c = 0, sum_ns = 0;
+  long long first = c[1], last = c[2];
+  for (int b = 0; b < grid; ++b) {
+    mean_c += double(c[4 * b]);
+    sum_ns += double(c[4 * b + 2] - c[4 * b + 1]);
+    first = std::min(first, c[4 * b + 1]);
+    last = std::max(last, c[4 * b + 2]);
+  }
+  mean_c /= double(grid);
+  res.ghz = mean_c / (sum_ns / double(grid));
+  res.overlap = sum_ns / double(last - first) / double(sms);
+  const double bytes_sm = double(blocks_per_sm) * WARPS * double(iters) * R * 1024.0;
+  res.gbs_sm = bytes_sm / (double(ms) * 1e-3) / 1e9;
+  res.b_cycle = bytes_sm / mean_c;
+  return res;
+}
+
+template <int V, int R>
+void row(int sms, int iters, float* out, long long* cyc, cudaStream_t s) {
+  struct Cfg { int warps, bps; Result r; };
+  Cfg cfg[] = {{8, 1, run<V, R, 8, 1>(1, sms, iters, out, cyc, s)},
+               {8, 2, run<V, R, 8, 2>(2, sms, iters, out, cyc, s)},
+               {8, 3, run<V, R, 8, 3>(3, sms, iters, out, cyc, s)},
+               {8, 4, run<V, R, 8, 4>(4, sms, iters, out, cyc, s)},
+               {16, 2, run<V, R, 16, 2>(2, sms, iters, out, cyc, s)}};
+  std::printf("%-5s R=%d", kVarName[V], R);
+  for (const Cfg& c : cfg) {
+    if (c.r.b_cycle > 0)
+      std::printf(" | %2dw %5.1f B/c %5.1f GB/s %4.2f GHz %3.1fx %3dr%s", c.warps * c.bps, c.r.b_cycle, c.r.gbs_sm,
+                  c.r.ghz, c.r.overlap, c.r.regs, c.r.spill ? "!" : " ");
+    else
+      std::printf(" | %2dw    -- (regs %d)                     ", c.warps * c.bps, c.r.regs);
+  }
+  std::printf("\n");
+}
+
+template <int V>
+void rows(int sms, int iters, float* out, long long* cyc, cudaStream_t s) {
+  row<V, 1>(sms, iters, out, cyc, s);
+  row<V, 2>(sms, iters, out, cyc, s);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int iters = argc > 1 ? std::atoi(argv[1]) : 4000;
+  cudaDeviceProp prop{};
+  LAB_CHECK(cudaGetDeviceProperties(&prop, 0));
+  const int sms = prop.multiProcessorCount;
+  int clock_khz = 0;
+  LAB_CHECK(cudaDeviceGetAttribute(&clock_khz, cudaDevAttrClockRate, 0));
+  cudaStream_t s;
+  LAB_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  float* out = nullptr;
+  long long* cyc = nullptr;
+  LAB_CHECK(cudaMalloc(&out, sizeof(float) * std::size_t(4) * sms * 512));
+  LAB_CHECK(cudaMalloc(&cyc, sizeof(long long) * std::size_t(16) * sms));
+  std::printf("%s, %d SMs, max clock %.0f MHz; %d stages a warp; weights' bytes a cycle an SM (clock64), GB/s an SM "
+              "(events), clock (cycles / globaltimer), blocks at once / blocks an SM, registers (! = spills); columns: consumer "
+              "warps an SM (8 a block, or 16)\n",
+              prop.name, sms, clock_khz / 1e3, iters);
+  rows<kFull>(sms, iters, out, cyc, s);
+  rows<kPrex>(sms, iters, out, cyc, s);
+  rows<kRing>(sms, iters, out, cyc, s);
+  rows<kMma>(sms, iters, out, cyc, s);
+  rows<kDeq>(sms, iters, out, cyc, s);
+  rows<kDeq5>(sms, iters, out, cyc, s);
+  rows<kBord>(sms, iters, out, cyc, s);
+  rows<kBordHi>(sms, iters, out, cyc, s);
+  LAB_CHECK(cudaFree(out));
+  LAB_CHECK(cudaFree(cyc));
+  return 0;
+}
