@@ -20,11 +20,11 @@
 // q4mma's order; a contiguous 512-byte piece of each row) for the tile's 16 rows (R = 2 modes: both row sets), one TMA
 // (two for a split R = 2 tile); and each tile's scales ([16 rows][n_groups] fp32, one box a row set) into one of two
 // scale slots (H200 int4 decode, same run: each warp's stages from its own contiguous range of groups 2.810 ms/token,
-// the round-robin order 2.800). The consumers stage x once (natural order, all loads at once), then for each stage:
-// wait, read their 16 bytes of rows g and g + 8, release the slot, and multiply (q4_group_mma, with the group's
-// correction from group_correction: q4mma's T = 1 path; in the silu mode a warp's first tile keeps its groups' B
-// registers and corrections and its later tiles read them — kPreX, H200 int4 decode, same run: 2.657 -> 2.6065
-// ms/token). A tile's 8 partial sums meet in shared memory: warps 1..7 arrive on a named barrier, warp 0 waits on it,
+// the round-robin order 2.800). The consumers stage x once (all loads at once), each 16-byte chunk stored as the
+// MMAs' B registers for it (stage_x_b), then for each stage: wait, read their 16 bytes of rows g and g + 8, release
+// the slot, and multiply (q4_group_mma_b on the B registers as read, with the group's correction from
+// group_correction: q4mma's T = 1 path, the same bits; in the silu mode a warp's first tile keeps its groups'
+// corrections and its later tiles read them — kPreX, H200 int4 decode, same run: 2.657 -> 2.6065 ms/token). A tile's 8 partial sums meet in shared memory: warps 1..7 arrive on a named barrier, warp 0 waits on it,
 // adds them in warp order (q4mma's order) and stores through gemv_modes.cuh's epilogue — the storing lanes read their
 // epilogue inputs (the rope position and sin/cos, the residual's h) at the tile's start.
 // launch_q4tma_normed folds the decode RMSNorm before the QKV and [w1; w3] GEMVs into the prologue: each block
@@ -136,6 +136,27 @@ __device__ __forceinline__ void prefetch_next(const Q4tNext& nx) {
 // its stream's range on the host (dyn_tiles), so launches that can overlap — under programmatic dependent launch,
 // even on the same weight, or on another stream — never share one.
 __device__ int g_q4t_dyn[kDynSlots * 32];
+
+// stage_x with every 16-byte chunk stored as the MMAs' B registers for it (q4_b_fragments): the consumers read them
+// as they are, with no PRMTs a stage (H200 q4math lab, 16 consumer warps an SM, one row set: 31.2 -> 35.6 GB/s of
+// weights an SM; PERF_NOTES v30).
+__device__ __forceinline__ void stage_x_b(bf16* xs, const bf16* x, int K, int tid) {
+  constexpr int kBatch = 8;
+  const int n_chunks = K / 8;
+  for (int c0 = 0; c0 < n_chunks; c0 += kBatch * kWarps * 32) {
+    uint4 v[kBatch];
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      const int c = c0 + b * kWarps * 32 + tid;
+      if (c < n_chunks) v[b] = reinterpret_cast<const uint4*>(x)[c];
+    }
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      const int c = c0 + b * kWarps * 32 + tid;
+      if (c < n_chunks) reinterpret_cast<uint4*>(xs)[c] = q4_b_fragments(v[b]);
+    }
+  }
+}
 
 template <class TO, GemvMode M, bool kPreX>
 __global__ void __launch_bounds__(kThreads, 2)
@@ -291,20 +312,19 @@ __global__ void __launch_bounds__(kThreads, 2)
 #pragma unroll
         for (int i = 0; i < 4; ++i)
           ob[i] = __floats2bfloat162_rn(f[2 * i] * inv * g[2 * i], f[2 * i + 1] * inv * g[2 * i + 1]);
-        reinterpret_cast<uint4*>(xs)[p] = o;
+        reinterpret_cast<uint4*>(xs)[p] = q4_b_fragments(o);  // x as B registers (stage_x_b)
         if (blockIdx.x == 0) reinterpret_cast<uint4*>(a.nxn)[p] = o;
       }
     }
   } else {
-    stage_x(xs, x, a.K, tid);
+    stage_x_b(xs, x, a.K, tid);
   }
   named_sync(1, kWarps * 32);
   PIXTRAL_TIMELINE_MARK(0.f);  // the timeline's mark: x is staged
   const int g = lane >> 2, t = lane & 3;
   // kPreX: each warp multiplies only its own groups of x (G = 8s + warp), the same ones in every tile. In its first
-  // tile it makes each group's correction and B registers as q4_group_mma does, and keeps them (the correction in
-  // corr_s, the B registers over the group's x, in place); its later tiles read them instead of making them again
-  // (16 PRMTs, an MMA, two shuffles and some adds fewer a stage). The same bits.
+  // tile it makes each group's correction as q4_group_mma does and keeps it in corr_s; its later tiles read it
+  // instead of making it again (an MMA, two PRMTs, two shuffles and some adds fewer a stage). The same bits.
   float* corr_s = reinterpret_cast<float*>(smem + a.corr);  // [n_groups]
   for (int j = 0;; ++j) {
     int tile;
@@ -353,37 +373,24 @@ __global__ void __launch_bounds__(kThreads, 2)
       ring.release(lane);  // the slot's bytes are in registers
       ring.next();
       const int G = s * kWarps + warp;
+      // x is staged as the MMAs' B registers (stage_x_b): read as they are; the group's correction from its chunk
+      // (q4_corr_input_b). kPreX: a warp's first tile keeps each of its groups' corrections (corr_s), its later tiles
+      // read them.
       uint4 xv[4];
-      if constexpr (kPreX) {
 #pragma unroll
-        for (int ww = 0; ww < 4; ++ww) xv[ww] = reinterpret_cast<const uint4*>(xs + 128 * G + 32 * t)[ww];
-        float cr;
-        if (j > 0) {  // kept by this warp's first tile: xv are B registers already
-          cr = corr_s[G];
-        } else {
-          cr = group_correction(reinterpret_cast<const uint2*>(xs + 128 * G)[lane]);
-#pragma unroll
-          for (int ww = 0; ww < 4; ++ww) xv[ww] = q4_b_fragments(xv[ww]);
-          __syncwarp();  // every lane's natural-order reads of the group done before it is rewritten
-          if (g == 0) {  // lanes 0..3 hold the group's 16 chunks (t's four)
-#pragma unroll
-            for (int ww = 0; ww < 4; ++ww) reinterpret_cast<uint4*>(xs + 128 * G + 32 * t)[ww] = xv[ww];
-            if (t == 0) corr_s[G] = cr;
-          }
-        }
-        const float corr[2] = {cr, cr};  // D column 0 (x row 0) takes corr[0]; the others are never read
-#pragma unroll
-        for (int r = 0; r < R; ++r)
-          q4_group_mma_b(w0[r], w1[r], xv, sc[sbase[r] + g * sstride + G], sc[sbase[r] + (g + 8) * sstride + G], corr,
-                         acc[r]);
+      for (int ww = 0; ww < 4; ++ww) xv[ww] = reinterpret_cast<const uint4*>(xs + 128 * G + 32 * t)[ww];
+      float cr;
+      if (kPreX && j > 0) {
+        cr = corr_s[G];
       } else {
-        const float cr = q4_x_group(xs, G, t, lane, xv);
-        const float corr[2] = {cr, cr};  // D column 0 (x row 0) takes corr[0]; the others are never read
-#pragma unroll
-        for (int r = 0; r < R; ++r)
-          q4_group_mma(w0[r], w1[r], xv, sc[sbase[r] + g * sstride + G], sc[sbase[r] + (g + 8) * sstride + G], corr,
-                       acc[r]);
+        cr = group_correction(q4_corr_input_b(xs, G, lane));
+        if (kPreX && lane == 0) corr_s[G] = cr;
       }
+      const float corr[2] = {cr, cr};  // D column 0 (x row 0) takes corr[0]; the others are never read
+#pragma unroll
+      for (int r = 0; r < R; ++r)
+        q4_group_mma_b(w0[r], w1[r], xv, sc[sbase[r] + g * sstride + G], sc[sbase[r] + (g + 8) * sstride + G], corr,
+                       acc[r]);
     }
     __syncwarp();
     sring.release(lane);  // this warp is done with the tile's scales

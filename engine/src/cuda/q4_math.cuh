@@ -89,6 +89,16 @@ __device__ __forceinline__ uint4 q4_b_fragments(const uint4& xv) {
                     __byte_perm(xv.y, xv.w, 0x7632));
 }
 
+/// x staged as the MMAs' B registers (every 16-byte chunk of x as q4_b_fragments makes it, q4tma's staging): this
+/// lane's group_correction input x[128G + 4 lane .. + 3] in natural order, from its chunk (stored (x0, x4), (x1, x5),
+/// (x2, x6), (x3, x7); the lane's half: x0..x3 or x4..x7) by two PRMTs — the registers a natural-order read gives,
+/// so the same bits.
+__device__ __forceinline__ uint2 q4_corr_input_b(const bf16* xb, int G, int lane) {
+  const uint4 c = reinterpret_cast<const uint4*>(xb + 128 * G)[lane >> 1];
+  const unsigned sel = (lane & 1) ? 0x7632u : 0x5410u;
+  return make_uint2(__byte_perm(c.x, c.y, sel), __byte_perm(c.z, c.w, sel));
+}
+
 /// q4_group_mma_b with x in natural order (xv[w] = x[128G + 32t + 8w .. + 7]): the fragments made here.
 __device__ __forceinline__ void q4_group_mma(const uint4& w0, const uint4& w1, const uint4 xv[4], float s0, float s1,
                                              const float corr[2], float acc[4]) {
