@@ -24,7 +24,8 @@
 // MMAs' B registers for it (stage_x_b), then for each stage: wait, read their 16 bytes of rows g and g + 8, release
 // the slot, and multiply (q4_group_mma_b on the B registers as read, with the group's correction from
 // group_correction: q4mma's T = 1 path, the same bits; in the silu mode a warp's first tile keeps its groups'
-// corrections and its later tiles read them — kPreX, H200 int4 decode, same run: 2.657 -> 2.6065 ms/token). A tile's 8 partial sums meet in shared memory: warps 1..7 arrive on a named barrier, warp 0 waits on it,
+// corrections and its later tiles read them — kPreX, H200 int4 decode, same run: 2.657 -> 2.6065 ms/token). A tile's
+// 8 partial sums meet in shared memory: warps 1..7 arrive on a named barrier, warp 0 waits on it,
 // adds them in warp order (q4mma's order) and stores through gemv_modes.cuh's epilogue — the storing lanes read their
 // epilogue inputs (the rope position and sin/cos, the residual's h) at the tile's start.
 // launch_q4tma_normed folds the decode RMSNorm before the QKV and [w1; w3] GEMVs into the prologue: each block

@@ -249,7 +249,8 @@ Result run(int blocks_per_sm, int sms, int iters, float* out, long long* cyc, cu
   res.spill = int(fa.localSizeBytes);
   if (fit < blocks_per_sm) return res;
   const int grid = blocks_per_sm * sms;
-  const float ms = median_ms(s, 5, [&] { math_kernel<V, R, WARPS, MINB><<<grid, WARPS * 32, bytes, s>>>(out, cyc, iters); });
+  const float ms =
+      median_ms(s, 5, [&] { math_kernel<V, R, WARPS, MINB><<<grid, WARPS * 32, bytes, s>>>(out, cyc, iters); });
   LAB_CHECK(cudaGetLastError());
   std::vector<long long> c(static_cast<std::size_t>(4 * grid));
   LAB_CHECK(cudaMemcpy(c.data(), cyc, sizeof(long long) * std::size_t(4 * grid), cudaMemcpyDeviceToHost));
@@ -313,7 +314,8 @@ int main(int argc, char** argv) {
   LAB_CHECK(cudaMalloc(&out, sizeof(float) * std::size_t(4) * sms * 512));
   LAB_CHECK(cudaMalloc(&cyc, sizeof(long long) * std::size_t(16) * sms));
   std::printf("%s, %d SMs, max clock %.0f MHz; %d stages a warp; weights' bytes a cycle an SM (clock64), GB/s an SM "
-              "(events), clock (cycles / globaltimer), blocks at once / blocks an SM, registers (! = spills); columns: consumer "
+              "(events), clock (cycles / globaltimer), blocks at once / blocks an SM, registers (! = spills); "
+              "columns: consumer "
               "warps an SM (8 a block, or 16)\n",
               prop.name, sms, clock_khz / 1e3, iters);
   rows<kFull>(sms, iters, out, cyc, s);
