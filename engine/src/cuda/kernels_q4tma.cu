@@ -268,7 +268,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   if (pre0_done && warp == 0 && lane < 16 && 16 * int(blockIdx.x) + lane < a.n_items)
     gemv_item_pre_early<M>(pre0, 16 * int(blockIdx.x) + lane, ra);
   wait_for_previous_grid();  // x and out belong to the previous kernels
-  // Only the rope and silu modes take a norm; the other modes compile without it (their registers: 64 / 68).
+  // Only the rope and silu modes take a norm; the other modes compile without it (normed is false at compile time).
   if (normed) {
     // The decode RMSNorm folded in, with row_norm_kernel's bits (kernels_elementwise.cu, one block of ceil32(K / 8)
     // threads, one piece of 8 each: K / 8 ≤ 1024): each piece's sum of squares in its order; that kernel's warp k
@@ -457,9 +457,9 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
                     const NormIn* norm = nullptr) {
   constexpr int R = gemv_rows_per_item(M);
   // kPreX pays where blocks run several tiles: the silu mode ([w1; w3], 896 tiles over two blocks an SM). The rope
-  // and residual modes run one tile a block in a decoder, and their registers have no room for it; in the plain
-  // mode (an int4 lm_head) it would take three blocks an SM from launches of up to three tiles an SM (72 -> 74
-  // registers).
+  // and residual modes run one tile a block in a decoder: nothing to keep. The plain mode (an int4 lm_head) was left
+  // out when kPreX also kept x's B registers (72 -> 74 registers took its third block an SM); since x is staged as B
+  // registers (PERF_NOTES v30) kPreX keeps only the corrections, and the plain mode has not been measured with it.
   constexpr bool kPreXMode = M == GemvMode::silu;
   const bool pre_x = kPreXMode && q4tma_prex();
   const auto kernel = pre_x ? q4tma_kernel<TO, M, kPreXMode> : q4tma_kernel<TO, M, false>;
