@@ -20,14 +20,14 @@
 // q4mma's order; a contiguous 512-byte piece of each row) for the tile's 16 rows (R = 2 modes: both row sets), one TMA
 // (two for a split R = 2 tile); and each tile's scales ([16 rows][n_groups] fp32, one box a row set) into one of two
 // scale slots (H200 int4 decode, same run: each warp's stages from its own contiguous range of groups 2.810 ms/token,
-// the round-robin order 2.800). The consumers stage x once (all loads at once), each 16-byte chunk stored as the
-// MMAs' B registers for it (stage_x_b), then for each stage: wait, read their 16 bytes of rows g and g + 8, release
-// the slot, and multiply (q4_group_mma_b on the B registers as read, with the group's correction from
-// group_correction: q4mma's T = 1 path, the same bits; in the silu mode a warp's first tile keeps its groups'
-// corrections and its later tiles read them — kPreX, H200 int4 decode, same run: 2.657 -> 2.6065 ms/token). A tile's
-// 8 partial sums meet in shared memory: warps 1..7 arrive on a named barrier, warp 0 waits on it,
-// adds them in warp order (q4mma's order) and stores through gemv_modes.cuh's epilogue — the storing lanes read their
-// epilogue inputs (the rope position and sin/cos, the residual's h) at the tile's start.
+// the round-robin order 2.800). The consumers stage x once (all loads at once), each 16-byte chunk stored as the MMAs'
+// B registers for it (stage_x with XAsB), then for each stage: wait, read their 16 bytes of rows g and g + 8, release
+// the slot, and multiply (q4_group_mma_b on the B registers as read, with the group's correction from group_correction:
+// q4mma's T = 1 path, the same bits; in the silu mode a warp's first tile keeps its groups' corrections and its later
+// tiles read them — kPreX, H200 int4 decode, same run: 2.657 -> 2.6065 ms/token). A tile's 8 partial sums meet in
+// shared memory: warps 1..7 arrive on a named barrier, warp 0 waits on it, adds them in warp order (q4mma's order) and
+// stores through gemv_modes.cuh's epilogue — the storing lanes read their epilogue inputs (the rope position and
+// sin/cos, the residual's h) at the tile's start.
 // launch_q4tma_normed folds the decode RMSNorm before the QKV and [w1; w3] GEMVs into the prologue: each block
 // normalizes h itself with row_norm_kernel's bits while its ring fills (block 0 also writes xn), one kernel instead
 // of two (H200 int4 decode, same run: 2.958 -> 2.941 ms/token).
@@ -138,27 +138,12 @@ __device__ __forceinline__ void prefetch_next(const Q4tNext& nx) {
 // even on the same weight, or on another stream — never share one.
 __device__ int g_q4t_dyn[kDynSlots * 32];
 
-// stage_x with every 16-byte chunk stored as the MMAs' B registers for it (q4_b_fragments): the consumers read them
-// as they are, with no PRMTs a stage (H200 q4math lab, 16 consumer warps an SM, one row set: 31.2 -> 35.6 GB/s of
-// weights an SM; PERF_NOTES v30).
-__device__ __forceinline__ void stage_x_b(bf16* xs, const bf16* x, int K, int tid) {
-  constexpr int kBatch = 8;
-  const int n_chunks = K / 8;
-  for (int c0 = 0; c0 < n_chunks; c0 += kBatch * kWarps * 32) {
-    uint4 v[kBatch];
-#pragma unroll
-    for (int b = 0; b < kBatch; ++b) {
-      const int c = c0 + b * kWarps * 32 + tid;
-      if (c < n_chunks) v[b] = reinterpret_cast<const uint4*>(x)[c];
-    }
-#pragma unroll
-    for (int b = 0; b < kBatch; ++b) {
-      const int c = c0 + b * kWarps * 32 + tid;
-      if (c < n_chunks) reinterpret_cast<uint4*>(xs)[c] = q4_b_fragments(v[b]);
-    }
-  }
-}
-
+// What stage_x stores for each 16-byte chunk of x: the MMAs' B registers for it (q4_b_fragments), which the
+// consumers then read as they are, with no PRMTs a stage (H200 q4math lab, 16 consumer warps an SM, one row set:
+// 31.2 -> 35.6 GB/s of weights an SM; PERF_NOTES v30).
+struct XAsB {
+  __device__ uint4 operator()(const uint4& v) const { return q4_b_fragments(v); }
+};
 template <class TO, GemvMode M, bool kPreX>
 __global__ void __launch_bounds__(kThreads, 2)
     q4tma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const bf16* __restrict__ bias, const Q4tArgs a,
@@ -313,12 +298,12 @@ __global__ void __launch_bounds__(kThreads, 2)
 #pragma unroll
         for (int i = 0; i < 4; ++i)
           ob[i] = __floats2bfloat162_rn(f[2 * i] * inv * g[2 * i], f[2 * i + 1] * inv * g[2 * i + 1]);
-        reinterpret_cast<uint4*>(xs)[p] = q4_b_fragments(o);  // x as B registers (stage_x_b)
+        reinterpret_cast<uint4*>(xs)[p] = XAsB{}(o);  // x as B registers, as stage_x stores it
         if (blockIdx.x == 0) reinterpret_cast<uint4*>(a.nxn)[p] = o;
       }
     }
   } else {
-    stage_x_b(xs, x, a.K, tid);
+    stage_x(xs, x, a.K, tid, XAsB{});
   }
   named_sync(1, kWarps * 32);
   PIXTRAL_TIMELINE_MARK(0.f);  // the timeline's mark: x is staged
@@ -374,7 +359,7 @@ __global__ void __launch_bounds__(kThreads, 2)
       ring.release(lane);  // the slot's bytes are in registers
       ring.next();
       const int G = s * kWarps + warp;
-      // x is staged as the MMAs' B registers (stage_x_b): read as they are; the group's correction from its chunk
+      // x is staged as the MMAs' B registers (XAsB): read as they are; the group's correction from its chunk
       // (q4_corr_input_b). kPreX: a warp's first tile keeps each of its groups' corrections (corr_s), its later tiles
       // read them.
       uint4 xv[4];

@@ -52,9 +52,16 @@ std::int64_t weight_rows(int N, const RopeAppendArgs& ra) {
   return N;
 }
 
-// The consumers' copy of x (K bf16) into shared memory, natural order: every load first (one round trip for K ≤
-// 16384), then the stores. The caller syncs the consumers after it.
-__device__ __forceinline__ void stage_x(bf16* xs, const bf16* x, int K, int tid) {
+// What stage_x stores for each 16-byte chunk of x by default: the chunk as it is (natural order).
+struct XAsIs {
+  __device__ uint4 operator()(const uint4& v) const { return v; }
+};
+
+// The consumers' copy of x (K bf16) into shared memory, each 16-byte chunk stored as `chunk` makes it (default: as
+// it is; q4tma stores the MMAs' B registers): every load first (one round trip for K ≤ 16384), then the stores. The
+// caller syncs the consumers after it.
+template <class Chunk = XAsIs>
+__device__ __forceinline__ void stage_x(bf16* xs, const bf16* x, int K, int tid, Chunk chunk = {}) {
   constexpr int kBatch = 8;
   const int n_chunks = K / 8;
   for (int c0 = 0; c0 < n_chunks; c0 += kBatch * kWarps * 32) {
@@ -67,7 +74,7 @@ __device__ __forceinline__ void stage_x(bf16* xs, const bf16* x, int K, int tid)
 #pragma unroll
     for (int b = 0; b < kBatch; ++b) {
       const int c = c0 + b * kWarps * 32 + tid;
-      if (c < n_chunks) reinterpret_cast<uint4*>(xs)[c] = v[b];
+      if (c < n_chunks) reinterpret_cast<uint4*>(xs)[c] = chunk(v[b]);
     }
   }
 }
