@@ -144,8 +144,17 @@ __device__ int g_q4t_dyn[kDynSlots * 32];
 struct XAsB {
   __device__ uint4 operator()(const uint4& v) const { return q4_b_fragments(v); }
 };
+// Blocks an SM the registers must allow: two, and three for the residual mode in timeline builds, whose records add
+// registers (74 there since PERF_NOTES v30 2., which would put wo and w2 at two blocks an SM in the timeline only;
+// release builds take 70 and three fit).
+#ifdef PIXTRAL_CUDA_TIMELINE
+constexpr int kResidualMinBlocks = 3;
+#else
+constexpr int kResidualMinBlocks = 2;
+#endif
+
 template <class TO, GemvMode M, bool kPreX>
-__global__ void __launch_bounds__(kThreads, 2)
+__global__ void __launch_bounds__(kThreads, M == GemvMode::residual ? kResidualMinBlocks : 2)
     q4tma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const bf16* __restrict__ bias, const Q4tArgs a,
                  const RopeAppendArgs ra, const __grid_constant__ CUtensorMap mw,
                  const __grid_constant__ CUtensorMap mw2, const __grid_constant__ CUtensorMap ms,
