@@ -516,15 +516,17 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
     return Status(ErrorCode::unsupported, "q4tma (PIXTRAL_CUDA_Q4TMA_DYN=require): this launch takes static tiles (" +
                                               std::to_string(n_tiles) + " tiles, " + std::to_string(grid) +
                                               " blocks, or no counter range left for its stream)");
-  a.next = note_launch(s, q, self);
   // With the hint opted in (PIXTRAL_CUDA_Q4TMA_L2PF), wo (the residual mode with K ≤ 4096) still asks for nothing: it
   // runs while the attention's combine kernel, a few L2 round trips on the critical path, ends, and the 8 MB of
   // [w1; w3]'s first tiles it asked for cost more there than they saved (presumably by delaying the combine's loads).
   // H200 int4 decode, same runs, 3 and 4 rounds in two calls: 2.657 / 2.6575 -> 2.652 / 2.6515 ms/token (PERF_NOTES
-  // v22 8.). PIXTRAL_CUDA_Q4TMA_WO_HINT=1 asks as before.
-  if (M == GemvMode::residual && K <= 4096) {
-    if (!env_one("PIXTRAL_CUDA_Q4TMA_WO_HINT")) a.next.n_first = 0;
-  }
+  // v22 8.). PIXTRAL_CUDA_Q4TMA_WO_HINT=1 asks as before. Since the combine lets wo launch only once its loads have
+  // returned (v25 1.), wo's hint no longer lands on them: PIXTRAL_CUDA_Q4TMA_WO_L2PF=MB gives wo alone that budget (an
+  // A/B for PERF_NOTES v30 10.'s window, not yet run: DRAM idles from wo's last bytes until [w1; w3]'s blocks start).
+  const bool wo = M == GemvMode::residual && K <= 4096;
+  const long wo_mb = wo ? env_long("PIXTRAL_CUDA_Q4TMA_WO_L2PF", -1) : -1;
+  a.next = note_launch(s, q, self, wo_mb >= 0 ? std::int64_t(wo_mb) << 20 : -1);
+  if (wo && wo_mb < 0 && !env_one("PIXTRAL_CUDA_Q4TMA_WO_HINT")) a.next.n_first = 0;
   launch_dependent_smem(kernel, dim3(unsigned(grid)), dim3(kThreads), std::size_t(l.total), s, out, x,
                         bias, a, ra, mw, mw2, ms, ms2);
   PIXTRAL_CUDA_LAUNCH_CHECK(q4tma_kernel);
