@@ -57,8 +57,7 @@ __device__ __forceinline__ float group_correction(uint2 xs) {
 /// adds, longer ones wait longer. A holds 136 + v (int4_pair_biased): the chains sum (136 + v)·x and corr takes the
 /// 136 off once a group, before the scale, so the cancellation happens at the group's magnitude; the sum passes
 /// through ~136·Σx, so its fp32 error is ~30× that of Σ v·x alone (~1e-6 relative: far below a bf16 output's
-/// rounding). q4_group_mma_b takes x as the MMAs' B registers already (q4_b_fragments), which q4tma's silu consumers
-/// keep from a block's first tile for its later ones (kPreX).
+/// rounding). q4_group_mma_b takes x as the MMAs' B registers already (q4_b_fragments): q4tma stages x that way.
 __device__ __forceinline__ void q4_group_mma_b(const uint4& w0, const uint4& w1, const uint4 bv[4], float s0, float s1,
                                                const float corr[2], float acc[4]) {
   float d[2][4];
@@ -109,8 +108,8 @@ __device__ __forceinline__ void q4_group_mma(const uint4& w0, const uint4& w1, c
 }
 
 /// Group G of one x row staged in shared memory in natural order (xs): this lane's B values for q4_group_mma
-/// (xv[w] = x[128G + 32t + 8w .. + 7]) and, returned, the group's correction (group_correction) — the one-row
-/// kernels' per-stage reads of x.
+/// (xv[w] = x[128G + 32t + 8w .. + 7]) and, returned, the group's correction (group_correction) — the per-stage reads
+/// of x that q4tma made before it staged x as B registers (the labs keep them).
 __device__ __forceinline__ float q4_x_group(const bf16* xs, int G, int t, int lane, uint4 xv[4]) {
 #pragma unroll
   for (int ww = 0; ww < 4; ++ww) xv[ww] = reinterpret_cast<const uint4*>(xs + 128 * G + 32 * t)[ww];

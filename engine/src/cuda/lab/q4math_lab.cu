@@ -2,24 +2,26 @@
 // q4math lab (not a test; PERF_NOTES v30): how fast can an SM's q4tma consumers multiply int4 weights that are
 // already in shared memory? No DRAM, no TMA: each block fills a ring of stages once (random bytes), then every
 // consumer warp runs q4tma's stage body (q4_math.cuh's functions, the engine's code) over it again and again. The
-// rate it prints, in bytes of weights a cycle an SM, is what the consumers can do at best; the H200's DRAM share is
-// ~4.3 TB/s / 132 SMs / ~1.98 GHz ≈ 16.5 B a cycle an SM. How the rate grows with the warps an SM says whether the
-// stage body is bound by its latency (grows with warps) or by a pipe's throughput (flat).
+// rate it prints, in GB/s of weights an SM (events around the whole kernel), is what the consumers can do at best;
+// the H200's DRAM share is ~4.3 TB/s / 132 SMs ≈ 33 GB/s an SM. How the rate grows with the warps an SM says whether
+// the stage body is bound by its latency (grows with warps) or by a pipe's throughput (flat). The bytes a cycle a
+// block (clock64) are printed too, but are no measure: one block's warps finish before another's.
 //
 // Variants (V):
-//   full   q4tma without kPreX: x group read from shared memory, its correction and B fragments made, the MMAs
+//   full   q4tma before PERF_NOTES v30 2.: x group read in natural order, its correction and B fragments made
 //   prex   q4tma's kPreX later tiles: x read as B registers, the correction read
 //   ring   prex plus the ring's handshakes a stage (wait on a completed mbarrier, __syncwarp, arrive)
 //   mma    the MMAs alone on raw words (no LOP3 / shifts / PRMT)
-//   deq    the dequantization alone (LOP3 and shifts, folded into an xor; no MMA)
+//   deq    the dequantization alone (LOP3 and shifts, folded by a 3-input LOP3 a pair of registers; no MMA)
 //   deq5   prex with 5 ALU instructions a word (2 masks of the word, 2 of it shifted by 8: wrong values, the count
 //          an fp16 operand path would have)
-//   bord   full with x staged as B registers (q4_b_fragments' order) instead of in natural order: the MMAs read the
-//          B registers as they are, the correction's natural-order values come from its chunk by 2 PRMTs (the same
-//          registers as group_correction's: the same bits)
+//   bord   q4tma since PERF_NOTES v30 2.: x staged as B registers (q4_b_fragments' order), read as they are; the
+//          correction's natural-order values from its chunk by 2 PRMTs (q4_corr_input_b: the same bits)
 //   bordhi bord with the dequantization's shifts as multiply-highs (mul.hi.u32 by 2^(32-4s): the FMA pipe's IMAD
 //          instead of the integer pipe's SHF, if ptxas keeps them)
-// R: row sets a stage (1: wo, w2; 2: QKV, [w1; w3]).
+// R: row sets a stage (1: wo, w2; 2: QKV, [w1; w3]). The stage loop is not unrolled (#pragma unroll 1): unrolled by
+// the ring's two slots, the compiler hoisted loop-invariant weight loads and LOP3s of the mma and deq5 variants out
+// of the loop (the first run's mma and deq5 rows with one row set are inflated by it; PERF_NOTES v30 1.).
 // Usage: pixtral_q4math_lab [stages_per_warp=4000]
 #include <algorithm>
 #include <cstdio>
@@ -61,14 +63,6 @@ __device__ __forceinline__ std::uint32_t pair_hi(std::uint32_t u, int s) {
   if (s > 0) asm("mul.hi.u32 %0, %1, %2;" : "=r"(v) : "r"(u), "r"(1u << (32 - 4 * s)));
   asm("lop3.b32 %0, %1, 0x000f000f, 0x43084308, 0x6a;" : "=r"(r) : "r"(v));
   return r;
-}
-
-// group_correction's input (x[128G + 4 lane .. + 3], natural order) from x staged as B registers: the lane's chunk
-// (8 values, stored (x0, x4), (x1, x5), (x2, x6), (x3, x7)) and its half.
-__device__ __forceinline__ uint2 corr_from_b(const bf16* xb, int G, int lane) {
-  const uint4 c = reinterpret_cast<const uint4*>(xb + 128 * G)[lane >> 1];
-  const unsigned sel = (lane & 1) ? 0x7632u : 0x5410u;
-  return make_uint2(__byte_perm(c.x, c.y, sel), __byte_perm(c.z, c.w, sel));
 }
 
 // Shared memory: [barriers 64 B][ring kStages × R × 8 KB][x natural kK bf16][x as B registers kK bf16]
@@ -122,6 +116,7 @@ __global__ void __launch_bounds__(WARPS * 32, MINB) math_kernel(float* out, long
   long long t0;
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
   const long long c0 = clock64();
+#pragma unroll 1
   for (int it = 0; it < iters; ++it, s = (s + 1) & (kStages - 1), G = G + WARPS >= kGroups ? G + WARPS - kGroups
                                                                                             : G + WARPS) {
     const unsigned char* st = ring + s * R * 8192;
@@ -157,7 +152,7 @@ __global__ void __launch_bounds__(WARPS * 32, MINB) math_kernel(float* out, long
       uint4 bv[4];
 #pragma unroll
       for (int ww = 0; ww < 4; ++ww) bv[ww] = reinterpret_cast<const uint4*>(xb + 128 * G + 32 * t)[ww];
-      const float cr = group_correction(corr_from_b(xb, G, lane));
+      const float cr = group_correction(q4_corr_input_b(xb, G, lane));
       const float corr[2] = {cr, cr};
 #pragma unroll
       for (int r = 0; r < R; ++r)
@@ -166,7 +161,7 @@ __global__ void __launch_bounds__(WARPS * 32, MINB) math_kernel(float* out, long
       uint4 bv[4];
 #pragma unroll
       for (int ww = 0; ww < 4; ++ww) bv[ww] = reinterpret_cast<const uint4*>(xb + 128 * G + 32 * t)[ww];
-      const float cr = V == kBordHi ? group_correction(corr_from_b(xb, G, lane)) : corr_s[G];
+      const float cr = V == kBordHi ? group_correction(q4_corr_input_b(xb, G, lane)) : corr_s[G];
 #pragma unroll
       for (int r = 0; r < R; ++r) {
         float d[2][4] = {};
@@ -204,7 +199,10 @@ __global__ void __launch_bounds__(WARPS * 32, MINB) math_kernel(float* out, long
         for (int ww = 0; ww < 4; ++ww) {
           const std::uint32_t u0 = (&w0[r].x)[ww], u1 = (&w1[r].x)[ww];
 #pragma unroll
-          for (int q = 0; q < 4; ++q) xq[q] ^= int4_pair_biased(u0, q) + int4_pair_biased(u1, q);
+          for (int q = 0; q < 4; ++q)
+            asm("lop3.b32 %0, %1, %2, %3, 0x96;"
+                : "=r"(xq[q])
+                : "r"(xq[q]), "r"(int4_pair_biased(u0, q)), "r"(int4_pair_biased(u1, q)));
         }
       acc[0][0] += s0[0];
     }
