@@ -522,11 +522,14 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
   // H200 int4 decode, same runs, 3 and 4 rounds in two calls: 2.657 / 2.6575 -> 2.652 / 2.6515 ms/token (PERF_NOTES
   // v22 8.). PIXTRAL_CUDA_Q4TMA_WO_HINT=1 asks as before. Since the combine lets wo launch only once its loads have
   // returned (v25 1.), wo's hint no longer lands on them: PIXTRAL_CUDA_Q4TMA_WO_L2PF=MB gives wo alone that budget (an
-  // A/B for PERF_NOTES v30 10.'s window, not yet run: DRAM idles from wo's last bytes until [w1; w3]'s blocks start).
-  const bool wo = M == GemvMode::residual && K <= 4096;
-  const long wo_mb = wo ? env_long("PIXTRAL_CUDA_Q4TMA_WO_L2PF", -1) : -1;
-  a.next = note_launch(s, q, self, wo_mb >= 0 ? std::int64_t(wo_mb) << 20 : -1);
-  if (wo && wo_mb < 0 && !env_one("PIXTRAL_CUDA_Q4TMA_WO_HINT")) a.next.n_first = 0;
+  // A/B for PERF_NOTES v30 10.'s window, not yet run: DRAM idles from wo's last bytes until [w1; w3]'s blocks start),
+  // and PIXTRAL_CUDA_Q4TMA_W2_L2PF=MB w2 alone (the next layer's QKV, whose blocks start only as w2's leave and then
+  // wait for h behind their own rings' DRAM misses: v30 7.).
+  const bool wo = M == GemvMode::residual && K <= 4096, w2 = M == GemvMode::residual && K > 4096;
+  const long own_mb = wo ? env_long("PIXTRAL_CUDA_Q4TMA_WO_L2PF", -1) : w2 ? env_long("PIXTRAL_CUDA_Q4TMA_W2_L2PF", -1)
+                                                                         : -1;
+  a.next = note_launch(s, q, self, own_mb >= 0 ? std::int64_t(own_mb) << 20 : -1);
+  if (wo && own_mb < 0 && !env_one("PIXTRAL_CUDA_Q4TMA_WO_HINT")) a.next.n_first = 0;
   launch_dependent_smem(kernel, dim3(unsigned(grid)), dim3(kThreads), std::size_t(l.total), s, out, x,
                         bias, a, ra, mw, mw2, ms, ms2);
   PIXTRAL_CUDA_LAUNCH_CHECK(q4tma_kernel);
