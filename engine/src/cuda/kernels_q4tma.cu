@@ -525,9 +525,11 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
   // A/B for PERF_NOTES v30 10.'s window, not yet run: DRAM idles from wo's last bytes until [w1; w3]'s blocks start),
   // and PIXTRAL_CUDA_Q4TMA_W2_L2PF=MB w2 alone (the next layer's QKV, whose blocks start only as w2's leave and then
   // wait for h behind their own rings' DRAM misses: v30 7.).
-  const bool wo = M == GemvMode::residual && K <= 4096, w2 = M == GemvMode::residual && K > 4096;
-  const long own_mb = wo ? env_long("PIXTRAL_CUDA_Q4TMA_WO_L2PF", -1) : w2 ? env_long("PIXTRAL_CUDA_Q4TMA_W2_L2PF", -1)
-                                                                         : -1;
+  const bool wo = M == GemvMode::residual && K <= 4096;
+  const char* own_env = M != GemvMode::residual ? nullptr
+                        : wo                        ? "PIXTRAL_CUDA_Q4TMA_WO_L2PF"
+                                                    : "PIXTRAL_CUDA_Q4TMA_W2_L2PF";
+  const long own_mb = own_env ? env_long(own_env, -1) : -1;
   a.next = note_launch(s, q, self, own_mb >= 0 ? std::int64_t(own_mb) << 20 : -1);
   if (wo && own_mb < 0 && !env_one("PIXTRAL_CUDA_Q4TMA_WO_HINT")) a.next.n_first = 0;
   launch_dependent_smem(kernel, dim3(unsigned(grid)), dim3(kThreads), std::size_t(l.total), s, out, x,
