@@ -19,14 +19,23 @@
 //          correction's natural-order values from its chunk by 2 PRMTs (q4_corr_input_b: the same bits)
 //   bordhi bord with the dequantization's shifts as multiply-highs (mul.hi.u32 by 2^(32-4s): the FMA pipe's IMAD
 //          instead of the integer pipe's SHF, if ptxas keeps them)
+//   nox    prex with x's B registers read once before the loop (no x reads a stage; wrong values): what x's shared
+//          memory reads cost (each lane reads 64 bytes of x a stage, 2 KB a warp, for 1 KB of weights)
+//   xa     x as the MMAs' A operand, the weights as B: D row 0 = x · W^T for 8 weight rows an MMA, so only lanes
+//          0..3 (A row 0) read x (256 bytes a warp and stage) and the other lanes' A rows are never read; twice the
+//          MMAs; four chains of four (each row's k-steps in q4_group_mma_b's order); the correction read (kPreX)
+//   xab    xa with the correction made from its chunk (bord's)
+//   xa2    xa with two chains of eight (fewer registers, another order)
+//   mmaxa  xa's MMAs alone on raw words
 // R: row sets a stage (1: wo, w2; 2: QKV, [w1; w3]). The stage loop is not unrolled (#pragma unroll 1): unrolled by
 // the ring's two slots, the compiler hoisted loop-invariant weight loads and LOP3s of the mma and deq5 variants out
 // of the loop (the first run's mma and deq5 rows with one row set are inflated by it; PERF_NOTES v30 1.).
-// Usage: pixtral_q4math_lab [stages_per_warp=4000]
+// Usage: pixtral_q4math_lab [stages_per_warp=4000] [variant,variant,... (default: all)]
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "cuda/q4_math.cuh"
@@ -38,8 +47,9 @@ using namespace pixtral::cuda;
 
 namespace {
 
-enum Var { kFull, kPrex, kRing, kMma, kDeq, kDeq5, kBord, kBordHi };
-const char* const kVarName[] = {"full", "prex", "ring", "mma", "deq", "deq5", "bord", "bordhi"};
+enum Var { kFull, kPrex, kRing, kMma, kDeq, kDeq5, kBord, kBordHi, kNoX, kXa, kXaB, kXa2, kMmaXa };
+const char* const kVarName[] = {"full", "prex", "ring", "mma", "deq", "deq5", "bord", "bordhi", "nox", "xa", "xab",
+                                "xa2", "mmaxa"};
 
 constexpr int kK = 5120, kGroups = kK / 128, kStages = 2;
 
@@ -112,6 +122,10 @@ __global__ void __launch_bounds__(WARPS * 32, MINB) math_kernel(float* out, long
   __syncthreads();
   float acc[R][4] = {};
   std::uint32_t xq[4] = {};
+  uint4 bv0[4];  // nox: x's B registers of group `warp`, read once
+#pragma unroll
+  for (int ww = 0; ww < 4; ++ww) bv0[ww] = reinterpret_cast<const uint4*>(xb + 128 * warp + 32 * t)[ww];
+  uint4 av[4] = {};  // xa: lanes 0..3 hold x as A row 0; the other lanes' rows are never read
   int s = 0, G = warp % kGroups;
   long long t0;
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
@@ -139,10 +153,11 @@ __global__ void __launch_bounds__(WARPS * 32, MINB) math_kernel(float* out, long
 #pragma unroll
       for (int r = 0; r < R; ++r)
         q4_group_mma(w0[r], w1[r], xv, s0[r * 16 * kGroups], s0[r * 16 * kGroups + 8 * kGroups], corr, acc[r]);
-    } else if constexpr (V == kPrex || V == kRing) {
+    } else if constexpr (V == kPrex || V == kRing || V == kNoX) {
       uint4 bv[4];
 #pragma unroll
-      for (int ww = 0; ww < 4; ++ww) bv[ww] = reinterpret_cast<const uint4*>(xb + 128 * G + 32 * t)[ww];
+      for (int ww = 0; ww < 4; ++ww)
+        bv[ww] = V == kNoX ? bv0[ww] : reinterpret_cast<const uint4*>(xb + 128 * G + 32 * t)[ww];
       const float cr = corr_s[G];
       const float corr[2] = {cr, cr};
 #pragma unroll
@@ -191,6 +206,43 @@ __global__ void __launch_bounds__(WARPS * 32, MINB) math_kernel(float* out, long
         acc[r][1] = fmaf(sa, d[0][1] + d[1][1] + cr, acc[r][1]);
         acc[r][2] = fmaf(sb, d[0][2] + d[1][2] + cr, acc[r][2]);
         acc[r][3] = fmaf(sb, d[0][3] + d[1][3] + cr, acc[r][3]);
+      }
+    } else if constexpr (V == kXa || V == kXaB || V == kXa2 || V == kMmaXa) {
+      if (g == 0) {
+#pragma unroll
+        for (int ww = 0; ww < 4; ++ww) av[ww] = reinterpret_cast<const uint4*>(xb + 128 * G + 32 * t)[ww];
+      }
+      const float cr = V == kXaB ? group_correction(q4_corr_input_b(xb, G, lane)) : corr_s[G];
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        float d[4][4] = {};  // chains: rows 0..7 (w0) words 0, 2 / 1, 3; rows 8..15 (w1) the same
+#pragma unroll
+        for (int ww = 0; ww < 4; ++ww) {
+          const std::uint32_t u0 = (&w0[r].x)[ww], u1 = (&w1[r].x)[ww];
+          std::uint32_t b[8];
+          if constexpr (V == kMmaXa) {
+            b[0] = u0; b[1] = u1; b[2] = u0 ^ u1; b[3] = u1 + u0; b[4] = u0 - u1; b[5] = u1 - u0; b[6] = u0 | u1;
+            b[7] = u0 & u1;
+          } else {
+#pragma unroll
+            for (int q = 0; q < 4; ++q) {
+              b[q] = int4_pair_biased(u0, q);
+              b[4 + q] = int4_pair_biased(u1, q);
+            }
+          }
+          float* da = d[V == kXa2 ? 0 : ww % 2];
+          float* db = d[V == kXa2 ? 2 : 2 + ww % 2];
+          mma_bf16_16816(da, av[ww].x, av[ww].x, av[ww].y, av[ww].y, b[0], b[1], da);
+          mma_bf16_16816(da, av[ww].z, av[ww].z, av[ww].w, av[ww].w, b[2], b[3], da);
+          mma_bf16_16816(db, av[ww].x, av[ww].x, av[ww].y, av[ww].y, b[4], b[5], db);
+          mma_bf16_16816(db, av[ww].z, av[ww].z, av[ww].w, av[ww].w, b[6], b[7], db);
+        }
+        // Lane t of row 0: weight rows 2t, 2t + 1 (chains 0, 1) and 8 + 2t, 9 + 2t (chains 2, 3).
+        const float* sr = s0 - g * kGroups + r * 16 * kGroups;
+        acc[r][0] = fmaf(sr[(2 * t) * kGroups], d[0][0] + d[1][0] + cr, acc[r][0]);
+        acc[r][1] = fmaf(sr[(2 * t + 1) * kGroups], d[0][1] + d[1][1] + cr, acc[r][1]);
+        acc[r][2] = fmaf(sr[(2 * t + 8) * kGroups], d[2][0] + d[3][0] + cr, acc[r][2]);
+        acc[r][3] = fmaf(sr[(2 * t + 9) * kGroups], d[2][1] + d[3][1] + cr, acc[r][3]);
       }
     } else {  // kDeq
 #pragma unroll
@@ -290,8 +342,14 @@ void row(int sms, int iters, float* out, long long* cyc, cudaStream_t s) {
   std::printf("\n");
 }
 
+const char* g_only = nullptr;  // a comma-separated list of the variants to run (all if null)
+
 template <int V>
 void rows(int sms, int iters, float* out, long long* cyc, cudaStream_t s) {
+  if (g_only) {
+    const std::string list = std::string(",") + g_only + ",";
+    if (list.find(std::string(",") + kVarName[V] + ",") == std::string::npos) return;
+  }
   row<V, 1>(sms, iters, out, cyc, s);
   row<V, 2>(sms, iters, out, cyc, s);
 }
@@ -300,6 +358,7 @@ void rows(int sms, int iters, float* out, long long* cyc, cudaStream_t s) {
 
 int main(int argc, char** argv) {
   const int iters = argc > 1 ? std::atoi(argv[1]) : 4000;
+  if (argc > 2) g_only = argv[2];
   cudaDeviceProp prop{};
   LAB_CHECK(cudaGetDeviceProperties(&prop, 0));
   const int sms = prop.multiProcessorCount;
@@ -324,6 +383,11 @@ int main(int argc, char** argv) {
   rows<kDeq5>(sms, iters, out, cyc, s);
   rows<kBord>(sms, iters, out, cyc, s);
   rows<kBordHi>(sms, iters, out, cyc, s);
+  rows<kNoX>(sms, iters, out, cyc, s);
+  rows<kXa>(sms, iters, out, cyc, s);
+  rows<kXaB>(sms, iters, out, cyc, s);
+  rows<kXa2>(sms, iters, out, cyc, s);
+  rows<kMmaXa>(sms, iters, out, cyc, s);
   LAB_CHECK(cudaFree(out));
   LAB_CHECK(cudaFree(cyc));
   return 0;
