@@ -418,160 +418,13 @@ __global__ void __launch_bounds__(kThreads, M == GemvMode::residual ? kResidualM
   }
 }
 
-// Half tiles for the residual mode (PIXTRAL_CUDA_Q4TMA_HALVES; PERF_NOTES v31): wo and w2 have 320 tiles of 16 rows
-// for 132 SMs, so an SM runs two or three tiles' 8 warp chains (16 or 24) and the SMs with three end last (v29 9.).
-// Here a block of 4 consumer warps (+ the producer) runs one half of a tile: consumer warp w of half h is q4tma's
-// warp 4h + w — the same groups (G = 8s + 4h + w) in the same order, with the same x registers, scales and
-// corrections, so the same chain and the same bits — and streams only those groups' 256 bytes of each row a stage
-// (a box of 4 warps' pieces). 640 blocks of one half each, five an SM: an SM runs at most 20 chains. Each half stages
-// only its own groups of x (half of x: w2's 28 KB would not leave a ring at five blocks an SM). The two
-// halves meet in global memory: half 0 leaves its warps' sum in q4tma's order ((p0 + p1) + p2) + p3, half 1 its four
-// warps' sums; whichever counts itself second on the tile's counter adds p4 .. p7 to half 0's sum one by one — q4tma's
-// warp-0 reduction, so the same bits — and stores through the residual epilogue, then zeroes the counter for the
-// stream's next launch (every access is after the dependent-launch wait, so launches of one stream never overlap on
-// it; other streams have their own slot).
-constexpr int kHalfWarps = 4, kHalfThreads = (kHalfWarps + 1) * 32, kHalfPerSm = 5;
-constexpr int kHalfSmem = 44 * 1024;  // five blocks an SM (228 KB, 1 KB reserved a block)
-constexpr int kHalfStageBytes = 16 * kHalfWarps * 64;
-constexpr int kHalfMaxTiles = 512, kHalfPart = 5 * 16;  // a tile's floats: half 0's sums, then half 1's 4 warps'
-__device__ int g_q4h_count[kDynStreams * kHalfMaxTiles];
-__device__ float g_q4h_part[kDynStreams * kHalfMaxTiles * kHalfPart];
-
-struct Q4hArgs {
-  int N, n_items, K, stages, ring, scales, xs, red, slot;
-};
-
-template <class TO>
-__global__ void __launch_bounds__(kHalfThreads, kHalfPerSm)
-    q4tma_half_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const bf16* __restrict__ bias,
-                      const Q4hArgs a, const RopeAppendArgs ra, const __grid_constant__ CUtensorMap mw,
-                      const __grid_constant__ CUtensorMap ms) {
-  // mw: 4-D boxes of 4 warps' pieces of 16 rows (q4_map kind 4); ms: the scales' 16-row boxes.
-  extern __shared__ __align__(1024) unsigned char smem[];
-  PIXTRAL_TIMELINE(kTlQ4tma + unsigned(GemvMode::residual));
-  allow_dependents_to_launch();
-  std::uint64_t* bars = reinterpret_cast<std::uint64_t*>(smem);
-  StageRing ring{bars, bars + kMaxStages, a.stages};
-  const std::uint32_t sbar = smem_addr(bars + 2 * kMaxStages);  // the tile's scales
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int tile = int(blockIdx.x) >> 1, h = int(blockIdx.x) & 1, n0 = 16 * tile;
-  const int n_groups = a.K / quant::kInt4Group, gpw = n_groups / kWarps;  // stages of a half = of a tile
-  const int scale_bytes = 16 * n_groups * 4;
-  if (threadIdx.x == 0) {
-    for (int i = 0; i < a.stages; ++i) {
-      mbar_init(ring.full + 8 * i, 1);
-      mbar_init(ring.empty + 8 * i, kHalfWarps);
-    }
-    mbar_init(sbar, 1);
-    mbar_init_fence();
-  }
-  __syncthreads();
-  if (warp == kHalfWarps) {  // the producer: lane 0 alone
-    if (lane != 0) return;
-    prefetch_map(&mw);
-    prefetch_map(&ms);
-    mbar_expect_tx(sbar, std::uint32_t(scale_bytes));
-    tma_load_2d(smem_addr(smem + a.scales), &ms, sbar, 0, n0);
-    for (int s = 0; s < gpw; ++s) {
-      ring.wait_empty();
-      const std::uint32_t bar = ring.full_bar(), dst = smem_addr(smem + a.ring + ring.slot * kHalfStageBytes);
-      mbar_expect_tx(bar, std::uint32_t(kHalfStageBytes));
-      tma_load_4d(dst, &mw, bar, 0, n0, kHalfWarps * h, s);
-      ring.next();
-    }
-    return;
-  }
-  // The consumers (128 threads).
-  const int tid = threadIdx.x;
-  bf16* xs = reinterpret_cast<bf16*>(smem + a.xs);  // this half's groups, group G at (G / 8) · 4 + G % 4
-  float* red = reinterpret_cast<float*>(smem + a.red);
-  const bool stores = warp == 0 && lane < 16 && n0 + lane < a.n_items;
-  GemvItemPre<TO> pre;
-  wait_for_previous_grid();  // x and out belong to the previous kernels
-  if (stores) gemv_item_pre_late<GemvMode::residual>(pre, out, 0, n0 + lane, a.N);
-  {  // this half's chunks of x as B registers (stage_x's form): all loads first, then the stores
-    constexpr int kBatch = 8;
-    const int n_half = a.K / 16;
-    for (int c0 = 0; c0 < n_half; c0 += kBatch * kHalfWarps * 32) {
-      uint4 v[kBatch];
-#pragma unroll
-      for (int b = 0; b < kBatch; ++b) {
-        const int hc = c0 + b * kHalfWarps * 32 + tid, cg = hc >> 4;
-        if (hc < n_half)
-          v[b] = reinterpret_cast<const uint4*>(x)[(((cg >> 2) << 3) + kHalfWarps * h + (cg & 3)) * 16 + (hc & 15)];
-      }
-#pragma unroll
-      for (int b = 0; b < kBatch; ++b) {
-        const int hc = c0 + b * kHalfWarps * 32 + tid;
-        if (hc < n_half) reinterpret_cast<uint4*>(xs)[hc] = XAsB{}(v[b]);
-      }
-    }
-  }
-  named_sync(1, kHalfWarps * 32);
-  PIXTRAL_TIMELINE_MARK(0.f);
-  const int g = lane >> 2, t = lane & 3;
-  mbar_wait(sbar, 0);
-  const float* sc = reinterpret_cast<const float*>(smem + a.scales);
-  float acc[4] = {0.f, 0.f, 0.f, 0.f};
-  for (int s = 0; s < gpw; ++s) {
-    ring.wait_full();
-    const unsigned char* st = smem + a.ring + ring.slot * kHalfStageBytes;
-    const uint4 w0 = *reinterpret_cast<const uint4*>(st + warp * 1024 + g * 64 + 16 * t);
-    const uint4 w1 = *reinterpret_cast<const uint4*>(st + warp * 1024 + (g + 8) * 64 + 16 * t);
-    __syncwarp();
-    ring.release(lane);
-    ring.next();
-    const int G = s * kWarps + kHalfWarps * h + warp, cg = s * kHalfWarps + warp;
-    uint4 xv[4];
-#pragma unroll
-    for (int ww = 0; ww < 4; ++ww) xv[ww] = reinterpret_cast<const uint4*>(xs + 128 * cg + 32 * t)[ww];
-    const float cr = group_correction(q4_corr_input_b(xs, cg, lane));
-    const float corr[2] = {cr, cr};
-    q4_group_mma_b(w0, w1, xv, sc[g * n_groups + G], sc[(g + 8) * n_groups + G], corr, acc);
-  }
-  if (t == 0) {
-    red[warp * 16 + g] = acc[0];  // D column 0: x row 0
-    red[warp * 16 + g + 8] = acc[2];
-  }
-  named_sync(2, kHalfWarps * 32);
-  if (warp != 0 || lane >= 16) return;
-  float* part = g_q4h_part + (std::int64_t(a.slot) * kHalfMaxTiles + tile) * kHalfPart;
-  int* count = g_q4h_count + a.slot * kHalfMaxTiles + tile;
-  if (h == 0) {
-    float sum = red[lane];
-#pragma unroll
-    for (int w = 1; w < kHalfWarps; ++w) sum += red[w * 16 + lane];
-    part[lane] = sum;
-  } else {
-#pragma unroll
-    for (int w = 0; w < kHalfWarps; ++w) part[16 + w * 16 + lane] = red[w * 16 + lane];
-  }
-  __threadfence();  // this half's sums before its count
-  __syncwarp(0xffffu);
-  int before = 0;
-  if (lane == 0) before = atomicAdd(count, 1);
-  before = __shfl_sync(0xffffu, before, 0);
-  if (before == 0) return;  // the other half ends the tile
-  __threadfence();          // the other half's sums after its count
-  float sum = __ldcg(part + lane);
-#pragma unroll
-  for (int w = 0; w < kHalfWarps; ++w) sum += __ldcg(part + 16 + w * 16 + lane);
-  if (stores) {
-    const float v[2] = {sum, 0.f};
-    gemv_item_store<GemvMode::residual>(out, 0, n0 + lane, a.N, v, bias, ra, pre);
-  }
-  if (lane == 0) *count = 0;  // for the slot's next launch
-}
-
 // The int4 maps of a weight of `rows` rows and K columns: W as (16 uint32 of a group, row, warp, stage; group =
 // 8 · stage + warp) in boxes of 16 rows (kind 0), or as (16 uint32, pair, row of the pair, warp, stage) in boxes of
-// 16 pairs (kind 1, rope's interleaved pairs); the scales [rows][n_groups] fp32 in boxes of 16 (kind 2) or 32 rows (3);
-// kind 0's view in boxes of 4 warps' pieces (kind 4: q4tma_half_kernel's half stages).
+// 16 pairs (kind 1, rope's interleaved pairs); the scales [rows][n_groups] fp32 in boxes of 16 (kind 2) or 32 rows (3).
 MapSpec q4_map(const void* base, int kind, std::int64_t rows, int K) {
   const cuuint64_t n = cuuint64_t(K / quant::kInt4Group), r = cuuint64_t(rows), k = cuuint64_t(K), w = kWarps;
-  if (kind == 0 || kind == 4)
-    return make_map(base, CU_TENSOR_MAP_DATA_TYPE_UINT32, {16, r, w, n / w}, {k / 2, 64, 64 * w},
-                    {16, 16, kind == 0 ? cuuint32_t(w) : cuuint32_t(kHalfWarps), 1});
+  if (kind == 0)
+    return make_map(base, CU_TENSOR_MAP_DATA_TYPE_UINT32, {16, r, w, n / w}, {k / 2, 64, 64 * w}, {16, 16, w, 1});
   if (kind == 1)
     return make_map(base, CU_TENSOR_MAP_DATA_TYPE_UINT32, {16, r / 2, 2, w, n / w}, {k, k / 2, 64, 64 * w},
                     {16, 16, 2, w, 1});
@@ -592,83 +445,11 @@ bool q4tma_prex() {
   return !env_zero("PIXTRAL_CUDA_Q4TMA_PREX");
 }
 
-// PIXTRAL_CUDA_Q4TMA_HALVES (read at each launch): unset or 0, no half tiles; w2, residual launches with K > 8192;
-// all, every residual launch that can; require, as all (in more than one wave too), and a residual launch that cannot is
-// an error (tests).
-enum class HalvesSwitch { off, w2, all, require };
-HalvesSwitch halves_switch() {
-  if (env_is("PIXTRAL_CUDA_Q4TMA_HALVES", "require")) return HalvesSwitch::require;
-  if (env_is("PIXTRAL_CUDA_Q4TMA_HALVES", "all")) return HalvesSwitch::all;
-  if (env_is("PIXTRAL_CUDA_Q4TMA_HALVES", "w2")) return HalvesSwitch::w2;
-  return HalvesSwitch::off;
-}
-
-// The residual mode in half tiles (q4tma_half_kernel), where the switch asks for it and it fits: one wave of blocks
-// (two a tile, kHalfPerSm an SM; any number under require), at most kHalfMaxTiles tiles, a ring of two stages or
-// more, a counter slot (the stream's range). Not launched: *launched stays false and the caller runs q4tma (or, under require, an error).
-template <class TO>
-Status launch_half(TO* out, const bf16* x, const std::uint8_t* q, const float* scales, const bf16* bias, int N,
-                   int items, int K, const RopeAppendArgs& ra, cudaStream_t s, bool* launched) {
-  const HalvesSwitch sw = halves_switch();
-  if (sw == HalvesSwitch::off || (sw == HalvesSwitch::w2 && K <= 8192)) return {};
-  const auto refuse = [&](const char* why) {
-    return sw == HalvesSwitch::require
-               ? Status(ErrorCode::unsupported, std::string("q4tma half tiles (PIXTRAL_CUDA_Q4TMA_HALVES=require): ") +
-                                                    why)
-               : Status{};
-  };
-  const auto kernel = q4tma_half_kernel<TO>;
-  const int n_tiles = ceil_div(items, 16), n_groups = K / quant::kInt4Group;
-  if (n_tiles > kHalfMaxTiles) return refuse("more tiles than the counters hold");
-  // One wave, for speed (blocks never wait for each other, so more waves would give the same bits; require, for the
-  // tests, takes them on any GPU).
-  if (sw != HalvesSwitch::require && 2 * n_tiles > kHalfPerSm * sm_count()) return {};
-  const int scale_bytes = 16 * n_groups * 4;
-  const int fixed = kBarBytes + scale_bytes + K + kHalfWarps * 16 * 4 + 3 * 128;
-  const int stages = std::min(kMaxStages, (kHalfSmem - fixed) / kHalfStageBytes);
-  if (stages < 2) return refuse("K too large for the shared memory");
-  if (!tma_ready(kernel)) return refuse("no sm_90 code for this GPU");
-  Q4hArgs a;
-  a.N = N;
-  a.n_items = items;
-  a.K = K;
-  a.stages = stages;
-  a.ring = kBarBytes;
-  a.scales = a.ring + stages * kHalfStageBytes;
-  a.xs = (a.scales + scale_bytes + 127) / 128 * 128;
-  a.red = (a.xs + K + 127) / 128 * 128;
-  const int total = a.red + kHalfWarps * 16 * 4;
-  const bool fit = per_device_once(reinterpret_cast<const void*>(kernel), long(total), [&] {
-    int blocks = 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kHalfThreads, std::size_t(total)) !=
-        cudaSuccess) {
-      (void)cudaGetLastError();
-      return false;
-    }
-    return blocks >= kHalfPerSm;
-  });
-  if (!fit) return refuse("five blocks an SM do not fit");
-  a.slot = stream_range(s);
-  if (a.slot < 0) return refuse("no counter range left for this stream");
-  CUtensorMap mw{}, ms{};
-  if (!encode_map(&mw, q4_map(q, 4, N, K)) || !encode_map(&ms, q4_map(scales, 2, N, K)))
-    return refuse("no tensor-map encoder, or the driver refused a map");
-  launch_dependent_smem(kernel, dim3(unsigned(2 * n_tiles)), dim3(kHalfThreads), std::size_t(total), s, out, x, bias,
-                        a, ra, mw, ms);
-  PIXTRAL_CUDA_LAUNCH_CHECK(q4tma_half_kernel);
-  *launched = true;
-  return {};
-}
-
 template <class TO, GemvMode M>
 Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* scales, const bf16* bias, int N,
                     int items, int K, const RopeAppendArgs& ra, cudaStream_t s, bool* launched,
                     const NormIn* norm = nullptr) {
   constexpr int R = gemv_rows_per_item(M);
-  if constexpr (M == GemvMode::residual) {
-    Status st = launch_half(out, x, q, scales, bias, N, items, K, ra, s, launched);
-    if (!st.ok() || *launched) return st;
-  }
   // kPreX pays where blocks run several tiles: the silu mode ([w1; w3], 896 tiles over two blocks an SM). The rope
   // and residual modes run one tile a block in a decoder: nothing to keep. The plain mode (an int4 lm_head) was left
   // out when kPreX also kept x's B registers (72 -> 74 registers took its third block an SM); since x is staged as B

@@ -54,19 +54,6 @@ DynRanges& dyn_ranges() {
   static DynRanges d;
   return d;
 }
-// The stream's range, taken now if it has none (-1: every range is taken); d.mu held.
-int range_locked(DynRanges& d, cudaStream_t s) {
-  for (int i = 0; i < kDynStreams; ++i)
-    if (d.used[i] && d.stream[i] == s) return i;
-  for (int i = 0; i < kDynStreams; ++i)
-    if (!d.used[i]) {
-      d.used[i] = true;
-      d.stream[i] = s;
-      d.next[i] = 0;
-      return i;
-    }
-  return -1;
-}
 
 }  // namespace
 
@@ -85,14 +72,18 @@ int dyn_tiles(GemvMode mode, int n_tiles, int grid, cudaStream_t s) {
       unsigned(std::clamp(env_long("PIXTRAL_CUDA_Q4TMA_DYN_SLOTS", kDynPerStream), 2L, long(kDynPerStream)));
   DynRanges& d = dyn_ranges();
   const std::lock_guard<std::mutex> lock(d.mu);
-  const int range = range_locked(d, s);
+  int range = -1;
+  for (int i = 0; i < kDynStreams && range < 0; ++i)
+    if (d.used[i] && d.stream[i] == s) range = i;
+  for (int i = 0; i < kDynStreams && range < 0; ++i)
+    if (!d.used[i]) {
+      range = i;
+      d.used[i] = true;
+      d.stream[i] = s;
+      d.next[i] = 0;
+    }
   if (range < 0) return -1;
   return range * kDynPerStream + int(d.next[range]++ % per);
-}
-int stream_range(cudaStream_t s) {
-  DynRanges& d = dyn_ranges();
-  const std::lock_guard<std::mutex> lock(d.mu);
-  return range_locked(d, s);
 }
 bool dyn_required() {
   return env_is("PIXTRAL_CUDA_Q4TMA_DYN", "require");

@@ -30,9 +30,6 @@ inline constexpr int kDynStreams = 8, kDynPerStream = 512, kDynSlots = kDynStrea
 
 /// The launch's counter slot for tiles handed out at run time, -1 for static tiles (see q4tma_plan.cu).
 int dyn_tiles(GemvMode mode, int n_tiles, int grid, cudaStream_t s);
-/// The stream's range of counter slots (0 .. kDynStreams - 1; taken at its first use, given back by
-/// forget_q4tma_stream), -1 when every range is taken: the half tiles' counters (kernels_q4tma.cu) use it as their slot.
-int stream_range(cudaStream_t s);
 /// PIXTRAL_CUDA_Q4TMA_DYN=require: a launch that would take static tiles is an error (tests).
 bool dyn_required();
 /// Records `self` as the successor of the stream's previous launch's weight and returns the successor of weight `q`,
