@@ -153,21 +153,12 @@ __global__ void __launch_bounds__(WARPS * 32, MINB) math_kernel(float* out, long
 #pragma unroll
       for (int r = 0; r < R; ++r)
         q4_group_mma(w0[r], w1[r], xv, s0[r * 16 * kGroups], s0[r * 16 * kGroups + 8 * kGroups], corr, acc[r]);
-    } else if constexpr (V == kPrex || V == kRing || V == kNoX) {
+    } else if constexpr (V == kPrex || V == kRing || V == kNoX || V == kBord) {
       uint4 bv[4];
 #pragma unroll
       for (int ww = 0; ww < 4; ++ww)
         bv[ww] = V == kNoX ? bv0[ww] : reinterpret_cast<const uint4*>(xb + 128 * G + 32 * t)[ww];
-      const float cr = corr_s[G];
-      const float corr[2] = {cr, cr};
-#pragma unroll
-      for (int r = 0; r < R; ++r)
-        q4_group_mma_b(w0[r], w1[r], bv, s0[r * 16 * kGroups], s0[r * 16 * kGroups + 8 * kGroups], corr, acc[r]);
-    } else if constexpr (V == kBord) {
-      uint4 bv[4];
-#pragma unroll
-      for (int ww = 0; ww < 4; ++ww) bv[ww] = reinterpret_cast<const uint4*>(xb + 128 * G + 32 * t)[ww];
-      const float cr = group_correction(q4_corr_input_b(xb, G, lane));
+      const float cr = V == kBord ? group_correction(q4_corr_input_b(xb, G, lane)) : corr_s[G];
       const float corr[2] = {cr, cr};
 #pragma unroll
       for (int r = 0; r < R; ++r)
