@@ -36,6 +36,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cuda/q4_math.cuh"
@@ -47,7 +48,7 @@ using namespace pixtral::cuda;
 
 namespace {
 
-enum Var { kFull, kPrex, kRing, kMma, kDeq, kDeq5, kBord, kBordHi, kNoX, kXa, kXaB, kXa2, kMmaXa };
+enum Var { kFull, kPrex, kRing, kMma, kDeq, kDeq5, kBord, kBordHi, kNoX, kXa, kXaB, kXa2, kMmaXa, kNumVars };
 const char* const kVarName[] = {"full", "prex", "ring", "mma", "deq", "deq5", "bord", "bordhi", "nox", "xa", "xab",
                                 "xa2", "mmaxa"};
 
@@ -363,22 +364,11 @@ int main(int argc, char** argv) {
   LAB_CHECK(cudaMalloc(&cyc, sizeof(long long) * std::size_t(16) * sms));
   std::printf("%s, %d SMs, max clock %.0f MHz; %d stages a warp; weights' bytes a cycle an SM (clock64), GB/s an SM "
               "(events), clock (cycles / globaltimer), blocks at once / blocks an SM, registers (! = spills); "
-              "columns: consumer "
-              "warps an SM (8 a block, or 16)\n",
+              "columns: consumer warps an SM (8 a block, or 16)\n",
               prop.name, sms, clock_khz / 1e3, iters);
-  rows<kFull>(sms, iters, out, cyc, s);
-  rows<kPrex>(sms, iters, out, cyc, s);
-  rows<kRing>(sms, iters, out, cyc, s);
-  rows<kMma>(sms, iters, out, cyc, s);
-  rows<kDeq>(sms, iters, out, cyc, s);
-  rows<kDeq5>(sms, iters, out, cyc, s);
-  rows<kBord>(sms, iters, out, cyc, s);
-  rows<kBordHi>(sms, iters, out, cyc, s);
-  rows<kNoX>(sms, iters, out, cyc, s);
-  rows<kXa>(sms, iters, out, cyc, s);
-  rows<kXaB>(sms, iters, out, cyc, s);
-  rows<kXa2>(sms, iters, out, cyc, s);
-  rows<kMmaXa>(sms, iters, out, cyc, s);
+  [&]<int... V>(std::integer_sequence<int, V...>) {  // every variant, in Var's order
+    (rows<V>(sms, iters, out, cyc, s), ...);
+  }(std::make_integer_sequence<int, kNumVars>{});
   LAB_CHECK(cudaFree(out));
   LAB_CHECK(cudaFree(cyc));
   return 0;
