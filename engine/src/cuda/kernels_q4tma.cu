@@ -520,18 +520,12 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
   // runs while the attention's combine kernel, a few L2 round trips on the critical path, ends, and the 8 MB of
   // [w1; w3]'s first tiles it asked for cost more there than they saved (presumably by delaying the combine's loads).
   // H200 int4 decode, same runs, 3 and 4 rounds in two calls: 2.657 / 2.6575 -> 2.652 / 2.6515 ms/token (PERF_NOTES
-  // v22 8.). PIXTRAL_CUDA_Q4TMA_WO_HINT=1 asks as before. Since the combine lets wo launch only once its loads have
-  // returned (v25 1.), wo's hint no longer lands on them: PIXTRAL_CUDA_Q4TMA_WO_L2PF=MB gives wo alone that budget (an
-  // A/B for PERF_NOTES v30 10.'s window, not yet run: DRAM idles from wo's last bytes until [w1; w3]'s blocks start),
-  // and PIXTRAL_CUDA_Q4TMA_W2_L2PF=MB w2 alone (the next layer's QKV, whose blocks start only as w2's leave and then
-  // wait for h behind their own rings' DRAM misses: v30 7.).
-  const bool wo = M == GemvMode::residual && K <= 4096;
-  const char* own_env = M != GemvMode::residual ? nullptr
-                        : wo                        ? "PIXTRAL_CUDA_Q4TMA_WO_L2PF"
-                                                    : "PIXTRAL_CUDA_Q4TMA_W2_L2PF";
-  const long own_mb = own_env ? env_long(own_env, -1) : -1;
-  a.next = note_launch(s, q, self, own_mb >= 0 ? std::int64_t(own_mb) << 20 : -1);
-  if (wo && own_mb < 0 && !env_one("PIXTRAL_CUDA_Q4TMA_WO_HINT")) a.next.n_first = 0;
+  // v22 8.). PIXTRAL_CUDA_Q4TMA_WO_HINT=1 asks as before. (wo's and w2's own budgets, 8 or 16 MB of their successors'
+  // first tiles, were measured after the combine's late trigger too: no gain, PERF_NOTES v31 1.)
+  a.next = note_launch(s, q, self);
+  if (M == GemvMode::residual && K <= 4096) {
+    if (!env_one("PIXTRAL_CUDA_Q4TMA_WO_HINT")) a.next.n_first = 0;
+  }
   launch_dependent_smem(kernel, dim3(unsigned(grid)), dim3(kThreads), std::size_t(l.total), s, out, x,
                         bias, a, ra, mw, mw2, ms, ms2);
   PIXTRAL_CUDA_LAUNCH_CHECK(q4tma_kernel);

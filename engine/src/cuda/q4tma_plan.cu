@@ -91,7 +91,7 @@ bool dyn_required() {
 
 // Records `self` as the successor of the previous launch's weight and returns this weight's successor, its first
 // tiles cut to the byte budget (n_first = 0: none known, or no budget).
-Q4tNext note_launch(cudaStream_t stream, const void* q, const Q4tNext& self, std::int64_t budget) {
+Q4tNext note_launch(cudaStream_t stream, const void* q, const Q4tNext& self) {
   Successors& s = successors();
   const std::lock_guard<std::mutex> lock(s.mu);
   const void*& last = s.last[stream];
@@ -102,7 +102,7 @@ Q4tNext note_launch(cudaStream_t stream, const void* q, const Q4tNext& self, std
   Q4tNext nx = it->second;
   const int rows_a_tile = nx.mode == GemvMode::plain || nx.mode == GemvMode::residual ? 16 : 32;
   const std::int64_t tile = std::int64_t(rows_a_tile) * (nx.row_bytes + nx.scale_row_bytes);
-  nx.n_first = int(std::min<std::int64_t>(nx.n_first, (budget < 0 ? l2_prefetch_bytes() : budget) / tile));
+  nx.n_first = int(std::min<std::int64_t>(nx.n_first, l2_prefetch_bytes() / tile));
   return nx;
 }
 

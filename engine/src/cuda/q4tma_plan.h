@@ -33,8 +33,7 @@ int dyn_tiles(GemvMode mode, int n_tiles, int grid, cudaStream_t s);
 /// PIXTRAL_CUDA_Q4TMA_DYN=require: a launch that would take static tiles is an error (tests).
 bool dyn_required();
 /// Records `self` as the successor of the stream's previous launch's weight and returns the successor of weight `q`,
-/// its first tiles cut to the L2 byte budget (`budget` bytes, or PIXTRAL_CUDA_Q4TMA_L2PF's when negative; n_first = 0:
-/// none known, or no budget).
-Q4tNext note_launch(cudaStream_t stream, const void* q, const Q4tNext& self, std::int64_t budget = -1);
+/// its first tiles cut to the L2 byte budget (n_first = 0: none known, or no budget).
+Q4tNext note_launch(cudaStream_t stream, const void* q, const Q4tNext& self);
 
 }  // namespace pixtral::cuda::q4tplan
