@@ -27,6 +27,12 @@
 //   xab    xa with the correction made from its chunk (bord's)
 //   xa2    xa with two chains of eight (fewer registers, another order)
 //   mmaxa  xa's MMAs alone on raw words
+//   imma   integer MMAs (PERF_NOTES v32): x as 3 signed byte digit planes of a fixed-point X (B columns 0..2, as if
+//          made once upstream; staged, with each group's correction and exponent), the weights as unsigned bytes
+//          (v + 8: even nibbles by one LOP3 a word, odd ones times 16 by another), m16n8k32 u8 × s8 → s32: 4 MMAs a
+//          group and row set (an even chain starting from the correction, an odd one), 16·even + odd, planes summed
+//          in int32 / fp32, times scale · 2^-e (a lane's plane weight folded in)
+//   mmaint imma's MMAs alone on raw words
 // R: row sets a stage (1: wo, w2; 2: QKV, [w1; w3]). The stage loop is not unrolled (#pragma unroll 1): unrolled by
 // the ring's two slots, the compiler hoisted loop-invariant weight loads and LOP3s of the mma and deq5 variants out
 // of the loop (the first run's mma and deq5 rows with one row set are inflated by it; PERF_NOTES v30 1.).
@@ -48,9 +54,11 @@ using namespace pixtral::cuda;
 
 namespace {
 
-enum Var { kFull, kPrex, kRing, kMma, kDeq, kDeq5, kBord, kBordHi, kNoX, kXa, kXaB, kXa2, kMmaXa, kNumVars };
+enum Var {
+  kFull, kPrex, kRing, kMma, kDeq, kDeq5, kBord, kBordHi, kNoX, kXa, kXaB, kXa2, kMmaXa, kImma, kMmaInt, kNumVars
+};
 const char* const kVarName[] = {"full", "prex", "ring", "mma", "deq", "deq5", "bord", "bordhi", "nox", "xa", "xab",
-                                "xa2", "mmaxa"};
+                                "xa2", "mmaxa", "imma", "mmaint"};
 
 constexpr int kK = 5120, kGroups = kK / 128, kStages = 2;
 
@@ -76,11 +84,31 @@ __device__ __forceinline__ std::uint32_t pair_hi(std::uint32_t u, int s) {
   return r;
 }
 
+// d = A · B + c, m16n8k32, u8 (A, row) × s8 (B, col) → s32.
+__device__ __forceinline__ void mma_u8s8(int d[4], std::uint32_t a0, std::uint32_t a1, std::uint32_t a2,
+                                         std::uint32_t a3, std::uint32_t b0, std::uint32_t b1, const int c[4]) {
+  asm("mma.sync.aligned.m16n8k32.row.col.s32.u8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%11,%12,%13};"
+      : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1), "r"(c[0]), "r"(c[1]), "r"(c[2]), "r"(c[3]));
+}
+// The even nibbles of u as unsigned bytes v + 8 ((u & 0x0f0f0f0f) ^ 0x08080808), the odd ones as 16 · (v + 8).
+__device__ __forceinline__ std::uint32_t u8_even(std::uint32_t u) {
+  std::uint32_t r;
+  asm("lop3.b32 %0, %1, 0x0f0f0f0f, 0x08080808, 0x6a;" : "=r"(r) : "r"(u));
+  return r;
+}
+__device__ __forceinline__ std::uint32_t u8_odd16(std::uint32_t u) {
+  std::uint32_t r;
+  asm("lop3.b32 %0, %1, 0xf0f0f0f0, 0x80808080, 0x6a;" : "=r"(r) : "r"(u));
+  return r;
+}
+
 // Shared memory: [barriers 64 B][ring kStages × R × 8 KB][x natural kK bf16][x as B registers kK bf16]
-// [scales R × 16 × kGroups f32][corr kGroups f32].
+// [scales R × 16 × kGroups f32][corr kGroups f32][imma: digits kGroups × 512 B][its corrections kGroups × 4 int]
+// [its exponents kGroups f32].
 template <int R>
 constexpr int smem_bytes() {
-  return 64 + kStages * R * 8192 + 2 * kK * 2 + R * 16 * kGroups * 4 + kGroups * 4;
+  return 64 + kStages * R * 8192 + 2 * kK * 2 + R * 16 * kGroups * 4 + kGroups * 4 + kGroups * (512 + 16 + 4);
 }
 
 template <int V, int R, int WARPS, int MINB>
@@ -93,6 +121,9 @@ __global__ void __launch_bounds__(WARPS * 32, MINB) math_kernel(float* out, long
   bf16* xb = xs + kK;
   float* sc = reinterpret_cast<float*>(xb + kK);
   float* corr_s = sc + R * 16 * kGroups;
+  unsigned char* xd = reinterpret_cast<unsigned char*>(corr_s + kGroups);  // [G][plane 4][t 4][32 B]
+  int* xci = reinterpret_cast<int*>(xd + kGroups * 512);                  // [G][plane 4]
+  float* xfe = reinterpret_cast<float*>(xci + 4 * kGroups);              // [G]
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, nthr = WARPS * 32;
   const unsigned seed = blockIdx.x * 7919u;
   // Random weights; x in [-1, 1); scales in [0.001, 0.002).
@@ -102,6 +133,9 @@ __global__ void __launch_bounds__(WARPS * 32, MINB) math_kernel(float* out, long
     xs[i] = __float2bfloat16_rn(float(hash32(seed + 77u * unsigned(i)) & 0xffff) / 32768.f - 1.f);
   for (int i = tid; i < R * 16 * kGroups; i += nthr)
     sc[i] = 0.001f + float(hash32(seed * 3u + unsigned(i)) & 0xffff) * 1.5e-8f;
+  for (int i = tid; i < kGroups * 512 / 4; i += nthr) reinterpret_cast<unsigned*>(xd)[i] = hash32(seed ^ 0x5151u ^ i);
+  for (int i = tid; i < 4 * kGroups; i += nthr) xci[i] = int(hash32(seed + 5u * unsigned(i)) & 0xfffff) - 0x80000;
+  for (int i = tid; i < kGroups; i += nthr) xfe[i] = 1.0f / float(1 << (8 + (i & 7)));
   if (tid == 0) {
     mbar_init(smem_addr(bars), 1);      // "full": completed once below, its phase 0 waited on forever after
     mbar_init(smem_addr(bars + 1), WARPS);  // "empty": arrived on, never waited on
@@ -235,6 +269,38 @@ __global__ void __launch_bounds__(WARPS * 32, MINB) math_kernel(float* out, long
         acc[r][1] = fmaf(sr[(2 * t + 1) * kGroups], d[0][1] + d[1][1] + cr, acc[r][1]);
         acc[r][2] = fmaf(sr[(2 * t + 8) * kGroups], d[2][0] + d[3][0] + cr, acc[r][2]);
         acc[r][3] = fmaf(sr[(2 * t + 9) * kGroups], d[2][1] + d[3][1] + cr, acc[r][3]);
+      }
+    } else if constexpr (V == kImma || V == kMmaInt) {
+      // Lane (g, t): plane g & 3's digits of k in [32t, 32t + 32) of group G (B column g), 8 words.
+      const uint4* dp = reinterpret_cast<const uint4*>(xd + G * 512 + (g & 3) * 128 + t * 32);
+      const uint4 b01 = dp[0], b23 = dp[1];
+      const int2 ci = reinterpret_cast<const int2*>(xci + 4 * G)[t & 1];  // columns 2t, 2t + 1 (mod 4)
+      const float pw = t == 0 ? 1.f : t == 1 ? 65536.f : 0.f;  // the lane's plane weight (plane 3: garbage)
+      const float xf = xfe[G] * pw;
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const int c0[4] = {ci.x, ci.y, ci.x, ci.y}, z[4] = {0, 0, 0, 0};
+        int de[4], dd[4];
+        const uint4 u0 = w0[r], u1 = w1[r];
+        if constexpr (V == kImma) {
+          mma_u8s8(de, u8_even(u0.x), u8_even(u1.x), u8_even(u0.y), u8_even(u1.y), b01.x, b01.y, c0);
+          mma_u8s8(de, u8_even(u0.z), u8_even(u1.z), u8_even(u0.w), u8_even(u1.w), b01.z, b01.w, de);
+          mma_u8s8(dd, u8_odd16(u0.x), u8_odd16(u1.x), u8_odd16(u0.y), u8_odd16(u1.y), b23.x, b23.y, z);
+          mma_u8s8(dd, u8_odd16(u0.z), u8_odd16(u1.z), u8_odd16(u0.w), u8_odd16(u1.w), b23.z, b23.w, dd);
+        } else {
+          mma_u8s8(de, u0.x, u1.x, u0.y, u1.y, b01.x, b01.y, c0);
+          mma_u8s8(de, u0.z, u1.z, u0.w, u1.w, b01.z, b01.w, de);
+          mma_u8s8(dd, u0.x ^ u1.x, u1.y, u0.y ^ u1.w, u1.x, b23.x, b23.y, z);
+          mma_u8s8(dd, u0.z ^ u1.z, u1.w, u0.w ^ u1.y, u1.z, b23.z, b23.w, dd);
+        }
+        int tot[4];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) tot[e] = 16 * de[e] + dd[e];
+        const int mt = t == 0 ? 256 : 0;  // plane 1 joins plane 0 in int32; column 3 dropped
+        const float va = float(tot[0] + mt * tot[1]), vb = float(tot[2] + mt * tot[3]);
+        const float sa = s0[r * 16 * kGroups], sb = s0[r * 16 * kGroups + 8 * kGroups];
+        acc[r][0] = fmaf(sa * xf, va, acc[r][0]);
+        acc[r][2] = fmaf(sb * xf, vb, acc[r][2]);
       }
     } else {  // kDeq
 #pragma unroll
