@@ -354,6 +354,78 @@ TEST(QuantCudaTma, FoldedNormEqualsNormThenOpBitForBit) {
   }
 }
 
+// PIXTRAL_CUDA_NORM_COPY=1 (an experiment, PERF_NOTES v32 2.; read at every launch): an int4 residual GEMV copies
+// the norm weight of the normed GEMV that followed it the step before into its stream's slot, and that normed GEMV
+// reads it there after its wait instead of from the weight. Steps of wo-like residual → normed [w1; w3] → w2-like
+// residual → normed QKV, the normed GEMVs' norm weights swapped in the last steps (the copy then holds the other
+// weight: each normed GEMV must still use its own): every step's outputs bit for bit as with the switch off.
+TEST(QuantCudaTma, NormWeightCopyEqualsTheWeightBitForBit) {
+  PIXTRAL_REQUIRE_GPU();
+  auto cpu = ops::make_cpu_backend(1);
+  std::mt19937 rng(47);
+  ScopedEnv req("PIXTRAL_CUDA_Q4TMA", "require");
+  ScopedEnv fold("PIXTRAL_CUDA_FOLD_NORM", "require");
+  const float eps = 1e-5f;
+  const std::int64_t K = 1024, Kx = 2048, F = 1024;
+  const QkvCase c{4, 2, 32, K};
+  const std::int64_t kd = c.kv_dim(), cap = 16;
+  Host wo_h = make_weight(K, Kx, 1300, "wo"), w2_h = make_weight(K, F, 1310, "w2");
+  Host w1 = make_weight(F, K, 1320, "w1"), w3 = make_weight(F, K, 1330, "w3");
+  const WeightView* parts[2] = {&w1.view, &w3.view};
+  const QkvHost hq = make_qkv(c, 1340, 1350, 1360);
+  auto wo = G->upload_weight_quantized(wo_h.view, Format::int4_g128);
+  auto w2 = G->upload_weight_quantized(w2_h.view, Format::int4_g128);
+  auto w13 = G->upload_weight_stacked_quantized(parts, "w13", Format::int4_g128);
+  auto wqkv = G->upload_weight_stacked_quantized(hq.parts(), "wqkv", Format::int4_g128);
+  std::vector<std::uint16_t> na(static_cast<std::size_t>(K)), nb(static_cast<std::size_t>(K));
+  std::normal_distribution<float> nd(1.f, 0.2f);
+  for (auto& b : na) b = f32_to_bf16(nd(rng));
+  for (auto& b : nb) b = f32_to_bf16(nd(rng));
+  auto n_attn = G->upload_weight(WeightView{"attention_norm", na.data(), DType::bf16, {K}});
+  auto n_ffn = G->upload_weight(WeightView{"ffn_norm", nb.data(), DType::bf16, {K}});
+  ASSERT_TRUE(wo.ok() && w2.ok() && w13.ok() && wqkv.ok() && n_attn.ok() && n_ffn.ok());
+  const auto xo = cuda_test::random_values(rng, std::size_t(Kx));
+  const auto h0 = cuda_test::random_values(rng, std::size_t(K));
+  auto x = cuda_test::make_pair(cpu.get(), G, 1, Kx, xo.data(), DType::bf16);
+  auto h = cuda_test::make_pair(cpu.get(), G, 1, K, h0.data(), DType::bf16);
+  auto tmp = cuda_test::make_pair(cpu.get(), G, 1, K, nullptr, DType::bf16);
+  auto xn = cuda_test::make_pair(cpu.get(), G, 1, K, nullptr, DType::bf16);
+  auto act = cuda_test::make_pair(cpu.get(), G, 1, F, nullptr, DType::bf16);
+  auto gu = cuda_test::make_pair(cpu.get(), G, 1, 2 * F, nullptr, DType::bf16);
+  auto qkv = cuda_test::make_pair(cpu.get(), G, 1, c.cols(), nullptr, DType::bf16);
+  auto kc = cuda_test::make_pair(cpu.get(), G, cap, kd, nullptr, DType::bf16);
+  auto vc = cuda_test::make_pair(cpu.get(), G, cap, kd, nullptr, DType::bf16);
+  // Five steps from the same h; each step's outputs appended. Steps 3 and 4 swap the two norm weights.
+  const auto run = [&](const char* sw) {
+    ScopedEnv env("PIXTRAL_CUDA_NORM_COPY", sw);
+    std::vector<float> got;
+    cuda_test::reset_gpu(*h, h0.data());
+    for (int step = 0; step < 5; ++step) {
+      const bool swap = step == 3 || step == 4;
+      const ops::Weight& g_ffn = swap ? *n_attn : *n_ffn;
+      const ops::Weight& g_attn = swap ? *n_ffn : *n_attn;
+      EXPECT_TRUE(G->matmul_add(h->g, tmp->g, x->g, *wo).ok());
+      EXPECT_TRUE(G->rms_norm_matmul_silu(act->g, gu->g, xn->g, h->g, g_ffn, eps, *w13).ok());
+      for (const auto& part : {download(G, act->g), download(G, xn->g)})
+        got.insert(got.end(), part.begin(), part.end());
+      EXPECT_TRUE(G->matmul_add(h->g, tmp->g, act->g, *w2).ok());
+      EXPECT_TRUE(G->rms_norm_matmul_rope_append_kv(qkv->g, xn->g, h->g, g_attn, eps, *wqkv, c.H, c.Hkv, c.D, step,
+                                                    1e6f, ops::RopePairs::halves, kc->g, vc->g)
+                      .ok());
+      auto q = download(G, qkv->g);
+      q.resize(std::size_t(c.H * c.D));
+      got.insert(got.end(), q.begin(), q.end());
+      for (const auto& part : {download(G, xn->g), download(G, h->g)})
+        got.insert(got.end(), part.begin(), part.end());
+    }
+    return got;
+  };
+  const auto off = run("0");
+  const auto on = run("1");
+  cuda_test::expect_same_bits(off, on, "NORM_COPY=1 against 0 over five steps");
+  for (auto* wt : {&*wo, &*w2, &*w13, &*wqkv, &*n_attn, &*n_ffn}) G->free_weight(*wt);
+}
+
 // The int8 one-row GEMV with rows of K ≥ 8192 split between 2 or 4 warps (kernels_q8split.cu: w2's GEMV by default,
 // PIXTRAL_CUDA_Q8_SPLIT read at every launch). A split row is summed in another association than the scalar kernel's,
 // so: within the CPU reference's budget (the GEMV's budget of MatmulMatchesCpuReference), bit-identical on a rerun,
