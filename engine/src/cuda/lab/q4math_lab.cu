@@ -33,6 +33,9 @@
 //          group and row set (an even chain starting from the correction, an odd one), 16·even + odd, planes summed
 //          in int32 / fp32, times scale · 2^-e (a lane's plane weight folded in)
 //   mmaint imma's MMAs alone on raw words
+//   immax  imma with x's digits made from x (bf16) by the block every 5 stages a warp (two __syncthreads around
+//          it): what a one-tile block (wo, w2, QKV: its stages and its x both grow with K) would pay to make them
+//          after its wait; immaxl every 17 ([w1; w3]: ~3.4 tiles of 5 stages a block)
 // R: row sets a stage (1: wo, w2; 2: QKV, [w1; w3]). The stage loop is not unrolled (#pragma unroll 1): unrolled by
 // the ring's two slots, the compiler hoisted loop-invariant weight loads and LOP3s of the mma and deq5 variants out
 // of the loop (the first run's mma and deq5 rows with one row set are inflated by it; PERF_NOTES v30 1.).
@@ -55,10 +58,11 @@ using namespace pixtral::cuda;
 namespace {
 
 enum Var {
-  kFull, kPrex, kRing, kMma, kDeq, kDeq5, kBord, kBordHi, kNoX, kXa, kXaB, kXa2, kMmaXa, kImma, kMmaInt, kNumVars
+  kFull, kPrex, kRing, kMma, kDeq, kDeq5, kBord, kBordHi, kNoX, kXa, kXaB, kXa2, kMmaXa, kImma, kMmaInt, kImmaX, kImmaXL, kNumVars
 };
 const char* const kVarName[] = {"full", "prex", "ring", "mma", "deq", "deq5", "bord", "bordhi", "nox", "xa", "xab",
-                                "xa2", "mmaxa", "imma", "mmaint"};
+                                "xa2", "mmaxa", "imma", "mmaint", "immax",
+                                "immaxl"};
 
 constexpr int kK = 5120, kGroups = kK / 128, kStages = 2;
 
@@ -103,6 +107,66 @@ __device__ __forceinline__ std::uint32_t u8_odd16(std::uint32_t u) {
   return r;
 }
 
+// x's digits for the imma variants: each 8-value chunk c of group G (k = 32t + 8m + i, t = c / 4, m = c % 4) by one
+// thread of a half-warp (the group's 16 chunks): the group's maximum |x| by 4 shuffles, an exponent e with
+// |x · 2^e| < 2^22, X = round(x · 2^e) by the 1.5 · 2^23 trick, the signed base-256 digits' bytes (X, (X + 128) >> 8,
+// and again), each plane's even and odd values as one word each at [G][plane][t][m · 4] and [.. 16 + m · 4], each
+// plane's digit sum (−8 · Σ: the even chain's start) and 2^-e / 16. n_groups · 16 a multiple of 32 (warp-uniform).
+__device__ __forceinline__ void stage_digits(const bf16* xs, unsigned char* xd, int* xci, float* xfe, int n_groups,
+                                             int tid, int nthr) {
+  for (int ci = tid; ci < n_groups * 16; ci += nthr) {
+    const int G = ci >> 4, c = ci & 15, t = c >> 2, m = c & 3;
+    const uint4 v = reinterpret_cast<const uint4*>(xs)[ci];
+    float f[8];
+    const std::uint32_t w[4] = {v.x, v.y, v.z, v.w};
+    float amax = 0.f;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      f[2 * i] = __uint_as_float(w[i] << 16);
+      f[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+      amax = fmaxf(amax, fmaxf(fabsf(f[2 * i]), fabsf(f[2 * i + 1])));
+    }
+#pragma unroll
+    for (int o = 1; o < 16; o <<= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+    const int E = int((__float_as_uint(amax) >> 23) & 0xff);
+    const int e = amax > 0.f ? min(max(21 - (E - 127), -126), 127) : 0;
+    const float sc = __uint_as_float(std::uint32_t(127 + e) << 23);
+    int X[8], X1[8], X2[8], s0 = 0, s1 = 0, s2 = 0;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      X[i] = __float_as_int(fmaf(f[i], sc, 12582912.f)) - 0x4B400000;
+      X1[i] = (X[i] + 128) >> 8;
+      X2[i] = (X1[i] + 128) >> 8;
+      s0 += X[i] - (X1[i] << 8);
+      s1 += X1[i] - (X2[i] << 8);
+      s2 += X2[i];
+    }
+    const int* pl[3] = {X, X1, X2};
+#pragma unroll
+    for (int p = 0; p < 3; ++p) {
+      const int* d = pl[p];
+      const std::uint32_t ev = __byte_perm(__byte_perm(d[0], d[2], 0x40), __byte_perm(d[4], d[6], 0x40), 0x5410);
+      const std::uint32_t od = __byte_perm(__byte_perm(d[1], d[3], 0x40), __byte_perm(d[5], d[7], 0x40), 0x5410);
+      unsigned char* dst = xd + G * 512 + p * 128 + t * 32;
+      reinterpret_cast<std::uint32_t*>(dst)[m] = ev;
+      reinterpret_cast<std::uint32_t*>(dst)[4 + m] = od;
+    }
+#pragma unroll
+    for (int o = 1; o < 16; o <<= 1) {
+      s0 += __shfl_xor_sync(0xffffffffu, s0, o);
+      s1 += __shfl_xor_sync(0xffffffffu, s1, o);
+      s2 += __shfl_xor_sync(0xffffffffu, s2, o);
+    }
+    if (c == 0) {
+      xci[4 * G] = -8 * s0;
+      xci[4 * G + 1] = -8 * s1;
+      xci[4 * G + 2] = -8 * s2;
+      xci[4 * G + 3] = 0;
+      xfe[G] = __uint_as_float(std::uint32_t(127 - e - 4) << 23);  // 2^-e / 16 (e ≤ 119 here)
+    }
+  }
+}
+
 // Shared memory: [barriers 64 B][ring kStages × R × 8 KB][x natural kK bf16][x as B registers kK bf16]
 // [scales R × 16 × kGroups f32][corr kGroups f32][imma: digits kGroups × 512 B][its corrections kGroups × 4 int]
 // [its exponents kGroups f32].
@@ -113,6 +177,7 @@ constexpr int smem_bytes() {
 
 template <int V, int R, int WARPS, int MINB>
 __global__ void __launch_bounds__(WARPS * 32, MINB) math_kernel(float* out, long long* cycles, int iters) {
+  constexpr int kEvery = V == kImmaX ? 5 : V == kImmaXL ? 17 : 0;  // immax: x's digits made every kEvery stages
   // cycles[4 block .. + 3]: clock64 and %globaltimer (ns) at the loop's start and end, and the SM.
   extern __shared__ __align__(1024) unsigned char smem[];
   std::uint64_t* bars = reinterpret_cast<std::uint64_t*>(smem);
@@ -170,6 +235,13 @@ __global__ void __launch_bounds__(WARPS * 32, MINB) math_kernel(float* out, long
                                                                                             : G + WARPS) {
     const unsigned char* st = ring + s * R * 8192;
     if constexpr (V == kRing) mbar_wait(smem_addr(bars), 0);
+    if constexpr (kEvery > 0) {
+      if (it % kEvery == 0) {
+        __syncthreads();
+        stage_digits(xs, xd, xci, xfe, kGroups, tid, nthr);
+        __syncthreads();
+      }
+    }
     uint4 w0[R], w1[R];
 #pragma unroll
     for (int r = 0; r < R; ++r) {
@@ -270,7 +342,7 @@ __global__ void __launch_bounds__(WARPS * 32, MINB) math_kernel(float* out, long
         acc[r][2] = fmaf(sr[(2 * t + 8) * kGroups], d[2][0] + d[3][0] + cr, acc[r][2]);
         acc[r][3] = fmaf(sr[(2 * t + 9) * kGroups], d[2][1] + d[3][1] + cr, acc[r][3]);
       }
-    } else if constexpr (V == kImma || V == kMmaInt) {
+    } else if constexpr (V == kImma || V == kMmaInt || V == kImmaX || V == kImmaXL) {
       // Lane (g, t): plane g & 3's digits of k in [32t, 32t + 32) of group G (B column g), 8 words.
       const uint4* dp = reinterpret_cast<const uint4*>(xd + G * 512 + (g & 3) * 128 + t * 32);
       const uint4 b01 = dp[0], b23 = dp[1];
@@ -282,7 +354,7 @@ __global__ void __launch_bounds__(WARPS * 32, MINB) math_kernel(float* out, long
         const int c0[4] = {ci.x, ci.y, ci.x, ci.y}, z[4] = {0, 0, 0, 0};
         int de[4], dd[4];
         const uint4 u0 = w0[r], u1 = w1[r];
-        if constexpr (V == kImma) {
+        if constexpr (V != kMmaInt) {
           mma_u8s8(de, u8_even(u0.x), u8_even(u1.x), u8_even(u0.y), u8_even(u1.y), b01.x, b01.y, c0);
           mma_u8s8(de, u8_even(u0.z), u8_even(u1.z), u8_even(u0.w), u8_even(u1.w), b01.z, b01.w, de);
           mma_u8s8(dd, u8_odd16(u0.x), u8_odd16(u1.x), u8_odd16(u0.y), u8_odd16(u1.y), b23.x, b23.y, z);
