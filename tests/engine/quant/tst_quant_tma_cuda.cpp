@@ -361,12 +361,11 @@ TEST(QuantCudaTma, FoldedNormEqualsNormThenOpBitForBit) {
 // weight: each normed GEMV must still use its own): every step's outputs bit for bit as with the switch off.
 TEST(QuantCudaTma, NormWeightCopyEqualsTheWeightBitForBit) {
   PIXTRAL_REQUIRE_GPU();
-  auto cpu = ops::make_cpu_backend(1);
-  std::mt19937 rng(47);
-  ScopedEnv req("PIXTRAL_CUDA_Q4TMA", "require");
-  ScopedEnv fold("PIXTRAL_CUDA_FOLD_NORM", "require");
   const float eps = 1e-5f;
   const std::int64_t K = 1024, Kx = 2048, F = 1024;
+  ScopedEnv req("PIXTRAL_CUDA_Q4TMA", "require"), fold("PIXTRAL_CUDA_FOLD_NORM", "require");
+  auto cpu = ops::make_cpu_backend(1);
+  std::mt19937 rng(47);
   const QkvCase c{4, 2, 32, K};
   const std::int64_t kd = c.kv_dim(), cap = 16;
   Host wo_h = make_weight(K, Kx, 1300, "wo"), w2_h = make_weight(K, F, 1310, "w2");

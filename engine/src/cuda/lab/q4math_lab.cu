@@ -95,17 +95,10 @@ __device__ __forceinline__ void mma_u8s8(int d[4], std::uint32_t a0, std::uint32
       : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1), "r"(c[0]), "r"(c[1]), "r"(c[2]), "r"(c[3]));
 }
-// The even nibbles of u as unsigned bytes v + 8 ((u & 0x0f0f0f0f) ^ 0x08080808), the odd ones as 16 · (v + 8).
-__device__ __forceinline__ std::uint32_t u8_even(std::uint32_t u) {
-  std::uint32_t r;
-  asm("lop3.b32 %0, %1, 0x0f0f0f0f, 0x08080808, 0x6a;" : "=r"(r) : "r"(u));
-  return r;
-}
-__device__ __forceinline__ std::uint32_t u8_odd16(std::uint32_t u) {
-  std::uint32_t r;
-  asm("lop3.b32 %0, %1, 0xf0f0f0f0, 0x80808080, 0x6a;" : "=r"(r) : "r"(u));
-  return r;
-}
+// The even nibbles of u as unsigned bytes v + 8 ((u & 0x0f0f0f0f) ^ 0x08080808), the odd ones as 16 · (v + 8)
+// ((u & 0xf0f0f0f0) ^ 0x80808080): one LOP3 each (ptxas folds the and-xor of two immediates into one).
+__device__ __forceinline__ std::uint32_t u8_even(std::uint32_t u) { return (u & 0x0f0f0f0fu) ^ 0x08080808u; }
+__device__ __forceinline__ std::uint32_t u8_odd16(std::uint32_t u) { return (u & 0xf0f0f0f0u) ^ 0x80808080u; }
 
 // x's digits for the imma variants: each 8-value chunk c of group G (k = 32t + 8m + i, t = c / 4, m = c % 4) by one
 // thread of a half-warp (the group's 16 chunks): the group's maximum |x| by 4 shuffles, an exponent e with
