@@ -564,7 +564,7 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
   if (env_one("PIXTRAL_CUDA_NORM_COPY")) {  // an experiment (PERF_NOTES v32 2.); read at each launch
     bf16* const copies = norm_copy_base();
     if (copies && M == GemvMode::residual && a.next.norm_w && a.next.row_bytes * 2 == N && N <= kNormCopyMax &&
-        N % 16 == 0) {
+        N % 16 == 0 && reinterpret_cast<std::uintptr_t>(a.next.norm_w) % 16 == 0) {  // whole 16-byte cp.async
       const int slot = note_norm_copy_written(s, a.next.norm_w);
       if (slot >= 0) {
         a.gc_src = static_cast<const bf16*>(a.next.norm_w);
