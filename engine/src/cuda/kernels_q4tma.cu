@@ -561,7 +561,10 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
   if (M == GemvMode::residual && K <= 4096) {
     if (!env_one("PIXTRAL_CUDA_Q4TMA_WO_HINT")) a.next.n_first = 0;
   }
-  if (env_one("PIXTRAL_CUDA_NORM_COPY")) {  // an experiment (PERF_NOTES v32 2.); read at each launch
+  // An experiment (PERF_NOTES v32 6.); read at each launch. =require (tests: proves the copy is read): a normed
+  // launch that finds no copy of its norm weight from the launch before is an error.
+  const bool copy_required = env_is("PIXTRAL_CUDA_NORM_COPY", "require");
+  if (env_one("PIXTRAL_CUDA_NORM_COPY") || copy_required) {
     bf16* const copies = norm_copy_base();
     if (copies && M == GemvMode::residual && a.next.norm_w && a.next.row_bytes * 2 == N && N <= kNormCopyMax &&
         N % 16 == 0 && reinterpret_cast<std::uintptr_t>(a.next.norm_w) % 16 == 0) {  // whole 16-byte cp.async
@@ -575,6 +578,9 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
       const int slot = norm_copy_slot(s, norm->w);
       if (slot >= 0) a.gc_in = copies + std::ptrdiff_t(slot) * kNormCopyMax;
     }
+    if (norm && !a.gc_in && copy_required)
+      return Status(ErrorCode::unsupported, "q4tma (PIXTRAL_CUDA_NORM_COPY=require): no copy of this launch's norm "
+                                            "weight from the residual launch before it");
   }
   launch_dependent_smem(kernel, dim3(unsigned(grid)), dim3(kThreads), std::size_t(l.total), s, out, x,
                         bias, a, ra, mw, mw2, ms, ms2);

@@ -358,7 +358,8 @@ TEST(QuantCudaTma, FoldedNormEqualsNormThenOpBitForBit) {
 // the norm weight of the normed GEMV that followed it the step before into its stream's slot, and that normed GEMV
 // reads it there after its wait instead of from the weight. Steps of wo-like residual → normed [w1; w3] → w2-like
 // residual → normed QKV, the normed GEMVs' norm weights swapped in the last steps (the copy then holds the other
-// weight: each normed GEMV must still use its own): every step's outputs bit for bit as with the switch off.
+// weight: each normed GEMV must still use its own): every step's outputs bit for bit as with the switch off. Steps 1
+// and 2 run under =require, which makes a normed GEMV that reads no copy an error: the copy path is the one compared.
 TEST(QuantCudaTma, NormWeightCopyEqualsTheWeightBitForBit) {
   PIXTRAL_REQUIRE_GPU();
   const float eps = 1e-5f;
@@ -395,11 +396,11 @@ TEST(QuantCudaTma, NormWeightCopyEqualsTheWeightBitForBit) {
   auto kc = cuda_test::make_pair(cpu.get(), G, cap, kd, nullptr, DType::bf16);
   auto vc = cuda_test::make_pair(cpu.get(), G, cap, kd, nullptr, DType::bf16);
   // Five steps from the same h; each step's outputs appended. Steps 3 and 4 swap the two norm weights.
-  const auto run = [&](const char* sw) {
-    ScopedEnv env("PIXTRAL_CUDA_NORM_COPY", sw);
+  const auto run = [&](bool copy) {
     std::vector<float> got;
     cuda_test::reset_gpu(*h, h0.data());
     for (int step = 0; step < 5; ++step) {
+      ScopedEnv env("PIXTRAL_CUDA_NORM_COPY", !copy ? "0" : step == 1 || step == 2 ? "require" : "1");
       const bool swap = step == 3 || step == 4;
       const ops::Weight& g_ffn = swap ? *n_attn : *n_ffn;
       const ops::Weight& g_attn = swap ? *n_ffn : *n_attn;
@@ -419,8 +420,8 @@ TEST(QuantCudaTma, NormWeightCopyEqualsTheWeightBitForBit) {
     }
     return got;
   };
-  const auto off = run("0");
-  const auto on = run("1");
+  const auto off = run(false);
+  const auto on = run(true);
   cuda_test::expect_same_bits(off, on, "NORM_COPY=1 against 0 over five steps");
   for (auto* wt : {&*wo, &*w2, &*w13, &*wqkv, &*n_attn, &*n_ffn}) G->free_weight(*wt);
 }
