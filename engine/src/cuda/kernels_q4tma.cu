@@ -98,11 +98,6 @@ struct Q4tArgs {
   bool norm_early = true;  // the norm weight loaded before the dependent-launch wait
   bool rope_early = true;  // the rope mode's first tile's cos / sin made before it
   Q4tNext next;
-  // PIXTRAL_CUDA_NORM_COPY=1 (q4tma_plan.h): a residual launch's storing lanes copy gc_src[n] (the next normed
-  // launch's norm weight) to gc_dst[n]; a normed launch reads its norm weight from gc_in after its wait.
-  const bf16* gc_src = nullptr;
-  bf16* gc_dst = nullptr;
-  const bf16* gc_in = nullptr;
 };
 
 // The rows of tile j of `nx` (tile_plan's, at run time), each range's weight and scale bytes asked into L2.
@@ -142,11 +137,6 @@ __device__ __forceinline__ void prefetch_next(const Q4tNext& nx) {
 // its stream's range on the host (dyn_tiles), so launches that can overlap — under programmatic dependent launch,
 // even on the same weight, or on another stream — never share one.
 __device__ int g_q4t_dyn[kDynSlots * 32];
-
-// The norm weight copies (PIXTRAL_CUDA_NORM_COPY), one a stream's range: K ≤ 8192 (the folded norm's limit).
-constexpr int kNormCopyMax = 8192;
-constexpr int kGcCopy = 512;  // a tile's 16 copied values (32 bytes) in the barriers' corner (kBarBytes)
-__device__ __align__(16) bf16 g_norm_copy[kDynStreams * kNormCopyMax];
 
 // What stage_x stores for each 16-byte chunk of x: the MMAs' B registers for it (q4_b_fragments), which the
 // consumers then read as they are, with no PRMTs a stage (H200 q4math lab, 16 consumer warps an SM, one row set:
@@ -257,9 +247,7 @@ __global__ void __launch_bounds__(kThreads, M == GemvMode::residual ? kResidualM
   // the ring's own requests on the kernel's critical path.
   uint4 gv[kRounds] = {};
   const bool normed = M != GemvMode::plain && M != GemvMode::residual && a.nh;
-  const bf16* const gsrc = a.gc_in ? a.gc_in : a.nw;  // NORM_COPY: the copy, read after the wait like h
-  const bool g_early = a.norm_early && !a.gc_in;
-  if (normed && g_early) {
+  if (normed && a.norm_early) {
 #pragma unroll
     for (int r = 0; r < kRounds; ++r) {
       const int p = r * kWarps * 32 + tid;
@@ -287,7 +275,7 @@ __global__ void __launch_bounds__(kThreads, M == GemvMode::residual ? kResidualM
       const int p = r * kWarps * 32 + tid;
       if (p < nv) {
         hv[r] = reinterpret_cast<const uint4*>(a.nh)[p];
-        if (!g_early) gv[r] = reinterpret_cast<const uint4*>(gsrc)[p];
+        if (!a.norm_early) gv[r] = reinterpret_cast<const uint4*>(a.nw)[p];
       }
     }
 #pragma unroll
@@ -351,12 +339,6 @@ __global__ void __launch_bounds__(kThreads, M == GemvMode::residual ? kResidualM
     if (stores) {
       if (!(pre0_done && j == 0)) gemv_item_pre_early<M>(pre, n0 + lane, ra);
       gemv_item_pre_late<M>(pre, out, 0, n0 + lane, a.N);
-    }
-    // NORM_COPY: the next normed launch's norm weight at the tile's 16 rows (N % 16 == 0), on its way into the
-    // barriers' corner (kGcCopy) by cp.async while the tile is multiplied: no register held over the stages.
-    if (M == GemvMode::residual && a.gc_src && warp == 0) {
-      if (lane < 2) cp_async16(smem_addr(smem + kGcCopy) + 16 * lane, a.gc_src + n0 + 8 * lane, true);
-      cp_async_commit();
     }
     if (!dyn) sring.wait_full();
     const float* sc = reinterpret_cast<const float*>(smem + a.scales + sring.slot * a.scale_bytes);
@@ -432,12 +414,6 @@ __global__ void __launch_bounds__(kThreads, M == GemvMode::residual ? kResidualM
         }
         gemv_item_store<M>(out, 0, n0 + lane, a.N, v, bias, ra, pre);
       }
-      if (M == GemvMode::residual && a.gc_src) {
-        cp_async_wait<0>();
-        __syncwarp();
-        if (stores) a.gc_dst[n0 + lane] = reinterpret_cast<const bf16*>(smem + kGcCopy)[lane];
-        __syncwarp();  // read before the next tile's copy lands
-      }
     }
   }
 }
@@ -462,16 +438,6 @@ struct NormIn {
   bf16* xn;
   float eps;
 };
-
-// g_norm_copy's device address on the current device (null if the runtime cannot give it: no copies then).
-bf16* norm_copy_base() {
-  void* a = nullptr;
-  if (cudaGetSymbolAddress(&a, g_norm_copy) != cudaSuccess) {
-    (void)cudaGetLastError();
-    return nullptr;
-  }
-  return static_cast<bf16*>(a);
-}
 
 // PIXTRAL_CUDA_Q4TMA_PREX=0 (A/B; read at each launch): every tile makes x's B registers and the groups' corrections
 // again, as before kPreX.
@@ -543,8 +509,7 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
                      .nkv = ra.nkv,
                      .hd = ra.hd,
                      .halves = ra.halves,
-                     .n_first = grid,  // each of its blocks' first tile
-                     .norm_w = norm ? norm->w : nullptr};
+                     .n_first = grid};  // each of its blocks' first tile
   a.rope_early = !env_zero("PIXTRAL_CUDA_ROPE_EARLY");
   a.dyn_slot = dyn_tiles(M, n_tiles, grid, s);
   if (a.dyn_slot < 0 && dyn_required())
@@ -560,27 +525,6 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
   a.next = note_launch(s, q, self);
   if (M == GemvMode::residual && K <= 4096) {
     if (!env_one("PIXTRAL_CUDA_Q4TMA_WO_HINT")) a.next.n_first = 0;
-  }
-  // An experiment (PERF_NOTES v32 6.); read at each launch. =require (tests: proves the copy is read): a normed
-  // launch that finds no copy of its norm weight from the launch before is an error.
-  const bool copy_required = env_is("PIXTRAL_CUDA_NORM_COPY", "require");
-  if (env_one("PIXTRAL_CUDA_NORM_COPY") || copy_required) {
-    bf16* const copies = norm_copy_base();
-    if (copies && M == GemvMode::residual && a.next.norm_w && a.next.row_bytes * 2 == N && N <= kNormCopyMax &&
-        N % 16 == 0 && reinterpret_cast<std::uintptr_t>(a.next.norm_w) % 16 == 0) {  // whole 16-byte cp.async
-      const int slot = note_norm_copy_written(s, a.next.norm_w);
-      if (slot >= 0) {
-        a.gc_src = static_cast<const bf16*>(a.next.norm_w);
-        a.gc_dst = copies + std::ptrdiff_t(slot) * kNormCopyMax;
-      }
-    }
-    if (copies && norm) {
-      const int slot = norm_copy_slot(s, norm->w);
-      if (slot >= 0) a.gc_in = copies + std::ptrdiff_t(slot) * kNormCopyMax;
-    }
-    if (norm && !a.gc_in && copy_required)
-      return Status(ErrorCode::unsupported, "q4tma (PIXTRAL_CUDA_NORM_COPY=require): no copy of this launch's norm "
-                                            "weight from the residual launch before it");
   }
   launch_dependent_smem(kernel, dim3(unsigned(grid)), dim3(kThreads), std::size_t(l.total), s, out, x,
                         bias, a, ra, mw, mw2, ms, ms2);

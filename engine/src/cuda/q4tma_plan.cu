@@ -55,30 +55,6 @@ DynRanges& dyn_ranges() {
   return d;
 }
 
-// The stream's range (0 .. kDynStreams - 1), taken on first use; -1 when all are taken. Caller holds d.mu.
-int stream_range_locked(DynRanges& d, cudaStream_t s) {
-  for (int i = 0; i < kDynStreams; ++i)
-    if (d.used[i] && d.stream[i] == s) return i;
-  for (int i = 0; i < kDynStreams; ++i)
-    if (!d.used[i]) {
-      d.used[i] = true;
-      d.stream[i] = s;
-      d.next[i] = 0;
-      return i;
-    }
-  return -1;
-}
-
-// Which norm weight each stream's copy slot holds (written by the last residual launch told to copy, read once).
-struct NormCopies {
-  std::mutex mu;
-  std::unordered_map<cudaStream_t, const void*> holds;
-};
-NormCopies& norm_copies() {
-  static NormCopies c;
-  return c;
-}
-
 }  // namespace
 
 // PIXTRAL_CUDA_Q4TMA_DYN=0: static tiles everywhere (A/B); =require: a launch that would take static tiles is an
@@ -96,39 +72,21 @@ int dyn_tiles(GemvMode mode, int n_tiles, int grid, cudaStream_t s) {
       unsigned(std::clamp(env_long("PIXTRAL_CUDA_Q4TMA_DYN_SLOTS", kDynPerStream), 2L, long(kDynPerStream)));
   DynRanges& d = dyn_ranges();
   const std::lock_guard<std::mutex> lock(d.mu);
-  const int range = stream_range_locked(d, s);
+  int range = -1;
+  for (int i = 0; i < kDynStreams && range < 0; ++i)
+    if (d.used[i] && d.stream[i] == s) range = i;
+  for (int i = 0; i < kDynStreams && range < 0; ++i)
+    if (!d.used[i]) {
+      range = i;
+      d.used[i] = true;
+      d.stream[i] = s;
+      d.next[i] = 0;
+    }
   if (range < 0) return -1;
   return range * kDynPerStream + int(d.next[range]++ % per);
 }
 bool dyn_required() {
   return env_is("PIXTRAL_CUDA_Q4TMA_DYN", "require");
-}
-
-int note_norm_copy_written(cudaStream_t stream, const void* norm_w) {
-  int slot = -1;
-  {
-    DynRanges& d = dyn_ranges();
-    const std::lock_guard<std::mutex> lock(d.mu);
-    slot = stream_range_locked(d, stream);
-  }
-  NormCopies& c = norm_copies();
-  const std::lock_guard<std::mutex> lock(c.mu);
-  c.holds[stream] = slot >= 0 ? norm_w : nullptr;
-  return slot;
-}
-
-int norm_copy_slot(cudaStream_t stream, const void* norm_w) {
-  NormCopies& c = norm_copies();
-  {
-    const std::lock_guard<std::mutex> lock(c.mu);
-    const auto it = c.holds.find(stream);
-    const bool have = it != c.holds.end() && it->second == norm_w && norm_w;
-    if (it != c.holds.end()) it->second = nullptr;  // read once: the next residual launch may overwrite it
-    if (!have) return -1;
-  }
-  DynRanges& d = dyn_ranges();
-  const std::lock_guard<std::mutex> lock(d.mu);
-  return stream_range_locked(d, stream);
 }
 
 // Records `self` as the successor of the previous launch's weight and returns this weight's successor, its first
@@ -159,11 +117,6 @@ void forget_q4tma_stream(cudaStream_t s) {
     for (int i = 0; i < kDynStreams; ++i)
       if (d.used[i] && d.stream[i] == s) d.used[i] = false;
   }
-  {
-    NormCopies& c = norm_copies();
-    const std::lock_guard<std::mutex> lock(c.mu);
-    c.holds.erase(s);
-  }
   Successors& su = successors();
   const std::lock_guard<std::mutex> lock(su.mu);
   su.last.erase(s);
@@ -174,9 +127,6 @@ void forget_q4tma_successors() {
   const std::lock_guard<std::mutex> lock(s.mu);
   s.next.clear();
   s.last.clear();
-  NormCopies& c = norm_copies();
-  const std::lock_guard<std::mutex> lock2(c.mu);
-  c.holds.clear();
 }
 
 }  // namespace pixtral::cuda

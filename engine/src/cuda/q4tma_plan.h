@@ -22,7 +22,6 @@ struct Q4tNext {
   GemvMode mode = GemvMode::plain;
   int N = 0, nh = 0, nkv = 0, hd = 0, halves = 0;  // tile_plan's inputs
   int n_first = 0;
-  const void* norm_w = nullptr;  // the folded norm's weight of a normed launch (launch_q4tma_normed), its K elements
 };
 
 // The dynamic tiles' counters (g_q4t_dyn in kernels_q4tma.cu): kDynStreams ranges of kDynPerStream slots, 32 ints
@@ -33,13 +32,6 @@ inline constexpr int kDynStreams = 8, kDynPerStream = 512, kDynSlots = kDynStrea
 int dyn_tiles(GemvMode mode, int n_tiles, int grid, cudaStream_t s);
 /// PIXTRAL_CUDA_Q4TMA_DYN=require: a launch that would take static tiles is an error (tests).
 bool dyn_required();
-/// The norm weight copy (PIXTRAL_CUDA_NORM_COPY=1, an experiment: PERF_NOTES v32 2.): a residual launch whose
-/// successor last time was a normed launch copies that launch's norm weight into its stream's copy slot in its
-/// epilogue (after its wait), and the normed launch right after it reads g there after its own wait, L2-hot like h,
-/// instead of from the weight before its wait. The host's record of which weight the slot holds:
-/// note_norm_copy_written (the residual launch) and norm_copy_slot (the normed launch: the slot to read, or -1).
-int note_norm_copy_written(cudaStream_t stream, const void* norm_w);
-int norm_copy_slot(cudaStream_t stream, const void* norm_w);
 /// Records `self` as the successor of the stream's previous launch's weight and returns the successor of weight `q`,
 /// its first tiles cut to the L2 byte budget (n_first = 0: none known, or no budget).
 Q4tNext note_launch(cudaStream_t stream, const void* q, const Q4tNext& self);
