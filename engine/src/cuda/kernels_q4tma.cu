@@ -2,8 +2,9 @@
 // The int4 × bf16 decode GEMV for one x row, streamed by the Tensor Memory Accelerator (issue 6; PERF_NOTES v17):
 // launch_q4tma, called by kernels_quant.cu's GEMV dispatch before q4mma (kernels_q4mma.cu) for T = 1 in every mode
 // (plain, silu, rope, residual), computing every row with q4mma's arithmetic (q4_math.cuh): the same bits; and
-// launch_q4tma_normed, the same with the decode RMSNorm folded in. What it shares with the int8 twin
-// (kernels_q8tma.cu) is in qtma_common.cuh.
+// launch_q4tma_normed, the same with the decode RMSNorm folded in — except that its silu launch ([w1; w3]) takes the
+// integer tensor-core path by default (q4_imma.cuh, PERF_NOTES v33: other bits, within a bf16 step of them). What
+// it shares with the int8 twin (kernels_q8tma.cu) is in qtma_common.cuh.
 //
 // Why: q4mma's threads each stream their own 16-byte pieces through a cp.async ring, one 16-row tile a block, in
 // grids of 192–896 blocks; a decoder layer's four int4 GEMVs ran at 1.9× their bytes at the copy rate (lab chain:
@@ -41,10 +42,12 @@
 #include <algorithm>
 #include <cstdlib>
 #include <string>
+#include <type_traits>
 
 #include "core/quant.h"
 #include "cuda/env_switch.h"
 #include "cuda/kernels_quant.cuh"
+#include "cuda/q4_imma.cuh"
 #include "cuda/q4_math.cuh"
 #include "cuda/q4tma_plan.h"
 #include "cuda/qtma_common.cuh"
@@ -58,6 +61,7 @@ using namespace q4tplan;
 
 constexpr int kMaxStages = 8;
 constexpr int kRedBufs = 4;                  // tiles a warp may run ahead of warp 0's sums (≤ 2 scale slots + 1)
+constexpr int kImmaRedBufs = 3;              // the integer path's (its x takes the fourth's KB: 5 stages at K = 5120)
 constexpr int kBoxBytes = 16 * kWarps * 64;  // one 16-row box of a stage: 8 KB
 
 // The shared-memory plan of a launch (host and device agree through the kernel arguments).
@@ -68,19 +72,22 @@ struct Q4tLayout {
   int ring = 0, scales = 0, xs = 0, red = 0, corr = 0, total = 0;  // byte offsets, size
 };
 
-// pre_x: the kernel keeps the groups' corrections (kPreX: n_groups floats after red).
-Q4tLayout q4t_layout(int R, int K, int budget, bool pre_x) {
+// pre_x: the kernel keeps the groups' corrections (kPreX: n_groups floats after red). imma: x as the integer path's
+// digits (q4_imma.cuh: kImmaGroupBytes a group instead of 256) and kImmaRedBufs reduction buffers.
+Q4tLayout q4t_layout(int R, int K, int budget, bool pre_x, bool imma = false) {
   Q4tLayout l;
   const int n_groups = K / quant::kInt4Group, corr_bytes = pre_x ? n_groups * 4 : 0;
+  const int x_bytes = imma ? n_groups * kImmaGroupBytes : K * 2;
+  const int red_bytes = (imma ? kImmaRedBufs : kRedBufs) * kWarps * R * 16 * 4;
   l.stage_bytes = R * kBoxBytes;
   l.scale_bytes = R * 16 * n_groups * 4;
-  const int fixed = kBarBytes + 2 * l.scale_bytes + K * 2 + kRedBufs * kWarps * R * 16 * 4 + corr_bytes + 3 * 128;
+  const int fixed = kBarBytes + 2 * l.scale_bytes + x_bytes + red_bytes + corr_bytes + 3 * 128;
   l.stages = std::min(kMaxStages, (budget - fixed) / l.stage_bytes);
   l.ring = kBarBytes;
   l.scales = l.ring + l.stages * l.stage_bytes;
   l.xs = (l.scales + 2 * l.scale_bytes + 127) / 128 * 128;
-  l.red = (l.xs + K * 2 + 127) / 128 * 128;
-  l.corr = l.red + kRedBufs * kWarps * R * 16 * 4;
+  l.red = (l.xs + x_bytes + 127) / 128 * 128;
+  l.corr = l.red + red_bytes;
   l.total = l.corr + corr_bytes;
   return l;
 }
@@ -153,7 +160,10 @@ constexpr int kResidualMinBlocks = 3;
 constexpr int kResidualMinBlocks = 2;
 #endif
 
-template <class TO, GemvMode M, bool kPreX>
+// kImma: the integer tensor-core path (q4_imma.cuh; launch_q4tma_normed only, the silu mode's by default): the
+// folded norm makes x's digits instead of its B registers, and each stage multiplies by imma_group. Other bits than
+// q4mma's (within a bf16 step of them: tst_quant_tma_cuda).
+template <class TO, GemvMode M, bool kPreX, bool kImma = false>
 __global__ void __launch_bounds__(kThreads, M == GemvMode::residual ? kResidualMinBlocks : 2)
     q4tma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const bf16* __restrict__ bias, const Q4tArgs a,
                  const RopeAppendArgs ra, const __grid_constant__ CUtensorMap mw,
@@ -162,6 +172,8 @@ __global__ void __launch_bounds__(kThreads, M == GemvMode::residual ? kResidualM
   // mw: the 4-D map of 16-row boxes; mw2: the 5-D map of 16-pair boxes (rope only); ms / ms2: the scales' 16- and
   // 32-row boxes.
   constexpr int R = gemv_rows_per_item(M);
+  static_assert(!kImma || ((M == GemvMode::rope || M == GemvMode::silu) && !kPreX), "imma: the normed modes only");
+  constexpr int kBufs = kImma ? kImmaRedBufs : kRedBufs;
   extern __shared__ __align__(1024) unsigned char smem[];
   PIXTRAL_TIMELINE(kTlQ4tma + unsigned(M));
   allow_dependents_to_launch();
@@ -240,6 +252,9 @@ __global__ void __launch_bounds__(kThreads, M == GemvMode::residual ? kResidualM
   // The consumers.
   const int tid = threadIdx.x;
   bf16* xs = reinterpret_cast<bf16*>(smem + a.xs);
+  // kImma: x's digits where x would be, then each group's float2 (q4_imma.cuh).
+  unsigned char* const xdig = smem + a.xs;
+  float2* const xgf = reinterpret_cast<float2*>(xdig + a.K / quant::kInt4Group * kImmaDigitBytes);
   float* red = reinterpret_cast<float*>(smem + a.red);  // [kRedBufs][kWarps][R][16]; first the norm's warp sums
   constexpr int kRounds = 4;                            // the folded norm's pieces a thread: 256 × 4 ≥ 1024
   // The folded norm's weight is immutable: its loads go out before the wait (PIXTRAL_CUDA_NORM_EARLY=0: after it,
@@ -307,16 +322,23 @@ __global__ void __launch_bounds__(kThreads, M == GemvMode::residual ? kResidualM
 #pragma unroll
         for (int i = 0; i < 4; ++i)
           ob[i] = __floats2bfloat162_rn(f[2 * i] * inv * g[2 * i], f[2 * i + 1] * inv * g[2 * i + 1]);
-        reinterpret_cast<uint4*>(xs)[p] = XAsB{}(o);  // x as B registers, as stage_x stores it
+        if constexpr (kImma)  // a group's 16 pieces are a half-warp's (256 and nv multiples of 16 and 32)
+          imma_digits(o, p & 15, xdig + (p >> 4) * kImmaDigitBytes, xgf + (p >> 4));
+        else
+          reinterpret_cast<uint4*>(xs)[p] = XAsB{}(o);  // x as B registers, as stage_x stores it
         if (blockIdx.x == 0) reinterpret_cast<uint4*>(a.nxn)[p] = o;
       }
     }
-  } else {
+  } else if constexpr (!kImma) {
     stage_x(xs, x, a.K, tid, XAsB{});
   }
   named_sync(1, kWarps * 32);
   PIXTRAL_TIMELINE_MARK(0.f);  // the timeline's mark: x is staged
   const int g = lane >> 2, t = lane & 3;
+  // kImma: this lane's plane of x's digits (B column g: plane g % 4, plane 3 being plane 0 again) and its first D
+  // column's plane weight.
+  const int plane_off = ((g & 3) == 3 ? 0 : (g & 3)) * 128 + 32 * t;
+  const float plane_w = t == 0 ? 1.f : t == 1 ? 65536.f : 0.f;
   // kPreX: each warp multiplies only its own groups of x (G = 8s + warp), the same ones in every tile. In its first
   // tile it makes each group's correction as q4_group_mma does and keeps it in corr_s; its later tiles read it
   // instead of making it again (an MMA, two PRMTs, two shuffles and some adds fewer a stage). The same bits.
@@ -368,30 +390,45 @@ __global__ void __launch_bounds__(kThreads, M == GemvMode::residual ? kResidualM
       ring.release(lane);  // the slot's bytes are in registers
       ring.next();
       const int G = s * kWarps + warp;
-      // x is staged as the MMAs' B registers (XAsB): read as they are; the group's correction from its chunk
-      // (q4_corr_input_b). kPreX: a warp's first tile keeps each of its groups' corrections (corr_s), its later tiles
-      // read them.
-      uint4 xv[4];
+      if constexpr (kImma) {
+        const ImmaX xi = imma_x(xdig + G * kImmaDigitBytes, xgf + G, plane_off, t, plane_w);
 #pragma unroll
-      for (int ww = 0; ww < 4; ++ww) xv[ww] = reinterpret_cast<const uint4*>(xs + 128 * G + 32 * t)[ww];
-      float cr;
-      if (kPreX && j > 0) {
-        cr = corr_s[G];
+        for (int r = 0; r < R; ++r)
+          imma_group(w0[r], w1[r], xi, t, sc[sbase[r] + g * sstride + G], sc[sbase[r] + (g + 8) * sstride + G],
+                     acc[r]);
       } else {
-        cr = group_correction(q4_corr_input_b(xs, G, lane));
-        if (kPreX && lane == 0) corr_s[G] = cr;
-      }
-      const float corr[2] = {cr, cr};  // D column 0 (x row 0) takes corr[0]; the others are never read
+        // x is staged as the MMAs' B registers (XAsB): read as they are; the group's correction from its chunk
+        // (q4_corr_input_b). kPreX: a warp's first tile keeps each of its groups' corrections (corr_s), its later
+        // tiles read them.
+        uint4 xv[4];
 #pragma unroll
-      for (int r = 0; r < R; ++r)
-        q4_group_mma_b(w0[r], w1[r], xv, sc[sbase[r] + g * sstride + G], sc[sbase[r] + (g + 8) * sstride + G], corr,
-                       acc[r]);
+        for (int ww = 0; ww < 4; ++ww) xv[ww] = reinterpret_cast<const uint4*>(xs + 128 * G + 32 * t)[ww];
+        float cr;
+        if (kPreX && j > 0) {
+          cr = corr_s[G];
+        } else {
+          cr = group_correction(q4_corr_input_b(xs, G, lane));
+          if (kPreX && lane == 0) corr_s[G] = cr;
+        }
+        const float corr[2] = {cr, cr};  // D column 0 (x row 0) takes corr[0]; the others are never read
+#pragma unroll
+        for (int r = 0; r < R; ++r)
+          q4_group_mma_b(w0[r], w1[r], xv, sc[sbase[r] + g * sstride + G], sc[sbase[r] + (g + 8) * sstride + G],
+                         corr, acc[r]);
+      }
     }
     __syncwarp();
     sring.release(lane);  // this warp is done with the tile's scales
     sring.next();
-    const int b = j % kRedBufs;
+    const int b = j % kBufs;
     float* rb = red + b * kWarps * R * 16;
+    if constexpr (kImma) {  // a row's value: lane t = 0's planes 0 and 1 plus lane t = 1's plane 2
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        acc[r][0] += __shfl_xor_sync(0xffffffffu, acc[r][0], 1);
+        acc[r][2] += __shfl_xor_sync(0xffffffffu, acc[r][2], 1);
+      }
+    }
     if (t == 0) {
 #pragma unroll
       for (int r = 0; r < R; ++r) {
@@ -455,9 +492,23 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
   // out when kPreX also kept x's B registers (72 -> 74 registers took its third block an SM); since x is staged as B
   // registers (PERF_NOTES v30) kPreX keeps only the corrections, and the plain mode has not been measured with it.
   constexpr bool kPreXMode = M == GemvMode::silu;
-  const bool pre_x = kPreXMode && q4tma_prex();
-  const auto kernel = pre_x ? q4tma_kernel<TO, M, kPreXMode> : q4tma_kernel<TO, M, false>;
-  Q4tLayout l = q4t_layout(R, K, kMaxSmem, pre_x);
+  bool pre_x = kPreXMode && q4tma_prex();
+  auto kernel = pre_x ? q4tma_kernel<TO, M, kPreXMode> : q4tma_kernel<TO, M, false>;
+  // The integer path (q4_imma.cuh) for the folded-norm silu launch ([w1; w3]) by default: H200 int4 decode, same run,
+  // 3 rounds: 2.561 -> 2.533 ms/token; for the rope one (QKV) it costs (2.582: its x comes ~2-3 µs later in the
+  // timeline, more than its stages gain; PERF_NOTES v33). PIXTRAL_CUDA_Q4TMA_IMMA (read at each launch): 0 neither,
+  // 1 both, q the rope launch only, s (the default) the silu launch only.
+  bool imma = false;
+  if constexpr ((M == GemvMode::rope || M == GemvMode::silu) && std::is_same_v<TO, bf16>) {
+    constexpr const char* kEnv = "PIXTRAL_CUDA_Q4TMA_IMMA";
+    const bool on = M == GemvMode::silu ? !env_zero(kEnv) && !env_is(kEnv, "q") : env_one(kEnv) || env_is(kEnv, "q");
+    if (norm && on) {
+      kernel = q4tma_kernel<TO, M, false, true>;
+      imma = true;
+      pre_x = false;
+    }
+  }
+  Q4tLayout l = q4t_layout(R, K, kMaxSmem, pre_x, imma);
   if (l.stages < 2 || l.total > kMaxSmem) return not_here(kQ4Env, "K too large for the shared memory");
   if (!tma_ready(kernel) || sm_count() == 0) return not_here(kQ4Env, "no sm_90 code for this GPU");
   const int n_tiles = ceil_div(items, 16);
@@ -465,7 +516,7 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
   // More tiles than two blocks an SM but not than three: three smaller blocks an SM, one tile each, instead of a
   // second tile for some blocks (the last ones' tail). PIXTRAL_CUDA_Q4TMA_3=0: always two (A/B).
   if (!env_zero("PIXTRAL_CUDA_Q4TMA_3") && n_tiles > 2 * sm_count() && n_tiles <= 3 * sm_count()) {
-    const Q4tLayout l3 = q4t_layout(R, K, kSmem3, pre_x);
+    const Q4tLayout l3 = q4t_layout(R, K, kSmem3, pre_x, imma);
     if (l3.stages >= 2 && blocks_fit(kernel, l3.total, 3)) {
       l = l3;
       per_sm = 3;

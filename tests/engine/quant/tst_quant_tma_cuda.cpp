@@ -3,9 +3,11 @@
 // engine;gpu, every case skipping with the loader's reason without a GPU) against the kernels they stand in for, bit
 // for bit, in every mode; the decode norm folded into the int4 one against the norm and then the op; the int4
 // kernel's tiles handed out at run time against its static tiles; and the int8 GEMV with long rows split between
-// warps (opt-in) against the CPU and itself.
+// warps (opt-in) against the CPU and itself; the int4 kernel's integer path (opt-in) against its bf16 path.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -251,31 +253,13 @@ TEST(QuantCudaTma, DynamicTilesEqualStaticTilesBackToBack) {
   G->free_weight(*w);
 }
 
-// The decode norm folded into the int4 GEMV after it (rms_norm_matmul_rope_append_kv, rms_norm_matmul_silu: every
-// block of the TMA GEMV normalizes h itself) against the ops' defaults (the norm kernel, then the GEMV) on the GPU:
-// q, the cache rows, the SiLU output and xn bit for bit. PIXTRAL_CUDA_FOLD_NORM=require makes an unfolded call an
-// error; =0 gives the reference. Shapes: Pixtral's (K = 5120: 640 pieces of 8, 20 of the norm kernel's warps) and
-// K = 1024 (4 warps), rope heads of 128 and 32, both pair layouts, and a silu GEMV of 1024 tiles at K = 2048 (several
-// tiles a block: the folded kernel's kept x registers, kPreX, against x made in every tile).
-TEST(QuantCudaTma, FoldedNormEqualsNormThenOpBitForBit) {
-  PIXTRAL_REQUIRE_GPU();
-  auto cpu = ops::make_cpu_backend(1);
-  std::mt19937 rng(41);
+// The folded-norm shapes, each step run and read through both(what, run, read): Pixtral's (K = 5120: 640 pieces of 8,
+// 20 of the norm kernel's warps) and K = 1024 (4 warps), rope heads of 128 and 32, both pair layouts, and a silu
+// GEMV of 1024 tiles at K = 2048 (several tiles a block: the folded kernel's kept x registers, kPreX, against x made
+// in every tile). read() gives q, the cache rows and xn (rope), or the SiLU output and xn (silu).
+template <class Both>
+void folded_norm_cases(ops::Backend* G, ops::Backend* cpu, std::mt19937& rng, const Both& both) {
   const float eps = 1e-5f;
-  // run() folded (required), then unfolded; read() after each; the bits compared. The unfolded run also without
-  // kPreX (PIXTRAL_CUDA_Q4TMA_PREX=0), so a silu shape of several tiles a block compares the folded kernel's kept
-  // x registers with x made in every tile.
-  const auto both = [&](const std::string& what, const auto& run, const auto& read) {
-    std::vector<std::vector<float>> got;
-    for (const char* sw : {"require", "0"}) {
-      ScopedEnv env("PIXTRAL_CUDA_FOLD_NORM", sw);
-      ScopedEnv prex("PIXTRAL_CUDA_Q4TMA_PREX", sw[0] == 'r' ? "1" : "0");
-      const Status st = run();
-      ASSERT_TRUE(st.ok()) << what << " (PIXTRAL_CUDA_FOLD_NORM=" << sw << "): " << st.to_string();
-      got.push_back(read());
-    }
-    cuda_test::expect_same_bits(got[1], got[0], what);
-  };
   const auto norm_weight = [&](std::int64_t K, std::vector<std::uint16_t>& bits) {
     bits.resize(std::size_t(K));
     std::normal_distribution<float> nd(1.f, 0.2f);
@@ -297,11 +281,11 @@ TEST(QuantCudaTma, FoldedNormEqualsNormThenOpBitForBit) {
       const auto hv = cuda_test::random_values(rng, std::size_t(c.K));
       const auto kh = cuda_test::random_values(rng, std::size_t(cap * kd));
       const auto vh = cuda_test::random_values(rng, std::size_t(cap * kd));
-      auto h = cuda_test::make_pair(cpu.get(), G, 1, c.K, hv.data(), DType::bf16);
-      auto xn = cuda_test::make_pair(cpu.get(), G, 1, c.K, nullptr, DType::bf16);
-      auto qkv = cuda_test::make_pair(cpu.get(), G, 1, cols, nullptr, DType::bf16);
-      auto kc = cuda_test::make_pair(cpu.get(), G, cap, kd, kh.data(), DType::bf16);
-      auto vc = cuda_test::make_pair(cpu.get(), G, cap, kd, vh.data(), DType::bf16);
+      auto h = cuda_test::make_pair(cpu, G, 1, c.K, hv.data(), DType::bf16);
+      auto xn = cuda_test::make_pair(cpu, G, 1, c.K, nullptr, DType::bf16);
+      auto qkv = cuda_test::make_pair(cpu, G, 1, cols, nullptr, DType::bf16);
+      auto kc = cuda_test::make_pair(cpu, G, cap, kd, kh.data(), DType::bf16);
+      auto vc = cuda_test::make_pair(cpu, G, cap, kd, vh.data(), DType::bf16);
       both(
           what,
           [&] {
@@ -333,10 +317,10 @@ TEST(QuantCudaTma, FoldedNormEqualsNormThenOpBitForBit) {
     ASSERT_TRUE(w.ok() && nw.ok()) << w.status().to_string();
     const std::string what = "silu F=" + std::to_string(F) + " K=" + std::to_string(K);
     const auto hv = cuda_test::random_values(rng, std::size_t(K));
-    auto h = cuda_test::make_pair(cpu.get(), G, 1, K, hv.data(), DType::bf16);
-    auto xn = cuda_test::make_pair(cpu.get(), G, 1, K, nullptr, DType::bf16);
-    auto o = cuda_test::make_pair(cpu.get(), G, 1, F, nullptr, DType::bf16);
-    auto gu = cuda_test::make_pair(cpu.get(), G, 1, 2 * F, nullptr, DType::bf16);
+    auto h = cuda_test::make_pair(cpu, G, 1, K, hv.data(), DType::bf16);
+    auto xn = cuda_test::make_pair(cpu, G, 1, K, nullptr, DType::bf16);
+    auto o = cuda_test::make_pair(cpu, G, 1, F, nullptr, DType::bf16);
+    auto gu = cuda_test::make_pair(cpu, G, 1, 2 * F, nullptr, DType::bf16);
     both(
         what,
         [&] {
@@ -352,6 +336,95 @@ TEST(QuantCudaTma, FoldedNormEqualsNormThenOpBitForBit) {
     G->free_weight(*w);
     G->free_weight(*nw);
   }
+}
+
+// The decode norm folded into the int4 GEMV after it (rms_norm_matmul_rope_append_kv, rms_norm_matmul_silu: every
+// block of the TMA GEMV normalizes h itself) against the ops' defaults (the norm kernel, then the GEMV) on the GPU,
+// bit for bit, on folded_norm_cases' shapes. PIXTRAL_CUDA_FOLD_NORM=require makes an unfolded call an error; =0
+// gives the reference. Both on the bf16 path (PIXTRAL_CUDA_Q4TMA_IMMA=0).
+TEST(QuantCudaTma, FoldedNormEqualsNormThenOpBitForBit) {
+  PIXTRAL_REQUIRE_GPU();
+  auto cpu = ops::make_cpu_backend(1);
+  std::mt19937 rng(41);
+  // run() folded (required), then unfolded; read() after each; the bits compared. The unfolded run also without
+  // kPreX (PIXTRAL_CUDA_Q4TMA_PREX=0), so a silu shape of several tiles a block compares the folded kernel's kept
+  // x registers with x made in every tile.
+  const auto both = [&](const std::string& what, const auto& run, const auto& read) {
+    std::vector<std::vector<float>> got;
+    for (const char* sw : {"require", "0"}) {
+      ScopedEnv env("PIXTRAL_CUDA_FOLD_NORM", sw);
+      ScopedEnv prex("PIXTRAL_CUDA_Q4TMA_PREX", sw[0] == 'r' ? "1" : "0");
+      ScopedEnv bf16_path("PIXTRAL_CUDA_Q4TMA_IMMA", "0");  // the folded silu's default integer path: the next test
+      const Status st = run();
+      ASSERT_TRUE(st.ok()) << what << " (PIXTRAL_CUDA_FOLD_NORM=" << sw << "): " << st.to_string();
+      got.push_back(read());
+    }
+    cuda_test::expect_same_bits(got[1], got[0], what);
+  };
+  folded_norm_cases(G, cpu.get(), rng, both);
+}
+
+// The int4 GEMV's integer path (q4_imma.cuh; PIXTRAL_CUDA_Q4TMA_IMMA=1: both folded-norm launches; the silu one's by
+// default) against the bf16 path (=0) on the same shapes: x (xn) bit for bit; every output within one bf16 step of
+// itself plus one of the output's largest value (both round fp32 sums ~1e-6 apart to bf16, rope's first before its
+// rotation: a flip there moves an output by a step of its pair's larger value), the whole output's NMSE below 1e-5 (a
+// wrong digit, plane, exponent or correction is off by far more); at least one output different (the integer path
+// ran: its sums are not the bf16 path's bits); and NaN in, NaN out.
+TEST(QuantCudaTma, IntegerPathWithinRoundingOfTheBf16Path) {
+  PIXTRAL_REQUIRE_GPU();
+  auto cpu = ops::make_cpu_backend(1);
+  std::mt19937 rng(43);
+  ScopedEnv fold("PIXTRAL_CUDA_FOLD_NORM", "require");
+  std::size_t differ = 0, total = 0;
+  const auto both = [&](const std::string& what, const auto& run, const auto& read) {
+    std::vector<std::vector<float>> got;
+    for (const char* sw : {"1", "0"}) {
+      ScopedEnv env("PIXTRAL_CUDA_Q4TMA_IMMA", sw);
+      const Status st = run();
+      ASSERT_TRUE(st.ok()) << what << " (PIXTRAL_CUDA_Q4TMA_IMMA=" << sw << "): " << st.to_string();
+      got.push_back(read());
+    }
+    const std::vector<float>&a = got[0], &b = got[1];
+    ASSERT_EQ(a.size(), b.size()) << what;
+    const auto step = [](double m) { return m > 0 ? std::ldexp(1.0, std::ilogb(m) - 7) : 0.0; };  // bf16's at m
+    double top = 0;
+    for (float v : b) top = std::max(top, double(std::fabs(v)));
+    std::size_t bad = 0, first = 0;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      const double m = std::max(std::fabs(a[i]), std::fabs(b[i]));
+      if (!(std::fabs(double(a[i]) - double(b[i])) <= step(m) + step(top)) && bad++ == 0) first = i;
+      differ += a[i] != b[i];
+    }
+    total += a.size();
+    EXPECT_EQ(bad, 0u) << what << ": " << bad << " outputs off, first at " << first << " (integer " << a[first]
+                       << ", bf16 " << b[first] << ")";
+    cuda_test::expect_close(b, a, 1e-5, what + " (NMSE against the bf16 path)");
+  };
+  folded_norm_cases(G, cpu.get(), rng, both);
+  EXPECT_GT(differ, 0u) << "no output of " << total << " differs from the bf16 path's: did the integer path run?";
+  // A NaN in h: the norm makes every x NaN, and every output must be NaN as on the bf16 path (fmaxf alone would drop
+  // the NaNs from a group's maximum, and the digits of a NaN are garbage: q4_imma.cuh flags the group).
+  const std::int64_t F = 336, K = 1024;
+  Host w1 = make_weight(F, K, 1150, "w1"), w3 = make_weight(F, K, 1160, "w3");
+  const WeightView* parts[2] = {&w1.view, &w3.view};
+  auto w = G->upload_weight_stacked_quantized(parts, "w13", Format::int4_g128);
+  std::vector<std::uint16_t> nb(std::size_t(K), f32_to_bf16(1.f));
+  auto nw = G->upload_weight(WeightView{"norm", nb.data(), DType::bf16, {K}});
+  ASSERT_TRUE(w.ok() && nw.ok()) << w.status().to_string();
+  auto hv = cuda_test::random_values(rng, std::size_t(K));
+  hv[700] = std::nanf("");
+  auto h = cuda_test::make_pair(cpu.get(), G, 1, K, hv.data(), DType::bf16);
+  auto xn = cuda_test::make_pair(cpu.get(), G, 1, K, nullptr, DType::bf16);
+  auto o = cuda_test::make_pair(cpu.get(), G, 1, F, nullptr, DType::bf16);
+  auto gu = cuda_test::make_pair(cpu.get(), G, 1, 2 * F, nullptr, DType::bf16);
+  ScopedEnv imma("PIXTRAL_CUDA_Q4TMA_IMMA", "1");
+  const Status st = G->rms_norm_matmul_silu(o->g, gu->g, xn->g, h->g, *nw, 1e-5f, *w);
+  ASSERT_TRUE(st.ok()) << st.to_string();
+  std::size_t finite = 0;
+  for (float v : download(G, o->g)) finite += !std::isnan(v);
+  EXPECT_EQ(finite, 0u) << "outputs not NaN from an h with a NaN";
+  G->free_weight(*w);
+  G->free_weight(*nw);
 }
 
 // The int8 one-row GEMV with rows of K ≥ 8192 split between 2 or 4 warps (kernels_q8split.cu: w2's GEMV by default,

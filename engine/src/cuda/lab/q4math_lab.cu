@@ -27,11 +27,11 @@
 //   xab    xa with the correction made from its chunk (bord's)
 //   xa2    xa with two chains of eight (fewer registers, another order)
 //   mmaxa  xa's MMAs alone on raw words
-//   imma   integer MMAs (PERF_NOTES v32): x as 3 signed byte digit planes of a fixed-point X (B columns 0..2, as if
-//          made once upstream; staged, with each group's correction and exponent), the weights as unsigned bytes
-//          (v + 8: even nibbles by one LOP3 a word, odd ones times 16 by another), m16n8k32 u8 × s8 → s32: 4 MMAs a
-//          group and row set (an even chain starting from the correction, an odd one), 16·even + odd, planes summed
-//          in int32 / fp32, times scale · 2^-e (a lane's plane weight folded in)
+//   imma   integer MMAs (PERF_NOTES v32; q4_imma.cuh, the engine's since v33): x as 3 signed byte digit planes of a
+//          fixed-point X (B columns 0..2, as if made once upstream; staged, with each group's bias and exponent), the
+//          weights as unsigned bytes (v + 8: even nibbles by one LOP3 a word, odd ones times 16 by another),
+//          m16n8k32 u8 × s8 → s32: 4 MMAs a group and row set (an even chain, an odd one), 16·even + odd, planes
+//          summed in int32 / fp32 less the bias, times scale · 2^-e (a lane's plane weight folded in)
 //   mmaint imma's MMAs alone on raw words
 //   immax  imma with x's digits made from x (bf16) by the block every 5 stages a warp (two __syncthreads around
 //          it): what a one-tile block (wo, w2, QKV: its stages and its x both grow with K) would pay to make them
@@ -48,6 +48,7 @@
 #include <utility>
 #include <vector>
 
+#include "cuda/q4_imma.cuh"
 #include "cuda/q4_math.cuh"
 #include "cuda/tma.cuh"
 #include "lab_common.h"
@@ -88,84 +89,19 @@ __device__ __forceinline__ std::uint32_t pair_hi(std::uint32_t u, int s) {
   return r;
 }
 
-// d = A · B + c, m16n8k32, u8 (A, row) × s8 (B, col) → s32.
-__device__ __forceinline__ void mma_u8s8(int d[4], std::uint32_t a0, std::uint32_t a1, std::uint32_t a2,
-                                         std::uint32_t a3, std::uint32_t b0, std::uint32_t b1, const int c[4]) {
-  asm("mma.sync.aligned.m16n8k32.row.col.s32.u8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%11,%12,%13};"
-      : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1), "r"(c[0]), "r"(c[1]), "r"(c[2]), "r"(c[3]));
-}
-// The even nibbles of u as unsigned bytes v + 8 ((u & 0x0f0f0f0f) ^ 0x08080808), the odd ones as 16 · (v + 8)
-// ((u & 0xf0f0f0f0) ^ 0x80808080): one LOP3 each (ptxas folds the and-xor of two immediates into one).
-__device__ __forceinline__ std::uint32_t u8_even(std::uint32_t u) { return (u & 0x0f0f0f0fu) ^ 0x08080808u; }
-__device__ __forceinline__ std::uint32_t u8_odd16(std::uint32_t u) { return (u & 0xf0f0f0f0u) ^ 0x80808080u; }
-
-// x's digits for the imma variants: each 8-value chunk c of group G (k = 32t + 8m + i, t = c / 4, m = c % 4) by one
-// thread of a half-warp (the group's 16 chunks): the group's maximum |x| by 4 shuffles, an exponent e with
-// |x · 2^e| < 2^22, X = round(x · 2^e) by the 1.5 · 2^23 trick, the signed base-256 digits' bytes (X, (X + 128) >> 8,
-// and again), each plane's even and odd values as one word each at [G][plane][t][m · 4] and [.. 16 + m · 4], each
-// plane's digit sum (−8 · Σ: the even chain's start) and 2^-e / 16. n_groups · 16 a multiple of 32 (warp-uniform).
-__device__ __forceinline__ void stage_digits(const bf16* xs, unsigned char* xd, int* xci, float* xfe, int n_groups,
-                                             int tid, int nthr) {
-  for (int ci = tid; ci < n_groups * 16; ci += nthr) {
-    const int G = ci >> 4, c = ci & 15, t = c >> 2, m = c & 3;
-    const uint4 v = reinterpret_cast<const uint4*>(xs)[ci];
-    float f[8];
-    const std::uint32_t w[4] = {v.x, v.y, v.z, v.w};
-    float amax = 0.f;
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      f[2 * i] = __uint_as_float(w[i] << 16);
-      f[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
-      amax = fmaxf(amax, fmaxf(fabsf(f[2 * i]), fabsf(f[2 * i + 1])));
-    }
-#pragma unroll
-    for (int o = 1; o < 16; o <<= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-    const int E = int((__float_as_uint(amax) >> 23) & 0xff);
-    const int e = amax > 0.f ? min(max(21 - (E - 127), -126), 127) : 0;
-    const float sc = __uint_as_float(std::uint32_t(127 + e) << 23);
-    int X[8], X1[8], X2[8], s0 = 0, s1 = 0, s2 = 0;
-#pragma unroll
-    for (int i = 0; i < 8; ++i) {
-      X[i] = __float_as_int(fmaf(f[i], sc, 12582912.f)) - 0x4B400000;
-      X1[i] = (X[i] + 128) >> 8;
-      X2[i] = (X1[i] + 128) >> 8;
-      s0 += X[i] - (X1[i] << 8);
-      s1 += X1[i] - (X2[i] << 8);
-      s2 += X2[i];
-    }
-    const int* pl[3] = {X, X1, X2};
-#pragma unroll
-    for (int p = 0; p < 3; ++p) {
-      const int* d = pl[p];
-      const std::uint32_t ev = __byte_perm(__byte_perm(d[0], d[2], 0x40), __byte_perm(d[4], d[6], 0x40), 0x5410);
-      const std::uint32_t od = __byte_perm(__byte_perm(d[1], d[3], 0x40), __byte_perm(d[5], d[7], 0x40), 0x5410);
-      unsigned char* dst = xd + G * 512 + p * 128 + t * 32;
-      reinterpret_cast<std::uint32_t*>(dst)[m] = ev;
-      reinterpret_cast<std::uint32_t*>(dst)[4 + m] = od;
-    }
-#pragma unroll
-    for (int o = 1; o < 16; o <<= 1) {
-      s0 += __shfl_xor_sync(0xffffffffu, s0, o);
-      s1 += __shfl_xor_sync(0xffffffffu, s1, o);
-      s2 += __shfl_xor_sync(0xffffffffu, s2, o);
-    }
-    if (c == 0) {
-      xci[4 * G] = -8 * s0;
-      xci[4 * G + 1] = -8 * s1;
-      xci[4 * G + 2] = -8 * s2;
-      xci[4 * G + 3] = 0;
-      xfe[G] = __uint_as_float(std::uint32_t(127 - e - 4) << 23);  // 2^-e / 16 (e ≤ 119 here)
-    }
-  }
+// x's digits for the imma variants (q4_imma.cuh's layout: kImmaGroupBytes a group, the digits then a float2 a
+// group): each 8-value chunk by one thread of a half-warp (imma_digits). n_groups · 16 a multiple of 32.
+__device__ __forceinline__ void stage_digits(const bf16* xs, unsigned char* xd, int n_groups, int tid, int nthr) {
+  float2* gf = reinterpret_cast<float2*>(xd + n_groups * kImmaDigitBytes);
+  for (int ci = tid; ci < n_groups * 16; ci += nthr)
+    imma_digits(reinterpret_cast<const uint4*>(xs)[ci], ci & 15, xd + (ci >> 4) * kImmaDigitBytes, gf + (ci >> 4));
 }
 
 // Shared memory: [barriers 64 B][ring kStages × R × 8 KB][x natural kK bf16][x as B registers kK bf16]
-// [scales R × 16 × kGroups f32][corr kGroups f32][imma: digits kGroups × 512 B][its corrections kGroups × 4 int]
-// [its exponents kGroups f32].
+// [scales R × 16 × kGroups f32][corr kGroups f32][imma: x's digits and float2s, kGroups × kImmaGroupBytes].
 template <int R>
 constexpr int smem_bytes() {
-  return 64 + kStages * R * 8192 + 2 * kK * 2 + R * 16 * kGroups * 4 + kGroups * 4 + kGroups * (512 + 16 + 4);
+  return 64 + kStages * R * 8192 + 2 * kK * 2 + R * 16 * kGroups * 4 + kGroups * 4 + kGroups * kImmaGroupBytes;
 }
 
 template <int V, int R, int WARPS, int MINB>
@@ -179,9 +115,8 @@ __global__ void __launch_bounds__(WARPS * 32, MINB) math_kernel(float* out, long
   bf16* xb = xs + kK;
   float* sc = reinterpret_cast<float*>(xb + kK);
   float* corr_s = sc + R * 16 * kGroups;
-  unsigned char* xd = reinterpret_cast<unsigned char*>(corr_s + kGroups);  // [G][plane 4][t 4][32 B]
-  int* xci = reinterpret_cast<int*>(xd + kGroups * 512);                  // [G][plane 4]
-  float* xfe = reinterpret_cast<float*>(xci + 4 * kGroups);              // [G]
+  unsigned char* xd = reinterpret_cast<unsigned char*>(corr_s + kGroups);  // [G][plane 3][t 4][32 B]
+  float2* xgf = reinterpret_cast<float2*>(xd + kGroups * kImmaDigitBytes);  // [G]
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, nthr = WARPS * 32;
   const unsigned seed = blockIdx.x * 7919u;
   // Random weights; x in [-1, 1); scales in [0.001, 0.002).
@@ -191,9 +126,11 @@ __global__ void __launch_bounds__(WARPS * 32, MINB) math_kernel(float* out, long
     xs[i] = __float2bfloat16_rn(float(hash32(seed + 77u * unsigned(i)) & 0xffff) / 32768.f - 1.f);
   for (int i = tid; i < R * 16 * kGroups; i += nthr)
     sc[i] = 0.001f + float(hash32(seed * 3u + unsigned(i)) & 0xffff) * 1.5e-8f;
-  for (int i = tid; i < kGroups * 512 / 4; i += nthr) reinterpret_cast<unsigned*>(xd)[i] = hash32(seed ^ 0x5151u ^ i);
-  for (int i = tid; i < 4 * kGroups; i += nthr) xci[i] = int(hash32(seed + 5u * unsigned(i)) & 0xfffff) - 0x80000;
-  for (int i = tid; i < kGroups; i += nthr) xfe[i] = 1.0f / float(1 << (8 + (i & 7)));
+  for (int i = tid; i < kGroups * kImmaDigitBytes / 4; i += nthr)
+    reinterpret_cast<unsigned*>(xd)[i] = hash32(seed ^ 0x5151u ^ i);
+  for (int i = tid; i < kGroups; i += nthr)
+    xgf[i] = make_float2(float(int(hash32(seed + 5u * unsigned(i)) & 0xfffff) - 0x80000),
+                         1.0f / float(1 << (8 + (i & 7))));
   if (tid == 0) {
     mbar_init(smem_addr(bars), 1);      // "full": completed once below, its phase 0 waited on forever after
     mbar_init(smem_addr(bars + 1), WARPS);  // "empty": arrived on, never waited on
@@ -231,7 +168,7 @@ __global__ void __launch_bounds__(WARPS * 32, MINB) math_kernel(float* out, long
     if constexpr (kEvery > 0) {
       if (it % kEvery == 0) {
         __syncthreads();
-        stage_digits(xs, xd, xci, xfe, kGroups, tid, nthr);
+        stage_digits(xs, xd, kGroups, tid, nthr);
         __syncthreads();
       }
     }
@@ -336,36 +273,25 @@ __global__ void __launch_bounds__(WARPS * 32, MINB) math_kernel(float* out, long
         acc[r][3] = fmaf(sr[(2 * t + 9) * kGroups], d[2][1] + d[3][1] + cr, acc[r][3]);
       }
     } else if constexpr (V == kImma || V == kMmaInt || V == kImmaX || V == kImmaXL) {
-      // Lane (g, t): plane g & 3's digits of k in [32t, 32t + 32) of group G (B column g), 8 words.
-      const uint4* dp = reinterpret_cast<const uint4*>(xd + G * 512 + (g & 3) * 128 + t * 32);
-      const uint4 b01 = dp[0], b23 = dp[1];
-      const int2 ci = reinterpret_cast<const int2*>(xci + 4 * G)[t & 1];  // columns 2t, 2t + 1 (mod 4)
-      const float pw = t == 0 ? 1.f : t == 1 ? 65536.f : 0.f;  // the lane's plane weight (plane 3: garbage)
-      const float xf = xfe[G] * pw;
+      // Lane (g, t): plane g % 4's digits of k in [32t, 32t + 32) of group G (B column g; plane 3 is plane 0 again).
+      const int plane_off = ((g & 3) == 3 ? 0 : (g & 3)) * 128 + 32 * t;
+      const ImmaX xi = imma_x(xd + G * kImmaDigitBytes, xgf + G, plane_off, t, t == 0 ? 1.f : t == 1 ? 65536.f : 0.f);
 #pragma unroll
       for (int r = 0; r < R; ++r) {
-        const int c0[4] = {ci.x, ci.y, ci.x, ci.y}, z[4] = {0, 0, 0, 0};
-        int de[4], dd[4];
-        const uint4 u0 = w0[r], u1 = w1[r];
-        if constexpr (V != kMmaInt) {
-          mma_u8s8(de, u8_even(u0.x), u8_even(u1.x), u8_even(u0.y), u8_even(u1.y), b01.x, b01.y, c0);
-          mma_u8s8(de, u8_even(u0.z), u8_even(u1.z), u8_even(u0.w), u8_even(u1.w), b01.z, b01.w, de);
-          mma_u8s8(dd, u8_odd16(u0.x), u8_odd16(u1.x), u8_odd16(u0.y), u8_odd16(u1.y), b23.x, b23.y, z);
-          mma_u8s8(dd, u8_odd16(u0.z), u8_odd16(u1.z), u8_odd16(u0.w), u8_odd16(u1.w), b23.z, b23.w, dd);
-        } else {
-          mma_u8s8(de, u0.x, u1.x, u0.y, u1.y, b01.x, b01.y, c0);
-          mma_u8s8(de, u0.z, u1.z, u0.w, u1.w, b01.z, b01.w, de);
-          mma_u8s8(dd, u0.x ^ u1.x, u1.y, u0.y ^ u1.w, u1.x, b23.x, b23.y, z);
-          mma_u8s8(dd, u0.z ^ u1.z, u1.w, u0.w ^ u1.y, u1.z, b23.z, b23.w, dd);
-        }
-        int tot[4];
-#pragma unroll
-        for (int e = 0; e < 4; ++e) tot[e] = 16 * de[e] + dd[e];
-        const int mt = t == 0 ? 256 : 0;  // plane 1 joins plane 0 in int32; column 3 dropped
-        const float va = float(tot[0] + mt * tot[1]), vb = float(tot[2] + mt * tot[3]);
         const float sa = s0[r * 16 * kGroups], sb = s0[r * 16 * kGroups + 8 * kGroups];
-        acc[r][0] = fmaf(sa * xf, va, acc[r][0]);
-        acc[r][2] = fmaf(sb * xf, vb, acc[r][2]);
+        if constexpr (V != kMmaInt) {
+          imma_group(w0[r], w1[r], xi, t, sa, sb, acc[r]);
+        } else {  // the MMAs on raw words
+          constexpr int z[4] = {0, 0, 0, 0};
+          int de[4], dd[4];
+          const uint4 u0 = w0[r], u1 = w1[r];
+          mma_u8s8(de, u0.x, u1.x, u0.y, u1.y, xi.b01.x, xi.b01.y, z);
+          mma_u8s8(de, u0.z, u1.z, u0.w, u1.w, xi.b01.z, xi.b01.w, de);
+          mma_u8s8(dd, u0.x ^ u1.x, u1.y, u0.y ^ u1.w, u1.x, xi.b23.x, xi.b23.y, z);
+          mma_u8s8(dd, u0.z ^ u1.z, u1.w, u0.w ^ u1.y, u1.z, xi.b23.z, xi.b23.w, dd);
+          acc[r][0] = fmaf(sa * xi.xf, float(16 * de[0] + dd[0]) + xi.bias, acc[r][0]);
+          acc[r][2] = fmaf(sb * xi.xf, float(16 * de[2] + dd[2]) + xi.bias, acc[r][2]);
+        }
       }
     } else {  // kDeq
 #pragma unroll
