@@ -284,7 +284,7 @@ __global__ void __launch_bounds__(kThreads, M == GemvMode::residual ? kResidualM
     // (pieces 32k .. 32k + 31) is this block's warp k % 8 in round k / 8, summed by the same shuffle tree; then its
     // block_sum's second stage (lane i takes warp sum i, zeros past them, the same tree); inv; x = (h · inv) · w.
     const int nv = a.K / 8, n_nw = (nv + 31) / 32;
-    uint4 hv[kRounds];
+    uint4 hv[kRounds], xo[kRounds] = {};  // xo: kImma's x pieces (zeros past nv)
 #pragma unroll
     for (int r = 0; r < kRounds; ++r) {
       const int p = r * kWarps * 32 + tid;
@@ -322,12 +322,23 @@ __global__ void __launch_bounds__(kThreads, M == GemvMode::residual ? kResidualM
 #pragma unroll
         for (int i = 0; i < 4; ++i)
           ob[i] = __floats2bfloat162_rn(f[2 * i] * inv * g[2 * i], f[2 * i + 1] * inv * g[2 * i + 1]);
-        if constexpr (kImma)  // a group's 16 pieces are a half-warp's (256 and nv multiples of 16 and 32)
-          imma_digits(o, p & 15, xdig + (p >> 4) * kImmaDigitBytes, xgf + (p >> 4));
+        if constexpr (kImma)
+          xo[r] = o;
         else
           reinterpret_cast<uint4*>(xs)[p] = XAsB{}(o);  // x as B registers, as stage_x stores it
         if (blockIdx.x == 0) reinterpret_cast<uint4*>(a.nxn)[p] = o;
       }
+    }
+    if constexpr (kImma) {  // a group's 16 pieces are a half-warp's (256 and nv multiples of 16 and 32)
+      bool act[kRounds];
+      int grp[kRounds];
+#pragma unroll
+      for (int r = 0; r < kRounds; ++r) {
+        const int p = r * kWarps * 32 + tid;
+        act[r] = p < nv;  // warp-uniform
+        grp[r] = p >> 4;
+      }
+      imma_digits<kRounds>(xo, act, grp, tid & 15, xdig, xgf);
     }
   } else if constexpr (!kImma) {
     stage_x(xs, x, a.K, tid, XAsB{});

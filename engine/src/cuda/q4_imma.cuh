@@ -48,52 +48,76 @@ __device__ __forceinline__ void mma_u8s8(int d[4], std::uint32_t a0, std::uint32
 __device__ __forceinline__ std::uint32_t u8_even(std::uint32_t u) { return (u & 0x0f0f0f0fu) ^ 0x08080808u; }
 __device__ __forceinline__ std::uint32_t u8_odd16(std::uint32_t u) { return (u & 0xf0f0f0f0u) ^ 0x80808080u; }
 
-/// x's digits of one 8-value chunk: chunk c (0..15) of group G, x[128G + 8c .. + 7] as bf16 in @p xv, by one lane
-/// of a half-warp that holds the group's 16 chunks in order (lane % 16 = c; the whole warp calls: shuffles). Writes
-/// the chunk's digit words into @p dig (the group's kImmaDigitBytes) and, lane c = 0, the group's float2 @p gf.
-__device__ __forceinline__ void imma_digits(const uint4& xv, int c, unsigned char* dig, float2* gf) {
+/// x's digits of N 8-value chunks a lane: chunk n is chunk c (0..15) of group grp[n], x[128 grp[n] + 8c .. + 7] as
+/// bf16 in xv[n], by one lane of a half-warp that holds that group's 16 chunks in order (lane % 16 = c; the whole warp
+/// calls: shuffles). Writes each active chunk's digit words into its group's digits (@p dig + grp[n] ·
+/// kImmaDigitBytes) and, lane c = 0, its group's float2 (gf[grp[n]]). act[n] must be warp-uniform (an inactive chunk
+/// is multiplied as zeros and stores nothing). The N chunks go through each step together, so their shuffle chains
+/// (a group's maximum, its Σ X) overlap: one chain at a time left the SM idle on them (PERF_NOTES v33).
+template <int N>
+__device__ __forceinline__ void imma_digits(const uint4 (&xv)[N], const bool (&act)[N], const int (&grp)[N], int c,
+                                            unsigned char* dig, float2* gf) {
   const int t = c >> 2, m = c & 3;
-  const std::uint32_t w[4] = {xv.x, xv.y, xv.z, xv.w};
-  float f[8], amax = 0.f;
-  bool finite = true;
+  float amax[N];
 #pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    f[2 * i] = __uint_as_float(w[i] << 16);
-    f[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
-    amax = fmaxf(amax, fmaxf(fabsf(f[2 * i]), fabsf(f[2 * i + 1])));
-    finite = finite && fabsf(f[2 * i]) <= 3.4e38f && fabsf(f[2 * i + 1]) <= 3.4e38f;  // false for NaN and ±inf
-  }
-  if (!finite) amax = __uint_as_float(0x7f800000u);  // the group's factor becomes NaN below: NaN in, NaN out
+  for (int n = 0; n < N; ++n) {
+    const std::uint32_t w[4] = {xv[n].x, xv[n].y, xv[n].z, xv[n].w};
+    float mx = 0.f;
+    bool finite = true;
 #pragma unroll
-  for (int o = 1; o < 16; o <<= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-  // amax in [2^(E-127), 2^(E-126)): amax · 2^e < 2^22. e ≤ 119 keeps 2^-e / 16 a normal float (a group below 2^-98
-  // loses bits, as fp32 would), ≥ -126 keeps 2^e one.
-  const int E = int((__float_as_uint(amax) >> 23) & 0xff);
-  const int e = amax > 0.f ? min(max(21 - (E - 127), -126), 119) : 0;
-  const float sc = __uint_as_float(std::uint32_t(127 + e) << 23);
-  int X[8], X1[8], X2[8], sx = 0;
-#pragma unroll
-  for (int i = 0; i < 8; ++i) {
-    X[i] = __float_as_int(fmaf(f[i], sc, 12582912.f)) - 0x4B400000;  // round(x · 2^e): |x · 2^e| < 2^22
-    X1[i] = (X[i] + 128) >> 8;
-    X2[i] = (X1[i] + 128) >> 8;
-    sx += X[i];
-  }
-  const int* pl[3] = {X, X1, X2};
-#pragma unroll
-  for (int p = 0; p < 3; ++p) {
-    const int* d = pl[p];  // the digit is the low byte of X, X1 - 256 X2, X2 alike
-    const std::uint32_t ev = __byte_perm(__byte_perm(d[0], d[2], 0x40), __byte_perm(d[4], d[6], 0x40), 0x5410);
-    const std::uint32_t od = __byte_perm(__byte_perm(d[1], d[3], 0x40), __byte_perm(d[5], d[7], 0x40), 0x5410);
-    std::uint32_t* dst = reinterpret_cast<std::uint32_t*>(dig + p * 128 + t * 32);
-    dst[m] = ev;
-    dst[4 + m] = od;
+    for (int i = 0; i < 8; ++i) {
+      const float f = __uint_as_float(i % 2 ? w[i / 2] & 0xffff0000u : w[i / 2] << 16);
+      mx = fmaxf(mx, fabsf(f));
+      finite = finite && fabsf(f) <= 3.4e38f;  // false for NaN and ±inf
+    }
+    amax[n] = finite ? mx : __uint_as_float(0x7f800000u);  // the group's factor becomes NaN below: NaN in, NaN out
   }
 #pragma unroll
-  for (int o = 1; o < 16; o <<= 1) sx += __shfl_xor_sync(0xffffffffu, sx, o);  // |Σ X| < 2^29
-  if (c == 0)  // 2^-e / 16, or NaN for a group with a NaN or an infinity (fmaxf drops NaNs: the flag above)
-    *gf = make_float2(-128.f * float(sx), E == 255 ? __uint_as_float(0x7fc00000u)
-                                                   : __uint_as_float(std::uint32_t(127 - e - 4) << 23));
+  for (int o = 1; o < 16; o <<= 1)
+#pragma unroll
+    for (int n = 0; n < N; ++n) amax[n] = fmaxf(amax[n], __shfl_xor_sync(0xffffffffu, amax[n], o));
+  int sx[N], ex[N];
+#pragma unroll
+  for (int n = 0; n < N; ++n) {
+    // amax in [2^(E-127), 2^(E-126)): amax · 2^e < 2^22. e ≤ 119 keeps 2^-e / 16 a normal float (a group below
+    // 2^-98 loses bits, as fp32 would), ≥ -126 keeps 2^e one.
+    const int E = int((__float_as_uint(amax[n]) >> 23) & 0xff);
+    const int e = amax[n] > 0.f ? min(max(21 - (E - 127), -126), 119) : 0;
+    ex[n] = E == 255 ? -1 : e;
+    const float sc = __uint_as_float(std::uint32_t(127 + e) << 23);
+    const std::uint32_t w[4] = {xv[n].x, xv[n].y, xv[n].z, xv[n].w};
+    int X[8], X1[8], X2[8];
+    sx[n] = 0;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      const float f = __uint_as_float(i % 2 ? w[i / 2] & 0xffff0000u : w[i / 2] << 16);
+      X[i] = __float_as_int(fmaf(f, sc, 12582912.f)) - 0x4B400000;  // round(x · 2^e): |x · 2^e| < 2^22
+      X1[i] = (X[i] + 128) >> 8;
+      X2[i] = (X1[i] + 128) >> 8;
+      sx[n] += X[i];
+    }
+    if (act[n]) {
+      const int* pl[3] = {X, X1, X2};
+#pragma unroll
+      for (int p = 0; p < 3; ++p) {
+        const int* d = pl[p];  // the digit is the low byte of X, X1 - 256 X2, X2 alike
+        const std::uint32_t ev = __byte_perm(__byte_perm(d[0], d[2], 0x40), __byte_perm(d[4], d[6], 0x40), 0x5410);
+        const std::uint32_t od = __byte_perm(__byte_perm(d[1], d[3], 0x40), __byte_perm(d[5], d[7], 0x40), 0x5410);
+        std::uint32_t* dst = reinterpret_cast<std::uint32_t*>(dig + grp[n] * kImmaDigitBytes + p * 128 + t * 32);
+        dst[m] = ev;
+        dst[4 + m] = od;
+      }
+    }
+  }
+#pragma unroll
+  for (int o = 1; o < 16; o <<= 1)
+#pragma unroll
+    for (int n = 0; n < N; ++n) sx[n] += __shfl_xor_sync(0xffffffffu, sx[n], o);  // |Σ X| < 2^29
+#pragma unroll
+  for (int n = 0; n < N; ++n)
+    if (act[n] && c == 0)  // 2^-e / 16, or NaN for a group with a NaN or an infinity (fmaxf drops NaNs: the flag)
+      gf[grp[n]] = make_float2(-128.f * float(sx[n]), ex[n] < 0 ? __uint_as_float(0x7fc00000u)
+                                                               : __uint_as_float(std::uint32_t(127 - ex[n] - 4) << 23));
 }
 
 /// One group's reads for lane (g, t): its plane's digit words (b01: even, b23: odd), the bias to take off (lane t = 0

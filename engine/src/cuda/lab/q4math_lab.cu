@@ -93,8 +93,12 @@ __device__ __forceinline__ std::uint32_t pair_hi(std::uint32_t u, int s) {
 // group): each 8-value chunk by one thread of a half-warp (imma_digits). n_groups · 16 a multiple of 32.
 __device__ __forceinline__ void stage_digits(const bf16* xs, unsigned char* xd, int n_groups, int tid, int nthr) {
   float2* gf = reinterpret_cast<float2*>(xd + n_groups * kImmaDigitBytes);
-  for (int ci = tid; ci < n_groups * 16; ci += nthr)
-    imma_digits(reinterpret_cast<const uint4*>(xs)[ci], ci & 15, xd + (ci >> 4) * kImmaDigitBytes, gf + (ci >> 4));
+  for (int ci = tid; ci < n_groups * 16; ci += nthr) {
+    const uint4 xv[1] = {reinterpret_cast<const uint4*>(xs)[ci]};
+    const bool act[1] = {true};
+    const int grp[1] = {ci >> 4};
+    imma_digits<1>(xv, act, grp, ci & 15, xd, gf);
+  }
 }
 
 // Shared memory: [barriers 64 B][ring kStages × R × 8 KB][x natural kK bf16][x as B registers kK bf16]
