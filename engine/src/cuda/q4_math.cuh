@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // The int4 × bf16 tensor-core arithmetic shared by the decode GEMVs kernels_q4mma.cu (cp.async ring, T ≤ 8) and
 // kernels_q4tma.cu (TMA ring, T = 1): one 16-row tile and group of 128 multiplied exactly the same way in both, so a
-// row's bits do not depend on which kernel computed it (see kernels_q4mma.cu for the fragment layout).
+// row's bits do not depend on which kernel computed it (see kernels_q4mma.cu for the fragment layout) — except the
+// decode's folded-norm [w1; w3] launch, which takes the integer path of q4_imma.cuh (within a bf16 step).
 #pragma once
 
 #include <cstdint>
