@@ -10,9 +10,10 @@
 // v + 8 (even nibbles: (u & 0x0f0f0f0f) ^ 0x08080808) or 16 · (v + 8) (odd ones: (u & 0xf0f0f0f0) ^ 0x80808080).
 // Per digit plane: the even chain sums (v + 8) · d over the even k, the odd chain 16 · (v + 8) · d over the odd k,
 // and 16 · even + odd = 16 · Σ (v + 8) · d exactly in int32 (< 2^22). Planes 0 and 1 join in int32 (plane 0 + 256 ·
-// plane 1 < 2^31), then the bias of all three, 16 · 8 · Σ X, comes off in fp32 once (−128 · Σ X, exact in int32,
-// rounded to fp32 once: the sum passes through ~8 · Σ X, its fp32 error a few times that of Σ v · X alone, as the
-// bf16 path's passes through 136 · Σ x); plane 2 in fp32 (× 65536); each times scale · 2^-e / 16.
+// plane 1 < 2^31), and lane t = 0 takes the bias of all three planes, 16 · 8 · Σ X, off in fp32 (Σ X exact in int32,
+// |Σ X| < 2^29; −128 · Σ X rounded to fp32 once); plane 2 joins in fp32 (× 65536, lane t = 1), each times scale ·
+// 2^-e / 16. Plane 2's part of the bias (lane 0) and plane 2 (lane 1) meet only in the tile's final shuffle: the sums
+// pass through ~8 · Σ |X|, their fp32 error a few times that of Σ v · X alone, as the bf16 path's through 136 · Σ x.
 //
 // Shared memory (kImmaGroupBytes a group): the groups' digits [G][plane 0..2][t 0..3][32 bytes], then a float2 a group
 // (−128 · Σ X, 2^-e / 16). In the 32 bytes of (plane, t) — x[128G + 32t .. + 31] — word m (0..3) holds the digits of
@@ -76,14 +77,17 @@ __device__ __forceinline__ void imma_digits(const uint4 (&xv)[N], const bool (&a
   for (int o = 1; o < 16; o <<= 1)
 #pragma unroll
     for (int n = 0; n < N; ++n) amax[n] = fmaxf(amax[n], __shfl_xor_sync(0xffffffffu, amax[n], o));
-  int sx[N], ex[N];
+  std::uint32_t sx[N];  // Σ X (unsigned: a flagged group's garbage X may wrap)
+  int ex[N];
+  bool bad[N];
 #pragma unroll
   for (int n = 0; n < N; ++n) {
     // amax in [2^(E-127), 2^(E-126)): amax · 2^e < 2^22. e ≤ 119 keeps 2^-e / 16 a normal float (a group below
     // 2^-98 loses bits, as fp32 would), ≥ -126 keeps 2^e one.
     const int E = int((__float_as_uint(amax[n]) >> 23) & 0xff);
     const int e = amax[n] > 0.f ? min(max(21 - (E - 127), -126), 119) : 0;
-    ex[n] = E == 255 ? -1 : e;
+    ex[n] = e;  // negative for a group max ≥ 2^22
+    bad[n] = E == 255;  // a NaN or an infinity in the group
     const float sc = __uint_as_float(std::uint32_t(127 + e) << 23);
     const std::uint32_t w[4] = {xv[n].x, xv[n].y, xv[n].z, xv[n].w};
     int X[8], X1[8], X2[8];
@@ -94,7 +98,7 @@ __device__ __forceinline__ void imma_digits(const uint4 (&xv)[N], const bool (&a
       X[i] = __float_as_int(fmaf(f, sc, 12582912.f)) - 0x4B400000;  // round(x · 2^e): |x · 2^e| < 2^22
       X1[i] = (X[i] + 128) >> 8;
       X2[i] = (X1[i] + 128) >> 8;
-      sx[n] += X[i];
+      sx[n] += std::uint32_t(X[i]);
     }
     if (act[n]) {
       const int* pl[3] = {X, X1, X2};
@@ -116,8 +120,8 @@ __device__ __forceinline__ void imma_digits(const uint4 (&xv)[N], const bool (&a
 #pragma unroll
   for (int n = 0; n < N; ++n)
     if (act[n] && c == 0)  // 2^-e / 16, or NaN for a group with a NaN or an infinity (fmaxf drops NaNs: the flag)
-      gf[grp[n]] = make_float2(-128.f * float(sx[n]), ex[n] < 0 ? __uint_as_float(0x7fc00000u)
-                                                               : __uint_as_float(std::uint32_t(127 - ex[n] - 4) << 23));
+      gf[grp[n]] = make_float2(-128.f * float(int(sx[n])), bad[n] ? __uint_as_float(0x7fc00000u)
+                                                            : __uint_as_float(std::uint32_t(127 - ex[n] - 4) << 23));
 }
 
 /// One group's reads for lane (g, t): its plane's digit words (b01: even, b23: odd), the bias to take off (lane t = 0

@@ -369,7 +369,7 @@ TEST(QuantCudaTma, FoldedNormEqualsNormThenOpBitForBit) {
 // itself plus one of the output's largest value (both round fp32 sums ~1e-6 apart to bf16, rope's first before its
 // rotation: a flip there moves an output by a step of its pair's larger value), the whole output's NMSE below 1e-5 (a
 // wrong digit, plane, exponent or correction is off by far more); at least one output different (the integer path
-// ran: its sums are not the bf16 path's bits); and NaN in, NaN out.
+// ran: its sums are not the bf16 path's bits); groups at the digits' exponent edges; and NaN in, NaN out.
 TEST(QuantCudaTma, IntegerPathWithinRoundingOfTheBf16Path) {
   PIXTRAL_REQUIRE_GPU();
   auto cpu = ops::make_cpu_backend(1);
@@ -402,6 +402,31 @@ TEST(QuantCudaTma, IntegerPathWithinRoundingOfTheBf16Path) {
   };
   folded_norm_cases(G, cpu.get(), rng, both);
   EXPECT_GT(differ, 0u) << "no output of " << total << " differs from the bf16 path's: did the integer path run?";
+  // Groups at the exponent's edges, by the norm weight: x up to ~3e7 (a group max ≥ 2^22: e < 0), ~1e-30 (e at its
+  // clamp of 119) and 0 (an all-zero group), the other groups as usual.
+  {
+    const std::int64_t F = 336, K = 1024;
+    Host w1 = make_weight(F, K, 1170, "w1"), w3 = make_weight(F, K, 1180, "w3");
+    const WeightView* parts[2] = {&w1.view, &w3.view};
+    auto w = G->upload_weight_stacked_quantized(parts, "w13", Format::int4_g128);
+    std::vector<std::uint16_t> nb(static_cast<std::size_t>(K));
+    std::normal_distribution<float> nd(1.f, 0.2f);
+    for (std::int64_t k = 0; k < K; ++k)
+      nb[std::size_t(k)] = f32_to_bf16(k < 128 ? 1e7f : k < 256 ? 1e-30f : k < 384 ? 0.f : nd(rng));
+    auto nw = G->upload_weight(WeightView{"norm", nb.data(), DType::bf16, {K}});
+    ASSERT_TRUE(w.ok() && nw.ok()) << w.status().to_string();
+    const auto hv = cuda_test::random_values(rng, std::size_t(K));
+    auto h = cuda_test::make_pair(cpu.get(), G, 1, K, hv.data(), DType::bf16);
+    auto xn = cuda_test::make_pair(cpu.get(), G, 1, K, nullptr, DType::bf16);
+    auto o = cuda_test::make_pair(cpu.get(), G, 1, F, nullptr, DType::bf16);
+    auto gu = cuda_test::make_pair(cpu.get(), G, 1, 2 * F, nullptr, DType::bf16);
+    both(
+        "silu F=336 K=1024, groups of ~3e7, ~1e-30 and 0",
+        [&] { return G->rms_norm_matmul_silu(o->g, gu->g, xn->g, h->g, *nw, 1e-5f, *w); },
+        [&] { return download(G, o->g); });
+    G->free_weight(*w);
+    G->free_weight(*nw);
+  }
   // A NaN in h: the norm makes every x NaN, and every output must be NaN as on the bf16 path (fmaxf alone would drop
   // the NaNs from a group's maximum, and the digits of a NaN are garbage: q4_imma.cuh flags the group).
   const std::int64_t F = 336, K = 1024;
