@@ -23,11 +23,13 @@ def blocks(tag, grid, start, end, stagger=0):
 def layer(t):
     """One decoder layer from t (ns): kernels overlapping the one before, as under programmatic dependent launch.
     Only the attention's and the combine's blocks record a wait: the attention's block b returns at t + 105 + b, 5 + b
-    ns after the QKV GEMV ends, the combine's at t + 131 + b; only the combine's mark: block b's at t + 135 + 2b."""
+    ns after the QKV GEMV ends, the combine's at t + 131 + b; only the combine's marks: block b's at t + 135 + 2b,
+    its early marks at t + 133 + b."""
     rows = []
     rows += blocks(ROPE, 6, t, t + 100, 2)
     rows += [dict(r, tw=t + 105 + r["block"]) for r in blocks(ATTN, 4, t + 90, t + 130, 1)]
-    rows += [dict(r, tw=t + 131 + r["block"], tm=t + 135 + 2 * r["block"]) for r in blocks(COMB, 2, t + 125, t + 140)]
+    rows += [dict(r, tw=t + 131 + r["block"], tm=t + 135 + 2 * r["block"], te=t + 133 + r["block"])
+             for r in blocks(COMB, 2, t + 125, t + 140)]
     rows += blocks(RESID, 5, t + 135, t + 200, 3)
     rows += blocks(NORM, 1, t + 150, t + 210)
     rows += blocks(SILU, 8, t + 205, t + 400, 4)
@@ -132,6 +134,13 @@ class TimelineTest(unittest.TestCase):
         # Only the combine marked: median wait 132, marks 135 and 137 (median, nearest rank: 137), end 140.
         self.assertEqual(m, {"combine": (5.0, 5.0, 3.0)})
 
+    def test_early_marks_cut_the_wait_to_the_mark(self):
+        seq = timeline.launches(self.rows)
+        timeline.label(seq)
+        e = timeline.early_marks(timeline.split_steps(seq))
+        # The combine: median wait 132, early marks 133 and 134 (median, nearest rank: 134), median mark 137.
+        self.assertEqual(e, {"combine": (2.0, 3.0)})
+
     def test_layer_sms_groups_by_blocks_an_sm(self):
         seq = timeline.launches(self.rows)
         timeline.label(seq)
@@ -158,18 +167,19 @@ class TimelineTest(unittest.TestCase):
 
     def test_reads_the_csv_the_library_writes(self):
         with tempfile.NamedTemporaryFile("w", suffix=".csv", delete=False) as f:
-            f.write("tag,grid,block,sm,t0,t1,tw,tm\n")
+            f.write("tag,grid,block,sm,t0,t1,tw,tm,te\n")
             for r in self.rows[:50]:
                 f.write(f"{r['tag']},{r['grid']},{r['block']},{r['sm']},{r['t0']},{r['t1']},{r.get('tw', 0)},"
-                        f"{r.get('tm', 0)}\n")
+                        f"{r.get('tm', 0)},{r.get('te', 0)}\n")
             path = f.name
         try:
             self.assertEqual(timeline.read(path)[:50],
-                             [dict(r, tw=r.get("tw", 0), tm=r.get("tm", 0)) for r in self.rows[:50]])
+                             [dict(r, tw=r.get("tw", 0), tm=r.get("tm", 0), te=r.get("te", 0)) for r in self.rows[:50]])
             self.assertTrue(any(r["tm"] for r in timeline.read(path)[:50]))
+            self.assertTrue(any(r["te"] for r in timeline.read(path)[:50]))
         finally:
             os.unlink(path)
-        # A file of an older build has no tw or tm column: read as no waits and no marks.
+        # A file of an older build has no tw, tm or te column: read as no waits and no marks.
         with tempfile.NamedTemporaryFile("w", suffix=".csv", delete=False) as f:
             f.write("tag,grid,block,sm,t0,t1\n1,1,0,0,5,9\n")
             path = f.name
@@ -177,6 +187,7 @@ class TimelineTest(unittest.TestCase):
             rows = timeline.read(path)
             self.assertEqual(timeline.launches(rows)[0]["tws"], [])
             self.assertEqual(timeline.launches(rows)[0]["tms"], [])
+            self.assertEqual(timeline.launches(rows)[0]["tes"], [])
         finally:
             os.unlink(path)
 

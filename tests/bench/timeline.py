@@ -8,7 +8,8 @@ Each CSV row is one block of one kernel: tag, grid (blocks of its launch), block
 thread 0's start and end), tw (when thread 0 returned from its dependent-launch wait; 0 or absent: no wait) and tm
 (when thread 0 passed the kernel's PIXTRAL_TIMELINE_MARK, a point the kernel names — the combine's and the norm's
 loads merged, q4tma's x staged, the scalar GEMVs' first batch used, an attention split's last keys in; 0 or absent:
-none). A launch's blocks all start before any block of the launch after next (programmatic
+none) and te (its early mark, PIXTRAL_TIMELINE_EARLY_MARK: a point before the mark — q4tma's folded norm summed;
+0 or absent: none). A launch's blocks all start before any block of the launch after next (programmatic
 dependent launch lets only the next kernel start early), so sorting a (tag, grid) pair's rows by t0 and cutting them
 into runs of `grid` rows recovers the launches. Per kernel kind the table gives the launches per decode step, the
 mean duration (first block start to last block end), the mean overlap with the kernel before (how long it was
@@ -16,7 +17,8 @@ resident before that one ended) and what it adds to the step: its end minus the 
 step. The adds sum to the step's time; the time no recorded kernel covers (sampler, copies) is listed as well. A
 second table splits each kind's span after the kernel before it ends: its blocks' first and median wait returns
 (the boundary) and the end after the median wait (the work left once its input was there); a third, for the kinds
-that mark, cuts that work at the mark: median wait to median and to last mark, last mark to the end.
+that mark, cuts that work at the mark: median wait to median and to last mark, last mark to the end; a fourth, for
+the kinds with an early mark: median wait to median early mark, and from there to the median mark.
 --layers lists the last step's first 40 launches; --blocks LAYER gives, for each launch of decoder layer LAYER
 (from its QKV GEMV to the one before the next QKV GEMV) of the last step, its blocks' start and end percentiles
 in µs from the end of the launch before that QKV GEMV: which blocks wait and which ones end late; --sms LAYER
@@ -57,7 +59,8 @@ def launches(rows):
                         "end": max(r["t1"] for r in chunk), "t0s": sorted(r["t0"] for r in chunk),
                         "t1s": sorted(r["t1"] for r in chunk), "sm_ends": sm_ends(chunk),
                         "tws": sorted(r.get("tw", 0) for r in chunk if r.get("tw", 0)),
-                        "tms": sorted(r.get("tm", 0) for r in chunk if r.get("tm", 0))})
+                        "tms": sorted(r.get("tm", 0) for r in chunk if r.get("tm", 0)),
+                        "tes": sorted(r.get("te", 0) for r in chunk if r.get("te", 0))})
     out.sort(key=lambda l: l["start"])
     return out
 
@@ -142,6 +145,22 @@ def marks(steps):
             a[2] += l["tms"][-1] - w
             a[3] += l["end"] - l["tms"][-1]
     return {k: (v[1] / v[0], v[2] / v[0], v[3] / v[0]) for k, v in acc.items()}
+
+
+def early_marks(steps):
+    """Per kernel name with recorded waits, early marks and marks: mean ns from its blocks' median wait return to
+    their median early mark, and from that to their median mark."""
+    acc = collections.OrderedDict()
+    for s in steps:
+        for l in s:
+            if not l["tws"] or not l["tms"] or not l["tes"]:
+                continue
+            a = acc.setdefault(l["name"], [0, 0, 0])
+            e = pct(l["tes"], 50)
+            a[0] += 1
+            a[1] += e - pct(l["tws"], 50)
+            a[2] += pct(l["tms"], 50) - e
+    return {k: (v[1] / v[0], v[2] / v[0]) for k, v in acc.items()}
 
 
 def after_lm_head(steps):
@@ -239,6 +258,11 @@ def main():
         print(f"{'kernel':<22}{'median wait -> median mark us':>31}{'-> last mark us':>17}{'last mark -> end us':>21}")
         for name, (med, last, tail) in m.items():
             print(f"{name:<22}{med / 1e3:>31.2f}{last / 1e3:>17.2f}{tail / 1e3:>21.2f}")
+    e = early_marks(steps)
+    if e:
+        print(f"{'kernel':<22}{'median wait -> median early mark us':>37}{'-> median mark us':>19}")
+        for name, (first, rest) in e.items():
+            print(f"{name:<22}{first / 1e3:>37.2f}{rest / 1e3:>19.2f}")
     if len(sys.argv) > 2 and sys.argv[2] == "--layers":
         s = steps[-1]
         t0 = s[0]["start"]

@@ -81,9 +81,10 @@ void tl_after_replay(long replay, cudaStream_t s) {
     std::fprintf(stderr, "timeline: cannot write %s\n", w.path);
     return;
   }
-  std::fprintf(f, "tag,grid,block,sm,t0,t1,tw,tm\n");
+  std::fprintf(f, "tag,grid,block,sm,t0,t1,tw,tm,te\n");
   for (const TlRecord& r : h)
-    std::fprintf(f, "%u,%u,%u,%u,%llu,%llu,%llu,%llu\n", r.tag, r.grid, r.block, r.sm, r.t0, r.t1, r.tw, r.tm);
+    std::fprintf(f, "%u,%u,%u,%u,%llu,%llu,%llu,%llu,%llu\n", r.tag, r.grid, r.block, r.sm, r.t0, r.t1, r.tw, r.tm,
+                 r.te);
   std::fclose(f);
   std::fprintf(stderr, "timeline: %u blocks of replays %ld..%ld written to %s\n", n, w.from, w.from + w.steps - 1,
                w.path);

@@ -310,6 +310,7 @@ __global__ void __launch_bounds__(kThreads, M == GemvMode::residual ? kResidualM
     named_sync(1, kWarps * 32);
     const float tot = warp_sum(lane < n_nw ? red[lane] : 0.f);
     const float inv = 1.0f / sqrtf(tot / float(a.K) + a.eps);
+    PIXTRAL_TIMELINE_EARLY_MARK(inv);  // the timeline's early mark: h is in and summed (x is made after it)
 #pragma unroll
     for (int r = 0; r < kRounds; ++r) {
       const int p = r * kWarps * 32 + tid;

@@ -2,7 +2,8 @@
 // Developer build option PIXTRAL_CUDA_TIMELINE (CMake, OFF by default; nothing of this is compiled otherwise): the
 // decode-step kernels record, per block, when thread 0 started, returned from its last programmatic-dependent-launch
 // wait (0: it did not wait), passed the kernel's mark (PIXTRAL_TIMELINE_MARK: a point the kernel names, e.g. "its
-// loads have returned"; 0: none) and finished (%globaltimer, ns) with the kernel's tag,
+// loads have returned"; 0: none) and its early mark (PIXTRAL_TIMELINE_EARLY_MARK: a point before that, e.g. "the
+// folded norm's sum is in"; 0: none) and finished (%globaltimer, ns) with the kernel's tag,
 // grid size, block index and SM, for a window of replayed decode graphs (cuda_timeline.cu writes them to the CSV file
 // named by PIXTRAL_CUDA_TIMELINE). A timeline of the graph as it runs, programmatic-dependent-launch overlap included,
 // which ncu (kernels serialized) cannot give and nsys is not installed for. tests/bench/timeline.py reads the file.
@@ -33,7 +34,7 @@ enum TimelineTag : unsigned {
 
 #ifdef PIXTRAL_CUDA_TIMELINE
 struct TlRecord {
-  unsigned long long t0, t1, tw, tm;
+  unsigned long long t0, t1, tw, tm, te;
   unsigned tag, grid, block, sm;
 };
 // Per translation unit (the kernels are not compiled as relocatable device code): every unit that includes this
@@ -60,6 +61,12 @@ __device__ __forceinline__ unsigned long long& tl_mark_slot() {
   return t;
 }
 
+// When thread 0 last passed PIXTRAL_TIMELINE_EARLY_MARK, a block's own word: 0 until it does.
+__device__ __forceinline__ unsigned long long& tl_early_slot() {
+  __shared__ unsigned long long t;
+  return t;
+}
+
 // A shared word the mark stores `dep` to: the store needs dep, and a warp issues in order, so the clock is read
 // once dep is there (as long as ptxas keeps the volatile store before the volatile clock read; not checked in SASS).
 __device__ __forceinline__ volatile float& tl_mark_sink() {
@@ -67,11 +74,16 @@ __device__ __forceinline__ volatile float& tl_mark_sink() {
   return v;
 }
 
-// The mark, read after `dep` is computed.
+// The mark, read after `dep` is computed; the early mark alike.
 __device__ __forceinline__ void tl_mark(float dep) {
   if (threadIdx.x != 0) return;
   tl_mark_sink() = dep;
   tl_mark_slot() = tl_now();
+}
+__device__ __forceinline__ void tl_early_mark(float dep) {
+  if (threadIdx.x != 0) return;
+  tl_mark_sink() = dep;
+  tl_early_slot() = tl_now();
 }
 
 struct TlScope {
@@ -83,7 +95,7 @@ struct TlScope {
   // step ran ~7 % slower than an unrecorded one (PERF_NOTES v28 7.).
   __device__ explicit TlScope(unsigned tag_) : t0(tl_now()), tag(tag_) {
     if (threadIdx.x != 0) return;
-    tl_wait_slot() = tl_mark_slot() = 0;
+    tl_wait_slot() = tl_mark_slot() = tl_early_slot() = 0;
     if (g_tl_records) slot = atomicAdd(g_tl_count, 1u);
   }
   __device__ ~TlScope() {
@@ -91,7 +103,8 @@ struct TlScope {
     const unsigned long long t1 = tl_now();
     unsigned sm;
     asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
-    g_tl_records[slot] = TlRecord{t0, t1, tl_wait_slot(), tl_mark_slot(), tag, gridDim.x * gridDim.y * gridDim.z,
+    g_tl_records[slot] = TlRecord{t0, t1, tl_wait_slot(), tl_mark_slot(), tl_early_slot(), tag,
+                                  gridDim.x * gridDim.y * gridDim.z,
                                   blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z), sm};
   }
 };
@@ -107,9 +120,11 @@ static const bool g_tl_registered = (tl_register(&tl_set_this_unit), true);
 
 #define PIXTRAL_TIMELINE(tag) const ::pixtral::cuda::TlScope pixtral_tl_scope_(tag)
 #define PIXTRAL_TIMELINE_MARK(dep) ::pixtral::cuda::tl_mark(dep)
+#define PIXTRAL_TIMELINE_EARLY_MARK(dep) ::pixtral::cuda::tl_early_mark(dep)
 #else
 #define PIXTRAL_TIMELINE(tag) (void)0
 #define PIXTRAL_TIMELINE_MARK(dep) (void)0
+#define PIXTRAL_TIMELINE_EARLY_MARK(dep) (void)0
 #endif
 
 /// Called by CudaBackend::replay around each graph launch: the window of replays to record (no-op unless built with
