@@ -103,6 +103,7 @@ struct Q4tArgs {
   bf16* nxn = nullptr;
   float eps = 0.f;
   bool norm_early = true;  // the norm weight loaded before the dependent-launch wait
+  const unsigned char* xdig_in = nullptr;  // the residual mode's integer path: x's digits (q4tplan::take_x_digits)
   bool rope_early = true;  // the rope mode's first tile's cos / sin made before it
   Q4tNext next;
 };
@@ -160,11 +161,12 @@ constexpr int kResidualMinBlocks = 3;
 constexpr int kResidualMinBlocks = 2;
 #endif
 
-// kImma: the integer tensor-core path (q4_imma.cuh; launch_q4tma_normed only, the silu mode's by default): the
-// folded norm makes x's digits instead of its B registers, and each stage multiplies by imma_group. Other bits than
-// q4mma's (within a bf16 step of them: tst_quant_tma_cuda).
+// kImma: the integer tensor-core path (q4_imma.cuh; the folded-norm silu launch's by default): the folded norm makes
+// x's digits instead of its B registers (in the residual mode, opt-in: the kernel before made them, and the
+// consumers copy them), and each stage multiplies by imma_group. Other bits than q4mma's (within a bf16 step of them:
+// tst_quant_tma_cuda).
 template <class TO, GemvMode M, bool kPreX, bool kImma = false>
-__global__ void __launch_bounds__(kThreads, M == GemvMode::residual ? kResidualMinBlocks : 2)
+__global__ void __launch_bounds__(kThreads, M == GemvMode::residual ? (kImma ? 3 : kResidualMinBlocks) : 2)
     q4tma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const bf16* __restrict__ bias, const Q4tArgs a,
                  const RopeAppendArgs ra, const __grid_constant__ CUtensorMap mw,
                  const __grid_constant__ CUtensorMap mw2, const __grid_constant__ CUtensorMap ms,
@@ -172,7 +174,7 @@ __global__ void __launch_bounds__(kThreads, M == GemvMode::residual ? kResidualM
   // mw: the 4-D map of 16-row boxes; mw2: the 5-D map of 16-pair boxes (rope only); ms / ms2: the scales' 16- and
   // 32-row boxes.
   constexpr int R = gemv_rows_per_item(M);
-  static_assert(!kImma || ((M == GemvMode::rope || M == GemvMode::silu) && !kPreX), "imma: the normed modes only");
+  static_assert(!kImma || (M != GemvMode::plain && !kPreX), "imma: the rope, silu and residual modes");
   constexpr int kBufs = kImma ? kImmaRedBufs : kRedBufs;
   extern __shared__ __align__(1024) unsigned char smem[];
   PIXTRAL_TIMELINE(kTlQ4tma + unsigned(M));
@@ -341,6 +343,11 @@ __global__ void __launch_bounds__(kThreads, M == GemvMode::residual ? kResidualM
       }
       imma_digits<kRounds>(xo, act, grp, tid & 15, xdig, xgf);
     }
+  } else if constexpr (kImma && M == GemvMode::residual) {
+    // x's digits as the kernel before made them (PIXTRAL_CUDA_WO_DIGITS: the decode combine): a plain copy.
+    const int n16 = a.K / quant::kInt4Group * kImmaGroupBytes / 16;
+    for (int i = tid; i < n16; i += kWarps * 32)
+      reinterpret_cast<uint4*>(xdig)[i] = reinterpret_cast<const uint4*>(a.xdig_in)[i];
   } else if constexpr (!kImma) {
     stage_x(xs, x, a.K, tid, XAsB{});
   }
@@ -520,6 +527,20 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
       pre_x = false;
     }
   }
+  // x's digits made by the kernel before (PIXTRAL_CUDA_WO_DIGITS, opt-in: the decode combine, for wo): taken by the
+  // residual launch that reads that x, forgotten by any other q4tma launch.
+  const unsigned char* xdig_in = take_x_digits(s, x, K / quant::kInt4Group);
+  if constexpr (M == GemvMode::residual && std::is_same_v<TO, bf16>) {
+    if (xdig_in) {
+      kernel = q4tma_kernel<TO, M, false, true>;
+      imma = true;
+    } else if (K <= 4096 && x_digits_required()) {
+      return Status(ErrorCode::unsupported, "q4tma (PIXTRAL_CUDA_WO_DIGITS=require): no digits of x from the kernel "
+                                            "before for this residual launch");
+    }
+  } else {
+    xdig_in = nullptr;
+  }
   Q4tLayout l = q4t_layout(R, K, kMaxSmem, pre_x, imma);
   if (l.stages < 2 || l.total > kMaxSmem) return not_here(kQ4Env, "K too large for the shared memory");
   if (!tma_ready(kernel) || sm_count() == 0) return not_here(kQ4Env, "no sm_90 code for this GPU");
@@ -553,6 +574,7 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
   a.corr = l.corr;
   a.stage_bytes = l.stage_bytes;
   a.scale_bytes = l.scale_bytes;
+  a.xdig_in = xdig_in;
   if (norm) {
     a.nh = norm->h;
     a.nw = norm->w;
