@@ -473,7 +473,7 @@ TEST(QuantCudaTma, WoDigitsFromTheCombineWithinRoundingOfTheBf16Path) {
   const int H = 32, Hkv = 8, D = 128, n_kv = 2048;
   const std::int64_t K = H * D, N = 5120;
   const ops::AttentionParams ap{.n_heads = H, .n_kv_heads = Hkv, .head_dim = D, .scale = 1.f / std::sqrt(float(D)),
-                                .causal = true, .q_offset = n_kv - 1};  // the query sees every key
+                                .causal = true, .q_offset = n_kv - 1, .segments = {}};  // the query sees every key
   const auto qv = cuda_test::random_values(rng, std::size_t(K));
   const auto kv = cuda_test::random_values(rng, std::size_t(n_kv) * Hkv * D);
   const auto vv = cuda_test::random_values(rng, std::size_t(n_kv) * Hkv * D);
