@@ -504,7 +504,7 @@ bool q4tma_prex() {
 template <class TO, GemvMode M>
 Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* scales, const bf16* bias, int N,
                     int items, int K, const RopeAppendArgs& ra, cudaStream_t s, bool* launched,
-                    const NormIn* norm = nullptr) {
+                    const NormIn* norm = nullptr, const unsigned char* xdig = nullptr) {
   constexpr int R = gemv_rows_per_item(M);
   // kPreX pays where blocks run several tiles: the silu mode ([w1; w3], 896 tiles over two blocks an SM). The rope
   // and residual modes run one tile a block in a decoder: nothing to keep. The plain mode (an int4 lm_head) was left
@@ -527,9 +527,9 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
       pre_x = false;
     }
   }
-  // x's digits made by the kernel before (PIXTRAL_CUDA_WO_DIGITS, opt-in: the decode combine, for wo): taken by the
-  // residual launch that reads that x, forgotten by any other q4tma launch.
-  const unsigned char* xdig_in = take_x_digits(s, x, K / quant::kInt4Group);
+  // x's digits made by the kernel before (PIXTRAL_CUDA_WO_DIGITS, opt-in: the decode combine, for wo; launch_q4tma
+  // takes them): the residual mode's integer path copies them.
+  const unsigned char* xdig_in = xdig;
   if constexpr (M == GemvMode::residual && std::is_same_v<TO, bf16>) {
     if (xdig_in) {
       kernel = q4tma_kernel<TO, M, false, true>;
@@ -638,6 +638,8 @@ Status launch_q4tma(void* out, DType out_t, const bf16* x, const std::uint8_t* q
                     const bf16* bias, int T, int N, int items, int K, GemvMode mode, const RopeAppendArgs& ra,
                     cudaStream_t s, bool* launched) {
   *launched = false;
+  // x's digits from the kernel before (note_x_digits) are for this launch only, whether it runs or not.
+  const unsigned char* xdig = take_x_digits(s, x, K / quant::kInt4Group);
   if (T != 1 || tma_switch(kQ4Env) == TmaSwitch::off) return {};
   if (const char* why = q4_refusal(K, items, q, scales, mode, ra)) return not_here(kQ4Env, why);
   if (out_t != DType::f32 && out_t != DType::bf16) return not_here(kQ4Env, "output neither f32 nor bf16");
@@ -645,7 +647,8 @@ Status launch_q4tma(void* out, DType out_t, const bf16* x, const std::uint8_t* q
     constexpr GemvMode M = decltype(m)::value;
     if (out_t == DType::f32)
       return launch_typed<float, M>(static_cast<float*>(out), x, q, scales, bias, N, items, K, ra, s, launched);
-    return launch_typed<bf16, M>(static_cast<bf16*>(out), x, q, scales, bias, N, items, K, ra, s, launched);
+    return launch_typed<bf16, M>(static_cast<bf16*>(out), x, q, scales, bias, N, items, K, ra, s, launched, nullptr,
+                                 xdig);
   });
 }
 
@@ -653,6 +656,7 @@ Status launch_q4tma_normed(bf16* out, const bf16* h, const bf16* norm_w, bf16* x
                            const float* scales, int N, int items, int K, GemvMode mode, const RopeAppendArgs& ra,
                            cudaStream_t s, bool* launched) {
   *launched = false;
+  take_x_digits(s, nullptr, 0);  // x's digits from the kernel before are for the next launch only
   if (tma_switch(kQ4Env) == TmaSwitch::off) return {};
   if (env_zero("PIXTRAL_CUDA_FOLD_NORM")) return {};  // the norm kernel, then the GEMV (A/B)
   // (PIXTRAL_CUDA_FOLD_NORM=require: the caller makes "not launched" an error.)

@@ -107,7 +107,9 @@ Q4tNext note_launch(cudaStream_t stream, const void* q, const Q4tNext& self) {
 }
 
 // x's digits a stream's next q4tma launch may take (note_x_digits). One record a stream; the attention launch sets
-// or clears it, every q4tma launch clears it, so a record never outlives the launch right after its writer.
+// or clears it, and launch_q4tma / launch_q4tma_normed take it at their entry (every int4 GEMV of a bf16 x passes
+// there first, run or not), so a record never outlives the int4 GEMV right after its writer. Only the attention
+// writes its output buffer in the decode (forward.cpp: wo right after it).
 struct XDigits {
   std::mutex mu;
   struct Rec {
