@@ -74,17 +74,14 @@ __device__ __forceinline__ volatile float& tl_mark_sink() {
   return v;
 }
 
-// The mark, read after `dep` is computed; the early mark alike.
-__device__ __forceinline__ void tl_mark(float dep) {
+// Thread 0's clock into `slot`, read after `dep` is computed: the mark and the early mark.
+__device__ __forceinline__ void tl_stamp(unsigned long long& slot, float dep) {
   if (threadIdx.x != 0) return;
   tl_mark_sink() = dep;
-  tl_mark_slot() = tl_now();
+  slot = tl_now();
 }
-__device__ __forceinline__ void tl_early_mark(float dep) {
-  if (threadIdx.x != 0) return;
-  tl_mark_sink() = dep;
-  tl_early_slot() = tl_now();
-}
+__device__ __forceinline__ void tl_mark(float dep) { tl_stamp(tl_mark_slot(), dep); }
+__device__ __forceinline__ void tl_early_mark(float dep) { tl_stamp(tl_early_slot(), dep); }
 
 struct TlScope {
   unsigned long long t0;
