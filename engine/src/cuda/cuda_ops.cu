@@ -13,8 +13,6 @@
 #include "cuda/cuda_backend.h"
 #include "cuda/env_switch.h"
 #include "cuda/kernels_quant.cuh"
-#include "cuda/q4_imma.cuh"
-#include "cuda/q4tma_plan.h"
 
 namespace pixtral::cuda {
 namespace {
@@ -374,17 +372,11 @@ Status CudaBackend::run_attention(AttentionLaunch& a) {
   a.n_sms = n_sms_;
   a.narrow_wave = decode_qkv_int4_;
   a.path = attention_path_override();
-  const std::int64_t ws = (attention_workspace_floats(a) + 3) / 4 * 4;  // the digits after it 16-byte aligned
-  // PIXTRAL_CUDA_WO_DIGITS: the decode combine also makes wo's x digits (kernels_decode_attention.cu), after the
-  // partials in the same workspace.
-  const bool digits = ws > 0 && q4tplan::x_digits_on() && a.n_q == 1 && a.head_dim == 128 && a.out_t == DType::bf16;
-  const std::int64_t dig_floats = digits ? (std::int64_t(a.n_heads) * kImmaGroupBytes + 3) / 4 : 0;
-  q4tplan::note_x_digits(stream_, a.out, nullptr, 0);  // whatever this launch writes, earlier digits are stale
+  const std::int64_t ws = attention_workspace_floats(a);
   if (ws > 0) {
-    PIXTRAL_RETURN_IF_ERROR(ensure(attn_ws_, std::size_t(ws + dig_floats) * 4, "attention split-KV workspace"));
+    PIXTRAL_RETURN_IF_ERROR(ensure(attn_ws_, std::size_t(ws) * 4, "attention split-KV workspace"));
     a.partial = static_cast<float*>(attn_ws_.ptr);
-    a.partial_floats = ws;
-    if (digits) a.digits = reinterpret_cast<unsigned char*>(a.partial + ws);
+    a.partial_floats = std::int64_t(attn_ws_.cap / 4);
   }
   return launch_attention(a, stream_);
 }

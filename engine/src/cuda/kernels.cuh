@@ -147,10 +147,6 @@ struct AttentionLaunch {
   /// ms/token, 41 splits 2.672 (and 2.692 → 2.670 for caps of 40 and 36 in another run); int8 was 2-4 % slower
   /// with fewer splits (PERF_NOTES v19 6., v20 4.).
   bool narrow_wave = false;
-  /// x's digits for the next int4 GEMV's integer path (q4_imma.cuh's layout, a group a head; PIXTRAL_CUDA_WO_DIGITS,
-  /// opt-in), made by the decode combine when non-null (one query row, head_dim 128, bf16 out); the launcher
-  /// records them for the stream's next q4tma launch (q4tma_plan.h's note_x_digits).
-  unsigned char* digits = nullptr;
 };
 /// The kernel launch_attention runs for `a` (never automatic; generic when the requested one cannot run it).
 AttentionPath attention_path(const AttentionLaunch& a);

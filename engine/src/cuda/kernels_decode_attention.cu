@@ -23,15 +23,12 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
-#include <type_traits>
 #include <utility>
 
 #include "cuda/decode_splits.h"
 #include "cuda/env_switch.h"
 #include "cuda/kernels.cuh"
 #include "cuda/mma.cuh"
-#include "cuda/q4_imma.cuh"
-#include "cuda/q4tma_plan.h"
 
 namespace pixtral::cuda {
 namespace {
@@ -311,16 +308,12 @@ __device__ __forceinline__ void lse_merge(float& m, float& l, float& o, float mc
 // One block of kCombineGroups × D threads per (row, head): group g merges splits g, g + 8, ... in index order with
 // all its loads (m, l and o of up to 8 splits) issued before any math — one dependent round trip to L2 — then
 // the groups are merged in index order through shared memory (no atomics: bit-identical run after run).
-// digits (PIXTRAL_CUDA_WO_DIGITS, opt-in; one row, D = 128, bf16): the head's 128 outputs are also made into the
-// integer path's digits of group `head` of wo's x (q4_imma.cuh: warp 0's half-warp, one chunk of 8 a lane), so that
-// wo's q4tma blocks copy them instead of making them after their wait (PERF_NOTES v33 6.).
 template <int D, class TO>
 __global__ void __launch_bounds__(kCombineGroups * D)
 decode_combine_kernel(TO* __restrict__ out, const float* __restrict__ partial, int n_vec, int n_splits,
-                      bool late_trigger, unsigned char* __restrict__ digits) {
+                      bool late_trigger) {
   constexpr int kBatch = 8;  // splits per group loaded at once (49 splits: 7 per group)
   __shared__ float red_o[kCombineGroups][D], red_m[kCombineGroups], red_l[kCombineGroups];
-  __shared__ __align__(16) TO out_s[D];  // digits: the head's outputs as stored
   PIXTRAL_TIMELINE(kTlCombine);
   if (!late_trigger) allow_dependents_to_launch();
   wait_for_previous_grid();  // everything here comes from decode_attention_kernel
@@ -355,22 +348,7 @@ decode_combine_kernel(TO* __restrict__ out, const float* __restrict__ partial, i
     float mt = -INFINITY, lt = 0.f, ot = 0.f;
 #pragma unroll
     for (int j = 0; j < kCombineGroups; ++j) lse_merge(mt, lt, ot, red_m[j], red_l[j], red_o[j][d]);
-    const TO v = from_f32<TO>(lt > 0.f ? ot / lt : 0.f);
-    out[vec * D + d] = v;
-    if constexpr (D == 128 && std::is_same_v<TO, bf16>) {
-      if (digits) out_s[d] = v;
-    }
-  }
-  if constexpr (D == 128 && std::is_same_v<TO, bf16>) {
-    if (digits) {  // uniform: a kernel argument
-      __syncthreads();
-      if (tid < 32) {  // lanes 16..31 repeat chunks 0..15 and store nothing
-        const uint4 xv[1] = {reinterpret_cast<const uint4*>(out_s)[tid & 15]};
-        const bool act[1] = {tid < 16};
-        const int grp[1] = {int(vec)};
-        imma_digits<1>(xv, act, grp, tid & 15, digits, reinterpret_cast<float2*>(digits + n_vec * kImmaDigitBytes));
-      }
-    }
+    out[vec * D + d] = from_f32<TO>(lt > 0.f ? ot / lt : 0.f);
   }
 }
 
@@ -444,12 +422,10 @@ Status launch_decode_typed(const AttentionLaunch& a, cudaStream_t s) {
     PIXTRAL_RETURN_IF_ERROR(launch(decode_attention_kernel<D, G, 1, TO>, 1));
   PIXTRAL_CUDA_LAUNCH_CHECK(decode_attention_kernel);
   if (p.n_splits > 1) {
-    unsigned char* digits = D == 128 && a.n_q == 1 && a.out_t == DType::bf16 ? a.digits : nullptr;
     launch_dependent(decode_combine_kernel<D, TO>, dim3(unsigned(a.n_q * a.n_heads)), dim3(kCombineGroups * D), s,
                      static_cast<TO*>(a.out), static_cast<const float*>(a.partial), int(a.n_q * a.n_heads),
-                     p.n_splits, combine_late_trigger(), digits);
+                     p.n_splits, combine_late_trigger());
     PIXTRAL_CUDA_LAUNCH_CHECK(decode_combine_kernel);
-    if (digits) q4tplan::note_x_digits(s, a.out, digits, a.n_heads);
   }
   return {};
 }

@@ -103,7 +103,6 @@ struct Q4tArgs {
   bf16* nxn = nullptr;
   float eps = 0.f;
   bool norm_early = true;  // the norm weight loaded before the dependent-launch wait
-  const unsigned char* xdig_in = nullptr;  // the residual mode's integer path: x's digits (q4tplan::take_x_digits)
   bool rope_early = true;  // the rope mode's first tile's cos / sin made before it
   Q4tNext next;
 };
@@ -161,12 +160,11 @@ constexpr int kResidualMinBlocks = 3;
 constexpr int kResidualMinBlocks = 2;
 #endif
 
-// kImma: the integer tensor-core path (q4_imma.cuh; the folded-norm silu launch's by default): the folded norm makes
-// x's digits instead of its B registers (in the residual mode, opt-in: the kernel before made them, and the
-// consumers copy them), and each stage multiplies by imma_group. Other bits than q4mma's (within a bf16 step of them:
-// tst_quant_tma_cuda).
+// kImma: the integer tensor-core path (q4_imma.cuh; launch_q4tma_normed only, the silu mode's by default): the
+// folded norm makes x's digits instead of its B registers, and each stage multiplies by imma_group. Other bits than
+// q4mma's (within a bf16 step of them: tst_quant_tma_cuda).
 template <class TO, GemvMode M, bool kPreX, bool kImma = false>
-__global__ void __launch_bounds__(kThreads, M == GemvMode::residual ? (kImma ? 3 : kResidualMinBlocks) : 2)
+__global__ void __launch_bounds__(kThreads, M == GemvMode::residual ? kResidualMinBlocks : 2)
     q4tma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const bf16* __restrict__ bias, const Q4tArgs a,
                  const RopeAppendArgs ra, const __grid_constant__ CUtensorMap mw,
                  const __grid_constant__ CUtensorMap mw2, const __grid_constant__ CUtensorMap ms,
@@ -174,7 +172,7 @@ __global__ void __launch_bounds__(kThreads, M == GemvMode::residual ? (kImma ? 3
   // mw: the 4-D map of 16-row boxes; mw2: the 5-D map of 16-pair boxes (rope only); ms / ms2: the scales' 16- and
   // 32-row boxes.
   constexpr int R = gemv_rows_per_item(M);
-  static_assert(!kImma || (M != GemvMode::plain && !kPreX), "imma: the rope, silu and residual modes");
+  static_assert(!kImma || ((M == GemvMode::rope || M == GemvMode::silu) && !kPreX), "imma: the normed modes only");
   constexpr int kBufs = kImma ? kImmaRedBufs : kRedBufs;
   extern __shared__ __align__(1024) unsigned char smem[];
   PIXTRAL_TIMELINE(kTlQ4tma + unsigned(M));
@@ -343,11 +341,6 @@ __global__ void __launch_bounds__(kThreads, M == GemvMode::residual ? (kImma ? 3
       }
       imma_digits<kRounds>(xo, act, grp, tid & 15, xdig, xgf);
     }
-  } else if constexpr (kImma && M == GemvMode::residual) {
-    // x's digits as the kernel before made them (PIXTRAL_CUDA_WO_DIGITS: the decode combine): a plain copy.
-    const int n16 = a.K / quant::kInt4Group * kImmaGroupBytes / 16;
-    for (int i = tid; i < n16; i += kWarps * 32)
-      reinterpret_cast<uint4*>(xdig)[i] = reinterpret_cast<const uint4*>(a.xdig_in)[i];
   } else if constexpr (!kImma) {
     stage_x(xs, x, a.K, tid, XAsB{});
   }
@@ -504,7 +497,7 @@ bool q4tma_prex() {
 template <class TO, GemvMode M>
 Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* scales, const bf16* bias, int N,
                     int items, int K, const RopeAppendArgs& ra, cudaStream_t s, bool* launched,
-                    const NormIn* norm = nullptr, const unsigned char* xdig = nullptr) {
+                    const NormIn* norm = nullptr) {
   constexpr int R = gemv_rows_per_item(M);
   // kPreX pays where blocks run several tiles: the silu mode ([w1; w3], 896 tiles over two blocks an SM). The rope
   // and residual modes run one tile a block in a decoder: nothing to keep. The plain mode (an int4 lm_head) was left
@@ -526,20 +519,6 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
       imma = true;
       pre_x = false;
     }
-  }
-  // x's digits made by the kernel before (PIXTRAL_CUDA_WO_DIGITS, opt-in: the decode combine, for wo; launch_q4tma
-  // takes them): the residual mode's integer path copies them.
-  const unsigned char* xdig_in = xdig;
-  if constexpr (M == GemvMode::residual && std::is_same_v<TO, bf16>) {
-    if (xdig_in) {
-      kernel = q4tma_kernel<TO, M, false, true>;
-      imma = true;
-    } else if (K <= 4096 && x_digits_required()) {
-      return Status(ErrorCode::unsupported, "q4tma (PIXTRAL_CUDA_WO_DIGITS=require): no digits of x from the kernel "
-                                            "before for this residual launch");
-    }
-  } else {
-    xdig_in = nullptr;
   }
   Q4tLayout l = q4t_layout(R, K, kMaxSmem, pre_x, imma);
   if (l.stages < 2 || l.total > kMaxSmem) return not_here(kQ4Env, "K too large for the shared memory");
@@ -574,7 +553,6 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
   a.corr = l.corr;
   a.stage_bytes = l.stage_bytes;
   a.scale_bytes = l.scale_bytes;
-  a.xdig_in = xdig_in;
   if (norm) {
     a.nh = norm->h;
     a.nw = norm->w;
@@ -638,8 +616,6 @@ Status launch_q4tma(void* out, DType out_t, const bf16* x, const std::uint8_t* q
                     const bf16* bias, int T, int N, int items, int K, GemvMode mode, const RopeAppendArgs& ra,
                     cudaStream_t s, bool* launched) {
   *launched = false;
-  // x's digits from the kernel before (note_x_digits) are for this launch only, whether it runs or not.
-  const unsigned char* xdig = take_x_digits(s, x, K / quant::kInt4Group);
   if (T != 1 || tma_switch(kQ4Env) == TmaSwitch::off) return {};
   if (const char* why = q4_refusal(K, items, q, scales, mode, ra)) return not_here(kQ4Env, why);
   if (out_t != DType::f32 && out_t != DType::bf16) return not_here(kQ4Env, "output neither f32 nor bf16");
@@ -647,8 +623,7 @@ Status launch_q4tma(void* out, DType out_t, const bf16* x, const std::uint8_t* q
     constexpr GemvMode M = decltype(m)::value;
     if (out_t == DType::f32)
       return launch_typed<float, M>(static_cast<float*>(out), x, q, scales, bias, N, items, K, ra, s, launched);
-    return launch_typed<bf16, M>(static_cast<bf16*>(out), x, q, scales, bias, N, items, K, ra, s, launched, nullptr,
-                                 xdig);
+    return launch_typed<bf16, M>(static_cast<bf16*>(out), x, q, scales, bias, N, items, K, ra, s, launched);
   });
 }
 
@@ -656,7 +631,6 @@ Status launch_q4tma_normed(bf16* out, const bf16* h, const bf16* norm_w, bf16* x
                            const float* scales, int N, int items, int K, GemvMode mode, const RopeAppendArgs& ra,
                            cudaStream_t s, bool* launched) {
   *launched = false;
-  take_x_digits(s, nullptr, 0);  // x's digits from the kernel before are for the next launch only
   if (tma_switch(kQ4Env) == TmaSwitch::off) return {};
   if (env_zero("PIXTRAL_CUDA_FOLD_NORM")) return {};  // the norm kernel, then the GEMV (A/B)
   // (PIXTRAL_CUDA_FOLD_NORM=require: the caller makes "not launched" an error.)

@@ -49,14 +49,12 @@ __device__ __forceinline__ void mma_u8s8(int d[4], std::uint32_t a0, std::uint32
 __device__ __forceinline__ std::uint32_t u8_even(std::uint32_t u) { return (u & 0x0f0f0f0fu) ^ 0x08080808u; }
 __device__ __forceinline__ std::uint32_t u8_odd16(std::uint32_t u) { return (u & 0xf0f0f0f0u) ^ 0x80808080u; }
 
-/// x's digits of N 8-value chunks a lane: chunk n is chunk c (0..15) of group grp[n], x[128 grp[n] + 8c .. + 7] as bf16
-/// in xv[n], by one lane of a half-warp that holds that group's 16 chunks in order (lane % 16 = c; the whole warp
-/// calls: shuffles). Writes each active chunk's digit words into its group's digits (@p dig + grp[n] · kImmaDigitBytes)
-/// and, lane c = 0, its group's float2 (gf[grp[n]]). act[n] predicates the stores only (an inactive chunk stores
-/// nothing; every lane runs every shuffle), so it may differ between the half-warps (the combine's lanes 16..31 repeat
-/// lanes 0..15 inactive), not within one: a group's 16 lanes must agree. The N chunks go through each step together, so
-/// their shuffle chains (a group's maximum, its Σ X) overlap: one chain at a time left the SM idle on them (PERF_NOTES
-/// v33).
+/// x's digits of N 8-value chunks a lane: chunk n is chunk c (0..15) of group grp[n], x[128 grp[n] + 8c .. + 7] as
+/// bf16 in xv[n], by one lane of a half-warp that holds that group's 16 chunks in order (lane % 16 = c; the whole warp
+/// calls: shuffles). Writes each active chunk's digit words into its group's digits (@p dig + grp[n] ·
+/// kImmaDigitBytes) and, lane c = 0, its group's float2 (gf[grp[n]]). act[n] must be warp-uniform (an inactive chunk
+/// is multiplied as zeros and stores nothing). The N chunks go through each step together, so their shuffle chains
+/// (a group's maximum, its Σ X) overlap: one chain at a time left the SM idle on them (PERF_NOTES v33).
 template <int N>
 __device__ __forceinline__ void imma_digits(const uint4 (&xv)[N], const bool (&act)[N], const int (&grp)[N], int c,
                                             unsigned char* dig, float2* gf) {

@@ -106,50 +106,6 @@ Q4tNext note_launch(cudaStream_t stream, const void* q, const Q4tNext& self) {
   return nx;
 }
 
-// x's digits a stream's next q4tma launch may take (note_x_digits). One record a stream; the attention launch sets
-// or clears it, and launch_q4tma / launch_q4tma_normed take it at their entry (every int4 GEMV of a bf16 x passes
-// there first, run or not), so a record never outlives the int4 GEMV right after its writer. Only the attention
-// writes its output buffer in the decode (forward.cpp: wo right after it).
-struct XDigits {
-  std::mutex mu;
-  struct Rec {
-    const void* x = nullptr;
-    const unsigned char* digits = nullptr;
-    int n_groups = 0;
-  };
-  std::unordered_map<cudaStream_t, Rec> by_stream;
-};
-XDigits& x_digits() {
-  static XDigits d;
-  return d;
-}
-
-void note_x_digits(cudaStream_t stream, const void* x, const unsigned char* digits, int n_groups) {
-  XDigits& d = x_digits();
-  const std::lock_guard<std::mutex> lock(d.mu);
-  if (digits)
-    d.by_stream[stream] = {x, digits, n_groups};
-  else
-    d.by_stream.erase(stream);
-}
-
-const unsigned char* take_x_digits(cudaStream_t stream, const void* x, int n_groups) {
-  XDigits& d = x_digits();
-  const std::lock_guard<std::mutex> lock(d.mu);
-  const auto it = d.by_stream.find(stream);
-  if (it == d.by_stream.end()) return nullptr;
-  const XDigits::Rec r = it->second;
-  d.by_stream.erase(it);
-  return r.x == x && r.n_groups == n_groups ? r.digits : nullptr;
-}
-
-bool x_digits_on() {
-  return env_one("PIXTRAL_CUDA_WO_DIGITS") || x_digits_required();
-}
-bool x_digits_required() {
-  return env_is("PIXTRAL_CUDA_WO_DIGITS", "require");
-}
-
 }  // namespace q4tplan
 
 using namespace q4tplan;
@@ -160,11 +116,6 @@ void forget_q4tma_stream(cudaStream_t s) {
     const std::lock_guard<std::mutex> lock(d.mu);
     for (int i = 0; i < kDynStreams; ++i)
       if (d.used[i] && d.stream[i] == s) d.used[i] = false;
-  }
-  {
-    XDigits& xd = x_digits();
-    const std::lock_guard<std::mutex> lock(xd.mu);
-    xd.by_stream.erase(s);
   }
   Successors& su = successors();
   const std::lock_guard<std::mutex> lock(su.mu);

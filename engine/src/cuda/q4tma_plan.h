@@ -36,15 +36,4 @@ bool dyn_required();
 /// its first tiles cut to the L2 byte budget (n_first = 0: none known, or no budget).
 Q4tNext note_launch(cudaStream_t stream, const void* q, const Q4tNext& self);
 
-/// x's digits for the integer path made by the kernel that wrote x (PIXTRAL_CUDA_WO_DIGITS, opt-in: the decode
-/// attention's combine for wo; q4_imma.cuh's layout, n_groups groups): note_x_digits records them for the stream's
-/// next q4tma launch (null `digits`: none, which every attention launch records when it makes none), take_x_digits
-/// returns them to that launch if it reads the same x with n_groups groups, and forgets them either way.
-void note_x_digits(cudaStream_t stream, const void* x, const unsigned char* digits, int n_groups);
-const unsigned char* take_x_digits(cudaStream_t stream, const void* x, int n_groups);
-/// PIXTRAL_CUDA_WO_DIGITS (read at each launch): 1 the combine makes them, require also makes a residual q4tma
-/// launch of K ≤ 4096 that finds none an error (tests).
-bool x_digits_on();
-bool x_digits_required();
-
 }  // namespace pixtral::cuda::q4tplan

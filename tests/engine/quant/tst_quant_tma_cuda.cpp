@@ -364,26 +364,6 @@ TEST(QuantCudaTma, FoldedNormEqualsNormThenOpBitForBit) {
   folded_norm_cases(G, cpu.get(), rng, both);
 }
 
-// The integer path's output a against the bf16 path's b (see the next test): within one bf16 step of itself plus one
-// of b's largest value, NMSE below 1e-5; counts the outputs that differ (differ) of all compared (total).
-void expect_within_rounding(const std::vector<float>& a, const std::vector<float>& b, const std::string& what,
-                            std::size_t& differ, std::size_t& total) {
-  ASSERT_EQ(a.size(), b.size()) << what;
-  const auto step = [](double m) { return m > 0 ? std::ldexp(1.0, std::ilogb(m) - 7) : 0.0; };  // bf16's at m
-  double top = 0;
-  for (float v : b) top = std::max(top, double(std::fabs(v)));
-  std::size_t bad = 0, first = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    const double m = std::max(std::fabs(a[i]), std::fabs(b[i]));
-    if (!(std::fabs(double(a[i]) - double(b[i])) <= step(m) + step(top)) && bad++ == 0) first = i;
-    differ += a[i] != b[i];
-  }
-  total += a.size();
-  EXPECT_EQ(bad, 0u) << what << ": " << bad << " outputs off, first at " << first << " (integer " << a[first]
-                     << ", bf16 " << b[first] << ")";
-  cuda_test::expect_close(b, a, 1e-5, what + " (NMSE against the bf16 path)");
-}
-
 // The int4 GEMV's integer path (q4_imma.cuh; PIXTRAL_CUDA_Q4TMA_IMMA=1: both folded-norm launches; the silu one's by
 // default) against the bf16 path (=0) on the same shapes: x (xn) bit for bit; every output within one bf16 step of
 // itself plus one of the output's largest value (both round fp32 sums ~1e-6 apart to bf16, rope's first before its
@@ -404,7 +384,21 @@ TEST(QuantCudaTma, IntegerPathWithinRoundingOfTheBf16Path) {
       ASSERT_TRUE(st.ok()) << what << " (PIXTRAL_CUDA_Q4TMA_IMMA=" << sw << "): " << st.to_string();
       got.push_back(read());
     }
-    expect_within_rounding(got[0], got[1], what, differ, total);
+    const std::vector<float>&a = got[0], &b = got[1];
+    ASSERT_EQ(a.size(), b.size()) << what;
+    const auto step = [](double m) { return m > 0 ? std::ldexp(1.0, std::ilogb(m) - 7) : 0.0; };  // bf16's at m
+    double top = 0;
+    for (float v : b) top = std::max(top, double(std::fabs(v)));
+    std::size_t bad = 0, first = 0;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      const double m = std::max(std::fabs(a[i]), std::fabs(b[i]));
+      if (!(std::fabs(double(a[i]) - double(b[i])) <= step(m) + step(top)) && bad++ == 0) first = i;
+      differ += a[i] != b[i];
+    }
+    total += a.size();
+    EXPECT_EQ(bad, 0u) << what << ": " << bad << " outputs off, first at " << first << " (integer " << a[first]
+                       << ", bf16 " << b[first] << ")";
+    cuda_test::expect_close(b, a, 1e-5, what + " (NMSE against the bf16 path)");
   };
   folded_norm_cases(G, cpu.get(), rng, both);
   EXPECT_GT(differ, 0u) << "no output of " << total << " differs from the bf16 path's: did the integer path run?";
@@ -456,76 +450,6 @@ TEST(QuantCudaTma, IntegerPathWithinRoundingOfTheBf16Path) {
   EXPECT_EQ(finite, 0u) << "outputs not NaN from an h with a NaN";
   G->free_weight(*w);
   G->free_weight(*nw);
-}
-
-// wo's x digits made by the decode attention's combine (PIXTRAL_CUDA_WO_DIGITS, opt-in; kernels_decode_attention.cu)
-// and taken by the int4 residual GEMV right after it (the integer path, copying them instead of making them): one
-// query row over 2048 keys (several splits: the combine runs), heads 32 / 8 of 128 (Pixtral's), then wo (5120 ×
-// 4096). With =require a residual launch of K ≤ 4096 that finds no digits is an error, so the path provably ran. The
-// attention's output bit for bit with the switch off; h within rounding of the bf16 path (expect_within_rounding),
-// some output different. And the digits are for the next q4tma launch only: another int4 GEMV in between, or wo on
-// another x, finds none (an error under =require).
-TEST(QuantCudaTma, WoDigitsFromTheCombineWithinRoundingOfTheBf16Path) {
-  PIXTRAL_REQUIRE_GPU();
-  auto cpu = ops::make_cpu_backend(1);
-  std::mt19937 rng(49);
-  ScopedEnv req("PIXTRAL_CUDA_Q4TMA", "require");
-  const int H = 32, Hkv = 8, D = 128, n_kv = 2048;
-  const std::int64_t K = H * D, N = 5120;
-  const ops::AttentionParams ap{.n_heads = H, .n_kv_heads = Hkv, .head_dim = D, .scale = 1.f / std::sqrt(float(D)),
-                                .causal = true, .q_offset = n_kv - 1, .segments = {}};  // the query sees every key
-  const auto qv = cuda_test::random_values(rng, std::size_t(K));
-  const auto kv = cuda_test::random_values(rng, std::size_t(n_kv) * Hkv * D);
-  const auto vv = cuda_test::random_values(rng, std::size_t(n_kv) * Hkv * D);
-  const auto hv = cuda_test::random_values(rng, std::size_t(N));
-  const auto xv = cuda_test::random_values(rng, std::size_t(K));
-  auto q = cuda_test::make_pair(cpu.get(), G, 1, K, qv.data(), DType::bf16);
-  auto k = cuda_test::make_pair(cpu.get(), G, n_kv, Hkv * D, kv.data(), DType::bf16);
-  auto v = cuda_test::make_pair(cpu.get(), G, n_kv, Hkv * D, vv.data(), DType::bf16);
-  auto out = cuda_test::make_pair(cpu.get(), G, 1, K, nullptr, DType::bf16);
-  auto x = cuda_test::make_pair(cpu.get(), G, 1, K, xv.data(), DType::bf16);
-  auto h = cuda_test::make_pair(cpu.get(), G, 1, N, hv.data(), DType::bf16);
-  auto tmp = cuda_test::make_pair(cpu.get(), G, 1, N, nullptr, DType::bf16);
-  auto y = cuda_test::make_pair(cpu.get(), G, 1, N, nullptr, DType::bf16);
-  Host hw = make_weight(N, K, 990, "wo");
-  auto wo = G->upload_weight_quantized(hw.view, Format::int4_g128);
-  ASSERT_TRUE(wo.ok()) << wo.status().to_string();
-  // attention, then wo on its output (twice: the second pair's bits); returns the attention's output and h.
-  const auto run = [&](const char* sw) {
-    ScopedEnv env("PIXTRAL_CUDA_WO_DIGITS", sw);
-    std::vector<float> got;
-    for (int rep = 0; rep < 2; ++rep) {
-      cuda_test::reset_gpu(*h, hv.data());
-      const Status sa = G->attention(out->g, q->g, k->g, v->g, ap);
-      const Status sm = G->matmul_add(h->g, tmp->g, out->g, *wo);
-      EXPECT_TRUE(sa.ok() && sm.ok()) << "PIXTRAL_CUDA_WO_DIGITS=" << sw << ": " << sa.to_string() << " / "
-                                      << sm.to_string();
-    }
-    got = download(G, out->g);
-    const auto hh = download(G, h->g);
-    got.insert(got.end(), hh.begin(), hh.end());
-    return got;
-  };
-  const auto a = run("require"), b = run("0");
-  cuda_test::expect_same_bits(std::vector<float>(b.begin(), b.begin() + K),
-                              std::vector<float>(a.begin(), a.begin() + K), "the attention's output");
-  std::size_t differ = 0, total = 0;
-  expect_within_rounding(std::vector<float>(a.begin() + K, a.end()), std::vector<float>(b.begin() + K, b.end()),
-                         "wo after the combine's digits", differ, total);
-  EXPECT_GT(differ, 0u) << "no output of h differs from the bf16 path's: did wo take the digits?";
-  {
-    ScopedEnv env("PIXTRAL_CUDA_WO_DIGITS", "require");
-    // Failing for this reason: no digits (not some other error).
-    const auto no_digits = [](const Status& st) {
-      return st.code() == ErrorCode::unsupported && st.to_string().find("WO_DIGITS") != std::string::npos;
-    };
-    ASSERT_TRUE(G->attention(out->g, q->g, k->g, v->g, ap).ok());
-    ASSERT_TRUE(G->matmul(y->g, x->g, *wo).ok());  // another q4tma launch in between (the plain mode)
-    EXPECT_TRUE(no_digits(G->matmul_add(h->g, tmp->g, out->g, *wo))) << "wo took digits a launch before it forgot";
-    ASSERT_TRUE(G->attention(out->g, q->g, k->g, v->g, ap).ok());
-    EXPECT_TRUE(no_digits(G->matmul_add(h->g, tmp->g, x->g, *wo))) << "wo on another x took the combine's digits";
-  }
-  G->free_weight(*wo);
 }
 
 // The int8 one-row GEMV with rows of K ≥ 8192 split between 2 or 4 warps (kernels_q8split.cu: w2's GEMV by default,
