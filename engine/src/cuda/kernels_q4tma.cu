@@ -77,7 +77,7 @@ struct Q4tLayout {
 Q4tLayout q4t_layout(int R, int K, int budget, bool pre_x, bool imma = false) {
   Q4tLayout l;
   const int n_groups = K / quant::kInt4Group, corr_bytes = pre_x ? n_groups * 4 : 0;
-  const int x_bytes = imma ? n_groups * kImmaGroupBytes : K * 2;
+  const int x_bytes = imma ? imma_x_bytes(n_groups) : K * 2;
   const int red_bytes = (imma ? kImmaRedBufs : kRedBufs) * kWarps * R * 16 * 4;
   l.stage_bytes = R * kBoxBytes;
   l.scale_bytes = R * 16 * n_groups * 4;
@@ -330,16 +330,20 @@ __global__ void __launch_bounds__(kThreads, M == GemvMode::residual ? kResidualM
         if (blockIdx.x == 0) reinterpret_cast<uint4*>(a.nxn)[p] = o;
       }
     }
-    if constexpr (kImma) {  // a group's 16 pieces are a half-warp's (256 and nv multiples of 16 and 32)
-      bool act[kRounds];
+    if constexpr (kImma) {  // a group's 16 pieces are a half-warp's (256 and nv multiples of 16 and 128)
       int grp[kRounds];
 #pragma unroll
-      for (int r = 0; r < kRounds; ++r) {
-        const int p = r * kWarps * 32 + tid;
-        act[r] = p < nv;  // warp-uniform
-        grp[r] = p >> 4;
+      for (int r = 0; r < kRounds; ++r) grp[r] = (r * kWarps * 32 + tid) >> 4;
+      // This warp's pieces of x (the rounds below nv: warp-uniform), so that no round past x is made into digits.
+      const int n_act = min(kRounds, (nv - warp * 32 + kWarps * 32 - 1) / (kWarps * 32));
+      imma_write_ones(xdig, n_groups, tid);
+      switch (n_act) {  // the rounds' digits made together (their reductions overlap)
+        case 1: imma_digits<1>(xo, grp, tid & 15, xdig, xgf); break;
+        case 2: imma_digits<2>(xo, grp, tid & 15, xdig, xgf); break;
+        case 3: imma_digits<3>(xo, grp, tid & 15, xdig, xgf); break;
+        case 4: imma_digits<4>(xo, grp, tid & 15, xdig, xgf); break;
+        default: break;  // none: a warp past x (K = 1024: warps 4..7)
       }
-      imma_digits<kRounds>(xo, act, grp, tid & 15, xdig, xgf);
     }
   } else if constexpr (!kImma) {
     stage_x(xs, x, a.K, tid, XAsB{});
@@ -347,9 +351,9 @@ __global__ void __launch_bounds__(kThreads, M == GemvMode::residual ? kResidualM
   named_sync(1, kWarps * 32);
   PIXTRAL_TIMELINE_MARK(0.f);  // the timeline's mark: x is staged
   const int g = lane >> 2, t = lane & 3;
-  // kImma: this lane's plane of x's digits (B column g: plane g % 4, plane 3 being plane 0 again) and its first D
-  // column's plane weight.
-  const int plane_off = ((g & 3) == 3 ? 0 : (g & 3)) * 128 + 32 * t;
+  // kImma: this lane's plane of x's digits (B column g: plane g % 4, plane 3 being the ones) and its first D column's
+  // plane weight.
+  const ImmaLane il = imma_lane(xdig, n_groups, g, t);
   const float plane_w = t == 0 ? 1.f : t == 1 ? 65536.f : 0.f;
   // kPreX: each warp multiplies only its own groups of x (G = 8s + warp), the same ones in every tile. In its first
   // tile it makes each group's correction as q4_group_mma does and keeps it in corr_s; its later tiles read it
@@ -403,7 +407,7 @@ __global__ void __launch_bounds__(kThreads, M == GemvMode::residual ? kResidualM
       ring.next();
       const int G = s * kWarps + warp;
       if constexpr (kImma) {
-        const ImmaX xi = imma_x(xdig + G * kImmaDigitBytes, xgf + G, plane_off, t, plane_w);
+        const ImmaX xi = imma_x(il, G, xgf, t, plane_w);
 #pragma unroll
         for (int r = 0; r < R; ++r)
           imma_group(w0[r], w1[r], xi, t, sc[sbase[r] + g * sstride + G], sc[sbase[r] + (g + 8) * sstride + G],

@@ -89,23 +89,23 @@ __device__ __forceinline__ std::uint32_t pair_hi(std::uint32_t u, int s) {
   return r;
 }
 
-// x's digits for the imma variants (q4_imma.cuh's layout: kImmaGroupBytes a group, the digits then a float2 a
-// group): each 8-value chunk by one thread of a half-warp (imma_digits). n_groups · 16 a multiple of 32.
+// x's digits for the imma variants (q4_imma.cuh's layout, imma_x_bytes: the digits, a float2 a group, the ones):
+// each 8-value chunk by one thread of a half-warp (imma_digits). n_groups · 16 a multiple of 32.
 __device__ __forceinline__ void stage_digits(const bf16* xs, unsigned char* xd, int n_groups, int tid, int nthr) {
   float2* gf = reinterpret_cast<float2*>(xd + n_groups * kImmaDigitBytes);
+  imma_write_ones(xd, n_groups, tid);
   for (int ci = tid; ci < n_groups * 16; ci += nthr) {
     const uint4 xv[1] = {reinterpret_cast<const uint4*>(xs)[ci]};
-    const bool act[1] = {true};
     const int grp[1] = {ci >> 4};
-    imma_digits<1>(xv, act, grp, ci & 15, xd, gf);
+    imma_digits<1>(xv, grp, ci & 15, xd, gf);
   }
 }
 
 // Shared memory: [barriers 64 B][ring kStages × R × 8 KB][x natural kK bf16][x as B registers kK bf16]
-// [scales R × 16 × kGroups f32][corr kGroups f32][imma: x's digits and float2s, kGroups × kImmaGroupBytes].
+// [scales R × 16 × kGroups f32][corr kGroups f32][imma: x's digits, float2s and ones, imma_x_bytes(kGroups)].
 template <int R>
 constexpr int smem_bytes() {
-  return 64 + kStages * R * 8192 + 2 * kK * 2 + R * 16 * kGroups * 4 + kGroups * 4 + kGroups * kImmaGroupBytes;
+  return 64 + kStages * R * 8192 + 2 * kK * 2 + R * 16 * kGroups * 4 + kGroups * 4 + imma_x_bytes(kGroups);
 }
 
 template <int V, int R, int WARPS, int MINB>
@@ -132,6 +132,7 @@ __global__ void __launch_bounds__(WARPS * 32, MINB) math_kernel(float* out, long
     sc[i] = 0.001f + float(hash32(seed * 3u + unsigned(i)) & 0xffff) * 1.5e-8f;
   for (int i = tid; i < kGroups * kImmaDigitBytes / 4; i += nthr)
     reinterpret_cast<unsigned*>(xd)[i] = hash32(seed ^ 0x5151u ^ i);
+  imma_write_ones(xd, kGroups, tid);
   for (int i = tid; i < kGroups; i += nthr)
     xgf[i] = make_float2(float(int(hash32(seed + 5u * unsigned(i)) & 0xfffff) - 0x80000),
                          1.0f / float(1 << (8 + (i & 7))));
@@ -277,9 +278,8 @@ __global__ void __launch_bounds__(WARPS * 32, MINB) math_kernel(float* out, long
         acc[r][3] = fmaf(sr[(2 * t + 9) * kGroups], d[2][1] + d[3][1] + cr, acc[r][3]);
       }
     } else if constexpr (V == kImma || V == kMmaInt || V == kImmaX || V == kImmaXL) {
-      // Lane (g, t): plane g % 4's digits of k in [32t, 32t + 32) of group G (B column g; plane 3 is plane 0 again).
-      const int plane_off = ((g & 3) == 3 ? 0 : (g & 3)) * 128 + 32 * t;
-      const ImmaX xi = imma_x(xd + G * kImmaDigitBytes, xgf + G, plane_off, t, t == 0 ? 1.f : t == 1 ? 65536.f : 0.f);
+      // Lane (g, t): plane g % 4's digits of k in [32t, 32t + 32) of group G (B column g; plane 3 is the ones).
+      const ImmaX xi = imma_x(imma_lane(xd, kGroups, g, t), G, xgf, t, t == 0 ? 1.f : t == 1 ? 65536.f : 0.f);
 #pragma unroll
       for (int r = 0; r < R; ++r) {
         const float sa = s0[r * 16 * kGroups], sb = s0[r * 16 * kGroups + 8 * kGroups];
@@ -289,10 +289,10 @@ __global__ void __launch_bounds__(WARPS * 32, MINB) math_kernel(float* out, long
           constexpr int z[4] = {0, 0, 0, 0};
           int de[4], dd[4];
           const uint4 u0 = w0[r], u1 = w1[r];
-          mma_u8s8(de, u0.x, u1.x, u0.y, u1.y, xi.b01.x, xi.b01.y, z);
-          mma_u8s8(de, u0.z, u1.z, u0.w, u1.w, xi.b01.z, xi.b01.w, de);
-          mma_u8s8(dd, u0.x ^ u1.x, u1.y, u0.y ^ u1.w, u1.x, xi.b23.x, xi.b23.y, z);
-          mma_u8s8(dd, u0.z ^ u1.z, u1.w, u0.w ^ u1.y, u1.z, xi.b23.z, xi.b23.w, dd);
+          mma_u8u8(de, u0.x, u1.x, u0.y, u1.y, xi.b01.x, xi.b01.y, z);
+          mma_u8u8(de, u0.z, u1.z, u0.w, u1.w, xi.b01.z, xi.b01.w, de);
+          mma_u8u8(dd, u0.x ^ u1.x, u1.y, u0.y ^ u1.w, u1.x, xi.b23.x, xi.b23.y, z);
+          mma_u8u8(dd, u0.z ^ u1.z, u1.w, u0.w ^ u1.y, u1.z, xi.b23.z, xi.b23.w, dd);
           acc[r][0] = fmaf(sa * xi.xf, float(16 * de[0] + dd[0]) + xi.bias, acc[r][0]);
           acc[r][2] = fmaf(sb * xi.xf, float(16 * de[2] + dd[2]) + xi.bias, acc[r][2]);
         }
