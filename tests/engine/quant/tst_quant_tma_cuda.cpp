@@ -368,14 +368,15 @@ TEST(QuantCudaTma, FoldedNormEqualsNormThenOpBitForBit) {
 // default) against the bf16 path (=0) on the same shapes: x (xn) bit for bit; every output within one bf16 step of
 // itself plus one of the output's largest value (both round fp32 sums ~1e-6 apart to bf16, rope's first before its
 // rotation: a flip there moves an output by a step of its pair's larger value), the whole output's NMSE below 1e-5 (a
-// wrong digit, plane, exponent or correction is off by far more); at least one output different (the integer path
-// ran: its sums are not the bf16 path's bits); groups at the digits' exponent edges; and NaN in, NaN out.
+// wrong digit, plane, exponent or correction is off by far more); at least one output different in each kind of
+// launch, rope and silu (each took the integer path: its sums are not the bf16 path's bits); groups at the digits'
+// exponent edges; and NaN in, NaN out.
 TEST(QuantCudaTma, IntegerPathWithinRoundingOfTheBf16Path) {
   PIXTRAL_REQUIRE_GPU();
   auto cpu = ops::make_cpu_backend(1);
   std::mt19937 rng(43);
   ScopedEnv fold("PIXTRAL_CUDA_FOLD_NORM", "require");
-  std::size_t differ = 0, total = 0;
+  std::size_t differ_rope = 0, differ_silu = 0, total_rope = 0, total_silu = 0;  // each launch took the path
   const auto both = [&](const std::string& what, const auto& run, const auto& read) {
     std::vector<std::vector<float>> got;
     for (const char* sw : {"1", "0"}) {
@@ -389,19 +390,24 @@ TEST(QuantCudaTma, IntegerPathWithinRoundingOfTheBf16Path) {
     const auto step = [](double m) { return m > 0 ? std::ldexp(1.0, std::ilogb(m) - 7) : 0.0; };  // bf16's at m
     double top = 0;
     for (float v : b) top = std::max(top, double(std::fabs(v)));
-    std::size_t bad = 0, first = 0;
+    std::size_t bad = 0, first = 0, differ = 0;
     for (std::size_t i = 0; i < a.size(); ++i) {
       const double m = std::max(std::fabs(a[i]), std::fabs(b[i]));
       if (!(std::fabs(double(a[i]) - double(b[i])) <= step(m) + step(top)) && bad++ == 0) first = i;
       differ += a[i] != b[i];
     }
-    total += a.size();
+    const bool rope = what.rfind("rope", 0) == 0;
+    (rope ? differ_rope : differ_silu) += differ;
+    (rope ? total_rope : total_silu) += a.size();
     EXPECT_EQ(bad, 0u) << what << ": " << bad << " outputs off, first at " << first << " (integer " << a[first]
                        << ", bf16 " << b[first] << ")";
     cuda_test::expect_close(b, a, 1e-5, what + " (NMSE against the bf16 path)");
   };
   folded_norm_cases(G, cpu.get(), rng, both);
-  EXPECT_GT(differ, 0u) << "no output of " << total << " differs from the bf16 path's: did the integer path run?";
+  EXPECT_GT(differ_rope, 0u) << "no rope output of " << total_rope
+                             << " differs from the bf16 path's: did the rope launch take the integer path?";
+  EXPECT_GT(differ_silu, 0u) << "no silu output of " << total_silu
+                             << " differs from the bf16 path's: did the silu launch take the integer path?";
   // Groups at the exponent's edges, by the norm weight: x up to ~3e7 (a group max ≥ 2^22: e < 0), ~1e-30 (e at its
   // clamp of 119) and 0 (an all-zero group), the other groups as usual.
   {
