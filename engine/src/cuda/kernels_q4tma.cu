@@ -73,7 +73,7 @@ struct Q4tLayout {
 };
 
 // pre_x: the kernel keeps the groups' corrections (kPreX: n_groups floats after red). imma: x as the integer path's
-// digits (q4_imma.cuh: kImmaGroupBytes a group instead of 256) and kImmaRedBufs reduction buffers.
+// digits (q4_imma.cuh's imma_x_bytes: digits and a float2 a group, then the ones) and kImmaRedBufs reduction buffers.
 Q4tLayout q4t_layout(int R, int K, int budget, bool pre_x, bool imma = false) {
   Q4tLayout l;
   const int n_groups = K / quant::kInt4Group, corr_bytes = pre_x ? n_groups * 4 : 0;
@@ -335,6 +335,8 @@ __global__ void __launch_bounds__(kThreads, M == GemvMode::residual ? kResidualM
 #pragma unroll
       for (int r = 0; r < kRounds; ++r) grp[r] = (r * kWarps * 32 + tid) >> 4;
       // This warp's pieces of x (the rounds below nv: warp-uniform), so that no round past x is made into digits.
+      // q4_refusal's limits make them a prefix of the rounds: nv a multiple of 128 (K / 128 a multiple of 8) and at
+      // most kRounds · 256 (K ≤ 8192, launch_q4tma_normed).
       const int n_act = min(kRounds, (nv - warp * 32 + kWarps * 32 - 1) / (kWarps * 32));
       imma_write_ones(xdig, n_groups, tid);
       switch (n_act) {  // the rounds' digits made together (their reductions overlap)

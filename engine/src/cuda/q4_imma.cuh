@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// The int4 GEMV's integer tensor-core path (PERF_NOTES v32 5., v33): x as three signed byte digit planes of a
-// fixed-point X, the weights as unsigned bytes, m16n8k32 u8 × s8 → s32. A group of 128 takes 4 MMAs a row set where
+// The int4 GEMV's integer tensor-core path (PERF_NOTES v32 5., v33, v34): x as three unsigned byte digit planes of a
+// fixed-point X, the weights as unsigned bytes, m16n8k32 u8 × u8 → s32. A group of 128 takes 4 MMAs a row set where
 // the bf16 path (q4_math.cuh) takes 8, and 16 LOP3 where it takes 56 (H200 q4math lab, two row sets, 16 consumer
 // warps an SM: 87 GB/s of weights an SM against 45).
 //
@@ -10,7 +10,7 @@
 // that float's bits as they are. A weight nibble n (two's complement v, n ^ 8 = v + 8) is the unsigned byte v + 8
 // (even nibbles: (u & 0x0f0f0f0f) ^ 0x08080808) or 16 · (v + 8) (odd ones: (u & 0xf0f0f0f0) ^ 0x80808080).
 // Per digit plane: the even chain sums (v + 8) · u over the even k, the odd chain 16 · (v + 8) · u over the odd k,
-// and 16 · even + odd = 16 · Σ (v + 8) · u exactly in int32 (< 2^22). A fourth B column of ones gives 16 · Σ (v + 8),
+// and 16 · even + odd = 16 · Σ (v + 8) · u exactly in int32 (< 2^23). A fourth B column of ones gives 16 · Σ (v + 8),
 // so that plane 2's 2^22 comes off exactly in int32: Σ (v + 8) · X = P0 + 256 P1 + 65536 (P2 - 64 Σ (v + 8)).
 // Planes 0 and 1 join in int32 (< 2^31: 16 · 15 · 128 · 65535), and lane t = 0 takes the bias 16 · 8 · Σ X off in
 // fp32 (Σ X exact in int32, |Σ X| < 2^29; −128 · Σ X rounded to fp32 once); plane 2 less 64 ones (lane t = 1) joins
@@ -69,15 +69,23 @@ __device__ __forceinline__ void imma_write_ones(unsigned char* dig, int n_groups
 // warp into a uniform register), and the compiler turned a select between the halves into a branch on the half (the
 // reductions then ran divergent): the masks are arithmetic and the reductions asm volatile.
 __device__ __forceinline__ std::uint32_t imma_half_max(std::uint32_t v, std::uint32_t keep_lo) {
-  std::uint32_t a, b;
+  std::uint32_t a = 0, b = 0;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   asm volatile("redux.sync.max.u32 %0, %1, 0xffffffff;" : "=r"(a) : "r"(v & keep_lo));
   asm volatile("redux.sync.max.u32 %0, %1, 0xffffffff;" : "=r"(b) : "r"(v & ~keep_lo));
+#else
+  __trap();  // sm_80+ only, as the MMAs
+#endif
   return (a & keep_lo) | (b & ~keep_lo);
 }
 __device__ __forceinline__ std::uint32_t imma_half_sum(std::uint32_t v, std::uint32_t keep_lo) {
-  std::uint32_t a, b;
+  std::uint32_t a = 0, b = 0;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   asm volatile("redux.sync.add.u32 %0, %1, 0xffffffff;" : "=r"(a) : "r"(v & keep_lo));
   asm volatile("redux.sync.add.u32 %0, %1, 0xffffffff;" : "=r"(b) : "r"(v & ~keep_lo));
+#else
+  __trap();
+#endif
   return (a & keep_lo) | (b & ~keep_lo);
 }
 

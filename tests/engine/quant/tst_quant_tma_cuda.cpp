@@ -409,7 +409,7 @@ TEST(QuantCudaTma, IntegerPathWithinRoundingOfTheBf16Path) {
   EXPECT_GT(differ_silu, 0u) << "no silu output of " << total_silu
                              << " differs from the bf16 path's: did the silu launch take the integer path?";
   // Groups at the exponent's edges, by the norm weight: x up to ~3e7 (a group max ≥ 2^22: e < 0), ~1e-30 (e at its
-  // clamp of 119) and 0 (an all-zero group), the other groups as usual.
+  // clamp of 119), 0 (an all-zero group) and ~1e-39 (bf16 subnormals), the other groups as usual.
   {
     const std::int64_t F = 336, K = 1024;
     Host w1 = make_weight(F, K, 1170, "w1"), w3 = make_weight(F, K, 1180, "w3");
@@ -418,7 +418,7 @@ TEST(QuantCudaTma, IntegerPathWithinRoundingOfTheBf16Path) {
     std::vector<std::uint16_t> nb(static_cast<std::size_t>(K));
     std::normal_distribution<float> nd(1.f, 0.2f);
     for (std::int64_t k = 0; k < K; ++k)
-      nb[std::size_t(k)] = f32_to_bf16(k < 128 ? 1e7f : k < 256 ? 1e-30f : k < 384 ? 0.f : nd(rng));
+      nb[std::size_t(k)] = f32_to_bf16(k < 128 ? 1e7f : k < 256 ? 1e-30f : k < 384 ? 0.f : k < 512 ? 1e-39f : nd(rng));
     auto nw = G->upload_weight(WeightView{"norm", nb.data(), DType::bf16, {K}});
     ASSERT_TRUE(w.ok() && nw.ok()) << w.status().to_string();
     const auto hv = cuda_test::random_values(rng, std::size_t(K));
@@ -427,7 +427,7 @@ TEST(QuantCudaTma, IntegerPathWithinRoundingOfTheBf16Path) {
     auto o = cuda_test::make_pair(cpu.get(), G, 1, F, nullptr, DType::bf16);
     auto gu = cuda_test::make_pair(cpu.get(), G, 1, 2 * F, nullptr, DType::bf16);
     both(
-        "silu F=336 K=1024, groups of ~3e7, ~1e-30 and 0",
+        "silu F=336 K=1024, groups of ~3e7, ~1e-30, 0 and ~1e-39",
         [&] { return G->rms_norm_matmul_silu(o->g, gu->g, xn->g, h->g, *nw, 1e-5f, *w); },
         [&] { return download(G, o->g); });
     G->free_weight(*w);
@@ -454,6 +454,24 @@ TEST(QuantCudaTma, IntegerPathWithinRoundingOfTheBf16Path) {
   std::size_t finite = 0;
   for (float v : download(G, o->g)) finite += !std::isnan(v);
   EXPECT_EQ(finite, 0u) << "outputs not NaN from an h with a NaN";
+  // An infinity in one group's x (from the norm weight; h finite): on the bf16 path every [w1; w3] sum takes ±inf (or
+  // NaN where the weight is 0), so every output is ±inf or NaN; the integer path, whose digits of an infinity are
+  // garbage, flags the group and must give no finite output either.
+  std::vector<std::uint16_t> nbi(std::size_t(K), f32_to_bf16(1.f));
+  nbi[700] = 0x7f80;  // +inf
+  auto nwi = G->upload_weight(WeightView{"norm", nbi.data(), DType::bf16, {K}});
+  ASSERT_TRUE(nwi.ok()) << nwi.status().to_string();
+  hv[700] = 0.5f;
+  auto hf = cuda_test::make_pair(cpu.get(), G, 1, K, hv.data(), DType::bf16);
+  for (const char* sw : {"1", "0"}) {
+    ScopedEnv path("PIXTRAL_CUDA_Q4TMA_IMMA", sw);
+    const Status sti = G->rms_norm_matmul_silu(o->g, gu->g, xn->g, hf->g, *nwi, 1e-5f, *w);
+    ASSERT_TRUE(sti.ok()) << sti.to_string();
+    std::size_t fin = 0;
+    for (float v : download(G, o->g)) fin += std::isfinite(v);
+    EXPECT_EQ(fin, 0u) << "finite outputs from an x with an infinity (PIXTRAL_CUDA_Q4TMA_IMMA=" << sw << ")";
+  }
+  G->free_weight(*nwi);
   G->free_weight(*w);
   G->free_weight(*nw);
 }

@@ -27,11 +27,12 @@
 //   xab    xa with the correction made from its chunk (bord's)
 //   xa2    xa with two chains of eight (fewer registers, another order)
 //   mmaxa  xa's MMAs alone on raw words
-//   imma   integer MMAs (PERF_NOTES v32; q4_imma.cuh, the engine's since v33): x as 3 signed byte digit planes of a
-//          fixed-point X (B columns 0..2, as if made once upstream; staged, with each group's bias and exponent), the
-//          weights as unsigned bytes (v + 8: even nibbles by one LOP3 a word, odd ones times 16 by another),
-//          m16n8k32 u8 × s8 → s32: 4 MMAs a group and row set (an even chain, an odd one), 16·even + odd, planes
-//          summed in int32 / fp32 less the bias, times scale · 2^-e (a lane's plane weight folded in)
+//   imma   integer MMAs (PERF_NOTES v32; q4_imma.cuh, the engine's since v33): x as 3 unsigned byte digit planes of
+//          a fixed-point X (B columns 0..2, column 3 ones: v34; staged as if made once upstream, with each group's
+//          bias and exponent), the weights as unsigned bytes (v + 8: even nibbles by one LOP3 a word, odd ones times
+//          16 by another), m16n8k32 u8 × u8 → s32: 4 MMAs a group and row set (an even chain, an odd one),
+//          16·even + odd, planes summed in int32 / fp32 less the bias, times scale · 2^-e (a lane's plane weight
+//          folded in)
 //   mmaint imma's MMAs alone on raw words
 //   immax  imma with x's digits made from x (bf16) by the block every 5 stages a warp (two __syncthreads around
 //          it): what a one-tile block (wo, w2, QKV: its stages and its x both grow with K) would pay to make them
