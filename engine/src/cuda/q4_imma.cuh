@@ -64,27 +64,23 @@ __device__ __forceinline__ void imma_write_ones(unsigned char* dig, int n_groups
   if (i < kImmaOnesBytes / 4) reinterpret_cast<std::uint32_t*>(dig + imma_ones_offset(n_groups))[i] = 0x01010101u;
 }
 
-// A half-warp's maximum / sum by two whole-warp REDUX, the other half contributing 0 (@p keep_lo: all ones in lanes
-// 0..15, zero in 16..31). redux.sync with a mask of half the warp is a divergent path in SASS (REDUX reduces the whole
-// warp into a uniform register), and the compiler turned a select between the halves into a branch on the half (the
-// reductions then ran divergent): the masks are arithmetic and the reductions asm volatile.
-__device__ __forceinline__ std::uint32_t imma_half_max(std::uint32_t v, std::uint32_t keep_lo) {
+// A half-warp's maximum (kSum false) or sum by two whole-warp REDUX, the other half contributing 0 (@p keep_lo: all
+// ones in lanes 0..15, zero in 16..31). redux.sync with a mask of half the warp is a divergent path in SASS (REDUX
+// reduces the whole warp into a uniform register), and the compiler turned a select between the halves into a branch
+// on the half (the reductions then ran divergent): the masks are arithmetic and the reductions asm volatile.
+template <bool kSum>
+__device__ __forceinline__ std::uint32_t imma_half_reduce(std::uint32_t v, std::uint32_t keep_lo) {
   std::uint32_t a = 0, b = 0;
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile("redux.sync.max.u32 %0, %1, 0xffffffff;" : "=r"(a) : "r"(v & keep_lo));
-  asm volatile("redux.sync.max.u32 %0, %1, 0xffffffff;" : "=r"(b) : "r"(v & ~keep_lo));
+  if constexpr (kSum) {
+    asm volatile("redux.sync.add.u32 %0, %1, 0xffffffff;" : "=r"(a) : "r"(v & keep_lo));
+    asm volatile("redux.sync.add.u32 %0, %1, 0xffffffff;" : "=r"(b) : "r"(v & ~keep_lo));
+  } else {
+    asm volatile("redux.sync.max.u32 %0, %1, 0xffffffff;" : "=r"(a) : "r"(v & keep_lo));
+    asm volatile("redux.sync.max.u32 %0, %1, 0xffffffff;" : "=r"(b) : "r"(v & ~keep_lo));
+  }
 #else
   __trap();  // sm_80+ only, as the MMAs
-#endif
-  return (a & keep_lo) | (b & ~keep_lo);
-}
-__device__ __forceinline__ std::uint32_t imma_half_sum(std::uint32_t v, std::uint32_t keep_lo) {
-  std::uint32_t a = 0, b = 0;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile("redux.sync.add.u32 %0, %1, 0xffffffff;" : "=r"(a) : "r"(v & keep_lo));
-  asm volatile("redux.sync.add.u32 %0, %1, 0xffffffff;" : "=r"(b) : "r"(v & ~keep_lo));
-#else
-  __trap();
 #endif
   return (a & keep_lo) | (b & ~keep_lo);
 }
@@ -112,9 +108,9 @@ __device__ __forceinline__ void imma_digits(const uint4 (&xv)[M], const int (&gr
         __vmaxu2(__vmaxu2(xv[n].x & kAbs, xv[n].y & kAbs), __vmaxu2(xv[n].z & kAbs, xv[n].w & kAbs));
     mx[n] = max(v & 0xffffu, v >> 16);
   }
-  // Each half-warp's maximum by two whole-warp reductions, the other half contributing 0 (imma_half_max).
+  // Each half-warp's maximum by two whole-warp reductions, the other half contributing 0 (imma_half_reduce).
 #pragma unroll
-  for (int n = 0; n < N; ++n) mx[n] = imma_half_max(mx[n], keep_lo);
+  for (int n = 0; n < N; ++n) mx[n] = imma_half_reduce<false>(mx[n], keep_lo);
   std::uint32_t sb[N];  // Σ of the float bits 0x4B400000 + X (mod 2^32)
   int ex[N];
 #pragma unroll
@@ -144,7 +140,7 @@ __device__ __forceinline__ void imma_digits(const uint4 (&xv)[M], const int (&gr
     *reinterpret_cast<uint2*>(d + 256) = make_uint2(__byte_perm(e02a, e02b, 0x7632), __byte_perm(o02a, o02b, 0x7632));
   }
 #pragma unroll
-  for (int n = 0; n < N; ++n) sb[n] = imma_half_sum(sb[n], keep_lo);
+  for (int n = 0; n < N; ++n) sb[n] = imma_half_reduce<true>(sb[n], keep_lo);
 #pragma unroll
   for (int n = 0; n < N; ++n)
     if (c == 0)  // Σ X = Σ bits - 128 · 0x4B400000 (mod 2^32); 2^-e / 16, or NaN for a flagged group
