@@ -513,9 +513,9 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
   bool pre_x = kPreXMode && q4tma_prex();
   auto kernel = pre_x ? q4tma_kernel<TO, M, kPreXMode> : q4tma_kernel<TO, M, false>;
   // The integer path (q4_imma.cuh) for the folded-norm silu launch ([w1; w3]) by default: H200 int4 decode, same run,
-  // 3 rounds: 2.561 -> 2.533 ms/token; for the rope one (QKV) it costs (2.582: its x comes ~2-3 µs later in the
-  // timeline, more than its stages gain; PERF_NOTES v33). PIXTRAL_CUDA_Q4TMA_IMMA (read at each launch): 0 neither,
-  // 1 both, q the rope launch only, s (the default) the silu launch only.
+  // 3 rounds: 2.561 -> 2.533 ms/token; for the rope one (QKV) it costs (v33: 2.582, its x later; v34, the digits
+  // made cheaply: 2.532 -> 2.552, the attention after it ~0.6 µs slower, unexplained). PIXTRAL_CUDA_Q4TMA_IMMA (read
+  // at each launch): 0 neither, 1 both, q the rope launch only, s (the default) the silu launch only.
   bool imma = false;
   if constexpr ((M == GemvMode::rope || M == GemvMode::silu) && std::is_same_v<TO, bf16>) {
     constexpr const char* kEnv = "PIXTRAL_CUDA_Q4TMA_IMMA";
