@@ -13,9 +13,8 @@
 // registers and reached only ~2 tiles per warp in flight (3 dependent DRAM round trips per split). Inside a
 // stage each of the 4 warps takes 16 keys (32 at head_dim 64) on the tensor cores: S = Q·Kᵀ and O += P·V with
 // mma.sync, K/V through ldmatrix from the XOR-swizzled stage, an online (base-2) softmax in fp32 registers. The
-// second kernel merges the splits with 8 thread groups per (row, head), each group's loads issued at once (one round
-// trip), weights 2^(m - max m) summed in a fixed order (decode_merge.cuh), no atomics: bit-identical run after run.
-// A single split writes
+// second kernel merges the splits in index order with 8 thread groups per (row, head), each group's loads issued
+// at once (one round trip), log-sum-exp rescaling, no atomics: bit-identical run after run. A single split writes
 // the output directly. Both kernels use programmatic dependent launch. Masks: a key range per row (host ranges or
 // the device decode state, for CUDA-graph replay).
 // ref: FlashDecoding (Dao, Haziza, Massa, Sizov 2023) split-KV + log-sum-exp combine; vLLM paged_attention_v2;
@@ -296,16 +295,15 @@ __global__ void __launch_bounds__(kThreads, blocks_per_sm(G)) decode_attention_k
   }
 }
 
-// One block of kCombineGroups × D threads per (row, head), decode_merge.cuh's merge: every thread loads every split's
-// maximum (for M) and its group's splits g, g + 8, ... (m, l, o), all before any math — one dependent round trip to L2
-// — sums its group's weighted o and l in index order, and the groups are added in index order through shared memory
-// (no atomics: bit-identical run after run, and the fused wo's bits).
+// One block of kCombineGroups × D threads per (row, head): group g merges splits g, g + 8, ... in index order with
+// all its loads (m, l and o of up to 8 splits) issued before any math — one dependent round trip to L2 — then
+// the groups are merged in index order through shared memory (no atomics: bit-identical run after run).
 template <int D, class TO>
 __global__ void __launch_bounds__(kCombineGroups * D)
 decode_combine_kernel(TO* __restrict__ out, const float* __restrict__ partial, int n_vec, int n_splits,
                       bool late_trigger) {
   constexpr int kBatch = 8;  // splits per group loaded at once (49 splits: 7 per group)
-  __shared__ float red_o[kCombineGroups][D], red_l[kCombineGroups], red_m[kCombineGroups];
+  __shared__ float red_o[kCombineGroups][D], red_m[kCombineGroups], red_l[kCombineGroups];
   PIXTRAL_TIMELINE(kTlCombine);
   if (!late_trigger) allow_dependents_to_launch();
   wait_for_previous_grid();  // everything here comes from decode_attention_kernel
@@ -313,10 +311,9 @@ decode_combine_kernel(TO* __restrict__ out, const float* __restrict__ partial, i
   const int tid = threadIdx.x, d = tid % D, g = tid / D;
   const float* Mp = partial + std::int64_t(n_splits) * n_vec * D;
   const float* Lp = Mp + std::int64_t(n_splits) * n_vec;
-  // The first batch of the group's splits (all of them up to 64 splits: one round trip), M from every group's
-  // maxima through shared memory, then the weighted sums; later batches (more than 64 splits) are loaded again.
-  float mc[kBatch], lc[kBatch], oc[kBatch];
-  const auto load = [&](int c0) {
+  float m = -INFINITY, l = 0.f, o = 0.f;
+  for (int c0 = g; c0 < n_splits; c0 += kBatch * kCombineGroups) {
+    float mc[kBatch], lc[kBatch], oc[kBatch];
 #pragma unroll
     for (int u = 0; u < kBatch; ++u) {
       const int c = c0 + u * kCombineGroups;
@@ -326,40 +323,22 @@ decode_combine_kernel(TO* __restrict__ out, const float* __restrict__ partial, i
       lc[u] = ok ? Lp[at] : 0.f;
       oc[u] = ok ? partial[at * D + d] : 0.f;
     }
-  };
-  load(g);
-  float gmax = -INFINITY;
 #pragma unroll
-  for (int u = 0; u < kBatch; ++u) gmax = fmaxf(gmax, mc[u]);
-  for (int c = g + kBatch * kCombineGroups; c < n_splits; c += kCombineGroups)
-    gmax = fmaxf(gmax, Mp[std::int64_t(c) * n_vec + vec]);
-  if (d == 0) red_m[g] = gmax;
-  __syncthreads();
-  float M = red_m[0];
-#pragma unroll
-  for (int j = 1; j < kCombineGroups; ++j) M = fmaxf(M, red_m[j]);
-  float o = 0.f, l = 0.f;
-  for (int c0 = g;; ) {
-#pragma unroll
-    for (int u = 0; u < kBatch; ++u)
-      if (c0 + u * kCombineGroups < n_splits) merge_add(o, l, split_weight(mc[u], M), oc[u], lc[u]);
-    c0 += kBatch * kCombineGroups;
-    if (c0 >= n_splits) break;
-    load(c0);
+    for (int u = 0; u < kBatch; ++u) lse_merge(m, l, o, mc[u], lc[u], oc[u]);
   }
   PIXTRAL_TIMELINE_MARK(o);  // the timeline's mark: the loads are in and merged
   if (late_trigger) allow_dependents_to_launch();  // the next kernel's weight stream after these loads
   red_o[g][d] = o;
-  if (d == 0) red_l[g] = l;
+  if (d == 0) {
+    red_m[g] = m;
+    red_l[g] = l;
+  }
   __syncthreads();
   if (g == 0) {
-    float O = red_o[0][d], L = red_l[0];
+    float mt = -INFINITY, lt = 0.f, ot = 0.f;
 #pragma unroll
-    for (int j = 1; j < kCombineGroups; ++j) {
-      O += red_o[j][d];
-      L += red_l[j];
-    }
-    out[vec * D + d] = from_f32<TO>(merged_output(O, L));
+    for (int j = 0; j < kCombineGroups; ++j) lse_merge(mt, lt, ot, red_m[j], red_l[j], red_o[j][d]);
+    out[vec * D + d] = from_f32<TO>(lt > 0.f ? ot / lt : 0.f);
   }
 }
 

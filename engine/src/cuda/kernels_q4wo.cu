@@ -51,8 +51,7 @@ struct WoArgs {
   const float* partial;  // O [n_splits][n_vec][kD], M [n_splits][n_vec], L [n_splits][n_vec]
   const float* scales;   // [N][n_groups]
   int N, n_splits, n_vec, tiles_per_chunk;
-  int skip;  // timing only (PIXTRAL_CUDA_WO_SKIP, wrong values): 1 the merge, 2 DSMEM, 4 the MMAs, 8 the weights' wait
-  int w, o, m, l, wts, xn, xs, red, sc, total;
+  int w, o, m, l, xn, xs, sums, sc, total;
 };
 
 __device__ __forceinline__ unsigned cluster_rank() {
@@ -73,31 +72,17 @@ __device__ __forceinline__ void cluster_sync() {
   __trap();
 #endif
 }
-/// The cluster barrier's arrival with no ordering (the kernel's first act), and its wait: after it every block of
-/// the cluster has started, so its shared memory may be written.
-__device__ __forceinline__ void cluster_arrive_relaxed() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("barrier.cluster.arrive.relaxed.aligned;\n" ::: "memory");
-#else
-  __trap();
-#endif
-}
-__device__ __forceinline__ void cluster_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("barrier.cluster.wait.aligned;\n" ::: "memory");
-#else
-  __trap();
-#endif
-}
-/// Stores v at this block's shared address `a` in block `rank` of the cluster.
-__device__ __forceinline__ void st_cluster(std::uint32_t a, unsigned rank, float v) {
+/// The float at this block's shared address `a` in block `rank` of the cluster.
+__device__ __forceinline__ float ld_cluster(std::uint32_t a, unsigned rank) {
+  float v = 0.f;
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   std::uint32_t ra;
   asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(ra) : "r"(a), "r"(rank));
-  asm volatile("st.shared::cluster.f32 [%0], %1;" ::"r"(ra), "f"(v) : "memory");
+  asm volatile("ld.shared::cluster.f32 %0, [%1];" : "=f"(v) : "r"(ra) : "memory");
 #else
   __trap();
 #endif
+  return v;
 }
 
 // G query heads a KV head (= groups a block), kC KV heads (= blocks a cluster).
@@ -123,7 +108,6 @@ __global__ void __launch_bounds__(kWoThreads, 1) q4wo_kernel(const WoArgs a, con
     mbar_init_fence();
   }
   __syncthreads();
-  cluster_arrive_relaxed();  // waited for before the first write to a peer's shared memory
   // Before the wait: the weights (one 16-row box of G groups a tile) and the scales of the rows reduced here.
   if (tid == 0) {
     prefetch_map(&mw);
@@ -136,8 +120,7 @@ __global__ void __launch_bounds__(kWoThreads, 1) q4wo_kernel(const WoArgs a, con
   cp_async_commit();
   GemvItemPre<bf16> pre;
   wait_for_previous_grid();  // the partials and h belong to the previous kernels
-  if (tid % kQ4tmaWarps == 0 && tid / kQ4tmaWarps < red_n)
-    gemv_item_pre_late<GemvMode::residual>(pre, a.h, 0, red0 + tid / kQ4tmaWarps, a.N);
+  if (tid < red_n) gemv_item_pre_late<GemvMode::residual>(pre, a.h, 0, red0 + tid, a.N);
   // The KV head's partials: o of its G heads (G · kD floats, contiguous a split), m and l (G floats a split).
   {
     const int vec0 = int(rank) * G, per_split = G * kD / 4;
@@ -158,40 +141,24 @@ __global__ void __launch_bounds__(kWoThreads, 1) q4wo_kernel(const WoArgs a, con
     cp_async_wait<0>();
     __syncthreads();
   }
-  PIXTRAL_TIMELINE_EARLY_MARK(0.f);  // the timeline's early mark: the partials are in
+  PIXTRAL_TIMELINE_MARK(0.f);  // the timeline's mark: the partials are in
   allow_dependents_to_launch();  // the next GEMV's weight stream after these loads (as the combine's late trigger)
-  // The merge (decode_merge.cuh, the combine kernel's bits): each (split, head)'s weight once, then thread = (head
-  // hh, dim d) sums its groups in index order.
+  // The merge: thread = (head hh, dim d), the combine kernel's groups and order (decode_merge.cuh).
   bf16* xn = reinterpret_cast<bf16*>(smem + a.xn);
   {
     const float* Os = reinterpret_cast<const float*>(smem + a.o);
     const float* Ms = reinterpret_cast<const float*>(smem + a.m);
     const float* Ls = reinterpret_cast<const float*>(smem + a.l);
-    float* Ws = reinterpret_cast<float*>(smem + a.wts);  // [n_splits][G]
-    for (int i = tid; i < a.n_splits * G; i += kWoThreads) {
-      const int hh = i % G;
-      float M = -INFINITY;
-      for (int c = 0; c < a.n_splits; ++c) M = fmaxf(M, Ms[c * G + hh]);
-      Ws[i] = split_weight(Ms[i], M);
-    }
-    __syncthreads();
     const int hh = tid / kD, d = tid % kD;
-    float O = 0.f, L = 0.f;
+    float mt = -INFINITY, lt = 0.f, ot = 0.f;
 #pragma unroll
     for (int gg = 0; gg < kDecodeMergeGroups; ++gg) {
-      float o = 0.f, l = 0.f;
-      if (!(a.skip & 1))
-        for (int c = gg; c < a.n_splits; c += kDecodeMergeGroups)
-          merge_add(o, l, Ws[c * G + hh], Os[(c * G + hh) * kD + d], Ls[c * G + hh]);
-      if (gg == 0) {
-        O = o;
-        L = l;
-      } else {
-        O += o;
-        L += l;
-      }
+      float m = -INFINITY, l = 0.f, o = 0.f;
+      for (int c = gg; c < a.n_splits; c += kDecodeMergeGroups)
+        lse_merge(m, l, o, Ms[c * G + hh], Ls[c * G + hh], Os[(c * G + hh) * kD + d]);
+      lse_merge(mt, lt, ot, m, l, o);
     }
-    const bf16 r = from_f32<bf16>(merged_output(O, L));
+    const bf16 r = from_f32<bf16>(lt > 0.f ? ot / lt : 0.f);
     xn[tid] = r;
     if (chunk == 0) a.attn[(std::int64_t(rank) * G + hh) * kD + d] = r;
   }
@@ -206,53 +173,39 @@ __global__ void __launch_bounds__(kWoThreads, 1) q4wo_kernel(const WoArgs a, con
   for (int ww = 0; ww < 4; ++ww) bv[ww] = reinterpret_cast<const uint4*>(xs + kD * gi + 32 * t)[ww];
   const float cr = group_correction(q4_corr_input_b(xs, gi, lane));
   const float corr[2] = {cr, cr};
-  // Each row's sum of each group (before its scale) goes to the block that reduces the row: red[group][row - its
-  // first] there.
-  const std::uint32_t red = smem_addr(smem + a.red);
-  const int gg_all = int(rank) * G + gi;
-  if (!(a.skip & 8)) mbar_wait(bar, 0);
-  PIXTRAL_TIMELINE_MARK(0.f);  // the timeline's mark: x is staged and the weights are in
-  cluster_wait();  // every block of the cluster has started: its shared memory may be written
+  float* sums = reinterpret_cast<float*>(smem + a.sums);  // [G][R]: each row's sum of each group, before its scale
+  mbar_wait(bar, 0);
   for (int tt = warp / G; tt < nt; tt += kWoWarps / G) {
     const unsigned char* wt = smem + a.w + (tt * G + gi) * 1024;
     const uint4 w0 = *reinterpret_cast<const uint4*>(wt + g * 64 + 16 * t);
     const uint4 w1 = *reinterpret_cast<const uint4*>(wt + (g + 8) * 64 + 16 * t);
-    float sum[4] = {0.f, 0.f, 0.f, 0.f};
-    if (!(a.skip & 4)) q4_group_sum_b(w0, w1, bv, corr, sum);
+    float sum[4];
+    q4_group_sum_b(w0, w1, bv, corr, sum);
     if (t == 0) {  // D column 0: the x row
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const int lr = 16 * tt + g + 8 * e;
-        const unsigned to = unsigned(lr / per_rank);
-        const std::uint32_t at = red + 4 * std::uint32_t(gg_all * per_rank + lr % per_rank);
-        if (a.skip & 2)
-          reinterpret_cast<float*>(smem + a.red)[gg_all * per_rank + lr % per_rank] = sum[2 * e];
-        else
-          st_cluster(at, to, sum[2 * e]);
-      }
+      sums[gi * R + 16 * tt + g] = sum[0];
+      sums[gi * R + 16 * tt + g + 8] = sum[2];
     }
   }
-  PIXTRAL_TIMELINE_EARLY_MARK(0.f);  // the timeline's early mark: this thread's sums are sent
   cp_async_wait<0>();  // this thread's scale copies (committed before the partials')
-  cluster_sync();      // every block's sums are in their reducers' shared memory (and, block-wide, the scales)
-  // Thread (row, w) of the rows reduced here: q4tma's warp w's chain over groups w, w + 8, ...; the 8 lanes of a row
-  // meet at lane w = 0, which adds them in warp order and stores.
-  const int rr = tid / kQ4tmaWarps, w = tid % kQ4tmaWarps;
-  if (rr < ((red_n + 3) / 4) * 4) {  // whole warps (4 rows a warp) take part in the shuffles
-    const bool live = rr < red_n;
-    const float* sc = reinterpret_cast<const float*>(smem + a.sc) + (live ? rr : 0) * n_groups;
-    const float* rv = reinterpret_cast<const float*>(smem + a.red) + (live ? rr : 0);  // [group][per_rank]
-    float acc = 0.f;
+  cluster_sync();      // every block's sums (and, block-wide, the scales) are in
+  if (tid < red_n) {
+    const int lr = int(rank) * per_rank + tid;  // the row within the chunk
+    const float* sc = reinterpret_cast<const float*>(smem + a.sc) + tid * n_groups;
+    float sv[n_groups];
 #pragma unroll
-    for (int s = 0; s < gpw; ++s) {
-      const int G2 = kQ4tmaWarps * s + w;
-      acc = fmaf(sc[G2], rv[G2 * per_rank], acc);
+    for (int G2 = 0; G2 < n_groups; ++G2)
+      sv[G2] = ld_cluster(smem_addr(sums + (G2 % G) * R + lr), unsigned(G2 / G));
+    float v[2] = {0.f, 0.f};
+#pragma unroll
+    for (int w = 0; w < kQ4tmaWarps; ++w) {
+      float acc = 0.f;
+#pragma unroll
+      for (int s = 0; s < gpw; ++s) acc = fmaf(sc[kQ4tmaWarps * s + w], sv[kQ4tmaWarps * s + w], acc);
+      v[0] = w == 0 ? acc : v[0] + acc;
     }
-    float v[2] = {acc, 0.f};
-#pragma unroll
-    for (int j = 1; j < kQ4tmaWarps; ++j) v[0] += __shfl_sync(0xffffffffu, acc, (lane & ~7) + j);
-    if (live && w == 0) gemv_item_store<GemvMode::residual>(a.h, 0, red0 + rr, a.N, v, nullptr, RopeAppendArgs{}, pre);
+    gemv_item_store<GemvMode::residual>(a.h, 0, red0 + tid, a.N, v, nullptr, RopeAppendArgs{}, pre);
   }
+  cluster_sync();  // no block leaves while another reads its sums
 }
 
 constexpr int kG = 4, kC = 8;  // Pixtral's decoder: 32 query heads, 8 KV heads
@@ -270,9 +223,9 @@ struct WoPlan {
 };
 
 // The plan for N rows and n_splits splits (false: it does not fit one block's shared memory).
-bool wo_plan(WoPlan& p, int N, int n_splits, int n_heads, int max_clusters) {
+bool wo_plan(WoPlan& p, int N, int n_splits, int n_heads, int sms) {
   const int n_tiles = ceil_div(N, 16);
-  const int want = std::max(1, std::min(n_tiles, max_clusters));
+  const int want = std::max(1, std::min(n_tiles, sms / kC));
   const int tpc = ceil_div(n_tiles, want);
   p.clusters = ceil_div(n_tiles, tpc);
   WoArgs& a = p.a;
@@ -281,27 +234,23 @@ bool wo_plan(WoPlan& p, int N, int n_splits, int n_heads, int max_clusters) {
   a.n_vec = n_heads;
   a.tiles_per_chunk = tpc;
   const int R = 16 * tpc, n_groups = kG * kC;
-  if ((R / kC) * kQ4tmaWarps > kWoThreads) return false;  // a thread a (row, q4tma warp) of the rows reduced
   const auto up = [](int x) { return (x + 127) / 128 * 128; };
   a.w = 128;
   a.o = up(a.w + tpc * kG * 1024);
   a.m = up(a.o + n_splits * kG * kD * 4);
   a.l = up(a.m + n_splits * kG * 4);
-  a.wts = up(a.l + n_splits * kG * 4);
-  a.xn = up(a.wts + n_splits * kG * 4);
+  a.xn = up(a.l + n_splits * kG * 4);
   a.xs = up(a.xn + kG * kD * 2);
-  a.red = up(a.xs + kG * kD * 2);
-  a.sc = up(a.red + n_groups * (R / kC) * 4);
+  a.sums = up(a.xs + kG * kD * 2);
+  a.sc = up(a.sums + kG * R * 4);
   a.total = a.sc + (R / kC) * n_groups * 4;
   return a.total <= 227 * 1024;
 }
 
-// Once per device: sm_90 code, the shared-memory opt-in, and `clusters` clusters of kC blocks of `smem` bytes resident
-// at once (cudaOccupancyMaxActiveClusters: an H200's GPCs hold 15 of one block an SM, not 132 / 8 = 16, and a 16th
-// ran as a second wave, ~13 µs later).
-bool wo_fits(int smem, int clusters) {
+// Once per device and shared-memory size: sm_90 code, the opt-in, and a cluster of kC such blocks placeable.
+bool wo_ready(int smem) {
   auto kernel = q4wo_kernel<kG, kC>;
-  return per_device_once(reinterpret_cast<const void*>(kernel), long(smem) * 4096 + clusters, [&] {
+  return per_device_once(reinterpret_cast<const void*>(kernel), long(smem), [&] {
     cudaFuncAttributes fa{};
     if (cudaFuncGetAttributes(&fa, kernel) != cudaSuccess || fa.binaryVersion < 90 ||
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem) != cudaSuccess) {
@@ -309,7 +258,7 @@ bool wo_fits(int smem, int clusters) {
       return false;
     }
     cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3(unsigned(kC * clusters));
+    cfg.gridDim = dim3(kC);
     cfg.blockDim = dim3(kWoThreads);
     cfg.dynamicSmemBytes = std::size_t(smem);
     cudaLaunchAttribute attr[1];
@@ -319,23 +268,13 @@ bool wo_fits(int smem, int clusters) {
     attr[0].val.clusterDim.z = 1;
     cfg.attrs = attr;
     cfg.numAttrs = 1;
-    int n = 0;
-    if (cudaOccupancyMaxActiveClusters(&n, kernel, &cfg) != cudaSuccess) {
+    int clusters = 0;
+    if (cudaOccupancyMaxActiveClusters(&clusters, kernel, &cfg) != cudaSuccess) {
       (void)cudaGetLastError();
       return false;
     }
-    return n >= clusters;
+    return clusters >= 1;
   });
-}
-
-// The plan with the most clusters (≤ SMs / kC; PIXTRAL_CUDA_WO_CLUSTERS=N: at most N, A/B) that are resident at once.
-bool wo_plan_resident(WoPlan& p, int N, int n_splits, int n_heads) {
-  const int cap = int(std::max(1L, env_long("PIXTRAL_CUDA_WO_CLUSTERS", 1L << 20)));
-  for (int want = std::min(cap, sm_count() / kC); want >= 1; --want) {
-    if (!wo_plan(p, N, n_splits, n_heads, want)) return false;  // fewer clusters only need more shared memory
-    if (wo_fits(p.a.total, p.clusters)) return true;
-  }
-  return false;
 }
 
 }  // namespace
@@ -350,18 +289,19 @@ bool q4wo_supported(int n_heads, int n_kv_heads, int head_dim, int n_splits, int
     return false;
   if (reinterpret_cast<std::uintptr_t>(q) % 16 != 0 || reinterpret_cast<std::uintptr_t>(scales) % 16 != 0)
     return false;
-  if (sm_count() < kC) return false;
+  const int sms = sm_count();
+  if (sms < kC) return false;
   WoPlan p;
-  if (!wo_plan_resident(p, N, n_splits, n_heads)) return false;
+  if (!wo_plan(p, N, n_splits, n_heads, sms)) return false;
   CUtensorMap mw{};
-  return encode_map(&mw, wo_map(q, N, K));
+  return wo_ready(p.a.total) && encode_map(&mw, wo_map(q, N, K));
 }
 
 Status launch_q4wo(bf16* h, bf16* attn, const float* partial, int n_splits, int n_heads, const std::uint8_t* q,
                    const float* scales, int N, int K, cudaStream_t s) {
   WoPlan p;
-  if (!wo_plan_resident(p, N, n_splits, n_heads))
-    return Status(ErrorCode::internal, "cuda fused wo: no plan fits the GPU");
+  if (!wo_plan(p, N, n_splits, n_heads, sm_count()))
+    return Status(ErrorCode::internal, "cuda fused wo: the plan does not fit shared memory");
   CUtensorMap mw{};
   if (!encode_map(&mw, wo_map(q, N, K)))
     return Status(ErrorCode::internal, "cuda fused wo: the driver refused the weight's tensor map");
@@ -369,7 +309,6 @@ Status launch_q4wo(bf16* h, bf16* attn, const float* partial, int n_splits, int 
   p.a.attn = attn;
   p.a.partial = partial;
   p.a.scales = scales;
-  p.a.skip = int(env_long("PIXTRAL_CUDA_WO_SKIP", 0));
   auto kernel = q4wo_kernel<kG, kC>;
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(unsigned(p.clusters * kC));
