@@ -32,8 +32,8 @@ import sys
 TAGS = {100: "bf16", 150: "q8tma", 200: "int8", 250: "int4s", 300: "q4mma", 350: "q4tma"}
 MODES = {0: "plain", 1: "silu", 2: "rope", 3: "residual"}
 # The other tags of timeline.cuh's TimelineTag.
-KINDS = {400: "attention", 401: "combine", 402: "wo fused", 500: "norm", 501: "embed", 600: "sample max",
-         601: "sample select", 602: "sample greedy"}
+KINDS = {400: "attention", 401: "combine", 500: "norm", 501: "embed", 600: "sample max", 601: "sample select",
+         602: "sample greedy"}
 
 
 def kind_name(tag):

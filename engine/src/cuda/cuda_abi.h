@@ -7,13 +7,12 @@
 #include <cstddef>
 
 namespace pixtral::cuda {
-inline constexpr int kCudaAbiVersion = 10;  // 2: CudaExtension decode state; 3: sample, rope_append_kv, weight
+inline constexpr int kCudaAbiVersion = 9;  // 2: CudaExtension decode state; 3: sample, rope_append_kv, weight
                                            // download / prequantized upload, inject_device_fault; 4: matmul_silu;
                                            // 5: matmul_rope_append_kv; 6: upload_weight_host;
                                            // 7: matmul_add; 8: sample_to_state, set_decode_draw,
                                            // take_sampled_token, allocation_attempts;
-                                           // 9: rms_norm_matmul_rope_append_kv, rms_norm_matmul_silu;
-                                           // 10: attention_matmul_add
+                                           // 9: rms_norm_matmul_rope_append_kv, rms_norm_matmul_silu
 }
 
 extern "C" {

@@ -69,9 +69,6 @@ class CudaBackend final : public ops::Backend, public ops::CudaExtension {
                  float theta, ops::RopePairs pairs) override;
   Status attention(ops::Tensor out, const ops::Tensor& q, const ops::Tensor& k, const ops::Tensor& v,
                    const ops::AttentionParams& p) override;
-  Status attention_matmul_add(ops::Tensor h, ops::Tensor tmp, ops::Tensor attn, const ops::Tensor& q,
-                              const ops::Tensor& k, const ops::Tensor& v, const ops::AttentionParams& p,
-                              const ops::Weight& wo) override;
   Status silu_mul(ops::Tensor out, const ops::Tensor& gate, const ops::Tensor& up) override;
   Status matmul_silu(ops::Tensor out, ops::Tensor gu, const ops::Tensor& x, const ops::Weight& w13) override;
   Status matmul_rope_append_kv(ops::Tensor qkv, const ops::Tensor& x, const ops::Weight& wqkv, int n_heads,
@@ -162,10 +159,6 @@ class CudaBackend final : public ops::Backend, public ops::CudaExtension {
   // The last QKV GEMV (matmul_rope_append_kv and its folded form) was one row with int4 weights: the decode
   // attention after it sizes its splits for the int4 GEMVs around it (AttentionLaunch::narrow_wave).
   bool decode_qkv_int4_ = false;
-  // attention_matmul_add: the int4 wo the attention's splits may be left to (run_attention then launches no combine
-  // and sets deferred_splits_ to their count; 0: it launched the combine, or wrote the output directly).
-  const ops::Weight* defer_wo_ = nullptr;
-  int deferred_splits_ = 0;
   cudaStream_t stream_ = nullptr;
   // Activations (alloc/free) come from a stream-ordered pool that keeps what is freed: a second image or prompt
   // reuses the first one's memory without cudaMalloc/cudaFree (cudaFree waits for the whole device). Null where

@@ -378,56 +378,7 @@ Status CudaBackend::run_attention(AttentionLaunch& a) {
     a.partial = static_cast<float*>(attn_ws_.ptr);
     a.partial_floats = std::int64_t(attn_ws_.cap / 4);
   }
-  deferred_splits_ = 0;
-  if (defer_wo_ && a.n_q == 1 && a.out_t == DType::bf16 && ws > 0 && attention_path(a) == AttentionPath::decode) {
-    const int splits = decode_attention_splits(a);
-    if (q4wo_supported(a.n_heads, a.n_kv_heads, a.head_dim, splits, int(defer_wo_->rows), int(defer_wo_->cols),
-                       defer_wo_->data, defer_wo_->scales)) {
-      a.defer_combine = true;
-      PIXTRAL_RETURN_IF_ERROR(launch_attention(a, stream_));
-      deferred_splits_ = splits;
-      return {};
-    }
-  }
   return launch_attention(a, stream_);
-}
-
-// The decode's attention and wo (int4, one row, bf16): the attention leaves its splits to the fused wo
-// (kernels_q4wo.cu), which merges them itself — the combine kernel's and q4tma's bits in one kernel instead of two.
-// Elsewhere the two ops. PIXTRAL_CUDA_WO_FUSED=require: where the fused wo does not run, an error (tst_quant_tma_cuda:
-// what it compares with the two kernels is the fused one).
-namespace {
-Status wo_fused_refused() {
-  if (!env_is("PIXTRAL_CUDA_WO_FUSED", "require")) return {};
-  return Status(ErrorCode::unsupported, "attention_matmul_add (PIXTRAL_CUDA_WO_FUSED=require): the fused wo does not "
-                                        "run here");
-}
-}  // namespace
-
-Status CudaBackend::attention_matmul_add(ops::Tensor h, ops::Tensor tmp, ops::Tensor attn, const ops::Tensor& q,
-                                         const ops::Tensor& k, const ops::Tensor& v, const ops::AttentionParams& p,
-                                         const ops::Weight& wo) {
-  if (q.rows == 1 && attn.rows == 1 && h.rows == 1 && attn.dtype == DType::bf16 && h.dtype == DType::bf16 &&
-      wo.format == quant::Format::int4_g128 && wo.scales && wo.cols == attn.cols && h.cols == wo.rows) {
-    defer_wo_ = &wo;
-    const Status st = attention(attn, q, k, v, p);
-    defer_wo_ = nullptr;
-    PIXTRAL_RETURN_IF_ERROR(st);
-    if (deferred_splits_ > 0) {
-      const int splits = deferred_splits_;
-      deferred_splits_ = 0;
-      PIXTRAL_RETURN_IF_ERROR(launch_q4wo(static_cast<bf16*>(h.data), static_cast<bf16*>(attn.data),
-                                          static_cast<const float*>(attn_ws_.ptr), splits, p.n_heads,
-                                          static_cast<const std::uint8_t*>(wo.data), wo.scales, int(wo.rows),
-                                          int(wo.cols), stream_));
-      PIXTRAL_CUDA_LAUNCH_CHECK(q4wo_kernel);
-      return {};
-    }
-    PIXTRAL_RETURN_IF_ERROR(wo_fused_refused());
-    return matmul_add(h, tmp, attn, wo);
-  }
-  PIXTRAL_RETURN_IF_ERROR(wo_fused_refused());
-  return ops::Backend::attention_matmul_add(h, tmp, attn, q, k, v, p, wo);
 }
 
 Status CudaBackend::silu_mul(ops::Tensor out, const ops::Tensor& gate, const ops::Tensor& up) {

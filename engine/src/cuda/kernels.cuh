@@ -147,9 +147,6 @@ struct AttentionLaunch {
   /// ms/token, 41 splits 2.672 (and 2.692 → 2.670 for caps of 40 and 36 in another run); int8 was 2-4 % slower
   /// with fewer splits (PERF_NOTES v19 6., v20 4.).
   bool narrow_wave = false;
-  /// The decode kernel leaves its splits in `partial` and launches no combine (where it has more than one split:
-  /// decode_attention_splits): the fused wo after it (kernels_q4wo.cu) merges them itself.
-  bool defer_combine = false;
 };
 /// The kernel launch_attention runs for `a` (never automatic; generic when the requested one cannot run it).
 AttentionPath attention_path(const AttentionLaunch& a);
@@ -164,8 +161,6 @@ Status launch_flash_attention(const AttentionLaunch& a, cudaStream_t s);
 bool decode_attention_supported(const AttentionLaunch& a);
 std::int64_t decode_attention_workspace_floats(const AttentionLaunch& a);
 Status launch_decode_attention(const AttentionLaunch& a, cudaStream_t s);
-/// The splits the decode kernel runs `a` with (1: it writes out directly, no partials).
-int decode_attention_splits(const AttentionLaunch& a);
 
 /// Launch switches read once from the environment (defined in kernels_gemv.cu): PIXTRAL_CUDA_PREFETCH=1 turns the
 /// L2 prefetch of the GEMV kernels on (off by default), PIXTRAL_CUDA_PDL=0 turns programmatic dependent launch off.

@@ -25,7 +25,6 @@
 #include <cstring>
 #include <utility>
 
-#include "cuda/decode_merge.cuh"
 #include "cuda/decode_splits.h"
 #include "cuda/env_switch.h"
 #include "cuda/kernels.cuh"
@@ -51,7 +50,7 @@ constexpr int max_stages(int) { return 2; }
 constexpr std::size_t stage_smem_bytes(int stages) { return std::size_t(stages) * 2 * kStageBytes; }
 // The kernel's static shared memory (the warp merge) plus the 1 KB the runtime reserves per block.
 constexpr std::size_t fixed_smem_bytes(int G, int D) { return std::size_t(kWarps) * G * (D + 2) * 4 + 1024; }
-constexpr int kCombineGroups = kDecodeMergeGroups;  // thread groups over the splits in the combine
+constexpr int kCombineGroups = 8;      // thread groups over the splits in the combine
 constexpr float kLog2e = 1.4426950408889634f;
 
 struct DecodeParams {
@@ -295,6 +294,17 @@ __global__ void __launch_bounds__(kThreads, blocks_per_sm(G)) decode_attention_k
   }
 }
 
+// Merges a split's (m, l, o) into a running (m, l, o): log-sum-exp rescaling, base 2. A split with m = -inf
+// (empty) has weight 0.
+__device__ __forceinline__ void lse_merge(float& m, float& l, float& o, float mc, float lc, float oc) {
+  if (mc == -INFINITY) return;
+  const float mn = fmaxf(m, mc);
+  const float a = exp2f(m - mn), b = exp2f(mc - mn);  // a = 0 while m = -inf
+  o = o * a + oc * b;
+  l = l * a + lc * b;
+  m = mn;
+}
+
 // One block of kCombineGroups × D threads per (row, head): group g merges splits g, g + 8, ... in index order with
 // all its loads (m, l and o of up to 8 splits) issued before any math — one dependent round trip to L2 — then
 // the groups are merged in index order through shared memory (no atomics: bit-identical run after run).
@@ -411,7 +421,7 @@ Status launch_decode_typed(const AttentionLaunch& a, cudaStream_t s) {
   else
     PIXTRAL_RETURN_IF_ERROR(launch(decode_attention_kernel<D, G, 1, TO>, 1));
   PIXTRAL_CUDA_LAUNCH_CHECK(decode_attention_kernel);
-  if (p.n_splits > 1 && !a.defer_combine) {
+  if (p.n_splits > 1) {
     launch_dependent(decode_combine_kernel<D, TO>, dim3(unsigned(a.n_q * a.n_heads)), dim3(kCombineGroups * D), s,
                      static_cast<TO*>(a.out), static_cast<const float*>(a.partial), int(a.n_q * a.n_heads),
                      p.n_splits, combine_late_trigger());
@@ -446,8 +456,6 @@ bool decode_attention_supported(const AttentionLaunch& a) {
          (a.out_t == DType::bf16 || a.out_t == DType::f32) && aligned16(a.q) && aligned16(a.k) && aligned16(a.v) &&
          (a.key_range || a.dev_state);
 }
-
-int decode_attention_splits(const AttentionLaunch& a) { return n_splits_of(a); }
 
 std::int64_t decode_attention_workspace_floats(const AttentionLaunch& a) {
   const int n = n_splits_of(a);

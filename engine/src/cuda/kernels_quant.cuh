@@ -72,14 +72,6 @@ Status launch_q4tma(void* out, DType out_t, const bf16* x, const std::uint8_t* q
 Status launch_q4tma_normed(bf16* out, const bf16* h, const bf16* norm_w, bf16* xn, float eps, const std::uint8_t* q,
                            const float* scales, int N, int items, int K, GemvMode mode, const RopeAppendArgs& ra,
                            cudaStream_t s, bool* launched);
-/// The decode's fused wo (kernels_q4wo.cu): whether it runs for these heads, splits and weight (32 query heads, 8 KV
-/// heads of 128, K = 4096, ≥ 2 splits, sm_90 code, one cluster of 8 blocks placeable, PIXTRAL_CUDA_WO_FUSED not 0).
-bool q4wo_supported(int n_heads, int n_kv_heads, int head_dim, int n_splits, int N, int K, const void* q,
-                    const float* scales);
-/// h = round(h + round(o · woᵀ)) for o = the merge of the decode attention's n_splits partials (its workspace), also
-/// written to attn: the combine kernel's bits, then launch_q4tma's residual mode's. Only where q4wo_supported.
-Status launch_q4wo(bf16* h, bf16* attn, const float* partial, int n_splits, int n_heads, const std::uint8_t* q,
-                   const float* scales, int N, int K, cudaStream_t s);
 /// The int8 twin (kernels_q8tma.cu: the scalar kernel's arithmetic, the same bits; opt-in, PIXTRAL_CUDA_Q8TMA=1: slower
 /// than the scalar kernel so far): one x row, every mode; nothing launched (the scalar kernel runs) where it does not:
 /// T ≠ 1, not opted in, K < 1024 or not a multiple of 16, rope with halves pairs and head_dim / 2 not a multiple of

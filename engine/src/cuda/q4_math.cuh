@@ -59,13 +59,8 @@ __device__ __forceinline__ float group_correction(uint2 xs) {
 /// 136 off once a group, before the scale, so the cancellation happens at the group's magnitude; the sum passes
 /// through ~136·Σx, so its fp32 error is ~30× that of Σ v·x alone (~1e-6 relative: far below a bf16 output's
 /// rounding). q4_group_mma_b takes x as the MMAs' B registers already (q4_b_fragments): q4tma stages x that way.
-/// (q4_group_mma_b is below q4_group_sum_b, its first part.)
-///
-/// q4_group_mma_b's sums before the scales: sum[e] = Σ (136 + v)·x + corr for rows g (sum[0], [1]: D columns 2t,
-/// 2t + 1) and g + 8 (sum[2], [3]). The fused wo (kernels_q4wo.cu) keeps them and applies the scales in q4tma's order
-/// itself: the same bits.
-__device__ __forceinline__ void q4_group_sum_b(const uint4& w0, const uint4& w1, const uint4 bv[4], const float corr[2],
-                                               float sum[4]) {
+__device__ __forceinline__ void q4_group_mma_b(const uint4& w0, const uint4& w1, const uint4 bv[4], float s0, float s1,
+                                               const float corr[2], float acc[4]) {
   float d[2][4];
 #pragma unroll
   for (int ww = 0; ww < 4; ++ww) {
@@ -77,14 +72,9 @@ __device__ __forceinline__ void q4_group_sum_b(const uint4& w0, const uint4& w1,
     mma_bf16_16816(dc, int4_pair_biased(u0, 2), int4_pair_biased(u1, 2), int4_pair_biased(u0, 3),
                    int4_pair_biased(u1, 3), bv[ww].z, bv[ww].w, dc);
   }
+  float sum[4];
 #pragma unroll
   for (int e = 0; e < 4; ++e) sum[e] = (d[0][e] + d[1][e]) + corr[e & 1];
-}
-
-__device__ __forceinline__ void q4_group_mma_b(const uint4& w0, const uint4& w1, const uint4 bv[4], float s0, float s1,
-                                               const float corr[2], float acc[4]) {
-  float sum[4];
-  q4_group_sum_b(w0, w1, bv, corr, sum);
   acc[0] = fmaf(s0, sum[0], acc[0]);  // row g,     col 2t
   acc[1] = fmaf(s0, sum[1], acc[1]);  // row g,     col 2t + 1
   acc[2] = fmaf(s1, sum[2], acc[2]);  // row g + 8, col 2t

@@ -25,7 +25,6 @@ enum TimelineTag : unsigned {
   kTlQ4tma = 350,    // int4 tensor-core GEMV fed by the TMA (kernels_q4tma.cu)
   kTlAttention = 400,
   kTlCombine = 401,
-  kTlQ4Wo = 402,  // the fused wo: the split-KV merge and the int4 output projection (kernels_q4wo.cu)
   kTlRowNorm = 500,
   kTlEmbed = 501,
   kTlSampleMax = 600,     // the device sampler (cuda_sample.cu): the decode graph's last kernels, or after it

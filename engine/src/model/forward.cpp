@@ -210,10 +210,10 @@ Status decoder_forward(ops::Backend& be, const ModelConfig& cfg, const DecoderWe
       PX_TRY(be.rope(k_new, nkv, hd, s.positions, cfg.rope_theta, pairs));
     }
     const int n_keys = device_state ? kv.context : pos0 + T;  // device state: live length read on the device
-    // attn = attention; h += attn · woᵀ, accumulated into h by the product where the backend can (the GEMM's beta,
-    // the decode GEMV's epilogue; the int4 decode merges the attention's splits inside wo's kernel).
-    PX_TRY(be.attention_matmul_add(h, o, attn, q, kv.k[il].slice_rows(0, n_keys), kv.v[il].slice_rows(0, n_keys), ap,
-                                   b.wo));
+    PX_TRY(be.attention(attn, q, kv.k[il].slice_rows(0, n_keys), kv.v[il].slice_rows(0, n_keys), ap));
+    // h += attn out, accumulated into h by the product where the backend can (the GEMM's beta, the decode GEMV's
+    // epilogue); xn = ffn_norm(h).
+    PX_TRY(be.matmul_add(h, o, attn, b.wo));
     if (T == 1 && b.w13.data) {  // xn = ffn_norm(h), [w1; w3] in one pass, SiLU·mul: fused where the backend can
       PX_TRY(be.rms_norm_matmul_silu(gate, s.gu, xn, h, b.ffn_norm, cfg.norm_eps, b.w13));
     } else {

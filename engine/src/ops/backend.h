@@ -224,14 +224,6 @@ class Backend {
   /// out[Tq, H*D] = softmax(q kᵀ · scale + mask) v, per head, softmax in fp32.
   virtual Status attention(Tensor out, const Tensor& q, const Tensor& k, const Tensor& v,
                            const AttentionParams& p) = 0;
-  /// The attention and the residual matmul after it: attention(attn, q, k, v, p), then matmul_add(h, tmp, attn, wo).
-  /// A backend may fuse them (the batch-1 decode's split-KV merge inside the output projection) with the same bits;
-  /// attn is written either way.
-  virtual Status attention_matmul_add(Tensor h, Tensor tmp, Tensor attn, const Tensor& q, const Tensor& k,
-                                      const Tensor& v, const AttentionParams& p, const Weight& wo) {
-    PIXTRAL_RETURN_IF_ERROR(attention(attn, q, k, v, p));
-    return matmul_add(h, tmp, attn, wo);
-  }
   /// out[T, F] = silu(gate) ⊙ up. out may alias gate.
   virtual Status silu_mul(Tensor out, const Tensor& gate, const Tensor& up) = 0;
   /// out[T, F] = silu(x · w1ᵀ) ⊙ (x · w3ᵀ) for w13 = [w1; w3] stacked (2F rows): by default matmul into

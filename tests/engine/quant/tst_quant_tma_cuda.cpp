@@ -2,8 +2,7 @@
 // The one-row quantized GEMVs fed by the Tensor Memory Accelerator (kernels_q4tma.cu, kernels_q8tma.cu; label
 // engine;gpu, every case skipping with the loader's reason without a GPU) against the kernels they stand in for, bit
 // for bit, in every mode; the decode norm folded into the int4 one against the norm and then the op; the int4
-// kernel's tiles handed out at run time against its static tiles; the decode's fused wo against the combine and the
-// residual GEMV; and the int8 GEMV with long rows split between
+// kernel's tiles handed out at run time against its static tiles; and the int8 GEMV with long rows split between
 // warps (opt-in) against the CPU and itself; the int4 kernel's integer path (opt-in) against its bf16 path.
 #include <gtest/gtest.h>
 
@@ -14,7 +13,6 @@
 #include <memory>
 #include <random>
 #include <string>
-#include <tuple>
 #include <vector>
 
 #include "core/quant.h"
@@ -476,95 +474,6 @@ TEST(QuantCudaTma, IntegerPathWithinRoundingOfTheBf16Path) {
   G->free_weight(*nwi);
   G->free_weight(*w);
   G->free_weight(*nw);
-}
-
-// The decode's fused wo (kernels_q4wo.cu; attention_matmul_add, PIXTRAL_CUDA_WO_FUSED): the decode attention leaves
-// its splits, and one kernel merges them and runs the int4 output projection with the residual — against the combine
-// kernel and q4tma's residual launch (=0), bit for bit: the attention's output and h. One query row, heads 32 / 8 of
-// 128 (Pixtral's: the only shape it takes), over 2048 and 4193 keys (several splits), wo 5120 × 4096 and 1000 × 4096
-// (a last chunk of 3 tiles, its last tile partial); each run twice on the same h (the second run's bits). =require
-// makes "the fused wo did not run" an error, so the comparison is never a path against itself; 40 keys (one split:
-// the attention writes its output, no partials) falls back to the two ops with the switch on.
-TEST(QuantCudaTma, FusedWoEqualsCombineThenResidualGemvBitForBit) {
-  PIXTRAL_REQUIRE_GPU();
-  auto cpu = ops::make_cpu_backend(1);
-  std::mt19937 rng(57);
-  ScopedEnv req("PIXTRAL_CUDA_Q4TMA", "require");
-  const int H = 32, Hkv = 8, D = 128;
-  const std::int64_t K = H * D;
-  for (const auto& [n_kv, N, sw] : {std::tuple<int, std::int64_t, const char*>{2048, 5120, "require"},
-                                    {4193, 5120, "require"}, {2048, 1000, "require"}, {40, 5120, "1"}}) {
-    const std::string what = std::to_string(n_kv) + " keys, wo " + std::to_string(N) + " x " + std::to_string(K);
-    ops::AttentionParams ap;
-    ap.n_heads = H;
-    ap.n_kv_heads = Hkv;
-    ap.head_dim = D;
-    ap.scale = 1.f / std::sqrt(float(D));
-    ap.causal = true;
-    ap.q_offset = n_kv - 1;
-    const auto qv = cuda_test::random_values(rng, std::size_t(K));
-    const auto kv = cuda_test::random_values(rng, std::size_t(n_kv) * Hkv * D);
-    const auto vv = cuda_test::random_values(rng, std::size_t(n_kv) * Hkv * D);
-    const auto hv = cuda_test::random_values(rng, std::size_t(N));
-    auto q = cuda_test::make_pair(cpu.get(), G, 1, K, qv.data(), DType::bf16);
-    auto k = cuda_test::make_pair(cpu.get(), G, n_kv, Hkv * D, kv.data(), DType::bf16);
-    auto v = cuda_test::make_pair(cpu.get(), G, n_kv, Hkv * D, vv.data(), DType::bf16);
-    auto out = cuda_test::make_pair(cpu.get(), G, 1, K, nullptr, DType::bf16);
-    auto h = cuda_test::make_pair(cpu.get(), G, 1, N, hv.data(), DType::bf16);
-    auto tmp = cuda_test::make_pair(cpu.get(), G, 1, N, nullptr, DType::bf16);
-    Host hw = make_weight(int(N), int(K), 991 + int(N), "wo");
-    auto wo = G->upload_weight_quantized(hw.view, Format::int4_g128);
-    ASSERT_TRUE(wo.ok()) << wo.status().to_string();
-    // The attention's output (NaN-filled first: a head the fused kernel skips fails) and h after the op.
-    const auto run = [&](const char* fused) {
-      ScopedEnv env("PIXTRAL_CUDA_WO_FUSED", fused);
-      std::vector<float> got;
-      const std::vector<float> nan(std::size_t(K), std::nanf(""));
-      for (int rep = 0; rep < 2; ++rep) {
-        cuda_test::reset_gpu(*h, hv.data());
-        cuda_test::reset_gpu(*out, nan.data());
-        const Status st = G->attention_matmul_add(h->g, tmp->g, out->g, q->g, k->g, v->g, ap, *wo);
-        EXPECT_TRUE(st.ok()) << what << " (PIXTRAL_CUDA_WO_FUSED=" << fused << "): " << st.to_string();
-      }
-      got = download(G, out->g);
-      const auto hh = download(G, h->g);
-      got.insert(got.end(), hh.begin(), hh.end());
-      return got;
-    };
-    const auto a = run(sw), b = run("0");
-    cuda_test::expect_same_bits(std::vector<float>(b.begin(), b.begin() + K),
-                                std::vector<float>(a.begin(), a.begin() + K), what + ": the attention's output");
-    cuda_test::expect_same_bits(std::vector<float>(b.begin() + K, b.end()), std::vector<float>(a.begin() + K, a.end()),
-                                what + ": h");
-    std::size_t finite = 0;
-    for (float x : a) finite += std::isfinite(x);
-    EXPECT_EQ(finite, a.size()) << what << ": outputs not finite";
-    G->free_weight(*wo);
-  }
-  {  // one split: nothing to fuse, so =require refuses
-    ScopedEnv env("PIXTRAL_CUDA_WO_FUSED", "require");
-    const int n_kv = 40;
-    ops::AttentionParams ap;
-    ap.n_heads = H;
-    ap.n_kv_heads = Hkv;
-    ap.head_dim = D;
-    ap.scale = 1.f / std::sqrt(float(D));
-    ap.causal = true;
-    ap.q_offset = n_kv - 1;
-    const auto qv = cuda_test::random_values(rng, std::size_t(K));
-    const auto kv = cuda_test::random_values(rng, std::size_t(n_kv) * Hkv * D);
-    auto q = cuda_test::make_pair(cpu.get(), G, 1, K, qv.data(), DType::bf16);
-    auto k = cuda_test::make_pair(cpu.get(), G, n_kv, Hkv * D, kv.data(), DType::bf16);
-    auto out = cuda_test::make_pair(cpu.get(), G, 1, K, nullptr, DType::bf16);
-    auto h = cuda_test::make_pair(cpu.get(), G, 1, 5120, nullptr, DType::bf16);
-    auto tmp = cuda_test::make_pair(cpu.get(), G, 1, 5120, nullptr, DType::bf16);
-    Host hw = make_weight(5120, int(K), 7, "wo");
-    auto wo = G->upload_weight_quantized(hw.view, Format::int4_g128);
-    ASSERT_TRUE(wo.ok()) << wo.status().to_string();
-    EXPECT_FALSE(G->attention_matmul_add(h->g, tmp->g, out->g, q->g, k->g, k->g, ap, *wo).ok())
-        << "=require accepted a one-split attention";
-    G->free_weight(*wo);
-  }
 }
 
 // The int8 one-row GEMV with rows of K ≥ 8192 split between 2 or 4 warps (kernels_q8split.cu: w2's GEMV by default,
