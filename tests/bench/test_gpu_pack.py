@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: Apache-2.0
 """Tests of scripts/gpu-pack with a stand-in build folder (ctest: bench.gpu_pack_script): what it packs, that the
-packed libraries unpack to the same bytes, that it empties its own bin folder and refuses bad arguments."""
+packed libraries unpack to the same bytes, that it empties its own bin folder and refuses bad arguments and a library
+of another backend ABI than the source's."""
 import lzma
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -78,6 +80,26 @@ class GpuPackTest(unittest.TestCase):
         r = self.pack()
         self.assertEqual(r.returncode, 2)
         self.assertIn("libpixtral_cuda.so", r.stderr)
+
+    def test_refuses_a_library_of_another_backend_abi(self):
+        cc = shutil.which("cc") or shutil.which("gcc")
+        if not cc:
+            self.skipTest("no C compiler to build a stand-in library")
+        with open(os.path.join(ROOT, "engine", "src", "cuda", "cuda_abi.h")) as f:
+            want = int(re.search(r"kCudaAbiVersion = (\d+);", f.read()).group(1))
+        src = os.path.join(self.dir, "abi.c")
+        for abi in (want - 1, want):  # a stale build first: nothing packed; then the source's ABI: packed
+            self.write(src, b"int pixtral_cuda_abi(void) { return %d; }\n" % abi)
+            subprocess.run([cc, "-shared", "-fPIC", "-o", self.lib, src], check=True, timeout=60)
+            r = self.pack()
+            if abi != want:
+                self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+                self.assertIn("is backend ABI %d" % abi, r.stderr)
+                self.assertFalse(os.path.exists(os.path.join(self.out, "bin")), "a stale library was packed")
+            else:
+                self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+                self.assertNotIn("backend ABI", r.stderr)
+                self.assertIn("libpixtral_cuda.so.xz", os.listdir(os.path.join(self.out, "bin")))
 
     def test_refuses_to_pack_into_the_build_folder(self):
         r = subprocess.run([GPU_PACK, "--build-dir", self.build, "--out", self.build], capture_output=True, text=True,
