@@ -104,6 +104,7 @@ struct Q4tArgs {
   float eps = 0.f;
   bool norm_early = true;  // the norm weight loaded before the dependent-launch wait
   bool rope_early = true;  // the rope mode's first tile's cos / sin made before it
+  bool tl_gmark = false;    // timeline builds: the early mark at g's arrival (PIXTRAL_CUDA_TIMELINE_GMARK=1)
   Q4tNext next;
 };
 
@@ -293,6 +294,11 @@ __global__ void __launch_bounds__(kThreads, M == GemvMode::residual ? kResidualM
         if (!a.norm_early) gv[r] = reinterpret_cast<const uint4*>(a.nw)[p];
       }
     }
+#ifdef PIXTRAL_CUDA_TIMELINE
+    // PIXTRAL_CUDA_TIMELINE_GMARK=1 (timeline builds): the early mark when thread 0's first piece of g is in, after
+    // h's loads are out (instead of when h is summed) — where the norm weight's data arrives (PERF_NOTES v35 5.).
+    if (a.tl_gmark) PIXTRAL_TIMELINE_EARLY_MARK(__uint_as_float(gv[0].x ^ gv[0].y ^ gv[0].z ^ gv[0].w));
+#endif
 #pragma unroll
     for (int r = 0; r < kRounds; ++r) {
       if (r * kWarps + warp >= n_nw) break;  // warp-uniform
@@ -310,7 +316,7 @@ __global__ void __launch_bounds__(kThreads, M == GemvMode::residual ? kResidualM
     named_sync(1, kWarps * 32);
     const float tot = warp_sum(lane < n_nw ? red[lane] : 0.f);
     const float inv = 1.0f / sqrtf(tot / float(a.K) + a.eps);
-    PIXTRAL_TIMELINE_EARLY_MARK(inv);  // the timeline's early mark: h is in and summed (x is made after it)
+    if (!a.tl_gmark) PIXTRAL_TIMELINE_EARLY_MARK(inv);  // the timeline's early mark: h is in and summed (x after it)
 #pragma unroll
     for (int r = 0; r < kRounds; ++r) {
       const int p = r * kWarps * 32 + tid;
@@ -580,6 +586,9 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
                      .halves = ra.halves,
                      .n_first = grid};  // each of its blocks' first tile
   a.rope_early = !env_zero("PIXTRAL_CUDA_ROPE_EARLY");
+#ifdef PIXTRAL_CUDA_TIMELINE
+  a.tl_gmark = env_one("PIXTRAL_CUDA_TIMELINE_GMARK") && a.norm_early;
+#endif
   a.dyn_slot = dyn_tiles(M, n_tiles, grid, s);
   if (a.dyn_slot < 0 && dyn_required())
     return Status(ErrorCode::unsupported, "q4tma (PIXTRAL_CUDA_Q4TMA_DYN=require): this launch takes static tiles (" +
