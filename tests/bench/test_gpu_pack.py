@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: Apache-2.0
 """Tests of scripts/gpu-pack with a stand-in build folder (ctest: bench.gpu_pack_script): what it packs, that the
-packed libraries unpack to the same bytes, that it empties its own bin folder and refuses bad arguments and a library
-of another backend ABI than the source's."""
+packed libraries unpack to the same bytes, that it empties its own bin folder and refuses bad arguments, a library
+of another backend ABI than the source's and a ninja build whose CUDA objects lost their header dependencies."""
 import lzma
 import os
 import re
@@ -100,6 +100,37 @@ class GpuPackTest(unittest.TestCase):
                 self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
                 self.assertNotIn("backend ABI", r.stderr)
                 self.assertIn("libpixtral_cuda.so.xz", os.listdir(os.path.join(self.out, "bin")))
+
+    def test_refuses_objects_whose_header_dependencies_were_lost(self):
+        if not shutil.which("ninja"):
+            self.skipTest("no ninja")
+        rules = ("rule dep\n  command = printf '%s: k.cuh\\n' $out > $out.d && touch $out\n  deps = gcc\n"
+                 "  depfile = $out.d\nrule nodep\n  command = touch $out\n  deps = gcc\n  depfile = $out.d\n")
+        for lost in (True, False):
+            # The library's objects a and b (b's dependencies lost or not), and a lab's object that lost them (not
+            # in the library: no refusal).
+            kd = "pixtral_cuda_kernels.dir/"
+            self.write(os.path.join(self.build, "build.ninja"),
+                       (rules + "build %sa.cu.o: dep k.cu\nbuild %sb.cu.o: %s k.cu\nbuild lab.dir/l.cu.o: nodep k.cu\n"
+                        % (kd, kd, "nodep" if lost else "dep")).encode())
+            for f in ("k.cu", "k.cuh"):
+                self.write(os.path.join(self.build, f), b"")
+            for f in (".ninja_deps", ".ninja_log"):
+                if os.path.exists(os.path.join(self.build, f)):
+                    os.remove(os.path.join(self.build, f))
+            for d in ("pixtral_cuda_kernels.dir", "lab.dir"):
+                shutil.rmtree(os.path.join(self.build, d), ignore_errors=True)
+                os.makedirs(os.path.join(self.build, d))
+            subprocess.run(["ninja", "-C", self.build], check=True, capture_output=True, timeout=60)
+            r = self.pack()
+            if lost:
+                self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+                self.assertIn("b.cu.o", r.stderr)
+                self.assertNotIn("a.cu.o", r.stderr)
+                self.assertNotIn("l.cu.o", r.stderr)
+                self.assertFalse(os.path.exists(os.path.join(self.out, "bin")), "a stale build was packed")
+            else:
+                self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
 
     def test_refuses_to_pack_into_the_build_folder(self):
         r = subprocess.run([GPU_PACK, "--build-dir", self.build, "--out", self.build], capture_output=True, text=True,
