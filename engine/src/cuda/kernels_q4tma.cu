@@ -104,7 +104,7 @@ struct Q4tArgs {
   float eps = 0.f;
   bool norm_early = true;  // the norm weight loaded before the dependent-launch wait
   bool rope_early = true;  // the rope mode's first tile's cos / sin made before it
-  bool tl_gmark = false;    // timeline builds: the early mark at g's arrival (PIXTRAL_CUDA_TIMELINE_GMARK=1)
+  bool tl_gmark = false;  // timeline builds: the early mark at g's arrival (PIXTRAL_CUDA_TIMELINE_GMARK=1)
   Q4tNext next;
 };
 
