@@ -102,7 +102,6 @@ struct Q4tArgs {
   const bf16* nw = nullptr;
   bf16* nxn = nullptr;
   float eps = 0.f;
-  bool norm_early = true;  // the norm weight loaded before the dependent-launch wait
   bool rope_early = true;  // the rope mode's first tile's cos / sin made before it
   bool tl_gmark = false;  // timeline builds: the early mark at g's arrival (PIXTRAL_CUDA_TIMELINE_GMARK=1)
   Q4tNext next;
@@ -258,12 +257,16 @@ __global__ void __launch_bounds__(kThreads, M == GemvMode::residual ? kResidualM
   float2* const xgf = reinterpret_cast<float2*>(xdig + a.K / quant::kInt4Group * kImmaDigitBytes);
   float* red = reinterpret_cast<float*>(smem + a.red);  // [kRedBufs][kWarps][R][16]; first the norm's warp sums
   constexpr int kRounds = 4;                            // the folded norm's pieces a thread: 256 × 4 ≥ 1024
-  // The folded norm's weight is immutable: its loads go out before the wait (PIXTRAL_CUDA_NORM_EARLY=0: after it,
-  // as before; A/B). They miss L2 (each layer's norm weight is read once a token) and would otherwise queue behind
-  // the ring's own requests on the kernel's critical path.
+  // The folded norm's weight is immutable: its loads go out before the wait. They miss L2 (each layer's norm weight
+  // is read once a token) and would otherwise queue behind the ring's own requests on the kernel's critical path.
+  // No load after the wait may write gv: the A/B switch that loaded g after the wait instead (NORM_EARLY=0) compiled
+  // to predicated-off LDGs into the same registers right after the wait, interleaved with h's, and a predicated-off
+  // LDG still waits for the scoreboard of the one whose registers it would write. So h's loads waited for g's data
+  // (SASS, cuobjdump on the H200). Without the switch, H200 int4 decode, same run, 4 rounds: 2.5355 -> 2.4705
+  // ms/token (PERF_NOTES v36 1.) — what v35 5.'s timing build (g loaded, never waited for) had bounded.
   uint4 gv[kRounds] = {};
   const bool normed = M != GemvMode::plain && M != GemvMode::residual && a.nh;
-  if (normed && a.norm_early) {
+  if (normed) {
 #pragma unroll
     for (int r = 0; r < kRounds; ++r) {
       const int p = r * kWarps * 32 + tid;
@@ -289,10 +292,7 @@ __global__ void __launch_bounds__(kThreads, M == GemvMode::residual ? kResidualM
 #pragma unroll
     for (int r = 0; r < kRounds; ++r) {
       const int p = r * kWarps * 32 + tid;
-      if (p < nv) {
-        hv[r] = reinterpret_cast<const uint4*>(a.nh)[p];
-        if (!a.norm_early) gv[r] = reinterpret_cast<const uint4*>(a.nw)[p];
-      }
+      if (p < nv) hv[r] = reinterpret_cast<const uint4*>(a.nh)[p];
     }
 #ifdef PIXTRAL_CUDA_TIMELINE
     // PIXTRAL_CUDA_TIMELINE_GMARK=1 (timeline builds): the early mark when thread 0's first piece of g is in, after
@@ -570,7 +570,6 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
     a.nw = norm->w;
     a.nxn = norm->xn;
     a.eps = norm->eps;
-    a.norm_early = !env_zero("PIXTRAL_CUDA_NORM_EARLY");
   }
   const int grid = std::min(a.n_tiles, per_sm * sm_count());
   const Q4tNext self{.q = q,
@@ -587,7 +586,7 @@ Status launch_typed(TO* out, const bf16* x, const std::uint8_t* q, const float* 
                      .n_first = grid};  // each of its blocks' first tile
   a.rope_early = !env_zero("PIXTRAL_CUDA_ROPE_EARLY");
 #ifdef PIXTRAL_CUDA_TIMELINE
-  a.tl_gmark = env_one("PIXTRAL_CUDA_TIMELINE_GMARK") && a.norm_early;
+  a.tl_gmark = env_one("PIXTRAL_CUDA_TIMELINE_GMARK");
 #endif
   a.dyn_slot = dyn_tiles(M, n_tiles, grid, s);
   if (a.dyn_slot < 0 && dyn_required())
