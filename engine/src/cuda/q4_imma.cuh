@@ -20,10 +20,12 @@
 //
 // Shared memory (imma_x_bytes): the groups' digits [G][plane 0..2][t 0..3][32 bytes], then a float2 a group
 // (−128 · Σ X, 2^-e / 16), then, 16-byte aligned, 32 bytes of ones (the fourth column's "digits"). In the 32 bytes of
-// (plane, t) — x[128G + 32t .. + 31] — words 2m and 2m + 1 (m = 0..3) hold the digits of the even k 32t + 8m + {0, 2,
-// 4, 6} and of the odd k 32t + 8m + {1, 3, 5, 7}: a chunk's two words side by side (one 8-byte store), and the MMAs'
-// B registers of a k-step are words 0, 2, 4, 6 (even) and 1, 3, 5, 7 (odd), as the A registers' unsigned bytes pair
-// them (u8_even / u8_odd16 of the same weight word).
+// (plane, t) — x[128G + 32t .. + 31] — chunk m (m = 0..3: k 32t + 8m .. + 7) has its even k's digits (32t + 8m +
+// {0, 2, 4, 6}) in word 4 (m >> 1) + (m & 1) and its odd k's in that word + 2: words [e0 e1 o0 o1 | e2 e3 o2 o3], so
+// the MMAs' B registers, words (e0, e1, e2, e3) and (o0, o1, o2, o3) as the A registers' unsigned bytes pair them
+// (u8_even / u8_odd16 of the same weight word), are each MMA's pair in adjacent words: read as they are, no moves (a
+// chunk's two words side by side cost ~10 register moves a stage; H200 int4 decode, same run, 4 rounds: 2.447 ->
+// 2.441 ms/token, PERF_NOTES v36 8.).
 // MMA columns: lane (g, t) gives B column g: plane g % 4, where plane 3 is the ones; D columns 2t, 2t + 1 of lane
 // t = 0 are planes 0 and 1, of t = 1 plane 2 and the ones, t = 2, 3 repeat them (weight 0). So a row's value is the
 // sum of lanes t = 0 and 1 (one shuffle at the tile's end).
@@ -55,9 +57,19 @@ __device__ __forceinline__ void mma_u8u8(int d[4], std::uint32_t a0, std::uint32
   __trap();  // sm_80+ only, as the bf16 path
 #endif
 }
-// One LOP3 each (ptxas folds the and-xor of two immediates).
-__device__ __forceinline__ std::uint32_t u8_even(std::uint32_t u) { return (u & 0x0f0f0f0fu) ^ 0x08080808u; }
-__device__ __forceinline__ std::uint32_t u8_odd16(std::uint32_t u) { return (u & 0xf0f0f0f0u) ^ 0x80808080u; }
+// One LOP3 each, spelled out as int4_pair_biased does: written as (u & m) ^ c, ptxas made an AND and an XOR (SASS
+// LOP3 takes one immediate: 64 LOP3 a stage instead of 32 in the silu loop, found by a control-bit audit of its
+// SASS). H200 int4 decode, same run, 4 rounds: 2.471 -> 2.447 ms/token (PERF_NOTES v36 8.).
+__device__ __forceinline__ std::uint32_t u8_even(std::uint32_t u) {
+  std::uint32_t r;
+  asm("lop3.b32 %0, %1, 0x0f0f0f0f, 0x08080808, 0x6a;" : "=r"(r) : "r"(u));  // (a & b) ^ c
+  return r;
+}
+__device__ __forceinline__ std::uint32_t u8_odd16(std::uint32_t u) {
+  std::uint32_t r;
+  asm("lop3.b32 %0, %1, 0xf0f0f0f0, 0x80808080, 0x6a;" : "=r"(r) : "r"(u));
+  return r;
+}
 
 /// The ones of the fourth column (@p dig: x's digits, n_groups groups): threads i < 8 of the caller each write a word.
 __device__ __forceinline__ void imma_write_ones(unsigned char* dig, int n_groups, int i) {
@@ -134,10 +146,15 @@ __device__ __forceinline__ void imma_digits(const uint4 (&xv)[M], const int (&gr
     const std::uint32_t e1a = __byte_perm(b[0], b[2], 0x0051), e1b = __byte_perm(b[4], b[6], 0x0051);
     const std::uint32_t o02a = __byte_perm(b[1], b[3], 0x6240), o02b = __byte_perm(b[5], b[7], 0x6240);
     const std::uint32_t o1a = __byte_perm(b[1], b[3], 0x0051), o1b = __byte_perm(b[5], b[7], 0x0051);
-    unsigned char* d = dig + grp[n] * kImmaDigitBytes + t * 32 + m * 8;
-    *reinterpret_cast<uint2*>(d) = make_uint2(__byte_perm(e02a, e02b, 0x5410), __byte_perm(o02a, o02b, 0x5410));
-    *reinterpret_cast<uint2*>(d + 128) = make_uint2(__byte_perm(e1a, e1b, 0x5410), __byte_perm(o1a, o1b, 0x5410));
-    *reinterpret_cast<uint2*>(d + 256) = make_uint2(__byte_perm(e02a, e02b, 0x7632), __byte_perm(o02a, o02b, 0x7632));
+    // [e0 e1 o0 o1 | e2 e3 o2 o3] a lane's 32 bytes: each MMA's B pair in adjacent words (imma_x reads them as is).
+    std::uint32_t* d32 = reinterpret_cast<std::uint32_t*>(dig + grp[n] * kImmaDigitBytes + t * 32 + (m >> 1) * 16 +
+                                                          (m & 1) * 4);
+    d32[0] = __byte_perm(e02a, e02b, 0x5410);
+    d32[2] = __byte_perm(o02a, o02b, 0x5410);
+    d32[32] = __byte_perm(e1a, e1b, 0x5410);
+    d32[34] = __byte_perm(o1a, o1b, 0x5410);
+    d32[64] = __byte_perm(e02a, e02b, 0x7632);
+    d32[66] = __byte_perm(o02a, o02b, 0x7632);
   }
 #pragma unroll
   for (int n = 0; n < N; ++n) sb[n] = imma_half_reduce<true>(sb[n], keep_lo);
@@ -171,8 +188,8 @@ __device__ __forceinline__ ImmaX imma_x(const ImmaLane& l, int G, const float2* 
   ImmaX v;
   const uint4* dp = reinterpret_cast<const uint4*>(l.base + G * l.stride);
   const uint4 r0 = dp[0], r1 = dp[1];
-  v.b01 = make_uint4(r0.x, r0.z, r1.x, r1.z);
-  v.b23 = make_uint4(r0.y, r0.w, r1.y, r1.w);
+  v.b01 = make_uint4(r0.x, r0.y, r1.x, r1.y);
+  v.b23 = make_uint4(r0.z, r0.w, r1.z, r1.w);
   const float2 f = gf[G];
   v.bias = t == 0 ? f.x : 0.f;
   v.xf = f.y * pw;
