@@ -157,7 +157,7 @@ struct XAsB {
 #ifdef PIXTRAL_CUDA_TIMELINE
 constexpr int kResidualMinBlocks = 3;
 #else
-constexpr int kResidualMinBlocks = 3;
+constexpr int kResidualMinBlocks = 2;
 #endif
 
 // kImma: the integer tensor-core path (q4_imma.cuh; launch_q4tma_normed only, the silu mode's by default): the
@@ -401,9 +401,6 @@ __global__ void __launch_bounds__(kThreads, M == GemvMode::residual ? kResidualM
       sbase[r] = p.inter ? r * n_groups : r * 16 * n_groups;
     }
     sstride = p.inter ? 2 * n_groups : n_groups;  // between items' scale rows
-    // EXPERIMENT (residual mode): stage s's joins after stage s + 1's MMAs are issued (pending state from zeros).
-    constexpr bool kSkew = M == GemvMode::residual && !kImma && !kPreX;
-    float pd[R][2][4] = {}, ps0[R] = {}, ps1[R] = {}, pcr = 0.f;
     for (int s = 0; s < gpw; ++s) {
       ring.wait_full();
       const unsigned char* st = smem + a.ring + ring.slot * a.stage_bytes;
@@ -423,22 +420,6 @@ __global__ void __launch_bounds__(kThreads, M == GemvMode::residual ? kResidualM
         for (int r = 0; r < R; ++r)
           imma_group(w0[r], w1[r], xi, t, sc[sbase[r] + g * sstride + G], sc[sbase[r] + (g + 8) * sstride + G],
                      acc[r]);
-      } else if constexpr (kSkew) {
-        uint4 xv[4];
-#pragma unroll
-        for (int ww = 0; ww < 4; ++ww) xv[ww] = reinterpret_cast<const uint4*>(xs + 128 * G + 32 * t)[ww];
-        {
-          const float corr[2] = {pcr, pcr};
-#pragma unroll
-          for (int r = 0; r < R; ++r) q4_group_finish(pd[r], ps0[r], ps1[r], corr, acc[r]);
-        }
-        pcr = group_correction(q4_corr_input_b(xs, G, lane));
-#pragma unroll
-        for (int r = 0; r < R; ++r) {
-          q4_group_mma_d(w0[r], w1[r], xv, pd[r]);
-          ps0[r] = sc[sbase[r] + g * sstride + G];
-          ps1[r] = sc[sbase[r] + (g + 8) * sstride + G];
-        }
       } else {
         // x is staged as the MMAs' B registers (XAsB): read as they are; the group's correction from its chunk
         // (q4_corr_input_b). kPreX: a warp's first tile keeps each of its groups' corrections (corr_s), its later
@@ -459,11 +440,6 @@ __global__ void __launch_bounds__(kThreads, M == GemvMode::residual ? kResidualM
           q4_group_mma_b(w0[r], w1[r], xv, sc[sbase[r] + g * sstride + G], sc[sbase[r] + (g + 8) * sstride + G],
                          corr, acc[r]);
       }
-    }
-    if constexpr (kSkew) {
-      const float corr[2] = {pcr, pcr};
-#pragma unroll
-      for (int r = 0; r < R; ++r) q4_group_finish(pd[r], ps0[r], ps1[r], corr, acc[r]);
     }
     __syncwarp();
     sring.release(lane);  // this warp is done with the tile's scales

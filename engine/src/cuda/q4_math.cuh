@@ -59,8 +59,9 @@ __device__ __forceinline__ float group_correction(uint2 xs) {
 /// 136 off once a group, before the scale, so the cancellation happens at the group's magnitude; the sum passes
 /// through ~136·Σx, so its fp32 error is ~30× that of Σ v·x alone (~1e-6 relative: far below a bf16 output's
 /// rounding). q4_group_mma_b takes x as the MMAs' B registers already (q4_b_fragments): q4tma stages x that way.
-/// q4_group_mma_b's MMAs alone, into d (its two chains).
-__device__ __forceinline__ void q4_group_mma_d(const uint4& w0, const uint4& w1, const uint4 bv[4], float d[2][4]) {
+__device__ __forceinline__ void q4_group_mma_b(const uint4& w0, const uint4& w1, const uint4 bv[4], float s0, float s1,
+                                               const float corr[2], float acc[4]) {
+  float d[2][4];
 #pragma unroll
   for (int ww = 0; ww < 4; ++ww) {
     constexpr float kZero[4] = {0.f, 0.f, 0.f, 0.f};
@@ -71,10 +72,6 @@ __device__ __forceinline__ void q4_group_mma_d(const uint4& w0, const uint4& w1,
     mma_bf16_16816(dc, int4_pair_biased(u0, 2), int4_pair_biased(u1, 2), int4_pair_biased(u0, 3),
                    int4_pair_biased(u1, 3), bv[ww].z, bv[ww].w, dc);
   }
-}
-/// q4_group_mma_b's joins: the chains' sum, the correction, the scale into acc.
-__device__ __forceinline__ void q4_group_finish(const float d[2][4], float s0, float s1, const float corr[2],
-                                                float acc[4]) {
   float sum[4];
 #pragma unroll
   for (int e = 0; e < 4; ++e) sum[e] = (d[0][e] + d[1][e]) + corr[e & 1];
@@ -82,12 +79,6 @@ __device__ __forceinline__ void q4_group_finish(const float d[2][4], float s0, f
   acc[1] = fmaf(s0, sum[1], acc[1]);  // row g,     col 2t + 1
   acc[2] = fmaf(s1, sum[2], acc[2]);  // row g + 8, col 2t
   acc[3] = fmaf(s1, sum[3], acc[3]);  // row g + 8, col 2t + 1
-}
-__device__ __forceinline__ void q4_group_mma_b(const uint4& w0, const uint4& w1, const uint4 bv[4], float s0, float s1,
-                                               const float corr[2], float acc[4]) {
-  float d[2][4];
-  q4_group_mma_d(w0, w1, bv, d);
-  q4_group_finish(d, s0, s1, corr, acc);
 }
 
 /// Eight x values x[k .. k + 7] (one 16-byte chunk) as q4_group_mma_b's B registers for them: (b0 of k-step 0, b1
