@@ -266,35 +266,26 @@ __global__ void __launch_bounds__(kThreads, blocks_per_sm(G)) decode_attention_k
   }
   __syncthreads();
 
-  // Merge the warps in a fixed order and write: four dimensions a thread (one pass at G = 4, D = 128), sharing each
-  // warp's factor; each dimension's arithmetic as one a thread (a SASS reading: that loop, four serial passes of ~110
-  // instructions, was most of a block's tail; PERF_NOTES v36 11.).
-  for (int i = tid; i < G * D / 4; i += kThreads) {
-    const int hh = i / (D / 4), d = 4 * (i % (D / 4));
+  // Merge the warps in a fixed order and write.
+  for (int i = tid; i < G * D; i += kThreads) {
+    const int hh = i / D, d = i % D;
     float m = red_m[0][hh];
 #pragma unroll
     for (int w = 1; w < kWarps; ++w) m = fmaxf(m, red_m[w][hh]);  // finite: warp 0 had a tile
-    float o[4] = {0.f, 0.f, 0.f, 0.f}, l = 0.f;
+    float o = 0.f, l = 0.f;
 #pragma unroll
     for (int w = 0; w < kWarps; ++w) {
       const float mw = red_m[w][hh];
       const float sw = mw == -INFINITY ? 0.f : exp2f(mw - m);
-      const float4 ow = *reinterpret_cast<const float4*>(&red_o[w][hh][d]);
-      o[0] = fmaf(ow.x, sw, o[0]);
-      o[1] = fmaf(ow.y, sw, o[1]);
-      o[2] = fmaf(ow.z, sw, o[2]);
-      o[3] = fmaf(ow.w, sw, o[3]);
+      o = fmaf(red_o[w][hh][d], sw, o);
       l = fmaf(red_l[w][hh], sw, l);
     }
     const int h = kvh * G + hh;
     const std::int64_t vec = std::int64_t(row) * p.H + h;
     if (direct) {
-      TO* dst = static_cast<TO*>(p.out) + std::int64_t(row) * q_stride + std::int64_t(h) * D + d;
-#pragma unroll
-      for (int e = 0; e < 4; ++e) dst[e] = from_f32<TO>(o[e] / l);
+      static_cast<TO*>(p.out)[std::int64_t(row) * q_stride + std::int64_t(h) * D + d] = from_f32<TO>(o / l);
     } else {
-      *reinterpret_cast<float4*>(p.partial + (std::int64_t(split) * n_vec + vec) * D + d) =
-          make_float4(o[0], o[1], o[2], o[3]);
+      p.partial[(std::int64_t(split) * n_vec + vec) * D + d] = o;
       if (d == 0) {
         p.partial[std::int64_t(p.n_splits) * n_vec * D + split * n_vec + vec] = m;
         p.partial[std::int64_t(p.n_splits) * n_vec * (D + 1) + split * n_vec + vec] = l;
@@ -303,76 +294,61 @@ __global__ void __launch_bounds__(kThreads, blocks_per_sm(G)) decode_attention_k
   }
 }
 
-// Merges a split's (m, l, o[0..3]) into a running (m, l, o[0..3]) — four dimensions of one (row, head), whose m and l
-// are shared: log-sum-exp rescaling, base 2, the factors once for the four. A split with m = -inf (empty) has weight
-// 0. The products and sums spelled out (o · a + oc · b as one fma of o, a and the rounded oc · b: the form the
-// scalar merge compiled to), so that a dimension's bits do not depend on how many share the factors.
-__device__ __forceinline__ void lse_merge4(float& m, float& l, float (&o)[4], float mc, float lc, const float4& oc) {
+// Merges a split's (m, l, o) into a running (m, l, o): log-sum-exp rescaling, base 2. A split with m = -inf
+// (empty) has weight 0.
+__device__ __forceinline__ void lse_merge(float& m, float& l, float& o, float mc, float lc, float oc) {
   if (mc == -INFINITY) return;
   const float mn = fmaxf(m, mc);
   const float a = exp2f(m - mn), b = exp2f(mc - mn);  // a = 0 while m = -inf
-  o[0] = __fmaf_rn(o[0], a, __fmul_rn(oc.x, b));
-  o[1] = __fmaf_rn(o[1], a, __fmul_rn(oc.y, b));
-  o[2] = __fmaf_rn(o[2], a, __fmul_rn(oc.z, b));
-  o[3] = __fmaf_rn(o[3], a, __fmul_rn(oc.w, b));
-  l = __fmaf_rn(l, a, __fmul_rn(lc, b));
+  o = o * a + oc * b;
+  l = l * a + lc * b;
   m = mn;
 }
 
-// One block of kCombineGroups × D / 4 threads per (row, head), four dimensions a thread: group g (D / 4 threads: a
-// warp at D = 128) merges splits g, g + 8, ... in index order with all its loads (m, l and o of up to 8 splits, o as
-// float4) issued before any math — one dependent round trip to L2 — then the groups are merged in index order
-// through shared memory (no atomics: bit-identical run after run). Four dimensions a thread share each split's two
-// exp2 and the loads of m and l: a quarter of the instructions of one dimension a thread (1024 threads at D = 128,
-// whose ~400 instructions a warp before the merge took ~2 µs to issue; a SASS reading, PERF_NOTES v36 11.).
+// One block of kCombineGroups × D threads per (row, head): group g merges splits g, g + 8, ... in index order with
+// all its loads (m, l and o of up to 8 splits) issued before any math — one dependent round trip to L2 — then
+// the groups are merged in index order through shared memory (no atomics: bit-identical run after run).
 template <int D, class TO>
-__global__ void __launch_bounds__(kCombineGroups * D / 4)
+__global__ void __launch_bounds__(kCombineGroups * D)
 decode_combine_kernel(TO* __restrict__ out, const float* __restrict__ partial, int n_vec, int n_splits,
                       bool late_trigger) {
-  static_assert(D % 4 == 0, "four dimensions a thread");
-  constexpr int kBatch = 8;       // splits per group loaded at once (49 splits: 7 per group)
-  constexpr int kLanes = D / 4;   // threads a group
-  __shared__ __align__(16) float red_o[kCombineGroups][D];
-  __shared__ float red_m[kCombineGroups], red_l[kCombineGroups];
+  constexpr int kBatch = 8;  // splits per group loaded at once (49 splits: 7 per group)
+  __shared__ float red_o[kCombineGroups][D], red_m[kCombineGroups], red_l[kCombineGroups];
   PIXTRAL_TIMELINE(kTlCombine);
   if (!late_trigger) allow_dependents_to_launch();
   wait_for_previous_grid();  // everything here comes from decode_attention_kernel
   const std::int64_t vec = blockIdx.x;
-  const int tid = threadIdx.x, d = 4 * (tid % kLanes), g = tid / kLanes;
+  const int tid = threadIdx.x, d = tid % D, g = tid / D;
   const float* Mp = partial + std::int64_t(n_splits) * n_vec * D;
   const float* Lp = Mp + std::int64_t(n_splits) * n_vec;
-  float m = -INFINITY, l = 0.f, o[4] = {0.f, 0.f, 0.f, 0.f};
+  float m = -INFINITY, l = 0.f, o = 0.f;
   for (int c0 = g; c0 < n_splits; c0 += kBatch * kCombineGroups) {
-    float mc[kBatch], lc[kBatch];
-    float4 oc[kBatch];
+    float mc[kBatch], lc[kBatch], oc[kBatch];
 #pragma unroll
     for (int u = 0; u < kBatch; ++u) {
       const int c = c0 + u * kCombineGroups;
       const bool ok = c < n_splits;
       const std::int64_t at = std::int64_t(ok ? c : 0) * n_vec + vec;
-      // __ldcg: written by the previous grid during this one's lifetime (PDL), so not through the read-only path.
-      mc[u] = ok ? __ldcg(Mp + at) : -INFINITY;
-      lc[u] = ok ? __ldcg(Lp + at) : 0.f;
-      oc[u] = ok ? __ldcg(reinterpret_cast<const float4*>(partial + at * D + d)) : make_float4(0.f, 0.f, 0.f, 0.f);
+      mc[u] = ok ? Mp[at] : -INFINITY;
+      lc[u] = ok ? Lp[at] : 0.f;
+      oc[u] = ok ? partial[at * D + d] : 0.f;
     }
 #pragma unroll
-    for (int u = 0; u < kBatch; ++u) lse_merge4(m, l, o, mc[u], lc[u], oc[u]);
+    for (int u = 0; u < kBatch; ++u) lse_merge(m, l, o, mc[u], lc[u], oc[u]);
   }
-  PIXTRAL_TIMELINE_MARK(o[0]);  // the timeline's mark: the loads are in and merged
+  PIXTRAL_TIMELINE_MARK(o);  // the timeline's mark: the loads are in and merged
   if (late_trigger) allow_dependents_to_launch();  // the next kernel's weight stream after these loads
-  *reinterpret_cast<float4*>(&red_o[g][d]) = make_float4(o[0], o[1], o[2], o[3]);
+  red_o[g][d] = o;
   if (d == 0) {
     red_m[g] = m;
     red_l[g] = l;
   }
   __syncthreads();
   if (g == 0) {
-    float mt = -INFINITY, lt = 0.f, ot[4] = {0.f, 0.f, 0.f, 0.f};
+    float mt = -INFINITY, lt = 0.f, ot = 0.f;
 #pragma unroll
-    for (int j = 0; j < kCombineGroups; ++j)
-      lse_merge4(mt, lt, ot, red_m[j], red_l[j], *reinterpret_cast<const float4*>(&red_o[j][d]));
-#pragma unroll
-    for (int e = 0; e < 4; ++e) out[vec * D + d + e] = from_f32<TO>(lt > 0.f ? ot[e] / lt : 0.f);
+    for (int j = 0; j < kCombineGroups; ++j) lse_merge(mt, lt, ot, red_m[j], red_l[j], red_o[j][d]);
+    out[vec * D + d] = from_f32<TO>(lt > 0.f ? ot / lt : 0.f);
   }
 }
 
@@ -446,8 +422,8 @@ Status launch_decode_typed(const AttentionLaunch& a, cudaStream_t s) {
     PIXTRAL_RETURN_IF_ERROR(launch(decode_attention_kernel<D, G, 1, TO>, 1));
   PIXTRAL_CUDA_LAUNCH_CHECK(decode_attention_kernel);
   if (p.n_splits > 1) {
-    launch_dependent(decode_combine_kernel<D, TO>, dim3(unsigned(a.n_q * a.n_heads)), dim3(kCombineGroups * D / 4),
-                     s, static_cast<TO*>(a.out), static_cast<const float*>(a.partial), int(a.n_q * a.n_heads),
+    launch_dependent(decode_combine_kernel<D, TO>, dim3(unsigned(a.n_q * a.n_heads)), dim3(kCombineGroups * D), s,
+                     static_cast<TO*>(a.out), static_cast<const float*>(a.partial), int(a.n_q * a.n_heads),
                      p.n_splits, combine_late_trigger());
     PIXTRAL_CUDA_LAUNCH_CHECK(decode_combine_kernel);
   }
