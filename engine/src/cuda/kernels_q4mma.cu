@@ -265,103 +265,6 @@ q4mma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const std::uint8_
   }
 }
 
-// Short prefills of 9..40 rows in one launch (PIXTRAL_CUDA_Q4_ROWS=0: passes of 8, as before): NT = ⌈T / 8⌉ column
-// tiles of x a 16-row tile of W — B column g of tile c is x row 8c + g — so each group's weights are streamed and
-// dequantized once for all the rows instead of once a pass. Each x row's arithmetic is a pass's (q4_group_mma with
-// the precomputed correction, the groups in the same order, the warps' sums in warp order): the same bits as the
-// passes, and so as one-row launches. Plain and residual modes (R = 1), W and the scales through q4mma's ring.
-template <int NT, class TO, GemvMode M, int W = kMmaWarps>
-__global__ void __launch_bounds__(W * 32, 2)
-q4mma_rows_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const std::uint8_t* __restrict__ q,
-                  const float* __restrict__ scales, const bf16* __restrict__ bias, int T, int N, int n_items, int K,
-                  const float* __restrict__ x_corr) {
-  static_assert(M == GemvMode::plain || M == GemvMode::residual, "one row set");
-  constexpr int S = q4mma_ring_groups(1);
-  constexpr int kCols = 8 * NT;
-  __shared__ float red[W][kMmaItems][kCols];  // [warp][item][x row]
-  extern __shared__ __align__(16) unsigned char q4_ring[];
-  uint4* ring_w = reinterpret_cast<uint4*>(q4_ring);
-  float* ring_s = reinterpret_cast<float*>(ring_w + S * 2 * W * 32);
-  PIXTRAL_TIMELINE(kTlQ4mma + unsigned(M));
-  allow_dependents_to_launch();
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
-  const int n0 = blockIdx.x * kMmaItems;
-  const int rb = K / 2;
-  const int n_groups = K / quant::kInt4Group;
-  std::uint32_t woff[2], soff[2];
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    const int row = min(n0 + g + 8 * h, n_items - 1);  // plain / residual: item n is W row n
-    woff[h] = std::uint32_t(row) * std::uint32_t(rb) + 16u * std::uint32_t(t);
-    soff[h] = std::uint32_t(row) * std::uint32_t(n_groups);
-  }
-  const int my_groups = (n_groups - warp + W - 1) / W;  // warp-uniform
-  const auto slot_of = [&](int sl, int h) { return (sl * 2 + h) * W * 32 + int(threadIdx.x); };
-  const auto issue = [&](int G, int sl) {
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      cp_async16(smem_addr(ring_w + slot_of(sl, h)), q + (woff[h] + 64u * std::uint32_t(G)), true);
-      cp_async4(smem_addr(ring_s + slot_of(sl, h)), scales + (soff[h] + std::uint32_t(G)));
-    }
-  };
-#pragma unroll
-  for (int j = 0; j < S; ++j) {  // W and scales are immutable: the first S groups before waiting
-    if (j < my_groups) issue(warp + W * j, j);
-    cp_async_commit();
-  }
-  wait_for_previous_grid();  // x, its corrections and out belong to the previous kernels
-  float acc[NT][4];
-#pragma unroll
-  for (int c = 0; c < NT; ++c)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) acc[c][e] = 0.f;
-  int sl = 0;
-  for (int i = 0; i < my_groups; ++i) {
-    const int G = warp + W * i;
-    cp_async_wait<S - 1>();  // group i's copies (this thread's own) have landed
-    const uint4 w0 = ring_w[slot_of(sl, 0)], w1 = ring_w[slot_of(sl, 1)];
-    const float s0 = ring_s[slot_of(sl, 0)], s1 = ring_s[slot_of(sl, 1)];
-#pragma unroll
-    for (int c = 0; c < NT; ++c) {
-      // x row 8c + g (rows past T: row 0, whose D columns are never read), as a pass's B column g.
-      const int xr = 8 * c + g < T ? 8 * c + g : 0;
-      const uint4* xp = reinterpret_cast<const uint4*>(x + std::int64_t(xr) * K + 32 * t) + 16 * G;
-      uint4 xv[4];
-#pragma unroll
-      for (int ww = 0; ww < 4; ++ww) xv[ww] = load_cached(xp + ww);
-      float corr[2] = {0.f, 0.f};
-      const int r0 = 8 * c + 2 * t;
-      if (r0 < T) corr[0] = __ldca(x_corr + r0 * n_groups + G);
-      if (r0 + 1 < T) corr[1] = __ldca(x_corr + (r0 + 1) * n_groups + G);
-      q4_group_mma(w0, w1, xv, s0, s1, corr, acc[c]);
-    }
-    // Refill the slot only now: the MMAs above consumed w and s (data dependence), as in q4mma_kernel.
-    if (i + S < my_groups) issue(G + W * S, sl);
-    cp_async_commit();
-    sl = sl + 1 == S ? 0 : sl + 1;
-  }
-#pragma unroll
-  for (int c = 0; c < NT; ++c) {  // D columns 2t, 2t + 1 of tile c = x rows 8c + 2t, + 1
-    red[warp][g][8 * c + 2 * t] = acc[c][0];
-    red[warp][g][8 * c + 2 * t + 1] = acc[c][1];
-    red[warp][g + 8][8 * c + 2 * t] = acc[c][2];
-    red[warp][g + 8][8 * c + 2 * t + 1] = acc[c][3];
-  }
-  __syncthreads();
-  const RopeAppendArgs ra;
-  for (int idx = threadIdx.x; idx < kMmaItems * T; idx += W * 32) {
-    const int item = idx / T, col = idx % T;
-    if (n0 + item >= n_items) continue;
-    GemvItemPre<TO> pre;
-    gemv_item_pre_early<M>(pre, n0 + item, ra);
-    gemv_item_pre_late<M>(pre, out, col, n0 + item, N);
-    float v[2] = {red[0][item][col], 0.f};
-#pragma unroll
-    for (int ww = 1; ww < W; ++ww) v[0] += red[ww][item][col];
-    gemv_item_store<M>(out, col, n0 + item, N, v, bias, ra, pre);
-  }
-}
-
 // -136 · Σx over each group of 128 of each of T x rows (the prefill passes' corrections, [T][K / 128]): one warp a
 // (row, group), group_correction on the same 8 bytes a lane as the kernel's own path — the same bits.
 __global__ void q4mma_corrections(const bf16* __restrict__ x, int T, int K, float* __restrict__ corr) {
@@ -449,44 +352,6 @@ Status launch_mode(TO* out, const bf16* x, const std::uint8_t* q, const float* s
   }
 }
 
-// The one-launch form of launch_q4mma_rows for 8 < T ≤ 8 · NT (plain / residual); not launched where its blocks
-// do not fit two an SM.
-template <int NT, class TO, GemvMode M>
-Status launch_rows_tiles(TO* out, const bf16* x, const std::uint8_t* q, const float* scales, const bf16* bias, int T,
-                         int N, int K, const float* corr, cudaStream_t s, bool* launched) {
-  *launched = false;
-  if (std::int64_t(N) * K >= (std::int64_t(1) << 31)) return {};
-  constexpr std::size_t smem = q4mma_smem_bytes<1, 2>();  // the ring alone (no x in it)
-  auto kernel = q4mma_rows_kernel<NT, TO, M>;
-  const bool fits = per_device_once(reinterpret_cast<const void*>(kernel), long(smem), [&] {
-    int blocks = 0;
-    if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)) != cudaSuccess ||
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kMmaWarps * 32, smem) != cudaSuccess) {
-      (void)cudaGetLastError();
-      return false;
-    }
-    return blocks >= 2;
-  });
-  if (!fits) return {};
-  launch_dependent_smem(kernel, dim3{unsigned(ceil_div(N, kMmaItems))}, dim3{kMmaWarps * 32}, smem, s, out, x, q,
-                        scales, bias, T, N, N, K, corr);
-  PIXTRAL_CUDA_LAUNCH_CHECK(q4mma_rows_kernel);
-  *launched = true;
-  return {};
-}
-
-template <class TO, GemvMode M>
-Status launch_rows_tiles_t(TO* out, const bf16* x, const std::uint8_t* q, const float* scales, const bf16* bias, int T,
-                           int N, int K, const float* corr, cudaStream_t s, bool* launched) {
-  switch ((T + 7) / 8) {
-    case 2: return launch_rows_tiles<2, TO, M>(out, x, q, scales, bias, T, N, K, corr, s, launched);
-    case 3: return launch_rows_tiles<3, TO, M>(out, x, q, scales, bias, T, N, K, corr, s, launched);
-    case 4: return launch_rows_tiles<4, TO, M>(out, x, q, scales, bias, T, N, K, corr, s, launched);
-    case 5: return launch_rows_tiles<5, TO, M>(out, x, q, scales, bias, T, N, K, corr, s, launched);
-    default: *launched = false; return {};
-  }
-}
-
 }  // namespace
 
 Status launch_q4mma(void* out, DType out_t, const bf16* x, const std::uint8_t* q, const float* scales,
@@ -514,27 +379,6 @@ Status launch_q4mma_rows(void* out, DType out_t, const bf16* x, const std::uint8
     launch_dependent(q4mma_corrections, dim3(unsigned(ceil_div(int(T) * n_groups, kWarps))), dim3(kWarps * 32), s, x,
                      int(T), K, corr);
     PIXTRAL_CUDA_LAUNCH_CHECK(q4mma_corrections);
-  }
-  // 8 < T ≤ 40 with the corrections: one launch of ⌈T / 8⌉ column tiles (PIXTRAL_CUDA_Q4_ROWS=0: the passes; A/B).
-  if (corr && T > kQ4PassRows && !env_zero("PIXTRAL_CUDA_Q4_ROWS")) {
-    bool ok = false;
-    const int t = int(T);
-    PIXTRAL_RETURN_IF_ERROR(([&]() -> Status {
-      if (out_t == DType::f32) {
-        auto* o = static_cast<float*>(out);
-        if (residual)
-          return launch_rows_tiles_t<float, GemvMode::residual>(o, x, q, scales, bias, t, N, K, corr, s, &ok);
-        return launch_rows_tiles_t<float, GemvMode::plain>(o, x, q, scales, bias, t, N, K, corr, s, &ok);
-      }
-      auto* o = static_cast<bf16*>(out);
-      if (residual)
-        return launch_rows_tiles_t<bf16, GemvMode::residual>(o, x, q, scales, bias, t, N, K, corr, s, &ok);
-      return launch_rows_tiles_t<bf16, GemvMode::plain>(o, x, q, scales, bias, t, N, K, corr, s, &ok);
-    }()));
-    if (ok) {
-      *launched = true;
-      return {};
-    }
   }
   for (std::int64_t t0 = 0; t0 < T; t0 += kQ4PassRows) {
     const int rows = int(std::min<std::int64_t>(kQ4PassRows, T - t0));
