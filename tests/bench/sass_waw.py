@@ -11,31 +11,25 @@ norm's loads of h wait for the norm weight (H200 int4 decode 2.5355 -> 2.4705 ms
 Usage: cuobjdump -sass libpixtral_cuda.so > lib.sass; tests/bench/sass_waw.py lib.sass [--match SUBSTRING]
 Prints one line per kernel with such a write, and exits 1 when there is one (0 otherwise).
 
-The scan is linear in the listing's order and ignores branches: a load counts as in flight at the wait when no
-instruction between it and the wait reads its registers, and the first instruction after the wait that reads or
-writes one of them decides (a write is reported). So a report names a place to read in the SASS, not a proof.
+The scan starts at a kernel's first ACQBULK, is linear in the listing's order and ignores branches: a load counts
+as in flight at the wait when no instruction between it and the wait reads its registers, and the first instruction
+after the wait that reads or writes one of them decides (a write is reported). So a report names a place to read in
+the SASS, not a proof.
 """
+import os
 import re
 import sys
 
-INSN = re.compile(r'/\*[0-9a-f]{4,}\*/\s*([^;]*);')
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import sass_ctrl  # noqa: E402  (the listing's parser)
+
 REG = re.compile(r'\bR(\d+)(\.64)?\b')
 
 
 def functions(text):
-    """(name, [instruction text]) for each `Function :` section of cuobjdump -sass output."""
-    name, body = None, []
-    for line in text.splitlines():
-        if 'Function :' in line:
-            if name is not None:
-                yield name, body
-            name, body = line.split('Function :', 1)[1].strip(), []
-        elif name is not None:
-            m = INSN.search(line)
-            if m:
-                body.append(m.group(1).strip())
-    if name is not None:
-        yield name, body
+    """(name, [instruction text]) for each function of a cuobjdump -sass listing (sass_ctrl's parser)."""
+    for name, body in sass_ctrl.functions(text):
+        yield name, [insn for _, insn, _ in body]
 
 
 def parse(insn):

@@ -13,10 +13,11 @@ import sass_waw  # noqa: E402
 
 
 def listing(name, insns):
-    """A cuobjdump -sass style section: the function line, then one addressed instruction a line."""
+    """A cuobjdump -sass style section: the function line, then each instruction (two lines)."""
     lines = [f'\t\tFunction : {name}']
-    for i, s in enumerate(insns):
-        lines.append(f'        /*{16 * i:04x}*/                   {s} ;          /* 0x000000000000 */')
+    for i, s in enumerate(insns):  # each instruction's two 64-bit halves, as cuobjdump prints them
+        lines.append(f'        /*{16 * i:04x}*/                   {s} ;          /* 0x{0x7000 + i:016x} */')
+        lines.append(f'                                                                /* 0x{0x000fe2:016x} */')
     return '\n'.join(lines) + '\n'
 
 
