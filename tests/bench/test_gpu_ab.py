@@ -3,7 +3,7 @@
 """Tests of scripts/gpu-ab with stand-in pixtral binaries and libraries (ctest: bench.gpu_ab_script).
 
 A stand-in "library" is a file holding a number; a stand-in pixtral prints `decode <that number + its own offset +
-$FAKE_ADD + $FAKE_ADD2>` for the library PIXTRAL_CUDA_LIBRARY names (nothing when the file says "none"), so every
+$FAKE_ADD + $FAKE_ADD2>` and `followup_ttft <ten times that>` for the library PIXTRAL_CUDA_LIBRARY names (nothing when the file says "none"), so every
 figure in the output says which binary, library and environment produced it."""
 import os
 import shutil
@@ -23,7 +23,7 @@ v=$(cat "$PIXTRAL_CUDA_LIBRARY")
 [[ $v == none ]] && {{ echo "bench failed"; exit 1; }}
 echo "vision_encoder 12.0 6.6 1.8x ms"
 awk -v v="$v" -v o="{offset}" -v a="${{FAKE_ADD:-0}}" -v b="${{FAKE_ADD2:-0}}" \
-  'BEGIN {{printf "decode %.3f 5.6 1.1x ms/token\\n", v + o + a + b}}'
+  'BEGIN {{d = v + o + a + b; printf "decode %.3f 5.6 1.1x ms/token\\nfollowup_ttft %.3f 9 2x ms\\n", d, 10 * d}}'
 """
 
 
@@ -60,12 +60,15 @@ class GpuAbTest(unittest.TestCase):
         return p.returncode, p.stdout, p.stderr
 
     @staticmethod
-    def table(out):
-        """{label: (median as a number, ratio as printed)} from the summary table (rows after its header)."""
+    def table(out, figure="decode"):
+        """{label: (median as a number, ratio as printed)} from the figure's summary table (rows after its header, up
+        to the next table's)."""
         lines = out.splitlines()
-        rows = lines[[i for i, l in enumerate(lines) if l.startswith("library")][0] + 1:]
+        rows = lines[[i for i, l in enumerate(lines) if l.startswith(figure + ": library")][0] + 1:]
         table = {}
         for r in rows:
+            if ": library" in r[:44]:
+                break
             label, rest = r[:44].rstrip(), r[44:].split()
             table[label] = (float(rest[0]), rest[1]) if rest[0] != "no" else ("no value", None)
         return table
@@ -83,6 +86,22 @@ class GpuAbTest(unittest.TestCase):
         self.assertEqual(rounds, ["a.so", "FAKE_ADD=0.5@a.so"] * 3)
         with open(self.log) as f:
             self.assertEqual(set(f.read().split()), {"int4"})
+
+    def test_several_figures_from_the_same_runs(self):
+        a = self.lib("a.so", "6.25")
+        rc, out, err = self.run_ab("--rounds", "3", "--figure", "decode,followup_ttft", "--pixtral", self.bin_a, a,
+                                   "FAKE_ADD=0.5@" + a)
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(self.table(out)["FAKE_ADD=0.5@a.so"], (6.75, "1.080"))
+        self.assertEqual(self.table(out, "followup_ttft")["a.so"], (62.5, "1.000"))
+        self.assertEqual(self.table(out, "followup_ttft")["FAKE_ADD=0.5@a.so"], (67.5, "1.080"))
+        with open(self.log) as f:
+            self.assertEqual(len(f.read().split()), 6)  # one bench a library a round, not one a figure
+        # A figure no run prints: reported, and the exit code says so.
+        rc, out, err = self.run_ab("--rounds", "1", "--figure", "decode,prefill", "--pixtral", self.bin_a, a)
+        self.assertEqual(rc, 1)
+        self.assertIn("round 1 a.so: no 'prefill' line", err)
+        self.assertEqual(self.table(out)["a.so"][0], 6.25)
 
     def test_several_switches_a_library(self):
         a = self.lib("a.so", "6.25")
