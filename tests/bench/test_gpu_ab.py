@@ -3,8 +3,8 @@
 """Tests of scripts/gpu-ab with stand-in pixtral binaries and libraries (ctest: bench.gpu_ab_script).
 
 A stand-in "library" is a file holding a number; a stand-in pixtral prints `decode <that number + its own offset +
-$FAKE_ADD + $FAKE_ADD2>` and `followup_ttft <ten times that>` for the library PIXTRAL_CUDA_LIBRARY names (nothing when the file says "none"), so every
-figure in the output says which binary, library and environment produced it."""
+$FAKE_ADD + $FAKE_ADD2>` and `followup_ttft <ten times that>` for the library PIXTRAL_CUDA_LIBRARY names (nothing
+when the file says "none"), so every figure in the output says which binary, library and environment produced it."""
 import os
 import shutil
 import stat
