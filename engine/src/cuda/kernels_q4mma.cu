@@ -89,10 +89,6 @@ constexpr std::size_t q4mma_smem_bytes() {
   return std::size_t(q4mma_ring_groups(R)) *
          (R * 2 * kMmaWarps * 32 * (16 + 4) + (q4mma_ring_x(T) ? kMmaWarps * 256 : 0));
 }
-// 4-byte cp.async (scales), through L1 (.ca: the only form for fewer than 16 bytes).
-__device__ __forceinline__ void cp_async4(std::uint32_t dst, const void* src) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(dst), "l"(src));
-}
 
 // 16-byte load through L1 (x: read by every block), volatile so that the compiler keeps it in program order with
 // load_stream (hoisting the x of later groups ahead costs 16 registers a group).
@@ -366,6 +362,15 @@ Status launch_q4mma(void* out, DType out_t, const bf16* x, const std::uint8_t* q
   return {};
 }
 
+Status launch_q4_corrections(const bf16* x, std::int64_t T, int K, float* corr, cudaStream_t s) {
+  constexpr int kWarps = 8;
+  const int n_groups = K / quant::kInt4Group;
+  launch_dependent(q4mma_corrections, dim3(unsigned(ceil_div(int(T) * n_groups, kWarps))), dim3(kWarps * 32), s, x,
+                   int(T), K, corr);
+  PIXTRAL_CUDA_LAUNCH_CHECK(q4mma_corrections);
+  return {};
+}
+
 Status launch_q4mma_rows(void* out, DType out_t, const bf16* x, const std::uint8_t* q, const float* scales,
                          const bf16* bias, std::int64_t T, int N, int K, bool residual, float* corr, cudaStream_t s,
                          bool* launched) {
@@ -374,12 +379,7 @@ Status launch_q4mma_rows(void* out, DType out_t, const bf16* x, const std::uint8
   const GemvMode mode = residual ? GemvMode::residual : GemvMode::plain;
   const std::size_t osz = out_t == DType::f32 ? 4 : 2;
   const int n_groups = K / quant::kInt4Group;
-  if (corr) {
-    constexpr int kWarps = 8;
-    launch_dependent(q4mma_corrections, dim3(unsigned(ceil_div(int(T) * n_groups, kWarps))), dim3(kWarps * 32), s, x,
-                     int(T), K, corr);
-    PIXTRAL_CUDA_LAUNCH_CHECK(q4mma_corrections);
-  }
+  if (corr) PIXTRAL_RETURN_IF_ERROR(launch_q4_corrections(x, T, K, corr, s));
   for (std::int64_t t0 = 0; t0 < T; t0 += kQ4PassRows) {
     const int rows = int(std::min<std::int64_t>(kQ4PassRows, T - t0));
     RopeAppendArgs ra;

@@ -548,6 +548,23 @@ Status CudaBackend::matmul_quantized(ops::Tensor out, const ops::Tensor& x, cons
   const bf16* b = bias ? static_cast<const bf16*>(bias->data) : nullptr;
   if (qgemv_supported(T, K, x.data, x.dtype, q, w.format))
     return launch_qgemv(out.data, out.dtype, x.data, x.dtype, q, w.scales, w.format, b, T, N, K, stream_);
+  // A few rows (a follow-up turn's prefill): each weight read once for all the rows (kernels_qrows.cu).
+  if (qrows_supported(T, N, K, x.data, x.dtype, out.dtype, w.format) &&
+      reinterpret_cast<std::uintptr_t>(q) % 16 == 0) {
+    const float* corr = nullptr;
+    if (w.format == Format::int4_g128) {
+      PIXTRAL_RETURN_IF_ERROR(
+          ensure(q4corr_, std::size_t(T * (K / quant::kInt4Group)) * sizeof(float), "int4 prefill corrections"));
+      auto* c = static_cast<float*>(q4corr_.ptr);
+      PIXTRAL_RETURN_IF_ERROR(launch_q4_corrections(static_cast<const bf16*>(x.data), T, int(K), c, stream_));
+      corr = c;
+    }
+    PIXTRAL_RETURN_IF_ERROR(ensure(qrows_ws_, qrows_workspace_bytes(T, N, K), "short prefill workspace"));
+    bool launched = false;
+    PIXTRAL_RETURN_IF_ERROR(launch_qrows(out.data, out.dtype, static_cast<const bf16*>(x.data), q, w.scales, w.format,
+                                         b, corr, T, N, K, beta != 0.f, qrows_ws_.ptr, stream_, &launched));
+    if (launched) return {};
+  }
   // A few rows (a follow-up turn's prefill) with int4 weights: passes of ≤ 8 rows on the tensor-core GEMV.
   if (w.format == Format::int4_g128 && x.dtype == DType::bf16 && T <= kQ4PassMaxRows && K % quant::kInt4Group == 0 &&
       (out.dtype == DType::bf16 || out.dtype == DType::f32) && reinterpret_cast<std::uintptr_t>(x.data) % 16 == 0) {

@@ -100,6 +100,26 @@ Status launch_q4mma_rows(void* out, DType out_t, const bf16* x, const std::uint8
 /// lose.
 inline constexpr std::int64_t kQ4PassMaxRows = 40;
 
+/// Short prefills on the tensor cores with each weight read once for all rows (kernels_qrows.cu): T x rows (bf16,
+/// 16-byte aligned) for kQRowsMin(f) ≤ T ≤ kQRowsMaxRows, int8 or int4 W with K a multiple of 128; out[T, N] =
+/// x · Wᵀ (+ bias) or, residual, h += that (the product rounded to h's dtype first: matmul_add's bits are matmul +
+/// add's). Other bits than the GEMVs' and the passes' (each row's sums in 128-row blocks and K slices), the same on a
+/// rerun and for every T. PIXTRAL_CUDA_QROWS=0: not supported (the passes, or dequantized tiles + cuBLAS; A/B).
+inline constexpr std::int64_t kQRowsMaxRows = 64;
+inline constexpr std::int64_t kQRowsMin(quant::Format f) {
+  return f == quant::Format::int4_g128 ? 9 : kQGemvMaxRows + 1;  // int4 ≤ 8: one q4mma pass reads W once too
+}
+bool qrows_supported(std::int64_t T, std::int64_t N, std::int64_t K, const void* x, DType x_t, DType out_t,
+                     quant::Format f);
+/// Device bytes of launch_qrows's workspace for this shape: the K slices' partial sums.
+std::size_t qrows_workspace_bytes(std::int64_t T, std::int64_t N, std::int64_t K);
+/// @p corr: int4's group corrections ([T][K / 128], launch_q4_corrections), unused for int8. Sets *launched; nothing
+/// is launched (take another path) where the GPU gives a block too little shared memory for T's rows.
+Status launch_qrows(void* out, DType out_t, const bf16* x, const std::uint8_t* q, const float* scales,
+                    quant::Format f, const bf16* bias, const float* corr, std::int64_t T, std::int64_t N,
+                    std::int64_t K, bool residual, void* ws, cudaStream_t s, bool* launched);
+/// corr[T][K / 128] = −136 · Σ x over each group of 128 of each x row (bf16): the int4 MMA paths' corrections.
+Status launch_q4_corrections(const bf16* x, std::int64_t T, int K, float* corr, cudaStream_t s);
 /// The ops::Weight of a quantized device allocation: q packed values, scales on the device.
 inline ops::Weight quantized_weight(void* q, const float* scales, DType dtype, std::int64_t rows, std::int64_t cols,
                                     const std::string& name, quant::Format f) {

@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 // What the CUDA quantized-weight tests (tst_quant_cuda, tst_quant_tma_cuda) share: a random bf16 weight held on the
-// host with its view, a weight shape, and an attention layer's stacked [wq; wk; wv].
+// host with its view, an environment switch for one scope, a weight shape, and an attention layer's stacked
+// [wq; wk; wv].
 #pragma once
 
 #include <array>
+#include <cstdlib>
 #include <cstdint>
 #include <random>
 #include <string>
@@ -27,6 +29,26 @@ inline Host make_weight(std::int64_t N, std::int64_t K, std::uint64_t seed, cons
   h.view = WeightView{name, h.bits.data(), DType::bf16, {N, K}};
   return h;
 }
+
+/// An environment switch set for one scope (for the backend switches read at every launch), restored after.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old, had_ = true;
+    ::setenv(name, value, 1);
+  }
+  ~ScopedEnv() {
+    if (had_)
+      ::setenv(name_, old_.c_str(), 1);
+    else
+      ::unsetenv(name_);
+  }
+
+ private:
+  const char* name_;
+  std::string old_;
+  bool had_ = false;
+};
 
 struct Shape {
   std::int64_t N, K;

@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 // CUDA vs the CPU reference for quantized weights (label engine;gpu; every case skips with the loader's reason
 // without a GPU): the GPU quantizer's bytes and scales equal the reference's, the batch-1 quantized GEMV
-// (T ≤ 4, f32 and bf16 activations/outputs; int4 with bf16 activations on the tensor cores, and up to 64 rows there
-// as passes of ≤ 8) and the dequantize-tile + cuBLAS path (more rows) match the CPU's dequantize-on-the-fly matmul
-// within NMSE budgets, stacked quantized uploads equal separate ones, row views work, and the GEMV is deterministic
-// (an int4 row has the bits of a one-row launch however many rows run with it); the GEMVs' residual mode
-// (matmul_add) equals matmul + add bit for bit. The one-row GEMVs fed by the TMA: tst_quant_tma_cuda.cpp.
+// (T ≤ 4, f32 and bf16 activations/outputs; int4 with bf16 activations on the tensor cores, one pass up to 8 rows),
+// the short prefills with bf16 activations (kernels_qrows.cu: int8 5..64 rows, int4 9..64, whole or in K slices) and
+// the dequantize-tile + cuBLAS path (more rows, or f32 activations) match the CPU's dequantize-on-the-fly matmul
+// within NMSE budgets, stacked quantized uploads equal separate ones, row views work, and the kernels are
+// deterministic (an int4 row of ≤ 8 has the bits of a one-row launch; a short prefill's row those of another T's);
+// the residual modes (matmul_add) equal matmul + add bit for bit. The one-row GEMVs fed by the TMA:
+// tst_quant_tma_cuda.cpp.
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -31,6 +33,7 @@ using quant_test::make_qkv;
 using quant_test::make_weight;
 using quant_test::QkvCase;
 using quant_test::QkvHost;
+using quant_test::ScopedEnv;
 using quant_test::Shape;
 
 // Raw device bytes of a quantized weight, read through a f32 tensor view (download of f32 is a plain copy).
@@ -83,7 +86,7 @@ TEST_P(QuantCuda, MatmulMatchesCpuReference) {
     auto c = cpu_->upload_weight_quantized(h.view, f);
     auto g = G->upload_weight_quantized(h.view, f);
     ASSERT_TRUE(c.ok() && g.ok());
-    for (std::int64_t T : {1, 2, 3, 4, 5, 17, 64}) {
+    for (std::int64_t T : {1, 2, 3, 4, 5, 9, 17, 34, 64, 65}) {
       for (DType gdt : {DType::f32, DType::bf16}) {
         const auto xv = cuda_test::random_values(rng, std::size_t(T * s.K));  // bf16-exact
         auto x = cuda_test::make_pair(cpu_.get(), G, T, s.K, xv.data(), gdt);
@@ -91,8 +94,9 @@ TEST_P(QuantCuda, MatmulMatchesCpuReference) {
         ASSERT_TRUE(cpu_->matmul(o->c, x->c, *c).ok());
         const Status st = G->matmul(o->g, x->g, *g);
         ASSERT_TRUE(st.ok()) << st.message();
-        // GEMV: the same dequantized values, another summation order (+ bf16 output rounding); T > 4: W rounded
-        // to bf16 after dequantization, then cuBLAS.
+        // GEMV: the same dequantized values, another summation order (+ bf16 output rounding); T > 4: the short
+        // prefills (bf16 x, ≤ 64 rows: exact products, fp32 sums) or W rounded to bf16 after dequantization, then
+        // cuBLAS (f32 x, or 65 rows).
         const double budget = T <= 4 ? (gdt == DType::f32 ? 1e-8 : 2e-5) : 5e-5;
         expect_close(download(cpu_.get(), o->c), download(G, o->g), budget,
                      std::string(quant::format_name(f)) + " [" + std::to_string(s.N) + "," + std::to_string(s.K) +
@@ -176,6 +180,7 @@ TEST_P(QuantCuda, GemvIsDeterministicAndHandlesBias) {
 // and without bias — within the GEMV budgets of the CPU reference (NaN/Inf fail), bit-identical on a rerun, a row's
 // value independent of T (row t of a T = 4 launch equals a T = 1 launch on x row t) and of its place in the 16-row
 // tile (a row view starting 3 rows in): what the fused silu / rope modes' bit-identity with the unfused ops rests on.
+// T = 9 and 20 run the short prefill kernel: its rows independent of T (the first 9 rows equal a 9-row launch's).
 TEST(QuantCudaInt4Mma, OddShapesMatchCpuDeterministicAndPositionFree) {
   PIXTRAL_REQUIRE_GPU();
   auto cpu = ops::make_cpu_backend(2);
@@ -192,7 +197,7 @@ TEST(QuantCudaInt4Mma, OddShapesMatchCpuDeterministicAndPositionFree) {
       auto cb = cpu->upload_weight(bv);
       auto gb = G->upload_weight(bv);
       ASSERT_TRUE(c.ok() && g.ok() && cb.ok() && gb.ok());
-      // 5..8: one prefill pass; 9 and 20: passes of 8 and a remainder (launch_q4mma_rows).
+      // 5..8: one prefill pass; 9 and 20: the short prefill kernel (kernels_qrows.cu).
       for (std::int64_t T : {1, 2, 3, 4, 5, 8, 9, 20}) {
         for (DType odt : {DType::bf16, DType::f32}) {
           const bool with_bias = (T + N) % 2 == 1;
@@ -211,14 +216,21 @@ TEST(QuantCudaInt4Mma, OddShapesMatchCpuDeterministicAndPositionFree) {
           ASSERT_TRUE(G->matmul(o->g, x->g, *g, with_bias ? &*gb : nullptr).ok());
           cuda_test::expect_same_bits(first, download(G, o->g), "rerun " + what);
           if (with_bias) continue;
-          // Row t alone (T = 1): the same bits as row t of the T-row launch.
-          auto o1 = cuda_test::make_pair(cpu.get(), G, 1, N, nullptr, odt);
-          for (std::int64_t t = 0; t < T; ++t) {
-            ASSERT_TRUE(G->matmul(o1->g, x->g.slice_rows(t, 1), *g).ok());
-            cuda_test::expect_same_bits(std::vector<float>(first.begin() + t * N, first.begin() + (t + 1) * N),
-                                        download(G, o1->g), "x row " + std::to_string(t) + " alone, " + what);
+          // Row t alone (T = 1; for the short prefill's T > 8, the first 9 rows as a 9-row launch): the same bits as
+          // row t of the T-row launch.
+          const std::int64_t alone = T <= 8 ? 1 : 9;
+          auto o1 = cuda_test::make_pair(cpu.get(), G, alone, N, nullptr, odt);
+          for (std::int64_t t = 0; t < T; t += alone) {
+            const std::int64_t n = std::min(alone, T - t);
+            if (n < alone) break;  // T = 20: rows 0..17
+            ASSERT_TRUE(G->matmul(o1->g, x->g.slice_rows(t, alone), *g).ok());
+            cuda_test::expect_same_bits(
+                std::vector<float>(first.begin() + t * N, first.begin() + (t + alone) * N), download(G, o1->g),
+                "x rows " + std::to_string(t) + ".. as a " + std::to_string(alone) + "-row launch, " + what);
           }
-          // Rows 3.. of W as a view: every row sits 3 places earlier in its tile, the same bits.
+          // Rows 3.. of W as a view: every row sits 3 places earlier in its tile, the same bits (T ≤ 8; the short
+          // prefill's blocks of 128 rows each start at their own group, so a row that changes block changes its
+          // order of sums: within the budget there).
           if (N > 3) {
             const ops::Weight view = g->rows_view(3, N - 3, "w[3:]");
             auto ov = cuda_test::make_pair(cpu.get(), G, T, N - 3, nullptr, odt);
@@ -227,7 +239,10 @@ TEST(QuantCudaInt4Mma, OddShapesMatchCpuDeterministicAndPositionFree) {
             std::vector<float> want;
             for (std::int64_t t = 0; t < T; ++t)
               want.insert(want.end(), first.begin() + t * N + 3, first.begin() + (t + 1) * N);
-            cuda_test::expect_same_bits(want, got, "row view w[3:], " + what);
+            if (T <= 8)
+              cuda_test::expect_same_bits(want, got, "row view w[3:], " + what);
+            else
+              expect_close(want, got, odt == DType::f32 ? 1e-8 : 2e-5, "row view w[3:], " + what);
           }
         }
       }
@@ -361,7 +376,8 @@ TEST(QuantCudaRope, FusedEqualsUnfused) {
 }
 
 // matmul_add in the decode GEMVs (residual mode: the product rounded to h's dtype, then added in the epilogue) for
-// bf16, int8 and int4 weights, T = 1..4 (int4 with bf16 h also 5..13: the prefill passes), bf16 and f32 h:
+// bf16, int8 and int4 weights, T = 1..4 (with bf16 h also 5, 8, 13 and 34: int4's prefill pass up to 8, then the
+// short prefill kernel, whole or in K slices), bf16 and f32 h:
 // bit-identical to the default (matmul into a tmp of h's dtype, then add) on the GPU; h starts random, so a product
 // written over h instead of added to it fails.
 TEST(QuantCudaResidual, MatmulAddEqualsMatmulThenAdd) {
@@ -374,10 +390,9 @@ TEST(QuantCudaResidual, MatmulAddEqualsMatmulThenAdd) {
       Host hw = make_weight(s.N, s.K, 800 + s.N, "wo");
       auto w = f == Format::dense ? G->upload_weight(hw.view) : G->upload_weight_quantized(hw.view, f);
       ASSERT_TRUE(w.ok()) << w.status().to_string();
-      // int4 with bf16 rows: also the prefill passes of ≤ 8 rows (5, 8, and 13 = 8 + 5).
-      for (std::int64_t T : {1, 2, 3, 4, 5, 8, 13}) {
+      for (std::int64_t T : {1, 2, 3, 4, 5, 8, 13, 34}) {
         for (DType dt : {DType::bf16, DType::f32}) {
-          if (T > 4 && (f != Format::int4_g128 || dt != DType::bf16)) continue;  // cuBLAS with beta 1: one rounding
+          if (T > 4 && (f == Format::dense || dt != DType::bf16)) continue;  // cuBLAS with beta 1: one rounding
           const std::string what = std::string(quant::format_name(f)) + " N=" + std::to_string(s.N) + " K=" +
                                    std::to_string(s.K) + " T=" + std::to_string(T) + " " + dtype_name(dt);
           SCOPED_TRACE(what);
@@ -399,6 +414,58 @@ TEST(QuantCudaResidual, MatmulAddEqualsMatmulThenAdd) {
         }
       }
       G->free_weight(*w);
+    }
+  }
+}
+
+// The short prefill kernel (kernels_qrows.cu) in both formats: row counts that fill 1..8 MMA column tiles partly
+// and wholly (5 and 9 the first of each format, 57 and 64 the most tiles), W row counts with a partial last block of
+// 128 and below 16, K of one group to w2's 112; bf16 and f32 outputs, with and without bias. Its K slices (forced by
+// PIXTRAL_CUDA_QROWS_SLICES: 1, 3 and 7, and the default; each block of a slice starting at its own group) each
+// within the CPU reference's budget and bit-identical on a rerun (into a zeroed output: a value not stored fails).
+TEST(QuantCudaRows, MatchCpuInEverySliceCountAndRerun) {
+  PIXTRAL_REQUIRE_GPU();
+  auto cpu = ops::make_cpu_backend(2);
+  std::mt19937 rng(31);
+  for (Format f : {Format::int8_channel, Format::int4_g128}) {
+    for (Shape s : {Shape{5, 128}, Shape{16 * 20 + 5, 5120}, Shape{1000, 14336}}) {
+      Host h = make_weight(s.N, s.K, 3000 + std::uint64_t(s.N), "w");
+      std::vector<std::uint16_t> bias_bits(static_cast<std::size_t>(s.N));
+      for (std::int64_t n = 0; n < s.N; ++n) bias_bits[std::size_t(n)] = f32_to_bf16(0.02f * float(n % 7) - 0.05f);
+      WeightView bv{"b", bias_bits.data(), DType::bf16, {s.N}};
+      auto c = cpu->upload_weight_quantized(h.view, f);
+      auto g = G->upload_weight_quantized(h.view, f);
+      auto cb = cpu->upload_weight(bv);
+      auto gb = G->upload_weight(bv);
+      ASSERT_TRUE(c.ok() && g.ok() && cb.ok() && gb.ok());
+      for (std::int64_t T : {5, 9, 34, 57, 64}) {  // int4's 5: one pass of q4mma (its slices: not used)
+        for (DType odt : {DType::bf16, DType::f32}) {
+          const bool with_bias = (T + s.N) % 2 == 1;
+          const auto xv = cuda_test::random_values(rng, std::size_t(T * s.K));
+          auto x = cuda_test::make_pair(cpu.get(), G, T, s.K, xv.data(), DType::bf16);
+          auto o = cuda_test::make_pair(cpu.get(), G, T, s.N, nullptr, odt);
+          ASSERT_TRUE(cpu->matmul(o->c, x->c, *c, with_bias ? &*cb : nullptr).ok());
+          const auto want = download(cpu.get(), o->c);
+          for (const char* slices : {"", "1", "3", "7"}) {
+            const std::string what = std::string(quant::format_name(f)) + " N=" + std::to_string(s.N) + " K=" +
+                                     std::to_string(s.K) + " T=" + std::to_string(T) + " out " + dtype_name(odt) +
+                                     (with_bias ? " +bias" : "") + " slices " + (*slices ? slices : "default");
+            SCOPED_TRACE(what);
+            ScopedEnv env("PIXTRAL_CUDA_QROWS_SLICES", *slices ? slices : "0");
+            cuda_test::reset_gpu(*o, nullptr);
+            Status st = G->matmul(o->g, x->g, *g, with_bias ? &*gb : nullptr);
+            ASSERT_TRUE(st.ok()) << st.to_string();
+            const auto first = download(G, o->g);
+            expect_close(want, first, odt == DType::f32 ? 1e-8 : 2e-5, what);
+            cuda_test::reset_gpu(*o, nullptr);
+            ASSERT_TRUE(G->matmul(o->g, x->g, *g, with_bias ? &*gb : nullptr).ok());
+            cuda_test::expect_same_bits(first, download(G, o->g), "rerun " + what);
+          }
+        }
+      }
+      cpu->free_weight(*c);
+      G->free_weight(*g);
+      G->free_weight(*gb);
     }
   }
 }

@@ -30,27 +30,8 @@ using quant_test::make_qkv;
 using quant_test::make_weight;
 using quant_test::QkvCase;
 using quant_test::QkvHost;
+using quant_test::ScopedEnv;
 using quant_test::Shape;
-
-// PIXTRAL_CUDA_Q4TMA set for one scope (the backend reads it at every launch), restored after.
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const char* value) : name_(name) {
-    if (const char* old = std::getenv(name)) old_ = old, had_ = true;
-    ::setenv(name, value, 1);
-  }
-  ~ScopedEnv() {
-    if (had_)
-      ::setenv(name_, old_.c_str(), 1);
-    else
-      ::unsetenv(name_);
-  }
-
- private:
-  const char* name_;
-  std::string old_;
-  bool had_ = false;
-};
 
 // The one-row quantized GEMVs streamed by the TMA (kernels_q4tma.cu, kernels_q8tma.cu: the decode's kernels on sm_90)
 // against the kernels they stand in for, in every mode, bit for bit: int4 against q4mma (PIXTRAL_CUDA_Q4TMA=0), int8
