@@ -285,8 +285,8 @@ __global__ void __launch_bounds__(256) qrows_reduce(TO* __restrict__ out, const 
 
 /// Groups a K slice takes: as many slices as fit the column blocks into one wave (two blocks an SM), each of at least
 /// 4 groups; one where the column blocks alone fill it. (Rounding the slice count up instead left every shape a
-/// partial second wave — w1 at 1.27 waves, ncu on an H200 — PERF_NOTES v37.) Read at every launch (A/B): PIXTRAL_CUDA_QROWS_SLICES=k forces k
-/// slices, PIXTRAL_CUDA_QROWS_SLOTS=m counts m blocks an SM (1..8) instead of two.
+/// partial second wave — w1 at 1.27 waves, ncu on an H200 — PERF_NOTES v37.) Read at every launch (A/B):
+/// PIXTRAL_CUDA_QROWS_SLICES=k forces k slices, PIXTRAL_CUDA_QROWS_SLOTS=m counts m blocks an SM (1..8), not two.
 int slice_groups(int N, int K) {
   const int n_groups = K / quant::kInt4Group, col_blocks = ceil_div(N, kBlockRows);
   const int slots = int(std::clamp(env_long("PIXTRAL_CUDA_QROWS_SLOTS", 2), 1L, 8L)) * std::max(1, qtma::sm_count());
