@@ -82,10 +82,10 @@ void note(const Options& o, const std::string& s) {
   std::fprintf(stderr, "[bench] %s\n", s.c_str());
 }
 
-// Diagnostic (PIXTRAL_BENCH_ROWS=T): layer 0's seven decoder GEMMs on T rows of x (bf16; the follow-up turn's prefill
-// is T = 34), each timed over 20 back-to-back launches after 3 of warm-up (steady_clock around the launches and one
-// synchronize), printed with its weight bytes' read rate; then the bench stops. Same-run A/Bs of the short-prefill
-// paths (PIXTRAL_CUDA_QROWS=0, PIXTRAL_CUDA_QROWS_SLICES=k) without the page-QA workload.
+// Diagnostic (PIXTRAL_BENCH_ROWS=T): layer 0's seven decoder GEMMs on T rows of x (bf16 on CUDA, fp32 on the CPU;
+// the follow-up turn's prefill is T = 34), each timed over 20 back-to-back launches after 3 of warm-up (steady_clock
+// around the launches and one synchronize), printed with its weight bytes' read rate; then the bench stops. Same-run
+// A/Bs of the short-prefill paths (PIXTRAL_CUDA_QROWS=0, PIXTRAL_CUDA_QROWS_SLICES=k) without the page-QA workload.
 int rows_gemms(const Options& o, ops::Backend& be, const DecoderWeights& d, int T) {
   if (T < 1 || d.layers.empty()) return bench_fail(2, "PIXTRAL_BENCH_ROWS=T: T ≥ 1 rows (and a decoder)");
   const BlockWeights& b = d.layers[0];
@@ -93,9 +93,14 @@ int rows_gemms(const Options& o, ops::Backend& be, const DecoderWeights& d, int 
                                                            {"w1", &b.w1}, {"w3", &b.w3}, {"w2", &b.w2}};
   double total_ms = 0, total_bytes = 0;
   for (const auto& [name, w] : ws) {
-    auto x = be.alloc(T, w->cols, DType::bf16, "bench rows x");
-    auto y = be.alloc(T, w->rows, DType::bf16, "bench rows out");
-    if (!x.ok() || !y.ok()) return bench_fail(4, "PIXTRAL_BENCH_ROWS: allocation failed");
+    const DType dt = be.name() == "cuda" ? DType::bf16 : DType::f32;  // the CPU reference computes in fp32
+    auto x = be.alloc(T, w->cols, dt, "bench rows x");
+    if (!x.ok()) return bench_fail(4, "PIXTRAL_BENCH_ROWS: " + x.status().message());
+    auto y = be.alloc(T, w->rows, dt, "bench rows out");
+    if (!y.ok()) {
+      be.free(*x);
+      return bench_fail(4, "PIXTRAL_BENCH_ROWS: " + y.status().message());
+    }
     Status st;
     for (int i = 0; i < 3 && st.ok(); ++i) st = be.matmul(*y, *x, *w);
     if (st.ok()) st = be.synchronize();

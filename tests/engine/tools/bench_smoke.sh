@@ -4,7 +4,8 @@
 # multiples of 128): every precision runs; auto resolves to bf16 on the CPU; the plan is reported; the decode floor
 # counts the bytes read per token in the loaded format (int4 < int8 < bf16) and the figure's floor is computed from
 # them; int8/int4 report KL divergence and top-1 agreement against bf16 (int4 further from bf16 than int8); a bad
-# precision is exit 2; a folder written by --write-model loads with --model. Usage: bench_smoke.sh PIXTRAL
+# precision is exit 2; a folder written by --write-model loads with --model; PIXTRAL_BENCH_ROWS=T times layer 0's
+# GEMMs and stops (T = 0: exit 2). Usage: bench_smoke.sh PIXTRAL
 set -u
 PIXTRAL=$1
 fail=0
@@ -70,6 +71,18 @@ PY
 else
   echo "bench --write-model / --model failed:"; cat "$dir/write.out" "$dir/loaded.err" 2>/dev/null; fail=1
 fi
+# PIXTRAL_BENCH_ROWS=T: layer 0's seven GEMMs timed on T rows, one line each and the layer's, then the bench stops.
+if PIXTRAL_BENCH_ROWS=9 "$PIXTRAL" bench --device cpu --tiny --quick --precision int4 > "$dir/rows.out" 2>&1; then
+  n=$(grep -cE '^rows_gemm (wq|wk|wv|wo|w1|w3|w2) T=9 N=[0-9]+ K=[0-9]+ [0-9.]+ ms [0-9]+ GB/s$' "$dir/rows.out")
+  if [ "$n" -ne 7 ] || ! grep -qE '^rows_gemm_layer [0-9.]+ ms' "$dir/rows.out" || grep -q '^decode ' "$dir/rows.out"; then
+    echo "PIXTRAL_BENCH_ROWS=9: expected 7 GEMM lines and the layer's, and no page-QA figures:"; cat "$dir/rows.out"
+    fail=1
+  fi
+else
+  echo "PIXTRAL_BENCH_ROWS=9 failed:"; cat "$dir/rows.out"; fail=1
+fi
+PIXTRAL_BENCH_ROWS=0 "$PIXTRAL" bench --device cpu --tiny --quick > /dev/null 2>&1
+[ $? -eq 2 ] || { echo "PIXTRAL_BENCH_ROWS=0: expected exit 2"; fail=1; }
 "$PIXTRAL" bench --device cpu --tiny --quick --precision fp8 > /dev/null 2>&1
 [ $? -eq 2 ] || { echo "bench --precision fp8: expected exit 2"; fail=1; }
 exit $fail
