@@ -32,7 +32,8 @@
 // rounded to h's dtype first, as gemv_modes.cuh's residual mode, so matmul_add keeps the bits of matmul + add).
 // With several, each slice's block writes its fp32 partials to a workspace and qrows_reduce adds them in slice order
 // and stores: the same bits on a rerun. The slice count and each block's group order depend on N, K, the block and
-// the GPU only, so x row t's values are the same in every launch of the same W, whatever T.
+// the GPU only, so x row t's values are the same in every launch of the same W, whatever T (among the T this kernel
+// takes on that GPU: see smem_allowance).
 // ref: PTX ISA "Matrix Fragments for mma.m16n8k16 with floating point type", "cp.async", "prmt".
 #include <algorithm>
 
@@ -297,8 +298,9 @@ int slice_groups(int N, int K) {
 }
 
 /// Once per kernel and device: the shared-memory opt-in at what its launches need, or the GPU's most where that is
-/// less (then it is not launched: sm_86 / 89 give a block 99 KB, int8 at 57+ rows needs 128). The bytes a launch may
-/// use; 0 where even the opt-in failed.
+/// less (then it is not launched: sm_86 / 89 give a block 99 KB; four stages take int8 72 + 8 KB a tile of 8 rows,
+/// over 99 from 33 rows, and int4 48..105 KB, over from 57 rows). The bytes a launch may use; 0 where even the opt-in
+/// failed.
 template <class Kernel>
 std::size_t smem_allowance(Kernel kernel, std::size_t most) {
   int dev = 0, optin = 0;
@@ -382,7 +384,8 @@ bool qrows_supported(std::int64_t T, std::int64_t N, std::int64_t K, const void*
   if (env_zero("PIXTRAL_CUDA_QROWS")) return false;
   if (f != quant::Format::int8_channel && f != quant::Format::int4_g128) return false;
   if (T < kQRowsMin(f) || T > kQRowsMaxRows || N < 1 || K < quant::kInt4Group || K % quant::kInt4Group) return false;
-  if (N * K >= (std::int64_t(1) << 40) || T * N >= (std::int64_t(1) << 31)) return false;
+  if (N * K >= (std::int64_t(1) << 40) || T * N >= (std::int64_t(1) << 31) || K >= (std::int64_t(1) << 31))
+    return false;
   if (x_t != DType::bf16 || (out_t != DType::bf16 && out_t != DType::f32)) return false;
   return reinterpret_cast<std::uintptr_t>(x) % 16 == 0;
 }
