@@ -82,50 +82,6 @@ void note(const Options& o, const std::string& s) {
   std::fprintf(stderr, "[bench] %s\n", s.c_str());
 }
 
-// Diagnostic (PIXTRAL_BENCH_ROWS=T): layer 0's seven decoder GEMMs on T rows of x (bf16 on CUDA, fp32 on the CPU;
-// the follow-up turn's prefill is T = 34), each timed over 20 back-to-back launches after 3 of warm-up (steady_clock
-// around the launches and one synchronize), printed with its weight bytes' read rate; then the bench stops. Same-run
-// A/Bs of the short-prefill paths (PIXTRAL_CUDA_QROWS=0, PIXTRAL_CUDA_QROWS_SLICES=k) without the page-QA workload.
-int rows_gemms(const Options& o, ops::Backend& be, const DecoderWeights& d, int T) {
-  if (T < 1 || d.layers.empty()) return bench_fail(2, "PIXTRAL_BENCH_ROWS=T: T ≥ 1 rows (and a decoder)");
-  const BlockWeights& b = d.layers[0];
-  const std::pair<const char*, const ops::Weight*> ws[] = {{"wq", &b.wq}, {"wk", &b.wk}, {"wv", &b.wv}, {"wo", &b.wo},
-                                                           {"w1", &b.w1}, {"w3", &b.w3}, {"w2", &b.w2}};
-  double total_ms = 0, total_bytes = 0;
-  for (const auto& [name, w] : ws) {
-    const DType dt = be.name() == "cuda" ? DType::bf16 : DType::f32;  // the CPU reference computes in fp32
-    auto x = be.alloc(T, w->cols, dt, "bench rows x");
-    if (!x.ok()) return bench_fail(4, "PIXTRAL_BENCH_ROWS: " + x.status().message());
-    auto y = be.alloc(T, w->rows, dt, "bench rows out");
-    if (!y.ok()) {
-      be.free(*x);
-      return bench_fail(4, "PIXTRAL_BENCH_ROWS: " + y.status().message());
-    }
-    Status st;
-    for (int i = 0; i < 3 && st.ok(); ++i) st = be.matmul(*y, *x, *w);
-    if (st.ok()) st = be.synchronize();
-    const auto t0 = Clock::now();
-    constexpr int kReps = 20;
-    for (int i = 0; i < kReps && st.ok(); ++i) st = be.matmul(*y, *x, *w);
-    if (st.ok()) st = be.synchronize();
-    const double ms = ms_between(t0, Clock::now()) / kReps;
-    be.free(*x);
-    be.free(*y);
-    if (!st.ok()) return bench_fail(4, std::string("PIXTRAL_BENCH_ROWS ") + name + ": " + st.message());
-    const double n = double(w->rows), k = double(w->cols);
-    const double bytes = w->format == ops::WeightFormat::int4_g128      ? n * k * (0.5 + 4.0 / 128)
-                         : w->format == ops::WeightFormat::int8_channel ? n * (k + 4)
-                                                                        : n * k * 2;
-    total_ms += ms;
-    total_bytes += bytes;
-    std::printf("rows_gemm %s T=%d N=%lld K=%lld %.4f ms %.0f GB/s\n", name, T, static_cast<long long>(w->rows),
-                static_cast<long long>(w->cols), ms, bytes / ms * 1e-6);
-  }
-  std::printf("rows_gemm_layer %.4f ms %.0f GB/s\n", total_ms, total_bytes / total_ms * 1e-6);
-  (void)o;
-  return 0;
-}
-
 /// Device bytes in use (whole device: context, cuBLAS, the caching of others), sampled at phase ends.
 struct MemoryWatch {
   ops::CudaExtension* ext = nullptr;
@@ -174,6 +130,46 @@ double stored_bytes(const ops::Weight& w) {
   if (!w.data) return 0;
   const double scales = w.quantized() ? 4.0 * double(quant::scales_per_row(w.format, w.cols)) : 0.0;
   return double(w.rows) * (double(w.row_bytes()) + scales);
+}
+
+// Diagnostic (PIXTRAL_BENCH_ROWS=T): layer 0's seven decoder GEMMs on T rows of x (bf16 on CUDA, fp32 on the CPU;
+// the follow-up turn's prefill is T = 34), each timed over 20 back-to-back launches after 3 of warm-up (steady_clock
+// around the launches and one synchronize), printed with its weight bytes' read rate; then the bench stops. Same-run
+// A/Bs of the short-prefill paths (PIXTRAL_CUDA_QROWS=0, PIXTRAL_CUDA_QROWS_SLICES=k) without the page-QA workload.
+int rows_gemms(ops::Backend& be, const DecoderWeights& d, int T) {
+  if (T < 1 || d.layers.empty()) return bench_fail(2, "PIXTRAL_BENCH_ROWS=T: T ≥ 1 rows (and a decoder)");
+  const BlockWeights& b = d.layers[0];
+  const std::pair<const char*, const ops::Weight*> ws[] = {{"wq", &b.wq}, {"wk", &b.wk}, {"wv", &b.wv}, {"wo", &b.wo},
+                                                           {"w1", &b.w1}, {"w3", &b.w3}, {"w2", &b.w2}};
+  const DType dt = be.name() == "cuda" ? DType::bf16 : DType::f32;  // the CPU reference computes in fp32
+  double total_ms = 0, total_bytes = 0;
+  for (const auto& [name, w] : ws) {
+    auto x = be.alloc(T, w->cols, dt, "bench rows x");
+    if (!x.ok()) return bench_fail(4, "PIXTRAL_BENCH_ROWS: " + x.status().message());
+    auto y = be.alloc(T, w->rows, dt, "bench rows out");
+    if (!y.ok()) {
+      be.free(*x);
+      return bench_fail(4, "PIXTRAL_BENCH_ROWS: " + y.status().message());
+    }
+    Status st;
+    for (int i = 0; i < 3 && st.ok(); ++i) st = be.matmul(*y, *x, *w);
+    if (st.ok()) st = be.synchronize();
+    const auto t0 = Clock::now();
+    constexpr int kReps = 20;
+    for (int i = 0; i < kReps && st.ok(); ++i) st = be.matmul(*y, *x, *w);
+    if (st.ok()) st = be.synchronize();
+    const double ms = ms_between(t0, Clock::now()) / kReps;
+    be.free(*x);
+    be.free(*y);
+    if (!st.ok()) return bench_fail(4, std::string("PIXTRAL_BENCH_ROWS ") + name + ": " + st.message());
+    const double bytes = stored_bytes(*w);
+    total_ms += ms;
+    total_bytes += bytes;
+    std::printf("rows_gemm %s T=%d N=%lld K=%lld %.4f ms %.0f GB/s\n", name, T, static_cast<long long>(w->rows),
+                static_cast<long long>(w->cols), ms, bytes / ms * 1e-6);
+  }
+  std::printf("rows_gemm_layer %.4f ms %.0f GB/s\n", total_ms, total_bytes / total_ms * 1e-6);
+  return 0;
 }
 
 /// Weight bytes one batch-1 decode step reads in the loaded formats: every decoder matrix (stacked where the
@@ -373,7 +369,7 @@ int run(const Options& o) {
   const std::string precision = mi.info.precision;
   note(o, "memory plan: " + plan.summary());
   if (const char* rows = std::getenv("PIXTRAL_BENCH_ROWS"))
-    return rows_gemms(o, be, mi.weights.decoder, std::atoi(rows));
+    return rows_gemms(be, mi.weights.decoder, std::atoi(rows));
 
   // 3. Workload: one image of the model's maximum size + a 30-token question; follow-up of 30 tokens.
   const int side = cfg.vision.image_size;
