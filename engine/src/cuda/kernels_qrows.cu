@@ -29,7 +29,7 @@
 // A stage's A fragments are made once and used for all nt column tiles: the int4 / int8 conversion's cost is one a
 // weight, not one a weight and tile.
 // The result: with one slice, each (W row, x row) is stored by its thread (plain: + bias; residual: h + the product
-// rounded to h's dtype first, as gemv_modes.cuh's residual mode, so matmul_add keeps the bits of matmul + add).
+// rounded to h's dtype first: gemv_modes.cuh's store, so matmul_add keeps the bits of matmul + add).
 // With several, each slice's block writes its fp32 partials to a workspace and qrows_reduce adds them in slice order
 // and stores: the same bits on a rerun. The slice count and each block's group order depend on N, K, the block and
 // the GPU only, so x row t's values are the same in every launch of the same W, whatever T (among the T this kernel
@@ -71,6 +71,17 @@ __device__ __forceinline__ std::uint32_t int8_pair(std::uint32_t lo_biased, std:
   const float b = __uint_as_float(__byte_perm(hi_biased, 0x4B000000u, 0x7440u + unsigned(i))) - 8388736.f;
   const __nv_bfloat162 p = __floats2bfloat162_rn(a, b);  // .x = a: the low half
   return *reinterpret_cast<const std::uint32_t*>(&p);
+}
+
+/// Stores out[col, row] from its fp32 sum v as the GEMVs' plain / residual modes do (gemv_modes.cuh: + bias; residual:
+/// h + the product rounded to h's dtype first, so that matmul_add keeps the bits of matmul + add).
+template <bool kResidual, class TO>
+__device__ __forceinline__ void store_value(TO* out, int col, int row, int N, float v, const bf16* bias) {
+  constexpr GemvMode M = kResidual ? GemvMode::residual : GemvMode::plain;
+  GemvItemPre<TO> pre;
+  gemv_item_pre_late<M>(pre, out, col, row, N);
+  const float sums[2] = {v, 0.f};
+  gemv_item_store<M>(out, col, row, N, sums, bias, RopeAppendArgs{}, pre);
 }
 
 template <bool kInt4, int NT, class TO, bool kResidual>
@@ -228,21 +239,13 @@ qrows_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const std::uint8_
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc[c][e] *= e < 2 ? s0 : s1;
   }
-  const auto store = [&](int col, int row, float v) {
-    const float b = bias ? __bfloat162float(bias[row]) : 0.f;
-    TO* o = out + std::size_t(col) * N + row;
-    if constexpr (kResidual)
-      *o = from_f32<TO>(to_f32(*o) + to_f32(from_f32<TO>(v + b)));
-    else
-      *o = from_f32<TO>(v + b);
-  };
   if (KS == 1) {
 #pragma unroll
     for (int c = 0; c < NT; ++c)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int row = wrow + g + 8 * (e >> 1), col = 8 * c + 2 * t + (e & 1);
-        if (row < N && col < T) store(col, row, acc[c][e]);
+        if (row < N && col < T) store_value<kResidual>(out, col, row, N, acc[c][e], bias);
       }
     return;
   }
@@ -276,12 +279,7 @@ __global__ void __launch_bounds__(256) qrows_reduce(TO* __restrict__ out, const 
     for (int k = 0; k < kBatch; ++k)
       if (k0 + k < KS) v += p[k];
   }
-  const int row = int(idx % N);
-  const float b = bias ? __bfloat162float(bias[row]) : 0.f;
-  if constexpr (kResidual)
-    out[idx] = from_f32<TO>(to_f32(out[idx]) + to_f32(from_f32<TO>(v + b)));
-  else
-    out[idx] = from_f32<TO>(v + b);
+  store_value<kResidual>(out, int(idx / N), int(idx % N), N, v, bias);
 }
 
 /// Groups a K slice takes: as many slices as fit the column blocks into one wave (two blocks an SM), each of at least
