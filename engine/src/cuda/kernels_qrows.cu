@@ -36,6 +36,7 @@
 // takes on that GPU: see smem_allowance).
 // ref: PTX ISA "Matrix Fragments for mma.m16n8k16 with floating point type", "cp.async", "prmt".
 #include <algorithm>
+#include <utility>
 
 #include "cuda/env_switch.h"
 #include "cuda/kernels.cuh"
@@ -282,13 +283,38 @@ __global__ void __launch_bounds__(256) qrows_reduce(TO* __restrict__ out, const 
   store_value<kResidual>(out, int(idx / N), int(idx % N), N, v, bias);
 }
 
-/// Groups a K slice takes: as many slices as fit the column blocks into one wave (two blocks an SM), each of at least
-/// 4 groups; one where the column blocks alone fill it. (Rounding the slice count up instead left every shape a
-/// partial second wave — w1 at 1.27 waves, ncu on an H200 — PERF_NOTES v37.) Read at every launch (A/B):
-/// PIXTRAL_CUDA_QROWS_SLICES=k forces k slices, PIXTRAL_CUDA_QROWS_SLOTS=m counts m blocks an SM (1..8), not two.
-int slice_groups(int N, int K) {
+/// The kernel's dynamic shared memory for T rows.
+std::size_t qrows_smem_bytes(bool int4, int T) {
+  return std::size_t(kStages) * std::size_t(stage_layout(int4, ceil_div(T, 8)).total);
+}
+
+/// The current device's shared memory: a block's opt-in most and an SM's ({0, 0} where they cannot be read).
+std::pair<int, int> device_smem() {
+  int dev = 0, block = 0, sm = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&block, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return {0, 0};
+  }
+  return {block, sm};
+}
+
+/// Blocks of T rows an SM holds: two (the launch bound), or one where its shared memory has no room for a second
+/// (int8 at 49+ rows: 120 / 128 KB a block, an H100's or H200's SM 228 KB).
+int blocks_per_sm(bool int4, int T) {
+  const int sm = device_smem().second;
+  return sm > 0 && 2 * (qrows_smem_bytes(int4, T) + 1024) > std::size_t(sm) ? 1 : 2;  // + the driver's 1 KB a block
+}
+
+/// Groups a K slice takes: as many slices as fit the column blocks into one wave (@p per_sm blocks an SM), each of
+/// at least 4 groups; one where the column blocks alone fill it. (Rounding the slice count up instead left every
+/// shape a partial second wave — w1 at 1.27 waves, ncu on an H200 — PERF_NOTES v37.) Read at every launch (A/B):
+/// PIXTRAL_CUDA_QROWS_SLICES=k forces k slices, PIXTRAL_CUDA_QROWS_SLOTS=m counts m blocks an SM (1..8).
+int slice_groups(int N, int K, int per_sm) {
   const int n_groups = K / quant::kInt4Group, col_blocks = ceil_div(N, kBlockRows);
-  const int slots = int(std::clamp(env_long("PIXTRAL_CUDA_QROWS_SLOTS", 2), 1L, 8L)) * std::max(1, qtma::sm_count());
+  const long m = std::clamp(env_long("PIXTRAL_CUDA_QROWS_SLOTS", per_sm), 1L, 8L);
+  const int slots = int(m) * std::max(1, qtma::sm_count());
   long ks = env_long("PIXTRAL_CUDA_QROWS_SLICES", 0);
   if (ks <= 0) ks = std::max(1, slots / col_blocks);
   ks = std::clamp<long>(ks, 1, std::max(1, n_groups / 4));
@@ -323,7 +349,7 @@ Status launch_tiles(TO* out, const bf16* x, const std::uint8_t* q, const float* 
   constexpr std::size_t smem = std::size_t(kStages) * std::size_t(stage_layout(kInt4, NT).total);
   auto kernel = qrows_kernel<kInt4, NT, TO, kResidual>;
   if (smem > smem_allowance(kernel, smem)) return {};
-  const int sg = slice_groups(N, K), n_groups = K / quant::kInt4Group;
+  const int sg = slice_groups(N, K, blocks_per_sm(kInt4, T)), n_groups = K / quant::kInt4Group;
   const int slices = ceil_div(n_groups, sg);
   auto* partials = static_cast<float*>(ws);
   launch_dependent_smem(kernel, dim3(unsigned(ceil_div(N, kBlockRows)), unsigned(slices)), dim3(kWarpsA * 32), smem,
@@ -385,19 +411,26 @@ bool qrows_supported(std::int64_t T, std::int64_t N, std::int64_t K, const void*
   if (N * K >= (std::int64_t(1) << 40) || T * N >= (std::int64_t(1) << 31) || K >= (std::int64_t(1) << 31))
     return false;
   if (x_t != DType::bf16 || (out_t != DType::bf16 && out_t != DType::f32)) return false;
-  return reinterpret_cast<std::uintptr_t>(x) % 16 == 0;
+  if (reinterpret_cast<std::uintptr_t>(x) % 16 != 0) return false;
+  // Where a block cannot have the shared memory (sm_86 / 89: 99 KB, int8 from 33 rows, int4 from 57), not before the
+  // caller has prepared the corrections and the workspace for nothing.
+  const int block = device_smem().first;
+  return block <= 0 || qrows_smem_bytes(f == quant::Format::int4_g128, int(T)) <= std::size_t(block);
 }
 
-std::size_t qrows_workspace_bytes(std::int64_t T, std::int64_t N, std::int64_t K) {
+std::size_t qrows_workspace_bytes(std::int64_t T, std::int64_t N, std::int64_t K, quant::Format f) {
   const int n_groups = int(K / quant::kInt4Group);
-  const int slices = ceil_div(n_groups, slice_groups(int(N), int(K)));
+  const int slices = ceil_div(n_groups, slice_groups(int(N), int(K), blocks_per_sm(f == quant::Format::int4_g128,
+                                                                                     int(T))));
   return std::size_t(slices) * std::size_t(T) * std::size_t(N) * 4;
 }
 
 Status launch_qrows(void* out, DType out_t, const bf16* x, const std::uint8_t* q, const float* scales,
                     quant::Format f, const bf16* bias, const float* corr, std::int64_t T, std::int64_t N,
-                    std::int64_t K, bool residual, void* ws, cudaStream_t s, bool* launched) {
+                    std::int64_t K, bool residual, void* ws, std::size_t ws_bytes, cudaStream_t s, bool* launched) {
   *launched = false;
+  if (qrows_workspace_bytes(T, N, K, f) > ws_bytes)
+    return Status(ErrorCode::internal, "launch_qrows: the workspace is smaller than this launch's slices need");
   if (!qrows_supported(T, N, K, x, DType::bf16, out_t, f))
     return Status(ErrorCode::internal, "launch_qrows: unsupported shape/alignment (caller must check)");
   if (reinterpret_cast<std::uintptr_t>(q) % 16 != 0 || (f == quant::Format::int4_g128 && !corr) || !ws)

@@ -559,10 +559,11 @@ Status CudaBackend::matmul_quantized(ops::Tensor out, const ops::Tensor& x, cons
       PIXTRAL_RETURN_IF_ERROR(launch_q4_corrections(static_cast<const bf16*>(x.data), T, int(K), c, stream_));
       corr = c;
     }
-    PIXTRAL_RETURN_IF_ERROR(ensure(qrows_ws_, qrows_workspace_bytes(T, N, K), "short prefill workspace"));
+    PIXTRAL_RETURN_IF_ERROR(ensure(qrows_ws_, qrows_workspace_bytes(T, N, K, w.format), "short prefill workspace"));
     bool launched = false;
     PIXTRAL_RETURN_IF_ERROR(launch_qrows(out.data, out.dtype, static_cast<const bf16*>(x.data), q, w.scales, w.format,
-                                         b, corr, T, N, K, beta != 0.f, qrows_ws_.ptr, stream_, &launched));
+                                         b, corr, T, N, K, beta != 0.f, qrows_ws_.ptr, qrows_ws_.cap, stream_,
+                                         &launched));
     if (launched) return {};
   }
   // A few rows (a follow-up turn's prefill) with int4 weights: passes of ≤ 8 rows on the tensor-core GEMV.
