@@ -19,13 +19,14 @@
 // MMA m16n8k16, A = 16 W rows × 16 k (bf16, dequantized), B = 16 k × 8 x rows, fp32 accumulate. A thread (g, t) holds
 // rows g and g + 8 at k = 128G + 32t + 8w + i (w = 0..3, i = 0..7), as q4mma does (its comment: the k order inside
 // an MMA is free as long as A and B agree), so x's stage is stored as each lane's B values: 16 bytes x[row 8c + g]
-// [128G + 32t + 8w .. + 7] at [c][w][lane] (lane = 4g + t; a warp's read of (c, w) is 512 contiguous bytes),
-// permuted into the MMA's pairs (x0, x4), (x1, x5), (x2, x6), (x3, x7) by q4_b_fragments.
-//   int4: A = 136 + v (int4_pair_biased) and the group's −136 · Σ x per x row (corr, computed once a row and group
-//         by q4mma_corrections) taken off before the group's scale: q4_group_mma_b, q4mma's arithmetic a group.
+// [128G + 32t + 8w .. + 7] at [c][w][lane] (lane = 4g + t; a warp's read of (c, w) is 512 contiguous bytes).
+//   int4: x permuted into the MMA's pairs (x0, x4), (x1, x5), (x2, x6), (x3, x7) by q4_b_fragments, as the nibble
+//         pairs come; A = 136 + v (int4_pair_biased) and the group's −136 · Σ x per x row (corr, computed once a row
+//         and group by q4mma_corrections) taken off before the group's scale: q4_group_mma_b, q4mma's arithmetic.
 //   int8: A = v exactly (every int8 is a bf16): the byte b ^ 0x80 placed under a float exponent (2^23 + b ^ 0x80, one
-//         PRMT), less 2^23 + 128 (one FADD), two packed into bf16x2 (one F2FP); the MMAs accumulate the products
-//         over the slice's k straight into the accumulators, the row's scale applied once at the end.
+//         PRMT), less 2^23 + 128 (one FADD), two adjacent bytes packed into bf16x2 (one F2FP), so x's 16 bytes are
+//         the B registers as they lie (H200, layer 0's GEMMs at T = 34: PERF_NOTES v38); the MMAs accumulate the
+//         products over the slice's k straight into the accumulators, the row's scale applied once at the end.
 // A stage's A fragments are made once and used for all nt column tiles: the int4 / int8 conversion's cost is one a
 // weight, not one a weight and tile.
 // The result: with one slice, each (W row, x row) is stored by its thread (plain: + bias; residual: h + the product
@@ -65,11 +66,11 @@ __host__ __device__ constexpr StageLayout stage_layout(bool int4, int nt) {
   return {x, corr, w, s, x + corr + w + s};
 }
 
-/// (b0, b1) = bytes i of two words of int8 values as bf16x2 (b0 in the low half), exactly.
-__device__ __forceinline__ std::uint32_t int8_pair(std::uint32_t lo_biased, std::uint32_t hi_biased, int i) {
-  // lo_biased = the word ^ 0x80808080: byte b ^ 0x80 = v + 128. Under exponent 0x4B: 2^23 + v + 128.
-  const float a = __uint_as_float(__byte_perm(lo_biased, 0x4B000000u, 0x7440u + unsigned(i))) - 8388736.f;
-  const float b = __uint_as_float(__byte_perm(hi_biased, 0x4B000000u, 0x7440u + unsigned(i))) - 8388736.f;
+/// (b0, b1) = bytes i and i + 1 of a word of int8 values as bf16x2 (b0 in the low half), exactly.
+__device__ __forceinline__ std::uint32_t int8_pair(std::uint32_t biased, int i) {
+  // biased = the word ^ 0x80808080: byte b ^ 0x80 = v + 128. Under exponent 0x4B: 2^23 + v + 128.
+  const float a = __uint_as_float(__byte_perm(biased, 0x4B000000u, 0x7440u + unsigned(i))) - 8388736.f;
+  const float b = __uint_as_float(__byte_perm(biased, 0x4B000000u, 0x7441u + unsigned(i))) - 8388736.f;
   const __nv_bfloat162 p = __floats2bfloat162_rn(a, b);  // .x = a: the low half
   return *reinterpret_cast<const std::uint32_t*>(&p);
 }
@@ -205,25 +206,26 @@ qrows_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const std::uint8_
         acc[c][3] = fmaf(s1, d[c][3] + c1, acc[c][3]);
       }
     } else {
-      // Row g's 32 bytes are words 0..7 of pieces 0, 1; row g + 8's of pieces 2, 3. Chunk w = words 2w, 2w + 1.
+      // Row g's 32 bytes are words 0..7 of pieces 0, 1; row g + 8's of pieces 2, 3. Chunk w = words 2w, 2w + 1. MMA m
+      // of a chunk takes word 2w + m: its bytes in order, pairs (0, 1) and (2, 3), against x's values in order, so x's
+      // 16 bytes are the two MMAs' B registers as they lie (no q4_b_fragments, which int4's nibble pairs need).
       const uint4 p0 = ws[0], p1 = ws[32], p2 = ws[64], p3 = ws[96];
       const std::uint32_t rg[8] = {p0.x, p0.y, p0.z, p0.w, p1.x, p1.y, p1.z, p1.w};
       const std::uint32_t rh[8] = {p2.x, p2.y, p2.z, p2.w, p3.x, p3.y, p3.z, p3.w};
 #pragma unroll
       for (int ww = 0; ww < 4; ++ww) {
-        const std::uint32_t gl = rg[2 * ww] ^ 0x80808080u, gh = rg[2 * ww + 1] ^ 0x80808080u;
-        const std::uint32_t hl = rh[2 * ww] ^ 0x80808080u, hh = rh[2 * ww + 1] ^ 0x80808080u;
         std::uint32_t a[2][4];  // [MMA][A register]
 #pragma unroll
         for (int m = 0; m < 2; ++m) {
-          a[m][0] = int8_pair(gl, gh, 2 * m);      // row g,     (k 2m, 2m + 4)
-          a[m][1] = int8_pair(hl, hh, 2 * m);      // row g + 8
-          a[m][2] = int8_pair(gl, gh, 2 * m + 1);  // row g,     (k 2m + 1, 2m + 5)
-          a[m][3] = int8_pair(hl, hh, 2 * m + 1);  // row g + 8
+          const std::uint32_t gw = rg[2 * ww + m] ^ 0x80808080u, hw = rh[2 * ww + m] ^ 0x80808080u;
+          a[m][0] = int8_pair(gw, 0);  // row g,     k 4m, 4m + 1 of the chunk
+          a[m][1] = int8_pair(hw, 0);  // row g + 8
+          a[m][2] = int8_pair(gw, 2);  // row g,     k 4m + 2, 4m + 3
+          a[m][3] = int8_pair(hw, 2);  // row g + 8
         }
 #pragma unroll
         for (int c = 0; c < NT; ++c) {
-          const uint4 bv = q4_b_fragments(xs[(c * 4 + ww) * 32]);
+          const uint4 bv = xs[(c * 4 + ww) * 32];
           mma_bf16_16816(acc[c], a[0][0], a[0][1], a[0][2], a[0][3], bv.x, bv.y, acc[c]);
           mma_bf16_16816(acc[c], a[1][0], a[1][1], a[1][2], a[1][3], bv.z, bv.w, acc[c]);
         }
