@@ -39,7 +39,7 @@ CudaBackend::~CudaBackend() {
   if (graph_) cudaGraphDestroy(graph_);
   for (auto& t : rope_tables_) cudaFree(t.dev);
   for (Scratch* s : {&cublas_ws_, &convert_, &im2col_, &pixels_, &attn_ws_, &staging_dev_, &decode_state_, &dequant_,
-                     &quant_src_, &sample_ws_, &q4corr_, &qrows_ws_})
+                     &quant_src_, &sample_ws_, &q4corr_, &qrows_ws_, &qrows_xb_})
     if (s->ptr) cudaFree(s->ptr);
   if (staging_host_) cudaFreeHost(staging_host_);
   if (pixels_host_) cudaFreeHost(pixels_host_);

@@ -175,6 +175,7 @@ class CudaBackend final : public ops::Backend, public ops::CudaExtension {
   Scratch dequant_, quant_src_;  // quantized weights: prefill dequantization tile, bf16 rows being quantized
   Scratch q4corr_;                // int4 prefill passes: each x row's group corrections (launch_q4mma_rows)
   Scratch qrows_ws_;              // short quantized prefills: the K slices' partial sums (launch_qrows)
+  Scratch qrows_xb_;              // and int4's x as the MMAs' B registers (launch_q4_corrections)
   char* staging_host_ = nullptr;  // pinned, kStagingBytes, two halves
   std::uint16_t* pixels_host_ = nullptr;  // pinned: an image's pixels as bf16 (patch_embed), pixels_host_n_ values
   std::size_t pixels_host_n_ = 0;

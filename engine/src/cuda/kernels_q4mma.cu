@@ -262,8 +262,10 @@ q4mma_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const std::uint8_
 }
 
 // -136 · Σx over each group of 128 of each of T x rows (the prefill passes' corrections, [T][K / 128]): one warp a
-// (row, group), group_correction on the same 8 bytes a lane as the kernel's own path — the same bits.
-__global__ void q4mma_corrections(const bf16* __restrict__ x, int T, int K, float* __restrict__ corr) {
+// (row, group), group_correction on the same 8 bytes a lane as the kernel's own path — the same bits. Non-null xb:
+// also x with each 16-byte chunk as q4_b_fragments makes it (the MMAs' B registers; kernels_qrows.cu reads them).
+__global__ void q4mma_corrections(const bf16* __restrict__ x, int T, int K, float* __restrict__ corr,
+                                  bf16* __restrict__ xb) {
   allow_dependents_to_launch();
   wait_for_previous_grid();  // x comes from the previous kernels
   const int n_groups = K / quant::kInt4Group;
@@ -274,6 +276,12 @@ __global__ void q4mma_corrections(const bf16* __restrict__ x, int T, int K, floa
                                 lane);
   const float cr = group_correction(xs);
   if (lane == 0) corr[wid] = cr;
+  if (xb) {  // warp-uniform; the even lane of a chunk's two stores it
+    const unsigned hi_x = __shfl_down_sync(0xffffffffu, xs.x, 1), hi_y = __shfl_down_sync(0xffffffffu, xs.y, 1);
+    if ((lane & 1) == 0)
+      reinterpret_cast<uint4*>(xb + std::int64_t(row) * K + 128 * std::int64_t(G))[lane >> 1] =
+          q4_b_fragments(make_uint4(xs.x, xs.y, hi_x, hi_y));
+  }
 }
 
 // Once per kernel and device (first, eager launch; not a stream operation): the shared-memory opt-in, and whether 2
@@ -362,11 +370,11 @@ Status launch_q4mma(void* out, DType out_t, const bf16* x, const std::uint8_t* q
   return {};
 }
 
-Status launch_q4_corrections(const bf16* x, std::int64_t T, int K, float* corr, cudaStream_t s) {
+Status launch_q4_corrections(const bf16* x, std::int64_t T, int K, float* corr, cudaStream_t s, bf16* xb) {
   constexpr int kWarps = 8;
   const int n_groups = K / quant::kInt4Group;
   launch_dependent(q4mma_corrections, dim3(unsigned(ceil_div(int(T) * n_groups, kWarps))), dim3(kWarps * 32), s, x,
-                   int(T), K, corr);
+                   int(T), K, corr, xb);
   PIXTRAL_CUDA_LAUNCH_CHECK(q4mma_corrections);
   return {};
 }

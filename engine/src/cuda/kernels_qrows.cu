@@ -20,9 +20,11 @@
 // rows g and g + 8 at k = 128G + 32t + 8w + i (w = 0..3, i = 0..7), as q4mma does (its comment: the k order inside
 // an MMA is free as long as A and B agree), so x's stage is stored as each lane's B values: 16 bytes x[row 8c + g]
 // [128G + 32t + 8w .. + 7] at [c][w][lane] (lane = 4g + t; a warp's read of (c, w) is 512 contiguous bytes).
-//   int4: x permuted into the MMA's pairs (x0, x4), (x1, x5), (x2, x6), (x3, x7) by q4_b_fragments, as the nibble
-//         pairs come; A = 136 + v (int4_pair_biased) and the group's −136 · Σ x per x row (corr, computed once a row
-//         and group by q4mma_corrections) taken off before the group's scale: q4_group_mma_b, q4mma's arithmetic.
+//   int4: x permuted into the MMA's pairs (x0, x4), (x1, x5), (x2, x6), (x3, x7) as the nibble pairs come
+//         (q4_b_fragments), once, by launch_q4_corrections beside the corrections (the caller passes that copy: each
+//         warp permuting every chunk it reads cost 4 PRMTs a chunk and tile, PERF_NOTES v38); A = 136 + v
+//         (int4_pair_biased) and the group's −136 · Σ x per x row (corr, computed once a row and group by
+//         q4mma_corrections) taken off before the group's scale: q4_group_mma_b, q4mma's arithmetic.
 //   int8: A = v exactly (every int8 is a bf16): the byte b ^ 0x80 placed under a float exponent (2^23 + b ^ 0x80, one
 //         PRMT), less 2^23 + 128 (one FADD), two adjacent bytes packed into bf16x2 (one F2FP), so x's 16 bytes are
 //         the B registers as they lie (H200, layer 0's GEMMs at T = 34: PERF_NOTES v38); the MMAs accumulate the
@@ -189,7 +191,7 @@ qrows_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const std::uint8_
         const std::uint32_t a12 = int4_pair_biased(u0, 3), a13 = int4_pair_biased(u1, 3);
 #pragma unroll
         for (int c = 0; c < NT; ++c) {
-          const uint4 bv = q4_b_fragments(xs[(c * 4 + ww) * 32]);
+          const uint4 bv = xs[(c * 4 + ww) * 32];  // x as the B registers (launch_q4_corrections's xb)
           mma_bf16_16816(d[c], a00, a01, a02, a03, bv.x, bv.y, d[c]);
           mma_bf16_16816(d[c], a10, a11, a12, a13, bv.z, bv.w, d[c]);
         }

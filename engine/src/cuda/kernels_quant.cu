@@ -552,18 +552,21 @@ Status CudaBackend::matmul_quantized(ops::Tensor out, const ops::Tensor& x, cons
   if (qrows_supported(T, N, K, x.data, x.dtype, out.dtype, w.format) &&
       reinterpret_cast<std::uintptr_t>(q) % 16 == 0) {
     const float* corr = nullptr;
+    const bf16* xq = static_cast<const bf16*>(x.data);
     if (w.format == Format::int4_g128) {
       PIXTRAL_RETURN_IF_ERROR(
           ensure(q4corr_, std::size_t(T * (K / quant::kInt4Group)) * sizeof(float), "int4 prefill corrections"));
+      PIXTRAL_RETURN_IF_ERROR(ensure(qrows_xb_, std::size_t(T * K) * sizeof(bf16), "int4 short prefill x"));
       auto* c = static_cast<float*>(q4corr_.ptr);
-      PIXTRAL_RETURN_IF_ERROR(launch_q4_corrections(static_cast<const bf16*>(x.data), T, int(K), c, stream_));
+      auto* xb = static_cast<bf16*>(qrows_xb_.ptr);
+      PIXTRAL_RETURN_IF_ERROR(launch_q4_corrections(xq, T, int(K), c, stream_, xb));
       corr = c;
+      xq = xb;
     }
     PIXTRAL_RETURN_IF_ERROR(ensure(qrows_ws_, qrows_workspace_bytes(T, N, K, w.format), "short prefill workspace"));
     bool launched = false;
-    PIXTRAL_RETURN_IF_ERROR(launch_qrows(out.data, out.dtype, static_cast<const bf16*>(x.data), q, w.scales, w.format,
-                                         b, corr, T, N, K, beta != 0.f, qrows_ws_.ptr, qrows_ws_.cap, stream_,
-                                         &launched));
+    PIXTRAL_RETURN_IF_ERROR(launch_qrows(out.data, out.dtype, xq, q, w.scales, w.format, b, corr, T, N, K, beta != 0.f,
+                                         qrows_ws_.ptr, qrows_ws_.cap, stream_, &launched));
     if (launched) return {};
   }
   // A few rows (a follow-up turn's prefill) with int4 weights: passes of ≤ 8 rows on the tensor-core GEMV.

@@ -114,14 +114,16 @@ bool qrows_supported(std::int64_t T, std::int64_t N, std::int64_t K, const void*
                      quant::Format f);
 /// Device bytes of launch_qrows's workspace for this shape: the K slices' partial sums.
 std::size_t qrows_workspace_bytes(std::int64_t T, std::int64_t N, std::int64_t K, quant::Format f);
-/// @p corr: int4's group corrections ([T][K / 128], launch_q4_corrections), unused for int8; @p ws: ws_bytes of
+/// @p x: for int4, x as launch_q4_corrections's xb writes it (each 16-byte chunk as the MMAs' B registers); @p corr:
+/// int4's group corrections ([T][K / 128], launch_q4_corrections), unused for int8; @p ws: ws_bytes of
 /// device scratch, at least qrows_workspace_bytes (less: an internal error, nothing launched). Sets *launched; nothing
 /// is launched (take another path) where the GPU gives a block too little shared memory for T's rows.
 Status launch_qrows(void* out, DType out_t, const bf16* x, const std::uint8_t* q, const float* scales,
                     quant::Format f, const bf16* bias, const float* corr, std::int64_t T, std::int64_t N,
                     std::int64_t K, bool residual, void* ws, std::size_t ws_bytes, cudaStream_t s, bool* launched);
 /// corr[T][K / 128] = −136 · Σ x over each group of 128 of each x row (bf16): the int4 MMA paths' corrections.
-Status launch_q4_corrections(const bf16* x, std::int64_t T, int K, float* corr, cudaStream_t s);
+/// Non-null @p xb ([T][K] bf16): x with each 16-byte chunk as q4_b_fragments makes it (launch_qrows's int4 x).
+Status launch_q4_corrections(const bf16* x, std::int64_t T, int K, float* corr, cudaStream_t s, bf16* xb = nullptr);
 /// The ops::Weight of a quantized device allocation: q packed values, scales on the device.
 inline ops::Weight quantized_weight(void* q, const float* scales, DType dtype, std::int64_t rows, std::int64_t cols,
                                     const std::string& name, quant::Format f) {
