@@ -54,19 +54,23 @@ constexpr int kWarpsA = 8;                 // warps a block
 constexpr int kBlockRows = 16 * kWarpsA;   // W rows a block
 constexpr int kStages = 4;                 // groups of 128 k in the ring
 
-/// A stage's bytes, in order: x ([nt][4][32] × 16 bytes), int4's corrections ([8 nt] floats), W ([warp][piece][32]
-/// × 16 bytes: int4 rows g, g + 8; int8 rows g, g, g + 8, g + 8 (k 32t .. + 15, + 16 .. + 31)), int4's scales
-/// ([warp][2][32] floats). All multiples of 16.
+/// A stage's bytes, in order: x (nt × 2 KB: cp.async [nt][4][32] × 16 bytes; TMA [8 nt rows][2][64] bf16, 128-byte
+/// swizzled), W (8 / 16 KB: cp.async [warp][piece][32] × 16 bytes, int4 rows g, g + 8, int8 rows g, g, g + 8, g + 8
+/// (k 32t .. + 15, + 16 .. + 31); TMA rows of 64 / 128 bytes, int4 the same bytes in the same places, int8 128-byte
+/// swizzled), int4's corrections ([8 nt] floats), int4's scales ([warp][2][32] floats). x and W at multiples of 1 KB
+/// (the swizzle's period); with the TMA each stage a multiple of 1 KB.
 struct StageLayout {
-  int x, corr, w, s, total;
+  int w, corr, s, total;  // byte offsets (x at 0), the stage's size
 };
-__host__ __device__ constexpr StageLayout stage_layout(bool int4, int nt) {
+__host__ __device__ constexpr StageLayout stage_layout(bool int4, int nt, bool tma) {
   const int x = nt * 4 * 32 * 16;
-  const int corr = int4 ? nt * 8 * 4 : 0;
   const int w = kWarpsA * 32 * (int4 ? 2 : 4) * 16;
+  const int corr = int4 ? nt * 8 * 4 : 0;
   const int s = int4 ? kWarpsA * 2 * 32 * 4 : 0;
-  return {x, corr, w, s, x + corr + w + s};
+  const int total = x + w + corr + s;
+  return {x, x + w, x + w + corr, tma ? (total + 1023) / 1024 * 1024 : total};
 }
+constexpr int kTmaBarBytes = 64;  // the TMA form's stage barriers, after the stages
 
 /// (b0, b1) = bytes i and i + 1 of a word of int8 values as bf16x2 (b0 in the low half), exactly.
 __device__ __forceinline__ std::uint32_t int8_pair(std::uint32_t biased, int i) {
@@ -88,14 +92,18 @@ __device__ __forceinline__ void store_value(TO* out, int col, int row, int N, fl
   gemv_item_store<M>(out, col, row, N, sums, bias, RopeAppendArgs{}, pre);
 }
 
-template <bool kInt4, int NT, class TO, bool kResidual>
+template <bool kInt4, int NT, class TO, bool kResidual, bool kTma>
 __global__ void __launch_bounds__(kWarpsA * 32, 2)
 qrows_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const std::uint8_t* __restrict__ q,
              const float* __restrict__ scales, const bf16* __restrict__ bias, const float* __restrict__ x_corr, int T,
-             int N, int K, int slice_groups, float* __restrict__ partials) {
-  extern __shared__ __align__(16) unsigned char qrows_smem[];
+             int N, int K, int slice_groups, float* __restrict__ partials, const __grid_constant__ CUtensorMap mx,
+             const __grid_constant__ CUtensorMap mw) {
+  // mx / mw (kTma): x as [T][K / 64][64] bf16 in boxes [8 nt][2][64], W as [N][K / 2 | K] bytes in boxes of 128 rows
+  // × 64 | 128 bytes; rows past T / N read as zeros.
+  extern __shared__ __align__(1024) unsigned char qrows_smem[];
   allow_dependents_to_launch();
-  constexpr StageLayout L = stage_layout(kInt4, NT);
+  constexpr StageLayout L = stage_layout(kInt4, NT, kTma);
+  constexpr std::uint32_t kTmaBytes = std::uint32_t(NT * 2048 + kWarpsA * 32 * (kInt4 ? 2 : 4) * 16);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
   const int n_groups = K / quant::kInt4Group;
   const int KS = int(gridDim.y), ks = int(blockIdx.y);
@@ -112,38 +120,71 @@ qrows_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const std::uint8_
   const std::uint8_t* q1 = q + std::size_t(r1) * rb;
   constexpr int kPieces = kInt4 ? 2 : 4;
   const auto stage = [&](int sl) { return qrows_smem + sl * L.total; };
+  // kTma: stage sl's barrier (its x and W boxes; the stages start at the 1 KB-aligned shared window's start).
+  const std::uint32_t bar0 = smem_addr(qrows_smem + kStages * L.total);
+  if constexpr (kTma) {
+    if (threadIdx.x == 0) {
+      if (smem_addr(qrows_smem) % 1024 != 0) __trap();  // the swizzle's period: never seen, but the reads assume it
+      for (int i = 0; i < kStages; ++i) mbar_init(bar0 + 8 * i, 1);
+      mbar_init_fence();
+    }
+    __syncthreads();
+  }
   const auto issue_w = [&](int G, int sl) {
-    uint4* w = reinterpret_cast<uint4*>(stage(sl) + L.x + L.corr) + warp * kPieces * 32 + lane;
+    if constexpr (kTma) {
+      if (threadIdx.x == 0) {
+        mbar_expect_tx(bar0 + 8 * sl, kTmaBytes);  // x's box comes in issue_x
+        tma_load_2d(smem_addr(stage(sl) + L.w), &mw, bar0 + 8 * sl, (kInt4 ? 64 : 128) * G,
+                    int(blockIdx.x) * kBlockRows);
+      }
+    } else {
+      uint4* w = reinterpret_cast<uint4*>(stage(sl) + L.w) + warp * kPieces * 32 + lane;
+      if constexpr (kInt4) {
+        cp_async16(smem_addr(w), q0 + 64 * std::size_t(G) + 16 * t, true);
+        cp_async16(smem_addr(w + 32), q1 + 64 * std::size_t(G) + 16 * t, true);
+      } else {
+#pragma unroll
+        for (int p = 0; p < 4; ++p)
+          cp_async16(smem_addr(w + 32 * p), (p < 2 ? q0 : q1) + 128 * std::size_t(G) + 32 * t + 16 * (p & 1), true);
+      }
+    }
     if constexpr (kInt4) {
-      cp_async16(smem_addr(w), q0 + 64 * std::size_t(G) + 16 * t, true);
-      cp_async16(smem_addr(w + 32), q1 + 64 * std::size_t(G) + 16 * t, true);
-      float* s = reinterpret_cast<float*>(stage(sl) + L.x + L.corr + L.w) + warp * 64 + lane;
+      float* s = reinterpret_cast<float*>(stage(sl) + L.s) + warp * 64 + lane;
       cp_async4(smem_addr(s), scales + std::size_t(r0) * n_groups + G);
       cp_async4(smem_addr(s + 32), scales + std::size_t(r1) * n_groups + G);
-    } else {
-#pragma unroll
-      for (int p = 0; p < 4; ++p)
-        cp_async16(smem_addr(w + 32 * p), (p < 2 ? q0 : q1) + 128 * std::size_t(G) + 32 * t + 16 * (p & 1), true);
     }
   };
   const auto issue_x = [&](int G, int sl) {
-    uint4* xs = reinterpret_cast<uint4*>(stage(sl));
+    if constexpr (kTma) {
+      if (threadIdx.x == 0) tma_load_3d(smem_addr(stage(sl)), &mx, bar0 + 8 * sl, 0, 2 * G, 0);
+    } else {
+      uint4* xs = reinterpret_cast<uint4*>(stage(sl));
 #pragma unroll
-    for (int i = 0; i < (128 * NT + kWarpsA * 32 - 1) / (kWarpsA * 32); ++i) {
-      const int idx = int(threadIdx.x) + i * kWarpsA * 32;
-      if (idx >= 128 * NT) break;
-      const int j = idx >> 4, k8 = idx & 15;  // x row j, 16-byte chunk k8 = 4t' + w' of the group
-      const int c = j >> 3, gg = j & 7, tt = k8 >> 2, ww = k8 & 3;
-      const bool ok = j < T;
-      cp_async16(smem_addr(xs + (c * 4 + ww) * 32 + 4 * gg + tt),
-                 x + std::size_t(ok ? j : 0) * K + 128 * std::size_t(G) + 8 * k8, ok);
+      for (int i = 0; i < (128 * NT + kWarpsA * 32 - 1) / (kWarpsA * 32); ++i) {
+        const int idx = int(threadIdx.x) + i * kWarpsA * 32;
+        if (idx >= 128 * NT) break;
+        const int j = idx >> 4, k8 = idx & 15;  // x row j, 16-byte chunk k8 = 4t' + w' of the group
+        const int c = j >> 3, gg = j & 7, tt = k8 >> 2, ww = k8 & 3;
+        const bool ok = j < T;
+        cp_async16(smem_addr(xs + (c * 4 + ww) * 32 + 4 * gg + tt),
+                   x + std::size_t(ok ? j : 0) * K + 128 * std::size_t(G) + 8 * k8, ok);
+      }
     }
     if constexpr (kInt4) {
       // Rows past T keep what the slot held: their D columns are never stored.
       if (int(threadIdx.x) < T)
-        cp_async4(smem_addr(reinterpret_cast<float*>(stage(sl) + L.x) + threadIdx.x),
+        cp_async4(smem_addr(reinterpret_cast<float*>(stage(sl) + L.corr) + threadIdx.x),
                   x_corr + std::size_t(threadIdx.x) * n_groups + G);
     }
+  };
+  // Where this lane's 16 bytes of x (tile c, chunk ww) lie in a stage: cp.async's [c][ww][lane]; the TMA's rows of
+  // 2 × 128 bytes, 128-byte unit u = 2 (8c + g) + t / 2, its 16-byte chunks XORed with u mod 8 (= (2g + t / 2) mod 8).
+  const int xu = 2 * g + (t >> 1), xhi = 4 * (t & 1);
+  const auto x_at = [&](const unsigned char* st, int c, int ww) -> uint4 {
+    if constexpr (kTma)
+      return *reinterpret_cast<const uint4*>(st + c * 2048 + xu * 128 + (((xhi + ww) ^ (xu & 7)) << 4));
+    else
+      return reinterpret_cast<const uint4*>(st)[(c * 4 + ww) * 32 + lane];
   };
   // W and the scales are immutable: the first stages' copies go out before the wait; x and its corrections (and
   // the workspace, out) belong to the previous kernels. Stage s's commit group holds its x, and the
@@ -170,12 +211,13 @@ qrows_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const std::uint8_
       issue_x(group(j), j % kStages);
     }
     cp_async_commit();
+    if constexpr (kTma) mbar_wait(bar0 + 8 * (i % kStages), unsigned(i / kStages) & 1u);  // its boxes have landed
     const unsigned char* st = stage(i % kStages);
-    const uint4* xs = reinterpret_cast<const uint4*>(st) + lane;
-    const uint4* ws = reinterpret_cast<const uint4*>(st + L.x + L.corr) + warp * kPieces * 32 + lane;
     // Chunk (w) outer, tile (c) inner: the NT tiles' MMAs of a k-step are independent, so they pipeline; a tile's
     // chain runs through the 8 k-steps of the group.
     if constexpr (kInt4) {
+      // Rows g and g + 8: the same bytes in both forms (the TMA's 64-byte rows put row g's 16t at [warp][0][lane]).
+      const uint4* ws = reinterpret_cast<const uint4*>(st + L.w) + warp * kPieces * 32 + lane;
       const uint4 w0 = ws[0], w1 = ws[32];
       float d[NT][4];
 #pragma unroll
@@ -191,14 +233,14 @@ qrows_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const std::uint8_
         const std::uint32_t a12 = int4_pair_biased(u0, 3), a13 = int4_pair_biased(u1, 3);
 #pragma unroll
         for (int c = 0; c < NT; ++c) {
-          const uint4 bv = xs[(c * 4 + ww) * 32];  // x as the B registers (launch_q4_corrections's xb)
+          const uint4 bv = x_at(st, c, ww);  // x as the B registers (launch_q4_corrections's xb)
           mma_bf16_16816(d[c], a00, a01, a02, a03, bv.x, bv.y, d[c]);
           mma_bf16_16816(d[c], a10, a11, a12, a13, bv.z, bv.w, d[c]);
         }
       }
-      const float* sp = reinterpret_cast<const float*>(st + L.x + L.corr + L.w) + warp * 64 + lane;
+      const float* sp = reinterpret_cast<const float*>(st + L.s) + warp * 64 + lane;
       const float s0 = sp[0], s1 = sp[32];
-      const float* cp = reinterpret_cast<const float*>(st + L.x);
+      const float* cp = reinterpret_cast<const float*>(st + L.corr);
 #pragma unroll
       for (int c = 0; c < NT; ++c) {
         const float c0 = cp[8 * c + 2 * t], c1 = cp[8 * c + 2 * t + 1];
@@ -211,7 +253,22 @@ qrows_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const std::uint8_
       // Row g's 32 bytes are words 0..7 of pieces 0, 1; row g + 8's of pieces 2, 3. Chunk w = words 2w, 2w + 1. MMA m
       // of a chunk takes word 2w + m: its bytes in order, pairs (0, 1) and (2, 3), against x's values in order, so x's
       // 16 bytes are the two MMAs' B registers as they lie (no q4_b_fragments, which int4's nibble pairs need).
-      const uint4 p0 = ws[0], p1 = ws[32], p2 = ws[64], p3 = ws[96];
+      // The TMA's rows: row r's 16-byte chunk h at (h ^ r mod 8) (r mod 8 = g for both of the lane's rows).
+      uint4 p0, p1, p2, p3;
+      if constexpr (kTma) {
+        const unsigned char* wr = st + L.w + (16 * warp + g) * 128;
+        const int h0 = ((2 * t) ^ g) << 4, h1 = ((2 * t + 1) ^ g) << 4;
+        p0 = *reinterpret_cast<const uint4*>(wr + h0);
+        p1 = *reinterpret_cast<const uint4*>(wr + h1);
+        p2 = *reinterpret_cast<const uint4*>(wr + 1024 + h0);
+        p3 = *reinterpret_cast<const uint4*>(wr + 1024 + h1);
+      } else {
+        const uint4* ws = reinterpret_cast<const uint4*>(st + L.w) + warp * kPieces * 32 + lane;
+        p0 = ws[0];
+        p1 = ws[32];
+        p2 = ws[64];
+        p3 = ws[96];
+      }
       const std::uint32_t rg[8] = {p0.x, p0.y, p0.z, p0.w, p1.x, p1.y, p1.z, p1.w};
       const std::uint32_t rh[8] = {p2.x, p2.y, p2.z, p2.w, p3.x, p3.y, p3.z, p3.w};
 #pragma unroll
@@ -227,7 +284,7 @@ qrows_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const std::uint8_
         }
 #pragma unroll
         for (int c = 0; c < NT; ++c) {
-          const uint4 bv = xs[(c * 4 + ww) * 32];
+          const uint4 bv = x_at(st, c, ww);
           mma_bf16_16816(acc[c], a[0][0], a[0][1], a[0][2], a[0][3], bv.x, bv.y, acc[c]);
           mma_bf16_16816(acc[c], a[1][0], a[1][1], a[1][2], a[1][3], bv.z, bv.w, acc[c]);
         }
@@ -287,9 +344,22 @@ __global__ void __launch_bounds__(256) qrows_reduce(TO* __restrict__ out, const 
   store_value<kResidual>(out, int(idx / N), int(idx % N), N, v, bias);
 }
 
+/// Whether this GPU's launches take the TMA form (sm_90+; PIXTRAL_CUDA_QROWS_TMA=0: the cp.async form, A/B).
+bool qrows_tma() {
+  if (env_zero("PIXTRAL_CUDA_QROWS_TMA")) return false;
+  int dev = 0, major = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return false;
+  }
+  return major >= 9;
+}
+
 /// The kernel's dynamic shared memory for T rows.
-std::size_t qrows_smem_bytes(bool int4, int T) {
-  return std::size_t(kStages) * std::size_t(stage_layout(int4, ceil_div(T, 8)).total);
+std::size_t qrows_smem_bytes(bool int4, int T, bool tma) {
+  return std::size_t(kStages) * std::size_t(stage_layout(int4, ceil_div(T, 8), tma).total) +
+         (tma ? std::size_t(kTmaBarBytes) : 0);
 }
 
 /// The current device's shared memory: a block's opt-in most and an SM's ({0, 0} where they cannot be read).
@@ -308,8 +378,8 @@ std::pair<int, int> device_smem() {
 /// (int8 at 49+ rows: 120 / 128 KB a block, an H100's or H200's SM 228 KB).
 int blocks_per_sm(bool int4, int T) {
   const int sm = device_smem().second;
-  return sm > 0 && 2 * (qrows_smem_bytes(int4, T) + 1024) > std::size_t(sm) ? 1 : 2;  // + the driver's 1 KB a block
-}
+  return sm > 0 && 2 * (qrows_smem_bytes(int4, T, qrows_tma()) + 1024) > std::size_t(sm) ? 1 : 2;  // + the driver's
+}                                                                                                    // 1 KB a block
 
 /// Groups a K slice takes: as many slices as fit the column blocks into one wave (@p per_sm blocks an SM), each of
 /// at least 4 groups; one where the column blocks alone fill it. (Rounding the slice count up instead left every
@@ -350,14 +420,34 @@ std::size_t smem_allowance(Kernel kernel, std::size_t most) {
 template <bool kInt4, int NT, class TO, bool kResidual>
 Status launch_tiles(TO* out, const bf16* x, const std::uint8_t* q, const float* scales, const bf16* bias,
                     const float* corr, int T, int N, int K, void* ws, cudaStream_t s, bool* launched) {
-  constexpr std::size_t smem = std::size_t(kStages) * std::size_t(stage_layout(kInt4, NT).total);
-  auto kernel = qrows_kernel<kInt4, NT, TO, kResidual>;
-  if (smem > smem_allowance(kernel, smem)) return {};
   const int sg = slice_groups(N, K, blocks_per_sm(kInt4, T)), n_groups = K / quant::kInt4Group;
   const int slices = ceil_div(n_groups, sg);
   auto* partials = static_cast<float*>(ws);
-  launch_dependent_smem(kernel, dim3(unsigned(ceil_div(N, kBlockRows)), unsigned(slices)), dim3(kWarpsA * 32), smem,
-                        s, out, x, q, scales, bias, corr, T, N, K, sg, partials);
+  const dim3 grid(unsigned(ceil_div(N, kBlockRows)), unsigned(slices));
+  CUtensorMap mx{}, mw{};
+  bool tma = qrows_tma();
+  if (tma) {  // x: [T][K / 64][64] bf16, boxes [8 NT][2][64]; W: [N][K / 2 | K] bytes, boxes of 128 rows
+    qtma::MapSpec xs = qtma::make_map(x, CU_TENSOR_MAP_DATA_TYPE_UINT16,
+                                      {64, cuuint64_t(K / 64), cuuint64_t(T)}, {128, cuuint64_t(K) * 2},
+                                      {64, 2, cuuint32_t(8 * NT)});
+    xs.swizzle = CU_TENSOR_MAP_SWIZZLE_128B;
+    const cuuint64_t rb = kInt4 ? cuuint64_t(K / 2) : cuuint64_t(K);
+    qtma::MapSpec wsp = qtma::make_map(q, CU_TENSOR_MAP_DATA_TYPE_UINT8, {rb, cuuint64_t(N)}, {rb},
+                                       {kInt4 ? 64u : 128u, cuuint32_t(kBlockRows)});
+    if (!kInt4) wsp.swizzle = CU_TENSOR_MAP_SWIZZLE_128B;
+    tma = qtma::encode_map(&mx, xs) && qtma::encode_map(&mw, wsp);
+  }
+  if (!tma && env_is("PIXTRAL_CUDA_QROWS_TMA", "require"))
+    return Status(ErrorCode::unsupported, "short prefill (PIXTRAL_CUDA_QROWS_TMA=require): no TMA form here");
+  const auto run = [&](auto kernel, std::size_t smem) -> bool {
+    if (smem > smem_allowance(kernel, smem)) return false;
+    launch_dependent_smem(kernel, grid, dim3(kWarpsA * 32), smem, s, out, x, q, scales, bias, corr, T, N, K, sg,
+                          partials, mx, mw);
+    return true;
+  };
+  if (tma ? !run(qrows_kernel<kInt4, NT, TO, kResidual, true>, qrows_smem_bytes(kInt4, T, true))
+          : !run(qrows_kernel<kInt4, NT, TO, kResidual, false>, qrows_smem_bytes(kInt4, T, false)))
+    return {};
   PIXTRAL_CUDA_LAUNCH_CHECK(qrows_kernel);
   if (slices > 1) {
     launch_dependent(qrows_reduce<TO, kResidual>, dim3(unsigned(ceil_div(T * N, 256))), dim3(256), s, out,
@@ -419,7 +509,7 @@ bool qrows_supported(std::int64_t T, std::int64_t N, std::int64_t K, const void*
   // Where a block cannot have the shared memory (sm_86 / 89: 99 KB, int8 from 33 rows, int4 from 57), not before the
   // caller has prepared the corrections and the workspace for nothing.
   const int block = device_smem().first;
-  return block <= 0 || qrows_smem_bytes(f == quant::Format::int4_g128, int(T)) <= std::size_t(block);
+  return block <= 0 || qrows_smem_bytes(f == quant::Format::int4_g128, int(T), qrows_tma()) <= std::size_t(block);
 }
 
 std::size_t qrows_workspace_bytes(std::int64_t T, std::int64_t N, std::int64_t K, quant::Format f) {

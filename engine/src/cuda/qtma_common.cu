@@ -41,8 +41,8 @@ MapSpec make_map(const void* base, CUtensorMapDataType dtype, std::initializer_l
 
 bool encode_map(CUtensorMap* m, const MapSpec& s) {
   using Key = std::tuple<const void*, int, int, std::array<cuuint64_t, 5>, std::array<cuuint64_t, 4>,
-                         std::array<cuuint32_t, 5>>;
-  Key key{s.base, int(s.dtype), s.rank, {}, {}, {}};
+                         std::array<cuuint32_t, 5>, int>;
+  Key key{s.base, int(s.dtype), s.rank, {}, {}, {}, int(s.swizzle)};
   std::copy(s.dims, s.dims + 5, std::get<3>(key).begin());
   std::copy(s.strides, s.strides + 4, std::get<4>(key).begin());
   std::copy(s.box, s.box + 5, std::get<5>(key).begin());
@@ -57,7 +57,7 @@ bool encode_map(CUtensorMap* m, const MapSpec& s) {
   if (!fn) return false;
   const cuuint32_t es[5] = {1, 1, 1, 1, 1};
   if (fn(m, s.dtype, cuuint32_t(s.rank), const_cast<void*>(s.base), s.dims, s.strides, s.box, es,
-         CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+         CU_TENSOR_MAP_INTERLEAVE_NONE, s.swizzle, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
          CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) != CUDA_SUCCESS)
     return false;
   cache.emplace(key, *m);

@@ -125,11 +125,12 @@ struct MapSpec {
   cuuint64_t dims[5] = {};
   cuuint64_t strides[4] = {};  // bytes, dimensions 1..rank-1
   cuuint32_t box[5] = {};
+  CUtensorMapSwizzle swizzle = CU_TENSOR_MAP_SWIZZLE_NONE;
 };
 /// A spec from its parts (dims and box of the same length ≤ 5, one stride fewer, in bytes).
 MapSpec make_map(const void* base, CUtensorMapDataType dtype, std::initializer_list<cuuint64_t> dims,
                  std::initializer_list<cuuint64_t> strides, std::initializer_list<cuuint32_t> box);
-/// The map of `spec` (no swizzle, no interleave, zeros out of bounds). Maps are pure functions of their spec and are
+/// The map of `spec` (its swizzle, no interleave, zeros out of bounds). Maps are pure functions of their spec and are
 /// cached, so eager launches encode nothing after the first (a captured graph keeps the kernel's copies); a freed
 /// weight's address reused by another of the same shape maps identically, so entries never go stale. False: no
 /// encoder in the driver, or the driver refused the spec.

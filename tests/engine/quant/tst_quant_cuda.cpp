@@ -423,6 +423,9 @@ TEST(QuantCudaResidual, MatmulAddEqualsMatmulThenAdd) {
 // 128 and below 16, K of one group to w2's 112; bf16 and f32 outputs, with and without bias. Its K slices (forced by
 // PIXTRAL_CUDA_QROWS_SLICES: 1, 3 and 7, and the default; each block of a slice starting at its own group) each
 // within the CPU reference's budget and bit-identical on a rerun (into a zeroed output: a value not stored fails).
+// The GPU's form (the TMA's on sm_90+; run with PIXTRAL_CUDA_QROWS_TMA=require to make that an error where it is
+// not) and the cp.async form (PIXTRAL_CUDA_QROWS_TMA=0, what sm_80 / 86 / 89 run) give the same bits: the same
+// values into the same MMAs, only the copies and the shared-memory places differ.
 TEST(QuantCudaRows, MatchCpuInEverySliceCountAndRerun) {
   PIXTRAL_REQUIRE_GPU();
   auto cpu = ops::make_cpu_backend(2);
@@ -460,6 +463,10 @@ TEST(QuantCudaRows, MatchCpuInEverySliceCountAndRerun) {
             cuda_test::reset_gpu(*o, nullptr);
             ASSERT_TRUE(G->matmul(o->g, x->g, *g, with_bias ? &*gb : nullptr).ok());
             cuda_test::expect_same_bits(first, download(G, o->g), "rerun " + what);
+            ScopedEnv form("PIXTRAL_CUDA_QROWS_TMA", "0");
+            cuda_test::reset_gpu(*o, nullptr);
+            ASSERT_TRUE(G->matmul(o->g, x->g, *g, with_bias ? &*gb : nullptr).ok());
+            cuda_test::expect_same_bits(first, download(G, o->g), "cp.async form " + what);
           }
         }
       }
