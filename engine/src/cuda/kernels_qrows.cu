@@ -13,9 +13,12 @@
 // Block = 8 warps = 128 W rows (warp w: rows 16w .. 16w + 15 of the block's), × one K slice of whole groups of 128
 // (grid.y slices; one where the W rows alone give enough blocks). A stage = one group of 128 k: the block's W bytes
 // (1 KB a warp for int4, 2 KB for int8; int4 also the rows' scales) and x's 8·nt rows (nt = ⌈T / 8⌉ MMA column
-// tiles; rows past T zero-filled) with their int4 group corrections, copied by cp.async into a ring of kStages
-// stages in shared memory; x's copy is shared by the 8 warps, so L2 serves x's bytes once for 128 W rows (~1× the
-// int4 weight bytes at T = 34) instead of once for 16.
+// tiles; rows past T zero-filled) with their int4 group corrections, copied into a ring of kStages stages in shared
+// memory; x's copy is shared by the 8 warps, so L2 serves x's bytes once for 128 W rows (~1× the int4 weight bytes
+// at T = 34) instead of once for 16. The copies: on sm_90+ x and W as two tensor-map boxes a stage on its mbarrier,
+// issued by one thread (the scales and corrections by cp.async); elsewhere every thread's cp.async pieces, whose
+// address arithmetic and issue were most of the kernel's instructions (ncu on an H200: int8 2.0× faster by the TMA,
+// PERF_NOTES v38). Both forms put the same values into the same MMAs: the same bits.
 // MMA m16n8k16, A = 16 W rows × 16 k (bf16, dequantized), B = 16 k × 8 x rows, fp32 accumulate. A thread (g, t) holds
 // rows g and g + 8 at k = 128G + 32t + 8w + i (w = 0..3, i = 0..7), as q4mma does (its comment: the k order inside
 // an MMA is free as long as A and B agree), so x's stage is stored as each lane's B values: 16 bytes x[row 8c + g]
@@ -417,6 +420,20 @@ std::size_t smem_allowance(Kernel kernel, std::size_t most) {
   return ok ? allow : 0;
 }
 
+/// Whether the kernel's image on this device is sm_90+ code: a build whose TMA form was compiled for an older
+/// architecture only (and reaches a newer GPU through its PTX) has the copies compiled out (tma.cuh: a trap).
+template <class Kernel>
+bool sm90_image(Kernel kernel) {
+  return per_device_once(reinterpret_cast<const void*>(kernel), 0, [&] {
+    cudaFuncAttributes fa{};
+    if (cudaFuncGetAttributes(&fa, kernel) != cudaSuccess) {
+      (void)cudaGetLastError();
+      return false;
+    }
+    return fa.binaryVersion >= 90;
+  });
+}
+
 template <bool kInt4, int NT, class TO, bool kResidual>
 Status launch_tiles(TO* out, const bf16* x, const std::uint8_t* q, const float* scales, const bf16* bias,
                     const float* corr, int T, int N, int K, void* ws, cudaStream_t s, bool* launched) {
@@ -425,7 +442,7 @@ Status launch_tiles(TO* out, const bf16* x, const std::uint8_t* q, const float* 
   auto* partials = static_cast<float*>(ws);
   const dim3 grid(unsigned(ceil_div(N, kBlockRows)), unsigned(slices));
   CUtensorMap mx{}, mw{};
-  bool tma = qrows_tma();
+  bool tma = qrows_tma() && sm90_image(qrows_kernel<kInt4, NT, TO, kResidual, true>);
   if (tma) {  // x: [T][K / 64][64] bf16, boxes [8 NT][2][64]; W: [N][K / 2 | K] bytes, boxes of 128 rows
     qtma::MapSpec xs = qtma::make_map(x, CU_TENSOR_MAP_DATA_TYPE_UINT16,
                                       {64, cuuint64_t(K / 64), cuuint64_t(T)}, {128, cuuint64_t(K) * 2},
