@@ -10,7 +10,8 @@
 // of V), kStages stages in flight (2: 64 KB per block, 192 KB per SM), so a 4193-key split (96 keys, 2 stages) is
 // requested all at once, most of it before the programmatic-dependent-launch wait (cached rows before this step's
 // position are immutable; the rows this step appends are copied after the wait). The v3 kernel kept K/V in
-// registers and reached only ~2 tiles per warp in flight (3 dependent DRAM round trips per split). Inside a
+// registers and reached only ~2 tiles per warp in flight (3 dependent DRAM round trips per split). On sm_90+ the int4
+// decode's launches copy each stage as two tensor-map boxes on an mbarrier instead (kTma, PERF_NOTES v38). Inside a
 // stage each of the 4 warps takes 16 keys (32 at head_dim 64) on the tensor cores: S = Q·Kᵀ and O += P·V with
 // mma.sync, K/V through ldmatrix from the XOR-swizzled stage, an online (base-2) softmax in fp32 registers. The
 // second kernel merges the splits in index order with 8 thread groups per (row, head), each group's loads issued
@@ -29,6 +30,7 @@
 #include "cuda/env_switch.h"
 #include "cuda/kernels.cuh"
 #include "cuda/mma.cuh"
+#include "cuda/qtma_common.cuh"
 
 namespace pixtral::cuda {
 namespace {
@@ -48,8 +50,9 @@ bool single_stage_forced() {
 }
 constexpr int max_stages(int) { return 2; }
 constexpr std::size_t stage_smem_bytes(int stages) { return std::size_t(stages) * 2 * kStageBytes; }
-// The kernel's static shared memory (the warp merge) plus the 1 KB the runtime reserves per block.
-constexpr std::size_t fixed_smem_bytes(int G, int D) { return std::size_t(kWarps) * G * (D + 2) * 4 + 1024; }
+// The kernel's static shared memory (the warp merge, the TMA form's barriers) plus the 1 KB the runtime reserves per
+// block.
+constexpr std::size_t fixed_smem_bytes(int G, int D) { return std::size_t(kWarps) * G * (D + 2) * 4 + 16 + 1024; }
 constexpr int kCombineGroups = 8;      // thread groups over the splits in the combine
 constexpr float kLog2e = 1.4426950408889634f;
 
@@ -88,19 +91,41 @@ __device__ __forceinline__ void issue_stage(std::uint32_t ks, std::uint32_t vs, 
   }
 }
 
+// Byte offset of 16-byte chunk c of key r in a stage: the cp.async form's swz<D>, or the TMA form's boxes
+// ([D / 64 halves][kStageKeys keys][64 dims], 128-byte swizzled: a key's 128-byte unit half · kStageKeys + r, its
+// chunks XORed with r mod 8 — the same 8 bank groups for the 8 keys an ldmatrix reads).
+template <int D, bool kTma>
+__device__ __forceinline__ std::uint32_t kv_at(int r, int c) {
+  if constexpr (kTma) {
+    constexpr int kStageKeys = kStageBytes / (2 * D);
+    return std::uint32_t((c >> 3) * kStageKeys * 128 + r * 128 + (((c & 7) ^ (r & 7)) << 4));
+  } else {
+    return swz<D>(r, c);
+  }
+}
+
 // One block per (split, KV head, query row). The G query heads of the group are the rows 0..G-1 of a 16-row
 // tensor-core tile (the other rows are zero and never stored): per 16 keys a warp runs S = Q·Kᵀ as 2 × D/16
 // mma.sync m16n8k16 (K through ldmatrix from the swizzled stage), the online softmax on the fp32 accumulators
 // (a row's values live in the 4 lanes of a quad), and O += P·V as D/8 MMAs with P rounded to bf16 as the A
 // operand (FlashAttention-2) and V through ldmatrix.trans.
-template <int D, int G, int kStages, class TO>
-__global__ void __launch_bounds__(kThreads, blocks_per_sm(G)) decode_attention_kernel(const DecodeParams p) {
+// kTma (sm_90+, two stages): a stage's K and V as two tensor-map boxes on the stage's mbarrier, issued by thread 0
+// (mk / mv: the caches as [Hkv][D / 64][keys][64] bf16, keys past n_kv read as zeros), instead of every thread's
+// cp.async pieces (~50 instructions a 16-byte pair, PERF_NOTES v36 11.); V's keys past the split's end in its last
+// 16-key tile are zeroed after the box lands (p = 0 must not meet a NaN of a row never written). The same values
+// into the same MMAs: the same bits as the cp.async form.
+template <int D, int G, int kStages, class TO, bool kTma = false>
+__global__ void __launch_bounds__(kThreads, blocks_per_sm(G))
+    decode_attention_kernel(const DecodeParams p, const __grid_constant__ CUtensorMap mk,
+                            const __grid_constant__ CUtensorMap mv) {
+  static_assert(!kTma || kStages == 2, "the TMA form is the two-stage kernel's");
   constexpr int kStageKeys = kStageBytes / (2 * D);  // keys per stage (64 at D = 128, 128 at D = 64)
   constexpr int kWarpKeys = kStageKeys / kWarps;     // keys per warp and stage (16 / 32)
   constexpr int kNt = D / 8;                         // n-tiles of O
   extern __shared__ __align__(128) unsigned char smem_raw[];
   __shared__ float red_m[kWarps][G], red_l[kWarps][G];
   __shared__ __align__(16) float red_o[kWarps][G][D];
+  __shared__ __align__(8) std::uint64_t bars[kStages];  // kTma: a stage slot's boxes
 
   PIXTRAL_TIMELINE(kTlAttention);
   allow_dependents_to_launch();
@@ -109,7 +134,23 @@ __global__ void __launch_bounds__(kThreads, blocks_per_sm(G)) decode_attention_k
   const int split = blockIdx.x, kvh = blockIdx.y, row = blockIdx.z;
   const std::int64_t n_vec = std::int64_t(p.n_q) * p.H;
   const std::int64_t q_stride = std::int64_t(p.H) * D;
-  const std::uint32_t ks_all = smem_addr(smem_raw), vs_all = ks_all + kStages * kStageBytes;
+  // kTma: the stages at the next 1 KB (the swizzle's period; the launch gives 1 KB more).
+  const std::uint32_t ks_all = kTma ? (smem_addr(smem_raw) + 1023u) & ~1023u : smem_addr(smem_raw);
+  const std::uint32_t vs_all = ks_all + kStages * kStageBytes;
+  const std::uint32_t bar0 = smem_addr(bars);
+  if constexpr (kTma) {
+    if (tid == 0) {
+      for (int i = 0; i < kStages; ++i) mbar_init(bar0 + 8 * i, 1);
+      mbar_init_fence();
+    }
+    __syncthreads();
+  }
+  // kTma: stage i's two boxes (keys key0 .. + kStageKeys - 1 of KV head kvh) into slot `slot`.
+  const auto tma_stage = [&](int slot, int key0) {
+    mbar_expect_tx(bar0 + 8 * slot, 2u * kStageBytes);
+    tma_load_4d(ks_all + slot * kStageBytes, &mk, bar0 + 8 * slot, 0, key0, 0, kvh);
+    tma_load_4d(vs_all + slot * kStageBytes, &mv, bar0 + 8 * slot, 0, key0, 0, kvh);
+  };
   // Host key ranges were copied just before this launch: read them only after the PDL wait. The decode state
   // was copied before the replayed graph started, so its position may be read early.
   if (!p.dev_state) wait_for_previous_grid();
@@ -128,6 +169,17 @@ __global__ void __launch_bounds__(kThreads, blocks_per_sm(G)) decode_attention_k
   // Before the wait only rows the running kernels do not write: in decode-state mode the rows before this
   // step's position (the QKV GEMV appends row pos onwards); in key-range mode the wait came first.
   const int safe_hi = p.dev_state ? min(s1, pos) : s1;
+  if constexpr (kTma) {
+    // A stage whose live keys all lie below safe_hi before the wait (its box's keys past s1 are never used), the
+    // others after it.
+    if (tid == 0)
+      for (int i = 0; i < kStages && i < n_stage; ++i)
+        if (min(s1, s0 + (i + 1) * kStageKeys) <= safe_hi) tma_stage(i, s0 + i * kStageKeys);
+    wait_for_previous_grid();  // q, out, the workspace and this step's K/V rows belong to the previous kernels
+    if (tid == 0)
+      for (int i = 0; i < kStages && i < n_stage; ++i)
+        if (min(s1, s0 + (i + 1) * kStageKeys) > safe_hi) tma_stage(i, s0 + i * kStageKeys);
+  } else {
 #pragma unroll
   for (int i = 0; i < kStages; ++i) {
     if (i < n_stage)
@@ -136,7 +188,8 @@ __global__ void __launch_bounds__(kThreads, blocks_per_sm(G)) decode_attention_k
     cp_async_commit();
   }
   wait_for_previous_grid();  // q, out, the workspace and this step's K/V rows belong to the previous kernels
-  const bool late = safe_hi < min(s1, s0 + kStages * kStageKeys);  // block-uniform
+  }
+  const bool late = !kTma && safe_hi < min(s1, s0 + kStages * kStageKeys);  // block-uniform
   if (late) {
 #pragma unroll
     for (int i = 0; i < kStages; ++i)
@@ -186,14 +239,29 @@ __global__ void __launch_bounds__(kThreads, blocks_per_sm(G)) decode_attention_k
   for (int i = 0; i < n_stage; ++i) {
     // Stage i's group is complete once at most kStages - 1 newer groups are pending (the late group, newer than
     // stages 0..kStages-1, is waited for in full first).
-    if (i == 0 && late)
-      cp_async_wait<0>();
-    else
-      cp_async_wait<kStages - 1>();
-    __syncthreads();  // every thread's copies of the stage are visible
-    if (i == n_stage - 1) PIXTRAL_TIMELINE_MARK(0.f);  // the timeline's mark: the split's last keys are in
     const int slot = i % kStages;
     const std::uint32_t kst = ks_all + slot * kStageBytes, vst = vs_all + slot * kStageBytes;
+    if constexpr (kTma) {
+      mbar_wait(bar0 + 8 * slot, unsigned(i / kStages) & 1u);  // the stage's boxes have landed
+      // V's keys from s1 to the end of their 16-key tile: zeros (the box read whatever the cache holds there).
+      const int k0 = s0 + i * kStageKeys, z1 = min(k0 + kStageKeys, (s1 + 15) / 16 * 16);
+      if (i == n_stage - 1 && s1 < z1) {  // block-uniform
+        constexpr int kChunks = D / 8;  // 16-byte chunks a key
+        for (int e = tid; e < (z1 - s1) * kChunks; e += kThreads) {
+          const int r = s1 - k0 + e / kChunks;
+          *reinterpret_cast<uint4*>(smem_raw + (vst - smem_addr(smem_raw)) + kv_at<D, true>(r, e % kChunks)) =
+              make_uint4(0u, 0u, 0u, 0u);
+        }
+        __syncthreads();
+      }
+    } else {
+      if (i == 0 && late)
+        cp_async_wait<0>();
+      else
+        cp_async_wait<kStages - 1>();
+      __syncthreads();  // every thread's copies of the stage are visible
+    }
+    if (i == n_stage - 1) PIXTRAL_TIMELINE_MARK(0.f);  // the timeline's mark: the split's last keys are in
 #pragma unroll
     for (int sub = 0; sub < kWarpKeys / 16; ++sub) {
       const int r0 = warp * kWarpKeys + sub * 16;  // first key of this 16-key tile within the stage
@@ -204,7 +272,7 @@ __global__ void __launch_bounds__(kThreads, blocks_per_sm(G)) decode_attention_k
 #pragma unroll
       for (int j = 0; j < D / 16; ++j) {
         std::uint32_t kb[4];
-        ldmatrix_x4(kst + swz<D>(r0 + k_key, 2 * j + k_half), kb);
+        ldmatrix_x4(kst + kv_at<D, kTma>(r0 + k_key, 2 * j + k_half), kb);
         const std::uint32_t a[4] = {qa[j][0], 0u, qa[j][1], 0u};
         mma_bf16(sc[0], a, kb[0], kb[1]);
         mma_bf16(sc[1], a, kb[2], kb[3]);
@@ -235,7 +303,7 @@ __global__ void __launch_bounds__(kThreads, blocks_per_sm(G)) decode_attention_k
 #pragma unroll
       for (int n = 0; n < kNt; n += 2) {
         std::uint32_t vb[4];
-        ldmatrix_x4_trans(vst + swz<D>(r0 + v_key, n + v_half), vb);
+        ldmatrix_x4_trans(vst + kv_at<D, kTma>(r0 + v_key, n + v_half), vb);
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
           o[n][e] *= alpha;
@@ -246,9 +314,13 @@ __global__ void __launch_bounds__(kThreads, blocks_per_sm(G)) decode_attention_k
       }
     }
     __syncthreads();  // the slot is read by every warp before it is refilled
-    if (i + kStages < n_stage)
-      issue_stage<D>(kst, vst, p, kvh, s0 + (i + kStages) * kStageKeys, s0, s1, s1, true);
-    cp_async_commit();
+    if constexpr (kTma) {
+      if (tid == 0 && i + kStages < n_stage) tma_stage(slot, s0 + (i + kStages) * kStageKeys);
+    } else {
+      if (i + kStages < n_stage)
+        issue_stage<D>(kst, vst, p, kvh, s0 + (i + kStages) * kStageKeys, s0, s1, s1, true);
+      cp_async_commit();
+    }
   }
 
   // Per warp: row g's l over the quad (fixed xor tree), O and m to shared memory, then the warps merged in a
@@ -354,10 +426,43 @@ decode_combine_kernel(TO* __restrict__ out, const float* __restrict__ partial, i
 
 // pdl_enabled(): kernels.cuh (defined once, in kernels_gemv.cu).
 
+// Whether a two-stage launch takes the TMA form: on sm_90+, by default for the int4 decode's launches (narrow_wave),
+// whose blocks share the SMs with the q4tma GEMVs' and start early. H200, page-QA decode at 4193 keys, same run, TMA
+// against cp.async: int4 2.434 / 2.451 ms/token (3 rounds), int8 3.809 / 3.810, bf16 6.002 / 5.982 (2 rounds):
+// PERF_NOTES v38. PIXTRAL_CUDA_ATTN_TMA=1: every launch; =0: none (A/B, tests); =require: every launch, and an
+// error where one cannot. Read at every launch.
+bool attn_tma_wanted(const AttentionLaunch& a) {
+  const char* e = std::getenv("PIXTRAL_CUDA_ATTN_TMA");
+  if (e && *e ? std::strcmp(e, "0") == 0 : !a.narrow_wave) return false;
+  int dev = 0, major = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return false;
+  }
+  return major >= 9;
+}
+// The TMA form's stages start at the next 1 KB of its dynamic shared memory: 1 KB more.
+std::size_t tma_slack(const AttentionLaunch& a) { return attn_tma_wanted(a) ? 1024 : 0; }
+
+// Whether the kernel's image on this device is sm_90+ code (a build for older architectures reaching a newer GPU
+// through its PTX has the TMA copies compiled out: tma.cuh's trap).
+template <class Kernel>
+bool sm90_image(Kernel kernel) {
+  return per_device_once(reinterpret_cast<const void*>(kernel), 0, [&] {
+    cudaFuncAttributes fa{};
+    if (cudaFuncGetAttributes(&fa, kernel) != cudaSuccess) {
+      (void)cudaGetLastError();
+      return false;
+    }
+    return fa.binaryVersion >= 90;
+  });
+}
+
 // Stages a block runs with on this device: max_stages(G) where blocks_per_sm(G) such blocks fit an SM's shared
 // memory (and one block the opt-in limit), else 1 (or 1 when forced by PIXTRAL_CUDA_ATTN_STAGES=1).
 int stages_for(const AttentionLaunch& a, int G, int D) {
-  const std::size_t block = stage_smem_bytes(max_stages(G)) + fixed_smem_bytes(G, D);
+  const std::size_t block = stage_smem_bytes(max_stages(G)) + tma_slack(a) + fixed_smem_bytes(G, D);
   const bool fits = block <= std::size_t(a.max_smem) + 1024 &&
                     std::size_t(blocks_per_sm(G)) * block <= std::size_t(a.smem_per_sm);
   return fits && !single_stage_forced() ? max_stages(G) : 1;
@@ -366,7 +471,9 @@ int stages_for(const AttentionLaunch& a, int G, int D) {
 // Blocks of the chosen kernel resident on an SM: blocks_per_sm(G), fewer where the shared memory is smaller (a
 // one-stage block is 42 KB at G = 4, D = 128: 2 on a 100 KB SM).
 int resident_blocks(const AttentionLaunch& a, int G, int D) {
-  const std::size_t block = stage_smem_bytes(stages_for(a, G, D)) + fixed_smem_bytes(G, D);
+  const int stages = stages_for(a, G, D);
+  const std::size_t block =
+      stage_smem_bytes(stages) + (stages == max_stages(G) ? tma_slack(a) : 0) + fixed_smem_bytes(G, D);
   return std::max(1, std::min(blocks_per_sm(G), int(std::size_t(a.smem_per_sm) / block)));
 }
 
@@ -410,16 +517,34 @@ Status launch_decode_typed(const AttentionLaunch& a, cudaStream_t s) {
   p.n_splits = n_splits_of(a);
   p.scale_log2 = a.scale * kLog2e;
   const dim3 grid(unsigned(p.n_splits), unsigned(a.n_kv_heads), unsigned(a.n_q));
-  const auto launch = [&](auto kernel, int stages) -> Status {
-    const std::size_t smem = stage_smem_bytes(stages);
+  CUtensorMap mk{}, mv{};
+  const auto launch = [&](auto kernel, int stages, bool tma) -> Status {
+    const std::size_t smem = stage_smem_bytes(stages) + (tma ? 1024 : 0);
     PIXTRAL_RETURN_IF_ERROR(allow_dynamic_smem(kernel, smem, "decode attention"));  // not a stream operation
-    launch_dependent_smem(kernel, grid, dim3(kThreads), smem, s, p);
+    launch_dependent_smem(kernel, grid, dim3(kThreads), smem, s, p, mk, mv);
     return {};
   };
-  if (stages_for(a, G, D) == max_stages(G))
-    PIXTRAL_RETURN_IF_ERROR(launch(decode_attention_kernel<D, G, max_stages(G), TO>, max_stages(G)));
-  else
-    PIXTRAL_RETURN_IF_ERROR(launch(decode_attention_kernel<D, G, 1, TO>, 1));
+  if (stages_for(a, G, D) == max_stages(G)) {
+    constexpr int S = max_stages(G);
+    bool tma = attn_tma_wanted(a) && sm90_image(decode_attention_kernel<D, G, S, TO, true>);
+    if (tma) {  // the caches as [Hkv][D / 64][n_kv][64] bf16, boxes [1][D / 64][stage keys][64], 128-byte swizzled
+      constexpr cuuint32_t kKeys = cuuint32_t(kStageBytes / (2 * D));
+      const cuuint64_t key_stride = cuuint64_t(a.n_kv_heads) * D * 2;
+      for (auto [base, map] : {std::pair{a.k, &mk}, std::pair{a.v, &mv}}) {
+        qtma::MapSpec m = qtma::make_map(base, CU_TENSOR_MAP_DATA_TYPE_UINT16,
+                                         {64, cuuint64_t(a.n_kv), cuuint64_t(D / 64), cuuint64_t(a.n_kv_heads)},
+                                         {key_stride, 128, cuuint64_t(D) * 2}, {64, kKeys, cuuint32_t(D / 64), 1});
+        m.swizzle = CU_TENSOR_MAP_SWIZZLE_128B;
+        tma = tma && qtma::encode_map(map, m);
+      }
+    }
+    if (!tma && env_is("PIXTRAL_CUDA_ATTN_TMA", "require"))
+      return Status(ErrorCode::unsupported, "decode attention (PIXTRAL_CUDA_ATTN_TMA=require): no TMA form here");
+    PIXTRAL_RETURN_IF_ERROR(tma ? launch(decode_attention_kernel<D, G, S, TO, true>, S, true)
+                                : launch(decode_attention_kernel<D, G, S, TO, false>, S, false));
+  } else {
+    PIXTRAL_RETURN_IF_ERROR(launch(decode_attention_kernel<D, G, 1, TO>, 1, false));
+  }
   PIXTRAL_CUDA_LAUNCH_CHECK(decode_attention_kernel);
   if (p.n_splits > 1) {
     launch_dependent(decode_combine_kernel<D, TO>, dim3(unsigned(a.n_q * a.n_heads)), dim3(kCombineGroups * D), s,

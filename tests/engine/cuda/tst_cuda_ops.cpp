@@ -356,8 +356,11 @@ TEST_F(CudaOps, Attention) {
   // an SM at head_dim 64, kernels_flash3.cu; v4: wgmma, kernels_flash4.cu, "4s" its P·V in 64-column halves, v3 on
   // GPUs other than sm_90; v5: TMA + warp specialization, kernels_flash5.cu, 128-key tiles, "5p" with ping-pong,
   // "5n" 64-key tiles, v4 where it cannot run). run_twice checks each for identical bits on a second run.
-  const char* paths[] = {nullptr,     "generic",  "flash-v1",  "flash-v3",  "flash-v3e", "flash-v3m",     "flash-v4",
-                         "flash-v4s", "flash-v5", "flash-v5p", "flash-v5n", "decode",    "decode-1stage"};
+  // "decode" runs the two-stage decode kernel's TMA form where the GPU has one (PIXTRAL_CUDA_ATTN_TMA=1, unless set:
+  // =require makes its absence an error), "decode-cpasync" its copies by cp.async (=0): the same bits.
+  const char* paths[] = {nullptr,    "generic",  "flash-v1",  "flash-v3",  "flash-v3e",     "flash-v3m",
+                         "flash-v4", "flash-v4s", "flash-v5", "flash-v5p", "flash-v5n",     "decode",
+                         "decode-1stage", "decode-cpasync"};
   // Under compute-sanitizer (racecheck is ~100× slower) run_gpu_checks.sh sets this to keep the small cases only.
   const bool quick = std::getenv("PIXTRAL_CUDA_TEST_QUICK") != nullptr;
   for (const auto& c : cases) {
@@ -384,20 +387,33 @@ TEST_F(CudaOps, Attention) {
     p.segments = c.segments;
     ASSERT_TRUE(cpu_->attention(out->c, q->c, k->c, v->c, p).ok());
     const auto ref = download(cpu_.get(), out->c);
+    std::vector<float> decode_bits;  // "decode"'s result, for "decode-cpasync"
+    const char* tma_env = std::getenv("PIXTRAL_CUDA_ATTN_TMA");
+    const std::string tma_was = tma_env ? tma_env : "";
     for (const char* path : paths) {
       const std::string w2 = what + " path=" + (path ? path : "auto");
       const std::string ps = path ? path : "";
-      const bool one_stage = ps == "decode-1stage";
+      const bool one_stage = ps == "decode-1stage", cpasync = ps == "decode-cpasync";
       const bool flash_variant = ps.rfind("flash-v", 0) == 0;
-      if (path) setenv("PIXTRAL_CUDA_ATTENTION", one_stage ? "decode" : flash_variant ? "flash" : path, 1);
+      if (path) setenv("PIXTRAL_CUDA_ATTENTION", one_stage || cpasync ? "decode" : flash_variant ? "flash" : path, 1);
       if (one_stage) setenv("PIXTRAL_CUDA_ATTN_STAGES", "1", 1);
+      if (cpasync) setenv("PIXTRAL_CUDA_ATTN_TMA", "0", 1);
+      if (ps == "decode" && !tma_env) setenv("PIXTRAL_CUDA_ATTN_TMA", "1", 1);
       if (flash_variant) setenv("PIXTRAL_CUDA_FLASH", ps.c_str() + 7, 1);
       auto got = run_twice(G, out->g, [&] { return G->attention(out->g, q->g, k->g, v->g, p); },
                            [&] { reset_gpu(*out, nullptr); }, w2);
       unsetenv("PIXTRAL_CUDA_ATTENTION");
       unsetenv("PIXTRAL_CUDA_ATTN_STAGES");
       unsetenv("PIXTRAL_CUDA_FLASH");
+      if (cpasync || ps == "decode") {
+        if (tma_env)
+          setenv("PIXTRAL_CUDA_ATTN_TMA", tma_was.c_str(), 1);
+        else
+          unsetenv("PIXTRAL_CUDA_ATTN_TMA");
+      }
       expect_close(ref, got, kDot, w2);
+      if (ps == "decode") decode_bits = got;
+      if (cpasync && !decode_bits.empty()) expect_same_bits(decode_bits, got, w2 + " against decode");
     }
   }
 }
