@@ -33,6 +33,31 @@ bool per_device_once(const void* key, long tag, F&& compute) {
   return v;
 }
 
+/// Whether the current device has the Tensor Memory Accelerator (sm_90+; false where it cannot be read).
+inline bool device_has_tma() {
+  int dev = 0, major = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return false;
+  }
+  return major >= 9;
+}
+
+/// Whether `kernel`'s image on the current device is sm_90+ code: a build for older architectures only, reaching a
+/// newer GPU through its PTX, has its TMA copies compiled out (tma.cuh: a trap). Once per device and kernel.
+template <class K>
+bool sm90_image(K* kernel) {
+  return per_device_once(reinterpret_cast<const void*>(kernel), 0, [&] {
+    cudaFuncAttributes fa{};
+    if (cudaFuncGetAttributes(&fa, kernel) != cudaSuccess) {
+      (void)cudaGetLastError();
+      return false;
+    }
+    return fa.binaryVersion >= 90;
+  });
+}
+
 /// Lets `kernel` use `bytes` of dynamic shared memory on the current device (once per device and kernel).
 template <class K>
 Status allow_dynamic_smem(K* kernel, std::size_t bytes, const char* what) {

@@ -434,30 +434,10 @@ decode_combine_kernel(TO* __restrict__ out, const float* __restrict__ partial, i
 bool attn_tma_wanted(const AttentionLaunch& a) {
   const char* e = std::getenv("PIXTRAL_CUDA_ATTN_TMA");
   if (e && *e ? std::strcmp(e, "0") == 0 : !a.narrow_wave) return false;
-  int dev = 0, major = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess ||
-      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
-    (void)cudaGetLastError();
-    return false;
-  }
-  return major >= 9;
+  return device_has_tma();
 }
 // The TMA form's stages start at the next 1 KB of its dynamic shared memory: 1 KB more.
 std::size_t tma_slack(const AttentionLaunch& a) { return attn_tma_wanted(a) ? 1024 : 0; }
-
-// Whether the kernel's image on this device is sm_90+ code (a build for older architectures reaching a newer GPU
-// through its PTX has the TMA copies compiled out: tma.cuh's trap).
-template <class Kernel>
-bool sm90_image(Kernel kernel) {
-  return per_device_once(reinterpret_cast<const void*>(kernel), 0, [&] {
-    cudaFuncAttributes fa{};
-    if (cudaFuncGetAttributes(&fa, kernel) != cudaSuccess) {
-      (void)cudaGetLastError();
-      return false;
-    }
-    return fa.binaryVersion >= 90;
-  });
-}
 
 // Stages a block runs with on this device: max_stages(G) where blocks_per_sm(G) such blocks fit an SM's shared
 // memory (and one block the opt-in limit), else 1 (or 1 when forced by PIXTRAL_CUDA_ATTN_STAGES=1).

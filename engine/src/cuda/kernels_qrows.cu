@@ -348,16 +348,7 @@ __global__ void __launch_bounds__(256) qrows_reduce(TO* __restrict__ out, const 
 }
 
 /// Whether this GPU's launches take the TMA form (sm_90+; PIXTRAL_CUDA_QROWS_TMA=0: the cp.async form, A/B).
-bool qrows_tma() {
-  if (env_zero("PIXTRAL_CUDA_QROWS_TMA")) return false;
-  int dev = 0, major = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess ||
-      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
-    (void)cudaGetLastError();
-    return false;
-  }
-  return major >= 9;
-}
+bool qrows_tma() { return !env_zero("PIXTRAL_CUDA_QROWS_TMA") && device_has_tma(); }
 
 /// The kernel's dynamic shared memory for T rows.
 std::size_t qrows_smem_bytes(bool int4, int T, bool tma) {
@@ -418,20 +409,6 @@ std::size_t smem_allowance(Kernel kernel, std::size_t most) {
     return false;
   });
   return ok ? allow : 0;
-}
-
-/// Whether the kernel's image on this device is sm_90+ code: a build whose TMA form was compiled for an older
-/// architecture only (and reaches a newer GPU through its PTX) has the copies compiled out (tma.cuh: a trap).
-template <class Kernel>
-bool sm90_image(Kernel kernel) {
-  return per_device_once(reinterpret_cast<const void*>(kernel), 0, [&] {
-    cudaFuncAttributes fa{};
-    if (cudaFuncGetAttributes(&fa, kernel) != cudaSuccess) {
-      (void)cudaGetLastError();
-      return false;
-    }
-    return fa.binaryVersion >= 90;
-  });
 }
 
 template <bool kInt4, int NT, class TO, bool kResidual>
