@@ -44,8 +44,10 @@ inline bool device_has_tma() {
   return major >= 9;
 }
 
-/// Whether `kernel`'s image on the current device is sm_90+ code: a build for older architectures only, reaching a
-/// newer GPU through its PTX, has its TMA copies compiled out (tma.cuh: a trap). Once per device and kernel.
+/// Whether `kernel`'s image on the current device is sm_90+ code compiled from sm_90+ source: a build for older
+/// architectures only reaches a newer GPU through its PTX, JIT-compiled there into sm_90 code (binaryVersion 90) from
+/// source whose TMA copies were compiled out (tma.cuh: a trap), so ptxVersion must say 90 too. Once per device and
+/// kernel.
 template <class K>
 bool sm90_image(K* kernel) {
   return per_device_once(reinterpret_cast<const void*>(kernel), 0, [&] {
@@ -54,7 +56,7 @@ bool sm90_image(K* kernel) {
       (void)cudaGetLastError();
       return false;
     }
-    return fa.binaryVersion >= 90;
+    return fa.binaryVersion >= 90 && fa.ptxVersion >= 90;
   });
 }
 

@@ -243,8 +243,9 @@ __global__ void __launch_bounds__(kThreads, blocks_per_sm(G))
     const std::uint32_t kst = ks_all + slot * kStageBytes, vst = vs_all + slot * kStageBytes;
     if constexpr (kTma) {
       mbar_wait(bar0 + 8 * slot, unsigned(i / kStages) & 1u);  // the stage's boxes have landed
-      // V's keys from s1 to the end of their 16-key tile: zeros (the box read whatever the cache holds there).
-      const int k0 = s0 + i * kStageKeys, z1 = min(k0 + kStageKeys, (s1 + 15) / 16 * 16);
+      // V's keys from s1 to the end of their 16-key tile (tiles start at k0 + 16m): zeros (the box read whatever the
+      // cache holds there).
+      const int k0 = s0 + i * kStageKeys, z1 = k0 + min(kStageKeys, (s1 - k0 + 15) / 16 * 16);
       if (i == n_stage - 1 && s1 < z1) {  // block-uniform
         constexpr int kChunks = D / 8;  // 16-byte chunks a key
         for (int e = tid; e < (z1 - s1) * kChunks; e += kThreads) {
@@ -515,6 +516,7 @@ Status launch_decode_typed(const AttentionLaunch& a, cudaStream_t s) {
                                          {64, cuuint64_t(a.n_kv), cuuint64_t(D / 64), cuuint64_t(a.n_kv_heads)},
                                          {key_stride, 128, cuuint64_t(D) * 2}, {64, kKeys, cuuint32_t(D / 64), 1});
         m.swizzle = CU_TENSOR_MAP_SWIZZLE_128B;
+        m.cache = false;  // without a graph n_kv grows every token: a cached map a token would never be read again
         tma = tma && qtma::encode_map(map, m);
       }
     }

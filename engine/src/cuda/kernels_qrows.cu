@@ -37,8 +37,9 @@
 // The result: with one slice, each (W row, x row) is stored by its thread (plain: + bias; residual: h + the product
 // rounded to h's dtype first: gemv_modes.cuh's store, so matmul_add keeps the bits of matmul + add).
 // With several, each slice's block writes its fp32 partials to a workspace and qrows_reduce adds them in slice order
-// and stores: the same bits on a rerun. The slice count and each block's group order depend on N, K, the block and
-// the GPU only, so x row t's values are the same in every launch of the same W, whatever T (among the T this kernel
+// and stores: the same bits on a rerun. The slice count and each block's group order depend on N, K, the block, the
+// GPU and the blocks an SM holds at T's shared memory (two, or one: int8 from 49 rows on an H100 / H200), so x row
+// t's values are the same in every launch of the same W whose T gives the same blocks an SM (among the T this kernel
 // takes on that GPU: see smem_allowance).
 // ref: PTX ISA "Matrix Fragments for mma.m16n8k16 with floating point type", "cp.async", "prmt".
 #include <algorithm>

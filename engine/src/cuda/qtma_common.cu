@@ -40,6 +40,15 @@ MapSpec make_map(const void* base, CUtensorMapDataType dtype, std::initializer_l
 }
 
 bool encode_map(CUtensorMap* m, const MapSpec& s) {
+  const EncodeTiledFn fn = encode_tiled();
+  if (!fn) return false;
+  const auto encode = [&] {
+    const cuuint32_t es[5] = {1, 1, 1, 1, 1};
+    return fn(m, s.dtype, cuuint32_t(s.rank), const_cast<void*>(s.base), s.dims, s.strides, s.box, es,
+              CU_TENSOR_MAP_INTERLEAVE_NONE, s.swizzle, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+              CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+  };
+  if (!s.cache) return encode();
   using Key = std::tuple<const void*, int, int, std::array<cuuint64_t, 5>, std::array<cuuint64_t, 4>,
                          std::array<cuuint32_t, 5>, int>;
   Key key{s.base, int(s.dtype), s.rank, {}, {}, {}, int(s.swizzle)};
@@ -53,13 +62,7 @@ bool encode_map(CUtensorMap* m, const MapSpec& s) {
     *m = it->second;
     return true;
   }
-  const EncodeTiledFn fn = encode_tiled();
-  if (!fn) return false;
-  const cuuint32_t es[5] = {1, 1, 1, 1, 1};
-  if (fn(m, s.dtype, cuuint32_t(s.rank), const_cast<void*>(s.base), s.dims, s.strides, s.box, es,
-         CU_TENSOR_MAP_INTERLEAVE_NONE, s.swizzle, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-         CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) != CUDA_SUCCESS)
-    return false;
+  if (!encode()) return false;
   cache.emplace(key, *m);
   return true;
 }

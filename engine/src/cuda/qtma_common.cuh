@@ -126,6 +126,7 @@ struct MapSpec {
   cuuint64_t strides[4] = {};  // bytes, dimensions 1..rank-1
   cuuint32_t box[5] = {};
   CUtensorMapSwizzle swizzle = CU_TENSOR_MAP_SWIZZLE_NONE;
+  bool cache = true;  // false: encoded every time, never kept (a shape that changes every call: the KV caches' rows)
 };
 /// A spec from its parts (dims and box of the same length ≤ 5, one stride fewer, in bytes).
 MapSpec make_map(const void* base, CUtensorMapDataType dtype, std::initializer_list<cuuint64_t> dims,
@@ -139,13 +140,14 @@ bool encode_map(CUtensorMap* m, const MapSpec& spec);
 /// SMs of the current device (0 where it cannot be read).
 int sm_count();
 
-/// Once per kernel and device: whether the kernel's image is sm_90+ code (TMA), and the shared-memory opt-in at
+/// Once per kernel and device: whether the kernel's image is sm_90+ code compiled from sm_90+ source (TMA; see
+/// kernels.cuh's sm90_image), and the shared-memory opt-in at
 /// kMaxSmem (one value a kernel: every launch's layout stays below it, and one block of it fits an sm_90 SM).
 template <class Kernel>
 bool tma_ready(Kernel kernel) {
   return per_device_once(reinterpret_cast<const void*>(kernel), long(kMaxSmem), [&] {
     cudaFuncAttributes fa{};
-    if (cudaFuncGetAttributes(&fa, kernel) != cudaSuccess || fa.binaryVersion < 90 ||
+    if (cudaFuncGetAttributes(&fa, kernel) != cudaSuccess || fa.binaryVersion < 90 || fa.ptxVersion < 90 ||
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kMaxSmem) != cudaSuccess) {
       (void)cudaGetLastError();
       return false;
