@@ -107,7 +107,7 @@ qrows_kernel(TO* __restrict__ out, const bf16* __restrict__ x, const std::uint8_
   extern __shared__ __align__(1024) unsigned char qrows_smem[];
   allow_dependents_to_launch();
   constexpr StageLayout L = stage_layout(kInt4, NT, kTma);
-  constexpr std::uint32_t kTmaBytes = std::uint32_t(NT * 2048 + kWarpsA * 32 * (kInt4 ? 2 : 4) * 16);
+  constexpr std::uint32_t kTmaBytes = std::uint32_t(L.corr);  // a stage's x and W boxes: the bytes before corr
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
   const int n_groups = K / quant::kInt4Group;
   const int KS = int(gridDim.y), ks = int(blockIdx.y);

@@ -104,7 +104,8 @@ inline constexpr std::int64_t kQ4PassMaxRows = 40;
 /// 16-byte aligned) for kQRowsMin(f) ≤ T ≤ kQRowsMaxRows, int8 or int4 W with K a multiple of 128; out[T, N] =
 /// x · Wᵀ (+ bias) or, residual, h += that (the product rounded to h's dtype first: matmul_add's bits are matmul +
 /// add's). Other bits than the GEMVs' and the passes' (each row's sums in 128-row blocks and K slices), the same on a
-/// rerun and for every T it takes (GPUs with 99 KB a block take int8 up to 32 rows, int4 up to 56: launch_qrows).
+/// rerun and for every T that gives the same blocks an SM (H100 / H200: int8 from 49 rows one, else two), among the T
+/// it takes (GPUs with 99 KB a block take int8 up to 32 rows, int4 up to 56: qrows_supported).
 /// PIXTRAL_CUDA_QROWS=0: not supported (the passes, or dequantized tiles + cuBLAS; A/B).
 inline constexpr std::int64_t kQRowsMaxRows = 64;
 inline constexpr std::int64_t kQRowsMin(quant::Format f) {
