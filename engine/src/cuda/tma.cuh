@@ -85,6 +85,28 @@ __device__ __forceinline__ void tma_load_5d(std::uint32_t dst, const CUtensorMap
       "l"(reinterpret_cast<std::uint64_t>(map)), "r"(bar), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(c4)
       : "memory");
 }
+/// tma_load_4d / 5d with an L2 cache policy (createpolicy's 64-bit descriptor).
+__device__ __forceinline__ void tma_load_4d_hint(std::uint32_t dst, const CUtensorMap* map, std::uint32_t bar, int c0,
+                                                 int c1, int c2, int c3, std::uint64_t pol) {
+  PIXTRAL_TMA_ASM(
+      "cp.async.bulk.tensor.4d.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1, {%3, %4, "
+      "%5, %6}], [%2], %7;\n" ::"r"(dst),
+      "l"(reinterpret_cast<std::uint64_t>(map)), "r"(bar), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "l"(pol)
+      : "memory");
+}
+__device__ __forceinline__ void tma_load_5d_hint(std::uint32_t dst, const CUtensorMap* map, std::uint32_t bar, int c0,
+                                                 int c1, int c2, int c3, int c4, std::uint64_t pol) {
+  PIXTRAL_TMA_ASM(
+      "cp.async.bulk.tensor.5d.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1, {%3, %4, "
+      "%5, %6, %7}], [%2], %8;\n" ::"r"(dst),
+      "l"(reinterpret_cast<std::uint64_t>(map)), "r"(bar), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(c4), "l"(pol)
+      : "memory");
+}
+__device__ __forceinline__ std::uint64_t l2_policy_evict_first() {
+  std::uint64_t pol = 0;
+  PIXTRAL_TMA_ASM("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(pol));
+  return pol;
+}
 /// Asks for `bytes` (a multiple of 16) of global memory from `p` (16-byte aligned) into L2: a hint, nothing waits.
 __device__ __forceinline__ void prefetch_l2_bulk(const void* p, std::uint32_t bytes) {
   PIXTRAL_TMA_ASM("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(reinterpret_cast<std::uint64_t>(p)), "r"(bytes)
