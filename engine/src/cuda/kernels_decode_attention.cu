@@ -115,7 +115,7 @@ __device__ __forceinline__ std::uint32_t kv_at(int r, int c) {
 // 16-key tile are zeroed after the box lands (p = 0 must not meet a NaN of a row never written). The same values
 // into the same MMAs: the same bits as the cp.async form.
 template <int D, int G, int kStages, class TO, bool kTma = false>
-__global__ void __launch_bounds__(kThreads, kTma ? 4 : blocks_per_sm(G))
+__global__ void __launch_bounds__(kThreads, blocks_per_sm(G))
     decode_attention_kernel(const DecodeParams p, const __grid_constant__ CUtensorMap mk,
                             const __grid_constant__ CUtensorMap mv) {
   static_assert(!kTma || kStages == 2, "the TMA form is the two-stage kernel's");

@@ -211,7 +211,7 @@ __device__ __forceinline__ void accumulate(const uint4& wv, int c, const TX* x, 
 // 64 → 77, silu 58 → 70, plain 43 → 60: one block an SM fewer), which measured faster (H200 int8 decode, same run:
 // 3.876 with 0 → 3.856 with 1; PERF_NOTES v21 4.).
 template <int T, class TX, class TO, bool INT4, GemvMode M = GemvMode::plain, bool kPair = false>
-__global__ void __launch_bounds__(kWarpsPerBlock * 32, kPair ? 3 : (M == GemvMode::rope && !INT4 && T == 1 ? 4 : 1))
+__global__ void __launch_bounds__(kWarpsPerBlock * 32, kPair ? 3 : 1)
 qgemv_kernel(TO* __restrict__ out, const TX* x, const std::uint8_t* __restrict__ q,
              const float* __restrict__ scales, const bf16* __restrict__ bias, int N, int n_items, int K,
              RopeAppendArgs ra) {
