@@ -55,6 +55,10 @@ CudaBackend::~CudaBackend() {
   for (auto& e : staging_done_)
     if (e) cudaEventDestroy(e);
   if (cublas_) cublasDestroy(cublas_);
+  if (side_) cudaStreamSynchronize(side_);
+  if (side_fork_) cudaEventDestroy(side_fork_);
+  if (side_join_) cudaEventDestroy(side_join_);
+  if (side_) cudaStreamDestroy(side_);
   if (stream_) cudaStreamDestroy(stream_);
   if (pool_) cudaMemPoolDestroy(pool_);  // tensors still out are released with their last free
 }
@@ -500,6 +504,7 @@ Status CudaBackend::memory_info(std::size_t* free_bytes, std::size_t* total_byte
 
 Status CudaBackend::begin_capture() {
   if (capturing_) return Status(ErrorCode::invalid_argument, "cuda: already capturing");
+  PIXTRAL_RETURN_IF_ERROR(join_side());  // a capture may not wait for an event recorded before it began
   PIXTRAL_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
   capturing_ = true;
   capture_samples_ = false;
@@ -508,9 +513,14 @@ Status CudaBackend::begin_capture() {
 
 Status CudaBackend::end_capture() {
   if (!capturing_) return Status(ErrorCode::invalid_argument, "cuda: end_capture without begin_capture");
+  const Status joined = join_side();  // a capture ends with every forked stream joined
   capturing_ = false;
   cudaGraph_t g = nullptr;
   PIXTRAL_CUDA_CHECK(cudaStreamEndCapture(stream_, &g));
+  if (!joined.ok()) {
+    if (g) cudaGraphDestroy(g);
+    return joined;
+  }
   if (graph_exec_) cudaGraphExecDestroy(graph_exec_);
   if (graph_) cudaGraphDestroy(graph_);
   graph_ = g;
@@ -526,6 +536,29 @@ Status CudaBackend::replay() {
   PIXTRAL_CUDA_CHECK(cudaGraphLaunch(graph_exec_, stream_));
   tl_after_replay(replays_++, stream_);
   if (graph_samples_) return push_sampled();
+  return {};
+}
+
+Status CudaBackend::join_side() {
+  if (!side_pending_) return {};
+  side_pending_ = false;
+  PIXTRAL_CUDA_CHECK(cudaStreamWaitEvent(stream_, side_join_, 0));
+  return {};
+}
+
+Status CudaBackend::prefetch_kv_side(const void* k_cache, const void* v_cache, std::int64_t row_bytes,
+                                     std::int64_t rows, const int* pos) {
+  if (!side_) {
+    PIXTRAL_CUDA_CHECK(cudaStreamCreateWithFlags(&side_, cudaStreamNonBlocking));
+    PIXTRAL_CUDA_CHECK(cudaEventCreateWithFlags(&side_fork_, cudaEventDisableTiming));
+    PIXTRAL_CUDA_CHECK(cudaEventCreateWithFlags(&side_join_, cudaEventDisableTiming));
+  }
+  PIXTRAL_RETURN_IF_ERROR(join_side());  // the previous layer's prefetch, long done: no kernel waits for it
+  PIXTRAL_CUDA_CHECK(cudaEventRecord(side_fork_, stream_));
+  PIXTRAL_CUDA_CHECK(cudaStreamWaitEvent(side_, side_fork_, 0));
+  PIXTRAL_RETURN_IF_ERROR(launch_kv_l2_prefetch(k_cache, v_cache, row_bytes, rows, pos, side_));
+  PIXTRAL_CUDA_CHECK(cudaEventRecord(side_join_, side_));
+  side_pending_ = true;
   return {};
 }
 

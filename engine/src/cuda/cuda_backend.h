@@ -160,6 +160,16 @@ class CudaBackend final : public ops::Backend, public ops::CudaExtension {
   // attention after it sizes its splits for the int4 GEMVs around it (AttentionLaunch::narrow_wave).
   bool decode_qkv_int4_ = false;
   cudaStream_t stream_ = nullptr;
+  // PIXTRAL_CUDA_KV_L2_SIDE=1 (opt-in, A/B; PERF_NOTES v39 10.): before the int4 decode's QKV GEMV, a one-block kernel
+  // on a second stream asks L2 for the layer's K and V rows [0, pos), forked from stream_ after the kernel before the
+  // GEMV and joined into stream_ before the next layer's fork (and before a capture ends), so that no kernel of the
+  // chain waits for it. side_pending_: work on side_ not yet joined.
+  cudaStream_t side_ = nullptr;
+  cudaEvent_t side_fork_ = nullptr, side_join_ = nullptr;
+  bool side_pending_ = false;
+  Status join_side();
+  Status prefetch_kv_side(const void* k_cache, const void* v_cache, std::int64_t row_bytes, std::int64_t rows,
+                          const int* pos);
   // Activations (alloc/free) come from a stream-ordered pool that keeps what is freed: a second image or prompt
   // reuses the first one's memory without cudaMalloc/cudaFree (cudaFree waits for the whole device). Null where
   // the device has no memory pools or PIXTRAL_CUDA_POOL=0 (A/B switch): plain cudaMalloc then.

@@ -439,6 +439,8 @@ Status CudaBackend::rms_norm_matmul_rope_append_kv(ops::Tensor qkv, ops::Tensor 
     if (!p.ok()) return p.status();
     const RopeAppendArgs ra{k_cache.data, v_cache.data, *p, *freq, n_heads, n_kv_heads, head_dim,
                             pairs == ops::RopePairs::halves};
+    if (env_one("PIXTRAL_CUDA_KV_L2_SIDE"))  // opt-in (PERF_NOTES v39 10.): the layer's keys asked into L2 beside QKV
+      PIXTRAL_RETURN_IF_ERROR(prefetch_kv_side(k_cache.data, v_cache.data, kvd * 2, k_cache.rows, *p));
     bool launched = false;
     PIXTRAL_RETURN_IF_ERROR(launch_q4tma_normed(static_cast<bf16*>(qkv.data), static_cast<const bf16*>(h.data),
                                                 wptr(norm), static_cast<bf16*>(xn.data), eps,
