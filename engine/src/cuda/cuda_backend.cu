@@ -553,7 +553,8 @@ Status CudaBackend::prefetch_kv_side(const void* k_cache, const void* v_cache, s
     PIXTRAL_CUDA_CHECK(cudaEventCreateWithFlags(&side_fork_, cudaEventDisableTiming));
     PIXTRAL_CUDA_CHECK(cudaEventCreateWithFlags(&side_join_, cudaEventDisableTiming));
   }
-  PIXTRAL_RETURN_IF_ERROR(join_side());  // the previous layer's prefetch, long done: no kernel waits for it
+  // No join here: a join would give the next kernel of the chain a second predecessor. side_ runs its prefetches
+  // in order, each after the kernel before its fork; the capture's end (or the next capture's start) joins them.
   PIXTRAL_CUDA_CHECK(cudaEventRecord(side_fork_, stream_));
   PIXTRAL_CUDA_CHECK(cudaStreamWaitEvent(side_, side_fork_, 0));
   PIXTRAL_RETURN_IF_ERROR(launch_kv_l2_prefetch(k_cache, v_cache, row_bytes, rows, pos, side_));

@@ -162,8 +162,8 @@ class CudaBackend final : public ops::Backend, public ops::CudaExtension {
   cudaStream_t stream_ = nullptr;
   // PIXTRAL_CUDA_KV_L2_SIDE=1 (opt-in, A/B; PERF_NOTES v39 10.): before the int4 decode's QKV GEMV, a one-block kernel
   // on a second stream asks L2 for the layer's K and V rows [0, pos), forked from stream_ after the kernel before the
-  // GEMV and joined into stream_ before the next layer's fork (and before a capture ends), so that no kernel of the
-  // chain waits for it. side_pending_: work on side_ not yet joined.
+  // GEMV; joined into stream_ only where a capture ends or begins (no kernel of the chain gets it as a predecessor).
+  // side_pending_: work on side_ not yet joined.
   cudaStream_t side_ = nullptr;
   cudaEvent_t side_fork_ = nullptr, side_join_ = nullptr;
   bool side_pending_ = false;
