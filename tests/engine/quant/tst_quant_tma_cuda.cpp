@@ -345,6 +345,29 @@ TEST(QuantCudaTma, FoldedNormEqualsNormThenOpBitForBit) {
   folded_norm_cases(G, cpu.get(), rng, both);
 }
 
+// PIXTRAL_CUDA_KV_L2_SIDE=1 (opt-in: before the folded QKV GEMV, a kernel on a second stream asks L2 for the
+// layer's K and V rows): a hint, so every folded-norm shape gives the same bits with it as without it, and the
+// second stream's kernel leaves no error behind.
+TEST(QuantCudaTma, KvL2SidePrefetchChangesNoBits) {
+  PIXTRAL_REQUIRE_GPU();
+  auto cpu = ops::make_cpu_backend(1);
+  std::mt19937 rng(41);
+  const auto both = [&](const std::string& what, const auto& run, const auto& read) {
+    std::vector<std::vector<float>> got;
+    for (const char* sw : {"1", "0"}) {
+      ScopedEnv side("PIXTRAL_CUDA_KV_L2_SIDE", sw);
+      ScopedEnv fold("PIXTRAL_CUDA_FOLD_NORM", "require");
+      const Status st = run();
+      ASSERT_TRUE(st.ok()) << what << " (PIXTRAL_CUDA_KV_L2_SIDE=" << sw << "): " << st.to_string();
+      got.push_back(read());
+    }
+    cuda_test::expect_same_bits(got[1], got[0], what + ", the side prefetch against none");
+  };
+  folded_norm_cases(G, cpu.get(), rng, both);
+  const Status st = G->synchronize();
+  EXPECT_TRUE(st.ok()) << st.to_string();
+}
+
 // The int4 GEMV's integer path (q4_imma.cuh; PIXTRAL_CUDA_Q4TMA_IMMA=1: both folded-norm launches; the silu one's by
 // default) against the bf16 path (=0) on the same shapes: x (xn) bit for bit; every output within one bf16 step of
 // itself plus one of the output's largest value (both round fp32 sums ~1e-6 apart to bf16, rope's first before its
