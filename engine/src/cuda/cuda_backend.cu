@@ -505,6 +505,7 @@ Status CudaBackend::memory_info(std::size_t* free_bytes, std::size_t* total_byte
 Status CudaBackend::begin_capture() {
   if (capturing_) return Status(ErrorCode::invalid_argument, "cuda: already capturing");
   PIXTRAL_RETURN_IF_ERROR(join_side());  // a capture may not wait for an event recorded before it began
+  if (env_one("PIXTRAL_CUDA_KV_L2_SIDE")) PIXTRAL_RETURN_IF_ERROR(make_side());  // not created while capturing
   PIXTRAL_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
   capturing_ = true;
   capture_samples_ = false;
@@ -546,13 +547,17 @@ Status CudaBackend::join_side() {
   return {};
 }
 
+Status CudaBackend::make_side() {
+  if (!side_fork_) PIXTRAL_CUDA_CHECK(cudaEventCreateWithFlags(&side_fork_, cudaEventDisableTiming));
+  if (!side_join_) PIXTRAL_CUDA_CHECK(cudaEventCreateWithFlags(&side_join_, cudaEventDisableTiming));
+  if (!side_) PIXTRAL_CUDA_CHECK(cudaStreamCreateWithFlags(&side_, cudaStreamNonBlocking));  // last: side_ = ready
+  return {};
+}
+
 Status CudaBackend::prefetch_kv_side(const void* k_cache, const void* v_cache, std::int64_t row_bytes,
                                      std::int64_t rows, const int* pos) {
-  if (!side_) {
-    PIXTRAL_CUDA_CHECK(cudaStreamCreateWithFlags(&side_, cudaStreamNonBlocking));
-    PIXTRAL_CUDA_CHECK(cudaEventCreateWithFlags(&side_fork_, cudaEventDisableTiming));
-    PIXTRAL_CUDA_CHECK(cudaEventCreateWithFlags(&side_join_, cudaEventDisableTiming));
-  }
+  if (!side_ && capturing_) return {};  // the switch was set after the capture began: nothing to fork onto
+  PIXTRAL_RETURN_IF_ERROR(make_side());
   // No join here: a join would give the next kernel of the chain a second predecessor. side_ runs its prefetches
   // in order, each after the kernel before its fork; the capture's end (or the next capture's start) joins them.
   PIXTRAL_CUDA_CHECK(cudaEventRecord(side_fork_, stream_));

@@ -168,6 +168,7 @@ class CudaBackend final : public ops::Backend, public ops::CudaExtension {
   cudaEvent_t side_fork_ = nullptr, side_join_ = nullptr;
   bool side_pending_ = false;
   Status join_side();
+  Status make_side();  // the stream and its two events, once (never while capturing)
   Status prefetch_kv_side(const void* k_cache, const void* v_cache, std::int64_t row_bytes, std::int64_t rows,
                           const int* pos);
   // Activations (alloc/free) come from a stream-ordered pool that keeps what is freed: a second image or prompt
