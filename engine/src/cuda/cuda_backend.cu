@@ -32,6 +32,7 @@ std::string mib(std::size_t b) {
 }  // namespace
 
 CudaBackend::~CudaBackend() {
+  if (side_) cudaStreamSynchronize(side_);  // its prefetches read the staging buffer freed below
   if (stream_) cudaStreamSynchronize(stream_);
   forget_q4tma_successors();
   forget_q4tma_stream(stream_);
@@ -55,7 +56,6 @@ CudaBackend::~CudaBackend() {
   for (auto& e : staging_done_)
     if (e) cudaEventDestroy(e);
   if (cublas_) cublasDestroy(cublas_);
-  if (side_) cudaStreamSynchronize(side_);
   if (side_fork_) cudaEventDestroy(side_fork_);
   if (side_join_) cudaEventDestroy(side_join_);
   if (side_) cudaStreamDestroy(side_);
@@ -214,6 +214,7 @@ Status CudaBackend::out_of_memory(std::size_t bytes, std::string_view what) {
 
 Status CudaBackend::trim_pool() {
   (void)cudaGetLastError();  // the failed allocation's (non-sticky) error
+  if (!capturing_) PIXTRAL_RETURN_IF_ERROR(join_side());  // no prefetch of KV_L2_SIDE still reads what is trimmed
   PIXTRAL_CUDA_CHECK(cudaStreamSynchronize(stream_));  // frees queued on the stream have happened
   PIXTRAL_CUDA_CHECK(cudaMemPoolTrimTo(pool_, 0));
   return {};
@@ -324,6 +325,7 @@ Result<ops::Tensor> CudaBackend::alloc(std::int64_t rows, std::int64_t cols, DTy
 }
 
 void CudaBackend::free(ops::Tensor& t) {
+  if (side_pending_ && !capturing_) (void)join_side();  // the free after KV_L2_SIDE's prefetches (a failure: sticky)
   if (pool_ && t.data) {
     cudaFreeAsync(t.data, stream_);  // after the work queued so far; no wait
     allocated_ -= std::min(allocated_, std::size_t(t.bytes()));
@@ -484,6 +486,7 @@ Status CudaBackend::copy(ops::Tensor dst, const ops::Tensor& src) {
 }
 
 Status CudaBackend::synchronize() {
+  if (!capturing_) PIXTRAL_RETURN_IF_ERROR(join_side());  // KV_L2_SIDE's prefetches too
   PIXTRAL_CUDA_CHECK(cudaStreamSynchronize(stream_));
   PIXTRAL_CUDA_CHECK(cudaGetLastError());
   return {};
@@ -562,9 +565,11 @@ Status CudaBackend::prefetch_kv_side(const void* k_cache, const void* v_cache, s
   // in order, each after the kernel before its fork; the capture's end (or the next capture's start) joins them.
   PIXTRAL_CUDA_CHECK(cudaEventRecord(side_fork_, stream_));
   PIXTRAL_CUDA_CHECK(cudaStreamWaitEvent(side_, side_fork_, 0));
-  PIXTRAL_RETURN_IF_ERROR(launch_kv_l2_prefetch(k_cache, v_cache, row_bytes, rows, pos, side_));
+  side_pending_ = true;  // side_ is in the capture from here: joined even if what follows fails
+  const std::int64_t cap = env_long("PIXTRAL_CUDA_KV_L2_SIDE_MB", 32) << 20;  // K and V bytes a layer at most
+  PIXTRAL_RETURN_IF_ERROR(launch_kv_l2_prefetch(k_cache, v_cache, row_bytes, std::min(rows, cap / (2 * row_bytes)),
+                                                pos, side_));
   PIXTRAL_CUDA_CHECK(cudaEventRecord(side_join_, side_));
-  side_pending_ = true;
   return {};
 }
 

@@ -692,11 +692,10 @@ __global__ void kv_l2_prefetch_kernel(const unsigned char* k, const unsigned cha
 
 Status launch_kv_l2_prefetch(const void* k, const void* v, std::int64_t row_bytes, std::int64_t rows, const int* pos,
                              cudaStream_t s) {
-  if (!sm90_image(kv_l2_prefetch_kernel))
-    return Status(ErrorCode::unsupported, "PIXTRAL_CUDA_KV_L2_SIDE: no sm_90 code for this GPU");
-  if (row_bytes % 16 != 0 || reinterpret_cast<std::uintptr_t>(k) % 16 != 0 ||
-      reinterpret_cast<std::uintptr_t>(v) % 16 != 0)
-    return Status(ErrorCode::invalid_argument, "PIXTRAL_CUDA_KV_L2_SIDE: caches not 16-byte aligned");
+  // A hint: where it cannot run (no sm_90 code, caches not 16-byte aligned) nothing is asked for, and nothing fails.
+  if (!sm90_image(kv_l2_prefetch_kernel) || row_bytes % 16 != 0 || reinterpret_cast<std::uintptr_t>(k) % 16 != 0 ||
+      reinterpret_cast<std::uintptr_t>(v) % 16 != 0 || rows <= 0)
+    return {};
   kv_l2_prefetch_kernel<<<1, 32, 0, s>>>(static_cast<const unsigned char*>(k), static_cast<const unsigned char*>(v),
                                          row_bytes, rows, pos);
   PIXTRAL_CUDA_LAUNCH_CHECK(kv_l2_prefetch_kernel);

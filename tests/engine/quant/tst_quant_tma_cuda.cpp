@@ -346,8 +346,9 @@ TEST(QuantCudaTma, FoldedNormEqualsNormThenOpBitForBit) {
 }
 
 // PIXTRAL_CUDA_KV_L2_SIDE=1 (opt-in: before the folded QKV GEMV, a kernel on a second stream asks L2 for the
-// layer's K and V rows): a hint, so every folded-norm shape gives the same bits with it as without it, and the
-// second stream's kernel leaves no error behind.
+// layer's K and V rows): a hint, so every folded-norm shape gives the same bits with it as without it (this fails
+// only if the second stream's kernel writes or faults), and synchronize(), which joins the second stream, reports no
+// error. Eager launches only: tst_cuda_model with the switch set covers capture and replay.
 TEST(QuantCudaTma, KvL2SidePrefetchChangesNoBits) {
   PIXTRAL_REQUIRE_GPU();
   auto cpu = ops::make_cpu_backend(1);
