@@ -567,8 +567,7 @@ Status CudaBackend::prefetch_kv_side(const void* k_cache, const void* v_cache, s
   PIXTRAL_CUDA_CHECK(cudaStreamWaitEvent(side_, side_fork_, 0));
   side_pending_ = true;  // side_ is in the capture from here: joined even if what follows fails
   const std::int64_t cap = env_long("PIXTRAL_CUDA_KV_L2_SIDE_MB", 32) << 20;  // K and V bytes a layer at most
-  PIXTRAL_RETURN_IF_ERROR(launch_kv_l2_prefetch(k_cache, v_cache, row_bytes, std::min(rows, cap / (2 * row_bytes)),
-                                                pos, side_));
+  PIXTRAL_RETURN_IF_ERROR(launch_kv_l2_prefetch(k_cache, v_cache, row_bytes, rows, cap, pos, side_));
   PIXTRAL_CUDA_CHECK(cudaEventRecord(side_join_, side_));
   return {};
 }

@@ -99,6 +99,12 @@ Status launch_scatter_rows(void* dst, DType dst_t, const void* src, DType src_t,
                            std::int64_t cols, cudaStream_t s);
 /// out[T, N] += bias[N]
 Status launch_bias_add(void* out, DType out_t, const bf16* bias, std::int64_t T, std::int64_t N, cudaStream_t s);
+/// One block on stream s asks L2 (cp.async.bulk.prefetch.L2, 32 KB requests) for rows [0, min(*pos, rows)) of two
+/// row-major caches of row_bytes a row, at most max_bytes of the two together: a hint, nothing waits for it; nothing
+/// is launched (and nothing fails) without sm_90 code, with row_bytes not a positive multiple of 16 or a base not
+/// 16-byte aligned. PIXTRAL_CUDA_KV_L2_SIDE (CudaBackend::prefetch_kv_side; kernels_kv_prefetch.cu).
+Status launch_kv_l2_prefetch(const void* k, const void* v, std::int64_t row_bytes, std::int64_t rows,
+                             std::int64_t max_bytes, const int* pos, cudaStream_t s);
 /// RoPE in place on x[T, n_heads * head_dim]. Pair m (< head_dim/2) rotates by float(pos[t]) · freq[m] where pos is
 /// pos_a for m < split and pos_b otherwise (1-D RoPE: split = head_dim/2). halves: pair m = dims (m, m + D/2);
 /// else (interleaved) dims (2m, 2m + 1).

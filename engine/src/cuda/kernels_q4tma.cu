@@ -677,29 +677,4 @@ Status launch_q4tma_normed(bf16* out, const bf16* h, const bf16* norm_w, bf16* x
   });
 }
 
-namespace {
-__global__ void kv_l2_prefetch_kernel(const unsigned char* k, const unsigned char* v, std::int64_t row_bytes,
-                                      std::int64_t rows, const int* pos) {
-  constexpr std::int64_t kChunk = 32 * 1024;
-  const std::int64_t n = min(std::int64_t(*pos), rows) * row_bytes;
-  for (std::int64_t off = std::int64_t(threadIdx.x) * kChunk; off < n; off += std::int64_t(blockDim.x) * kChunk) {
-    const std::uint32_t len = std::uint32_t(min(kChunk, n - off));
-    prefetch_l2_bulk(k + off, len);
-    prefetch_l2_bulk(v + off, len);
-  }
-}
-}  // namespace
-
-Status launch_kv_l2_prefetch(const void* k, const void* v, std::int64_t row_bytes, std::int64_t rows, const int* pos,
-                             cudaStream_t s) {
-  // A hint: where it cannot run (no sm_90 code, caches not 16-byte aligned) nothing is asked for, and nothing fails.
-  if (!sm90_image(kv_l2_prefetch_kernel) || row_bytes % 16 != 0 || reinterpret_cast<std::uintptr_t>(k) % 16 != 0 ||
-      reinterpret_cast<std::uintptr_t>(v) % 16 != 0 || rows <= 0)
-    return {};
-  kv_l2_prefetch_kernel<<<1, 32, 0, s>>>(static_cast<const unsigned char*>(k), static_cast<const unsigned char*>(v),
-                                         row_bytes, rows, pos);
-  PIXTRAL_CUDA_LAUNCH_CHECK(kv_l2_prefetch_kernel);
-  return {};
-}
-
 }  // namespace pixtral::cuda

@@ -72,11 +72,6 @@ Status launch_q4tma(void* out, DType out_t, const bf16* x, const std::uint8_t* q
 Status launch_q4tma_normed(bf16* out, const bf16* h, const bf16* norm_w, bf16* xn, float eps, const std::uint8_t* q,
                            const float* scales, int N, int items, int K, GemvMode mode, const RopeAppendArgs& ra,
                            cudaStream_t s, bool* launched);
-/// One block on stream s asks L2 (cp.async.bulk.prefetch.L2, 32 KB requests) for rows [0, min(*pos, rows)) of two
-/// row-major caches of row_bytes a row: a hint, nothing waits for it; nothing is launched (and nothing fails) without
-/// sm_90 code or with row_bytes or a base not 16-byte aligned. PIXTRAL_CUDA_KV_L2_SIDE (CudaBackend::prefetch_kv_side).
-Status launch_kv_l2_prefetch(const void* k, const void* v, std::int64_t row_bytes, std::int64_t rows, const int* pos,
-                             cudaStream_t s);
 /// The int8 twin (kernels_q8tma.cu: the scalar kernel's arithmetic, the same bits; opt-in, PIXTRAL_CUDA_Q8TMA=1: slower
 /// than the scalar kernel so far): one x row, every mode; nothing launched (the scalar kernel runs) where it does not:
 /// T ≠ 1, not opted in, K < 1024 or not a multiple of 16, rope with halves pairs and head_dim / 2 not a multiple of
